@@ -1,0 +1,335 @@
+//! Types shared by the XDP program (`dns-ebpf`) and the daemon (`dns-user`).
+//!
+//! Everything here is `#[repr(C)]`, `Copy`, made of fixed-size integers and arrays with explicit
+//! padding, so that both sides agree on every byte. Multi-byte integers are in host byte order
+//! unless a field says otherwise.
+//!
+//! # How an answer is found
+//! The daemon compiles every name it serves into one [`NameValue`]: the answer-section bytes for
+//! each type the fast path serves (A, AAAA, CNAME), ready to be copied after the question. The XDP
+//! program lowercases the query name into a [`NameKey`] (right-aligned, see there), looks it up in
+//! [`NAMES_SMALL`] then [`NAMES_LARGE`], and on a miss walks the name's suffixes through [`ZONES`]
+//! to find the zone and answer NXDOMAIN with the zone's SOA.
+#![no_std]
+
+/// Map names: the `#[map]` statics in dns-ebpf carry the same names (checked by a test in dns-user).
+pub const MAP_CONFIG: &str = "CONFIG";
+pub const MAP_STATS: &str = "STATS";
+pub const MAP_NAMES_SMALL: &str = "NAMES_SMALL";
+pub const MAP_NAMES_LARGE: &str = "NAMES_LARGE";
+pub const MAP_ZONES: &str = "ZONES";
+pub const MAP_SCRATCH: &str = "SCRATCH";
+/// The XDP program's name (the `#[xdp]` function).
+pub const PROGRAM_NAME: &str = "edgedns_xdp";
+
+/// Longest query name (wire form, root label included) that the fast path looks up. Longer names
+/// are passed up and counted under [`Stat::PassLongName`]; the fallback answers them.
+pub const KEY_NAME_LEN: usize = 96;
+/// Largest DNS payload after the 12-byte header that the program reads from a query.
+pub const QUERY_MAX: usize = 512;
+/// Answer bytes held by a [`NameValue`] in [`NAMES_SMALL`] / [`NAMES_LARGE`].
+pub const BLOB_SMALL: usize = 64;
+pub const BLOB_LARGE: usize = 1024;
+/// One segment of a large blob is at most this long, and starts before this offset; the program
+/// masks both with `SEG_MAX - 1` so that the verifier can bound `blob + off + len`.
+pub const SEG_MAX: usize = 512;
+/// The zone's negative-answer SOA record: owner pointer, fixed fields, two names of up to 255.
+pub const SOA_BLOB: usize = 544;
+/// Default UDP payload size the server advertises in its OPT record (DNS flag day 2020).
+pub const DEFAULT_UDP_PAYLOAD: u16 = 1232;
+
+/// Capacity of the maps (entries).
+pub const NAMES_SMALL_MAX: u32 = 2 * 1024 * 1024;
+pub const NAMES_LARGE_MAX: u32 = 256 * 1024;
+pub const ZONES_MAX: u32 = 4096;
+
+/// Query types, as the index into [`NameValue::segs`]: 0 is the CNAME prefix copied before every
+/// answer at a name that holds a CNAME.
+pub const SEG_CNAME_PREFIX: usize = 0;
+pub const SEG_A: usize = 1;
+pub const SEG_AAAA: usize = 2;
+pub const SEG_CNAME: usize = 3;
+
+pub const TYPE_A: u16 = 1;
+pub const TYPE_CNAME: u16 = 5;
+pub const TYPE_SOA: u16 = 6;
+pub const TYPE_AAAA: u16 = 28;
+pub const TYPE_OPT: u16 = 41;
+pub const CLASS_IN: u16 = 1;
+
+/// Maps a query type to its segment index, or `None` if the fast path does not serve it.
+#[inline(always)]
+pub fn seg_for_qtype(qtype: u16) -> Option<usize> {
+    match qtype {
+        TYPE_A => Some(SEG_A),
+        TYPE_AAAA => Some(SEG_AAAA),
+        TYPE_CNAME => Some(SEG_CNAME),
+        _ => None,
+    }
+}
+
+/// Lowercases one byte of a wire-form name. Label length bytes are at most 63, below `b'A'`, so
+/// the whole wire name can be folded byte by byte without tracking label boundaries.
+#[inline(always)]
+pub fn fold_case(b: u8) -> u8 {
+    if b.is_ascii_uppercase() {
+        b | 0x20
+    } else {
+        b
+    }
+}
+
+/// Key of [`NAMES_SMALL`], [`NAMES_LARGE`] and [`ZONES`]: a lowercased wire-form name, root label
+/// included, placed at the *end* of the array with zeros before it.
+///
+/// Right alignment makes every suffix of a name (its parent zones) a key too: zeroing the bytes of
+/// the leading labels turns the key of `a.b.example.` into the key of `b.example.`, which is how
+/// the program walks up to the zone without copying. The form is unambiguous: a name's first byte
+/// is a non-zero label length unless the name is the root.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct NameKey {
+    pub name: [u8; KEY_NAME_LEN],
+}
+
+impl NameKey {
+    pub const fn zeroed() -> Self {
+        Self {
+            name: [0; KEY_NAME_LEN],
+        }
+    }
+
+    /// Builds a key from a wire-form name (root label included). `None` if it is too long.
+    pub fn from_wire(wire: &[u8]) -> Option<Self> {
+        if wire.is_empty() || wire.len() > KEY_NAME_LEN {
+            return None;
+        }
+        let mut key = Self::zeroed();
+        let start = KEY_NAME_LEN - wire.len();
+        for (dst, src) in key.name[start..].iter_mut().zip(wire) {
+            *dst = fold_case(*src);
+        }
+        Some(key)
+    }
+}
+
+/// Where one type's answer records sit in a blob.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Seg {
+    /// Offset of the records in the blob.
+    pub off: u16,
+    /// Their length in bytes (0: none).
+    pub len: u16,
+    /// How many records (added to ANCOUNT).
+    pub count: u16,
+    /// One's-complement 16-bit sum of the bytes (network order words, folded, not inverted), as
+    /// placed in the response: the CNAME prefix at the start of the answer section, a type segment
+    /// right after the prefix. Computed as if the answer section began at an even UDP offset; the
+    /// program swaps its bytes when it does not.
+    pub sum: u16,
+}
+
+/// `NameValue::flags`: answer `qtype` index `i` from the fallback (bit `1 << i`).
+pub const fn pass_bit(seg: usize) -> u8 {
+    1 << seg
+}
+
+/// Answers at one name, compiled by the daemon. `N` is [`BLOB_SMALL`] or [`BLOB_LARGE`].
+///
+/// For a qtype with segment index `t`, the answer section is `segs[0]` followed by `segs[t]`, and
+/// ANCOUNT is the sum of their counts. If that sum is 0 the answer is NODATA: the program finds
+/// the zone by the last `apex_len` bytes of the key and adds its SOA.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct NameValue<const N: usize> {
+    /// Wire length of the zone's apex name, a suffix of this name.
+    pub apex_len: u8,
+    /// Bit `1 << t` set: the fast path must pass qtype index `t` up (see [`pass_bit`]).
+    pub pass_mask: u8,
+    pub _pad: u16,
+    pub segs: [Seg; 4],
+    pub blob: [u8; N],
+}
+
+pub type SmallValue = NameValue<BLOB_SMALL>;
+pub type LargeValue = NameValue<BLOB_LARGE>;
+
+impl<const N: usize> NameValue<N> {
+    pub const fn zeroed() -> Self {
+        Self {
+            apex_len: 0,
+            pass_mask: 0,
+            _pad: 0,
+            segs: [Seg {
+                off: 0,
+                len: 0,
+                count: 0,
+                sum: 0,
+            }; 4],
+            blob: [0; N],
+        }
+    }
+}
+
+/// `ZoneValue::flags`: negative answers (NXDOMAIN) in this zone go to the fallback, because the
+/// zone has wildcards or delegations that the map does not model.
+pub const ZONE_NEG_PASS: u32 = 1;
+
+/// One served zone, keyed by its apex [`NameKey`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ZoneValue {
+    pub flags: u32,
+    /// Length of the SOA record in `soa`.
+    pub soa_len: u16,
+    /// Sum of `soa` (as [`Seg::sum`]) with its first two bytes, the owner pointer, taken as zero:
+    /// the program writes the pointer to the apex inside the question and adds it to the sum.
+    pub soa_sum: u16,
+    /// The SOA record for negative answers, TTL already min(SOA TTL, SOA MINIMUM) (RFC 2308 §3).
+    pub soa: [u8; SOA_BLOB],
+}
+
+impl ZoneValue {
+    pub const fn zeroed() -> Self {
+        Self {
+            flags: 0,
+            soa_len: 0,
+            soa_sum: 0,
+            soa: [0; SOA_BLOB],
+        }
+    }
+}
+
+/// Program settings, at index 0 of [`MAP_CONFIG`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XdpConfig {
+    /// UDP port served, network byte order.
+    pub port_be: u16,
+    /// UDP payload size advertised in our OPT record.
+    pub udp_payload: u16,
+    /// 1: answer from the maps; 0: pass everything up (the fallback answers alone).
+    pub enabled: u32,
+    /// IPv4 address served, network byte order as in the packet; 0 = any.
+    pub ipv4: [u8; 4],
+    /// IPv6 address served; all zero = any.
+    pub ipv6: [u8; 16],
+}
+
+/// Per-CPU counters, the index into [`MAP_STATS`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    AnsweredAnswer = 0,
+    AnsweredNxdomain,
+    AnsweredNodata,
+    PassTc,
+    PassQr,
+    PassOpcode,
+    PassQdcount,
+    PassCounts,
+    PassClass,
+    PassQtype,
+    PassEdnsVersion,
+    PassIpOptions,
+    PassIpv6Ext,
+    PassFragment,
+    PassMalformed,
+    PassLongName,
+    PassNoZone,
+    PassNegative,
+    PassRecord,
+    PassTooBig,
+    PassNoRoom,
+    PassDisabled,
+}
+
+/// Number of counters in [`MAP_STATS`].
+pub const STAT_COUNT: u32 = Stat::PassDisabled as u32 + 1;
+
+impl Stat {
+    pub const ALL: [Stat; STAT_COUNT as usize] = [
+        Stat::AnsweredAnswer,
+        Stat::AnsweredNxdomain,
+        Stat::AnsweredNodata,
+        Stat::PassTc,
+        Stat::PassQr,
+        Stat::PassOpcode,
+        Stat::PassQdcount,
+        Stat::PassCounts,
+        Stat::PassClass,
+        Stat::PassQtype,
+        Stat::PassEdnsVersion,
+        Stat::PassIpOptions,
+        Stat::PassIpv6Ext,
+        Stat::PassFragment,
+        Stat::PassMalformed,
+        Stat::PassLongName,
+        Stat::PassNoZone,
+        Stat::PassNegative,
+        Stat::PassRecord,
+        Stat::PassTooBig,
+        Stat::PassNoRoom,
+        Stat::PassDisabled,
+    ];
+
+    /// `("answered", kind)` or `("passed", reason)`: the metric and its label.
+    pub const fn label(self) -> (&'static str, &'static str) {
+        match self {
+            Stat::AnsweredAnswer => ("answered", "answer"),
+            Stat::AnsweredNxdomain => ("answered", "nxdomain"),
+            Stat::AnsweredNodata => ("answered", "nodata"),
+            Stat::PassTc => ("passed", "tc"),
+            Stat::PassQr => ("passed", "qr"),
+            Stat::PassOpcode => ("passed", "opcode"),
+            Stat::PassQdcount => ("passed", "qdcount"),
+            Stat::PassCounts => ("passed", "counts"),
+            Stat::PassClass => ("passed", "class"),
+            Stat::PassQtype => ("passed", "qtype"),
+            Stat::PassEdnsVersion => ("passed", "edns_version"),
+            Stat::PassIpOptions => ("passed", "ip_options"),
+            Stat::PassIpv6Ext => ("passed", "ipv6_ext"),
+            Stat::PassFragment => ("passed", "fragment"),
+            Stat::PassMalformed => ("passed", "malformed"),
+            Stat::PassLongName => ("passed", "long_name"),
+            Stat::PassNoZone => ("passed", "no_zone"),
+            Stat::PassNegative => ("passed", "wildcard_or_cut"),
+            Stat::PassRecord => ("passed", "record"),
+            Stat::PassTooBig => ("passed", "too_big"),
+            Stat::PassNoRoom => ("passed", "no_room"),
+            Stat::PassDisabled => ("passed", "disabled"),
+        }
+    }
+}
+
+/// Per-CPU scratch space (one slot): the stack is 512 bytes in all.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Scratch {
+    /// The lookup key being built.
+    pub key: NameKey,
+    /// The query's DNS payload after the 12-byte header.
+    pub q: [u8; QUERY_MAX],
+    /// Response header (12 bytes) and our OPT record (11 bytes, padded).
+    pub out: [u8; 32],
+}
+
+const _: () = assert!(core::mem::size_of::<NameKey>() == KEY_NAME_LEN);
+const _: () = assert!(core::mem::size_of::<Seg>() == 8);
+const _: () = assert!(core::mem::size_of::<SmallValue>() == 4 + 32 + BLOB_SMALL);
+const _: () = assert!(core::mem::size_of::<LargeValue>() == 4 + 32 + BLOB_LARGE);
+const _: () = assert!(core::mem::size_of::<ZoneValue>() == 8 + SOA_BLOB);
+const _: () = assert!(core::mem::size_of::<XdpConfig>() == 28);
+const _: () = assert!(KEY_NAME_LEN <= 255 && BLOB_LARGE <= 2 * SEG_MAX);
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are repr(C), Copy, without padding bytes, valid for any bit pattern.
+    unsafe impl aya::Pod for NameKey {}
+    unsafe impl aya::Pod for SmallValue {}
+    unsafe impl aya::Pod for LargeValue {}
+    unsafe impl aya::Pod for ZoneValue {}
+    unsafe impl aya::Pod for XdpConfig {}
+}

@@ -1,0 +1,16 @@
+//! edgedns daemon library: the pieces `main.rs` wires together.
+//!
+//! - [`zone`]: the authoritative data model and the one place that decides what an answer is
+//!   ([`zone::ZoneSet::resolve`]); the fallback server and the fast-path compiler both use it, so the
+//!   two can't disagree.
+//! - [`compile`]: turns `resolve` results into the XDP program's map values.
+//! - [`maps`]: the sole writer of the BPF maps; [`loader`]: loads and attaches the program.
+//! - [`fallback`]: UDP/TCP server for everything the XDP program passes up.
+//! - [`store`], [`api`]: durable store and HTTP update API.
+pub mod api;
+pub mod compile;
+pub mod fallback;
+pub mod loader;
+pub mod maps;
+pub mod store;
+pub mod zone;
