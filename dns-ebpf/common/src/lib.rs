@@ -30,9 +30,12 @@ pub const QUERY_MAX: usize = 512;
 /// Answer bytes held by a [`NameValue`] in [`NAMES_SMALL`] / [`NAMES_LARGE`].
 pub const BLOB_SMALL: usize = 64;
 pub const BLOB_LARGE: usize = 1024;
-/// One segment of a large blob is at most this long, and starts before this offset; the program
-/// masks both with `SEG_MAX - 1` so that the verifier can bound `blob + off + len`.
-pub const SEG_MAX: usize = 512;
+/// In a blob of `N` bytes every segment starts before `N / 2` and is at most `N / 2` long: the
+/// program checks both against these constants, which is what lets the verifier bound
+/// `blob + off + len` inside the value.
+pub const fn seg_max(blob: usize) -> usize {
+    blob / 2
+}
 /// The zone's negative-answer SOA record: owner pointer, fixed fields, two names of up to 255.
 pub const SOA_BLOB: usize = 544;
 /// Default UDP payload size the server advertises in its OPT record (DNS flag day 2020).
@@ -321,7 +324,7 @@ const _: () = assert!(core::mem::size_of::<SmallValue>() == 4 + 32 + BLOB_SMALL)
 const _: () = assert!(core::mem::size_of::<LargeValue>() == 4 + 32 + BLOB_LARGE);
 const _: () = assert!(core::mem::size_of::<ZoneValue>() == 8 + SOA_BLOB);
 const _: () = assert!(core::mem::size_of::<XdpConfig>() == 28);
-const _: () = assert!(KEY_NAME_LEN <= 255 && BLOB_LARGE <= 2 * SEG_MAX);
+const _: () = assert!(KEY_NAME_LEN <= 255 && KEY_NAME_LEN % 8 == 0);
 
 #[cfg(feature = "user")]
 mod pod {
