@@ -85,6 +85,34 @@ fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*mut T, Pass> {
     Ok((start + off) as *mut T)
 }
 
+/// A helper's length argument the verifier can bound: `len` itself for `1 <= len <= max`
+/// (`max` a power of two). LLVM folds range checks into forms the verifier can't follow; a mask
+/// it can.
+#[inline(always)]
+fn helper_len(len: usize, max: usize) -> u32 {
+    (((opaque(len) - 1) & (max - 1)) + 1) as u32
+}
+
+/// Passes a value through the per-CPU scratch slot. The verifier knows nothing of a value loaded
+/// from map memory, so the states of a loop's many exits (each with its own range for the value)
+/// become one state after this, and the rest of the program is verified once instead of once per
+/// exit. Callers bound the result again with a check or mask.
+#[inline(always)]
+fn launder(s: &mut Scratch, x: u64) -> u64 {
+    // SAFETY: a field of the per-CPU scratch slot, only this CPU uses it.
+    unsafe {
+        core::ptr::write_volatile(&mut s.tmp, x);
+        core::ptr::read_volatile(&s.tmp)
+    }
+}
+
+/// Hides a value from LLVM's range analysis, so that masks meant for the verifier stay in.
+#[inline(always)]
+fn opaque(x: usize) -> usize {
+    // SAFETY: reads a local.
+    unsafe { core::ptr::read_volatile(&x) }
+}
+
 #[inline(always)]
 fn be16(b: &[u8; 2]) -> u16 {
     u16::from_be_bytes(*b)
@@ -241,25 +269,16 @@ fn answer(ctx: &XdpContext, cfg: &XdpConfig, udp: &Udp) -> Result<u32, Pass> {
             ctx.ctx,
             (dns + DNS_HEADER) as u32,
             s.q.as_mut_ptr().cast(),
-            qlen as u32,
+            helper_len(qlen, QUERY_MAX),
         )
     };
     if ret != 0 {
         return Err(Some(Stat::PassMalformed));
     }
-    let q = parse_question(s, qlen, id, flags, arcount)?;
-
-    // The lowercased name, right-aligned in the key.
-    s.key = NameKey::zeroed();
-    let start = KEY_NAME_LEN - q.name_len;
-    for i in 0..KEY_NAME_LEN {
-        if i >= q.name_len {
-            break;
-        }
-        let b = *s.q.get(i).ok_or(Some(Stat::PassMalformed))?;
-        *s.key.name.get_mut(start + i).ok_or(Some(Stat::PassMalformed))? = fold_case(b);
+    let q = decode_question(parse_question(s, qlen as u64, arcount as u64), id, flags)?;
+    if build_key(s, q.name_len as u64) != 0 {
+        return Err(Some(Stat::PassMalformed));
     }
-
     if let Some(v) = NAMES_SMALL.get_ptr(&s.key) {
         return positive(ctx, cfg, udp, s, &q, unsafe { &*v });
     }
@@ -269,15 +288,64 @@ fn answer(ctx: &XdpContext, cfg: &XdpConfig, udp: &Udp) -> Result<u32, Pass> {
     nxdomain(ctx, cfg, udp, s, &q)
 }
 
-/// Parses the question (and an OPT record) from `s.q[..qlen]`.
+// The loops below live in functions of their own (BPF subprograms) that return a value passed
+// through `launder`: every exit of a loop then returns the same verifier state, and the code after
+// the call is verified once, not once per exit.
+
+/// Set in a subprogram's result: the low byte is `Stat as u8 + 1`, or 0 for "not ours".
+const ERR: u64 = 1 << 63;
+
 #[inline(always)]
-fn parse_question(
-    s: &Scratch,
-    qlen: usize,
-    id: u16,
-    flags: u16,
-    arcount: u16,
-) -> Result<Query, Pass> {
+fn err_code(p: Pass) -> u64 {
+    ERR | p.map(|s| s as u64 + 1).unwrap_or(0)
+}
+
+#[inline(always)]
+fn decode_err(x: u64) -> Pass {
+    let code = (x & 0xff) as u32;
+    if code == 0 {
+        return None;
+    }
+    Stat::ALL.get(code as usize - 1).copied()
+}
+
+/// Decodes what `parse_question` returned.
+#[inline(always)]
+fn decode_question(packed: u64, id: u16, flags: u16) -> Result<Query, Pass> {
+    if packed & ERR != 0 {
+        return Err(decode_err(packed));
+    }
+    let name_len = (packed & 0xff) as usize;
+    if name_len == 0 || name_len > KEY_NAME_LEN {
+        return Err(Some(Stat::PassMalformed));
+    }
+    let edns = if packed & 1 << 16 != 0 {
+        Some(((packed >> 32) as u16, packed & 1 << 17 != 0))
+    } else {
+        None
+    };
+    Ok(Query {
+        id,
+        flags,
+        name_len,
+        seg: ((packed >> 8) & 3) as usize,
+        edns,
+    })
+}
+
+/// Parses the question (and an OPT record) from `s.q[..qlen]`; returns the fields packed for
+/// `decode_question`, or `ERR` with the reason.
+#[inline(never)]
+fn parse_question(s: &mut Scratch, qlen: u64, arcount: u64) -> u64 {
+    let r = match parse_question_inner(s, qlen as usize, arcount as u16) {
+        Ok(packed) => packed,
+        Err(p) => err_code(p),
+    };
+    launder(s, r)
+}
+
+#[inline(always)]
+fn parse_question_inner(s: &Scratch, qlen: usize, arcount: u16) -> Result<u64, Pass> {
     let q = &s.q;
     let malformed = Some(Stat::PassMalformed);
     // Walk the labels; a name longer than the key is passed up.
@@ -312,7 +380,8 @@ fn parse_question(
         *q.get(name_len + 3).ok_or(malformed)?,
     ]);
     let rest = qlen - name_len - 4;
-    let edns = if arcount == 1 {
+    let mut packed = name_len as u64;
+    if arcount == 1 {
         // The one additional record must be an OPT at the root: name 0, type, class (payload
         // size), TTL (extended rcode, version, flags), RDLENGTH, options (ignored).
         let o = name_len + 4;
@@ -332,30 +401,53 @@ fn parse_question(
         if r[6] != 0 {
             return Err(Some(Stat::PassEdnsVersion));
         }
-        Some((be16(&[r[3], r[4]]), r[7] & 0x80 != 0))
-    } else {
-        if rest != 0 {
-            return Err(malformed);
-        }
-        None
-    };
+        packed |= 1 << 16 | ((r[7] & 0x80 != 0) as u64) << 17 | (be16(&[r[3], r[4]]) as u64) << 32;
+    } else if rest != 0 {
+        return Err(malformed);
+    }
     if qclass != CLASS_IN {
         return Err(Some(Stat::PassClass));
     }
     let seg = seg_for_qtype(qtype).ok_or(Some(Stat::PassQtype))?;
-    Ok(Query {
-        id,
-        flags,
-        name_len,
-        seg,
-        edns,
-    })
+    Ok(packed | (seg as u64) << 8)
+}
+
+/// Writes the lowercased name, right-aligned, into `s.key`. Returns 0, or 1 on a bad length.
+#[inline(never)]
+fn build_key(s: &mut Scratch, name_len: u64) -> u64 {
+    let name_len = name_len as usize;
+    s.key = NameKey::zeroed();
+    let mut r = 0;
+    if name_len > KEY_NAME_LEN {
+        r = 1;
+    } else {
+        let start = KEY_NAME_LEN - name_len;
+        for i in 0..KEY_NAME_LEN {
+            if i >= name_len {
+                break;
+            }
+            let Some(b) = s.q.get(i).copied() else {
+                r = 1;
+                break;
+            };
+            // Opaque, or LLVM forms `key + start` first: a negative-range pointer the verifier
+            // refuses.
+            let j = opaque(start + i);
+            let Some(k) = s.key.name.get_mut(j) else {
+                r = 1;
+                break;
+            };
+            *k = fold_case(b);
+        }
+    }
+    launder(s, r)
 }
 
 /// Zeroes the first `m` bytes of the key, turning it into the key of a suffix of the name.
-#[inline(always)]
-fn zero_prefix(key: &mut NameKey, m: usize) {
-    let words = key.name.as_mut_ptr() as *mut u64;
+#[inline(never)]
+fn zero_prefix(s: &mut Scratch, m: u64) -> u64 {
+    let m = m as usize;
+    let words = s.key.name.as_mut_ptr() as *mut u64;
     for w in 0..KEY_NAME_LEN / 8 {
         let lo = w * 8;
         if m <= lo {
@@ -370,6 +462,7 @@ fn zero_prefix(key: &mut NameKey, m: usize) {
             unsafe { *p &= u64::MAX << ((m - lo) * 8) };
         }
     }
+    launder(s, 0)
 }
 
 /// One piece of the answer section, copied from a map value.
@@ -377,11 +470,14 @@ fn zero_prefix(key: &mut NameKey, m: usize) {
 struct Piece {
     ptr: *const u8,
     len: usize,
+    /// A power of two no smaller than `len`, such that `ptr + max` stays inside the value.
+    max: usize,
 }
 
 const NO_PIECE: Piece = Piece {
     ptr: core::ptr::null(),
     len: 0,
+    max: 1,
 };
 
 /// The answer section and the counts that go with it.
@@ -407,9 +503,12 @@ fn seg_piece<const N: usize>(v: &NameValue<N>, seg: &Seg) -> Result<Piece, Pass>
     if off >= seg_max(N) || len > seg_max(N) {
         return Err(Some(Stat::PassRecord));
     }
+    // Masked again for the verifier: `off < N / 2` and `len <= N / 2` keep the copy in the blob.
+    let off = opaque(off) & (seg_max(N) - 1);
     Ok(Piece {
         ptr: unsafe { v.blob.as_ptr().add(off) },
         len,
+        max: seg_max(N),
     })
 }
 
@@ -438,7 +537,7 @@ fn positive<const N: usize>(
         if apex_len == 0 || apex_len > q.name_len {
             return Err(Some(Stat::PassRecord));
         }
-        zero_prefix(&mut s.key, KEY_NAME_LEN - apex_len);
+        zero_prefix(s, (KEY_NAME_LEN - apex_len) as u64);
         let zone = unsafe { &*ZONES.get_ptr(&s.key).ok_or(Some(Stat::PassNoZone))? };
         return negative(ctx, cfg, udp, s, q, zone, q.name_len - apex_len, false);
     }
@@ -463,31 +562,53 @@ fn nxdomain(
     s: &mut Scratch,
     q: &Query,
 ) -> Result<u32, Pass> {
-    let start = KEY_NAME_LEN - q.name_len;
-    let mut pos = 0usize;
-    for _ in 0..KEY_NAME_LEN / 2 {
-        let l = *s.q.get(pos).ok_or(Some(Stat::PassMalformed))? as usize;
-        if l == 0 {
-            break;
-        }
-        pos += l + 1;
-        if pos >= q.name_len {
-            break;
-        }
-        zero_prefix(&mut s.key, start + pos);
-        if let Some(zone) = ZONES.get_ptr(&s.key) {
-            let zone = unsafe { &*zone };
-            if zone.flags & ZONE_NEG_PASS != 0 {
-                return Err(Some(Stat::PassNegative));
-            }
-            return negative(ctx, cfg, udp, s, q, zone, pos, true);
-        }
+    let r = find_zone(s, q.name_len as u64);
+    if r & ERR != 0 {
+        return Err(decode_err(r));
     }
-    Err(Some(Stat::PassNoZone))
+    let apex_off = r as usize;
+    if apex_off >= KEY_NAME_LEN {
+        return Err(Some(Stat::PassMalformed));
+    }
+    // `find_zone` left the apex's key in `s.key`.
+    let zone = unsafe { &*ZONES.get_ptr(&s.key).ok_or(Some(Stat::PassNoZone))? };
+    negative(ctx, cfg, udp, s, q, zone, apex_off, true)
 }
 
-#[inline(always)]
+/// Walks up the name's labels until a suffix is a zone; returns the suffix's offset in the name
+/// (its key left in `s.key`), or `ERR` with the reason.
+#[inline(never)]
+fn find_zone(s: &mut Scratch, name_len: u64) -> u64 {
+    let name_len = name_len as usize;
+    let start = KEY_NAME_LEN.wrapping_sub(name_len);
+    let mut pos = 0usize;
+    let mut r = err_code(Some(Stat::PassNoZone));
+    for _ in 0..KEY_NAME_LEN / 2 {
+        let Some(l) = s.q.get(pos).copied() else {
+            break;
+        };
+        if l == 0 || start > KEY_NAME_LEN {
+            break;
+        }
+        pos += l as usize + 1;
+        if pos >= name_len {
+            break;
+        }
+        zero_prefix(s, (start + pos) as u64);
+        if let Some(zone) = ZONES.get_ptr(&s.key) {
+            r = if unsafe { (*zone).flags } & ZONE_NEG_PASS != 0 {
+                err_code(Some(Stat::PassNegative))
+            } else {
+                pos as u64
+            };
+            break;
+        }
+    }
+    launder(s, r)
+}
+
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn negative(
     ctx: &XdpContext,
     cfg: &XdpConfig,
@@ -508,6 +629,7 @@ fn negative(
             Piece {
                 ptr: zone.soa.as_ptr(),
                 len,
+                max: SOA_BLOB,
             },
             NO_PIECE,
         ],
@@ -657,9 +779,11 @@ fn respond(
 }
 
 #[inline(always)]
-fn store(ctx: &XdpContext, off: usize, src: *const u8, len: usize) -> Result<(), ()> {
-    // SAFETY: the helper checks the packet range; callers bound `len` within `src`'s object.
-    let ret = unsafe { bpf_xdp_store_bytes(ctx.ctx, off as u32, src as *mut _, len as u32) };
+fn store(ctx: &XdpContext, off: usize, src: *const u8, len: usize, max: usize) -> Result<(), ()> {
+    // SAFETY: the helper checks the packet range; `src` has `max >= len` readable bytes.
+    let ret = unsafe {
+        bpf_xdp_store_bytes(ctx.ctx, off as u32, src as *mut _, helper_len(len, max))
+    };
     if ret == 0 {
         Ok(())
     } else {
@@ -678,23 +802,20 @@ fn write_response(
     payload_sum: u32,
 ) -> Result<(), ()> {
     let dns = udp.l4 + 8;
-    store(ctx, dns, s.out.as_ptr(), DNS_HEADER)?;
+    store(ctx, dns, s.out.as_ptr(), DNS_HEADER, 16)?;
     let mut off = dns + DNS_HEADER + qn;
     for p in a.pieces.iter() {
         if p.len > 0 {
-            if p.len > BLOB_LARGE {
-                return Err(());
-            }
-            store(ctx, off, p.ptr, p.len)?;
+            store(ctx, off, p.ptr, p.len, p.max)?;
             off += p.len;
         }
     }
     if let Some(ptr) = a.soa_ptr {
         let b = ptr.to_be_bytes();
-        store(ctx, dns + DNS_HEADER + qn, b.as_ptr(), 2)?;
+        store(ctx, dns + DNS_HEADER + qn, b.as_ptr(), 2, 2)?;
     }
     if dns_len > DNS_HEADER + qn + a.pieces[0].len + a.pieces[1].len {
-        store(ctx, off, s.out[16..].as_ptr(), OPT_RR)?;
+        store(ctx, off, s.out[16..].as_ptr(), OPT_RR, 16)?;
     }
 
     let udp_len = (8 + dns_len) as u16;

@@ -36,8 +36,9 @@ pub const BLOB_LARGE: usize = 1024;
 pub const fn seg_max(blob: usize) -> usize {
     blob / 2
 }
-/// The zone's negative-answer SOA record: owner pointer, fixed fields, two names of up to 255.
-pub const SOA_BLOB: usize = 544;
+/// The zone's negative-answer SOA record: owner pointer, fixed fields, two names of up to 255
+/// (542 bytes at most), rounded up to a power of two for the program's length mask.
+pub const SOA_BLOB: usize = 1024;
 /// Default UDP payload size the server advertises in its OPT record (DNS flag day 2020).
 pub const DEFAULT_UDP_PAYLOAD: u16 = 1232;
 
@@ -316,6 +317,9 @@ pub struct Scratch {
     pub q: [u8; QUERY_MAX],
     /// Response header (12 bytes) and our OPT record (11 bytes, padded).
     pub out: [u8; 32],
+    /// A value passed through map memory, which the verifier treats as unknown: joins the states
+    /// of a loop's many exits into one (see `launder` in dns-ebpf).
+    pub tmp: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<NameKey>() == KEY_NAME_LEN);
