@@ -1,0 +1,8 @@
+//! Integration tests: the real `edgedns` with its XDP program on a veth pair between two network
+//! namespaces, queried with dig and kdig. They need root and the daemon: `cargo xtask test`
+//! builds it and runs them one at a time (`-- FILTER` picks some).
+
+mod defaults;
+mod fallback;
+mod fast_path;
+mod harness;
