@@ -1,0 +1,1327 @@
+//! Unit tests of the zone model: one test (or a few) per rule of `resolve` and per mutation rule.
+
+use hickory_proto::{
+    op::ResponseCode,
+    rr::rdata::{A, AAAA, CNAME, MX, NS, TXT},
+};
+
+use super::*;
+
+fn n(s: &str) -> Name {
+    Name::from_ascii(s).expect("test name")
+}
+
+fn a(ip: &str) -> RData {
+    RData::A(A(ip.parse().expect("test ipv4")))
+}
+
+fn aaaa(ip: &str) -> RData {
+    RData::AAAA(AAAA(ip.parse().expect("test ipv6")))
+}
+
+fn cname(target: &str) -> RData {
+    RData::CNAME(CNAME(n(target)))
+}
+
+fn ns(target: &str) -> RData {
+    RData::NS(NS(n(target)))
+}
+
+fn txt(s: &str) -> RData {
+    RData::TXT(TXT::new(vec![s.to_string()]))
+}
+
+fn apex() -> Name {
+    n("example.com.")
+}
+
+fn spec(apex: &str) -> ZoneSpec {
+    ZoneSpec::new(
+        n(apex),
+        n("ns1.example.com."),
+        n("hostmaster.example.com."),
+        vec![n("ns1.example.com."), n("ns2.example.net.")],
+    )
+}
+
+/// example.com with: ns1 A; www A×2 + AAAA; alias CNAME www; a.b.c TXT (b.c and c are ENTs).
+fn zones() -> ZoneSet {
+    let mut zs = ZoneSet::new();
+    zs.create_zone(spec("example.com.")).expect("create");
+    let set = |zs: &mut ZoneSet, name: &str, t, ttl, rd: Vec<RData>| {
+        zs.set_rrset(&apex(), &n(name), t, ttl, rd).expect("set");
+    };
+    set(
+        &mut zs,
+        "ns1.example.com.",
+        RecordType::A,
+        300,
+        vec![a("192.0.2.53")],
+    );
+    set(
+        &mut zs,
+        "www.example.com.",
+        RecordType::A,
+        300,
+        vec![a("192.0.2.1"), a("192.0.2.2")],
+    );
+    set(
+        &mut zs,
+        "www.example.com.",
+        RecordType::AAAA,
+        300,
+        vec![aaaa("2001:db8::1")],
+    );
+    set(
+        &mut zs,
+        "alias.example.com.",
+        RecordType::CNAME,
+        60,
+        vec![cname("www.example.com.")],
+    );
+    set(
+        &mut zs,
+        "a.b.c.example.com.",
+        RecordType::TXT,
+        60,
+        vec![txt("deep")],
+    );
+    zs
+}
+
+fn set(zs: &mut ZoneSet, name: &str, t: RecordType, rd: Vec<RData>) -> Dirty {
+    zs.set_rrset(&apex(), &n(name), t, 300, rd).expect("set")
+}
+
+type Snapshot = (u32, Vec<(Name, RecordType, u32, Vec<RData>)>, SoaParams);
+
+fn snapshot(zs: &ZoneSet) -> Snapshot {
+    let z = zs.zone(&apex()).expect("zone");
+    (
+        z.serial(),
+        z.records()
+            .map(|(n, t, ttl, r)| (n, t, ttl, r.to_vec()))
+            .collect(),
+        z.soa().clone(),
+    )
+}
+
+fn names(list: &[&str]) -> BTreeSet<Name> {
+    list.iter().map(|s| n(s)).collect()
+}
+
+fn owners(records: &[Record]) -> Vec<String> {
+    records.iter().map(|r| r.name().to_string()).collect()
+}
+
+// ---- resolve ----
+
+#[test]
+fn refused_outside_every_zone() {
+    let res = zones().resolve(&n("www.example.org."), RecordType::A);
+    assert_eq!(res.rcode, ResponseCode::Refused);
+    assert_eq!(res.kind, ResolutionKind::Refused);
+    assert!(!res.aa);
+    assert!(res.answers.is_empty() && res.authority.is_empty() && res.additional.is_empty());
+    // A parent of the apex isn't in the zone either.
+    assert_eq!(
+        zones().resolve(&n("com."), RecordType::NS).kind,
+        ResolutionKind::Refused
+    );
+}
+
+#[test]
+fn answer_preserves_question_case() {
+    let q = n("WwW.ExAmPlE.CoM.");
+    let res = zones().resolve(&q, RecordType::A);
+    assert_eq!(res.rcode, ResponseCode::NoError);
+    assert_eq!(res.kind, ResolutionKind::Answer);
+    assert!(res.aa && !res.wildcard);
+    assert_eq!(res.answers.len(), 2);
+    for r in &res.answers {
+        assert!(
+            r.name().eq_case(&q),
+            "owner {} is not the question",
+            r.name()
+        );
+        assert_eq!(r.ttl(), 300);
+    }
+    // Insertion order.
+    assert_eq!(res.answers[0].data(), &a("192.0.2.1"));
+    assert_eq!(res.answers[1].data(), &a("192.0.2.2"));
+    assert!(res.authority.is_empty() && res.additional.is_empty());
+}
+
+#[test]
+fn relative_and_uppercase_names_find_the_zone() {
+    let zs = zones();
+    assert_eq!(
+        zs.find_zone(&n("WWW.Example.COM")).map(Zone::apex),
+        Some(&apex())
+    );
+    assert!(zs.zone(&n("EXAMPLE.com")).is_some());
+    assert_eq!(
+        zs.resolve(&n("www.example.com"), RecordType::A)
+            .answers
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn longest_apex_wins() {
+    let mut zs = zones();
+    zs.create_zone(spec("sub.example.com."))
+        .expect("child zone");
+    let res = zs.resolve(&n("x.sub.example.com."), RecordType::A);
+    assert_eq!(res.rcode, ResponseCode::NXDomain);
+    assert_eq!(owners(&res.authority), vec!["sub.example.com."]);
+    let res = zs.resolve(&n("x.example.com."), RecordType::A);
+    assert_eq!(owners(&res.authority), vec!["example.com."]);
+}
+
+#[test]
+fn nodata_has_negative_soa() {
+    let zs = zones();
+    let res = zs.resolve(&n("www.example.com."), RecordType::MX);
+    assert_eq!(res.rcode, ResponseCode::NoError);
+    assert_eq!(res.kind, ResolutionKind::Nodata);
+    assert!(res.aa);
+    assert!(res.answers.is_empty());
+    assert_eq!(res.authority.len(), 1);
+    let soa = &res.authority[0];
+    assert_eq!(soa.record_type(), RecordType::SOA);
+    assert_eq!(soa.name(), &apex());
+    // min(SOA TTL 3600, MINIMUM 30)
+    assert_eq!(soa.ttl(), 30);
+    assert_eq!(soa, &zs.zone(&apex()).expect("zone").negative_soa());
+}
+
+#[test]
+fn nxdomain_has_negative_soa() {
+    let res = zones().resolve(&n("nope.example.com."), RecordType::A);
+    assert_eq!(res.rcode, ResponseCode::NXDomain);
+    assert_eq!(res.kind, ResolutionKind::Nxdomain);
+    assert!(res.aa);
+    assert!(res.answers.is_empty());
+    assert_eq!(owners(&res.authority), vec!["example.com."]);
+    assert_eq!(res.authority[0].ttl(), 30);
+}
+
+#[test]
+fn negative_ttl_is_min_of_soa_ttl_and_minimum() {
+    let mut zs = zones();
+    let mut soa = zs.zone(&apex()).expect("zone").soa().clone();
+    soa.ttl = 600;
+    soa.minimum = 7200;
+    zs.set_soa(&apex(), soa).expect("set soa");
+    let z = zs.zone(&apex()).expect("zone");
+    assert_eq!(z.negative_ttl(), 600);
+    assert_eq!(z.negative_soa().ttl(), 600);
+    let res = zs.resolve(&n("nope.example.com."), RecordType::A);
+    assert_eq!(res.authority[0].ttl(), 600);
+    // The SOA answer keeps the SOA TTL.
+    let res = zs.resolve(&apex(), RecordType::SOA);
+    assert_eq!(res.answers[0].ttl(), 600);
+    let RData::SOA(s) = res.answers[0].data() else {
+        panic!("not an SOA");
+    };
+    assert_eq!(s.minimum(), 7200);
+}
+
+#[test]
+fn empty_non_terminals_are_nodata() {
+    let zs = zones();
+    for ent in ["c.example.com.", "B.c.example.com."] {
+        let res = zs.resolve(&n(ent), RecordType::A);
+        assert_eq!(res.rcode, ResponseCode::NoError, "{ent}");
+        assert_eq!(res.kind, ResolutionKind::Nodata, "{ent}");
+        assert_eq!(res.authority.len(), 1);
+    }
+    // Siblings of an ENT don't exist.
+    assert_eq!(
+        zs.resolve(&n("x.c.example.com."), RecordType::A).kind,
+        ResolutionKind::Nxdomain
+    );
+    let z = zs.zone(&apex()).expect("zone");
+    assert!(z.name_exists(&n("c.example.com.")));
+    assert!(!z.name_exists(&n("x.c.example.com.")));
+}
+
+#[test]
+fn soa_and_ns_at_apex() {
+    let zs = zones();
+    let q = n("Example.Com.");
+    let res = zs.resolve(&q, RecordType::SOA);
+    assert_eq!(res.kind, ResolutionKind::Answer);
+    assert_eq!(res.answers.len(), 1);
+    assert!(res.answers[0].name().eq_case(&q));
+    assert_eq!(res.answers[0].ttl(), DEFAULT_SOA_TTL);
+    let RData::SOA(s) = res.answers[0].data() else {
+        panic!("not an SOA");
+    };
+    assert_eq!(s.mname(), &n("ns1.example.com."));
+    assert_eq!(s.serial(), zs.zone(&apex()).expect("zone").serial());
+    assert_eq!(s.minimum(), DEFAULT_NEGATIVE_TTL);
+
+    let res = zs.resolve(&q, RecordType::NS);
+    let data: Vec<_> = res.answers.iter().map(|r| r.data().clone()).collect();
+    assert_eq!(data, vec![ns("ns1.example.com."), ns("ns2.example.net.")]);
+    assert_eq!(res.answers[0].ttl(), DEFAULT_NS_TTL);
+
+    // SOA below the apex: NODATA.
+    assert_eq!(
+        zs.resolve(&n("www.example.com."), RecordType::SOA).kind,
+        ResolutionKind::Nodata
+    );
+}
+
+#[test]
+fn any_returns_every_rrset() {
+    let zs = zones();
+    let res = zs.resolve(&n("www.example.com."), RecordType::ANY);
+    let types: Vec<_> = res.answers.iter().map(Record::record_type).collect();
+    assert_eq!(types, vec![RecordType::A, RecordType::A, RecordType::AAAA]);
+    let res = zs.resolve(&apex(), RecordType::ANY);
+    let types: Vec<_> = res.answers.iter().map(Record::record_type).collect();
+    assert_eq!(types, vec![RecordType::SOA, RecordType::NS, RecordType::NS]);
+    // ANY at a CNAME is the CNAME, not followed.
+    let res = zs.resolve(&n("alias.example.com."), RecordType::ANY);
+    assert_eq!(res.answers.len(), 1);
+    assert_eq!(res.answers[0].record_type(), RecordType::CNAME);
+}
+
+#[test]
+fn cname_in_zone_is_followed() {
+    let zs = zones();
+    let q = n("ALIAS.example.com.");
+    let res = zs.resolve(&q, RecordType::A);
+    assert_eq!(res.rcode, ResponseCode::NoError);
+    assert_eq!(res.kind, ResolutionKind::Answer);
+    assert_eq!(res.answers.len(), 3);
+    assert_eq!(res.answers[0].record_type(), RecordType::CNAME);
+    assert!(res.answers[0].name().eq_case(&q));
+    assert_eq!(res.answers[0].ttl(), 60);
+    // The target's records carry the stored lowercase name.
+    for r in &res.answers[1..] {
+        assert!(r.name().eq_case(&n("www.example.com.")));
+        assert_eq!(r.record_type(), RecordType::A);
+    }
+    assert!(res.authority.is_empty());
+
+    // Asking for the CNAME itself doesn't follow it.
+    let res = zs.resolve(&q, RecordType::CNAME);
+    assert_eq!(res.answers.len(), 1);
+}
+
+#[test]
+fn cname_target_case_and_missing_dot_are_normalized() {
+    let mut zs = zones();
+    set(
+        &mut zs,
+        "up.example.com.",
+        RecordType::CNAME,
+        vec![cname("WWW.EXAMPLE.COM")],
+    );
+    let res = zs.resolve(&n("up.example.com."), RecordType::AAAA);
+    assert_eq!(res.answers.len(), 2);
+    assert!(res.answers[1].name().eq_case(&n("www.example.com.")));
+}
+
+#[test]
+fn cname_to_nxdomain_and_nodata() {
+    let mut zs = zones();
+    set(
+        &mut zs,
+        "dangling.example.com.",
+        RecordType::CNAME,
+        vec![cname("missing.example.com.")],
+    );
+    let res = zs.resolve(&n("dangling.example.com."), RecordType::A);
+    assert_eq!(res.rcode, ResponseCode::NXDomain);
+    assert_eq!(res.kind, ResolutionKind::Nxdomain);
+    assert!(res.aa);
+    assert_eq!(res.answers.len(), 1);
+    assert_eq!(owners(&res.authority), vec!["example.com."]);
+
+    let res = zs.resolve(&n("alias.example.com."), RecordType::MX);
+    assert_eq!(res.rcode, ResponseCode::NoError);
+    assert_eq!(res.kind, ResolutionKind::Nodata);
+    assert_eq!(res.answers.len(), 1);
+    assert_eq!(res.authority.len(), 1);
+}
+
+#[test]
+fn cname_out_of_zone_stops() {
+    let mut zs = zones();
+    set(
+        &mut zs,
+        "ext.example.com.",
+        RecordType::CNAME,
+        vec![cname("www.example.net.")],
+    );
+    let res = zs.resolve(&n("ext.example.com."), RecordType::A);
+    assert_eq!(res.rcode, ResponseCode::NoError);
+    assert_eq!(res.kind, ResolutionKind::Answer);
+    assert_eq!(res.answers.len(), 1);
+    assert!(res.authority.is_empty());
+}
+
+#[test]
+fn cname_loops_and_long_chains_stop() {
+    let mut zs = zones();
+    set(
+        &mut zs,
+        "l1.example.com.",
+        RecordType::CNAME,
+        vec![cname("l2.example.com.")],
+    );
+    set(
+        &mut zs,
+        "l2.example.com.",
+        RecordType::CNAME,
+        vec![cname("l1.example.com.")],
+    );
+    let res = zs.resolve(&n("l1.example.com."), RecordType::A);
+    assert_eq!(res.rcode, ResponseCode::NoError);
+    assert_eq!(res.answers.len(), 2);
+
+    for i in 0..12 {
+        let owner = format!("c{i}.example.com.");
+        let target = format!("c{}.example.com.", i + 1);
+        set(&mut zs, &owner, RecordType::CNAME, vec![cname(&target)]);
+    }
+    set(
+        &mut zs,
+        "c12.example.com.",
+        RecordType::A,
+        vec![a("192.0.2.12")],
+    );
+    let res = zs.resolve(&n("c0.example.com."), RecordType::A);
+    assert_eq!(res.answers.len(), MAX_CNAME_CHAIN);
+    assert!(res
+        .answers
+        .iter()
+        .all(|r| r.record_type() == RecordType::CNAME));
+    // A chain within the limit is followed to the end.
+    let res = zs.resolve(&n("c5.example.com."), RecordType::A);
+    assert_eq!(res.answers.len(), 8);
+    assert_eq!(res.answers[7].record_type(), RecordType::A);
+}
+
+#[test]
+fn wildcards_synthesize_with_the_question_name() {
+    let mut zs = zones();
+    set(
+        &mut zs,
+        "*.wild.example.com.",
+        RecordType::A,
+        vec![a("192.0.2.9")],
+    );
+    set(
+        &mut zs,
+        "host.wild.example.com.",
+        RecordType::A,
+        vec![a("192.0.2.10")],
+    );
+    for q in ["X.wild.example.com.", "x.y.wild.example.com."] {
+        let q = n(q);
+        let res = zs.resolve(&q, RecordType::A);
+        assert_eq!(res.kind, ResolutionKind::Answer, "{q}");
+        assert!(res.wildcard && res.aa);
+        assert_eq!(res.answers.len(), 1);
+        assert!(res.answers[0].name().eq_case(&q));
+        assert_eq!(res.answers[0].data(), &a("192.0.2.9"));
+    }
+    // Wildcard NODATA.
+    let res = zs.resolve(&n("x.wild.example.com."), RecordType::MX);
+    assert_eq!(res.kind, ResolutionKind::Nodata);
+    assert!(res.wildcard);
+    // Existing names are not wildcard-matched.
+    let res = zs.resolve(&n("host.wild.example.com."), RecordType::A);
+    assert!(!res.wildcard);
+    assert_eq!(res.answers[0].data(), &a("192.0.2.10"));
+    // RFC 4592 §2.2.1: the wildcard's parent is an ENT here, not a match.
+    assert_eq!(
+        zs.resolve(&n("wild.example.com."), RecordType::A).kind,
+        ResolutionKind::Nodata
+    );
+    // Closest encloser host.wild: *.host.wild doesn't exist.
+    let res = zs.resolve(&n("z.host.wild.example.com."), RecordType::A);
+    assert_eq!(res.kind, ResolutionKind::Nxdomain);
+    assert!(!res.wildcard);
+    // Outside the wildcard's subtree nothing changes.
+    assert_eq!(
+        zs.resolve(&n("nope.example.com."), RecordType::A).kind,
+        ResolutionKind::Nxdomain
+    );
+}
+
+#[test]
+fn wildcard_cname_and_empty_wildcard() {
+    let mut zs = zones();
+    set(
+        &mut zs,
+        "*.cw.example.com.",
+        RecordType::CNAME,
+        vec![cname("www.example.com.")],
+    );
+    let q = n("Foo.cw.example.com.");
+    let res = zs.resolve(&q, RecordType::A);
+    assert!(res.wildcard);
+    assert_eq!(res.answers.len(), 3);
+    assert!(res.answers[0].name().eq_case(&q));
+    assert!(res.answers[1].name().eq_case(&n("www.example.com.")));
+
+    // `*.ent` exists only as an empty non-terminal: it matches with no data.
+    set(
+        &mut zs,
+        "sub.*.ent.example.com.",
+        RecordType::TXT,
+        vec![txt("x")],
+    );
+    let res = zs.resolve(&n("x.ent.example.com."), RecordType::A);
+    assert_eq!(res.kind, ResolutionKind::Nodata);
+    assert!(res.wildcard);
+}
+
+#[test]
+fn delegation_gives_referral_with_glue() {
+    let mut zs = zones();
+    set(
+        &mut zs,
+        "sub.example.com.",
+        RecordType::NS,
+        vec![
+            ns("ns.sub.example.com."),
+            ns("ns1.example.com."),
+            ns("ns.other.net."),
+        ],
+    );
+    set(
+        &mut zs,
+        "ns.sub.example.com.",
+        RecordType::A,
+        vec![a("192.0.2.77")],
+    );
+    set(
+        &mut zs,
+        "ns.sub.example.com.",
+        RecordType::AAAA,
+        vec![aaaa("2001:db8::77")],
+    );
+    for (q, t) in [
+        ("www.sub.example.com.", RecordType::A),
+        ("Sub.example.com.", RecordType::NS),
+        ("sub.example.com.", RecordType::A),
+        ("ns.sub.example.com.", RecordType::A),
+        ("x.sub.example.com.", RecordType::DS),
+    ] {
+        let res = zs.resolve(&n(q), t);
+        assert_eq!(res.kind, ResolutionKind::Referral, "{q}");
+        assert_eq!(res.rcode, ResponseCode::NoError);
+        assert!(!res.aa, "{q}");
+        assert!(res.answers.is_empty());
+        assert_eq!(res.authority.len(), 3);
+        assert!(res
+            .authority
+            .iter()
+            .all(|r| r.name() == &n("sub.example.com.") && r.record_type() == RecordType::NS));
+        let glue: Vec<_> = res
+            .additional
+            .iter()
+            .map(|r| (r.name().to_string(), r.record_type()))
+            .collect();
+        assert_eq!(
+            glue,
+            vec![
+                ("ns.sub.example.com.".to_string(), RecordType::A),
+                ("ns.sub.example.com.".to_string(), RecordType::AAAA),
+                ("ns1.example.com.".to_string(), RecordType::A),
+            ]
+        );
+    }
+    // DS at the cut is the parent's: answered here (NODATA, no DNSSEC data).
+    let res = zs.resolve(&n("sub.example.com."), RecordType::DS);
+    assert_eq!(res.kind, ResolutionKind::Nodata);
+    assert!(res.aa);
+
+    let z = zs.zone(&apex()).expect("zone");
+    assert!(z.has_wildcard_or_cut());
+    let existing: Vec<_> = z.existing_names().collect();
+    assert!(existing.contains(&n("sub.example.com.")));
+    assert!(!existing.contains(&n("ns.sub.example.com.")));
+    assert!(z.name_exists(&n("sub.example.com.")));
+    assert!(!z.name_exists(&n("ns.sub.example.com.")));
+
+    // A CNAME into the delegation: the CNAME is authoritative, the rest a referral.
+    set(
+        &mut zs,
+        "tosub.example.com.",
+        RecordType::CNAME,
+        vec![cname("h.sub.example.com.")],
+    );
+    let res = zs.resolve(&n("tosub.example.com."), RecordType::A);
+    assert_eq!(res.kind, ResolutionKind::Referral);
+    assert!(res.aa);
+    assert_eq!(res.answers.len(), 1);
+    assert_eq!(res.authority.len(), 3);
+}
+
+#[test]
+fn existing_names_lists_owners_and_ents() {
+    let zs = zones();
+    let got: BTreeSet<Name> = zs.zone(&apex()).expect("zone").existing_names().collect();
+    assert_eq!(
+        got,
+        names(&[
+            "example.com.",
+            "ns1.example.com.",
+            "www.example.com.",
+            "alias.example.com.",
+            "c.example.com.",
+            "b.c.example.com.",
+            "a.b.c.example.com.",
+        ])
+    );
+}
+
+#[test]
+fn counts_and_listing() {
+    let zs = zones();
+    let z = zs.zone(&apex()).expect("zone");
+    // apex NS (2), ns1 A, www A×2 + AAAA, alias CNAME, a.b.c TXT
+    assert_eq!(z.record_count(), 8);
+    assert_eq!(z.rrset_count(), 6);
+    assert_eq!(z.name_count(), 5);
+    let listed: Vec<_> = z.records().map(|(n, t, _, r)| (n, t, r.len())).collect();
+    assert_eq!(listed[0], (apex(), RecordType::NS, 2));
+    assert_eq!(listed.len(), 6);
+    // Canonical order (RFC 4034 §6.1) compares labels from the right: alias < c < ns1 < www.
+    let order: Vec<String> = listed.iter().map(|(n, ..)| n.to_string()).collect();
+    assert_eq!(
+        order,
+        vec![
+            "example.com.",
+            "alias.example.com.",
+            "a.b.c.example.com.",
+            "ns1.example.com.",
+            "www.example.com.",
+            "www.example.com.",
+        ]
+    );
+    let from: Vec<_> = z
+        .records_from(&n("ns1.example.com."))
+        .map(|(n, ..)| n)
+        .collect();
+    assert_eq!(from.len(), 3);
+    assert_eq!(from[0], n("ns1.example.com."));
+}
+
+// ---- mutations ----
+
+#[test]
+fn serial_bumps_once_per_mutation_and_wraps() {
+    let mut zs = ZoneSet::new();
+    let mut s = spec("example.com.");
+    s.serial = u32::MAX;
+    zs.create_zone(s).expect("create");
+    set(
+        &mut zs,
+        "www.example.com.",
+        RecordType::A,
+        vec![a("192.0.2.1")],
+    );
+    assert_eq!(zs.zone(&apex()).expect("zone").serial(), 0);
+    zs.apply_batch(
+        &apex(),
+        vec![
+            Change::Set {
+                name: n("a.example.com."),
+                rtype: RecordType::A,
+                ttl: 1,
+                records: vec![a("192.0.2.1")],
+            },
+            Change::Delete {
+                name: n("www.example.com."),
+                rtype: RecordType::A,
+            },
+        ],
+    )
+    .expect("batch");
+    assert_eq!(zs.zone(&apex()).expect("zone").serial(), 1);
+    zs.delete_rrset(&apex(), &n("a.example.com."), RecordType::A)
+        .expect("delete");
+    assert_eq!(zs.zone(&apex()).expect("zone").serial(), 2);
+    let soa = zs.zone(&apex()).expect("zone").soa().clone();
+    zs.set_soa(&apex(), soa).expect("soa");
+    assert_eq!(zs.zone(&apex()).expect("zone").serial(), 3);
+}
+
+#[test]
+fn ns_at_apex_replaces_the_apex_ns_set() {
+    let mut zs = zones();
+    set(
+        &mut zs,
+        "example.com.",
+        RecordType::NS,
+        vec![ns("ns3.example.org.")],
+    );
+    let res = zs.resolve(&apex(), RecordType::NS);
+    assert_eq!(res.answers.len(), 1);
+    assert_eq!(res.answers[0].data(), &ns("ns3.example.org."));
+    let z = zs.zone(&apex()).expect("zone");
+    assert!(!z.has_wildcard_or_cut());
+    assert_eq!(z.ns().map(|s| s.records.len()), Some(1));
+}
+
+#[test]
+fn delete_removes_data_and_ents() {
+    let mut zs = zones();
+    zs.delete_rrset(&apex(), &n("A.B.C.example.com."), RecordType::TXT)
+        .expect("delete");
+    assert_eq!(
+        zs.resolve(&n("c.example.com."), RecordType::A).kind,
+        ResolutionKind::Nxdomain
+    );
+    assert!(zs
+        .zone(&apex())
+        .expect("zone")
+        .rrset(&n("a.b.c.example.com."), RecordType::TXT)
+        .is_none());
+}
+
+/// Runs a failing mutation and checks the error's field and that nothing changed.
+fn rejects(
+    zs: &mut ZoneSet,
+    field: &str,
+    f: impl FnOnce(&mut ZoneSet) -> Result<Dirty, ZoneError>,
+) -> ZoneError {
+    let before = snapshot(zs);
+    let zones_before = zs.len();
+    let err = f(zs).expect_err("mutation should fail");
+    assert_eq!(err.field(), field, "{err}");
+    assert_eq!(snapshot(zs), before, "{err} changed the zone");
+    assert_eq!(zs.len(), zones_before);
+    err
+}
+
+#[test]
+fn validation_errors_change_nothing() {
+    let mut zs = zones();
+    let www = n("www.example.com.");
+    let rrset = |name: &str, t, ttl, rd: Vec<RData>| {
+        let name = n(name);
+        move |zs: &mut ZoneSet| zs.set_rrset(&apex(), &name, t, ttl, rd)
+    };
+
+    let e = rejects(&mut zs, "zone", |zs| {
+        zs.set_rrset(
+            &n("example.org."),
+            &www,
+            RecordType::A,
+            1,
+            vec![a("192.0.2.1")],
+        )
+    });
+    assert!(matches!(e, ZoneError::UnknownZone { .. }));
+    let e = rejects(
+        &mut zs,
+        "name",
+        rrset("www.example.org.", RecordType::A, 1, vec![a("192.0.2.1")]),
+    );
+    assert!(matches!(e, ZoneError::NotInZone { .. }));
+    let e = rejects(
+        &mut zs,
+        "ttl",
+        rrset(
+            "www.example.com.",
+            RecordType::A,
+            MAX_TTL + 1,
+            vec![a("192.0.2.1")],
+        ),
+    );
+    assert!(matches!(e, ZoneError::TtlOutOfRange { .. }));
+    // Accepted at the boundary.
+    zs.set_rrset(
+        &apex(),
+        &n("max.example.com."),
+        RecordType::A,
+        MAX_TTL,
+        vec![a("192.0.2.1")],
+    )
+    .expect("max ttl");
+
+    let e = rejects(
+        &mut zs,
+        "type",
+        rrset(
+            "www.example.com.",
+            RecordType::CNAME,
+            1,
+            vec![cname("x.example.com.")],
+        ),
+    );
+    assert!(matches!(e, ZoneError::CnameBesideData { .. }));
+    let e = rejects(
+        &mut zs,
+        "type",
+        rrset("alias.example.com.", RecordType::TXT, 1, vec![txt("x")]),
+    );
+    assert!(matches!(e, ZoneError::DataBesideCname { .. }));
+    let e = rejects(
+        &mut zs,
+        "type",
+        rrset(
+            "example.com.",
+            RecordType::CNAME,
+            1,
+            vec![cname("x.example.com.")],
+        ),
+    );
+    assert!(matches!(e, ZoneError::CnameAtApex));
+    let e = rejects(
+        &mut zs,
+        "records[1]",
+        rrset(
+            "new.example.com.",
+            RecordType::CNAME,
+            1,
+            vec![cname("x.example.com."), cname("y.example.com.")],
+        ),
+    );
+    assert!(matches!(e, ZoneError::MultipleCnames));
+    let e = rejects(
+        &mut zs,
+        "records",
+        rrset("new.example.com.", RecordType::A, 1, vec![]),
+    );
+    assert!(matches!(e, ZoneError::EmptyRecords));
+    let e = rejects(
+        &mut zs,
+        "records[1]",
+        rrset(
+            "new.example.com.",
+            RecordType::A,
+            1,
+            vec![a("192.0.2.1"), aaaa("::1")],
+        ),
+    );
+    assert!(matches!(e, ZoneError::TypeMismatch { index: 1, .. }));
+    let e = rejects(
+        &mut zs,
+        "records[2]",
+        rrset(
+            "new.example.com.",
+            RecordType::A,
+            1,
+            vec![a("192.0.2.1"), a("192.0.2.2"), a("192.0.2.1")],
+        ),
+    );
+    assert!(matches!(e, ZoneError::DuplicateRecord { index: 2 }));
+    let e = rejects(
+        &mut zs,
+        "type",
+        rrset(
+            "new.example.com.",
+            RecordType::NULL,
+            1,
+            vec![a("192.0.2.1")],
+        ),
+    );
+    assert!(matches!(e, ZoneError::UnsupportedType { .. }));
+    let soa = zs.zone(&apex()).expect("zone").soa_record().data().clone();
+    let e = rejects(
+        &mut zs,
+        "type",
+        rrset("example.com.", RecordType::SOA, 1, vec![soa]),
+    );
+    assert!(matches!(e, ZoneError::SoaRecord));
+    let e = rejects(
+        &mut zs,
+        "type",
+        rrset(
+            "*.example.com.",
+            RecordType::NS,
+            1,
+            vec![ns("ns.example.net.")],
+        ),
+    );
+    assert!(matches!(e, ZoneError::WildcardNs));
+
+    let e = rejects(&mut zs, "type", |zs| {
+        zs.delete_rrset(&apex(), &apex(), RecordType::NS)
+    });
+    assert!(matches!(e, ZoneError::ApexNsRequired));
+    let e = rejects(&mut zs, "type", |zs| {
+        zs.delete_rrset(&apex(), &apex(), RecordType::SOA)
+    });
+    assert!(matches!(e, ZoneError::SoaRecord));
+    let e = rejects(&mut zs, "type", |zs| {
+        zs.delete_rrset(&apex(), &www, RecordType::MX)
+    });
+    assert!(matches!(e, ZoneError::NoSuchRrset { .. }));
+    let e = rejects(&mut zs, "name", |zs| {
+        zs.delete_rrset(&apex(), &n("www.example.net."), RecordType::A)
+    });
+    assert!(matches!(e, ZoneError::NotInZone { .. }));
+    let e = rejects(&mut zs, "zone", |zs| zs.delete_zone(&n("example.org.")));
+    assert!(matches!(e, ZoneError::UnknownZone { .. }));
+
+    // SOA settings.
+    let mut bad = zs.zone(&apex()).expect("zone").soa().clone();
+    bad.minimum = MAX_TTL + 1;
+    let e = rejects(&mut zs, "negative_ttl", |zs| zs.set_soa(&apex(), bad));
+    assert!(matches!(e, ZoneError::TtlOutOfRange { .. }));
+}
+
+#[test]
+fn create_zone_validation() {
+    let mut zs = zones();
+    let e = rejects(&mut zs, "apex", |zs| zs.create_zone(spec("EXAMPLE.com.")));
+    assert!(matches!(e, ZoneError::ZoneExists { .. }));
+    let mut s = spec("example.org.");
+    s.ns.clear();
+    let e = rejects(&mut zs, "ns", |zs| zs.create_zone(s));
+    assert!(matches!(e, ZoneError::NoNameServers));
+    let mut s = spec("example.org.");
+    s.ns = vec![n("ns1.example.org."), n("NS1.example.org.")];
+    let e = rejects(&mut zs, "ns[1]", |zs| zs.create_zone(s));
+    assert!(matches!(e, ZoneError::DuplicateNameServer { index: 1 }));
+    let mut s = spec("example.org.");
+    s.soa.ttl = u32::MAX;
+    rejects(&mut zs, "soa_ttl", |zs| zs.create_zone(s));
+    let mut s = spec("example.org.");
+    s.ns_ttl = u32::MAX;
+    rejects(&mut zs, "ns_ttl", |zs| zs.create_zone(s));
+    assert!(zs.zone(&n("example.org.")).is_none());
+}
+
+#[test]
+fn batch_is_all_or_nothing() {
+    let mut zs = zones();
+    let e = rejects(&mut zs, "changes[1].ttl", |zs| {
+        zs.apply_batch(
+            &apex(),
+            vec![
+                Change::Set {
+                    name: n("new.example.com."),
+                    rtype: RecordType::A,
+                    ttl: 1,
+                    records: vec![a("192.0.2.1")],
+                },
+                Change::Set {
+                    name: n("new2.example.com."),
+                    rtype: RecordType::A,
+                    ttl: u32::MAX,
+                    records: vec![a("192.0.2.1")],
+                },
+            ],
+        )
+    });
+    assert!(matches!(e, ZoneError::Batch { index: 1, .. }));
+    assert!(std::error::Error::source(&e).is_some());
+    // Later changes are validated against earlier ones: delete www's A and AAAA, then CNAME it.
+    // Then a failing change after a delete must restore the deleted data.
+    rejects(&mut zs, "changes[2].type", |zs| {
+        zs.apply_batch(
+            &apex(),
+            vec![
+                Change::Delete {
+                    name: n("www.example.com."),
+                    rtype: RecordType::A,
+                },
+                Change::Set {
+                    name: n("www.example.com."),
+                    rtype: RecordType::A,
+                    ttl: 5,
+                    records: vec![a("192.0.2.99")],
+                },
+                Change::Delete {
+                    name: n("www.example.com."),
+                    rtype: RecordType::MX,
+                },
+            ],
+        )
+    });
+    rejects(&mut zs, "changes", |zs| zs.apply_batch(&apex(), vec![]));
+
+    let dirty = zs
+        .apply_batch(
+            &apex(),
+            vec![
+                Change::Delete {
+                    name: n("www.example.com."),
+                    rtype: RecordType::A,
+                },
+                Change::Delete {
+                    name: n("www.example.com."),
+                    rtype: RecordType::AAAA,
+                },
+                Change::Set {
+                    name: n("www.example.com."),
+                    rtype: RecordType::CNAME,
+                    ttl: 5,
+                    records: vec![cname("ns1.example.com.")],
+                },
+            ],
+        )
+        .expect("batch");
+    assert!(dirty.names.contains(&n("www.example.com.")));
+    assert!(dirty.names.contains(&n("alias.example.com.")));
+    let res = zs.resolve(&n("alias.example.com."), RecordType::A);
+    assert_eq!(res.answers.len(), 3);
+}
+
+// ---- Dirty ----
+
+#[test]
+fn dirty_lists_owner_ancestors_and_cname_owners() {
+    let mut zs = zones();
+    let d = set(
+        &mut zs,
+        "www.example.com.",
+        RecordType::A,
+        vec![a("192.0.2.3")],
+    );
+    assert_eq!(
+        d.names,
+        names(&["www.example.com.", "example.com.", "alias.example.com."])
+    );
+    assert_eq!(d.zones_soa, names(&["example.com."]));
+    assert!(d.zones_full.is_empty());
+
+    // Chain x -> y -> z: a change at z dirties y and x.
+    set(
+        &mut zs,
+        "x.example.com.",
+        RecordType::CNAME,
+        vec![cname("y.example.com.")],
+    );
+    set(
+        &mut zs,
+        "y.example.com.",
+        RecordType::CNAME,
+        vec![cname("Z.example.com.")],
+    );
+    let d = set(
+        &mut zs,
+        "z.example.com.",
+        RecordType::A,
+        vec![a("192.0.2.4")],
+    );
+    assert_eq!(
+        d.names,
+        names(&[
+            "z.example.com.",
+            "example.com.",
+            "y.example.com.",
+            "x.example.com."
+        ])
+    );
+
+    // A new deep name dirties its new ENTs, and CNAMEs pointing at them.
+    set(
+        &mut zs,
+        "toent.example.com.",
+        RecordType::CNAME,
+        vec![cname("q.example.com.")],
+    );
+    let d = set(
+        &mut zs,
+        "p.q.example.com.",
+        RecordType::A,
+        vec![a("192.0.2.5")],
+    );
+    assert_eq!(
+        d.names,
+        names(&[
+            "p.q.example.com.",
+            "q.example.com.",
+            "example.com.",
+            "toent.example.com."
+        ])
+    );
+
+    // Deleting a CNAME dirties its owner (and those pointing at it), not its old target.
+    let d = zs
+        .delete_rrset(&apex(), &n("y.example.com."), RecordType::CNAME)
+        .expect("delete");
+    assert_eq!(
+        d.names,
+        names(&["y.example.com.", "example.com.", "x.example.com."])
+    );
+}
+
+#[test]
+fn dirty_full_for_cuts_and_wildcards() {
+    let mut zs = zones();
+    let d = set(
+        &mut zs,
+        "sub.example.com.",
+        RecordType::NS,
+        vec![ns("ns.example.net.")],
+    );
+    assert_eq!(d.zones_full, names(&["example.com."]));
+    // Glue below the cut: not a cut change.
+    let d = set(
+        &mut zs,
+        "ns.sub.example.com.",
+        RecordType::A,
+        vec![a("192.0.2.1")],
+    );
+    assert!(d.zones_full.is_empty());
+    let d = zs
+        .delete_rrset(&apex(), &n("sub.example.com."), RecordType::NS)
+        .expect("delete");
+    assert_eq!(d.zones_full, names(&["example.com."]));
+    let d = set(&mut zs, "*.example.com.", RecordType::TXT, vec![txt("w")]);
+    assert_eq!(d.zones_full, names(&["example.com."]));
+    let d = set(
+        &mut zs,
+        "a.*.x.example.com.",
+        RecordType::TXT,
+        vec![txt("w")],
+    );
+    assert_eq!(d.zones_full, names(&["example.com."]));
+    // Apex NS: not a delegation.
+    let d = set(
+        &mut zs,
+        "example.com.",
+        RecordType::NS,
+        vec![ns("ns.example.net.")],
+    );
+    assert!(d.zones_full.is_empty());
+}
+
+#[test]
+fn dirty_covers_wildcard_targets_whose_encloser_changes() {
+    let mut zs = zones();
+    set(
+        &mut zs,
+        "*.example.com.",
+        RecordType::A,
+        vec![a("192.0.2.9")],
+    );
+    set(
+        &mut zs,
+        "foo.example.com.",
+        RecordType::CNAME,
+        vec![cname("bar.baz.example.com.")],
+    );
+    let before = zs.resolve(&n("foo.example.com."), RecordType::A);
+    assert!(before.wildcard);
+    assert_eq!(before.answers.len(), 2);
+    // baz becomes an ENT: bar.baz's closest encloser is now baz, which has no wildcard.
+    let d = set(
+        &mut zs,
+        "q.baz.example.com.",
+        RecordType::A,
+        vec![a("192.0.2.1")],
+    );
+    assert!(d.names.contains(&n("foo.example.com.")), "{:?}", d.names);
+    let after = zs.resolve(&n("foo.example.com."), RecordType::A);
+    assert_eq!(after.kind, ResolutionKind::Nxdomain);
+    // And back.
+    let d = zs
+        .delete_rrset(&apex(), &n("q.baz.example.com."), RecordType::A)
+        .expect("delete");
+    assert!(d.names.contains(&n("foo.example.com.")));
+}
+
+#[test]
+fn dirty_for_zone_create_and_delete() {
+    let mut zs = zones();
+    let d = zs.create_zone(spec("c.example.com.")).expect("create");
+    assert_eq!(d.zones_full, names(&["c.example.com."]));
+    assert_eq!(d.zones_soa, names(&["c.example.com."]));
+    // The parent's names now answered by the child.
+    assert_eq!(
+        d.names,
+        names(&["c.example.com.", "b.c.example.com.", "a.b.c.example.com."])
+    );
+    assert_eq!(
+        zs.resolve(&n("a.b.c.example.com."), RecordType::TXT).kind,
+        ResolutionKind::Nxdomain
+    );
+    let d = zs.delete_zone(&n("C.example.com.")).expect("delete");
+    assert_eq!(d.zones_full, names(&["c.example.com."]));
+    assert!(d.names.contains(&n("a.b.c.example.com.")));
+    assert_eq!(
+        zs.resolve(&n("a.b.c.example.com."), RecordType::TXT).kind,
+        ResolutionKind::Answer
+    );
+    let d = zs.delete_zone(&apex()).expect("delete");
+    assert!(d.names.contains(&n("www.example.com.")));
+    assert!(zs.is_empty());
+    assert_eq!(
+        zs.resolve(&n("www.example.com."), RecordType::A).kind,
+        ResolutionKind::Refused
+    );
+}
+
+#[test]
+fn mixed_types_resolve() {
+    let mut zs = zones();
+    set(
+        &mut zs,
+        "example.com.",
+        RecordType::MX,
+        vec![RData::MX(MX::new(10, n("mail.example.com.")))],
+    );
+    let res = zs.resolve(&apex(), RecordType::MX);
+    assert_eq!(res.answers.len(), 1);
+    assert!(res.additional.is_empty());
+}
+
+#[test]
+fn canonical_order_keeps_descendants_together() {
+    // `has_descendants` and the range scans rely on this.
+    let mut v = vec![
+        n("example.com."),
+        n("b.example.com."),
+        n("a.b.example.com."),
+        n("z.a.b.example.com."),
+        n("c.example.com."),
+        n("*.b.example.com."),
+        n("b0.example.com."),
+        n("ba.example.com."),
+    ];
+    v.sort();
+    let b = n("b.example.com.");
+    let pos: Vec<_> = v
+        .iter()
+        .enumerate()
+        .filter(|(_, x)| b.zone_of_case(x))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(pos.len(), 4);
+    assert!(pos.windows(2).all(|w| w[1] == w[0] + 1), "{v:?}");
+    assert_eq!(v[pos[0]], b);
+}
+
+#[test]
+fn load_zone_keeps_the_serial_and_validates() {
+    let mut zs = ZoneSet::new();
+    let mut s = spec("example.com.");
+    s.ns.clear();
+    s.serial = 2024;
+    let rrsets = vec![
+        (
+            apex(),
+            RecordType::NS,
+            RrSet {
+                ttl: 600,
+                records: vec![ns("ns1.example.com.")],
+            },
+        ),
+        (
+            n("WWW.example.com."),
+            RecordType::A,
+            RrSet {
+                ttl: 60,
+                records: vec![a("192.0.2.1")],
+            },
+        ),
+    ];
+    let d = zs.load_zone(s.clone(), rrsets.clone()).expect("load");
+    assert_eq!(d.zones_full, names(&["example.com."]));
+    assert!(d.names.contains(&n("www.example.com.")));
+    let z = zs.zone(&apex()).expect("zone");
+    assert_eq!(z.serial(), 2024);
+    assert_eq!(z.ns().map(|s| s.ttl), Some(600));
+    assert_eq!(
+        zs.resolve(&n("www.example.com."), RecordType::A)
+            .answers
+            .len(),
+        1
+    );
+
+    // Exists already.
+    let e = zs.load_zone(s.clone(), rrsets.clone()).expect_err("exists");
+    assert_eq!(e.field(), "apex");
+    // A bad RRset: nothing added.
+    let mut other = s.clone();
+    other.apex = n("example.org.");
+    let mut bad = rrsets.clone();
+    bad[0].0 = n("example.org.");
+    bad[1].0 = n("www.example.org.");
+    bad.push((
+        n("x.example.org."),
+        RecordType::A,
+        RrSet {
+            ttl: u32::MAX,
+            records: vec![a("192.0.2.1")],
+        },
+    ));
+    let e = zs.load_zone(other.clone(), bad).expect_err("bad ttl");
+    assert_eq!(e.field(), "changes[2].ttl");
+    assert!(zs.zone(&n("example.org.")).is_none());
+    // No NS anywhere.
+    let e = zs.load_zone(other, vec![]).expect_err("no ns");
+    assert_eq!(e.field(), "ns");
+    assert_eq!(zs.len(), 1);
+}
+
+#[test]
+fn undo_helpers_restore_the_zone() {
+    let mut zs = zones();
+    let before = snapshot(&zs);
+    let z = zs.zone(&apex()).expect("zone");
+    let saved = vec![
+        (
+            n("www.example.com."),
+            RecordType::A,
+            z.rrset(&n("www.example.com."), RecordType::A).cloned(),
+        ),
+        (n("new.example.com."), RecordType::A, None),
+        (
+            n("alias.example.com."),
+            RecordType::CNAME,
+            z.rrset(&n("alias.example.com."), RecordType::CNAME)
+                .cloned(),
+        ),
+    ];
+    let serial = z.serial();
+    zs.apply_batch(
+        &apex(),
+        vec![
+            Change::Delete {
+                name: n("www.example.com."),
+                rtype: RecordType::A,
+            },
+            Change::Set {
+                name: n("new.example.com."),
+                rtype: RecordType::A,
+                ttl: 1,
+                records: vec![a("192.0.2.7")],
+            },
+            Change::Delete {
+                name: n("alias.example.com."),
+                rtype: RecordType::CNAME,
+            },
+        ],
+    )
+    .expect("batch");
+    zs.restore_rrsets(&apex(), saved);
+    zs.set_serial(&apex(), serial);
+    assert_eq!(snapshot(&zs), before);
+    // The CNAME index is back too: a change at www dirties alias.
+    let d = set(
+        &mut zs,
+        "www.example.com.",
+        RecordType::A,
+        vec![a("192.0.2.8")],
+    );
+    assert!(d.names.contains(&n("alias.example.com.")));
+
+    let taken = zs.remove_zone(&n("Example.com")).expect("zone");
+    assert!(zs.is_empty());
+    assert!(zs.insert_zone(taken).is_none());
+    assert_eq!(
+        zs.resolve(&n("www.example.com."), RecordType::A)
+            .answers
+            .len(),
+        1
+    );
+}
