@@ -7,7 +7,9 @@
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_F_NO_PREALLOC},
-    helpers::generated::{bpf_csum_diff, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
+    helpers::generated::{
+        bpf_csum_diff, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+    },
     macros::{map, xdp},
     maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
@@ -694,7 +696,14 @@ fn respond(
 
     // Header: QR, AA, RD and CD copied (RFC 1035 4.1.1, RFC 4035 3.1.6), RA, AD, Z clear.
     let rflags = 0x8400 | (q.flags & 0x0110) | a.rcode;
-    let hdr: [u16; 6] = [q.id, rflags, 1, a.ancount, a.nscount, opt_len as u16];
+    let hdr: [u16; 6] = [
+        q.id,
+        rflags,
+        1,
+        a.ancount,
+        a.nscount,
+        q.edns.is_some() as u16,
+    ];
     let mut hsum = 0u32;
     for (i, w) in hdr.iter().enumerate() {
         let b = w.to_be_bytes();
@@ -781,9 +790,8 @@ fn respond(
 #[inline(always)]
 fn store(ctx: &XdpContext, off: usize, src: *const u8, len: usize, max: usize) -> Result<(), ()> {
     // SAFETY: the helper checks the packet range; `src` has `max >= len` readable bytes.
-    let ret = unsafe {
-        bpf_xdp_store_bytes(ctx.ctx, off as u32, src as *mut _, helper_len(len, max))
-    };
+    let ret =
+        unsafe { bpf_xdp_store_bytes(ctx.ctx, off as u32, src as *mut _, helper_len(len, max)) };
     if ret == 0 {
         Ok(())
     } else {

@@ -1,1 +1,534 @@
-//! TODO
+//! Compiles what [`ZoneSet::resolve`] answers into the XDP program's map values, and keeps the
+//! maps in step with the zones.
+//!
+//! The compiler never decides an answer itself: for each name it asks `resolve` for A, AAAA and
+//! CNAME and serialises the answer section it gets. What the program's layout can't express (a
+//! CNAME chain, NODATA after a CNAME, a referral, a wildcard, an answer too big for a value) is
+//! marked "pass", and the program sends those queries to the fallback, which asks `resolve` too.
+
+use std::collections::BTreeSet;
+
+use dns_common::{
+    pass_bit, seg_max, NameKey, NameValue, Seg, ZoneValue, BLOB_LARGE, BLOB_SMALL, CLASS_IN,
+    KEY_NAME_LEN, SEG_A, SEG_AAAA, SEG_CNAME, SEG_CNAME_PREFIX, SOA_BLOB, TYPE_SOA, ZONE_NEG_PASS,
+};
+use hickory_proto::{
+    op::ResponseCode,
+    rr::{Name, RData, Record, RecordType},
+};
+
+use crate::{
+    maps::{FastPath, MapWriteError, NameEntry},
+    zone::{Dirty, ResolutionKind, Zone, ZoneSet},
+};
+
+/// Offset of the question name in a DNS message: compression pointers in the blobs point here.
+const QNAME_OFFSET: usize = 12;
+
+/// The wire form of a name as stored (labels as they are, root label last).
+pub fn name_wire(name: &Name) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len() + 1);
+    for label in name.iter() {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label);
+    }
+    out.push(0);
+    out
+}
+
+/// The map key of a name, `None` if its wire form is longer than the key.
+pub fn name_key(name: &Name) -> Option<NameKey> {
+    NameKey::from_wire(&name_wire(name))
+}
+
+/// One's-complement sum of big-endian 16-bit words, folded, as if `bytes` began at an even offset.
+pub fn sum16(bytes: &[u8]) -> u16 {
+    let mut acc: u32 = 0;
+    for pair in bytes.chunks(2) {
+        let w = if pair.len() == 2 {
+            u16::from_be_bytes([pair[0], pair[1]])
+        } else {
+            u16::from_be_bytes([pair[0], 0])
+        };
+        acc += w as u32;
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// `sum16` of bytes that will sit at an odd (`odd == true`) or even offset.
+fn sum_at(bytes: &[u8], odd: bool) -> u16 {
+    let s = sum16(bytes);
+    if odd {
+        s.swap_bytes()
+    } else {
+        s
+    }
+}
+
+/// Serialises one record: owner as a compression pointer, then type, class, TTL and RDATA.
+/// `None` for record types the fast path doesn't hold.
+fn rr_wire(owner_ptr: usize, record: &Record) -> Option<Vec<u8>> {
+    let rdata = match record.data() {
+        RData::A(a) => a.0.octets().to_vec(),
+        RData::AAAA(a) => a.0.octets().to_vec(),
+        RData::CNAME(c) => name_wire(&c.0),
+        _ => return None,
+    };
+    if owner_ptr > 0x3fff {
+        return None;
+    }
+    let mut out = Vec::with_capacity(12 + rdata.len());
+    out.extend_from_slice(&(0xc000 | owner_ptr as u16).to_be_bytes());
+    out.extend_from_slice(&u16::from(record.record_type()).to_be_bytes());
+    out.extend_from_slice(&CLASS_IN.to_be_bytes());
+    out.extend_from_slice(&record.ttl().to_be_bytes());
+    out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    out.extend_from_slice(&rdata);
+    Some(out)
+}
+
+/// What `resolve` said for one (name, type), in the shapes the program can serve.
+#[derive(Debug, PartialEq)]
+enum Shape {
+    /// NOERROR with no answer records and the zone's SOA in authority.
+    Nodata,
+    /// Records owned by the name itself, after an optional CNAME owned by the name whose target's
+    /// records follow.
+    Answer {
+        cname: Option<Record>,
+        records: Vec<Record>,
+    },
+}
+
+fn shape(
+    zone: &Zone,
+    name: &Name,
+    qtype: RecordType,
+    res: &crate::zone::Resolution,
+) -> Option<Shape> {
+    if !res.aa || !res.additional.is_empty() || res.rcode != ResponseCode::NoError {
+        return None;
+    }
+    match res.kind {
+        ResolutionKind::Nodata => {
+            let soa = zone.negative_soa();
+            (res.answers.is_empty() && res.authority.len() == 1 && res.authority[0] == soa)
+                .then_some(Shape::Nodata)
+        }
+        ResolutionKind::Answer => {
+            if !res.authority.is_empty() || res.answers.is_empty() {
+                return None;
+            }
+            let first = &res.answers[0];
+            let (cname, rest) =
+                if first.record_type() == RecordType::CNAME && qtype != RecordType::CNAME {
+                    (Some(first.clone()), &res.answers[1..])
+                } else {
+                    (None, &res.answers[..])
+                };
+            if let Some(c) = &cname {
+                if c.name() != name {
+                    return None;
+                }
+                let RData::CNAME(target) = c.data() else {
+                    return None;
+                };
+                // One link only: the target's own records of the asked type, no further CNAME.
+                if rest
+                    .iter()
+                    .any(|r| r.record_type() != qtype || r.name() != &target.0)
+                {
+                    return None;
+                }
+            } else if rest
+                .iter()
+                .any(|r| r.record_type() != qtype || r.name() != name)
+            {
+                return None;
+            }
+            Some(Shape::Answer {
+                cname,
+                records: rest.to_vec(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The compiled value, before it is placed in a small or large map value.
+#[derive(Default, Debug)]
+struct Draft {
+    pass_mask: u8,
+    /// The CNAME record bytes (prefix) and each type's record bytes, with counts.
+    prefix: Vec<u8>,
+    prefix_count: u16,
+    typed: [(Vec<u8>, u16); 4],
+}
+
+fn draft(zones: &ZoneSet, zone: &Zone, name: &Name, wire_len: usize) -> Draft {
+    let mut d = Draft::default();
+    let answer_off = QNAME_OFFSET + wire_len + 4;
+    let mut prefix: Option<Vec<u8>> = None;
+    for (seg, qtype) in [
+        (SEG_A, RecordType::A),
+        (SEG_AAAA, RecordType::AAAA),
+        (SEG_CNAME, RecordType::CNAME),
+    ] {
+        let res = zones.resolve(name, qtype);
+        let Some(sh) = shape(zone, name, qtype, &res) else {
+            d.pass_mask |= pass_bit(seg);
+            continue;
+        };
+        let Shape::Answer { cname, records } = sh else {
+            continue; // NODATA: count 0
+        };
+        let (this_prefix, owner_ptr) = match &cname {
+            Some(c) => match rr_wire(QNAME_OFFSET, c) {
+                // The target's records point at the target name inside the CNAME's RDATA.
+                Some(bytes) => (bytes, answer_off + 12),
+                None => {
+                    d.pass_mask |= pass_bit(seg);
+                    continue;
+                }
+            },
+            None => (Vec::new(), QNAME_OFFSET),
+        };
+        // Every type at a name shares one prefix: a CNAME, or nothing.
+        match &prefix {
+            None => prefix = Some(this_prefix),
+            Some(p) if *p == this_prefix => {}
+            Some(_) => {
+                d.pass_mask |= pass_bit(seg);
+                continue;
+            }
+        }
+        let mut bytes = Vec::new();
+        let mut ok = true;
+        for r in &records {
+            match rr_wire(owner_ptr, r) {
+                Some(b) => bytes.extend_from_slice(&b),
+                None => ok = false,
+            }
+        }
+        if !ok {
+            d.pass_mask |= pass_bit(seg);
+            continue;
+        }
+        d.typed[seg] = (bytes, records.len() as u16);
+    }
+    // A CNAME query at a CNAME name is answered by the prefix alone; elsewhere it is NODATA.
+    d.prefix = prefix.unwrap_or_default();
+    d.prefix_count = u16::from(!d.prefix.is_empty());
+    d
+}
+
+/// Lays a draft out in a value of `N` blob bytes: prefix, then A, then AAAA. `None` if it
+/// doesn't fit the program's segment limits.
+fn layout<const N: usize>(d: &Draft, apex_len: u8) -> Option<NameValue<N>> {
+    let mut v = NameValue::<N>::zeroed();
+    v.apex_len = apex_len;
+    v.pass_mask = d.pass_mask;
+    let max = seg_max(N);
+    let mut off = 0usize;
+    let mut place = |v: &mut NameValue<N>, seg: usize, bytes: &[u8], count: u16, odd: bool| {
+        if bytes.is_empty() {
+            v.segs[seg] = Seg {
+                off: 0,
+                len: 0,
+                count,
+                sum: 0,
+            };
+            return true;
+        }
+        if off >= max || bytes.len() > max || off + bytes.len() > N {
+            return false;
+        }
+        v.blob[off..off + bytes.len()].copy_from_slice(bytes);
+        v.segs[seg] = Seg {
+            off: off as u16,
+            len: bytes.len() as u16,
+            count,
+            sum: sum_at(bytes, odd),
+        };
+        off += bytes.len();
+        true
+    };
+    if !place(&mut v, SEG_CNAME_PREFIX, &d.prefix, d.prefix_count, false) {
+        return None;
+    }
+    // Type segments follow the prefix in the response.
+    let odd = d.prefix.len() % 2 == 1;
+    for seg in [SEG_A, SEG_AAAA] {
+        if d.pass_mask & pass_bit(seg) != 0 {
+            continue;
+        }
+        let (bytes, count) = &d.typed[seg];
+        if !place(&mut v, seg, bytes, *count, odd) {
+            return None;
+        }
+    }
+    Some(v)
+}
+
+/// Compiles one existing name. `None` if the name is too long for the fast path (it passes up).
+pub fn compile_name(zones: &ZoneSet, zone: &Zone, name: &Name) -> Option<(NameKey, NameEntry)> {
+    let wire = name_wire(name);
+    let key = NameKey::from_wire(&wire)?;
+    let apex_len = name_wire(zone.apex()).len() as u8;
+    let mut d = draft(zones, zone, name, wire.len());
+    if let Some(v) = layout::<BLOB_SMALL>(&d, apex_len) {
+        return Some((key, NameEntry::Small(v)));
+    }
+    if let Some(v) = layout::<BLOB_LARGE>(&d, apex_len) {
+        return Some((key, NameEntry::Large(Box::new(v))));
+    }
+    // Too big for any value: the fallback answers A and AAAA here.
+    d.pass_mask |= pass_bit(SEG_A) | pass_bit(SEG_AAAA);
+    layout::<BLOB_LARGE>(&d, apex_len).map(|v| (key, NameEntry::Large(Box::new(v))))
+}
+
+/// Compiles a zone's map value: its negative-answer SOA and flags.
+pub fn compile_zone(zone: &Zone) -> Option<(NameKey, ZoneValue)> {
+    let key = name_key(zone.apex())?;
+    let soa = zone.negative_soa();
+    let RData::SOA(s) = soa.data() else {
+        return None;
+    };
+    let mut rdata = name_wire(s.mname());
+    rdata.extend_from_slice(&name_wire(s.rname()));
+    for n in [
+        s.serial(),
+        s.refresh() as u32,
+        s.retry() as u32,
+        s.expire() as u32,
+        s.minimum(),
+    ] {
+        rdata.extend_from_slice(&n.to_be_bytes());
+    }
+    let mut bytes = vec![0u8, 0]; // owner pointer, written by the program
+    bytes.extend_from_slice(&TYPE_SOA.to_be_bytes());
+    bytes.extend_from_slice(&CLASS_IN.to_be_bytes());
+    bytes.extend_from_slice(&soa.ttl().to_be_bytes());
+    bytes.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    bytes.extend_from_slice(&rdata);
+    if bytes.len() > SOA_BLOB {
+        return None;
+    }
+    let mut v = ZoneValue::zeroed();
+    v.flags = if zone.has_wildcard_or_cut() {
+        ZONE_NEG_PASS
+    } else {
+        0
+    };
+    v.soa_len = bytes.len() as u16;
+    v.soa_sum = sum16(&bytes);
+    v.soa[..bytes.len()].copy_from_slice(&bytes);
+    Some((key, v))
+}
+
+/// What a sync did, for logs and the API.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SyncReport {
+    pub names_written: usize,
+    pub names_removed: usize,
+    pub zones_written: usize,
+    pub zones_removed: usize,
+}
+
+/// Brings the maps in line with `zones` for what `dirty` names.
+pub fn sync(
+    fast: &mut FastPath,
+    zones: &ZoneSet,
+    dirty: &Dirty,
+) -> Result<SyncReport, MapWriteError> {
+    let mut report = SyncReport::default();
+    for apex in &dirty.zones_full {
+        sync_zone_full(fast, zones, apex, &mut report)?;
+    }
+    for apex in dirty.zones_soa.difference(&dirty.zones_full) {
+        if let Some(zone) = zones.zone(apex) {
+            if let Some((k, v)) = compile_zone(zone) {
+                fast.set_zone(&k, &v)?;
+                report.zones_written += 1;
+            }
+        }
+    }
+    for name in &dirty.names {
+        let Some(key) = name_key(name) else {
+            continue;
+        };
+        match zones.find_zone(name) {
+            Some(zone) if dirty.zones_full.contains(zone.apex()) => {}
+            Some(zone) if zone.name_exists(name) => {
+                if let Some((k, e)) = compile_name(zones, zone, name) {
+                    fast.set_name(&k, &e)?;
+                    report.names_written += 1;
+                }
+            }
+            _ => {
+                fast.remove_name(&key)?;
+                report.names_removed += 1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn sync_zone_full(
+    fast: &mut FastPath,
+    zones: &ZoneSet,
+    apex: &Name,
+    report: &mut SyncReport,
+) -> Result<(), MapWriteError> {
+    let apex_key = name_key(apex);
+    let in_zone = |k: &NameKey| apex_key.is_some_and(|a| key_is_under(k, &a));
+    let mut keep = BTreeSet::new();
+    if let Some(zone) = zones.zone(apex) {
+        if let Some((k, v)) = compile_zone(zone) {
+            fast.set_zone(&k, &v)?;
+            report.zones_written += 1;
+        }
+        for name in zone.existing_names() {
+            if let Some((k, e)) = compile_name(zones, zone, &name) {
+                fast.set_name(&k, &e)?;
+                keep.insert(k.name);
+                report.names_written += 1;
+            }
+        }
+    } else if let Some(k) = apex_key {
+        fast.remove_zone(&k)?;
+        report.zones_removed += 1;
+    }
+    // Names of this zone that are gone, but not names of a zone nested below it.
+    for k in fast.name_keys() {
+        if in_zone(&k) && !keep.contains(&k.name) {
+            let owner = key_name(&k).and_then(|n| zones.find_zone(&n).map(|z| z.apex().clone()));
+            if owner.is_none_or(|z| &z == apex) {
+                fast.remove_name(&k)?;
+                report.names_removed += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The name a key holds (lowercase).
+pub fn key_name(k: &NameKey) -> Option<Name> {
+    let start = k.name.iter().position(|b| *b != 0)?;
+    let mut labels = Vec::new();
+    let mut pos = start;
+    while pos < KEY_NAME_LEN {
+        let l = k.name[pos] as usize;
+        if l == 0 {
+            break;
+        }
+        labels.push(k.name.get(pos + 1..pos + 1 + l)?.to_vec());
+        pos += l + 1;
+    }
+    Name::from_labels(labels).ok()
+}
+
+/// Is the name in `k` equal to or below the name in `apex`? (Both right-aligned keys.)
+fn key_is_under(k: &NameKey, apex: &NameKey) -> bool {
+    let a_len = KEY_NAME_LEN
+        - apex
+            .name
+            .iter()
+            .position(|b| *b != 0)
+            .unwrap_or(KEY_NAME_LEN - 1);
+    let k_start = k
+        .name
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(KEY_NAME_LEN - 1);
+    let k_len = KEY_NAME_LEN - k_start;
+    if k_len < a_len || k.name[KEY_NAME_LEN - a_len..] != apex.name[KEY_NAME_LEN - a_len..] {
+        return false;
+    }
+    if k_len == a_len {
+        return true;
+    }
+    // The match must start at a label boundary of k.
+    let mut pos = k_start;
+    while pos < KEY_NAME_LEN {
+        if pos == KEY_NAME_LEN - a_len {
+            return true;
+        }
+        let l = k.name[pos] as usize;
+        if l == 0 {
+            return false;
+        }
+        pos += l + 1;
+    }
+    false
+}
+
+/// Makes the maps hold exactly what `zones` compiles to: every zone recompiled, every key not
+/// belonging to a served name or zone removed. Used at start-up over maps that may be pinned.
+pub fn full_sync(fast: &mut FastPath, zones: &ZoneSet) -> Result<SyncReport, MapWriteError> {
+    let mut report = SyncReport::default();
+    let mut names = BTreeSet::new();
+    let mut zone_keys = BTreeSet::new();
+    for zone in zones.zones() {
+        if let Some((k, v)) = compile_zone(zone) {
+            fast.set_zone(&k, &v)?;
+            zone_keys.insert(k.name);
+            report.zones_written += 1;
+        }
+        for name in zone.existing_names() {
+            if let Some((k, e)) = compile_name(zones, zone, &name) {
+                fast.set_name(&k, &e)?;
+                names.insert(k.name);
+                report.names_written += 1;
+            }
+        }
+    }
+    for k in fast.name_keys() {
+        if !names.contains(&k.name) {
+            fast.remove_name(&k)?;
+            report.names_removed += 1;
+        }
+    }
+    for k in fast.zone_keys() {
+        if !zone_keys.contains(&k.name) {
+            fast.remove_zone(&k)?;
+            report.zones_removed += 1;
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sum16_matches_rfc1071_example() {
+        // RFC 1071 section 3: 0001 f203 f4f5 f6f7 sums to ddf2 (folded).
+        assert_eq!(
+            sum16(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+            0xddf2
+        );
+        // An odd byte count pads with zero.
+        assert_eq!(sum16(&[0x12]), 0x1200);
+        assert_eq!(sum_at(&[0x12, 0x34], true), 0x3412);
+    }
+
+    #[test]
+    fn key_is_under_respects_label_boundaries() {
+        let k = |s: &str| name_key(&Name::from_ascii(s).unwrap()).unwrap();
+        assert!(key_is_under(&k("a.t.example.net."), &k("t.example.net.")));
+        assert!(key_is_under(&k("t.example.net."), &k("t.example.net.")));
+        assert!(!key_is_under(&k("at.example.net."), &k("t.example.net.")));
+        assert!(!key_is_under(&k("example.net."), &k("t.example.net.")));
+    }
+
+    #[test]
+    fn name_key_folds_case_and_right_aligns() {
+        let k = name_key(&Name::from_ascii("DeMo.T.").unwrap()).unwrap();
+        let wire = b"\x04demo\x01t\x00";
+        assert_eq!(&k.name[KEY_NAME_LEN - wire.len()..], wire);
+        assert!(k.name[..KEY_NAME_LEN - wire.len()].iter().all(|b| *b == 0));
+    }
+}

@@ -6,9 +6,11 @@
 //! - [`compile`]: turns `resolve` results into the XDP program's map values.
 //! - [`maps`]: the sole writer of the BPF maps; [`loader`]: loads and attaches the program.
 //! - [`fallback`]: UDP/TCP server for everything the XDP program passes up.
-//! - [`store`], [`api`]: durable store and HTTP update API.
+//! - [`store`], [`api`]: durable store and HTTP update API; [`engine`]: the write path through
+//!   memory, disk and maps.
 pub mod api;
 pub mod compile;
+pub mod engine;
 pub mod fallback;
 pub mod loader;
 pub mod maps;

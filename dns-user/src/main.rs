@@ -1,1 +1,261 @@
-fn main(){}
+//! `edgedns`: the daemon and its operator commands. Wiring only; the pieces live in the library.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use dns_user::{
+    api::{self, ApiState},
+    engine::{Engine, Op},
+    fallback::{self, FallbackConfig, FallbackStats},
+    loader::{self, AttachMode},
+    store::Store,
+    zone::{normalize, ZoneSpec},
+};
+use hickory_proto::rr::{rdata::A, Name, RData, RecordType};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// The zone `serve` creates when it is missing, with one demo record, so that a bare
+/// `edgedns serve` answers something.
+const DEMO_ZONE: &str = "t.example.net.";
+
+#[derive(Parser)]
+#[command(
+    name = "edgedns",
+    version,
+    about = "Authoritative DNS with an XDP fast path"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: XDP fast path, fallback DNS server and update API.
+    Serve(ServeArgs),
+    /// Print the fast path's counters (from a running server's API).
+    Stats {
+        #[arg(long, default_value = "127.0.0.1:8053")]
+        api: SocketAddr,
+    },
+    /// Attach a pass-everything XDP program to an interface until interrupted: the peer end of a
+    /// veth pair needs one for XDP_TX frames to be delivered.
+    XdpPass {
+        #[arg(long)]
+        iface: String,
+        #[arg(long, value_enum, default_value = "driver")]
+        xdp_mode: AttachMode,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Interface the XDP program attaches to.
+    #[arg(long, default_value = "lo")]
+    iface: String,
+    /// auto: native (driver) mode, else generic; off: no XDP, the fallback answers everything.
+    #[arg(long, value_enum, default_value = "auto")]
+    xdp_mode: AttachMode,
+    /// DNS address and port (UDP and TCP); the fast path answers UDP to this address and port.
+    #[arg(long, default_value = "127.0.0.1:5300")]
+    dns_listen: SocketAddr,
+    /// Update API address.
+    #[arg(long, default_value = "127.0.0.1:8053")]
+    api_listen: SocketAddr,
+    /// Where the store lives.
+    #[arg(long, default_value = "/var/lib/edgedns")]
+    data_dir: PathBuf,
+    /// Create this zone at start if it does not exist (default SOA and NS). The default zone
+    /// also gets a demo record, demo.t.example.net A 192.0.2.1.
+    #[arg(long, default_value = DEMO_ZONE)]
+    zone: Option<String>,
+    /// UDP payload size advertised in EDNS responses.
+    #[arg(long, default_value_t = dns_common::DEFAULT_UDP_PAYLOAD)]
+    udp_payload: u16,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Stats { api } => print_stats(api).await,
+            Command::XdpPass { iface, xdp_mode } => {
+                let _prog = loader::attach_pass(&iface, xdp_mode)
+                    .with_context(|| format!("attaching the pass program to {iface}"))?;
+                info!(
+                    iface,
+                    "pass program attached; Ctrl-C or SIGTERM detaches it"
+                );
+                shutdown_signal().await;
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = Store::open(&args.data_dir)
+        .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+    let zones = store.load().context("loading the store")?;
+    info!(path = %store.path().display(), zones = zones.len(), "store loaded");
+
+    let fallback_cfg = FallbackConfig {
+        udp_payload: args.udp_payload,
+        ..FallbackConfig::default()
+    };
+    let (loaded, fast) = match args.xdp_mode {
+        AttachMode::Off => (None, None),
+        mode => {
+            let cfg = loader::xdp_config(args.dns_listen, args.udp_payload, true);
+            let (loaded, fast) = loader::load_and_attach(&args.iface, mode, cfg)
+                .with_context(|| format!("loading the XDP program on {}", args.iface))?;
+            (Some(loaded), Some(fast))
+        }
+    };
+    let engine = Engine::new(zones, fast, store);
+    let report = engine.full_sync().context("filling the fast path's maps")?;
+    info!(?report, "fast path in step with the store");
+
+    if let Some(zone) = &args.zone {
+        ensure_zone(&engine, zone).await?;
+    }
+
+    let shutdown = CancellationToken::new();
+    let fallback_stats = Arc::new(FallbackStats::new());
+    let udp = UdpSocket::bind(args.dns_listen)
+        .await
+        .with_context(|| format!("binding UDP {}", args.dns_listen))?;
+    let tcp = TcpListener::bind(args.dns_listen)
+        .await
+        .with_context(|| format!("binding TCP {}", args.dns_listen))?;
+    let api_listener = TcpListener::bind(args.api_listen)
+        .await
+        .with_context(|| format!("binding the API on {}", args.api_listen))?;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(fallback::serve_udp(
+        udp,
+        engine.zones.clone(),
+        fallback_cfg.clone(),
+        fallback_stats.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(fallback::serve_tcp(
+        tcp,
+        engine.zones.clone(),
+        fallback_cfg,
+        fallback_stats.clone(),
+        shutdown.clone(),
+    ));
+    let app = api::router(ApiState {
+        engine: engine.clone(),
+        fallback_stats,
+    });
+    let api_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = axum::serve(api_listener, app)
+            .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
+            .await
+        {
+            warn!("API server: {e}");
+        }
+    });
+    info!(
+        dns = %args.dns_listen,
+        api = %args.api_listen,
+        iface = %args.iface,
+        mode = ?loaded.as_ref().map(|l| l.mode),
+        verified_insns = ?loaded.as_ref().and_then(|l| l.verified_insns),
+        "ready"
+    );
+    shutdown_signal().await;
+    info!("shutting down");
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    drop(loaded);
+    Ok(())
+}
+
+/// Creates `zone` with default settings if it doesn't exist; the demo zone gets a demo record.
+async fn ensure_zone(engine: &Arc<Engine>, zone: &str) -> anyhow::Result<()> {
+    let mut apex = Name::from_ascii(zone).with_context(|| format!("bad --zone {zone:?}"))?;
+    apex.set_fqdn(true);
+    let apex = normalize(&apex);
+    if engine
+        .zones
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .zone(&apex)
+        .is_some()
+    {
+        return Ok(());
+    }
+    let ns = Name::from_ascii("ns1")?.append_domain(&apex)?;
+    let rname = Name::from_ascii("hostmaster")?.append_domain(&apex)?;
+    let spec = ZoneSpec::new(apex.clone(), ns.clone(), rname, vec![ns]);
+    engine.apply(Op::CreateZone(spec)).await?;
+    info!(zone = %apex, "zone created");
+    if apex == Name::from_ascii(DEMO_ZONE)? {
+        let name = Name::from_ascii("demo")?.append_domain(&apex)?;
+        engine
+            .apply(Op::SetRrset {
+                apex,
+                name,
+                rtype: RecordType::A,
+                ttl: 60,
+                records: vec![RData::A(A::new(192, 0, 2, 1))],
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("no SIGTERM handler: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Fetches `/v1/stats` with a minimal HTTP/1.1 client (the API is local) and prints it.
+async fn print_stats(api: SocketAddr) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(api)
+        .await
+        .with_context(|| format!("connecting to the API at {api}"))?;
+    s.write_all(
+        format!("GET /v1/stats HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        bail!("malformed HTTP response from {api}");
+    };
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("{api}: {}", head.lines().next().unwrap_or(""));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(body.trim()).context("parsing the stats JSON")?;
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}

@@ -328,7 +328,7 @@ const _: () = assert!(core::mem::size_of::<SmallValue>() == 4 + 32 + BLOB_SMALL)
 const _: () = assert!(core::mem::size_of::<LargeValue>() == 4 + 32 + BLOB_LARGE);
 const _: () = assert!(core::mem::size_of::<ZoneValue>() == 8 + SOA_BLOB);
 const _: () = assert!(core::mem::size_of::<XdpConfig>() == 28);
-const _: () = assert!(KEY_NAME_LEN <= 255 && KEY_NAME_LEN % 8 == 0);
+const _: () = assert!(KEY_NAME_LEN <= 255 && KEY_NAME_LEN.is_multiple_of(8));
 
 #[cfg(feature = "user")]
 mod pod {
