@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use crate::maps::FastPath;
 
 /// The XDP object built by `build.rs`.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dns-ebpf"));
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dns-ebpf"));
 
 /// The program for the peer end of a veth pair (see `edgedns xdp-pass`).
 pub const PASS_PROGRAM_NAME: &str = "edgedns_pass";
@@ -158,6 +158,29 @@ pub fn load_and_attach(
         },
         fast,
     ))
+}
+
+/// Loads and verifies the program without attaching it: for `BPF_PROG_TEST_RUN` (tests and the
+/// per-packet benchmark). The program is `ebpf.program_mut(PROGRAM_NAME)`.
+pub fn load_detached(config: XdpConfig) -> Result<(Ebpf, FastPath), LoadError> {
+    let mut ebpf = EbpfLoader::new()
+        .load(EBPF_OBJECT)
+        .map_err(LoadError::Object)?;
+    let mut fast = take_maps(&mut ebpf)?;
+    fast.set_config(config)?;
+    let prog: &mut Xdp = ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or(LoadError::NoProgram(PROGRAM_NAME))?
+        .try_into()
+        .map_err(|source| LoadError::Verify {
+            name: PROGRAM_NAME,
+            source,
+        })?;
+    prog.load().map_err(|source| LoadError::Verify {
+        name: PROGRAM_NAME,
+        source,
+    })?;
+    Ok((ebpf, fast))
 }
 
 fn take_maps(ebpf: &mut Ebpf) -> Result<FastPath, LoadError> {
