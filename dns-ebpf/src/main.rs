@@ -8,7 +8,8 @@
 use aya_ebpf::{
     bindings::{xdp_action, BPF_F_NO_PREALLOC},
     helpers::generated::{
-        bpf_csum_diff, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+        bpf_csum_diff, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
+        bpf_xdp_store_bytes,
     },
     macros::{map, xdp},
     maps::{Array, HashMap, PerCpuArray},
@@ -768,11 +769,8 @@ fn respond(
     let old = ctx.data_end() - ctx.data();
     let new = udp.l4 + 8 + dns_len;
     let delta = new as i32 - old as i32;
-    if delta != 0 {
-        let ret = unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) };
-        if ret != 0 {
-            return Err(Some(Stat::PassNoRoom));
-        }
+    if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+        grow_at_head(ctx, s, udp.l4 + 8 + DNS_HEADER + qn, delta)?;
     }
     // From here on the frame is the response's size: anything that fails drops it.
     match write_response(ctx, udp, s, a, qn, dns_len, hsum + qsum + asum + osum) {
@@ -785,6 +783,33 @@ fn respond(
             Ok(xdp_action::XDP_DROP)
         }
     }
+}
+
+/// Grows the frame by `delta` bytes at the front when the buffer has no tailroom (an skb-backed
+/// frame on veth or in generic mode often has little): the first `keep` bytes (headers and
+/// question) move to the new start, and the bytes after them are free for the answer.
+#[inline(always)]
+fn grow_at_head(ctx: &XdpContext, s: &mut Scratch, keep: usize, delta: i32) -> Result<(), Pass> {
+    const KEEP_MAX: usize = 256;
+    if delta <= 0 || keep > KEEP_MAX {
+        return Err(Some(Stat::PassNoRoom));
+    }
+    let len = helper_len(keep, KEEP_MAX);
+    // SAFETY: the helpers check the packet range; `s.q` holds QUERY_MAX >= KEEP_MAX bytes and is
+    // no longer needed (the question's sum is taken).
+    unsafe {
+        if bpf_xdp_load_bytes(ctx.ctx, 0, s.q.as_mut_ptr().cast(), len) != 0 {
+            return Err(Some(Stat::PassNoRoom));
+        }
+        if bpf_xdp_adjust_head(ctx.ctx, -delta) != 0 {
+            return Err(Some(Stat::PassNoRoom));
+        }
+        if bpf_xdp_store_bytes(ctx.ctx, 0, s.q.as_mut_ptr().cast(), len) != 0 {
+            // The frame is already resized: it can't go up half-moved.
+            return Err(None);
+        }
+    }
+    Ok(())
 }
 
 #[inline(always)]
