@@ -1,10 +1,17 @@
 //! Loads the XDP program and attaches it to an interface.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+};
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::{Xdp, XdpMode},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+        Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader,
 };
 use dns_common::{
@@ -41,6 +48,12 @@ pub enum LoadError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("bpffs at {path}")]
+    Bpffs {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("setting the program's configuration")]
     Config(#[from] crate::maps::MapWriteError),
     #[error("attaching to {iface} in {mode:?} mode (is the interface up, and does its driver support native XDP? try --xdp-mode generic)")]
@@ -65,12 +78,101 @@ pub enum AttachMode {
     Off,
 }
 
-/// A loaded, attached program and its maps. Dropping it detaches the program.
+/// A loaded, attached program and its maps.
+///
+/// With a pin directory, the maps and the XDP link are pinned in bpffs: the program keeps
+/// answering from the maps while no daemon runs (a restart or a crash drops no query the fast
+/// path can answer), and the next start takes over the pinned maps and swaps its program into the
+/// pinned link atomically. [`Loaded::release`] decides what happens at exit.
 pub struct Loaded {
-    /// Kept alive: dropping it detaches and unloads the program.
+    /// Kept alive: dropping it detaches and unloads the program unless the link is pinned.
     pub ebpf: Ebpf,
     pub mode: XdpMode,
     pub verified_insns: Option<u32>,
+    /// Where the maps and the link are pinned, if they are.
+    pub pin_dir: Option<PathBuf>,
+    /// Whether the pinned link was taken over from an earlier run.
+    pub took_over: bool,
+}
+
+impl Loaded {
+    /// At exit: `keep` leaves the program attached and answering from the pinned maps for the
+    /// next start; otherwise the pins are removed and dropping detaches the program.
+    pub fn release(self, keep: bool) {
+        if let (false, Some(dir)) = (keep, &self.pin_dir) {
+            if let Err(e) = std::fs::remove_dir_all(dir) {
+                warn!(dir = %dir.display(), "removing the pins: {e}");
+            }
+        }
+        drop(self);
+    }
+}
+
+/// Names of the maps that outlive the daemon when pinned (SCRATCH is per-packet only).
+const PINNED_MAPS: [&str; 5] = [
+    MAP_CONFIG,
+    MAP_STATS,
+    MAP_NAMES_SMALL,
+    MAP_NAMES_LARGE,
+    MAP_ZONES,
+];
+/// File name of the pinned XDP link in the pin directory.
+const LINK_PIN: &str = "link";
+/// bpffs magic (linux/magic.h BPF_FS_MAGIC).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// The pin directory of a daemon instance: one per data directory and interface, and per map
+/// layout, so that an upgrade that changes the layout starts with fresh maps.
+pub fn pin_dir(bpffs: &Path, data_dir: &Path, iface: &str) -> PathBuf {
+    let canonical = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_owned());
+    // FNV-1a: stable across Rust versions, unlike DefaultHasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in canonical.as_os_str().as_encoded_bytes() {
+        h = (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    bpffs
+        .join("edgedns")
+        .join(format!("{h:016x}-{iface}-v{}", dns_common::LAYOUT_VERSION))
+}
+
+/// Mounts bpffs at `path` if it isn't mounted there.
+pub fn ensure_bpffs(path: &Path) -> Result<(), LoadError> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
+        LoadError::Bpffs {
+            path: path.to_owned(),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        }
+    })?;
+    // SAFETY: statfs writes into the zeroed struct; the path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    std::fs::create_dir_all(path).map_err(|source| LoadError::Bpffs {
+        path: path.to_owned(),
+        source,
+    })?;
+    let fstype = c"bpf";
+    // SAFETY: all pointers are valid NUL-terminated strings.
+    let r = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            c.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(LoadError::Bpffs {
+            path: path.to_owned(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    info!(path = %path.display(), "mounted bpffs");
+    Ok(())
 }
 
 /// Settings the program reads from its CONFIG map.
@@ -90,15 +192,25 @@ pub fn xdp_config(listen: SocketAddr, udp_payload: u16, enabled: bool) -> XdpCon
 }
 
 /// Loads the object, verifies the program and attaches it to `iface`; returns the program and a
-/// [`FastPath`] that owns its maps.
+/// [`FastPath`] that owns its maps. With `pin_dir`, maps and link found there are taken over
+/// (the maps keep their contents for the caller to reconcile) and new ones are pinned there.
 pub fn load_and_attach(
     iface: &str,
     mode: AttachMode,
     config: XdpConfig,
+    pin_dir: Option<&Path>,
 ) -> Result<(Loaded, FastPath), LoadError> {
-    let mut ebpf = EbpfLoader::new()
-        .load(EBPF_OBJECT)
-        .map_err(LoadError::Object)?;
+    let mut loader = EbpfLoader::new();
+    if let Some(dir) = pin_dir {
+        std::fs::create_dir_all(dir).map_err(|source| LoadError::Bpffs {
+            path: dir.to_owned(),
+            source,
+        })?;
+        for name in PINNED_MAPS {
+            loader.map_pin_path(name, dir.join(name));
+        }
+    }
+    let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::Object)?;
     match aya_log::EbpfLogger::init(&mut ebpf) {
         Ok(logger) => spawn_logger(logger),
         Err(e) => warn!("eBPF logger not started: {e}"),
@@ -121,8 +233,44 @@ pub fn load_and_attach(
     let verified_insns = prog
         .info()
         .ok()
-        .and_then(|i| i.verified_instruction_count())
-        .map(|n| n as u32);
+        .and_then(|i| i.verified_instruction_count());
+
+    // Take over a pinned link: the kernel swaps the program atomically, no packet goes
+    // unanswered in between.
+    let link_pin = pin_dir.map(|d| d.join(LINK_PIN));
+    if let Some(path) = link_pin.as_deref().filter(|p| p.exists()) {
+        match PinnedLink::from_pin(path)
+            .map(FdLink::from)
+            .map_err(|e| e.to_string())
+            .and_then(|l| XdpLink::try_from(l).map_err(|e| e.to_string()))
+        {
+            Ok(link) => match prog.attach_to_link(link) {
+                Ok(id) => {
+                    // Keep the link's fd with the program; the pin keeps the link itself.
+                    let _ = id;
+                    info!(iface, link = %path.display(), verified_insns, "XDP program swapped into the pinned link");
+                    return Ok((
+                        Loaded {
+                            ebpf,
+                            mode: XdpMode::Default,
+                            verified_insns,
+                            pin_dir: pin_dir.map(Path::to_owned),
+                            took_over: true,
+                        },
+                        fast,
+                    ));
+                }
+                Err(e) => {
+                    warn!(link = %path.display(), "can't update the pinned link ({e}); attaching anew")
+                }
+            },
+            Err(e) => {
+                warn!(link = %path.display(), "can't open the pinned link ({e}); attaching anew")
+            }
+        }
+        let _ = std::fs::remove_file(path);
+    }
+
     let modes: &[XdpMode] = match mode {
         AttachMode::Auto => &[XdpMode::Driver, XdpMode::Skb],
         AttachMode::Driver => &[XdpMode::Driver],
@@ -132,8 +280,8 @@ pub fn load_and_attach(
     let mut attached = None;
     for (i, m) in modes.iter().enumerate() {
         match prog.attach(iface, *m) {
-            Ok(_) => {
-                attached = Some(*m);
+            Ok(id) => {
+                attached = Some((*m, id));
                 break;
             }
             Err(source) if i + 1 == modes.len() => {
@@ -148,13 +296,34 @@ pub fn load_and_attach(
             }
         }
     }
-    let mode = attached.unwrap_or(XdpMode::Default);
+    let (mode, id) = attached.ok_or_else(|| LoadError::Attach {
+        iface: iface.to_owned(),
+        mode: XdpMode::Default,
+        source: aya::programs::ProgramError::AlreadyAttached,
+    })?;
+    if let Some(path) = &link_pin {
+        // Pin the link so that it outlives this process. A netlink (pre-bpf_link) attachment
+        // can't be pinned: then the program goes when the daemon does.
+        let pinned = prog
+            .take_link(id)
+            .map_err(|e| e.to_string())
+            .and_then(|l| FdLink::try_from(l).map_err(|e| e.to_string()))
+            .and_then(|l| l.pin(path).map_err(|e| e.to_string()));
+        match pinned {
+            Ok(_) => info!(link = %path.display(), "XDP link pinned"),
+            Err(e) => {
+                warn!("XDP link not pinned ({e}): a restart will briefly drop fast-path answers")
+            }
+        }
+    }
     info!(iface, ?mode, verified_insns, "XDP program attached");
     Ok((
         Loaded {
             ebpf,
             mode,
             verified_insns,
+            pin_dir: pin_dir.map(Path::to_owned),
+            took_over: false,
         },
         fast,
     ))

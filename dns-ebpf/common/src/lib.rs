@@ -42,6 +42,10 @@ pub const SOA_BLOB: usize = 1024;
 /// Default UDP payload size the server advertises in its OPT record (DNS flag day 2020).
 pub const DEFAULT_UDP_PAYLOAD: u16 = 1232;
 
+/// Version of the map layout. Pinned maps live in a directory named after it, so a daemon whose
+/// layout differs never takes over maps it can't read. Bump it with any change to the types here.
+pub const LAYOUT_VERSION: u32 = 1;
+
 /// Capacity of the maps (entries).
 pub const NAMES_SMALL_MAX: u32 = 2 * 1024 * 1024;
 pub const NAMES_LARGE_MAX: u32 = 256 * 1024;
