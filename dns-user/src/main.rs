@@ -72,6 +72,18 @@ struct ServeArgs {
     /// also gets a demo record, demo.t.example.net A 192.0.2.1.
     #[arg(long, default_value = DEMO_ZONE)]
     zone: Option<String>,
+    /// Where bpffs is (mounted there if it isn't): maps and the XDP link are pinned below it so
+    /// that the fast path outlives a restart or a crash.
+    #[arg(long, default_value = "/sys/fs/bpf")]
+    bpffs: PathBuf,
+    /// Don't pin: the fast path goes when the daemon does.
+    #[arg(long)]
+    no_pin: bool,
+    /// At exit, leave the XDP program answering from the pinned maps until the next start takes
+    /// over (zero-downtime restarts). Without it, a clean exit detaches the program and removes
+    /// the pins; after a crash they stay either way.
+    #[arg(long)]
+    keep_xdp: bool,
     /// UDP payload size advertised in EDNS responses.
     #[arg(long, default_value_t = dns_common::DEFAULT_UDP_PAYLOAD)]
     udp_payload: u16,
@@ -117,8 +129,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         AttachMode::Off => (None, None),
         mode => {
             let cfg = loader::xdp_config(args.dns_listen, args.udp_payload, true);
-            let (loaded, fast) = loader::load_and_attach(&args.iface, mode, cfg)
-                .with_context(|| format!("loading the XDP program on {}", args.iface))?;
+            let pin_dir = if args.no_pin {
+                None
+            } else {
+                loader::ensure_bpffs(&args.bpffs)?;
+                Some(loader::pin_dir(&args.bpffs, &args.data_dir, &args.iface))
+            };
+            let (loaded, fast) =
+                loader::load_and_attach(&args.iface, mode, cfg, pin_dir.as_deref())
+                    .with_context(|| format!("loading the XDP program on {}", args.iface))?;
             (Some(loaded), Some(fast))
         }
     };
@@ -182,7 +201,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     info!("shutting down");
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
-    drop(loaded);
+    if let Some(l) = loaded {
+        if args.keep_xdp && l.pin_dir.is_some() {
+            info!("leaving the XDP program answering from the pinned maps (--keep-xdp)");
+        }
+        l.release(args.keep_xdp);
+    }
     Ok(())
 }
 
