@@ -31,6 +31,8 @@ use std::{
 
 use dns_common::Stat;
 
+pub mod wire;
+
 /// Server side of the veth pair.
 pub const SERVER_V4: &str = "10.211.0.1";
 pub const SERVER_V6: &str = "fd00:211::1";

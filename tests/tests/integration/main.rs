@@ -3,6 +3,7 @@
 //! builds it and runs them one at a time (`-- FILTER` picks some).
 
 mod defaults;
+mod durability;
 mod fallback;
 mod fast_path;
 mod harness;
