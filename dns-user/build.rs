@@ -39,6 +39,9 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
+    // aya-build relays the child cargo's stderr as build warnings: keep it to real diagnostics.
+    env::set_var("CARGO_TERM_QUIET", "true");
+
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "dns-ebpf",
