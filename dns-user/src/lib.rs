@@ -8,6 +8,7 @@
 //! - [`fallback`]: UDP/TCP server for everything the XDP program passes up.
 //! - [`store`], [`api`]: durable store and HTTP update API; [`engine`]: the write path through
 //!   memory, disk and maps.
+//! - [`zonefile`]: master-file import and export, and the record text format the API takes.
 pub mod api;
 pub mod compile;
 pub mod engine;
@@ -16,3 +17,4 @@ pub mod loader;
 pub mod maps;
 pub mod store;
 pub mod zone;
+pub mod zonefile;
