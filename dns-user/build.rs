@@ -27,7 +27,6 @@ fn main() -> anyhow::Result<()> {
 
     // `cargo xtask` installs bpf-linker under the cache dir; put it on PATH for the child cargo so
     // that a plain `cargo build` works too once xtask has bootstrapped the machine.
-    println!("cargo:rerun-if-env-changed=PATH");
     if let Some(bin) = cached_bpf_linker_bin() {
         if bin.join("bpf-linker").exists() {
             let path = env::var_os("PATH").unwrap_or_default();

@@ -17,8 +17,9 @@ use aya_ebpf::{
 };
 use dns_common::{
     fold_case, seg_for_qtype, seg_max, NameKey, NameValue, Scratch, Seg, Stat, XdpConfig,
-    ZoneValue, BLOB_LARGE, BLOB_SMALL, CLASS_IN, KEY_NAME_LEN, NAMES_LARGE_MAX, NAMES_SMALL_MAX,
-    QUERY_MAX, SOA_BLOB, STAT_COUNT, TYPE_OPT, ZONES_MAX, ZONE_NEG_PASS,
+    ZoneValue, BLOB_LARGE, BLOB_SMALL, CLASS_IN, FAMILY_V4, FAMILY_V6, KEY_NAME_LEN,
+    NAMES_LARGE_MAX, NAMES_SMALL_MAX, QUERY_MAX, SOA_BLOB, STAT_COUNT, TYPE_OPT, ZONES_MAX,
+    ZONE_NEG_PASS,
 };
 
 #[map]
@@ -150,7 +151,7 @@ fn parse_l2_l4(ctx: &XdpContext, cfg: &XdpConfig) -> Result<Udp, Pass> {
         proto = u16::from_be(unsafe { *ptr_at::<u16>(ctx, 16).map_err(|_| None)? });
         l3 = 18;
     }
-    let (l4, v6, ip_payload) = if proto == ETH_P_IPV4 {
+    let (l4, v6, ip_payload) = if proto == ETH_P_IPV4 && cfg.families & FAMILY_V4 != 0 {
         let ip = unsafe { &*ptr_at::<[u8; 20]>(ctx, l3).map_err(|_| None)? };
         if ip[9] != IPPROTO_UDP || ip[0] >> 4 != 4 {
             return Err(None);
@@ -182,7 +183,7 @@ fn parse_l2_l4(ctx: &XdpContext, cfg: &XdpConfig) -> Result<Udp, Pass> {
             return Err(Some(Stat::PassMalformed));
         }
         (l3 + 20, false, tot - 20)
-    } else if proto == ETH_P_IPV6 {
+    } else if proto == ETH_P_IPV6 && cfg.families & FAMILY_V6 != 0 {
         let ip = unsafe { &*ptr_at::<[u8; 40]>(ctx, l3).map_err(|_| None)? };
         if ip[0] >> 4 != 6 {
             return Err(None);

@@ -15,8 +15,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use dns_common::{
-    LargeValue, NameKey, SmallValue, XdpConfig, ZoneValue, MAP_CONFIG, MAP_NAMES_LARGE,
-    MAP_NAMES_SMALL, MAP_STATS, MAP_ZONES, PROGRAM_NAME,
+    LargeValue, NameKey, SmallValue, XdpConfig, ZoneValue, FAMILY_V4, FAMILY_V6, MAP_CONFIG,
+    MAP_NAMES_LARGE, MAP_NAMES_SMALL, MAP_STATS, MAP_ZONES, PROGRAM_NAME,
 };
 use tracing::{info, warn};
 
@@ -177,10 +177,15 @@ pub fn ensure_bpffs(path: &Path) -> Result<(), LoadError> {
 
 /// Settings the program reads from its CONFIG map.
 pub fn xdp_config(listen: SocketAddr, udp_payload: u16, enabled: bool) -> XdpConfig {
-    let (ipv4, ipv6) = match listen.ip() {
-        IpAddr::V4(a) if !a.is_unspecified() => (a.octets(), [0; 16]),
-        IpAddr::V6(a) if !a.is_unspecified() => ([0; 4], a.octets()),
-        _ => ([0; 4], [0; 16]),
+    // A socket bound to [::] takes IPv4 too (IPV6_V6ONLY is off by default on Linux); one bound
+    // to an IPv4 address or 0.0.0.0 takes only IPv4.
+    let (ipv4, ipv6, families) = match listen.ip() {
+        IpAddr::V4(a) => (a.octets(), [0; 16], FAMILY_V4),
+        IpAddr::V6(a) if a.is_unspecified() => ([0; 4], [0; 16], FAMILY_V4 | FAMILY_V6),
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => (v4.octets(), [0; 16], FAMILY_V4),
+            None => ([0; 4], a.octets(), FAMILY_V6),
+        },
     };
     XdpConfig {
         port_be: listen.port().to_be(),
@@ -188,6 +193,7 @@ pub fn xdp_config(listen: SocketAddr, udp_payload: u16, enabled: bool) -> XdpCon
         enabled: enabled as u32,
         ipv4,
         ipv6,
+        families,
     }
 }
 

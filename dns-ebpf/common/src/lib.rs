@@ -44,7 +44,7 @@ pub const DEFAULT_UDP_PAYLOAD: u16 = 1232;
 
 /// Version of the map layout. Pinned maps live in a directory named after it, so a daemon whose
 /// layout differs never takes over maps it can't read. Bump it with any change to the types here.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Capacity of the maps (entries).
 pub const NAMES_SMALL_MAX: u32 = 2 * 1024 * 1024;
@@ -223,7 +223,13 @@ pub struct XdpConfig {
     pub ipv4: [u8; 4],
     /// IPv6 address served; all zero = any.
     pub ipv6: [u8; 16],
+    /// Which families are served: [`FAMILY_V4`] | [`FAMILY_V6`]. A daemon listening on one IPv4
+    /// address must not answer IPv6 queries that no socket of its would get.
+    pub families: u32,
 }
+
+pub const FAMILY_V4: u32 = 1;
+pub const FAMILY_V6: u32 = 2;
 
 /// Per-CPU counters, the index into [`MAP_STATS`].
 #[repr(u32)]
@@ -331,7 +337,7 @@ const _: () = assert!(core::mem::size_of::<Seg>() == 8);
 const _: () = assert!(core::mem::size_of::<SmallValue>() == 4 + 32 + BLOB_SMALL);
 const _: () = assert!(core::mem::size_of::<LargeValue>() == 4 + 32 + BLOB_LARGE);
 const _: () = assert!(core::mem::size_of::<ZoneValue>() == 8 + SOA_BLOB);
-const _: () = assert!(core::mem::size_of::<XdpConfig>() == 28);
+const _: () = assert!(core::mem::size_of::<XdpConfig>() == 32);
 const _: () = assert!(KEY_NAME_LEN <= 255 && KEY_NAME_LEN.is_multiple_of(8));
 
 #[cfg(feature = "user")]
