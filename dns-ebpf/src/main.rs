@@ -367,6 +367,11 @@ fn parse_question_inner(s: &Scratch, qlen: usize, arcount: u16) -> Result<u64, P
             return Err(malformed);
         }
         pos += l + 1;
+        // The next length byte must be in this query: past `qlen`, `s.q` holds an earlier
+        // packet's bytes, and the reason would depend on them.
+        if pos >= qlen {
+            return Err(malformed);
+        }
         if pos >= KEY_NAME_LEN {
             return Err(Some(Stat::PassLongName));
         }
