@@ -344,10 +344,41 @@ fn decode_question(packed: u64, id: u16, flags: u16) -> Result<Query, Pass> {
 /// `decode_question`, or `ERR` with the reason.
 #[inline(never)]
 fn parse_question(s: &mut Scratch, qlen: u64, arcount: u64) -> u64 {
-    let r = match parse_question_inner(s, qlen as usize, arcount as u16) {
+    let mut r = match parse_question_inner(s, qlen as usize, arcount as u16) {
         Ok(packed) => packed,
         Err(p) => err_code(p),
     };
+    // With an OPT record, its options must be well framed: the fallback answers FORMERR if not.
+    if r & ERR == 0 && r & 1 << 16 != 0 {
+        let options = (r & 0xff) + 4 + OPT_RR as u64;
+        if check_options(s, options, qlen) != 0 {
+            r = err_code(Some(Stat::PassMalformed));
+        }
+    }
+    launder(s, r)
+}
+
+/// RFC 6891 6.1.2: the OPT RDATA `s.q[start..end]` is a sequence of options, each a code, a
+/// length and that many bytes. Returns 0 if the options tile it exactly, 1 if not.
+#[inline(never)]
+fn check_options(s: &mut Scratch, start: u64, end: u64) -> u64 {
+    let end = end as usize;
+    let mut pos = start as usize;
+    let mut r = 1;
+    // An option takes at least 4 bytes.
+    for _ in 0..QUERY_MAX / 4 + 1 {
+        if pos >= end {
+            if pos == end {
+                r = 0;
+            }
+            break;
+        }
+        // Bytes past `end` are stale, but then `pos` lands past `end` and the answer is 1.
+        let (Some(hi), Some(lo)) = (s.q.get(pos + 2).copied(), s.q.get(pos + 3).copied()) else {
+            break;
+        };
+        pos += 4 + be16(&[hi, lo]) as usize;
+    }
     launder(s, r)
 }
 
