@@ -259,7 +259,7 @@ fn layout<const N: usize>(d: &Draft, apex_len: u8) -> Option<NameValue<N>> {
     }
     // Type segments follow the prefix in the response.
     let odd = d.prefix.len() % 2 == 1;
-    for seg in [SEG_A, SEG_AAAA] {
+    for seg in [SEG_A, SEG_AAAA, SEG_CNAME] {
         if d.pass_mask & pass_bit(seg) != 0 {
             continue;
         }
