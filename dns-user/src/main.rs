@@ -5,12 +5,13 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use dns_user::{
-    api::{self, ApiState},
+    api::{self, ApiState, ApiToken},
     engine::{Engine, Op},
     fallback::{self, FallbackConfig, FallbackStats},
     loader::{self, AttachMode},
     store::Store,
     zone::{normalize, ZoneSpec},
+    zonefile::{self, ZoneFile},
 };
 use hickory_proto::rr::{rdata::A, Name, RData, RecordType};
 use tokio::net::{TcpListener, UdpSocket};
@@ -87,6 +88,15 @@ struct ServeArgs {
     /// UDP payload size advertised in EDNS responses.
     #[arg(long, default_value_t = dns_common::DEFAULT_UDP_PAYLOAD)]
     udp_payload: u16,
+    /// File holding the token every /v1/* API request must send as `Authorization: Bearer
+    /// <token>` (surrounding whitespace trimmed). Without it the API is open to whoever can
+    /// reach --api-listen.
+    #[arg(long, value_name = "FILE")]
+    api_token_file: Option<PathBuf>,
+    /// Master file (RFC 1035) to load at start, replacing the zone its SOA record names; may be
+    /// given more than once. A file whose data the store already holds changes nothing.
+    #[arg(long, value_name = "FILE")]
+    zone_file: Vec<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -116,6 +126,19 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Read the token and the zone files first: a mistake in either stops start-up before
+    // anything is attached.
+    let token = args
+        .api_token_file
+        .as_deref()
+        .map(ApiToken::from_file)
+        .transpose()?;
+    let zone_files = args
+        .zone_file
+        .iter()
+        .map(|path| read_zone_file(path))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
     let store = Store::open(&args.data_dir)
         .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
     let zones = store.load().context("loading the store")?;
@@ -144,6 +167,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let engine = Engine::new(zones, fast, store);
     let report = engine.full_sync().context("filling the fast path's maps")?;
     info!(?report, "fast path in step with the store");
+
+    for zf in zone_files {
+        let (file, apex, records) = (zf.file().to_string(), zf.apex().clone(), zf.record_count());
+        let imported = zonefile::import(&engine, zf).await?;
+        info!(%file, zone = %apex, records, serial = imported.serial, changed = imported.changed, "zone file loaded");
+    }
 
     if let Some(zone) = &args.zone {
         ensure_zone(&engine, zone).await?;
@@ -176,10 +205,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         fallback_stats.clone(),
         shutdown.clone(),
     ));
-    let app = api::router(ApiState {
-        engine: engine.clone(),
-        fallback_stats,
-    });
+    let mut api_state = ApiState::new(engine.clone(), fallback_stats);
+    if let Some(token) = token {
+        api_state = api_state.with_token(token);
+    } else {
+        warn!(api = %args.api_listen, "no --api-token-file: the API takes changes from anyone who can reach it");
+    }
+    let app = api::router(api_state);
     let api_shutdown = shutdown.clone();
     tasks.spawn(async move {
         if let Err(e) = axum::serve(api_listener, app)
@@ -257,6 +289,13 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// Reads and checks a `--zone-file`; the zone is the one its SOA record names.
+fn read_zone_file(path: &std::path::Path) -> anyhow::Result<ZoneFile> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(zonefile::parse(&path.display().to_string(), &text, None)?)
 }
 
 /// Fetches `/v1/stats` with a minimal HTTP/1.1 client (the API is local) and prints it.

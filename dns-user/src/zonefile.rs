@@ -291,8 +291,8 @@ pub fn parse_name(text: &str, origin: Option<&Name>) -> Result<Name, String> {
     Ok(name)
 }
 
-/// Whether `text` is an absolute name (ends in an unescaped dot).
-fn is_absolute(text: &str) -> bool {
+/// Whether `text` is an absolute name: it ends in an unescaped dot.
+pub fn is_absolute(text: &str) -> bool {
     let trailing_backslashes = text
         .strip_suffix('.')
         .map(|t| t.chars().rev().take_while(|&c| c == '\\').count());

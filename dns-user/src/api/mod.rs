@@ -1,114 +1,120 @@
-//! The HTTP update API (JSON). Every change goes through [`Engine::apply`], which answers only
-//! once the change is committed to disk and in the fast path's maps.
+//! The HTTP API (JSON over HTTP/1.1, axum). Every change goes through [`Engine::apply`], which
+//! answers only once the change is committed to disk and in the fast path's maps: a 2xx means
+//! the next query gets the new data.
+//!
+//! Endpoints (docs/openapi.yaml describes each):
+//! - `GET /healthz`, `GET /metrics`: unauthenticated, nothing secret.
+//! - `GET /v1/stats`: the XDP and fallback counters as JSON.
+//! - `GET|POST /v1/zones`, `GET|PATCH|DELETE /v1/zones/{zone}`: zones ([`zones`]).
+//! - `GET|PUT /v1/zones/{zone}/zonefile`: master-file export and import.
+//! - `GET /v1/zones/{zone}/records[/{name}]`, `GET|PUT|DELETE
+//!   /v1/zones/{zone}/records/{name}/{type}`, `POST /v1/zones/{zone}/changes`: records
+//!   ([`records`]).
+//!
+//! With a token ([`ApiState::with_token`]) every `/v1/*` request needs `Authorization: Bearer
+//! <token>`. Bodies are limited to [`BODY_LIMIT`]. Errors are `{"error": .., "field": ..}`
+//! ([`ApiError`]); nothing changes on any error, because requests are parsed whole before the
+//! change is made and the zone model checks a change whole before applying it.
 
-use std::{net::IpAddr, str::FromStr, sync::Arc};
+mod auth;
+mod error;
+mod extract;
+mod metrics;
+mod records;
+mod zones;
+
+use std::sync::Arc;
 
 use axum::{
-    extract::{rejection::JsonRejection, Path, State},
+    extract::{DefaultBodyLimit, State},
     http::StatusCode,
-    response::{IntoResponse, Response},
-    routing::{get, put},
+    middleware,
+    routing::{get, post},
     Json, Router,
 };
-use hickory_proto::rr::{
-    rdata::{A, AAAA, CNAME},
-    Name, RData, RecordType,
-};
-use serde::Deserialize;
+use hickory_proto::rr::{Name, RecordType};
 use serde_json::{json, Value};
 
-use crate::{
-    engine::{Engine, EngineError, Op},
-    fallback::FallbackStats,
+pub use self::{
+    auth::{ApiToken, TokenError},
+    error::ApiError,
+    extract::{JSON, ZONE_FILE},
+    metrics::ApiMetrics,
 };
+use crate::{
+    engine::Engine,
+    fallback::FallbackStats,
+    zone::{normalize, SUPPORTED_TYPES},
+    zonefile,
+};
+
+/// Largest request body: 1 MiB. A zone file bigger than that is better loaded with
+/// `serve --zone-file`; a larger body is refused with 413.
+pub const BODY_LIMIT: usize = 1 << 20;
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
     pub engine: Arc<Engine>,
     pub fallback_stats: Arc<FallbackStats>,
+    token: Option<Arc<ApiToken>>,
+    metrics: Arc<ApiMetrics>,
 }
 
-/// A request error: status and a JSON body `{"error": reason, "field": field}`.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    reason: String,
-    field: Option<String>,
-}
-
-impl ApiError {
-    fn bad(field: &str, reason: impl Into<String>) -> Self {
+impl ApiState {
+    /// An API without authentication.
+    pub fn new(engine: Arc<Engine>, fallback_stats: Arc<FallbackStats>) -> Self {
         Self {
-            status: StatusCode::BAD_REQUEST,
-            reason: reason.into(),
-            field: Some(field.to_owned()),
+            engine,
+            fallback_stats,
+            token: None,
+            metrics: Arc::new(ApiMetrics::default()),
         }
     }
-}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.reason });
-        if let Some(f) = self.field {
-            body["field"] = Value::String(f);
-        }
-        (self.status, Json(body)).into_response()
-    }
-}
-
-impl From<EngineError> for ApiError {
-    fn from(e: EngineError) -> Self {
-        match &e {
-            EngineError::Invalid(z) => {
-                let status = match z {
-                    crate::zone::ZoneError::UnknownZone { .. }
-                    | crate::zone::ZoneError::NoSuchRrset { .. } => StatusCode::NOT_FOUND,
-                    crate::zone::ZoneError::ZoneExists { .. } => StatusCode::CONFLICT,
-                    _ => StatusCode::UNPROCESSABLE_ENTITY,
-                };
-                Self {
-                    status,
-                    reason: z.to_string(),
-                    field: Some(z.field()),
-                }
-            }
-            EngineError::Store(_) | EngineError::FastPath(_) => {
-                let mut reason = e.to_string();
-                let mut cause = std::error::Error::source(&e);
-                while let Some(c) = cause {
-                    reason.push_str(": ");
-                    reason.push_str(&c.to_string());
-                    cause = c.source();
-                }
-                Self {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    reason,
-                    field: None,
-                }
-            }
-        }
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(r: JsonRejection) -> Self {
-        Self {
-            status: r.status(),
-            reason: r.body_text(),
-            field: None,
-        }
+    /// Requires `Authorization: Bearer <token>` on every `/v1/*` request.
+    pub fn with_token(mut self, token: ApiToken) -> Self {
+        self.token = Some(Arc::new(token));
+        self
     }
 }
 
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
+    let v1 = Router::new()
         .route("/v1/stats", get(stats))
+        .route("/v1/zones", get(zones::list).post(zones::create))
+        .route(
+            "/v1/zones/{zone}",
+            get(zones::show).patch(zones::patch).delete(zones::delete),
+        )
+        .route(
+            "/v1/zones/{zone}/zonefile",
+            get(zones::export).put(zones::import),
+        )
+        .route("/v1/zones/{zone}/records", get(records::list))
+        .route("/v1/zones/{zone}/records/{name}", get(records::at_name))
         .route(
             "/v1/zones/{zone}/records/{name}/{rtype}",
-            put(put_rrset).delete(delete_rrset),
+            get(records::get_rrset)
+                .put(records::put_rrset)
+                .delete(records::delete_rrset),
         )
+        .route("/v1/zones/{zone}/changes", post(records::batch))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::render))
+        .merge(v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 
@@ -116,16 +122,26 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such endpoint (see docs/openapi.yaml)",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this endpoint",
+    )
+}
+
 /// Counters: the XDP program's (summed over CPUs) and the fallback's.
 async fn stats(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let mut answered = serde_json::Map::new();
     let mut passed = serde_json::Map::new();
     if let Some(r) = st.engine.with_fast(|f| f.stats()) {
-        let counters = r.map_err(|e| ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            reason: e.to_string(),
-            field: None,
-        })?;
+        let counters = r.map_err(|e| ApiError::internal(&e))?;
         for (stat, n) in counters {
             let (metric, label) = stat.label();
             let m = if metric == "answered" {
@@ -148,111 +164,50 @@ async fn stats(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
     })))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RrsetBody {
-    ttl: u32,
-    records: Vec<String>,
+/// A zone name (from the path or a body): absolute whether or not it ends in a dot.
+fn parse_zone_name(text: &str, field: &str) -> Result<Name, ApiError> {
+    zonefile::parse_name(text, None)
+        .map(|n| normalize(&n))
+        .map_err(|e| ApiError::bad(field, format!("bad zone name: {e}")))
 }
 
-/// The zone apex from the path (absolute, any case).
-fn parse_zone(zone: &str) -> Result<Name, ApiError> {
-    let mut n =
-        Name::from_ascii(zone).map_err(|e| ApiError::bad("zone", format!("bad zone name: {e}")))?;
-    n.set_fqdn(true);
-    Ok(n)
-}
-
-/// An owner name from the path: `@` is the apex, a name ending in the zone is absolute, anything
-/// else is relative to the zone.
-fn parse_owner(name: &str, apex: &Name) -> Result<Name, ApiError> {
-    if name == "@" {
+/// An owner name, as given in a path or a change: `@` is the apex; a name ending in `.` is
+/// absolute (and must be inside the zone); a name ending in the zone's name is taken as
+/// absolute too; anything else is relative to the zone.
+fn parse_owner(text: &str, apex: &Name, field: &str) -> Result<Name, ApiError> {
+    let bad = |e: String| ApiError::bad(field, format!("bad name: {e}"));
+    if text == "@" {
         return Ok(apex.clone());
     }
-    let mut n =
-        Name::from_ascii(name).map_err(|e| ApiError::bad("name", format!("bad name: {e}")))?;
-    n.set_fqdn(true);
-    if apex.zone_of(&n) {
-        return Ok(n);
+    let name = zonefile::parse_name(text, None).map_err(bad)?;
+    if zonefile::is_absolute(text) || apex.zone_of(&name) {
+        return Ok(name);
     }
-    n.set_fqdn(false);
-    n.append_domain(apex)
-        .map_err(|e| ApiError::bad("name", format!("bad name: {e}")))
+    zonefile::parse_name(text, Some(apex)).map_err(bad)
 }
 
-fn parse_type(t: &str) -> Result<RecordType, ApiError> {
-    RecordType::from_str(&t.to_ascii_uppercase())
-        .map_err(|_| ApiError::bad("type", format!("unknown record type {t}")))
-}
-
-/// Parses one record's text for `rtype`.
-pub fn parse_rdata(rtype: RecordType, text: &str, index: usize) -> Result<RData, ApiError> {
-    let field = format!("records[{index}]");
-    let bad = |what: &str| {
-        ApiError::bad(
-            &field,
-            format!("not a valid {rtype} record ({what}): {text:?}"),
-        )
-    };
-    match rtype {
-        RecordType::A => match IpAddr::from_str(text) {
-            Ok(IpAddr::V4(a)) => Ok(RData::A(A(a))),
-            _ => Err(bad("an IPv4 address")),
-        },
-        RecordType::AAAA => match IpAddr::from_str(text) {
-            Ok(IpAddr::V6(a)) => Ok(RData::AAAA(AAAA(a))),
-            _ => Err(bad("an IPv6 address")),
-        },
-        RecordType::CNAME => {
-            let mut n = Name::from_ascii(text).map_err(|_| bad("a domain name"))?;
-            n.set_fqdn(true);
-            Ok(RData::CNAME(CNAME(n)))
-        }
-        _ => Err(ApiError::bad(
-            "type",
-            format!("record type {rtype} is not accepted here yet"),
-        )),
+/// A record type that can be stored as an RRset (not SOA, which the zone's settings make).
+fn parse_settable_type(text: &str, field: &str) -> Result<RecordType, ApiError> {
+    let rtype = parse_any_type(text, field)?;
+    if rtype == RecordType::SOA {
+        return Err(ApiError::bad(
+            field,
+            "the SOA record is changed with PATCH /v1/zones/{zone}",
+        ));
     }
+    if !SUPPORTED_TYPES.contains(&rtype) {
+        let list: Vec<String> = SUPPORTED_TYPES.iter().map(ToString::to_string).collect();
+        return Err(ApiError::bad(
+            field,
+            format!(
+                "record type {rtype} is not supported (supported: {})",
+                list.join(", ")
+            ),
+        ));
+    }
+    Ok(rtype)
 }
 
-async fn put_rrset(
-    State(st): State<ApiState>,
-    Path((zone, name, rtype)): Path<(String, String, String)>,
-    body: Result<Json<RrsetBody>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Json(body) = body?;
-    let apex = parse_zone(&zone)?;
-    let name = parse_owner(&name, &apex)?;
-    let rtype = parse_type(&rtype)?;
-    let records = body
-        .records
-        .iter()
-        .enumerate()
-        .map(|(i, t)| parse_rdata(rtype, t, i))
-        .collect::<Result<Vec<_>, _>>()?;
-    let applied = st
-        .engine
-        .apply(Op::SetRrset {
-            apex,
-            name,
-            rtype,
-            ttl: body.ttl,
-            records,
-        })
-        .await?;
-    Ok(Json(json!({ "serial": applied.serial })))
-}
-
-async fn delete_rrset(
-    State(st): State<ApiState>,
-    Path((zone, name, rtype)): Path<(String, String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    let apex = parse_zone(&zone)?;
-    let name = parse_owner(&name, &apex)?;
-    let rtype = parse_type(&rtype)?;
-    let applied = st
-        .engine
-        .apply(Op::DeleteRrset { apex, name, rtype })
-        .await?;
-    Ok(Json(json!({ "serial": applied.serial })))
+fn parse_any_type(text: &str, field: &str) -> Result<RecordType, ApiError> {
+    zonefile::parse_type(text).map_err(|e| ApiError::bad(field, e))
 }
