@@ -9,7 +9,9 @@
 //! - [`store`], [`api`]: durable store and HTTP update API; [`engine`]: the write path through
 //!   memory, disk and maps.
 //! - [`zonefile`]: master-file import and export, and the record text format the API takes.
+//! - [`cli`]: the operator commands, which talk to a running server's API.
 pub mod api;
+pub mod cli;
 pub mod compile;
 pub mod engine;
 pub mod fallback;

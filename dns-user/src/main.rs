@@ -2,10 +2,11 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use dns_user::{
     api::{self, ApiState, ApiToken},
+    cli::{self, ApiArgs, RecordCommand, ZoneCommand},
     engine::{Engine, Op},
     fallback::{self, FallbackConfig, FallbackStats},
     loader::{self, AttachMode},
@@ -39,8 +40,22 @@ enum Command {
     Serve(ServeArgs),
     /// Print the fast path's counters (from a running server's API).
     Stats {
-        #[arg(long, default_value = "127.0.0.1:8053")]
-        api: SocketAddr,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Change or list records through a running server's API.
+    Record {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        cmd: RecordCommand,
+    },
+    /// Create, list, import or export zones through a running server's API.
+    Zone {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        cmd: ZoneCommand,
     },
     /// Attach a pass-everything XDP program to an interface until interrupted: the peer end of a
     /// veth pair needs one for XDP_TX frames to be delivered.
@@ -110,7 +125,9 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(args).await,
-            Command::Stats { api } => print_stats(api).await,
+            Command::Stats { api } => cli::stats(&api).await,
+            Command::Record { api, cmd } => cli::record(&api, cmd).await,
+            Command::Zone { api, cmd } => cli::zone(&api, cmd).await,
             Command::XdpPass { iface, xdp_mode } => {
                 let _prog = loader::attach_pass(&iface, xdp_mode)
                     .with_context(|| format!("attaching the pass program to {iface}"))?;
@@ -296,29 +313,4 @@ fn read_zone_file(path: &std::path::Path) -> anyhow::Result<ZoneFile> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(zonefile::parse(&path.display().to_string(), &text, None)?)
-}
-
-/// Fetches `/v1/stats` with a minimal HTTP/1.1 client (the API is local) and prints it.
-async fn print_stats(api: SocketAddr) -> anyhow::Result<()> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut s = tokio::net::TcpStream::connect(api)
-        .await
-        .with_context(|| format!("connecting to the API at {api}"))?;
-    s.write_all(
-        format!("GET /v1/stats HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await?;
-    let text = String::from_utf8_lossy(&buf);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        bail!("malformed HTTP response from {api}");
-    };
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("{api}: {}", head.lines().next().unwrap_or(""));
-    }
-    let v: serde_json::Value =
-        serde_json::from_str(body.trim()).context("parsing the stats JSON")?;
-    println!("{}", serde_json::to_string_pretty(&v)?);
-    Ok(())
 }

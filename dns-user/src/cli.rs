@@ -1,0 +1,440 @@
+//! Operator commands (`edgedns record ...`, `edgedns zone ...`, `edgedns stats`): each is one or
+//! a few calls to a running server's API, so they go through the same checks and the same write
+//! path as any other client. A non-2xx answer is an error carrying the API's reason, which
+//! `main` turns into exit status 1.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::{bail, Context as _};
+use http_body_util::{BodyExt as _, Full};
+use hyper::{
+    body::Bytes,
+    header::{AUTHORIZATION, CONTENT_TYPE, HOST},
+    Method, Request, StatusCode,
+};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+
+use crate::{
+    api::{BODY_LIMIT, JSON, ZONE_FILE},
+    zonefile,
+};
+
+/// Where the API is and how to authenticate to it.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ApiArgs {
+    /// Address of the server's API (`serve --api-listen`).
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1:8053",
+        env = "EDGEDNS_API"
+    )]
+    pub api: SocketAddr,
+    /// File holding the API token (`serve --api-token-file`).
+    #[arg(long, global = true, env = "EDGEDNS_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum RecordCommand {
+    /// Replace the RRset of TYPE at NAME with VALUEs (one record each). NAME is relative to
+    /// the zone, fully qualified, or @; names inside values are absolute. A TXT value is the
+    /// text itself.
+    Set {
+        zone: String,
+        name: String,
+        #[arg(value_name = "TYPE")]
+        rtype: String,
+        #[arg(long)]
+        ttl: u32,
+        #[arg(required = true, allow_hyphen_values = true)]
+        values: Vec<String>,
+    },
+    /// Delete the RRset of TYPE at NAME.
+    Delete {
+        zone: String,
+        name: String,
+        #[arg(value_name = "TYPE")]
+        rtype: String,
+    },
+    /// List every RRset of the zone (all pages).
+    List {
+        zone: String,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ZoneCommand {
+    /// Create a zone with its name servers and default SOA settings.
+    Create {
+        zone: String,
+        /// Name servers of the apex NS set (the first is the SOA MNAME).
+        #[arg(long, required = true, num_args = 1..)]
+        ns: Vec<String>,
+        /// SOA MINIMUM: how long resolvers cache "no such name" (default 30).
+        #[arg(long)]
+        negative_ttl: Option<u32>,
+    },
+    /// List the zones with their serials and sizes.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a zone's SOA settings, name servers and counts.
+    Show { zone: String },
+    /// Delete a zone and all its records.
+    Delete { zone: String },
+    /// Replace a zone's contents with a master file (RFC 1035), in one change. The file is
+    /// checked here first, so errors name it and the line.
+    Import { zone: String, file: PathBuf },
+    /// Print a zone as a master file (imports back to the same data).
+    Export { zone: String },
+}
+
+/// A minimal HTTP/1.1 client for the local API: one connection per request.
+pub struct Client {
+    addr: SocketAddr,
+    token: Option<String>,
+}
+
+/// An API answer.
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+impl Client {
+    pub fn new(args: &ApiArgs) -> anyhow::Result<Self> {
+        let token = match &args.token_file {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the API token file {}", path.display()))?;
+                let t = text.trim();
+                if t.is_empty() {
+                    bail!("the API token file {} is empty", path.display());
+                }
+                Some(t.to_string())
+            }
+        };
+        Ok(Self {
+            addr: args.api,
+            token,
+        })
+    }
+
+    /// Sends one request; `body` is `(content type, bytes)`.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> anyhow::Result<Reply> {
+        let addr = self.addr;
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| {
+                format!("connecting to the API at {addr} (is `edgedns serve` running?)")
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .with_context(|| format!("HTTP handshake with {addr}"))?;
+        let conn = tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(HOST, addr.to_string());
+        if let Some(t) = &self.token {
+            req = req.header(AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let bytes = match body {
+            Some((ctype, bytes)) => {
+                req = req.header(CONTENT_TYPE, ctype);
+                bytes
+            }
+            None => Vec::new(),
+        };
+        let req = req
+            .body(Full::new(Bytes::from(bytes)))
+            .context("building the request")?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .with_context(|| format!("{method} {path} at {addr}"))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .with_context(|| format!("reading the answer to {method} {path}"))?
+            .to_bytes();
+        conn.abort();
+        Ok(Reply { status, body })
+    }
+
+    /// Sends a request and returns the JSON answer, or fails with the API's reason.
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let body = body.map(|b| (JSON, b.to_string().into_bytes()));
+        let reply = self.send(method.clone(), path, body).await?;
+        let reply = ok(reply, &method, path)?;
+        serde_json::from_slice(&reply.body)
+            .with_context(|| format!("the answer to {method} {path} is not JSON"))
+    }
+}
+
+/// `reply` if it is 2xx, else an error with the API's reason (and the field it names).
+fn ok(reply: Reply, method: &Method, path: &str) -> anyhow::Result<Reply> {
+    if reply.status.is_success() {
+        return Ok(reply);
+    }
+    let reason = match serde_json::from_slice::<Value>(&reply.body) {
+        Ok(v) => {
+            let mut r = v["error"].as_str().unwrap_or("").to_string();
+            if let Some(f) = v["field"].as_str() {
+                r.push_str(&format!(" (field {f})"));
+            }
+            r
+        }
+        Err(_) => String::from_utf8_lossy(&reply.body).trim().to_string(),
+    };
+    bail!("{method} {path}: {}: {reason}", reply.status)
+}
+
+/// One path segment, percent-encoded (RFC 3986 §3.3: what isn't unreserved or a sub-delim).
+fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'@' | b'*' => {
+                out.push(char::from(b))
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Writes to stdout. A closed pipe (`edgedns zone export Z | head`) ends the output quietly
+/// instead of panicking as `println!` would.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+fn print_json(v: &Value) -> anyhow::Result<()> {
+    emit(&format!("{}\n", serde_json::to_string_pretty(v)?))
+}
+
+/// Prints rows as left-aligned columns under a header.
+fn print_table(header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut text = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i == last {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        text.push_str(s.trim_end());
+        text.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    emit(&text)
+}
+
+/// `edgedns stats`: the XDP and fallback counters.
+pub async fn stats(api: &ApiArgs) -> anyhow::Result<()> {
+    let client = Client::new(api)?;
+    print_json(&client.json(Method::GET, "/v1/stats", None).await?)
+}
+
+pub async fn record(api: &ApiArgs, cmd: RecordCommand) -> anyhow::Result<()> {
+    let client = Client::new(api)?;
+    match cmd {
+        RecordCommand::Set {
+            zone,
+            name,
+            rtype,
+            ttl,
+            values,
+        } => {
+            let path = format!(
+                "/v1/zones/{}/records/{}/{}",
+                seg(&zone),
+                seg(&name),
+                seg(&rtype)
+            );
+            let body = json!({ "ttl": ttl, "records": values });
+            print_json(&client.json(Method::PUT, &path, Some(&body)).await?)
+        }
+        RecordCommand::Delete { zone, name, rtype } => {
+            let path = format!(
+                "/v1/zones/{}/records/{}/{}",
+                seg(&zone),
+                seg(&name),
+                seg(&rtype)
+            );
+            print_json(&client.json(Method::DELETE, &path, None).await?)
+        }
+        RecordCommand::List { zone, json } => {
+            let mut rrsets = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut path = format!("/v1/zones/{}/records?limit=1000", seg(&zone));
+                if let Some(c) = &cursor {
+                    path.push_str(&format!("&cursor={}", seg(c)));
+                }
+                let page = client.json(Method::GET, &path, None).await?;
+                rrsets.extend(page["records"].as_array().cloned().unwrap_or_default());
+                match page["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_string()),
+                    None => break,
+                }
+            }
+            if json {
+                return print_json(&json!({ "records": rrsets }));
+            }
+            let mut rows = Vec::new();
+            for s in &rrsets {
+                for r in s["records"].as_array().into_iter().flatten() {
+                    rows.push(vec![
+                        s["name"].as_str().unwrap_or("").to_string(),
+                        s["ttl"].to_string(),
+                        s["type"].as_str().unwrap_or("").to_string(),
+                        r.as_str().unwrap_or("").to_string(),
+                    ]);
+                }
+            }
+            print_table(&["NAME", "TTL", "TYPE", "DATA"], &rows)
+        }
+    }
+}
+
+pub async fn zone(api: &ApiArgs, cmd: ZoneCommand) -> anyhow::Result<()> {
+    let client = Client::new(api)?;
+    match cmd {
+        ZoneCommand::Create {
+            zone,
+            ns,
+            negative_ttl,
+        } => {
+            let mut body = json!({ "zone": zone, "ns": ns });
+            if let Some(n) = negative_ttl {
+                body["negative_ttl"] = json!(n);
+            }
+            print_json(&client.json(Method::POST, "/v1/zones", Some(&body)).await?)
+        }
+        ZoneCommand::List { json } => {
+            let v = client.json(Method::GET, "/v1/zones", None).await?;
+            if json {
+                return print_json(&v);
+            }
+            let rows: Vec<Vec<String>> = v["zones"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|z| {
+                    vec![
+                        z["zone"].as_str().unwrap_or("").to_string(),
+                        z["serial"].to_string(),
+                        z["names"].to_string(),
+                        z["rrsets"].to_string(),
+                        z["records"].to_string(),
+                    ]
+                })
+                .collect();
+            print_table(&["ZONE", "SERIAL", "NAMES", "RRSETS", "RECORDS"], &rows)
+        }
+        ZoneCommand::Show { zone } => {
+            let path = format!("/v1/zones/{}", seg(&zone));
+            print_json(&client.json(Method::GET, &path, None).await?)
+        }
+        ZoneCommand::Delete { zone } => {
+            let path = format!("/v1/zones/{}", seg(&zone));
+            print_json(&client.json(Method::DELETE, &path, None).await?)
+        }
+        ZoneCommand::Import { zone, file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            if text.len() > BODY_LIMIT {
+                bail!(
+                    "{} is {} bytes, over the API's {BODY_LIMIT}-byte limit: load it with `edgedns serve --zone-file`",
+                    file.display(),
+                    text.len()
+                );
+            }
+            // Check it here first: errors then name the file as the operator knows it.
+            let apex = zonefile::parse_name(&zone, None)
+                .map_err(|e| anyhow::anyhow!("bad zone name {zone:?}: {e}"))?;
+            let zf = zonefile::parse(&file.display().to_string(), &text, Some(&apex))?;
+            let source = file
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let path = format!("/v1/zones/{}/zonefile?source={}", seg(&zone), seg(&source));
+            let reply = client
+                .send(Method::PUT, &path, Some((ZONE_FILE, text.into_bytes())))
+                .await?;
+            let reply = ok(reply, &Method::PUT, &path)?;
+            let v: Value = serde_json::from_slice(&reply.body).context("the answer is not JSON")?;
+            emit(&format!(
+                "{}: {} records from {}; serial {}{}\n",
+                v["zone"].as_str().unwrap_or(&zone),
+                zf.record_count(),
+                file.display(),
+                v["serial"],
+                if v["changed"] == json!(false) {
+                    " (unchanged: the zone already held this data)"
+                } else {
+                    ""
+                }
+            ))
+        }
+        ZoneCommand::Export { zone } => {
+            let path = format!("/v1/zones/{}/zonefile", seg(&zone));
+            let reply = ok(
+                client.send(Method::GET, &path, None).await?,
+                &Method::GET,
+                &path,
+            )?;
+            emit(&String::from_utf8_lossy(&reply.body))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(seg("www.t.example.net."), "www.t.example.net.");
+        assert_eq!(seg("@"), "@");
+        assert_eq!(seg("a b/c?d%"), "a%20b%2Fc%3Fd%25");
+    }
+}
