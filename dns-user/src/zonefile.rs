@@ -41,7 +41,7 @@ use crate::{
     },
 };
 
-/// RFC 1035 §3.3: "<character-string> is a single length octet followed by that number of
+/// RFC 1035 §3.3: "`<character-string>` is a single length octet followed by that number of
 /// characters", so at most 255 bytes; longer text is split into several.
 pub const MAX_CHARACTER_STRING: usize = 255;
 /// RDATA length is a 16-bit field (RFC 1035 §3.2.1).

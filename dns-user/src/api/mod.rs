@@ -5,11 +5,11 @@
 //! Endpoints (docs/openapi.yaml describes each):
 //! - `GET /healthz`, `GET /metrics`: unauthenticated, nothing secret.
 //! - `GET /v1/stats`: the XDP and fallback counters as JSON.
-//! - `GET|POST /v1/zones`, `GET|PATCH|DELETE /v1/zones/{zone}`: zones ([`zones`]).
+//! - `GET|POST /v1/zones`, `GET|PATCH|DELETE /v1/zones/{zone}`: zones (`api/zones.rs`).
 //! - `GET|PUT /v1/zones/{zone}/zonefile`: master-file export and import.
 //! - `GET /v1/zones/{zone}/records[/{name}]`, `GET|PUT|DELETE
 //!   /v1/zones/{zone}/records/{name}/{type}`, `POST /v1/zones/{zone}/changes`: records
-//!   ([`records`]).
+//!   (`api/records.rs`).
 //!
 //! With a token ([`ApiState::with_token`]) every `/v1/*` request needs `Authorization: Bearer
 //! <token>`. Bodies are limited to [`BODY_LIMIT`]. Errors are `{"error": .., "field": ..}`
