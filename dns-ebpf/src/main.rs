@@ -11,13 +11,14 @@
 use aya_ebpf::{
     bindings::{xdp_action, BPF_F_NO_PREALLOC},
     helpers::generated::{
-        bpf_csum_diff, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
-        bpf_xdp_store_bytes,
+        bpf_csum_diff, bpf_get_smp_processor_id, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        bpf_xdp_load_bytes, bpf_xdp_store_bytes,
     },
     macros::{map, xdp},
     maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
 };
+use aya_log_ebpf::warn;
 use dns_common::{
     fold_case, seg_for_qtype, seg_max, NameKey, NameValue, Scratch, Seg, Stat, XdpConfig,
     ZoneValue, BLOB_LARGE, BLOB_SMALL, CLASS_IN, FAMILY_V4, FAMILY_V6, KEY_NAME_LEN,
@@ -59,7 +60,16 @@ pub fn edgedns_xdp(ctx: XdpContext) -> u32 {
         Ok(action) => action,
         Err(reason) => {
             if let Some(stat) = reason {
-                count(stat);
+                // The first time a CPU meets a frame it can't grow, say so: answers are then
+                // going up to the fallback for a reason the operator can act on (driver
+                // headroom). Once per CPU, not per packet.
+                if count(stat) == 1 && stat as u32 == Stat::PassNoRoom as u32 {
+                    warn!(
+                        &ctx,
+                        "no room to grow a frame for its answer on CPU {}; passing such queries up",
+                        unsafe { bpf_get_smp_processor_id() }
+                    );
+                }
             }
             xdp_action::XDP_PASS
         }
@@ -74,10 +84,14 @@ pub fn edgedns_pass(_ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn count(stat: Stat) {
-    if let Some(c) = STATS.get_ptr_mut(stat as u32) {
+fn count(stat: Stat) -> u64 {
+    match STATS.get_ptr_mut(stat as u32) {
         // SAFETY: a per-CPU slot, only this CPU writes it while the program runs.
-        unsafe { *c += 1 };
+        Some(c) => unsafe {
+            *c += 1;
+            *c
+        },
+        None => 0,
     }
 }
 
