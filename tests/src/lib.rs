@@ -31,6 +31,13 @@ use std::{
 
 use dns_common::Stat;
 
+pub mod dnsclient;
+pub mod dnswire;
+pub mod fixture;
+pub mod packet;
+pub mod rawsock;
+pub mod xdprun;
+
 pub mod wire;
 
 /// Server side of the veth pair.
@@ -39,6 +46,11 @@ pub const SERVER_V6: &str = "fd00:211::1";
 /// Client side of the veth pair.
 pub const CLIENT_V4: &str = "10.211.0.2";
 pub const CLIENT_V6: &str = "fd00:211::2";
+/// The VLAN sub-interfaces of [`TestBed::add_vlan`].
+pub const VLAN_SERVER_V4: &str = "10.212.0.1";
+pub const VLAN_SERVER_V6: &str = "fd00:212::1";
+pub const VLAN_CLIENT_V4: &str = "10.212.0.2";
+pub const VLAN_CLIENT_V6: &str = "fd00:212::2";
 /// The DNS port the daemon serves in the tests (and its default).
 pub const DNS_PORT: u16 = 5300;
 /// The API address inside the server namespace (its own loopback: no clash between tests).
@@ -219,6 +231,29 @@ impl NetNs {
         cmd
     }
 
+    /// UDP datagrams the namespace's stack dropped for a bad checksum (`UdpInCsumErrors` +
+    /// `Udp6InCsumErrors`, absolute counters, nstat's history left alone).
+    pub fn udp_csum_errors(&self) -> u64 {
+        let out =
+            run_ok(
+                self.command("nstat")
+                    .args(["-asz", "UdpInCsumErrors", "Udp6InCsumErrors"]),
+            );
+        out.lines()
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Packets received on `ifname` (its rx_packets counter).
+    pub fn rx_packets(&self, ifname: &str) -> u64 {
+        let out = self.ip(&["-s", "-j", "link", "show", "dev", ifname]);
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("ip -j link show {ifname}: {e}: {out}"));
+        v[0]["stats64"]["rx"]["packets"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no rx packets for {ifname} in {out}"))
+    }
+
     /// Whether the namespace still exists (`ip netns list`).
     pub fn exists(name: &str) -> bool {
         ip(&["netns", "list"])
@@ -292,6 +327,14 @@ impl Veth {
         }
         veth
     }
+}
+
+/// VLAN sub-interfaces on both veth ends (see [`TestBed::add_vlan`]).
+#[derive(Debug)]
+pub struct Vlan {
+    pub server_if: String,
+    pub client_if: String,
+    pub id: u16,
 }
 
 /// A directory under the system temp dir, removed on drop.
@@ -798,6 +841,12 @@ impl TestBed {
     /// The network plus `edgedns serve --iface <server end> --xdp-mode driver --dns-listen
     /// 10.211.0.1:5300 --api-listen 127.0.0.1:8053` in the server namespace and `edgedns xdp-pass` on the client end.
     pub fn with_daemon() -> Self {
+        Self::with_daemon_on(&format!("{SERVER_V4}:{DNS_PORT}"), &[])
+    }
+
+    /// [`TestBed::with_daemon`] with `--dns-listen LISTEN` (e.g. `[::]:5300`, which serves both
+    /// families, the XDP program answering any address on the port) and `extra` arguments.
+    pub fn with_daemon_on(listen: &str, extra: &[&str]) -> Self {
         let bin = edgedns_bin();
         let mut bed = Self::network();
         bed.pass = Some(PassGuard::start(
@@ -807,23 +856,93 @@ impl TestBed {
             bed.tmp.path(),
         ));
         let data = bed.tmp.path().join("data");
-        let listen = format!("{SERVER_V4}:{DNS_PORT}");
-        bed.daemon = Some(Daemon::start(
-            &bin,
-            &bed.server,
-            &[
-                "--iface",
-                &bed.veth.server_if,
-                "--xdp-mode",
-                "driver",
-                "--dns-listen",
-                &listen,
-                "--api-listen",
-                API_ADDR,
-            ],
-            &data,
-        ));
+        let mut args = vec![
+            "--iface",
+            &bed.veth.server_if,
+            "--xdp-mode",
+            "driver",
+            "--dns-listen",
+            listen,
+            "--api-listen",
+            API_ADDR,
+        ];
+        args.extend_from_slice(extra);
+        bed.daemon = Some(Daemon::start(&bin, &bed.server, &args, &data));
         bed
+    }
+
+    /// Adds an 802.1Q sub-interface with VLAN id `id` on both veth ends, addressed
+    /// [`VLAN_SERVER_V4`]/[`VLAN_SERVER_V6`] and [`VLAN_CLIENT_V4`]/[`VLAN_CLIENT_V6`]. VLAN tag
+    /// offloads are turned off on the veth ends so that the tag is in the frame data, where the
+    /// XDP program on the server's veth (the parent: a VLAN device can't run native XDP) parses
+    /// it. The sub-interfaces go with the namespaces.
+    pub fn add_vlan(&self, id: u16) -> Vlan {
+        self.try_add_vlan(id).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`TestBed::add_vlan`], or `Err` if the kernel has no 802.1Q support
+    /// (`CONFIG_VLAN_8021Q`): `ip link add ... type vlan` says "Unknown device type".
+    pub fn try_add_vlan(&self, id: u16) -> Result<Vlan, String> {
+        let base = unique("vl", 'x');
+        let vlan = Vlan {
+            server_if: format!("{base}s"),
+            client_if: format!("{base}c"),
+            id,
+        };
+        assert!(vlan.server_if.len() <= 15, "interface name too long");
+        for (ns, parent, ifname, v4, v6) in [
+            (
+                &self.server,
+                &self.veth.server_if,
+                &vlan.server_if,
+                VLAN_SERVER_V4,
+                VLAN_SERVER_V6,
+            ),
+            (
+                &self.client,
+                &self.veth.client_if,
+                &vlan.client_if,
+                VLAN_CLIENT_V4,
+                VLAN_CLIENT_V6,
+            ),
+        ] {
+            run_ok(
+                ns.command("ethtool")
+                    .args(["-K", parent, "txvlan", "off", "rxvlan", "off"]),
+            );
+            let id = id.to_string();
+            let add = [
+                "-n",
+                ns.name(),
+                "link",
+                "add",
+                "link",
+                parent,
+                "name",
+                ifname,
+                "type",
+                "vlan",
+                "id",
+                &id,
+            ];
+            let out = run_timeout(Command::new("ip").args(add), CMD_TIMEOUT);
+            if !out.success() {
+                return Err(format!("ip {}: {}", add.join(" "), out.stderr.trim()));
+            }
+            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", ifname]);
+            ns.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                ifname,
+                "nodad",
+            ]);
+            run_ok(ns.command("ethtool").args(["-K", ifname, "tx", "off"]));
+            ns.ip(&["link", "set", ifname, "up"]);
+        }
+        Ok(vlan)
     }
 
     pub fn daemon(&self) -> &Daemon {

@@ -2,8 +2,11 @@
 //! namespaces, queried with dig and kdig. They need root and the daemon: `cargo xtask test`
 //! builds it and runs them one at a time (`-- FILTER` picks some).
 
+mod clients;
 mod defaults;
 mod durability;
 mod fallback;
 mod fast_path;
 mod harness;
+mod wire_diff;
+mod xdp_test_run;

@@ -1,0 +1,952 @@
+//! The XDP program itself, loaded (so verified) but not attached, run with `BPF_PROG_TEST_RUN` on
+//! crafted frames over maps filled by the daemon's compiler (issue 3, part 1).
+//!
+//! - `xdp_differential_*`: thousands of generated queries; every XDP_TX must be a well-formed
+//!   frame whose DNS payload decodes to exactly what the fallback answers, every XDP_PASS must
+//!   count the reason the oracle (`tests::xdprun::expect`) gives, and every query the fast path
+//!   can answer must be answered.
+//! - `xdp_hostile_*`: malformed and hostile frames: never a wrong answer, never a drop or abort.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    net::{IpAddr, SocketAddr},
+    time::Instant,
+};
+
+use dns_common::Stat;
+use dns_user::zone::ZoneSet;
+use rand::{Rng, SeedableRng};
+use tests::{
+    dnswire::{
+        compare, header, name_text, opt_rr, wire_name, QuerySpec, CLASS_CH, FLAG_QR, FLAG_RD,
+        FLAG_TC, OPCODE_NOTIFY, OPCODE_UPDATE, TYPE_A,
+    },
+    fixture::{self, Gen, EXAMPLE},
+    packet::{build_frame, check_response_frame, parse_udp, FrameSpec},
+    require_root,
+    xdprun::{action_name, expect, fallback_udp, Expect, Run, XdpRunner, XDP_PASS, XDP_TX},
+};
+
+const PORT: u16 = 5300;
+const PAYLOAD: u16 = 1232;
+
+fn any_listen() -> SocketAddr {
+    SocketAddr::new(IpAddr::from([0u8; 16]), PORT)
+}
+
+fn setup() -> (XdpRunner, ZoneSet) {
+    require_root();
+    let zones = fixture::zones();
+    let mut runner = XdpRunner::load(any_listen(), PAYLOAD);
+    runner.sync(&zones);
+    (runner, zones)
+}
+
+/// A frame to a fixed server, for hand-made cases.
+fn spec(v6: bool, vlan: Option<u16>) -> FrameSpec {
+    FrameSpec {
+        src_mac: [0x02, 0, 0, 0, 0, 0x02],
+        dst_mac: [0x02, 0, 0, 0, 0, 0x01],
+        vlan,
+        src_ip: if v6 {
+            "fd00:211::2".parse().unwrap()
+        } else {
+            "10.211.0.2".parse().unwrap()
+        },
+        dst_ip: if v6 {
+            "fd00:211::1".parse().unwrap()
+        } else {
+            "10.211.0.1".parse().unwrap()
+        },
+        sport: 40000,
+        dport: PORT,
+        ip_id: 0x4242,
+        tos: 0,
+        ttl: 64,
+        v4_no_udp_csum: false,
+        padding: 0,
+    }
+}
+
+/// Checks one XDP_TX against the fallback: frame headers, then the DNS comparison.
+fn check_tx(zones: &ZoneSet, frame: &[u8], run: &Run) -> Result<Vec<u8>, String> {
+    let payload = check_response_frame(frame, &run.out)?;
+    let query = parse_udp(frame)
+        .ok_or("the query frame does not parse")?
+        .payload;
+    let fb = fallback_udp(zones, &query).ok_or("the fallback would not answer this at all")?;
+    compare(&query, &payload, &fb)?;
+    Ok(payload)
+}
+
+fn describe(q: &QuerySpec, f: &FrameSpec) -> String {
+    format!(
+        "{} {} flags={:04x} edns={:?} v6={} vlan={:?}",
+        name_text(&q.qname),
+        tests::dnswire::type_name(q.qtype),
+        q.flags,
+        q.edns
+            .as_ref()
+            .map(|e| (e.payload, e.dnssec_ok, e.options.len())),
+        f.v6(),
+        f.vlan
+    )
+}
+
+/// Failures, grouped by kind, at most a few examples each.
+#[derive(Default)]
+struct Failures {
+    by_kind: BTreeMap<String, (usize, Vec<String>)>,
+}
+
+impl Failures {
+    fn add(&mut self, kind: impl Into<String>, detail: String) {
+        let e = self.by_kind.entry(kind.into()).or_default();
+        e.0 += 1;
+        if e.1.len() < 4 {
+            e.1.push(detail);
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.by_kind.values().map(|(n, _)| n).sum()
+    }
+
+    fn report(&self) -> String {
+        let mut s = String::new();
+        for (kind, (n, ex)) in &self.by_kind {
+            let _ = writeln!(s, "== {n} x {kind}");
+            for e in ex {
+                let _ = writeln!(s, "   {e}");
+            }
+        }
+        s
+    }
+}
+
+/// Runs generated queries through the program and checks each against the oracle and the
+/// fallback. Returns the counts by outcome.
+fn differential(seed: u64, count: usize) -> BTreeMap<String, usize> {
+    let (mut runner, zones) = setup();
+    let mut gen = Gen::new(seed, &zones, PORT);
+    let mut fails = Failures::default();
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    let start = Instant::now();
+    for _ in 0..count {
+        let q = gen.query();
+        let f = gen.frame();
+        let dns = q.to_wire();
+        let frame = build_frame(&f, &dns);
+        let want = expect(&zones, &q, PAYLOAD);
+        let run = runner.run(&frame).expect("test_run");
+        let what = describe(&q, &f);
+        let got = match (run.action, run.single()) {
+            (XDP_TX, Some(s)) => Expect::Answered(s),
+            (XDP_PASS, Some(s)) => Expect::Passed(s),
+            (a, _) => {
+                fails.add(
+                    format!("{} with counters {:?}", action_name(a), run.counted),
+                    what,
+                );
+                continue;
+            }
+        };
+        *outcomes.entry(format!("{got:?}")).or_default() += 1;
+        if got != want {
+            fails.add(format!("oracle {want:?}, program {got:?}"), what.clone());
+        }
+        if run.action == XDP_TX {
+            match check_tx(&zones, &frame, &run) {
+                Ok(payload) => {
+                    // The program writes exactly the bytes the records take, no more.
+                    let full = tests::xdprun::full_answer(&zones, &q);
+                    let size = tests::dnswire::fast_path_size(q.question().len(), &full);
+                    if size != Some(payload.len()) {
+                        fails.add(
+                            "response size differs from the model",
+                            format!("{what}: {} bytes, model {size:?}", payload.len()),
+                        );
+                    }
+                }
+                Err(e) => fails.add("XDP_TX differs from the fallback", format!("{what}:\n{e}")),
+            }
+        }
+    }
+    let answered: usize = outcomes
+        .iter()
+        .filter(|(k, _)| k.starts_with("Answered"))
+        .map(|(_, v)| v)
+        .sum();
+    eprintln!(
+        "differential seed {seed}: {count} queries in {:?}; answered by XDP: {answered}; outcomes: {outcomes:#?}",
+        start.elapsed()
+    );
+    assert!(
+        fails.total() == 0,
+        "{} failures out of {count}:\n{}",
+        fails.total(),
+        fails.report()
+    );
+    outcomes
+}
+
+/// The program loads, so the verifier accepted it; say how much work that was.
+#[test]
+fn xdp_program_verifies() {
+    let (mut runner, _) = setup();
+    let n = runner.verified_insns();
+    eprintln!("verified_insns: {n:?}");
+    assert!(n.is_some_and(|n| n > 0), "no verified_insns: {n:?}");
+}
+
+#[test]
+fn xdp_differential_generated_queries() {
+    let outcomes = differential(0x5eed_0003, 4000);
+    // The generator must exercise every answer kind and the main pass reasons.
+    for k in [
+        "Answered(AnsweredAnswer)",
+        "Answered(AnsweredNxdomain)",
+        "Answered(AnsweredNodata)",
+        "Passed(PassQtype)",
+        "Passed(PassRecord)",
+        "Passed(PassLongName)",
+        "Passed(PassNoZone)",
+        "Passed(PassNegative)",
+        "Passed(PassTooBig)",
+    ] {
+        assert!(
+            outcomes.get(k).copied().unwrap_or(0) > 0,
+            "no {k}: {outcomes:?}"
+        );
+    }
+}
+
+#[test]
+fn xdp_differential_second_seed() {
+    differential(0xd1ff_0002, 2000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Malformed and hostile frames
+
+/// What a hand-made frame must do: pass up counted under a reason (`Some`) or uncounted (`None`:
+/// not ours).
+struct Case {
+    what: String,
+    frame: Vec<u8>,
+    want: Option<Stat>,
+}
+
+fn case(what: impl Into<String>, frame: Vec<u8>, want: Option<Stat>) -> Case {
+    Case {
+        what: what.into(),
+        frame,
+        want,
+    }
+}
+
+/// A well-formed query for an existing name, as DNS bytes.
+fn good_dns() -> Vec<u8> {
+    QuerySpec::new(0x1234, "a1.example.com.", TYPE_A).to_wire()
+}
+
+/// DNS bytes: a header and then `rest` as is.
+fn raw_dns(flags: u16, qd: u16, an: u16, ns: u16, ar: u16, rest: &[u8]) -> Vec<u8> {
+    let mut m = header(0x2222, flags, qd, an, ns, ar);
+    m.extend_from_slice(rest);
+    m
+}
+
+fn question(name: &[u8], qtype: u16, qclass: u16) -> Vec<u8> {
+    let mut q = name.to_vec();
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&qclass.to_be_bytes());
+    q
+}
+
+/// Recomputes the IPv4 header checksum of `frame` (after a test edited the header).
+fn fix_ipv4_csum(frame: &mut [u8], l3: usize) {
+    let ihl = usize::from(frame[l3] & 0x0f) * 4;
+    frame[l3 + 10] = 0;
+    frame[l3 + 11] = 0;
+    let c = !tests::packet::fold(tests::packet::sum16(&frame[l3..l3 + ihl]));
+    frame[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The DNS-level hostile cases, each over IPv4 and IPv6, tagged and not.
+fn dns_cases() -> Vec<(String, Vec<u8>, Stat)> {
+    let a1 = wire_name("a1.example.com.");
+    let q_a1 = question(&a1, TYPE_A, 1);
+    let mut with_opt = |opt: Vec<u8>| {
+        let mut r = q_a1.clone();
+        r.extend_from_slice(&opt);
+        r
+    };
+    let opt_ok = opt_rr(1232, 0, false, &[]);
+    let long_label_name = {
+        // 64 one-byte labels: 129 bytes.
+        let mut n = Vec::new();
+        for _ in 0..64 {
+            n.extend_from_slice(b"\x01x");
+        }
+        n.extend_from_slice(&wire_name(EXAMPLE));
+        n
+    };
+    let over_255 = {
+        let mut n = Vec::new();
+        for _ in 0..5 {
+            n.push(63);
+            n.extend_from_slice(&[b'a'; 63]);
+        }
+        n.push(0);
+        n
+    };
+    let mut cases = vec![
+        (
+            "DNS header only".into(),
+            raw_dns(FLAG_RD, 1, 0, 0, 0, &[]),
+            Stat::PassMalformed,
+        ),
+        (
+            "DNS header cut at 7 bytes".into(),
+            good_dns()[..7].to_vec(),
+            Stat::PassMalformed,
+        ),
+        (
+            "question cut after the name".into(),
+            raw_dns(0, 1, 0, 0, 0, &a1),
+            Stat::PassMalformed,
+        ),
+        (
+            "question cut in the type".into(),
+            raw_dns(0, 1, 0, 0, 0, &q_a1[..a1.len() + 1]),
+            Stat::PassMalformed,
+        ),
+        (
+            "label length past the end".into(),
+            raw_dns(0, 1, 0, 0, 0, b"\x05ab\x00\x01\x00\x01"),
+            Stat::PassMalformed,
+        ),
+        (
+            "label lengths past the end, over stale bytes".into(),
+            raw_dns(0, 1, 0, 0, 0, b"\x01a\x01b\x01"),
+            Stat::PassMalformed,
+        ),
+        (
+            "label length past the end, long".into(),
+            raw_dns(0, 1, 0, 0, 0, &[&b"\x02a1\x3f"[..], &[b'z'; 10]].concat()),
+            Stat::PassMalformed,
+        ),
+        (
+            "compression pointer as the name".into(),
+            raw_dns(0, 1, 0, 0, 0, &question(b"\xc0\x0c", TYPE_A, 1)),
+            Stat::PassMalformed,
+        ),
+        (
+            "compression pointer after a label".into(),
+            raw_dns(0, 1, 0, 0, 0, &question(b"\x02a1\xc0\x0c", TYPE_A, 1)),
+            Stat::PassMalformed,
+        ),
+        (
+            "extended label type 0x40".into(),
+            raw_dns(0, 1, 0, 0, 0, &question(b"\x41a\x00", TYPE_A, 1)),
+            Stat::PassMalformed,
+        ),
+        (
+            "64-label name".into(),
+            raw_dns(0, 1, 0, 0, 0, &question(&long_label_name, TYPE_A, 1)),
+            Stat::PassLongName,
+        ),
+        (
+            "name over 255 bytes".into(),
+            raw_dns(0, 1, 0, 0, 0, &question(&over_255, TYPE_A, 1)),
+            Stat::PassLongName,
+        ),
+        (
+            "QDCOUNT 0".into(),
+            raw_dns(0, 0, 0, 0, 0, &q_a1),
+            Stat::PassQdcount,
+        ),
+        (
+            "QDCOUNT 2".into(),
+            raw_dns(0, 2, 0, 0, 0, &[q_a1.clone(), q_a1.clone()].concat()),
+            Stat::PassQdcount,
+        ),
+        (
+            "QR set".into(),
+            raw_dns(FLAG_QR, 1, 0, 0, 0, &q_a1),
+            Stat::PassQr,
+        ),
+        (
+            "TC set".into(),
+            raw_dns(FLAG_TC, 1, 0, 0, 0, &q_a1),
+            Stat::PassTc,
+        ),
+        (
+            "opcode NOTIFY".into(),
+            raw_dns(OPCODE_NOTIFY, 1, 0, 0, 0, &q_a1),
+            Stat::PassOpcode,
+        ),
+        (
+            "opcode UPDATE".into(),
+            raw_dns(OPCODE_UPDATE, 1, 0, 0, 0, &q_a1),
+            Stat::PassOpcode,
+        ),
+        (
+            "opcode 15".into(),
+            raw_dns(15 << 11, 1, 0, 0, 0, &q_a1),
+            Stat::PassOpcode,
+        ),
+        (
+            "ANCOUNT 1".into(),
+            raw_dns(0, 1, 1, 0, 0, &with_opt(opt_ok.clone())),
+            Stat::PassCounts,
+        ),
+        (
+            "NSCOUNT 1".into(),
+            raw_dns(0, 1, 0, 1, 0, &with_opt(opt_ok.clone())),
+            Stat::PassCounts,
+        ),
+        (
+            "two additional records".into(),
+            raw_dns(
+                0,
+                1,
+                0,
+                0,
+                2,
+                &with_opt([opt_ok.clone(), opt_ok.clone()].concat()),
+            ),
+            Stat::PassCounts,
+        ),
+        (
+            "additional record not an OPT".into(),
+            raw_dns(
+                0,
+                1,
+                0,
+                0,
+                1,
+                &with_opt({
+                    let mut r = opt_ok.clone();
+                    r[2] = 16; // TXT at the root
+                    r
+                }),
+            ),
+            Stat::PassCounts,
+        ),
+        (
+            "OPT owner not the root".into(),
+            raw_dns(
+                0,
+                1,
+                0,
+                0,
+                1,
+                &with_opt([&b"\xc0\x0c"[..], &opt_ok[1..]].concat()),
+            ),
+            Stat::PassCounts,
+        ),
+        (
+            "OPT version 1".into(),
+            raw_dns(0, 1, 0, 0, 1, &with_opt(opt_rr(1232, 1, true, &[]))),
+            Stat::PassEdnsVersion,
+        ),
+        (
+            "OPT version 255".into(),
+            raw_dns(0, 1, 0, 0, 1, &with_opt(opt_rr(1232, 255, false, &[]))),
+            Stat::PassEdnsVersion,
+        ),
+        (
+            "OPT rdlen past the end".into(),
+            raw_dns(
+                0,
+                1,
+                0,
+                0,
+                1,
+                &with_opt({
+                    let mut r = opt_rr(1232, 0, false, &[0, 10, 0, 8]);
+                    r[9..11].copy_from_slice(&40u16.to_be_bytes());
+                    r
+                }),
+            ),
+            Stat::PassMalformed,
+        ),
+        // RFC 6891 6.1.2: options are {code, length, data}; the fallback answers FORMERR when
+        // they don't tile the RDATA, so the fast path must not answer NOERROR.
+        (
+            "OPT option longer than the RDATA".into(),
+            raw_dns(
+                0,
+                1,
+                0,
+                0,
+                1,
+                &with_opt(opt_rr(1232, 0, false, &[0, 10, 0, 8, 1, 2, 3])),
+            ),
+            Stat::PassMalformed,
+        ),
+        (
+            "OPT RDATA of 2 bytes".into(),
+            raw_dns(0, 1, 0, 0, 1, &with_opt(opt_rr(1232, 0, false, &[0, 10]))),
+            Stat::PassMalformed,
+        ),
+        (
+            "OPT cut in its fixed part".into(),
+            raw_dns(0, 1, 0, 0, 1, &with_opt(opt_ok[..7].to_vec())),
+            Stat::PassMalformed,
+        ),
+        (
+            "ARCOUNT 1 without a record".into(),
+            raw_dns(0, 1, 0, 0, 1, &q_a1),
+            Stat::PassMalformed,
+        ),
+        (
+            "trailing bytes after the question".into(),
+            raw_dns(0, 1, 0, 0, 0, &[q_a1.clone(), vec![0; 3]].concat()),
+            Stat::PassMalformed,
+        ),
+        (
+            "trailing bytes after the OPT".into(),
+            raw_dns(
+                0,
+                1,
+                0,
+                0,
+                1,
+                &with_opt([opt_ok.clone(), vec![0; 2]].concat()),
+            ),
+            Stat::PassMalformed,
+        ),
+        (
+            "class CH".into(),
+            raw_dns(0, 1, 0, 0, 0, &question(&a1, TYPE_A, CLASS_CH)),
+            Stat::PassClass,
+        ),
+        (
+            "class ANY".into(),
+            raw_dns(0, 1, 0, 0, 0, &question(&a1, TYPE_A, 255)),
+            Stat::PassClass,
+        ),
+        (
+            "qtype OPT".into(),
+            raw_dns(0, 1, 0, 0, 0, &question(&a1, 41, 1)),
+            Stat::PassQtype,
+        ),
+        (
+            "qtype AXFR".into(),
+            raw_dns(0, 1, 0, 0, 0, &question(&a1, 252, 1)),
+            Stat::PassQtype,
+        ),
+        (
+            "DNS payload over 512 bytes".into(),
+            raw_dns(
+                0,
+                1,
+                0,
+                0,
+                1,
+                &with_opt(opt_rr(
+                    1232,
+                    0,
+                    false,
+                    &[&[0u8, 12, 1, 244][..], &[0; 500]].concat(),
+                )),
+            ),
+            Stat::PassTooBig,
+        ),
+    ];
+    let _ = &mut with_opt;
+    cases.push((
+        "root name".into(),
+        raw_dns(0, 1, 0, 0, 0, &question(b"\x00", TYPE_A, 1)),
+        Stat::PassNoZone,
+    ));
+    cases
+}
+
+/// A query whose name is 64 labels of one byte.
+fn stale_dns() -> Vec<u8> {
+    let mut name = Vec::new();
+    for _ in 0..64 {
+        name.extend_from_slice(b"\x01x");
+    }
+    name.extend_from_slice(&wire_name(EXAMPLE));
+    raw_dns(0, 1, 0, 0, 0, &question(&name, TYPE_A, 1))
+}
+
+/// Runs one case; returns a failure description if the program did anything but what `want`
+/// says, or answered wrongly.
+fn run_case(runner: &mut XdpRunner, zones: &ZoneSet, c: &Case) -> Option<String> {
+    let run = match runner.run(&c.frame) {
+        Ok(r) => r,
+        Err(e) if c.frame.len() < 14 => {
+            // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header: the program can
+            // never see one.
+            let _ = e;
+            return None;
+        }
+        Err(e) => return Some(format!("{}: test_run failed: {e}", c.what)),
+    };
+    let counted = run.counted.iter().map(|(s, _)| *s).collect::<Vec<_>>();
+    match run.action {
+        XDP_PASS => {
+            let want: Vec<Stat> = c.want.into_iter().collect();
+            (counted != want || run.single().is_none() && !want.is_empty()).then(|| {
+                format!(
+                    "{}: XDP_PASS counted {:?}, want {:?}",
+                    c.what, run.counted, c.want
+                )
+            })
+        }
+        XDP_TX => check_tx(zones, &c.frame, &run)
+            .err()
+            .map(|e| format!("{}: answered (want {:?}), and wrongly: {e}", c.what, c.want))
+            .or_else(|| {
+                Some(format!(
+                    "{}: answered correctly, but the oracle said {:?} (counted {:?})",
+                    c.what, c.want, run.counted
+                ))
+            }),
+        a => Some(format!(
+            "{}: {} (counted {:?})",
+            c.what,
+            action_name(a),
+            run.counted
+        )),
+    }
+}
+
+#[test]
+fn xdp_hostile_frames_are_passed_with_their_reason() {
+    let (mut runner, zones) = setup();
+    let mut cases = Vec::new();
+    for v6 in [false, true] {
+        for vlan in [None, Some(100)] {
+            let s = spec(v6, vlan);
+            let tag = format!("v6={v6} vlan={vlan:?}");
+            let good = build_frame(&s, &good_dns());
+            // Sanity: the good query is answered (the cases below differ from it in one way).
+            cases.push(case(
+                format!("{tag} good query (answered)"),
+                good.clone(),
+                Some(Stat::AnsweredAnswer),
+            ));
+            for (what, dns, stat) in dns_cases() {
+                cases.push(case(
+                    format!("{tag} {what}"),
+                    build_frame(&s, &dns),
+                    Some(stat),
+                ));
+            }
+            let (l3, l4) = (s.l3(), s.l4());
+            // Truncated at every byte through the UDP header: not ours (headers incomplete) or
+            // malformed (lengths point past the frame).
+            for cut in 0..good.len() {
+                let want = if cut < l4 + 4 {
+                    None
+                } else {
+                    Some(Stat::PassMalformed)
+                };
+                cases.push(case(
+                    format!("{tag} frame cut at {cut}"),
+                    good[..cut].to_vec(),
+                    want,
+                ));
+            }
+            // UDP length larger than the IP payload, smaller than a header, IP length beyond the
+            // frame.
+            let mut f = good.clone();
+            let ul = u16::from_be_bytes([f[l4 + 4], f[l4 + 5]]);
+            f[l4 + 4..l4 + 6].copy_from_slice(&(ul + 1).to_be_bytes());
+            cases.push(case(
+                format!("{tag} UDP length > IP payload"),
+                f,
+                Some(Stat::PassMalformed),
+            ));
+            let mut f = good.clone();
+            f[l4 + 4..l4 + 6].copy_from_slice(&7u16.to_be_bytes());
+            cases.push(case(
+                format!("{tag} UDP length 7"),
+                f,
+                Some(Stat::PassMalformed),
+            ));
+            let mut f = good.clone();
+            f[l4 + 4..l4 + 6].copy_from_slice(&(8 + 12u16).to_be_bytes());
+            cases.push(case(
+                format!("{tag} UDP length cuts the question"),
+                f,
+                Some(Stat::PassMalformed),
+            ));
+            let mut f = good.clone();
+            if v6 {
+                let pl = u16::from_be_bytes([f[l3 + 4], f[l3 + 5]]);
+                f[l3 + 4..l3 + 6].copy_from_slice(&(pl + 20).to_be_bytes());
+            } else {
+                let tl = u16::from_be_bytes([f[l3 + 2], f[l3 + 3]]);
+                f[l3 + 2..l3 + 4].copy_from_slice(&(tl + 20).to_be_bytes());
+                fix_ipv4_csum(&mut f, l3);
+            }
+            cases.push(case(
+                format!("{tag} IP length > frame"),
+                f,
+                Some(Stat::PassMalformed),
+            ));
+            // Not ours: another port, another protocol, another ethertype.
+            let mut f = good.clone();
+            f[l4 + 2..l4 + 4].copy_from_slice(&53u16.to_be_bytes());
+            cases.push(case(format!("{tag} other port"), f, None));
+            let mut f = good.clone();
+            f[if v6 { l3 + 6 } else { l3 + 9 }] = 6;
+            if !v6 {
+                fix_ipv4_csum(&mut f, l3);
+            }
+            cases.push(case(format!("{tag} TCP"), f, None));
+            if v6 {
+                // Hop-by-hop options before UDP; and a fragment header.
+                for (nh, what) in [
+                    (0u8, "hop-by-hop"),
+                    (44, "fragment"),
+                    (60, "destination options"),
+                ] {
+                    let mut f = good[..l3 + 40].to_vec();
+                    f[l3 + 6] = nh;
+                    let pl = u16::from_be_bytes([f[l3 + 4], f[l3 + 5]]) + 8;
+                    f[l3 + 4..l3 + 6].copy_from_slice(&pl.to_be_bytes());
+                    let mut ext = [0u8; 8];
+                    ext[0] = 17;
+                    if nh == 0 || nh == 60 {
+                        ext[2] = 1; // PadN
+                        ext[3] = 4;
+                    }
+                    f.extend_from_slice(&ext);
+                    f.extend_from_slice(&good[l4..]);
+                    cases.push(case(
+                        format!("{tag} IPv6 {what} header"),
+                        f,
+                        Some(Stat::PassIpv6Ext),
+                    ));
+                }
+                let mut f = good.clone();
+                f[l3 + 4] = 0;
+                f[l3 + 5] = 0;
+                cases.push(case(
+                    format!("{tag} IPv6 payload length 0 (jumbo)"),
+                    f,
+                    Some(Stat::PassMalformed),
+                ));
+            } else {
+                // IPv4 options (IHL 6, a NOP option and end of list), fragments.
+                let mut f = good[..l3 + 20].to_vec();
+                f[l3] = 0x46;
+                let tl = u16::from_be_bytes([f[l3 + 2], f[l3 + 3]]) + 4;
+                f[l3 + 2..l3 + 4].copy_from_slice(&tl.to_be_bytes());
+                f.extend_from_slice(&[1, 1, 1, 0]);
+                f.extend_from_slice(&good[l4..]);
+                fix_ipv4_csum(&mut f, l3);
+                cases.push(case(
+                    format!("{tag} IPv4 options"),
+                    f,
+                    Some(Stat::PassIpOptions),
+                ));
+                let mut f = good.clone();
+                f[l3 + 6] = 0x20; // MF, offset 0: the first fragment
+                fix_ipv4_csum(&mut f, l3);
+                cases.push(case(
+                    format!("{tag} IPv4 first fragment"),
+                    f,
+                    Some(Stat::PassFragment),
+                ));
+                let mut f = good.clone();
+                f[l3 + 6] = 0x00;
+                f[l3 + 7] = 0x10; // offset 128 bytes, last fragment: no UDP header here
+                fix_ipv4_csum(&mut f, l3);
+                cases.push(case(format!("{tag} IPv4 later fragment"), f, None));
+                let mut f = good.clone();
+                f[l3] = 0x44; // IHL 4: shorter than a header
+                fix_ipv4_csum(&mut f, l3);
+                // The "port" is then read from the addresses: not ours, whatever it is.
+                cases.push(case(format!("{tag} IPv4 IHL 4"), f, None));
+                let mut f = good.clone();
+                f[l3 + 2..l3 + 4].copy_from_slice(&10u16.to_be_bytes());
+                fix_ipv4_csum(&mut f, l3);
+                cases.push(case(
+                    format!("{tag} IPv4 total length 10"),
+                    f,
+                    Some(Stat::PassMalformed),
+                ));
+                let mut f = good.clone();
+                f[l3] = 0x65; // version 6 in an IPv4 frame
+                cases.push(case(format!("{tag} IPv4 ethertype, version 6"), f, None));
+            }
+            let mut f = good.clone();
+            let et = if vlan.is_some() { 16 } else { 12 };
+            f[et..et + 2].copy_from_slice(&0x0806u16.to_be_bytes());
+            cases.push(case(format!("{tag} ARP ethertype"), f, None));
+        }
+    }
+    // Two VLAN tags (QinQ): not parsed, not ours.
+    let mut f = build_frame(&spec(false, Some(100)), &good_dns());
+    f.splice(12..12, [0x88, 0xa8, 0x00, 0xc8]);
+    cases.push(case("QinQ", f, None));
+
+    let mut fails = Vec::new();
+    for c in &cases {
+        // Leave stale bytes in the scratch slot (a name of 64 one-byte labels, whose length bytes
+        // a parser reading past the question would follow).
+        let _ = runner.run(&build_frame(&spec(false, None), &stale_dns()));
+        let want_answer = c.want == Some(Stat::AnsweredAnswer);
+        if want_answer {
+            let run = runner.run(&c.frame).expect("test_run");
+            if run.action != XDP_TX || run.single() != Some(Stat::AnsweredAnswer) {
+                fails.push(format!(
+                    "{}: not answered: {} {:?}",
+                    c.what,
+                    action_name(run.action),
+                    run.counted
+                ));
+            } else if let Err(e) = check_tx(&zones, &c.frame, &run) {
+                fails.push(format!("{}: {e}", c.what));
+            }
+            continue;
+        }
+        if let Some(f) = run_case(&mut runner, &zones, c) {
+            fails.push(f);
+        }
+    }
+    eprintln!("{} hostile cases run", cases.len());
+    assert!(
+        fails.is_empty(),
+        "{} of {} cases failed:\n{}",
+        fails.len(),
+        cases.len(),
+        fails.join("\n")
+    );
+}
+
+/// Seeded random frames: random bytes, random DNS payloads behind valid headers, and valid
+/// queries with bytes flipped, cut or added. None may be dropped or aborted, none answered
+/// unless the answer matches the fallback's, at most one counter may move.
+#[test]
+fn xdp_hostile_random_frames() {
+    let (mut runner, zones) = setup();
+    let mut gen = Gen::new(0xbad_f00d, &zones, PORT);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0xf022_0003);
+    let mut fails = Failures::default();
+    let mut tally: BTreeMap<String, usize> = BTreeMap::new();
+    let mut bad_csum_answered = 0usize;
+    let start = Instant::now();
+    for i in 0..6000 {
+        let (kind, frame) = match i % 3 {
+            0 => {
+                let len = rng.random_range(14..400);
+                let mut f: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+                // Mostly IP ethertypes (some tagged), so that the bytes reach the IP parser.
+                let et: u16 = match rng.random_range(0..4) {
+                    0 => 0x0800,
+                    1 => 0x86dd,
+                    2 => 0x8100,
+                    _ => rng.random(),
+                };
+                f[12..14].copy_from_slice(&et.to_be_bytes());
+                ("random bytes", f)
+            }
+            1 => {
+                let len = rng.random_range(0..300);
+                let mut dns: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+                // Half of them with a plausible header, so the question parser gets the bytes.
+                if len >= 12 && rng.random_bool(0.5) {
+                    dns[2] &= 0x01; // QR 0, opcode QUERY, TC 0
+                    dns[3] &= 0x30;
+                    dns[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, rng.random_range(0..2)]);
+                }
+                ("random DNS payload", build_frame(&gen.frame(), &dns))
+            }
+            _ => {
+                let q = gen.query();
+                let f = gen.frame();
+                let mut dns = q.to_wire();
+                match rng.random_range(0..4) {
+                    0 => {
+                        for _ in 0..rng.random_range(1..4) {
+                            let at = rng.random_range(0..dns.len());
+                            dns[at] ^= 1 << rng.random_range(0..8);
+                        }
+                    }
+                    1 => {
+                        let at = rng.random_range(0..dns.len());
+                        dns[at] = rng.random();
+                    }
+                    2 => dns.truncate(rng.random_range(0..dns.len())),
+                    _ => dns.extend((0..rng.random_range(1..8)).map(|_| rng.random::<u8>())),
+                }
+                let mut frame = build_frame(&f, &dns);
+                if rng.random_bool(0.2) {
+                    // A bit flipped anywhere in the frame, checksums left as they were.
+                    let at = rng.random_range(0..frame.len());
+                    frame[at] ^= 1 << rng.random_range(0..8);
+                }
+                ("mutated query", frame)
+            }
+        };
+        let run = runner.run(&frame).expect("test_run");
+        let outcome = format!("{kind}: {} {:?}", action_name(run.action), run.counted);
+        *tally
+            .entry(format!("{kind}: {}", action_name(run.action)))
+            .or_default() += 1;
+        if run.counted.len() > 1 || run.counted.iter().any(|(_, n)| *n != 1) {
+            fails.add("more than one count", format!("{outcome}: {frame:02x?}"));
+        }
+        match run.action {
+            XDP_PASS => {
+                if run.counted.iter().any(|(s, _)| s.label().0 == "answered") {
+                    fails.add("passed but counted as answered", outcome);
+                }
+            }
+            XDP_TX => {
+                if let Err(e) = check_tx(&zones, &frame, &run) {
+                    fails.add(
+                        format!("{kind}: answered wrongly"),
+                        format!("{e}\n   frame {frame:02x?}"),
+                    );
+                }
+                if !udp_checksum_ok(&frame) {
+                    bad_csum_answered += 1;
+                }
+            }
+            _ => fails.add(
+                format!("{kind}: {}", action_name(run.action)),
+                format!("{frame:02x?}"),
+            ),
+        }
+    }
+    eprintln!(
+        "random frames in {:?}: {tally:#?}\nanswered although the query's UDP checksum was wrong: {bad_csum_answered}",
+        start.elapsed()
+    );
+    assert!(fails.total() == 0, "{}", fails.report());
+}
+
+/// Whether the UDP checksum of a query frame verifies (a zero IPv4 checksum counts as fine).
+fn udp_checksum_ok(frame: &[u8]) -> bool {
+    let Some(p) = parse_udp(frame) else {
+        return false;
+    };
+    let udp_len = 8 + p.payload.len();
+    let udp = &frame[p.l4..p.l4 + udp_len];
+    if !p.v6 && udp[6..8] == [0, 0] {
+        return true;
+    }
+    let ip = |a: &IpAddr| match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let sum = tests::packet::sum16(&ip(&p.src_ip))
+        + tests::packet::sum16(&ip(&p.dst_ip))
+        + 17
+        + udp_len as u32
+        + tests::packet::sum16(udp);
+    tests::packet::fold(sum) == 0xffff
+}
