@@ -96,7 +96,7 @@ enum Shape {
     /// Records owned by the name itself, after an optional CNAME owned by the name whose target's
     /// records follow.
     Answer {
-        cname: Option<Record>,
+        cname: Option<Box<Record>>,
         records: Vec<Record>,
     },
 }
@@ -123,7 +123,7 @@ fn shape(
             let first = &res.answers[0];
             let (cname, rest) =
                 if first.record_type() == RecordType::CNAME && qtype != RecordType::CNAME {
-                    (Some(first.clone()), &res.answers[1..])
+                    (Some(Box::new(first.clone())), &res.answers[1..])
                 } else {
                     (None, &res.answers[..])
                 };

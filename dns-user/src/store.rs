@@ -41,16 +41,11 @@ pub enum StoreError {
     Open {
         path: PathBuf,
         #[source]
-        source: redb::DatabaseError,
+        source: Box<redb::DatabaseError>,
     },
+    /// A transaction, table, read/write or commit error (boxed: redb's errors are large).
     #[error("store transaction")]
-    Transaction(#[from] redb::TransactionError),
-    #[error("store table")]
-    Table(#[from] redb::TableError),
-    #[error("store read/write")]
-    Storage(#[from] redb::StorageError),
-    #[error("store commit")]
-    Commit(#[from] redb::CommitError),
+    Db(#[source] Box<redb::Error>),
     #[error("store {path}: corrupt entry {what}: {reason}")]
     Corrupt {
         path: PathBuf,
@@ -58,6 +53,22 @@ pub enum StoreError {
         reason: String,
     },
 }
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                Self::Db(Box::new(e.into()))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 /// What a change touched, to be written in one transaction.
 #[derive(Debug, Default, Clone)]
@@ -102,7 +113,7 @@ impl Store {
         let path = dir.join(DB_FILE);
         let db = Database::create(&path).map_err(|source| StoreError::Open {
             path: path.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let tx = db.begin_write()?;
         tx.open_table(ZONES)?;
