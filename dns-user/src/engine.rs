@@ -27,6 +27,8 @@ pub enum Op {
     CreateZone(ZoneSpec),
     DeleteZone(Name),
     SetSoa(Name, SoaParams),
+    /// Change some SOA fields, the others as they are when the change is applied.
+    PatchSoa(Name, SoaChange),
     SetRrset {
         apex: Name,
         name: Name,
@@ -48,6 +50,48 @@ pub enum Op {
         spec: ZoneSpec,
         rrsets: Vec<(Name, RecordType, RrSet)>,
     },
+}
+
+/// SOA fields to change; `None` keeps the field.
+#[derive(Clone, Debug, Default)]
+pub struct SoaChange {
+    pub mname: Option<Name>,
+    pub rname: Option<Name>,
+    pub refresh: Option<u32>,
+    pub retry: Option<u32>,
+    pub expire: Option<u32>,
+    /// SOA MINIMUM, the negative TTL.
+    pub minimum: Option<u32>,
+    /// The SOA record's own TTL.
+    pub ttl: Option<u32>,
+}
+
+impl SoaChange {
+    pub fn is_empty(&self) -> bool {
+        self.mname.is_none()
+            && self.rname.is_none()
+            && [
+                self.refresh,
+                self.retry,
+                self.expire,
+                self.minimum,
+                self.ttl,
+            ]
+            .iter()
+            .all(Option::is_none)
+    }
+
+    pub fn apply_to(&self, soa: &SoaParams) -> SoaParams {
+        SoaParams {
+            ttl: self.ttl.unwrap_or(soa.ttl),
+            mname: self.mname.clone().unwrap_or_else(|| soa.mname.clone()),
+            rname: self.rname.clone().unwrap_or_else(|| soa.rname.clone()),
+            refresh: self.refresh.unwrap_or(soa.refresh),
+            retry: self.retry.unwrap_or(soa.retry),
+            expire: self.expire.unwrap_or(soa.expire),
+            minimum: self.minimum.unwrap_or(soa.minimum),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,7 +176,7 @@ impl Engine {
         let apex = normalize(match &op {
             Op::CreateZone(spec) => &spec.apex,
             Op::ReplaceZone { spec, .. } => &spec.apex,
-            Op::DeleteZone(a) | Op::SetSoa(a, _) => a,
+            Op::DeleteZone(a) | Op::SetSoa(a, _) | Op::PatchSoa(a, _) => a,
             Op::SetRrset { apex, .. } | Op::DeleteRrset { apex, .. } | Op::Batch { apex, .. } => {
                 apex
             }
@@ -242,6 +286,18 @@ fn apply_op(zones: &mut ZoneSet, op: Op) -> Result<Dirty, ZoneError> {
         Op::CreateZone(spec) => zones.create_zone(spec),
         Op::DeleteZone(apex) => zones.delete_zone(&apex),
         Op::SetSoa(apex, soa) => zones.set_soa(&apex, soa),
+        Op::PatchSoa(apex, change) => {
+            // Read and write under the writer lock: two patches of different fields both land.
+            let current = zones.zone(&apex).map(|z| z.soa().clone());
+            match current {
+                Some(cur) => zones.set_soa(&apex, change.apply_to(&cur)),
+                // Let the zone model say the zone is unknown.
+                None => zones.set_soa(
+                    &apex,
+                    change.apply_to(&SoaParams::new(Name::root(), Name::root())),
+                ),
+            }
+        }
         Op::SetRrset {
             apex,
             name,
@@ -251,8 +307,11 @@ fn apply_op(zones: &mut ZoneSet, op: Op) -> Result<Dirty, ZoneError> {
         } => zones.set_rrset(&apex, &name, rtype, ttl, records),
         Op::DeleteRrset { apex, name, rtype } => zones.delete_rrset(&apex, &name, rtype),
         Op::Batch { apex, changes } => zones.apply_batch(&apex, changes),
-        Op::ReplaceZone { spec, rrsets } => {
+        Op::ReplaceZone { mut spec, rrsets } => {
             let apex = normalize(&spec.apex);
+            // The serial only moves forward (RFC 1982), whatever the file says.
+            spec.serial =
+                crate::zonefile::import_serial(zones.zone(&apex).map(Zone::serial), spec.serial);
             let mut dirty = Dirty::default();
             let old = zones.remove_zone(&apex);
             if let Some(old) = &old {

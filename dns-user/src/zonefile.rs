@@ -989,7 +989,7 @@ pub enum ImportError {
 
 /// Replaces the zone with the file's contents in one change (creating it if missing). The serial
 /// follows [`import_serial`]; a file whose data the zone already holds changes nothing.
-pub async fn import(engine: &Arc<Engine>, mut zf: ZoneFile) -> Result<Imported, ImportError> {
+pub async fn import(engine: &Arc<Engine>, zf: ZoneFile) -> Result<Imported, ImportError> {
     let current = {
         let zones = engine.zones.read().unwrap_or_else(|p| p.into_inner());
         zones.zone(zf.apex()).map(|z| (z.serial(), zf.same_data(z)))
@@ -1002,7 +1002,8 @@ pub async fn import(engine: &Arc<Engine>, mut zf: ZoneFile) -> Result<Imported, 
             });
         }
     }
-    zf.spec.serial = import_serial(current.map(|c| c.0), zf.spec.serial);
+    // The engine applies `import_serial` against the serial it finds under its writer lock, so
+    // a write that lands between this check and the import can't make the serial go back.
     let locator = zf.clone_shallow();
     let op = Op::ReplaceZone {
         spec: zf.spec,

@@ -17,7 +17,7 @@ use super::{
     parse_zone_name, ApiError, ApiState,
 };
 use crate::{
-    engine::Op,
+    engine::{Op, SoaChange},
     zone::{normalize, Zone, ZoneError, ZoneSpec},
     zonefile::{self, format_name},
 };
@@ -196,7 +196,8 @@ pub(super) async fn patch(
     JsonBody(body): JsonBody<SoaPatch>,
 ) -> Result<Json<Value>, ApiError> {
     let apex = parse_zone_name(&zone, "zone")?;
-    let mut soa = with_zone(&st, &apex, |z| z.soa().clone())?;
+    // Unknown zone: 404 before anything else.
+    with_zone(&st, &apex, |_| ())?;
     let SoaPatch {
         mname,
         rname,
@@ -206,29 +207,22 @@ pub(super) async fn patch(
         negative_ttl,
         soa_ttl,
     } = body;
-    if mname.is_none()
-        && rname.is_none()
-        && [refresh, retry, expire, negative_ttl, soa_ttl]
-            .iter()
-            .all(Option::is_none)
-    {
+    let change = SoaChange {
+        mname: mname.map(|m| parse_host(&m, "mname")).transpose()?,
+        rname: rname.map(|r| parse_rname(&r, "rname")).transpose()?,
+        refresh,
+        retry,
+        expire,
+        minimum: negative_ttl,
+        ttl: soa_ttl,
+    };
+    if change.is_empty() {
         return Err(ApiError::bad(
             "body",
             "nothing to change: give one or more of mname, rname, refresh, retry, expire, negative_ttl, soa_ttl",
         ));
     }
-    if let Some(m) = mname {
-        soa.mname = parse_host(&m, "mname")?;
-    }
-    if let Some(r) = rname {
-        soa.rname = parse_rname(&r, "rname")?;
-    }
-    soa.refresh = refresh.unwrap_or(soa.refresh);
-    soa.retry = retry.unwrap_or(soa.retry);
-    soa.expire = expire.unwrap_or(soa.expire);
-    soa.minimum = negative_ttl.unwrap_or(soa.minimum);
-    soa.ttl = soa_ttl.unwrap_or(soa.ttl);
-    st.engine.apply(Op::SetSoa(apex.clone(), soa)).await?;
+    st.engine.apply(Op::PatchSoa(apex.clone(), change)).await?;
     with_zone(&st, &apex, zone_json).map(Json)
 }
 
