@@ -484,6 +484,16 @@ impl ZoneSet {
             dirty
                 .names
                 .extend(parent.existing_names().filter(|n| apex.zone_of_case(n)));
+            // A CNAME in the parent whose target is at or below `apex` stops following it once
+            // `apex` is a zone of its own (and follows it again when it goes): recompile the
+            // parent whole if it has any such CNAME.
+            if parent
+                .cname_owners
+                .keys()
+                .any(|target| apex.zone_of_case(target))
+            {
+                dirty.zones_full.insert(parent.apex.clone());
+            }
         }
         dirty
     }

@@ -83,7 +83,11 @@ impl ZoneSet {
     /// answer: the data is public anyway, and UDP size limits still apply through truncation.
     pub fn resolve(&self, qname: &Name, qtype: RecordType) -> Resolution {
         match self.find_zone(qname) {
-            Some(zone) => zone.resolve(qname, qtype),
+            // A CNAME target inside a nested zone served here belongs to that zone, not to the
+            // one that holds the CNAME: the chain stops there, as for any other zone.
+            Some(zone) => zone.resolve_with(qname, qtype, |target| {
+                self.find_zone(target).is_some_and(|z| z.apex == zone.apex)
+            }),
             None => Resolution::refused(),
         }
     }
@@ -92,6 +96,17 @@ impl ZoneSet {
 impl Zone {
     /// [`ZoneSet::resolve`] inside this zone (REFUSED if `qname` is outside it).
     pub fn resolve(&self, qname: &Name, qtype: RecordType) -> Resolution {
+        self.resolve_with(qname, qtype, |_| true)
+    }
+
+    /// [`Zone::resolve`], following a CNAME only to targets inside the zone for which
+    /// `authoritative` holds (lowercased target).
+    fn resolve_with(
+        &self,
+        qname: &Name,
+        qtype: RecordType,
+        authoritative: impl Fn(&Name) -> bool,
+    ) -> Resolution {
         let mut res = Resolution::new();
         let mut owner = qname.clone();
         owner.set_fqdn(true);
@@ -152,6 +167,7 @@ impl Zone {
             // Out of this zone: the client follows it. Loops and long chains stop here with
             // the CNAMEs found so far, as other servers do.
             if !self.apex.zone_of_case(&target)
+                || !authoritative(&target)
                 || followed.contains(&target)
                 || followed.len() >= MAX_CNAME_CHAIN
             {

@@ -951,15 +951,11 @@ fn udp_checksum_ok(frame: &[u8]) -> bool {
     tests::packet::fold(sum) == 0xffff
 }
 
-/// Known bug in `Zone::resolve` (dns-user/src/zone/resolve.rs), not in the fast path: a CNAME
-/// whose target lies inside a nested zone served here (sub.example.com inside example.com, no
-/// delegation) is followed inside the *parent* zone, where the target has no data, so the answer
-/// is the CNAME plus NXDOMAIN with the parent's SOA, although the target resolves (NOERROR,
-/// A 192.0.2.20) when asked directly. `resolve` checks `apex.zone_of(target)`, not whether
-/// `ZoneSet::find_zone(target)` is this zone. Both paths agree (the compiler marks it pass), so
-/// the differential tests don't see it. Run with `-- --ignored resolve_cname`.
+/// A CNAME whose target lies inside a nested zone served here (sub.example.com inside
+/// example.com, no delegation) stops at the CNAME: the target belongs to the other zone. It used
+/// to be followed inside the *parent* zone, where the target has no data, giving NXDOMAIN,
+/// although the target resolves when asked directly.
 #[test]
-#[ignore = "known bug in Zone::resolve: CNAME into a nested zone gives NXDOMAIN"]
 fn resolve_cname_into_a_nested_zone() {
     let zones = fixture::zones();
     let q = QuerySpec::new(1, "cname-sub.example.com.", TYPE_A).to_wire();
