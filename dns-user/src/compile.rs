@@ -121,12 +121,16 @@ fn shape(
                 return None;
             }
             let first = &res.answers[0];
-            let (cname, rest) =
-                if first.record_type() == RecordType::CNAME && qtype != RecordType::CNAME {
-                    (Some(Box::new(first.clone())), &res.answers[1..])
-                } else {
-                    (None, &res.answers[..])
-                };
+            // A CNAME owned by the name is the prefix, also when it is the whole answer to a
+            // CNAME query: then the answer is the prefix alone, the same bytes the A and AAAA
+            // answers start with.
+            let (cname, rest) = if first.record_type() == RecordType::CNAME
+                && (qtype != RecordType::CNAME || res.answers.len() == 1)
+            {
+                (Some(Box::new(first.clone())), &res.answers[1..])
+            } else {
+                (None, &res.answers[..])
+            };
             if let Some(c) = &cname {
                 if c.name() != name {
                     return None;
@@ -501,7 +505,91 @@ pub fn full_sync(fast: &mut FastPath, zones: &ZoneSet) -> Result<SyncReport, Map
 
 #[cfg(test)]
 mod tests {
+    use hickory_proto::rr::rdata::{A, CNAME};
+
     use super::*;
+    use crate::zone::ZoneSpec;
+
+    fn n(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    /// `www` CNAME `host`, `host` A 192.0.2.1, `out` CNAME a name elsewhere.
+    fn zones() -> ZoneSet {
+        let mut z = ZoneSet::new();
+        let apex = n("t.example.");
+        z.create_zone(ZoneSpec::new(
+            apex.clone(),
+            n("ns.t.example."),
+            n("h.t.example."),
+            vec![n("ns.t.example.")],
+        ))
+        .unwrap();
+        z.set_rrset(
+            &apex,
+            &n("host.t.example."),
+            RecordType::A,
+            60,
+            vec![RData::A(A::new(192, 0, 2, 1))],
+        )
+        .unwrap();
+        z.set_rrset(
+            &apex,
+            &n("www.t.example."),
+            RecordType::CNAME,
+            30,
+            vec![RData::CNAME(CNAME(n("host.t.example.")))],
+        )
+        .unwrap();
+        z.set_rrset(
+            &apex,
+            &n("out.t.example."),
+            RecordType::CNAME,
+            30,
+            vec![RData::CNAME(CNAME(n("x.example.org.")))],
+        )
+        .unwrap();
+        z
+    }
+
+    fn value(zones: &ZoneSet, name: &str) -> NameEntry {
+        let zone = zones.find_zone(&n(name)).unwrap();
+        compile_name(zones, zone, &n(name)).unwrap().1
+    }
+
+    #[test]
+    fn cname_name_answers_every_fast_type_from_one_prefix() {
+        let zones = zones();
+        let NameEntry::Small(v) = value(&zones, "www.t.example.") else {
+            panic!("a CNAME and one A fit the small map");
+        };
+        assert_eq!(
+            v.pass_mask,
+            pass_bit(SEG_AAAA),
+            "AAAA after the CNAME is NODATA: the fallback"
+        );
+        assert_eq!(v.segs[SEG_CNAME_PREFIX].count, 1);
+        // A: the CNAME, then host's A; CNAME: the CNAME alone.
+        assert_eq!(v.segs[SEG_A].count, 1);
+        assert_eq!(v.segs[SEG_CNAME].count, 0);
+        assert_eq!(v.segs[SEG_CNAME].len, 0);
+    }
+
+    #[test]
+    fn cname_out_of_zone_is_answered_by_the_cname_alone() {
+        let zones = zones();
+        let NameEntry::Small(v) = value(&zones, "out.t.example.") else {
+            panic!("small");
+        };
+        assert_eq!(v.pass_mask, 0);
+        for seg in [SEG_A, SEG_AAAA, SEG_CNAME] {
+            assert_eq!(
+                v.segs[SEG_CNAME_PREFIX].count + v.segs[seg].count,
+                1,
+                "seg {seg}"
+            );
+        }
+    }
 
     #[test]
     fn sum16_matches_rfc1071_example() {

@@ -296,7 +296,7 @@ fn concurrent_updates_are_seen_whole_never_mixed() {
     let bed = bed_with(&[]);
     // Alternating sizes move the name between the small and the large map on every write.
     let set = |k: u32| -> Vec<String> {
-        let n = if k % 2 == 0 { 1 } else { 3 };
+        let n = if k.is_multiple_of(2) { 1 } else { 3 };
         (1..=n).map(|j| format!("198.19.{}.{j}", k % 250)).collect()
     };
     bed.daemon()
