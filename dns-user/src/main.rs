@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use dns_user::{
     api::{self, ApiState, ApiToken},
@@ -64,6 +64,16 @@ enum Command {
         iface: String,
         #[arg(long, value_enum, default_value = "driver")]
         xdp_mode: AttachMode,
+    },
+    /// Detach a fast path left answering by `serve --keep-xdp` (or a crash) and free its maps:
+    /// removes the pins of the instance with this data directory and interface.
+    XdpDetach {
+        #[arg(long, default_value = "lo")]
+        iface: String,
+        #[arg(long, default_value = "/var/lib/edgedns")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "/sys/fs/bpf")]
+        bpffs: PathBuf,
     },
 }
 
@@ -128,6 +138,20 @@ fn main() -> anyhow::Result<()> {
             Command::Stats { api } => cli::stats(&api).await,
             Command::Record { api, cmd } => cli::record(&api, cmd).await,
             Command::Zone { api, cmd } => cli::zone(&api, cmd).await,
+            Command::XdpDetach {
+                iface,
+                data_dir,
+                bpffs,
+            } => {
+                let dir = loader::pin_dir(&bpffs, &data_dir, &iface);
+                if !dir.exists() {
+                    bail!("nothing pinned at {} (is --bpffs right?)", dir.display());
+                }
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
+                info!(dir = %dir.display(), "pins removed: the XDP program is detached");
+                Ok(())
+            }
             Command::XdpPass { iface, xdp_mode } => {
                 let _prog = loader::attach_pass(&iface, xdp_mode)
                     .with_context(|| format!("attaching the pass program to {iface}"))?;
