@@ -1,0 +1,270 @@
+//! `edgedns-bench`: the measurements behind `cargo xtask bench` (BENCHMARKS.md has the method
+//! and the figures). Runs as root: it creates two network namespaces and a veth pair, loads XDP
+//! programs and starts the servers it compares; everything it creates is removed when it ends,
+//! also on error.
+
+mod dns;
+mod kernel;
+mod memory;
+mod packet;
+mod rawbpf;
+mod report;
+mod servers;
+mod sys;
+mod update;
+mod wire;
+mod zonegen;
+
+use std::{
+    fs,
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Parser;
+use serde_json::{json, Value};
+
+pub const SECTIONS: [&str; 5] = ["kernel", "wire", "cpu", "update", "memory"];
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "edgedns-bench", about = "edgedns benchmarks (root)")]
+pub struct Opts {
+    /// Fewer and shorter runs; 100k names instead of 1M for the memory figures.
+    #[arg(long)]
+    pub quick: bool,
+    /// Run only these sections: kernel, wire, cpu, update, memory (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// The daemon to measure (a release build).
+    #[arg(long)]
+    pub edgedns: PathBuf,
+    /// Where to write the results as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Where to write the report (BENCHMARKS.md).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Names in the served zone.
+    #[arg(long, default_value_t = 10_000)]
+    pub names: u32,
+}
+
+fn main() -> Result<()> {
+    let opts = Opts::parse();
+    for s in &opts.only {
+        if !SECTIONS.contains(&s.as_str()) {
+            bail!("unknown section {s:?}: one of {}", SECTIONS.join(", "));
+        }
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("edgedns-bench needs root (namespaces, XDP, BPF_PROG_TEST_RUN): run it through `cargo xtask bench`");
+    }
+    let want = |s: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == s);
+    let started = Instant::now();
+    let started_at = sh("date -u '+%Y-%m-%d %H:%M UTC'");
+    let load_before = sys::loadavg();
+    let mut results = serde_json::Map::new();
+    let mut timings = serde_json::Map::new();
+
+    if want("kernel") {
+        let t = Instant::now();
+        eprintln!("bench: section 1: per-packet cost in the kernel (BPF_PROG_TEST_RUN)");
+        results.insert("kernel".into(), section(kernel::run(&opts)));
+        timings.insert("kernel".into(), json!(t.elapsed().as_secs_f64()));
+    }
+    if ["wire", "cpu", "update", "memory"].iter().any(|s| want(s)) {
+        let dir = std::env::temp_dir().join(format!("edgedns-bench-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let r = (|| -> Result<()> {
+            let mut bed = sys::Bed::new(&dir)?;
+            if want("wire") || want("cpu") || want("update") {
+                let setup = servers::Setup::new(
+                    &dir,
+                    &opts.edgedns,
+                    zonegen::Shape {
+                        names: opts.names,
+                        extras: true,
+                    },
+                )?;
+                if want("wire") || want("cpu") {
+                    let t = Instant::now();
+                    eprintln!("bench: sections 2 and 3: answers/s on the wire, CPU per answer");
+                    let p = wire::WireParams::new(&opts);
+                    results.insert(
+                        "wire".into(),
+                        section(wire::run(&mut bed, &setup, &p, want("wire"), want("cpu"))),
+                    );
+                    results.insert(
+                        "wire_params".into(),
+                        json!({"runs": p.runs, "secs": p.secs, "max_rate": p.max_rate,
+                               "fixed_rate": p.fixed_rate, "fixed_secs": p.fixed_secs,
+                               "cpu_runs": p.cpu_runs}),
+                    );
+                    timings.insert("wire".into(), json!(t.elapsed().as_secs_f64()));
+                }
+                if want("update") {
+                    let t = Instant::now();
+                    eprintln!("bench: section 4: update to visible");
+                    let p = update::UpdateParams::new(&opts);
+                    results.insert("update".into(), section(update::run(&bed, &setup, &p)));
+                    timings.insert("update".into(), json!(t.elapsed().as_secs_f64()));
+                }
+            }
+            if want("memory") {
+                let t = Instant::now();
+                let names = if opts.quick { 100_000 } else { 1_000_000 };
+                eprintln!("bench: section 5: memory and start-up at {names} names");
+                results.insert(
+                    "memory".into(),
+                    section(memory::run(&bed, &opts.edgedns, names)),
+                );
+                timings.insert("memory".into(), json!(t.elapsed().as_secs_f64()));
+            }
+            drop(bed);
+            Ok(())
+        })();
+        let _ = fs::remove_dir_all(&dir);
+        r?;
+    }
+
+    let facts = json!({
+        "date": started_at,
+        "nproc": sh("nproc"),
+        "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-"),
+        "kernel": sh("uname -r"),
+        "memory": sh("free -g | awk '/Mem:/ {print $2 \" GiB\"}'"),
+        "knot": sh("knotd --version 2>&1 | head -1"),
+        "nsd": sh("nsd -v 2>&1 | head -1"),
+        "kxdpgun": sh("kxdpgun --version 2>&1 | head -1"),
+        "rustc": sh("rustc --version 2>/dev/null"),
+        "edgedns_commit": sh("git -C \"$(dirname \"$0\")\" rev-parse --short HEAD 2>/dev/null || true"),
+        "loadavg_before": load_before,
+        "loadavg_after": sys::loadavg(),
+        "quick": opts.quick,
+        "only": opts.only,
+        "elapsed_s": started.elapsed().as_secs_f64(),
+        "section_s": timings,
+    });
+    results.insert("facts".into(), facts);
+    let results = Value::Object(results);
+    if let Some(p) = &opts.json {
+        fs::write(p, serde_json::to_string_pretty(&results)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    let summary = report::summary(&results);
+    println!("\n{summary}");
+    if let Some(p) = &opts.report {
+        fs::write(p, render(&results, &summary))
+            .with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("bench: report written to {}", p.display());
+    }
+    eprintln!(
+        "bench: done in {:.0?}",
+        Duration::from_secs_f64(started.elapsed().as_secs_f64())
+    );
+    Ok(())
+}
+
+/// A section's result, or its error (the other sections still run).
+fn section(r: Result<Value>) -> Value {
+    r.unwrap_or_else(|e| {
+        eprintln!("bench: section failed: {e:#}");
+        json!({ "error": format!("{e:#}") })
+    })
+}
+
+fn sh(script: &str) -> String {
+    Command::new("sh")
+        .args(["-c", script])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn render(r: &Value, summary: &str) -> String {
+    let facts = &r["facts"];
+    let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    let wp = &r["wire_params"];
+    let mut out = String::new();
+    out.push_str("# Benchmarks\n\n");
+    out.push_str(
+        "Written by `cargo xtask bench` (issue 5). Figures move between machines and with whatever \
+         else runs on the box: compare within one run, not across runs.\n\n",
+    );
+    out.push_str(&format!(
+        "## Machine\n\n| | |\n|---|---|\n| date | {} |\n| CPUs (nproc) | {} |\n| CPU | {} |\n| kernel | {} |\n| memory | {} |\n| peers | {}; {}; {} |\n| rustc | {} |\n| load average (1 min) before / after | {} / {} |\n| run | {}{} in {:.0} s |\n\n",
+        s(&facts["date"]),
+        s(&facts["nproc"]),
+        s(&facts["cpu"]),
+        s(&facts["kernel"]),
+        s(&facts["memory"]),
+        s(&facts["knot"]),
+        s(&facts["nsd"]),
+        s(&facts["kxdpgun"]),
+        s(&facts["rustc"]),
+        facts["loadavg_before"],
+        facts["loadavg_after"],
+        if facts["quick"].as_bool() == Some(true) { "--quick" } else { "full" },
+        facts["only"].as_array().filter(|a| !a.is_empty()).map(|a| format!(", --only {}", a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","))).unwrap_or_default(),
+        facts["elapsed_s"].as_f64().unwrap_or(0.0),
+    ));
+    out.push_str("## Where we stand\n\n");
+    out.push_str(summary);
+    out.push('\n');
+    out.push_str(include_str!("findings.md"));
+    out.push_str("\n## 1. Per-packet cost in the kernel\n\n");
+    out.push_str(METHOD_KERNEL);
+    out.push_str(&report::kernel_table(r));
+    out.push_str("\n## 2. Answers per second on the wire\n\n");
+    out.push_str(&format!(
+        "{}Runs: median of {} × {} s, kxdpgun offered up to {} q/s.\n\n",
+        METHOD_WIRE,
+        num(&wp["runs"]),
+        num(&wp["secs"]),
+        num(&wp["max_rate"])
+    ));
+    out.push_str(&report::wire_tables(r));
+    out.push_str("\n## 3. Server CPU per answer at a fixed offered rate\n\n");
+    out.push_str(&format!(
+        "{}Offered: {} q/s for {} s; the run with the median CPU per answer of {}.\n\n",
+        METHOD_CPU,
+        num(&wp["fixed_rate"]),
+        num(&wp["fixed_secs"]),
+        num(&wp["cpu_runs"])
+    ));
+    out.push_str(&report::cpu_table(r));
+    out.push_str("\n## 4. Update to visible\n\n");
+    out.push_str(METHOD_UPDATE);
+    out.push_str(&report::update_tables(r));
+    out.push_str("\n## 5. Memory and start-up\n\n");
+    out.push_str(METHOD_MEMORY);
+    out.push_str(&report::memory_table(r));
+    let errors: Vec<String> = ["kernel", "wire", "update", "memory"]
+        .iter()
+        .filter_map(|k| r[*k]["error"].as_str().map(|e| format!("- {k}: {e}")))
+        .collect();
+    if !errors.is_empty() {
+        out.push_str("\n## Errors in this run\n\n");
+        out.push_str(&errors.join("\n"));
+        out.push('\n');
+    }
+    out.push_str("\n## Reproduce\n\n```sh\ncargo xtask bench                 # everything, writes BENCHMARKS.md\ncargo xtask bench --quick         # shorter runs, 100k names for the memory figures\ncargo xtask bench --only kernel   # one section: kernel, wire, cpu, update, memory\n```\n\nRaw results of the last run: `target/edgedns-bench/results.json`.\n");
+    out
+}
+
+fn num(v: &Value) -> String {
+    v.as_u64().map(|n| n.to_string()).unwrap_or("?".into())
+}
+
+const METHOD_KERNEL: &str = "The XDP program is loaded as the daemon loads it (`dns_user::loader::load_detached`) and its maps filled from the benchmark zone (`compile::full_sync`, 10,000 names). Each query frame is run through `BPF_PROG_TEST_RUN` with a large `repeat`; ns per run = the kernel's duration / repeat, median of interleaved rounds.\n\n`repeat` alone would be wrong here: the test run reuses one buffer, so from the second run on the program sees its own answer (source port 53) and returns early. A hand-assembled wrapper program (bench/src/rawbpf.rs) therefore puts the query back (`bpf_xdp_adjust_tail` plus immediate stores) and tail-calls the program; the wrapper's own cost, measured with `return XDP_TX` as the target, is taken off, and the STATS counters confirm that every run answered. The floor is a second hand-assembled program that swaps MAC, IP addresses and UDP ports and returns XDP_TX (loaded with the raw bpf(2) syscall, so dns-ebpf is untouched). Both figures include the test-run loop's own cost per run (the `return XDP_TX` row); the program-only columns take it off.\n\n";
+
+const METHOD_WIRE: &str = "Two network namespaces joined by a veth pair; the server under test in one (pinned to CPU 1 with taskset), kxdpgun in the other (pinned to CPU 0, `kxdpgun -t SECS -Q RATE -i QUERYFILE -I ebc -F 0 10.212.0.1`; its XDP program is removed after each run, and it is also what lets veth deliver edgedns's XDP_TX frames). Every server serves the same zone of 10,000 names from its own store or zone file; the query file asks for each name's A record in a scrambled order. Answers counted: NOERROR replies as kxdpgun reports them, and only if a sample check (40 A, 10 AAAA, 10 CNAME, 10 NXDOMAIN queries from the client namespace, compared with the zone) found no wrong answer. \"Path evidence\" is the server veth's `ethtool -S` XDP_TX / XDP_REDIRECT counters over the run: edgedns's fast path answers with XDP_TX, Knot's XDP mode redirects to AF_XDP.\n\n*softirq NAPI* is veth's default: the receive work of the server end, XDP program included, runs in softirq on the sender's CPU (CPU 0, beside kxdpgun). *threaded NAPI*: `echo 1 > /sys/class/net/DEV/threaded` on both ends, the server end's NAPI thread pinned to CPU 1 and the client end's to CPU 0; veth has NAPI instances without an XDP program only with GRO on, so GRO is on in this mode. Servers: edgedns `serve --xdp-mode driver` (fast path) and `--xdp-mode off` (fallback only); Knot 3.2 with `xdp: listen: ebs` (AF_XDP) and without; NSD with `rrl-ratelimit: 0`, `minimal-responses: yes`, one server process.\n\n";
+
+const METHOD_CPU: &str = "Threaded NAPI as above, kxdpgun at a fixed rate below every server's ceiling. Server CPU = the CPU time (`/proc/TID/schedstat`, ns) of every thread of the server's processes plus the server end's NAPI thread (where XDP programs, AF_XDP receive and the kernel's UDP receive run), divided by the NOERROR answers. The kernel here has no IRQ time accounting, so softirq work that interrupts a task is charged to that task; the softirq ticks of the server CPU are shown as a check (they should be near 0 with threaded NAPI). The whole-CPU busy column counts everything that ran on CPU 1, including other people's compiles on a shared box. The floor row attaches the floor program in driver mode (`ip link set dev ebs xdpdrv pinned ...`): the CPU per frame of the least an XDP program must do to send a frame back, on the same path.\n\n";
+
+const METHOD_UPDATE: &str = "edgedns runs with its fast path on the server end (and `edgedns xdp-pass` on the client end so XDP_TX answers arrive). For each new name a thread in the client namespace starts polling it over UDP (one query per round trip, 200 ms timeout per query) and a thread in the server namespace then sends `PUT /v1/zones/bench.example./records/uN/A` on a keep-alive connection; *visible* is from just before the request is written to the first poll answer carrying the new address. Knot (UDP mode, `journal-content: none`, `zonefile-sync: -1`) gets the same names through `knotc zone-begin`, `zone-set`, `zone-commit`, each a process; the cost of starting knotc at all is `knotc status`. Sustained: PUTs for a few seconds on one and on four connections, and `POST /v1/zones/{zone}/changes` with 100 changes a request.\n\n";
+
+const METHOD_MEMORY: &str = "A zone of only A records. In the benchmark process: the XDP object loaded (not attached), `/proc/meminfo` and the maps' `memlock:` (from `/proc/self/fdinfo`) read before and after `compile::full_sync` fills the maps. The name maps are `BPF_F_NO_PREALLOC` hashes: their `memlock` is the kernel's estimate of use (element size × elements + buckets) rather than a reservation, so the Slab growth is shown beside it; the headline uses memlock of the name maps divided by records (buckets included). Then the same records are written to a store (one transaction) and `edgedns serve` is timed from spawn to its `ready` log line (store load + map fill + attach), and its RSS read.\n\n";

@@ -1,0 +1,442 @@
+//! The summary table (stdout) and BENCHMARKS.md, from the results JSON.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use crate::servers::Server;
+
+fn f(v: &Value) -> Option<f64> {
+    v.as_f64()
+}
+
+fn num(v: Option<f64>, digits: usize) -> String {
+    match v {
+        Some(x) if x.is_finite() => {
+            if digits == 0 {
+                group(x.round() as i64)
+            } else {
+                format!("{x:.digits$}")
+            }
+        }
+        _ => "n/a".into(),
+    }
+}
+
+fn group(n: i64) -> String {
+    let s = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+fn verdict(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "met",
+        Some(false) => "**missed**",
+        None => "not measured",
+    }
+}
+
+/// The headline table: each target of the issue, where we stand.
+pub fn summary(r: &Value) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| target (issue 5) | edgedns | compared with | ratio | target | verdict |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---|");
+    // 1. Kernel per-answer cost vs the floor.
+    let k = &r["kernel"];
+    if let Some(row) = k["rows"].as_array().and_then(|a| a.first()) {
+        let ratio = f(&row["ratio"]);
+        let _ = writeln!(
+            s,
+            "| per-answer cost in the kernel, A hit (BPF_PROG_TEST_RUN) | {} ns | floor {} ns | {}× | ≤ 2× | {} |",
+            num(f(&row["ns"]), 1),
+            num(f(&row["floor_ns"]), 1),
+            num(ratio, 1),
+            verdict(ratio.map(|x| x <= 2.0))
+        );
+    }
+    let w = &r["wire"];
+    let cpu_of = |key: &str| f(&w[format!("{key}/threaded")]["cpu"]["ns_per_answer"]);
+    if let (Some(e), Some(fl)) = (
+        cpu_of("edgedns_xdp"),
+        f(&w["floor/threaded"]["cpu"]["ns_per_answer"]),
+    ) {
+        let _ = writeln!(
+            s,
+            "| per-answer kernel cost on the wire (veth, NAPI thread CPU) | {} ns | floor {} ns | {}× | ≤ 2× | {} |",
+            num(Some(e), 0),
+            num(Some(fl), 0),
+            num(Some(e / fl), 2),
+            verdict(Some(e / fl <= 2.0))
+        );
+    }
+    if let (Some(e), Some(kx)) = (cpu_of("edgedns_xdp"), cpu_of("knot_xdp")) {
+        let _ = writeln!(
+            s,
+            "| server CPU per answer at a fixed rate | {} ns | Knot XDP {} ns | {} | ≤ 1/3 (0.33) | {} |",
+            num(Some(e), 0),
+            num(Some(kx), 0),
+            num(Some(e / kx), 2),
+            verdict(Some(e / kx <= 1.0 / 3.0))
+        );
+    }
+    for mode in ["softirq", "threaded"] {
+        let a = |key: &str| f(&w[format!("{key}/{mode}")]["answers_per_s"]);
+        if let (Some(e), Some(kx)) = (a("edgedns_xdp"), a("knot_xdp")) {
+            let capped = generator_capped(w, mode);
+            let _ = writeln!(
+                s,
+                "| answers/s on the wire ({mode} NAPI){} | {} | Knot XDP {} | {}× | ≥ 1.5× | {} |",
+                if capped { ", generator-bound" } else { "" },
+                num(Some(e), 0),
+                num(Some(kx), 0),
+                num(Some(e / kx.max(1.0)), 2),
+                verdict(Some(e / kx.max(1.0) >= 1.5))
+            );
+        }
+    }
+    let u = &r["update"];
+    if let Some(p99) = f(&u["edgedns"]["visible"]["p99_ms"]) {
+        let kn = f(&u["knot"]["visible_from_zone_commit_start"]["p99_ms"]);
+        let _ = writeln!(
+            s,
+            "| update to visible, p99 (API PUT) | {} ms | Knot zone-commit {} ms | {} | ≤ 1 ms | {} |",
+            num(Some(p99), 3),
+            num(kn, 3),
+            kn.map(|k| format!("{:.2}", p99 / k)).unwrap_or("n/a".into()),
+            verdict(Some(p99 <= 1.0))
+        );
+    }
+    let m = &r["memory"];
+    if let Some(per) = f(&m["in_process"]["memlock_per_record_total"]) {
+        let slab = f(&m["in_process"]["slab_per_record"]);
+        let _ = writeln!(
+            s,
+            "| kernel map memory per A record at {} names (memlock) | {} B | Slab growth {} B | | ≤ 256 B | {} |",
+            num(f(&m["names"]), 0),
+            num(Some(per), 0),
+            num(slab, 0),
+            verdict(Some(per <= 256.0))
+        );
+    }
+    if let Some(t) = f(&m["start_to_ready_s"]) {
+        let names = f(&m["names"]).unwrap_or(0.0);
+        let _ = writeln!(
+            s,
+            "| {} records loaded at start (spawn to `ready`) | {} s | | | ≤ 10 s{} | {} |",
+            num(Some(names), 0),
+            num(Some(t), 2),
+            if names < 1e6 { " (at 1M)" } else { "" },
+            if names < 1e6 {
+                "not measured at 1M (--quick)"
+            } else {
+                verdict(Some(t <= 10.0))
+            }
+        );
+    }
+    s
+}
+
+/// Whether edgedns's XDP path answered (nearly) everything kxdpgun sent: then the generator,
+/// not the server, set the figure.
+fn generator_capped(w: &Value, mode: &str) -> bool {
+    w[format!("edgedns_xdp/{mode}")]["runs"]
+        .as_array()
+        .is_some_and(|runs| {
+            runs.iter().all(|r| {
+                let sent = r["sent"].as_f64().unwrap_or(0.0);
+                sent > 0.0 && r["noerror"].as_f64().unwrap_or(0.0) >= 0.98 * sent
+            })
+        })
+}
+
+pub fn wire_tables(r: &Value) -> String {
+    let w = &r["wire"];
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| server | answers/s, softirq NAPI | answers/s, threaded NAPI | offered q/s (threaded) | sample check | path evidence (threaded, last run) |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---|---|");
+    let xdp_ans = f(&w["edgedns_xdp/threaded"]["answers_per_s"]);
+    let knot_ans = f(&w["knot_xdp/threaded"]["answers_per_s"]);
+    for sv in Server::ALL {
+        let a = |mode: &str| f(&w[format!("{}/{mode}", sv.key())]["answers_per_s"]);
+        let t = &w[format!("{}/threaded", sv.key())];
+        let last = t["runs"]
+            .as_array()
+            .and_then(|v| v.last())
+            .cloned()
+            .unwrap_or(Value::Null);
+        let err = w[format!("{}/softirq", sv.key())]["error"]
+            .as_str()
+            .or(t["error"].as_str());
+        let check = match (&t["check"]["asked"], &t["check"]["wrong"]) {
+            (Value::Number(a), Value::Number(wr)) => format!("{wr} wrong of {a}"),
+            _ => err
+                .map(|e| format!("error: {}", e.lines().next().unwrap_or("")))
+                .unwrap_or("n/a".into()),
+        };
+        let evidence = format!(
+            "XDP_TX {}, XDP_REDIRECT {}",
+            num(f(&last["xdp_tx"]), 0),
+            num(f(&last["xdp_redirect"]), 0)
+        );
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            sv.label(),
+            num(a("softirq"), 0),
+            num(a("threaded"), 0),
+            num(f(&last["offered_qps"]), 0),
+            check,
+            evidence
+        );
+    }
+    if let (Some(e), Some(k)) = (xdp_ans, knot_ans) {
+        let _ = writeln!(
+            s,
+            "\nedgedns XDP / Knot XDP (threaded): {:.2}×",
+            e / k.max(1.0)
+        );
+    }
+    s
+}
+
+pub fn cpu_table(r: &Value) -> String {
+    let w = &r["wire"];
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| server | answers | process CPU ms | server-end NAPI thread ms | ns per answer | every run's ns per answer | softirq ms on server CPU | server CPU busy ns/answer (whole CPU, noisy) |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---|---:|---:|");
+    let mut rows: Vec<(&str, String)> = Server::ALL
+        .iter()
+        .map(|sv| (sv.label(), format!("{}/threaded", sv.key())))
+        .collect();
+    rows.push((
+        "floor program (MAC/IP/port swap, XDP_TX; its answers are reflected queries)",
+        "floor/threaded".into(),
+    ));
+    for (label, key) in rows {
+        let c = &w[&key]["cpu"];
+        if c.is_null() {
+            continue;
+        }
+        let runs = c["ns_per_answer_runs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| num(f(x), 0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "| {label} | {} | {} | {} | {} | {runs} | {} | {} |",
+            num(f(&c["answers"]), 0),
+            num(f(&c["process_ms"]), 1),
+            num(f(&c["napi_ms"]), 1),
+            num(f(&c["ns_per_answer"]), 0),
+            num(f(&c["softirq_ms_server_cpu"]), 0),
+            num(f(&c["busy_ns_per_answer_server_cpu"]), 0),
+        );
+    }
+    s
+}
+
+pub fn kernel_table(r: &Value) -> String {
+    let k = &r["kernel"];
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| query | frame bytes | ns per run | floor ns | ratio | program-only ns (minus the empty program) | floor program-only ns |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+    for row in k["rows"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {}× | {} | {} |",
+            row["label"].as_str().unwrap_or(""),
+            num(f(&row["frame_bytes"]), 0),
+            num(f(&row["ns"]), 1),
+            num(f(&row["floor_ns"]), 1),
+            num(f(&row["ratio"]), 1),
+            num(f(&row["net_ns"]), 1),
+            num(f(&row["net_floor_ns"]), 1),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n`return XDP_TX` alone: {} ns a run (the test-run loop itself). Restoring wrapper: {} ns (IPv4), {} ns (IPv6), taken off the edgedns rows; check: floor through the wrapper minus the wrapper = {} ns (floor direct: {} ns). Plain `repeat` without the wrapper on the A query: {} ns a run (it times the \"not a query to us\" path after the first run). Verifier: {} instructions processed; {} instructions after translation, {} bytes JIT-compiled.",
+        num(f(&k["return_tx_ns"]), 1),
+        num(f(&k["wrapper_overhead_v4_ns"]), 1),
+        num(f(&k["wrapper_overhead_v6_ns"]), 1),
+        num(f(&k["floor_via_wrapper_v4_ns"]), 1),
+        num(f(&k["floor_v4_ns"]), 1),
+        num(f(&k["plain_repeat_a_hit_ns"]), 1),
+        num(f(&k["verified_insns"]), 0),
+        num(f(&k["xlated_insns"]), 0),
+        num(f(&k["jited_bytes"]), 0),
+    );
+    s
+}
+
+pub fn update_tables(r: &Value) -> String {
+    let u = &r["update"];
+    let e = &u["edgedns"];
+    let k = &u["knot"];
+    let p = |v: &Value| {
+        if v.is_null() {
+            return "n/a | n/a | n/a | n/a".to_string();
+        }
+        format!(
+            "{} | {} | {} | {}",
+            num(f(&v["n"]), 0),
+            num(f(&v["p50_ms"]), 3),
+            num(f(&v["p99_ms"]), 3),
+            num(f(&v["max_ms"]), 3)
+        )
+    };
+    let mut s = String::new();
+    let _ = writeln!(s, "| what | n | p50 ms | p99 ms | max ms |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "| edgedns: PUT sent → first poll that gets the name | {} |",
+        p(&e["visible"])
+    );
+    let _ = writeln!(
+        s,
+        "| edgedns: PUT sent → 200 received | {} |",
+        p(&e["put_acked"])
+    );
+    let _ = writeln!(
+        s,
+        "| Knot: `knotc zone-begin` started → visible (three knotc processes) | {} |",
+        p(&k["visible_from_zone_begin"])
+    );
+    let _ = writeln!(
+        s,
+        "| Knot: `knotc zone-commit` started → visible | {} |",
+        p(&k["visible_from_zone_commit_start"])
+    );
+    let _ = writeln!(
+        s,
+        "| Knot: one `knotc zone-commit` process | {} |",
+        p(&k["zone_commit_call"])
+    );
+    let _ = writeln!(
+        s,
+        "| Knot: one `knotc status` process (the cost of starting knotc) | {} |",
+        p(&k["knotc_status"])
+    );
+    let _ = writeln!(
+        s,
+        "\nUpdates not seen within 3 s: edgedns {}, Knot {}. Median polls per edgedns update: {}.",
+        num(f(&e["not_seen_within_3s"]), 0),
+        num(f(&k["not_seen_within_3s"]), 0),
+        num(f(&e["median_polls_per_update"]), 0),
+    );
+    if let Some(err) = k["error"].as_str() {
+        let _ = writeln!(s, "\nKnot: error: {err}");
+    }
+    let _ = writeln!(s, "\n| sustained updates | requests/s | records/s |");
+    let _ = writeln!(s, "|---|---:|---:|");
+    for (key, label) in [
+        ("put_1", "PUT, one connection"),
+        ("put_4", "PUT, four connections"),
+        ("batch_100", "POST /changes, 100 changes a request"),
+    ] {
+        let v = &e["sustained"][key];
+        if v["missing"].as_bool() == Some(true) {
+            let _ = writeln!(
+                s,
+                "| {label} | not available (HTTP {}) | |",
+                num(f(&v["status"]), 0)
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "| {label} | {} | {} |",
+                num(f(&v["requests_per_s"]), 0),
+                num(f(&v["records_per_s"]), 0)
+            );
+        }
+    }
+    s
+}
+
+pub fn memory_table(r: &Value) -> String {
+    let m = &r["memory"];
+    let ip = &m["in_process"];
+    let mut s = String::new();
+    let n = num(f(&m["names"]), 0);
+    let _ = writeln!(s, "| {n} A records | value |");
+    let _ = writeln!(s, "|---|---:|");
+    let rows = [
+        (
+            "name maps' memlock (fdinfo), per record",
+            num(f(&ip["memlock_per_record_total"]), 1) + " B",
+        ),
+        (
+            "name maps' memlock growth from empty, per record",
+            num(f(&ip["memlock_per_record"]), 1) + " B",
+        ),
+        (
+            "Slab growth (/proc/meminfo), per record",
+            num(f(&ip["slab_per_record"]), 1) + " B",
+        ),
+        (
+            "MemAvailable drop, per record (whole box; noisy)",
+            num(f(&ip["memavailable_per_record"]), 1) + " B",
+        ),
+        (
+            "maps filled (full_sync, in process)",
+            num(f(&ip["fill_s"]), 2) + " s",
+        ),
+        (
+            "store written (one redb transaction)",
+            num(f(&m["store_write_s"]), 2) + " s",
+        ),
+        (
+            "`edgedns serve` spawn to `ready`",
+            num(f(&m["start_to_ready_s"]), 2) + " s",
+        ),
+        (
+            "daemon RSS after start",
+            num(f(&m["daemon_rss_bytes"]).map(|b| b / 1048576.0), 0) + " MiB",
+        ),
+        (
+            "daemon RSS per record",
+            num(f(&m["daemon_rss_per_record"]), 0) + " B",
+        ),
+        (
+            "daemon peak RSS (VmHWM)",
+            num(f(&m["daemon_hwm_bytes"]).map(|b| b / 1048576.0), 0) + " MiB",
+        ),
+        (
+            "sample names answered right by the fast path",
+            num(f(&m["sample_answers_right"]), 0) + " of 5",
+        ),
+    ];
+    for (k, v) in rows {
+        let _ = writeln!(s, "| {k} | {v} |");
+    }
+    s
+}
