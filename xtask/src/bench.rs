@@ -1,11 +1,152 @@
-//! `cargo xtask bench`: a placeholder until the benchmark exists.
+//! `cargo xtask bench [--quick] [--only SECTION,...]`: the benchmarks of issue 5.
+//!
+//! Installs what the comparison needs (Knot, its utilities with kxdpgun, NSD, dnsperf, bpftool)
+//! when missing, builds the daemon and the measurement binary (`bench/`, crate `edgedns-bench`)
+//! in release mode, and runs the measurements as root. They set up and remove their own network
+//! namespaces and veth pair; see BENCHMARKS.md for the method and the figures. A full run writes
+//! BENCHMARKS.md; `--quick` and `--only` write `target/edgedns-bench/BENCHMARKS.md` instead, so
+//! a partial run never replaces the committed figures. Not part of `cargo xtask test` or CI.
 
-use anyhow::Result;
+use std::{io, path::Path};
+
+use anyhow::{bail, ensure, Context as _, Result};
+
+use crate::{
+    bootstrap::{bootstrap, Task},
+    exec::{as_root, cargo, cmdline, run, target_dir, which, workspace_root},
+};
+
+/// Programs the benchmark runs beyond what `cargo xtask test` needs, with their Debian packages.
+const PROGRAMS: &[(&str, &str)] = &[
+    ("knotd", "knot"),
+    ("knotc", "knot"),
+    ("kxdpgun", "knot-dnsutils"),
+    ("nsd", "nsd"),
+    ("dnsperf", "dnsperf"),
+    ("bpftool", "bpftool"),
+    ("taskset", "util-linux"),
+];
+
+const SECTIONS: [&str; 5] = ["kernel", "wire", "cpu", "update", "memory"];
 
 #[derive(clap::Args)]
-pub struct Options {}
+pub struct Options {
+    /// Fewer and shorter runs, 100k names instead of 1M for the memory figures (minutes, not a
+    /// quarter of an hour); the report goes to target/edgedns-bench/.
+    #[arg(long)]
+    quick: bool,
+    /// Only these sections (comma-separated): kernel, wire, cpu, update, memory.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
 
-pub fn cmd(Options {}: Options) -> Result<()> {
-    eprintln!("cargo xtask bench: not implemented yet: there is no benchmark in the tree.");
-    std::process::exit(2)
+pub fn cmd(opts: Options) -> Result<()> {
+    for s in &opts.only {
+        ensure!(
+            SECTIONS.contains(&s.as_str()),
+            "unknown section {s:?}: one of {}",
+            SECTIONS.join(", ")
+        );
+    }
+    let ready = bootstrap(Task::Test)?;
+    ensure_bench_programs(ready.root)?;
+
+    // Release: the fallback server and the start-up time are measured, and a debug daemon would
+    // misrepresent both (the XDP program itself is always built --release).
+    run(cargo()
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "dns-user",
+            "--bin",
+            "edgedns",
+            "--package",
+            "edgedns-bench",
+        ])
+        .env("PATH", &ready.path))?;
+    let release = target_dir()?.join("release");
+    let edgedns = release.join("edgedns");
+    let bench = release.join("edgedns-bench");
+    ensure!(edgedns.is_file(), "cargo built no {}", edgedns.display());
+    ensure!(bench.is_file(), "cargo built no {}", bench.display());
+
+    let out_dir = target_dir()?.join("edgedns-bench");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let partial = opts.quick || !opts.only.is_empty();
+    let report = if partial {
+        out_dir.join("BENCHMARKS.md")
+    } else {
+        workspace_root().join("BENCHMARKS.md")
+    };
+    let mut cmd = as_root(&bench, ready.root)?;
+    cmd.arg("--edgedns")
+        .arg(&edgedns)
+        .arg("--json")
+        .arg(out_dir.join("results.json"))
+        .arg("--report")
+        .arg(&report)
+        .env("PATH", &ready.path);
+    if opts.quick {
+        cmd.arg("--quick");
+    }
+    if !opts.only.is_empty() {
+        cmd.arg("--only").arg(opts.only.join(","));
+    }
+    eprintln!("xtask: {}", cmdline(&cmd));
+    run(&mut cmd)?;
+    eprintln!("xtask: report: {}", report.display());
+    Ok(())
+}
+
+/// Installs the Debian packages of the missing programs (`apt-get update` first).
+fn ensure_bench_programs(root: bool) -> Result<()> {
+    let mut missing: Vec<&str> = PROGRAMS
+        .iter()
+        .filter(|(program, _)| which(program).is_none())
+        .map(|&(_, package)| package)
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    if which("apt-get").is_none() {
+        bail!("missing programs: install the packages that provide them (Debian names: {list})");
+    }
+    eprintln!("xtask: installing Debian packages for the benchmark: {list}");
+    // Debian's knot and nsd packages start their daemons on install where an init system runs;
+    // the benchmark starts its own in a namespace. A policy-rc.d that says "no" keeps them from
+    // starting, unless the machine already has one.
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let add_policy = root && !policy.exists();
+    if add_policy {
+        std::fs::write(
+            policy,
+            "#!/bin/sh\n# cargo xtask bench: no service starts\nexit 101\n",
+        )?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let apt = |args: &[&str]| -> Result<()> {
+        let mut cmd = as_root("apt-get", root)?;
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run(cmd.stdout(io::stderr()))
+    };
+    let r = apt(&["update", "-q"]).and_then(|()| {
+        let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+        args.extend(&missing);
+        apt(&args)
+    });
+    if add_policy {
+        let _ = std::fs::remove_file(policy);
+    }
+    r.with_context(|| format!("could not install Debian packages {list}: install them by hand"))?;
+    for (program, package) in PROGRAMS {
+        if which(program).is_none() {
+            bail!("`{program}` is still missing after installing {package}");
+        }
+    }
+    Ok(())
 }
