@@ -38,8 +38,11 @@ pub struct Opts {
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// The daemon to measure (a release build).
-    #[arg(long)]
+    #[arg(long, required_unless_present = "from_json", default_value = "")]
     pub edgedns: PathBuf,
+    /// Measure nothing: render the report from the results of an earlier run.
+    #[arg(long)]
+    pub from_json: Option<PathBuf>,
     /// Where to write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -61,6 +64,18 @@ fn main() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("edgedns-bench needs root (namespaces, XDP, BPF_PROG_TEST_RUN): run it through `cargo xtask bench`");
+    }
+    if let Some(p) = &opts.from_json {
+        let results: Value = serde_json::from_slice(
+            &fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        )?;
+        let summary = report::summary(&results);
+        println!("\n{summary}");
+        if let Some(out) = &opts.report {
+            fs::write(out, render(&results, &summary))?;
+            eprintln!("bench: report written to {}", out.display());
+        }
+        return Ok(());
     }
     let want = |s: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == s);
     let started = Instant::now();
