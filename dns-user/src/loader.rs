@@ -224,18 +224,7 @@ pub fn load_and_attach(
     // Fill the config before attaching so the first packet sees it.
     let mut fast = take_maps(&mut ebpf)?;
     fast.set_config(config)?;
-    let prog: &mut Xdp = ebpf
-        .program_mut(PROGRAM_NAME)
-        .ok_or(LoadError::NoProgram(PROGRAM_NAME))?
-        .try_into()
-        .map_err(|source| LoadError::Verify {
-            name: PROGRAM_NAME,
-            source,
-        })?;
-    prog.load().map_err(|source| LoadError::Verify {
-        name: PROGRAM_NAME,
-        source,
-    })?;
+    let prog = load_program(&mut ebpf, PROGRAM_NAME)?;
     let verified_insns = prog
         .info()
         .ok()
@@ -343,19 +332,20 @@ pub fn load_detached(config: XdpConfig) -> Result<(Ebpf, FastPath), LoadError> {
         .map_err(LoadError::Object)?;
     let mut fast = take_maps(&mut ebpf)?;
     fast.set_config(config)?;
-    let prog: &mut Xdp = ebpf
-        .program_mut(PROGRAM_NAME)
-        .ok_or(LoadError::NoProgram(PROGRAM_NAME))?
-        .try_into()
-        .map_err(|source| LoadError::Verify {
-            name: PROGRAM_NAME,
-            source,
-        })?;
-    prog.load().map_err(|source| LoadError::Verify {
-        name: PROGRAM_NAME,
-        source,
-    })?;
+    load_program(&mut ebpf, PROGRAM_NAME)?;
     Ok((ebpf, fast))
+}
+
+/// Verifies and loads the XDP program `name` of the object into the kernel.
+fn load_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, LoadError> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or(LoadError::NoProgram(name))?
+        .try_into()
+        .map_err(|source| LoadError::Verify { name, source })?;
+    prog.load()
+        .map_err(|source| LoadError::Verify { name, source })?;
+    Ok(prog)
 }
 
 fn take_maps(ebpf: &mut Ebpf) -> Result<FastPath, LoadError> {
@@ -409,18 +399,7 @@ pub fn attach_pass(iface: &str, mode: AttachMode) -> Result<Ebpf, LoadError> {
     let mut ebpf = EbpfLoader::new()
         .load(EBPF_OBJECT)
         .map_err(LoadError::Object)?;
-    let prog: &mut Xdp = ebpf
-        .program_mut(PASS_PROGRAM_NAME)
-        .ok_or(LoadError::NoProgram(PASS_PROGRAM_NAME))?
-        .try_into()
-        .map_err(|source| LoadError::Verify {
-            name: PASS_PROGRAM_NAME,
-            source,
-        })?;
-    prog.load().map_err(|source| LoadError::Verify {
-        name: PASS_PROGRAM_NAME,
-        source,
-    })?;
+    let prog = load_program(&mut ebpf, PASS_PROGRAM_NAME)?;
     let m = match mode {
         AttachMode::Generic => XdpMode::Skb,
         _ => XdpMode::Driver,

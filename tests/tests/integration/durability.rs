@@ -17,7 +17,7 @@ use hickory_proto::rr::RecordType;
 use tests::{
     edgedns_bin, kdig,
     wire::{enter_netns, Bpffs, DnsClient, Http, Reply},
-    Daemon, PassGuard, TestBed, API_ADDR, DNS_PORT, SERVER_V4, ZONE,
+    Daemon, PassGuard, TempDir, TestBed, API_ADDR, DNS_PORT, SERVER_V4, ZONE,
 };
 
 fn dns_addr() -> SocketAddr {
@@ -60,6 +60,33 @@ fn start_daemon(bed: &TestBed, extra: &[&str]) -> Daemon {
         &args,
         &bed.tmp.path().join("data"),
     )
+}
+
+/// A bpffs of the test's own for the daemon's pins (see [`Bpffs`]). Declared before the
+/// [`TestBed`], so it goes after the daemon does.
+struct Pins {
+    bpffs: Bpffs,
+    _dir: TempDir,
+}
+
+impl Pins {
+    fn new() -> Self {
+        let dir = TempDir::new();
+        Self {
+            bpffs: Bpffs::mount(&dir.path().join("bpffs")),
+            _dir: dir,
+        }
+    }
+
+    /// `--bpffs <it>` and `extra`.
+    fn args(&self, extra: &[&str]) -> Vec<String> {
+        let mut v = vec![
+            "--bpffs".to_owned(),
+            self.bpffs.path().display().to_string(),
+        ];
+        v.extend(extra.iter().map(|s| (*s).to_owned()));
+        v
+    }
 }
 
 fn put_body(addrs: &[String]) -> String {
@@ -122,17 +149,10 @@ fn read_your_write_1000_puts_each_answered_first_time_by_xdp() {
 
 #[test]
 fn acknowledged_puts_survive_sigkill() {
-    let mut bed = TestBed::network();
-    let bpffs = Bpffs::mount(&bed.tmp.path().join("bpffs"));
-    let pin = format!("{}", bpffs.path().display());
-    let extra = ["--bpffs", pin.as_str()];
-    bed.pass = Some(PassGuard::start(
-        &edgedns_bin(),
-        &bed.client,
-        &bed.veth.client_if,
-        bed.tmp.path(),
-    ));
-    bed.daemon = Some(start_daemon(&bed, &extra));
+    let pins = Pins::new();
+    let extra = pins.args(&[]);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let mut bed = bed_with(&extra);
 
     let acked = Arc::new(Mutex::new(Vec::<u32>::new()));
     let server = bed.server.name().to_owned();
@@ -217,23 +237,14 @@ fn acknowledged_puts_survive_sigkill() {
         );
         assert_eq!(a.rdata("A"), [addr(*i).as_str()], "{}", a.raw);
     }
-    drop(bed.daemon.take());
-    drop(bpffs);
 }
 
 #[test]
 fn restart_drops_no_query_for_a_record_in_the_maps() {
-    let mut bed = TestBed::network();
-    let bpffs = Bpffs::mount(&bed.tmp.path().join("bpffs"));
-    let pin = format!("{}", bpffs.path().display());
-    let extra = ["--bpffs", pin.as_str(), "--keep-xdp"];
-    bed.pass = Some(PassGuard::start(
-        &edgedns_bin(),
-        &bed.client,
-        &bed.veth.client_if,
-        bed.tmp.path(),
-    ));
-    bed.daemon = Some(start_daemon(&bed, &extra));
+    let pins = Pins::new();
+    let extra = pins.args(&["--keep-xdp"]);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let mut bed = bed_with(&extra);
     bed.daemon()
         .api_put(ZONE, "steady", "A", 30, &["192.0.2.55"]);
 
@@ -287,8 +298,6 @@ fn restart_drops_no_query_for_a_record_in_the_maps() {
         per_phase[1] >= 20,
         "too few queries while the daemon was down to show anything: {per_phase:?}"
     );
-    drop(bed.daemon.take());
-    drop(bpffs);
 }
 
 #[test]
