@@ -63,6 +63,8 @@ pub fn cmd(opts: Options) -> Result<()> {
             "edgedns",
             "--package",
             "edgedns-bench",
+            "--bin",
+            "edgedns-bench",
         ])
         .env("PATH", &ready.path))?;
     let release = target_dir()?.join("release");
