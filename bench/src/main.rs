@@ -155,7 +155,7 @@ fn main() -> Result<()> {
         "nsd": sh("nsd -v 2>&1 | head -1"),
         "kxdpgun": sh("kxdpgun --version 2>&1 | head -1"),
         "rustc": sh("rustc --version 2>/dev/null"),
-        "edgedns_commit": sh("git -C \"$(dirname \"$0\")\" rev-parse --short HEAD 2>/dev/null || true"),
+        "edgedns_commit": sh("git rev-parse --short HEAD 2>/dev/null; git status --porcelain --untracked-files=no 2>/dev/null | wc -l"),
         "loadavg_before": load_before,
         "loadavg_after": sys::loadavg(),
         "quick": opts.quick,
@@ -210,7 +210,7 @@ fn render(r: &Value, summary: &str) -> String {
          else runs on the box: compare within one run, not across runs.\n\n",
     );
     out.push_str(&format!(
-        "## Machine\n\n| | |\n|---|---|\n| date | {} |\n| CPUs (nproc) | {} |\n| CPU | {} |\n| kernel | {} |\n| memory | {} |\n| peers | {}; {}; {} |\n| rustc | {} |\n| load average (1 min) before / after | {} / {} |\n| run | {}{} in {:.0} s |\n\n",
+        "## Machine\n\n| | |\n|---|---|\n| date | {} |\n| CPUs (nproc) | {} |\n| CPU | {} |\n| kernel | {} |\n| memory | {} |\n| peers | {}; {}; {} |\n| rustc | {} |\n| edgedns | HEAD {} (files changed in the work tree: {}) |\n| load average (1 min) before / after | {} / {} |\n| run | {}{} in {:.0} s |\n\n",
         s(&facts["date"]),
         s(&facts["nproc"]),
         s(&facts["cpu"]),
@@ -220,6 +220,8 @@ fn render(r: &Value, summary: &str) -> String {
         s(&facts["nsd"]),
         s(&facts["kxdpgun"]),
         s(&facts["rustc"]),
+        s(&facts["edgedns_commit"]).lines().next().unwrap_or(""),
+        s(&facts["edgedns_commit"]).lines().nth(1).unwrap_or("?"),
         facts["loadavg_before"],
         facts["loadavg_after"],
         if facts["quick"].as_bool() == Some(true) { "--quick" } else { "full" },

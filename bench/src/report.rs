@@ -419,6 +419,14 @@ pub fn memory_table(r: &Value) -> String {
             num(f(&m["start_to_ready_s"]), 2) + " s",
         ),
         (
+            "of which, measured apart: store read into zones (`Store::load`)",
+            num(f(&m["store_load_s"]), 2) + " s",
+        ),
+        (
+            "of which, measured apart: compiling every name, no map writes",
+            num(f(&m["compile_only_s"]), 2) + " s",
+        ),
+        (
             "daemon RSS after start",
             num(f(&m["daemon_rss_bytes"]).map(|b| b / 1048576.0), 0) + " MiB",
         ),
