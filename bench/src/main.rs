@@ -49,6 +49,10 @@ pub struct Opts {
     /// Where to write the report (BENCHMARKS.md).
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Sections 2 and 3 only for these servers (edgedns_xdp, edgedns_fallback, knot_xdp,
+    /// knot_udp, nsd, floor): for profiling one of them.
+    #[arg(long, value_delimiter = ',')]
+    pub servers: Vec<String>,
     /// Names in the served zone.
     #[arg(long, default_value_t = 10_000)]
     pub names: u32,
@@ -110,7 +114,14 @@ fn main() -> Result<()> {
                     let p = wire::WireParams::new(&opts);
                     results.insert(
                         "wire".into(),
-                        section(wire::run(&mut bed, &setup, &p, want("wire"), want("cpu"))),
+                        section(wire::run(
+                            &mut bed,
+                            &setup,
+                            &p,
+                            want("wire"),
+                            want("cpu"),
+                            &opts.servers,
+                        )),
                     );
                     results.insert(
                         "wire_params".into(),

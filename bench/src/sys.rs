@@ -205,6 +205,16 @@ impl Bed {
             .unwrap_or(0)
     }
 
+    /// The MAC address of a device.
+    pub fn mac(&self, ns: &str, dev: &str) -> Result<String> {
+        Ok(run_ok(
+            self.exec(ns, "cat")
+                .arg(format!("/sys/class/net/{dev}/address")),
+        )?
+        .trim()
+        .to_owned())
+    }
+
     /// Removes any XDP program from a device (kxdpgun leaves its own attached).
     pub fn xdp_off(&self, ns: &str, dev: &str) {
         let _ = run_timeout(
