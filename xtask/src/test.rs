@@ -40,7 +40,9 @@ pub fn cmd(opts: Options) -> Result<()> {
 
     let bin = build_daemon(&ready)?;
     let mut cmd = cargo();
-    cmd.args(["test", "--package", "tests", "--", "--test-threads=1"])
+    // `--tests`: the harness's unit tests and the integration tests, not the (empty) doc tests,
+    // so that the run closes on the integration tests' result line.
+    cmd.args(["test", "--package", "tests", "--tests", "--", "--test-threads=1"])
         .args(&opts.args)
         .env("PATH", &ready.path)
         .env("EDGEDNS_BIN", &bin);
