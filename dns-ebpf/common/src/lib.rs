@@ -87,6 +87,21 @@ pub fn fold_case(b: u8) -> u8 {
     }
 }
 
+/// [`fold_case`] on the eight bytes of a word at once (SWAR): sets bit 5 of every byte in
+/// `b'A'..=b'Z'` and leaves every other byte, high-bit ones included, as it is. The program folds
+/// the key this way, twelve words instead of up to 96 bytes one by one.
+#[inline(always)]
+pub fn fold_case_word(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let low7 = w & (0x7f * ONES);
+    // Bit 7 of each byte: its low seven bits are >= 'A', and > 'Z' (no carry between bytes:
+    // 0x7f + 0x3f < 0x100).
+    let ge_a = low7 + (0x80 - b'A' as u64) * ONES;
+    let gt_z = low7 + (0x80 - b'Z' as u64 - 1) * ONES;
+    let upper = ge_a & !gt_z & !w & (0x80 * ONES);
+    w | (upper >> 2)
+}
+
 /// Key of [`NAMES_SMALL`], [`NAMES_LARGE`] and [`ZONES`]: a lowercased wire-form name, root label
 /// included, placed at the *end* of the array with zeros before it.
 ///
@@ -349,4 +364,25 @@ mod pod {
     unsafe impl aya::Pod for LargeValue {}
     unsafe impl aya::Pod for ZoneValue {}
     unsafe impl aya::Pod for XdpConfig {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fold_case_word_matches_fold_case_for_every_byte_in_every_lane() {
+        for b in 0..=255u8 {
+            for lane in 0..8 {
+                // The byte among neighbours that could carry into it, and alone.
+                for fill in [0x00u8, 0x7f, 0xff, b'Z', b'A' - 1] {
+                    let mut bytes = [fill; 8];
+                    bytes[lane] = b;
+                    let got = fold_case_word(u64::from_le_bytes(bytes)).to_le_bytes();
+                    let want = bytes.map(fold_case);
+                    assert_eq!(got, want, "byte {b:#04x} lane {lane} fill {fill:#04x}");
+                }
+            }
+        }
+    }
 }
