@@ -20,10 +20,10 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use dns_common::{
-    fold_case_word, seg_for_qtype, seg_max, NameKey, NameValue, Scratch, Seg, Stat, XdpConfig,
-    ZoneValue, BLOB_LARGE, BLOB_SMALL, CLASS_IN, FAMILY_V4, FAMILY_V6, KEY_NAME_LEN,
-    NAMES_LARGE_MAX, NAMES_SMALL_MAX, QUERY_MAX, SOA_BLOB, STAT_COUNT, TYPE_OPT, ZONES_MAX,
-    ZONE_NEG_PASS,
+    fold_case_word, seg_for_qtype, seg_max, NameKey, NameValue, Scratch, Seg, ShortKey, Stat,
+    XdpConfig, ZoneValue, BLOB_LARGE, BLOB_SMALL, CLASS_IN, FAMILY_V4, FAMILY_V6, KEY_NAME_LEN,
+    NAMES_LARGE_MAX, NAMES_SHORT_MAX, NAMES_SMALL_MAX, QUERY_MAX, SHORT_NAME_LEN, SOA_BLOB,
+    STAT_COUNT, TYPE_OPT, ZONES_MAX, ZONE_NEG_PASS,
 };
 
 #[map]
@@ -31,6 +31,9 @@ static CONFIG: Array<XdpConfig> = Array::with_max_entries(1, 0);
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
 // No prealloc: memory follows the number of names, not the capacity.
+#[map]
+static NAMES_SHORT: HashMap<ShortKey, NameValue<BLOB_SMALL>> =
+    HashMap::with_max_entries(NAMES_SHORT_MAX, BPF_F_NO_PREALLOC);
 #[map]
 static NAMES_SMALL: HashMap<NameKey, NameValue<BLOB_SMALL>> =
     HashMap::with_max_entries(NAMES_SMALL_MAX, BPF_F_NO_PREALLOC);
@@ -300,7 +303,15 @@ fn answer(ctx: &XdpContext, cfg: &XdpConfig, udp: &Udp) -> Result<u32, Pass> {
     if build_key(ctx.ctx, s, q.name_len as u64, (dns + DNS_HEADER) as u64) != 0 {
         return Err(Some(Stat::PassMalformed));
     }
-    if let Some(v) = NAMES_SMALL.get_ptr(&s.key) {
+    if q.name_len <= SHORT_NAME_LEN {
+        // SAFETY: the last SHORT_NAME_LEN bytes of the key, which is all a short name fills.
+        let short = unsafe {
+            &*(s.key.name.as_ptr().add(KEY_NAME_LEN - SHORT_NAME_LEN) as *const ShortKey)
+        };
+        if let Some(v) = NAMES_SHORT.get_ptr(short) {
+            return positive(ctx, cfg, udp, s, &q, unsafe { &*v });
+        }
+    } else if let Some(v) = NAMES_SMALL.get_ptr(&s.key) {
         return positive(ctx, cfg, udp, s, &q, unsafe { &*v });
     }
     if let Some(v) = NAMES_LARGE.get_ptr(&s.key) {

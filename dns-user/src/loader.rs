@@ -15,8 +15,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use dns_common::{
-    LargeValue, NameKey, SmallValue, XdpConfig, ZoneValue, FAMILY_V4, FAMILY_V6, MAP_CONFIG,
-    MAP_NAMES_LARGE, MAP_NAMES_SMALL, MAP_STATS, MAP_ZONES, PROGRAM_NAME,
+    LargeValue, NameKey, ShortKey, SmallValue, XdpConfig, ZoneValue, FAMILY_V4, FAMILY_V6,
+    MAP_CONFIG, MAP_NAMES_LARGE, MAP_NAMES_SHORT, MAP_NAMES_SMALL, MAP_STATS, MAP_ZONES,
+    PROGRAM_NAME,
 };
 use tracing::{info, warn};
 
@@ -109,9 +110,10 @@ impl Loaded {
 }
 
 /// Names of the maps that outlive the daemon when pinned (SCRATCH is per-packet only).
-const PINNED_MAPS: [&str; 5] = [
+const PINNED_MAPS: [&str; 6] = [
     MAP_CONFIG,
     MAP_STATS,
+    MAP_NAMES_SHORT,
     MAP_NAMES_SMALL,
     MAP_NAMES_LARGE,
     MAP_ZONES,
@@ -358,10 +360,11 @@ fn take_maps(ebpf: &mut Ebpf) -> Result<FastPath, LoadError> {
     }
     let config: Array<MapData, XdpConfig> = take(ebpf, MAP_CONFIG)?;
     let stats: PerCpuArray<MapData, u64> = take(ebpf, MAP_STATS)?;
+    let short: HashMap<MapData, ShortKey, SmallValue> = take(ebpf, MAP_NAMES_SHORT)?;
     let small: HashMap<MapData, NameKey, SmallValue> = take(ebpf, MAP_NAMES_SMALL)?;
     let large: HashMap<MapData, NameKey, LargeValue> = take(ebpf, MAP_NAMES_LARGE)?;
     let zones: HashMap<MapData, NameKey, ZoneValue> = take(ebpf, MAP_ZONES)?;
-    Ok(FastPath::new(config, stats, small, large, zones))
+    Ok(FastPath::new(config, stats, short, small, large, zones))
 }
 
 fn spawn_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {

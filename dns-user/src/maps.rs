@@ -1,13 +1,14 @@
 //! The sole writer of the XDP program's maps.
 //!
 //! Every write replaces a whole value with `bpf_map_update_elem`, so the program sees the old
-//! answer or the new one. A name that moves between the small and the large map is inserted into
-//! the new map before it is deleted from the old one; the program looks in the small map first.
+//! answer or the new one. A name that moves between maps (short or small, and large) is inserted
+//! into the new map before it is deleted from the old one; the program looks in the large map
+//! last.
 
 use std::collections::HashMap as StdHashMap;
 
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
-use dns_common::{LargeValue, NameKey, SmallValue, Stat, XdpConfig, ZoneValue};
+use dns_common::{LargeValue, NameKey, ShortKey, SmallValue, Stat, XdpConfig, ZoneValue};
 
 /// A compiled answer set for one name, in whichever map it fits.
 #[derive(Clone)]
@@ -18,6 +19,8 @@ pub enum NameEntry {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Which {
+    /// NAMES_SHORT: a small value at a name of at most SHORT_NAME_LEN bytes.
+    Short,
     Small,
     Large,
 }
@@ -38,6 +41,7 @@ fn werr(map: &'static str) -> impl FnOnce(MapError) -> MapWriteError {
 pub struct FastPath {
     config: Array<MapData, XdpConfig>,
     stats: PerCpuArray<MapData, u64>,
+    short: HashMap<MapData, ShortKey, SmallValue>,
     small: HashMap<MapData, NameKey, SmallValue>,
     large: HashMap<MapData, NameKey, LargeValue>,
     zones: HashMap<MapData, NameKey, ZoneValue>,
@@ -49,12 +53,16 @@ impl FastPath {
     pub fn new(
         config: Array<MapData, XdpConfig>,
         stats: PerCpuArray<MapData, u64>,
+        short: HashMap<MapData, ShortKey, SmallValue>,
         small: HashMap<MapData, NameKey, SmallValue>,
         large: HashMap<MapData, NameKey, LargeValue>,
         zones: HashMap<MapData, NameKey, ZoneValue>,
     ) -> Self {
         let mut shadow = StdHashMap::new();
         // Maps may come pinned from an earlier run: learn what they hold.
+        for k in short.keys().flatten() {
+            shadow.insert(NameKey::from_short(&k), Which::Short);
+        }
         for k in small.keys().flatten() {
             shadow.insert(k, Which::Small);
         }
@@ -64,6 +72,7 @@ impl FastPath {
         Self {
             config,
             stats,
+            short,
             small,
             large,
             zones,
@@ -82,10 +91,18 @@ impl FastPath {
     /// Writes the answers for one name.
     pub fn set_name(&mut self, key: &NameKey, entry: &NameEntry) -> Result<(), MapWriteError> {
         let to = match entry {
-            NameEntry::Small(v) => {
-                self.small.insert(key, v, 0).map_err(werr("NAMES_SMALL"))?;
-                Which::Small
-            }
+            NameEntry::Small(v) => match key.short() {
+                Some(short) => {
+                    self.short
+                        .insert(short, v, 0)
+                        .map_err(werr("NAMES_SHORT"))?;
+                    Which::Short
+                }
+                None => {
+                    self.small.insert(key, v, 0).map_err(werr("NAMES_SMALL"))?;
+                    Which::Small
+                }
+            },
             NameEntry::Large(v) => {
                 self.large
                     .insert(key, v.as_ref(), 0)
@@ -111,6 +128,10 @@ impl FastPath {
 
     fn remove_from(&mut self, key: &NameKey, from: Which) -> Result<(), MapWriteError> {
         let r = match from {
+            Which::Short => match key.short() {
+                Some(short) => self.short.remove(&short).map_err(werr("NAMES_SHORT")),
+                None => Ok(()),
+            },
             Which::Small => self.small.remove(key).map_err(werr("NAMES_SMALL")),
             Which::Large => self.large.remove(key).map_err(werr("NAMES_LARGE")),
         };
@@ -147,7 +168,7 @@ impl FastPath {
 
     /// Number of names in the small and the large map.
     pub fn name_counts(&self) -> (usize, usize) {
-        let small = self.shadow.values().filter(|w| **w == Which::Small).count();
+        let small = self.shadow.values().filter(|w| **w != Which::Large).count();
         (small, self.shadow.len() - small)
     }
 
