@@ -328,6 +328,11 @@ pub fn update_tables(r: &Value) -> String {
     );
     let _ = writeln!(
         s,
+        "| reference: one 4 KiB write + fdatasync on the store's file system | {} |",
+        p(&e["fsync_4k"])
+    );
+    let _ = writeln!(
+        s,
         "| Knot: `knotc zone-begin` started → visible (three knotc processes) | {} |",
         p(&k["visible_from_zone_begin"])
     );
@@ -348,10 +353,9 @@ pub fn update_tables(r: &Value) -> String {
     );
     let _ = writeln!(
         s,
-        "\nUpdates not seen within 3 s: edgedns {}, Knot {}. Median polls per edgedns update: {}.",
+        "\nUpdates not seen within 3 s: edgedns {}, Knot {}.",
         num(f(&e["not_seen_within_3s"]), 0),
         num(f(&k["not_seen_within_3s"]), 0),
-        num(f(&e["median_polls_per_update"]), 0),
     );
     if let Some(err) = k["error"].as_str() {
         let _ = writeln!(s, "\nKnot: error: {err}");

@@ -144,7 +144,36 @@ pub fn run(bed: &Bed, setup: &Setup, p: &UpdateParams) -> Result<Value> {
     Ok(Value::Object(out))
 }
 
+/// What one durable write costs on the disk the store is on: a 4 KiB write and `fdatasync`, as
+/// a reference for the update latencies (every PUT commits a redb transaction with fsync).
+fn fsync_reference(dir: &Path, n: usize) -> Result<Value> {
+    use std::{
+        fs::OpenOptions,
+        io::{Seek as _, SeekFrom, Write as _},
+    };
+    let path = dir.join("fsync-probe");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    let buf = [0x5au8; 4096];
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        f.seek(SeekFrom::Start(0))?;
+        f.write_all(&buf)?;
+        f.sync_data()?;
+        v.push(t.elapsed());
+    }
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    Ok(pct(v))
+}
+
 fn edgedns(bed: &Bed, setup: &Setup, p: &UpdateParams) -> Result<Value> {
+    let fsync = fsync_reference(&bed.dir, 200)?;
     let mut running = servers::start(bed, setup, Server::EdgeXdp)?;
     let _pass = servers::client_pass(bed, &setup.edgedns, &bed.dir.join("update-pass.log"))?;
     let poller = Poller::start(&bed.c)?;
@@ -212,6 +241,7 @@ fn edgedns(bed: &Bed, setup: &Setup, p: &UpdateParams) -> Result<Value> {
     Ok(json!({
         "visible": pct(visible),
         "put_acked": pct(acked),
+        "fsync_4k": fsync,
         "not_seen_within_3s": missed,
         "median_polls_per_update": polls_med,
         "sustained": sustained,
