@@ -42,10 +42,17 @@ pub fn cmd(opts: Options) -> Result<()> {
     let mut cmd = cargo();
     // `--tests`: the harness's unit tests and the integration tests, not the (empty) doc tests,
     // so that the run closes on the integration tests' result line.
-    cmd.args(["test", "--package", "tests", "--tests", "--", "--test-threads=1"])
-        .args(&opts.args)
-        .env("PATH", &ready.path)
-        .env("EDGEDNS_BIN", &bin);
+    cmd.args([
+        "test",
+        "--package",
+        "tests",
+        "--tests",
+        "--",
+        "--test-threads=1",
+    ])
+    .args(&opts.args)
+    .env("PATH", &ready.path)
+    .env("EDGEDNS_BIN", &bin);
     if !ready.root {
         // Build as the user, run the test binaries as root (as aya's xtask does).
         let var = format!(
