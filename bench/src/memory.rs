@@ -70,11 +70,23 @@ fn map_name(id: u64) -> String {
         .unwrap_or_else(|| format!("id {id}"))
 }
 
-fn named_maps(pid: u32) -> BTreeMap<String, u64> {
-    maps_of(pid)
-        .into_iter()
-        .map(|(id, _, m)| (map_name(id), m))
-        .collect()
+/// `BPF_MAP_TYPE_HASH`: the name maps and ZONES (whatever they are called; the layout changes).
+const MAP_TYPE_HASH: u64 = 1;
+
+/// Every map of the process by name, with its memlock; and the sum over its hash maps.
+fn named_maps(pid: u32) -> (BTreeMap<String, u64>, u64) {
+    let maps = maps_of(pid);
+    let hash = maps
+        .iter()
+        .filter(|(_, t, _)| *t == MAP_TYPE_HASH)
+        .map(|(_, _, m)| m)
+        .sum();
+    (
+        maps.into_iter()
+            .map(|(id, _, m)| (map_name(id), m))
+            .collect(),
+        hash,
+    )
 }
 
 fn rss_kb(pid: u32) -> (u64, u64) {
@@ -118,14 +130,9 @@ pub fn run(bed: &Bed, edgedns: &Path, names: u32) -> Result<Value> {
         (b.get(k).copied().unwrap_or(0) - a.get(k).copied().unwrap_or(0)) * 1024
     };
     let n = f64::from(names);
-    let memlock_names: i64 = ["NAMES_SMALL", "NAMES_LARGE", "ZONES"]
-        .iter()
-        .map(|k| maps_full.get(*k).copied().unwrap_or(0) as i64)
-        .sum();
-    let memlock_empty: i64 = ["NAMES_SMALL", "NAMES_LARGE", "ZONES"]
-        .iter()
-        .map(|k| maps_empty.get(*k).copied().unwrap_or(0) as i64)
-        .sum();
+    let (maps_empty, memlock_empty) = maps_empty;
+    let (maps_full, memlock_names) = maps_full;
+    let (memlock_empty, memlock_names) = (memlock_empty as i64, memlock_names as i64);
     let slab = d("Slab", &before, &after);
     let avail = -d("MemAvailable", &before, &after);
     let in_process = json!({
@@ -180,7 +187,7 @@ pub fn run(bed: &Bed, edgedns: &Path, names: u32) -> Result<Value> {
     )?;
     let pid = p.pid();
     let (rss, hwm) = rss_kb(pid);
-    let daemon_maps = named_maps(pid);
+    let (daemon_maps, daemon_hash_memlock) = named_maps(pid);
     // A few names answered by the fast path, as a sanity check.
     let ok = {
         let _pass = servers::client_pass(bed, edgedns, &bed.dir.join("mem-pass.log"))?;
@@ -216,6 +223,7 @@ pub fn run(bed: &Bed, edgedns: &Path, names: u32) -> Result<Value> {
         "daemon_hwm_bytes": hwm * 1024,
         "daemon_rss_per_record": (rss * 1024) as f64 / n,
         "daemon_maps": daemon_maps,
+        "daemon_hash_maps_memlock_per_record": daemon_hash_memlock as f64 / n,
         "sample_answers_right": ok,
     }))
 }

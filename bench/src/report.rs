@@ -395,11 +395,11 @@ pub fn memory_table(r: &Value) -> String {
     let _ = writeln!(s, "|---|---:|");
     let rows = [
         (
-            "name maps' memlock (fdinfo), per record",
+            "hash maps' memlock (fdinfo), per record",
             num(f(&ip["memlock_per_record_total"]), 1) + " B",
         ),
         (
-            "name maps' memlock growth from empty, per record",
+            "hash maps' memlock growth from empty, per record",
             num(f(&ip["memlock_per_record"]), 1) + " B",
         ),
         (
