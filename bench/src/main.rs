@@ -38,8 +38,8 @@ pub struct Opts {
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// The daemon to measure (a release build).
-    #[arg(long, required_unless_present = "from_json", default_value = "")]
-    pub edgedns: PathBuf,
+    #[arg(long, required_unless_present = "from_json")]
+    pub edgedns: Option<PathBuf>,
     /// Measure nothing: render the report from the results of an earlier run.
     #[arg(long)]
     pub from_json: Option<PathBuf>,
@@ -81,6 +81,7 @@ fn main() -> Result<()> {
         }
         return Ok(());
     }
+    let edgedns = opts.edgedns.clone().context("--edgedns is required")?;
     let want = |s: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == s);
     let started = Instant::now();
     let started_at = sh("date -u '+%Y-%m-%d %H:%M UTC'");
@@ -102,7 +103,7 @@ fn main() -> Result<()> {
             if want("wire") || want("cpu") || want("update") {
                 let setup = servers::Setup::new(
                     &dir,
-                    &opts.edgedns,
+                    &edgedns,
                     zonegen::Shape {
                         names: opts.names,
                         extras: true,
@@ -143,10 +144,7 @@ fn main() -> Result<()> {
                 let t = Instant::now();
                 let names = if opts.quick { 100_000 } else { 1_000_000 };
                 eprintln!("bench: section 5: memory and start-up at {names} names");
-                results.insert(
-                    "memory".into(),
-                    section(memory::run(&bed, &opts.edgedns, names)),
-                );
+                results.insert("memory".into(), section(memory::run(&bed, &edgedns, names)));
                 timings.insert("memory".into(), json!(t.elapsed().as_secs_f64()));
             }
             drop(bed);
