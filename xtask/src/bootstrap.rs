@@ -93,7 +93,7 @@ pub fn bootstrap(task: Task) -> Result<Ready> {
     if matches!(task, Task::Run | Task::Test) && !Path::new("/sys/kernel/btf/vmlinux").exists() {
         eprintln!(
             "xtask: warning: /sys/kernel/btf/vmlinux is missing: the kernel has no BTF, and \
-             loading the XDP program will likely fail (edgedns needs Linux >= 5.15 with BTF)"
+             loading the XDP program will likely fail (edgedns needs Linux >= 5.18 with BTF)"
         );
     }
 
