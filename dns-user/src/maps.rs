@@ -8,7 +8,7 @@
 use std::collections::HashMap as StdHashMap;
 
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
-use dns_common::{LargeValue, NameKey, ShortKey, SmallValue, Stat, XdpConfig, ZoneValue};
+use dns_common::{LargeValue, NameKey, ShortKey, SmallValue, Stat, XdpConfig, ZoneValue, IN_LARGE};
 
 /// A compiled answer set for one name, in whichever map it fits.
 #[derive(Clone)]
@@ -21,6 +21,9 @@ pub enum NameEntry {
 enum Which {
     /// NAMES_SHORT: a small value at a name of at most SHORT_NAME_LEN bytes.
     Short,
+    /// A short name whose value is large: in NAMES_LARGE, with an [`IN_LARGE`] marker in
+    /// NAMES_SHORT (so that a short name absent from NAMES_SHORT is absent, full stop).
+    ShortLarge,
     Small,
     Large,
 }
@@ -60,14 +63,19 @@ impl FastPath {
     ) -> Self {
         let mut shadow = StdHashMap::new();
         // Maps may come pinned from an earlier run: learn what they hold.
-        for k in short.keys().flatten() {
-            shadow.insert(NameKey::from_short(&k), Which::Short);
+        for (k, v) in short.iter().flatten() {
+            let which = if v.pass_mask & IN_LARGE != 0 {
+                Which::ShortLarge
+            } else {
+                Which::Short
+            };
+            shadow.insert(NameKey::from_short(&k), which);
         }
         for k in small.keys().flatten() {
             shadow.insert(k, Which::Small);
         }
         for k in large.keys().flatten() {
-            shadow.insert(k, Which::Large);
+            shadow.entry(k).or_insert(Which::Large);
         }
         Self {
             config,
@@ -88,34 +96,56 @@ impl FastPath {
         self.config.get(&0, 0).map_err(werr("CONFIG"))
     }
 
-    /// Writes the answers for one name.
+    /// Writes the answers for one name. Every step leaves the program a whole answer, old or new:
+    /// the new entry is written before the old one is taken away, and the short map's entry, which
+    /// the program reads first for a short name, is switched in one write.
     pub fn set_name(&mut self, key: &NameKey, entry: &NameEntry) -> Result<(), MapWriteError> {
-        let to = match entry {
-            NameEntry::Small(v) => match key.short() {
-                Some(short) => {
-                    self.short
-                        .insert(short, v, 0)
-                        .map_err(werr("NAMES_SHORT"))?;
-                    Which::Short
-                }
-                None => {
-                    self.small.insert(key, v, 0).map_err(werr("NAMES_SMALL"))?;
-                    Which::Small
-                }
-            },
-            NameEntry::Large(v) => {
+        let from = self.shadow.get(key).copied();
+        let to = match (entry, key.short()) {
+            (NameEntry::Small(v), Some(short)) => {
+                self.short
+                    .insert(short, v, 0)
+                    .map_err(werr("NAMES_SHORT"))?;
+                Which::Short
+            }
+            (NameEntry::Small(v), None) => {
+                self.small.insert(key, v, 0).map_err(werr("NAMES_SMALL"))?;
+                Which::Small
+            }
+            (NameEntry::Large(v), short) => {
                 self.large
                     .insert(key, v.as_ref(), 0)
                     .map_err(werr("NAMES_LARGE"))?;
-                Which::Large
+                match short {
+                    Some(short) => {
+                        if from != Some(Which::ShortLarge) {
+                            let mut marker = SmallValue::zeroed();
+                            marker.pass_mask = IN_LARGE;
+                            self.short
+                                .insert(short, marker, 0)
+                                .map_err(werr("NAMES_SHORT"))?;
+                        }
+                        Which::ShortLarge
+                    }
+                    None => Which::Large,
+                }
             }
         };
-        if let Some(from) = self.shadow.insert(*key, to) {
-            if from != to {
-                self.remove_from(key, from)?;
-            }
+        self.shadow.insert(*key, to);
+        match (from, to) {
+            // The short entry was overwritten in place: the value it held, or the marker.
+            (Some(Which::Short), Which::ShortLarge) => Ok(()),
+            (Some(Which::ShortLarge), Which::Short) => self.remove_large(key),
+            (Some(from), to) if from != to => self.remove_from(key, from),
+            _ => Ok(()),
         }
-        Ok(())
+    }
+
+    fn remove_large(&mut self, key: &NameKey) -> Result<(), MapWriteError> {
+        match self.large.remove(key) {
+            Err(MapError::KeyNotFound) => Ok(()),
+            r => r.map_err(werr("NAMES_LARGE")),
+        }
     }
 
     /// Removes a name (no error if it isn't there).
@@ -132,6 +162,16 @@ impl FastPath {
                 Some(short) => self.short.remove(&short).map_err(werr("NAMES_SHORT")),
                 None => Ok(()),
             },
+            // The marker first: from then on the name is absent, whatever NAMES_LARGE holds.
+            Which::ShortLarge => {
+                if let Some(short) = key.short() {
+                    match self.short.remove(&short) {
+                        Err(MapError::KeyNotFound) | Ok(()) => {}
+                        Err(e) => return Err(werr("NAMES_SHORT")(e)),
+                    }
+                }
+                self.remove_large(key)
+            }
             Which::Small => self.small.remove(key).map_err(werr("NAMES_SMALL")),
             Which::Large => self.large.remove(key).map_err(werr("NAMES_LARGE")),
         };
@@ -168,7 +208,11 @@ impl FastPath {
 
     /// Number of names in the small and the large map.
     pub fn name_counts(&self) -> (usize, usize) {
-        let small = self.shadow.values().filter(|w| **w != Which::Large).count();
+        let small = self
+            .shadow
+            .values()
+            .filter(|w| matches!(w, Which::Short | Which::Small))
+            .count();
         (small, self.shadow.len() - small)
     }
 

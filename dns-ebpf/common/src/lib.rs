@@ -45,7 +45,7 @@ pub const DEFAULT_UDP_PAYLOAD: u16 = 1232;
 
 /// Version of the map layout. Pinned maps live in a directory named after it, so a daemon whose
 /// layout differs never takes over maps it can't read. Bump it with any change to the types here.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Capacity of the maps (entries).
 pub const NAMES_SHORT_MAX: u32 = 2 * 1024 * 1024;
@@ -192,6 +192,11 @@ pub struct Seg {
 pub const fn pass_bit(seg: usize) -> u8 {
     1 << seg
 }
+
+/// `NameValue::pass_mask` of a [`MAP_NAMES_SHORT`] entry that only says "this short name's
+/// answers are in [`MAP_NAMES_LARGE`]": a short name that misses the short map then needs no
+/// second lookup to be known absent, which is most of the cost of an NXDOMAIN.
+pub const IN_LARGE: u8 = 0x80;
 
 /// Answers at one name, compiled by the daemon. `N` is [`BLOB_SMALL`] or [`BLOB_LARGE`].
 ///
