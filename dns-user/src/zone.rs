@@ -4,9 +4,10 @@
 //! a question is, so the two can only disagree through a serialisation bug. Everything else here
 //! keeps the data in a shape that makes `resolve` simple and the compiler's job incremental:
 //!
-//! - Names are stored lowercased and fully qualified, in `BTreeMap`s ordered by hickory's canonical
-//!   name order (RFC 4034 §6.1). In that order a name's descendants directly follow it, so "does
-//!   this name have descendants" (is it an empty non-terminal?) is one range lookup.
+//! - Names are stored lowercased and fully qualified, in `BTreeMap`s keyed by [`CanonName`], which
+//!   orders them in the canonical name order (RFC 4034 §6.1). In that order a name's descendants
+//!   directly follow it, so "does this name have descendants" (is it an empty non-terminal?) is one
+//!   range lookup, and so is "which key is the closest ancestor of this name".
 //! - Every mutation validates first and changes nothing on error, bumps the SOA serial, and
 //!   returns a [`Dirty`]: the names whose answers may have changed, which is what the compiler
 //!   recompiles.
@@ -15,7 +16,11 @@
 //! referral glue (RFC 1034 allows leaving it out; it keeps [`Dirty`] exact).
 
 use std::{
+    borrow::Cow,
+    cmp::Ordering,
     collections::{BTreeMap, BTreeSet},
+    fmt,
+    hash::{Hash, Hasher},
     ops::Bound,
     sync::{Arc, RwLock},
 };
@@ -62,14 +67,175 @@ pub const SUPPORTED_TYPES: [RecordType; 9] = [
 ///
 /// Names are always taken as absolute; a name parsed without the trailing dot means the same name.
 pub fn normalize(name: &Name) -> Name {
+    // Most names given are in this form already (stored names, names from the store): a copy
+    // costs less than lowercasing byte by byte into a new name.
+    if is_normalized(name) {
+        return name.clone();
+    }
     let mut n = name.to_lowercase();
     n.set_fqdn(true);
     n
 }
 
-/// Number of labels, `*` included (hickory's `num_labels` leaves out a leading `*`).
-fn label_count(name: &Name) -> usize {
-    name.iter().count()
+/// Whether `name` is in the form [`normalize`] gives.
+fn is_normalized(name: &Name) -> bool {
+    name.is_fqdn() && !name.iter().flatten().any(u8::is_ascii_uppercase)
+}
+
+/// A name in the form of [`normalize`] (lowercased, absolute): the key of every map and set here.
+///
+/// Why not `Name` itself: hickory's `Ord` and `PartialEq` for `Name` compare case-insensitively
+/// and build a `Label` (a copy) of every label of both names on every comparison. With names as
+/// map keys that was most of the start-up time (about 65% of the CPU of loading a store and
+/// compiling every name). These names are lowercase already, so comparing the raw label bytes
+/// from the rightmost label on gives the same order for much less: slices compare bytewise with a
+/// shorter prefix first, which is RFC 4034 §6.1 canonical order ("the absence of a octet sorts
+/// before a zero value octet"; a name sorts before its descendants, which directly follow it).
+///
+/// Built by [`CanonName::new`] and [`CanonName::from_name`], or from parts of another one (which
+/// keep the form); the public API still takes and returns `Name`.
+#[derive(Clone)]
+struct CanonName(Name);
+
+impl CanonName {
+    /// `name` (any case, absolute or not) in key form.
+    fn new(name: &Name) -> Self {
+        Self(normalize(name))
+    }
+
+    /// [`CanonName::new`] that keeps `name` as it is when it is in key form already.
+    fn from_name(name: Name) -> Self {
+        if is_normalized(&name) {
+            Self(name)
+        } else {
+            Self::new(&name)
+        }
+    }
+
+    fn name(&self) -> &Name {
+        &self.0
+    }
+
+    fn into_name(self) -> Name {
+        self.0
+    }
+
+    /// Number of labels, `*` included (hickory's `num_labels` leaves out a leading `*`).
+    fn label_count(&self) -> usize {
+        self.0.iter().len()
+    }
+
+    /// Whether `self` is `ancestor` or below it.
+    fn is_at_or_below(&self, ancestor: &CanonName) -> bool {
+        ancestor.0.zone_of_case(&self.0)
+    }
+
+    /// The rightmost `n` labels (all of them if there are fewer). Like `Name::trim_to` without
+    /// its intermediate vectors.
+    fn trim_to(&self, n: usize) -> Self {
+        let labels = self.0.iter();
+        let skip = labels.len().saturating_sub(n);
+        let mut out = Name::root();
+        for label in labels.skip(skip) {
+            out = out
+                .append_label(label)
+                .expect("a suffix of a valid name is valid");
+        }
+        Self(out)
+    }
+
+    /// The parent name (the root's is the root).
+    fn parent(&self) -> Self {
+        self.trim_to(self.label_count().saturating_sub(1))
+    }
+
+    /// Number of rightmost labels `self` and `other` share: the labels of their closest common
+    /// ancestor.
+    fn common_labels(&self, other: &CanonName) -> usize {
+        self.0
+            .iter()
+            .rev()
+            .zip(other.0.iter().rev())
+            .take_while(|(a, b)| a == b)
+            .count()
+    }
+
+    /// The key of `keys` that is the closest ancestor-or-self of `self`, if any. `at_or_before`
+    /// is the last key at or before a name in canonical order, i.e. a `range(..=name)` lookup.
+    ///
+    /// Why this is right: every ancestor of a name sorts before it, and a name's descendants
+    /// directly follow it. So if the last key `k` at or before `self` is an ancestor-or-self, it is
+    /// the closest. If not, any ancestor key `a` of `self` sorts before `k`, and with `self` in
+    /// `a`'s subtree so is `k`: `a` is an ancestor of both, so at or above their closest common
+    /// ancestor, which is the next name to look from. Usually one lookup, with no name built.
+    fn closest_key<'a, T>(
+        &self,
+        at_or_before: impl Fn(&CanonName) -> Option<(&'a CanonName, T)>,
+    ) -> Option<(&'a CanonName, T)> {
+        let mut probe = Cow::Borrowed(self);
+        loop {
+            let (key, value) = at_or_before(&probe)?;
+            if probe.is_at_or_below(key) {
+                return Some((key, value));
+            }
+            let common = probe.common_labels(key);
+            // `key` <= `probe` and not its ancestor-or-self: they differ below `common` labels.
+            debug_assert!(common < probe.label_count(), "{key} vs {probe}");
+            probe = Cow::Owned(probe.trim_to(common));
+        }
+    }
+}
+
+impl PartialEq for CanonName {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.iter().eq(other.0.iter())
+    }
+}
+
+impl Eq for CanonName {}
+
+impl Ord for CanonName {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.iter().rev().cmp(other.0.iter().rev())
+    }
+}
+
+impl PartialOrd for CanonName {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Hash for CanonName {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Each label hashes with its length, so the label boundaries count, as in `eq`.
+        for label in self.0.iter() {
+            label.hash(state);
+        }
+    }
+}
+
+impl fmt::Debug for CanonName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for CanonName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// A set of `Name`s (the form of [`Dirty`]) from names in canonical order: collecting sorted
+/// input costs one hickory comparison or two per name, where inserting one by one costs a log.
+fn name_set(names: impl IntoIterator<Item = CanonName>) -> BTreeSet<Name> {
+    names.into_iter().map(CanonName::into_name).collect()
+}
+
+/// Adds `names` to `set`; [`BTreeSet::append`] merges two sets in one pass.
+fn add_names(set: &mut BTreeSet<Name>, names: impl IntoIterator<Item = CanonName>) {
+    set.append(&mut name_set(names));
 }
 
 /// Whether the leftmost label is `*`: the owner is a wildcard (RFC 4592 §2.1.1).
@@ -92,7 +258,67 @@ pub struct RrSet {
     pub records: Vec<RData>,
 }
 
-type Node = BTreeMap<RecordType, RrSet>;
+/// The RRsets at one name, ordered by type, each type at most once.
+///
+/// A sorted `Vec`, not a `BTreeMap`: most names have one RRset or two, and a `BTreeMap`
+/// allocates a whole leaf (about 400 bytes) even for one, which was a third of the daemon's memory
+/// per record and a good part of the store's load time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Node(Vec<(RecordType, RrSet)>);
+
+impl Node {
+    fn find(&self, rtype: RecordType) -> Result<usize, usize> {
+        self.0.binary_search_by(|(t, _)| t.cmp(&rtype))
+    }
+
+    fn get(&self, rtype: RecordType) -> Option<&RrSet> {
+        self.find(rtype).ok().map(|i| &self.0[i].1)
+    }
+
+    fn contains(&self, rtype: RecordType) -> bool {
+        self.find(rtype).is_ok()
+    }
+
+    /// Sets the RRset of `rtype`; returns the one it replaces.
+    fn insert(&mut self, rtype: RecordType, set: RrSet) -> Option<RrSet> {
+        match self.find(rtype) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, set)),
+            Err(i) => {
+                // Grow by one: the `Vec` default would reserve room for four.
+                self.0.reserve_exact(1);
+                self.0.insert(i, (rtype, set));
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, rtype: RecordType) -> Option<RrSet> {
+        let i = self.find(rtype).ok()?;
+        let (_, set) = self.0.remove(i);
+        self.0.shrink_to_fit();
+        Some(set)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn types(&self) -> impl Iterator<Item = RecordType> + '_ {
+        self.0.iter().map(|(t, _)| *t)
+    }
+
+    fn sets(&self) -> impl Iterator<Item = &RrSet> {
+        self.0.iter().map(|(_, s)| s)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (RecordType, &RrSet)> {
+        self.0.iter().map(|(t, s)| (*t, s))
+    }
+}
 
 /// The zone's SOA fields other than the serial, which the zone manages itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -302,7 +528,7 @@ fn check_ttl(field: &'static str, value: u32) -> Result<(), ZoneError> {
 /// The zones served, keyed by apex.
 #[derive(Clone, Debug, Default)]
 pub struct ZoneSet {
-    zones: BTreeMap<Name, Zone>,
+    zones: BTreeMap<CanonName, Zone>,
 }
 
 impl ZoneSet {
@@ -312,7 +538,7 @@ impl ZoneSet {
 
     /// The zone whose apex is `apex` (any case).
     pub fn zone(&self, apex: &Name) -> Option<&Zone> {
-        self.zones.get(&normalize(apex))
+        self.zones.get(&CanonName::new(apex))
     }
 
     /// Every zone, in canonical order of the apex.
@@ -333,10 +559,13 @@ impl ZoneSet {
         if self.zones.is_empty() {
             return None;
         }
-        let name = normalize(name);
-        (0..=label_count(&name))
-            .rev()
-            .find_map(|n| self.zones.get(&name.trim_to(n)))
+        self.find_zone_of(&CanonName::new(name))
+    }
+
+    /// [`ZoneSet::find_zone`] for a name in key form.
+    fn find_zone_of(&self, name: &CanonName) -> Option<&Zone> {
+        name.closest_key(|n| self.zones.range(..=n).next_back())
+            .map(|(_, zone)| zone)
     }
 
     /// Adds a zone with its SOA and apex NS set.
@@ -358,16 +587,7 @@ impl ZoneSet {
         rrsets: Vec<(Name, RecordType, RrSet)>,
     ) -> Result<Dirty, ZoneError> {
         let mut zone = self.new_zone(&spec)?;
-        for (index, (name, rtype, set)) in rrsets.into_iter().enumerate() {
-            let wrap = |e| ZoneError::Batch {
-                index,
-                source: Box::new(e),
-            };
-            let name = zone.owner(&name).map_err(wrap)?;
-            zone.check_set(&name, rtype, set.ttl, &set.records)
-                .map_err(wrap)?;
-            zone.put(&name, rtype, Some(set));
-        }
+        zone.load_rrsets(rrsets)?;
         if zone.ns().is_none() {
             return Err(ZoneError::NoNameServers);
         }
@@ -376,7 +596,7 @@ impl ZoneSet {
 
     /// A zone from `spec` (with its apex NS set if `spec.ns` isn't empty), validated.
     fn new_zone(&self, spec: &ZoneSpec) -> Result<Zone, ZoneError> {
-        let apex = normalize(&spec.apex);
+        let apex = CanonName::new(&spec.apex);
         if self.zones.contains_key(&apex) {
             return Err(ZoneError::ZoneExists {
                 apex: apex.to_string(),
@@ -415,9 +635,9 @@ impl ZoneSet {
     fn insert_new(&mut self, zone: Zone) -> Dirty {
         let apex = zone.apex.clone();
         let mut dirty = self.names_shadowed_by(&apex);
-        dirty.names.extend(zone.existing_names());
-        dirty.zones_soa.insert(apex.clone());
-        dirty.zones_full.insert(apex.clone());
+        add_names(&mut dirty.names, zone.existing());
+        dirty.zones_soa.insert(apex.name().clone());
+        dirty.zones_full.insert(apex.name().clone());
         self.zones.insert(apex, zone);
         dirty
     }
@@ -425,7 +645,7 @@ impl ZoneSet {
     /// Takes a zone out as it is, without a [`Dirty`]: with [`ZoneSet::insert_zone`], for a
     /// caller that undoes its own change (the write path when the store commit fails).
     pub fn remove_zone(&mut self, apex: &Name) -> Option<Zone> {
-        self.zones.remove(&normalize(apex))
+        self.zones.remove(&CanonName::new(apex))
     }
 
     /// Puts back a zone taken out by [`ZoneSet::remove_zone`] (or cloned from
@@ -438,11 +658,11 @@ impl ZoneSet {
     /// undoes a mutation whose `(owner, type, value before)` the caller saved from
     /// [`Zone::rrset`]. Unknown zones and names outside the zone are skipped.
     pub fn restore_rrsets(&mut self, apex: &Name, before: Vec<(Name, RecordType, Option<RrSet>)>) {
-        let Some(zone) = self.zones.get_mut(&normalize(apex)) else {
+        let Some(zone) = self.zones.get_mut(&CanonName::new(apex)) else {
             return;
         };
         for (name, rtype, set) in before.into_iter().rev() {
-            if let Ok(name) = zone.owner(&name) {
+            if let Ok(name) = zone.owner(name) {
                 zone.put(&name, rtype, set);
             }
         }
@@ -450,7 +670,7 @@ impl ZoneSet {
 
     /// Sets a zone's serial as it was (undo); no effect on an unknown zone.
     pub fn set_serial(&mut self, apex: &Name, serial: u32) {
-        if let Some(zone) = self.zones.get_mut(&normalize(apex)) {
+        if let Some(zone) = self.zones.get_mut(&CanonName::new(apex)) {
             zone.serial = serial;
         }
     }
@@ -458,7 +678,7 @@ impl ZoneSet {
     /// Removes a zone. `Dirty::names` lists the names it served, for the compiler to drop, and
     /// those of a parent zone that it was hiding.
     pub fn delete_zone(&mut self, apex: &Name) -> Result<Dirty, ZoneError> {
-        let apex = normalize(apex);
+        let apex = CanonName::new(apex);
         let zone = self
             .zones
             .remove(&apex)
@@ -466,33 +686,41 @@ impl ZoneSet {
                 apex: apex.to_string(),
             })?;
         let mut dirty = self.names_shadowed_by(&apex);
-        dirty.names.extend(zone.existing_names());
-        dirty.zones_soa.insert(apex.clone());
-        dirty.zones_full.insert(apex);
+        add_names(&mut dirty.names, zone.existing());
+        dirty.zones_soa.insert(apex.name().clone());
+        dirty.zones_full.insert(apex.into_name());
         Ok(dirty)
     }
 
     /// Names of enclosing zones at or below `apex`: they are answered by the zone at `apex` while
     /// it exists, so creating or deleting it changes their answers.
-    fn names_shadowed_by(&self, apex: &Name) -> Dirty {
+    fn names_shadowed_by(&self, apex: &CanonName) -> Dirty {
         let mut dirty = Dirty::default();
         for parent in self
             .zones
             .values()
-            .filter(|z| z.apex != *apex && z.apex.zone_of_case(apex))
+            .filter(|z| z.apex != *apex && apex.is_at_or_below(&z.apex))
         {
-            dirty
-                .names
-                .extend(parent.existing_names().filter(|n| apex.zone_of_case(n)));
+            // The names at or below `apex` directly follow it.
+            let existing = parent.existing();
+            let start = existing.partition_point(|n| n < apex);
+            add_names(
+                &mut dirty.names,
+                existing[start..]
+                    .iter()
+                    .take_while(|n| n.is_at_or_below(apex))
+                    .cloned(),
+            );
             // A CNAME in the parent whose target is at or below `apex` stops following it once
             // `apex` is a zone of its own (and follows it again when it goes): recompile the
             // parent whole if it has any such CNAME.
             if parent
                 .cname_owners
-                .keys()
-                .any(|target| apex.zone_of_case(target))
+                .range(apex..)
+                .next()
+                .is_some_and(|(target, _)| target.is_at_or_below(apex))
             {
-                dirty.zones_full.insert(parent.apex.clone());
+                dirty.zones_full.insert(parent.apex.name().clone());
             }
         }
         dirty
@@ -500,7 +728,7 @@ impl ZoneSet {
 
     /// Changes the SOA fields (not the serial, which is bumped).
     pub fn set_soa(&mut self, apex: &Name, soa: SoaParams) -> Result<Dirty, ZoneError> {
-        let apex = normalize(apex);
+        let apex = CanonName::new(apex);
         let zone = self
             .zones
             .get_mut(&apex)
@@ -511,8 +739,8 @@ impl ZoneSet {
         zone.soa = soa.normalized();
         zone.bump_serial();
         let mut dirty = Dirty::default();
-        dirty.names.insert(apex.clone());
-        dirty.zones_soa.insert(apex);
+        dirty.names.insert(apex.name().clone());
+        dirty.zones_soa.insert(apex.into_name());
         Ok(dirty)
     }
 
@@ -570,7 +798,7 @@ impl ZoneSet {
         changes: Vec<Change>,
         batch: bool,
     ) -> Result<Dirty, ZoneError> {
-        let apex = normalize(apex);
+        let apex = CanonName::new(apex);
         let zone = self
             .zones
             .get_mut(&apex)
@@ -599,7 +827,7 @@ impl ZoneSet {
             }
         }
         zone.bump_serial();
-        dirty.zones_soa.insert(apex);
+        dirty.zones_soa.insert(apex.into_name());
         Ok(dirty)
     }
 }
@@ -607,24 +835,23 @@ impl ZoneSet {
 /// One zone: SOA, apex NS set and the other RRsets by owner name.
 #[derive(Clone, Debug)]
 pub struct Zone {
-    apex: Name,
+    apex: CanonName,
     soa: SoaParams,
     serial: u32,
-    /// Owner (lowercased, absolute) to its RRsets; the apex NS set lives here too. Never holds an
-    /// empty node.
-    nodes: BTreeMap<Name, Node>,
-    /// CNAME target (lowercased) to the owners whose CNAME points at it: when the target's answer
-    /// changes, so do theirs.
-    cname_owners: BTreeMap<Name, BTreeSet<Name>>,
+    /// Owner to its RRsets; the apex NS set lives here too. Never holds an empty node.
+    nodes: BTreeMap<CanonName, Node>,
+    /// CNAME target to the owners whose CNAME points at it: when the target's answer changes, so
+    /// do theirs.
+    cname_owners: BTreeMap<CanonName, BTreeSet<CanonName>>,
     /// Names below the apex that own NS: the zone cuts (delegations).
-    cuts: BTreeSet<Name>,
+    cuts: BTreeSet<CanonName>,
     /// Owners with a `*` label (see [`has_star_label`]).
-    stars: BTreeSet<Name>,
+    stars: BTreeSet<CanonName>,
 }
 
 impl Zone {
     pub fn apex(&self) -> &Name {
-        &self.apex
+        self.apex.name()
     }
 
     pub fn soa(&self) -> &SoaParams {
@@ -651,7 +878,7 @@ impl Zone {
 
     /// The SOA record as answered to an SOA query: TTL is the SOA TTL.
     pub fn soa_record(&self) -> Record {
-        Record::from_rdata(self.apex.clone(), self.soa.ttl, self.soa_rdata())
+        Record::from_rdata(self.apex.name().clone(), self.soa.ttl, self.soa_rdata())
     }
 
     /// TTL of the SOA record in negative answers.
@@ -664,18 +891,22 @@ impl Zone {
 
     /// The SOA record for the authority section of NXDOMAIN and NODATA answers.
     pub fn negative_soa(&self) -> Record {
-        Record::from_rdata(self.apex.clone(), self.negative_ttl(), self.soa_rdata())
+        Record::from_rdata(
+            self.apex.name().clone(),
+            self.negative_ttl(),
+            self.soa_rdata(),
+        )
     }
 
     /// The apex NS set.
     pub fn ns(&self) -> Option<&RrSet> {
-        self.rrset(&self.apex, RecordType::NS)
+        self.rrset_lower(&self.apex, RecordType::NS)
     }
 
     /// The RRset of `rtype` at `name` (any case). SOA is not stored as an RRset: see
     /// [`Zone::soa_record`].
     pub fn rrset(&self, name: &Name, rtype: RecordType) -> Option<&RrSet> {
-        self.nodes.get(&normalize(name))?.get(&rtype)
+        self.rrset_lower(&CanonName::new(name), rtype)
     }
 
     /// Whether the zone has wildcards or delegations, which the fast path doesn't model: their
@@ -686,38 +917,51 @@ impl Zone {
 
     /// The delegation points (names below the apex that own NS).
     pub fn cuts(&self) -> impl Iterator<Item = &Name> {
-        self.cuts.iter()
+        self.cuts.iter().map(CanonName::name)
     }
 
     /// Every name that exists in the zone's authoritative data: owners with data and the empty
     /// non-terminals between them and the apex, leaving out names strictly below a zone cut (only
     /// glue lives there). Canonical order.
     pub fn existing_names(&self) -> impl Iterator<Item = Name> {
-        let mut names = BTreeSet::new();
+        self.existing().into_iter().map(CanonName::into_name)
+    }
+
+    /// [`Zone::existing_names`] in key form.
+    ///
+    /// One pass over the owners, in canonical order, with no lookups: every ancestor of an owner
+    /// sorts before it, and any name between the two is below that ancestor. So the ancestors of
+    /// an owner already listed are exactly those it shares with the last name listed; the others
+    /// (empty non-terminals) go in before it, top down, and the list stays sorted without
+    /// duplicates.
+    fn existing(&self) -> Vec<CanonName> {
+        let apex_labels = self.apex.label_count();
+        let mut names: Vec<CanonName> = Vec::with_capacity(self.nodes.len());
         for owner in self.nodes.keys() {
-            if self.cut_above(owner).is_some_and(|cut| cut != *owner) {
+            if self.cut_above(owner).is_some_and(|cut| cut != owner) {
                 continue;
             }
-            let mut n = owner.clone();
-            while names.insert(n.clone()) && n != self.apex {
-                n = n.base_name();
-            }
+            let first = names
+                .last()
+                .map_or(apex_labels, |last| last.common_labels(owner) + 1);
+            names.extend((first..owner.label_count()).map(|n| owner.trim_to(n)));
+            names.push(owner.clone());
         }
-        names.into_iter()
+        names
     }
 
     /// Whether `name` (any case) is one of [`Zone::existing_names`]: it owns data or is an empty
     /// non-terminal, and is not strictly below a zone cut.
     pub fn name_exists(&self, name: &Name) -> bool {
-        let name = normalize(name);
-        self.apex.zone_of_case(&name)
+        let name = CanonName::new(name);
+        name.is_at_or_below(&self.apex)
             && self.exists(&name)
-            && self.cut_above(&name).is_none_or(|cut| cut == name)
+            && self.cut_above(&name).is_none_or(|cut| *cut == name)
     }
 
     /// Owner names with data (no empty non-terminals), canonical order.
     pub fn owners(&self) -> impl Iterator<Item = &Name> {
-        self.nodes.keys()
+        self.nodes.keys().map(CanonName::name)
     }
 
     /// Number of owner names with data.
@@ -727,14 +971,14 @@ impl Zone {
 
     /// Number of RRsets, the SOA left out.
     pub fn rrset_count(&self) -> usize {
-        self.nodes.values().map(BTreeMap::len).sum()
+        self.nodes.values().map(Node::len).sum()
     }
 
     /// Number of records, the SOA left out.
     pub fn record_count(&self) -> usize {
         self.nodes
             .values()
-            .flat_map(BTreeMap::values)
+            .flat_map(Node::sets)
             .map(|s| s.records.len())
             .sum()
     }
@@ -752,10 +996,10 @@ impl Zone {
         from: &Name,
     ) -> impl Iterator<Item = (Name, RecordType, u32, &[RData])> {
         self.nodes
-            .range(normalize(from)..)
+            .range(CanonName::new(from)..)
             .flat_map(|(name, node)| {
                 node.iter()
-                    .map(move |(t, s)| (name.clone(), *t, s.ttl, s.records.as_slice()))
+                    .map(move |(t, s)| (name.name().clone(), t, s.ttl, s.records.as_slice()))
             })
     }
 
@@ -765,38 +1009,46 @@ impl Zone {
     }
 
     /// Whether `name` owns data or has descendants that do (an empty non-terminal).
-    fn exists(&self, name: &Name) -> bool {
+    fn exists(&self, name: &CanonName) -> bool {
         self.nodes.contains_key(name) || self.has_descendants(name)
     }
 
     /// Whether some owner is strictly below `name`. In canonical order the descendants of a name
     /// directly follow it, so the next key after `name` tells.
-    fn has_descendants(&self, name: &Name) -> bool {
+    fn has_descendants(&self, name: &CanonName) -> bool {
         self.nodes
-            .range::<Name, _>((Bound::Excluded(name), Bound::Unbounded))
+            .range((Bound::Excluded(name), Bound::Unbounded))
             .next()
-            .is_some_and(|(k, _)| name.zone_of_case(k))
+            .is_some_and(|(k, _)| k.is_at_or_below(name))
     }
 
-    /// The topmost zone cut at or above `name` (lowercased, inside the zone), if any.
+    /// The topmost zone cut at or above `name` (inside the zone), if any.
     ///
     /// RFC 1034 §4.3.2 step 3b: "If a match would take us out of the authoritative data, we have a
     /// referral." Walking down from the apex, the first cut met is the one that takes us out.
-    fn cut_above(&self, name: &Name) -> Option<Name> {
+    fn cut_above(&self, name: &CanonName) -> Option<&CanonName> {
         if self.cuts.is_empty() {
             return None;
         }
-        let apex_labels = label_count(&self.apex);
-        (apex_labels + 1..=label_count(name))
-            .map(|n| name.trim_to(n))
-            .find(|n| self.cuts.contains(n))
+        let closest = |n: &CanonName| {
+            n.closest_key(|n| self.cuts.range(..=n).next_back().map(|c| (c, ())))
+                .map(|(c, ())| c)
+        };
+        // The closest cut, then any above it: NS below a cut is refused by no check (it is
+        // only glue there), so cuts can nest, and the topmost one wins.
+        let mut cut = closest(name)?;
+        // Cuts are strictly below the apex, so never the root: each parent is shorter.
+        while let Some(above) = closest(&cut.parent()) {
+            cut = above;
+        }
+        Some(cut)
     }
 
     /// The closest encloser of `name` (RFC 4592 §3.3.1): the longest existing ancestor-or-self.
-    fn closest_encloser(&self, name: &Name) -> Name {
+    fn closest_encloser(&self, name: &CanonName) -> CanonName {
         let mut n = name.clone();
         while n != self.apex && !self.exists(&n) {
-            n = n.base_name();
+            n = n.parent();
         }
         n
     }
@@ -806,7 +1058,7 @@ impl Zone {
         &mut self,
         change: Change,
         dirty: &mut Dirty,
-    ) -> Result<(Name, RecordType, Option<RrSet>), ZoneError> {
+    ) -> Result<(CanonName, RecordType, Option<RrSet>), ZoneError> {
         let (name, rtype, new) = match change {
             Change::Set {
                 name,
@@ -814,36 +1066,35 @@ impl Zone {
                 ttl,
                 records,
             } => {
-                let name = self.owner(&name)?;
+                let name = self.owner(name)?;
                 self.check_set(&name, rtype, ttl, &records)?;
                 (name, rtype, Some(RrSet { ttl, records }))
             }
             Change::Delete { name, rtype } => {
-                let name = self.owner(&name)?;
+                let name = self.owner(name)?;
                 self.check_delete(&name, rtype)?;
                 (name, rtype, None)
             }
         };
-        let watch_wildcards = !self.stars.is_empty() || has_star_label(&name);
+        let watch_wildcards = !self.stars.is_empty() || has_star_label(name.name());
         let before = watch_wildcards.then(|| self.closest_encloser(&name));
         let had_wildcard_or_cut = self.has_wildcard_or_cut();
         let previous = self.put(&name, rtype, new);
 
-        if (rtype == RecordType::NS && name != self.apex) || has_star_label(&name) {
-            dirty.zones_full.insert(self.apex.clone());
+        if (rtype == RecordType::NS && name != self.apex) || has_star_label(name.name()) {
+            dirty.zones_full.insert(self.apex.name().clone());
         }
         if had_wildcard_or_cut != self.has_wildcard_or_cut() {
-            dirty.zones_full.insert(self.apex.clone());
+            dirty.zones_full.insert(self.apex.name().clone());
         }
-        let mut roots: Vec<Name> = Vec::new();
+        let mut roots: Vec<CanonName> = Vec::new();
         let mut n = name.clone();
-        loop {
-            roots.push(n.clone());
-            if n == self.apex {
-                break;
-            }
-            n = n.base_name();
+        while n != self.apex {
+            let parent = n.parent();
+            roots.push(n);
+            n = parent;
         }
+        roots.push(n);
         // With wildcards, a name appearing or disappearing changes the closest encloser of the
         // names below it that don't exist, so their synthesized answers. They are only compiled
         // as CNAME targets: dirty the owners of CNAMEs pointing below the highest name whose
@@ -851,12 +1102,12 @@ impl Zone {
         if let Some(before) = before {
             let after = self.closest_encloser(&name);
             if before != after {
-                let top = label_count(&before).min(label_count(&after)) + 1;
+                let top = before.label_count().min(after.label_count()) + 1;
                 let flipped = name.trim_to(top);
                 roots.extend(
                     self.cname_owners
-                        .range(flipped.clone()..)
-                        .take_while(|(t, _)| flipped.zone_of_case(t))
+                        .range(&flipped..)
+                        .take_while(|(t, _)| t.is_at_or_below(&flipped))
                         .map(|(t, _)| t.clone()),
                 );
             }
@@ -866,7 +1117,7 @@ impl Zone {
     }
 
     /// Adds `roots` and every name whose CNAME chain leads to one of them to `out`.
-    fn dirty_closure(&self, roots: Vec<Name>, out: &mut BTreeSet<Name>) {
+    fn dirty_closure(&self, roots: Vec<CanonName>, out: &mut BTreeSet<Name>) {
         let mut seen = BTreeSet::new();
         let mut queue = roots;
         while let Some(n) = queue.pop() {
@@ -875,13 +1126,13 @@ impl Zone {
             }
             seen.insert(n);
         }
-        out.extend(seen);
+        add_names(out, seen);
     }
 
     /// Normalises an owner name given to a mutation and checks that it is in the zone.
-    fn owner(&self, name: &Name) -> Result<Name, ZoneError> {
-        let name = normalize(name);
-        if !self.apex.zone_of_case(&name) {
+    fn owner(&self, name: Name) -> Result<CanonName, ZoneError> {
+        let name = CanonName::from_name(name);
+        if !name.is_at_or_below(&self.apex) {
             return Err(ZoneError::NotInZone {
                 name: name.to_string(),
                 apex: self.apex.to_string(),
@@ -892,71 +1143,98 @@ impl Zone {
 
     fn check_set(
         &self,
-        name: &Name,
+        name: &CanonName,
         rtype: RecordType,
         ttl: u32,
         records: &[RData],
     ) -> Result<(), ZoneError> {
-        if rtype == RecordType::SOA {
-            return Err(ZoneError::SoaRecord);
+        check_set_at(&self.apex, name, self.nodes.get(name), rtype, ttl, records)
+    }
+
+    /// Validates and adds the RRsets of [`ZoneSet::load_zone`], as many `check_set` and `put`
+    /// in a row would, with the same error: `ZoneError::Batch` at the first RRset in `rrsets`
+    /// that fails. On error the zone is left without its nodes: the caller drops it.
+    ///
+    /// Inserting them one by one was most of the store's load (a lookup for the check, another
+    /// for the insert, each a descent of a large tree); instead the RRsets are sorted by owner
+    /// (stable, so those of one owner keep their order), each owner's are checked against the
+    /// ones before them, and the map is built at once from the sorted nodes. An RRset's checks
+    /// only depend on the RRsets of its own owner before it, so the first failure found this way
+    /// is the one the sequential order meets first.
+    fn load_rrsets(&mut self, rrsets: Vec<(Name, RecordType, RrSet)>) -> Result<(), ZoneError> {
+        let mut first_error: Option<(usize, ZoneError)> = None;
+        let mut fail = |index: usize, e: ZoneError| {
+            if first_error.as_ref().is_none_or(|(i, _)| index < *i) {
+                first_error = Some((index, e));
+            }
+        };
+        let mut sets = Vec::with_capacity(rrsets.len());
+        for (index, (name, rtype, set)) in rrsets.into_iter().enumerate() {
+            match self.owner(name) {
+                Ok(name) => sets.push((name, index, rtype, set)),
+                Err(e) => fail(index, e),
+            }
         }
-        if !SUPPORTED_TYPES.contains(&rtype) {
-            return Err(ZoneError::UnsupportedType { rtype });
+        sets.sort_by(|a, b| a.0.cmp(&b.0));
+
+        let mut before = std::mem::take(&mut self.nodes);
+        let mut nodes: Vec<(CanonName, Node)> = Vec::with_capacity(sets.len() + before.len());
+        let mut sets = sets.into_iter().peekable();
+        while let Some((name, index, rtype, set)) = sets.next() {
+            let mut node = before.remove(&name).unwrap_or_default();
+            let mut group = Some((index, rtype, set));
+            while let Some((index, rtype, set)) = group.take() {
+                let at = (!node.is_empty()).then_some(&node);
+                match check_set_at(&self.apex, &name, at, rtype, set.ttl, &set.records) {
+                    Ok(()) => {
+                        node.insert(rtype, set);
+                    }
+                    // This owner's later RRsets come later in `rrsets` too: their own errors,
+                    // if any, don't matter.
+                    Err(e) => fail(index, e),
+                }
+                group = sets
+                    .next_if(|next| next.0 == name)
+                    .map(|(_, index, rtype, set)| (index, rtype, set));
+            }
+            if !node.is_empty() {
+                nodes.push((name, node));
+            }
         }
-        check_ttl("ttl", ttl)?;
-        if records.is_empty() {
-            return Err(ZoneError::EmptyRecords);
-        }
-        for (index, r) in records.iter().enumerate() {
-            if r.record_type() != rtype {
-                return Err(ZoneError::TypeMismatch {
-                    index,
-                    expected: rtype,
-                    found: r.record_type(),
-                });
-            }
-            // RFC 2181 §5: an RRset is a set; the same record twice is a client mistake.
-            if records[..index].contains(r) {
-                return Err(ZoneError::DuplicateRecord { index });
-            }
-        }
-        let node = self.nodes.get(name);
-        if rtype == RecordType::CNAME {
-            // RFC 1034 §3.6.2: "If a CNAME RR is present at a node, no other data should be
-            // present"; the apex always has SOA and NS.
-            if *name == self.apex {
-                return Err(ZoneError::CnameAtApex);
-            }
-            // RFC 2181 §10.1: "there should only be one such [CNAME] record" per name.
-            if records.len() > 1 {
-                return Err(ZoneError::MultipleCnames);
-            }
-            if let Some(existing) = node.and_then(|n| n.keys().find(|t| **t != RecordType::CNAME)) {
-                return Err(ZoneError::CnameBesideData {
-                    name: name.to_string(),
-                    existing: *existing,
-                });
-            }
-        } else if node.is_some_and(|n| n.contains_key(&RecordType::CNAME)) {
-            return Err(ZoneError::DataBesideCname {
-                name: name.to_string(),
+        if let Some((index, e)) = first_error {
+            return Err(ZoneError::Batch {
+                index,
+                source: Box::new(e),
             });
         }
-        // RFC 4592 §4.2: NS at a wildcard "has unclear semantics"; refuse it.
-        if rtype == RecordType::NS && is_wildcard(name) {
-            return Err(ZoneError::WildcardNs);
+        // Sorted and distinct but for the nodes from before (the apex NS of `spec.ns`): the sort
+        // in `collect` puts those in place in about one pass, then the tree is built at once.
+        nodes.extend(before);
+        self.nodes = nodes.into_iter().collect();
+        let indexed: Vec<(CanonName, RecordType)> = self
+            .nodes
+            .iter()
+            .flat_map(|(name, node)| {
+                let star = has_star_label(name.name());
+                node.types()
+                    .filter(move |t| star || matches!(t, RecordType::CNAME | RecordType::NS))
+                    .map(move |t| (name.clone(), t))
+            })
+            .collect();
+        for (name, rtype) in indexed {
+            self.reindex(&name, rtype, None);
         }
         Ok(())
     }
 
-    fn check_delete(&self, name: &Name, rtype: RecordType) -> Result<(), ZoneError> {
+    fn check_delete(&self, name: &CanonName, rtype: RecordType) -> Result<(), ZoneError> {
         if rtype == RecordType::SOA {
             return Err(ZoneError::SoaRecord);
         }
         if rtype == RecordType::NS && *name == self.apex {
             return Err(ZoneError::ApexNsRequired);
         }
-        if !self.nodes.get(name).is_some_and(|n| n.contains_key(&rtype)) {
+        if !self.nodes.get(name).is_some_and(|n| n.contains(rtype)) {
             return Err(ZoneError::NoSuchRrset {
                 name: name.to_string(),
                 rtype,
@@ -967,7 +1245,7 @@ impl Zone {
 
     /// Sets (`Some`) or removes (`None`) an RRset without validation, keeping the indexes
     /// (`cname_owners`, `cuts`, `stars`) in step. Returns the previous RRset.
-    fn put(&mut self, name: &Name, rtype: RecordType, new: Option<RrSet>) -> Option<RrSet> {
+    fn put(&mut self, name: &CanonName, rtype: RecordType, new: Option<RrSet>) -> Option<RrSet> {
         let previous = match new {
             Some(set) => self
                 .nodes
@@ -976,15 +1254,22 @@ impl Zone {
                 .insert(rtype, set),
             None => {
                 let node = self.nodes.get_mut(name)?;
-                let previous = node.remove(&rtype);
+                let previous = node.remove(rtype);
                 if node.is_empty() {
                     self.nodes.remove(name);
                 }
                 previous
             }
         };
+        self.reindex(name, rtype, previous.as_ref());
+        previous
+    }
+
+    /// Brings the indexes (`cname_owners`, `cuts`, `stars`) in step with a change of the RRset
+    /// of `rtype` at `name` from `previous`.
+    fn reindex(&mut self, name: &CanonName, rtype: RecordType, previous: Option<&RrSet>) {
         if rtype == RecordType::CNAME {
-            if let Some(target) = previous.as_ref().and_then(cname_target) {
+            if let Some(target) = previous.and_then(cname_target) {
                 if let Some(owners) = self.cname_owners.get_mut(&target) {
                     owners.remove(name);
                     if owners.is_empty() {
@@ -1006,26 +1291,86 @@ impl Zone {
                 self.cuts.remove(name);
             }
         }
-        if has_star_label(name) {
+        if has_star_label(name.name()) {
             if self.nodes.contains_key(name) {
                 self.stars.insert(name.clone());
             } else {
                 self.stars.remove(name);
             }
         }
-        previous
     }
 
-    /// [`Zone::rrset`] for a name already lowercased.
-    fn rrset_lower(&self, name: &Name, rtype: RecordType) -> Option<&RrSet> {
-        self.nodes.get(name)?.get(&rtype)
+    /// [`Zone::rrset`] for a name in key form.
+    fn rrset_lower(&self, name: &CanonName, rtype: RecordType) -> Option<&RrSet> {
+        self.nodes.get(name)?.get(rtype)
     }
 }
 
-/// The (lowercased) target of a CNAME RRset.
-fn cname_target(set: &RrSet) -> Option<Name> {
+/// The checks of [`Zone::check_set`], given the zone's apex and the node at `name` as it is
+/// (`None`: no data there).
+fn check_set_at(
+    apex: &CanonName,
+    name: &CanonName,
+    node: Option<&Node>,
+    rtype: RecordType,
+    ttl: u32,
+    records: &[RData],
+) -> Result<(), ZoneError> {
+    if rtype == RecordType::SOA {
+        return Err(ZoneError::SoaRecord);
+    }
+    if !SUPPORTED_TYPES.contains(&rtype) {
+        return Err(ZoneError::UnsupportedType { rtype });
+    }
+    check_ttl("ttl", ttl)?;
+    if records.is_empty() {
+        return Err(ZoneError::EmptyRecords);
+    }
+    for (index, r) in records.iter().enumerate() {
+        if r.record_type() != rtype {
+            return Err(ZoneError::TypeMismatch {
+                index,
+                expected: rtype,
+                found: r.record_type(),
+            });
+        }
+        // RFC 2181 §5: an RRset is a set; the same record twice is a client mistake.
+        if records[..index].contains(r) {
+            return Err(ZoneError::DuplicateRecord { index });
+        }
+    }
+    if rtype == RecordType::CNAME {
+        // RFC 1034 §3.6.2: "If a CNAME RR is present at a node, no other data should be
+        // present"; the apex always has SOA and NS.
+        if name == apex {
+            return Err(ZoneError::CnameAtApex);
+        }
+        // RFC 2181 §10.1: "there should only be one such [CNAME] record" per name.
+        if records.len() > 1 {
+            return Err(ZoneError::MultipleCnames);
+        }
+        if let Some(existing) = node.and_then(|n| n.types().find(|t| *t != RecordType::CNAME)) {
+            return Err(ZoneError::CnameBesideData {
+                name: name.to_string(),
+                existing,
+            });
+        }
+    } else if node.is_some_and(|n| n.contains(RecordType::CNAME)) {
+        return Err(ZoneError::DataBesideCname {
+            name: name.to_string(),
+        });
+    }
+    // RFC 4592 §4.2: NS at a wildcard "has unclear semantics"; refuse it.
+    if rtype == RecordType::NS && is_wildcard(name.name()) {
+        return Err(ZoneError::WildcardNs);
+    }
+    Ok(())
+}
+
+/// The target of a CNAME RRset, in key form.
+fn cname_target(set: &RrSet) -> Option<CanonName> {
     match set.records.first() {
-        Some(RData::CNAME(c)) => Some(normalize(&c.0)),
+        Some(RData::CNAME(c)) => Some(CanonName::new(&c.0)),
         _ => None,
     }
 }

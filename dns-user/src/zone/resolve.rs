@@ -6,7 +6,7 @@ use hickory_proto::{
     rr::{Name, RData, Record, RecordType},
 };
 
-use super::{cname_target, normalize, Node, RrSet, Zone, ZoneSet, MAX_CNAME_CHAIN};
+use super::{cname_target, CanonName, Node, RrSet, Zone, ZoneSet, MAX_CNAME_CHAIN};
 
 /// What kind of answer a [`Resolution`] is; the compiler keys its "can the fast path say this"
 /// decision on it, the fallback counts it.
@@ -82,11 +82,13 @@ impl ZoneSet {
     /// `ANY` returns every RRset at the name (the SOA too at the apex), not the RFC 8482 minimal
     /// answer: the data is public anyway, and UDP size limits still apply through truncation.
     pub fn resolve(&self, qname: &Name, qtype: RecordType) -> Resolution {
-        match self.find_zone(qname) {
+        let name = CanonName::new(qname);
+        match self.find_zone_of(&name) {
             // A CNAME target inside a nested zone served here belongs to that zone, not to the
             // one that holds the CNAME: the chain stops there, as for any other zone.
-            Some(zone) => zone.resolve_with(qname, qtype, |target| {
-                self.find_zone(target).is_some_and(|z| z.apex == zone.apex)
+            Some(zone) => zone.resolve_with(qname, name, qtype, |target| {
+                self.find_zone_of(target)
+                    .is_some_and(|z| z.apex == zone.apex)
             }),
             None => Resolution::refused(),
         }
@@ -96,32 +98,32 @@ impl ZoneSet {
 impl Zone {
     /// [`ZoneSet::resolve`] inside this zone (REFUSED if `qname` is outside it).
     pub fn resolve(&self, qname: &Name, qtype: RecordType) -> Resolution {
-        self.resolve_with(qname, qtype, |_| true)
+        self.resolve_with(qname, CanonName::new(qname), qtype, |_| true)
     }
 
-    /// [`Zone::resolve`], following a CNAME only to targets inside the zone for which
-    /// `authoritative` holds (lowercased target).
+    /// [`Zone::resolve`] of `qname` (`name` in key form), following a CNAME only to targets
+    /// inside the zone for which `authoritative` holds.
     fn resolve_with(
         &self,
         qname: &Name,
+        mut name: CanonName,
         qtype: RecordType,
-        authoritative: impl Fn(&Name) -> bool,
+        authoritative: impl Fn(&CanonName) -> bool,
     ) -> Resolution {
         let mut res = Resolution::new();
         let mut owner = qname.clone();
         owner.set_fqdn(true);
-        let mut name = normalize(qname);
-        if !self.apex.zone_of_case(&name) {
+        if !name.is_at_or_below(&self.apex) {
             return Resolution::refused();
         }
         // Owners of the CNAMEs followed so far, to stop on loops.
-        let mut followed: Vec<Name> = Vec::new();
+        let mut followed: Vec<CanonName> = Vec::new();
         loop {
             if let Some(cut) = self.cut_above(&name) {
                 // RFC 4035 §3.1.4.1 (and RFC 1034's parent-side rule): DS lives in the parent, so
                 // a DS question at the cut itself is answered here, not referred.
-                if !(cut == name && qtype == RecordType::DS) {
-                    self.referral(&cut, &mut res);
+                if !(*cut == name && qtype == RecordType::DS) {
+                    self.referral(cut, &mut res);
                     return res;
                 }
             }
@@ -140,7 +142,7 @@ impl Zone {
                 if at_apex {
                     res.answers.push(self.soa_owned_by(&owner));
                 }
-                for set in node.values() {
+                for set in node.sets() {
                     push_set(&mut res.answers, &owner, set);
                 }
                 return res;
@@ -149,11 +151,11 @@ impl Zone {
                 res.answers.push(self.soa_owned_by(&owner));
                 return res;
             }
-            if let Some(set) = node.get(&qtype) {
+            if let Some(set) = node.get(qtype) {
                 push_set(&mut res.answers, &owner, set);
                 return res;
             }
-            let Some(cname) = node.get(&RecordType::CNAME) else {
+            let Some(cname) = node.get(RecordType::CNAME) else {
                 return self.negative(res, ResolutionKind::Nodata);
             };
             // RFC 1034 §4.3.2 step 3a: "If the data at the node is a CNAME, and QTYPE doesn't
@@ -166,14 +168,14 @@ impl Zone {
             };
             // Out of this zone: the client follows it. Loops and long chains stop here with
             // the CNAMEs found so far, as other servers do.
-            if !self.apex.zone_of_case(&target)
+            if !target.is_at_or_below(&self.apex)
                 || !authoritative(&target)
                 || followed.contains(&target)
                 || followed.len() >= MAX_CNAME_CHAIN
             {
                 return res;
             }
-            owner = target.clone();
+            owner = target.name().clone();
             name = target;
         }
     }
@@ -200,7 +202,7 @@ impl Zone {
     /// RFC 1034 §4.3.2 step 3b: "copy the NS RRs for the subzone into the authority section of
     /// the reply. Put whatever addresses are available into the additional section, using glue
     /// RRs if the addresses are not available from authoritative data or the cache."
-    fn referral(&self, cut: &Name, res: &mut Resolution) {
+    fn referral(&self, cut: &CanonName, res: &mut Resolution) {
         res.kind = ResolutionKind::Referral;
         // AA: "the responding name server is an authority for the domain name in question
         // section". A bare referral isn't; a CNAME chain that led into the delegation was.
@@ -208,16 +210,16 @@ impl Zone {
         let Some(ns) = self.rrset_lower(cut, RecordType::NS) else {
             return;
         };
-        push_set(&mut res.authority, cut, ns);
+        push_set(&mut res.authority, cut.name(), ns);
         for rd in &ns.records {
             let RData::NS(target) = rd else { continue };
-            let target = normalize(&target.0);
-            if !self.apex.zone_of_case(&target) {
+            let target = CanonName::new(&target.0);
+            if !target.is_at_or_below(&self.apex) {
                 continue;
             }
             for t in [RecordType::A, RecordType::AAAA] {
                 if let Some(glue) = self.rrset_lower(&target, t) {
-                    push_set(&mut res.additional, &target, glue);
+                    push_set(&mut res.additional, target.name(), glue);
                 }
             }
         }
@@ -225,13 +227,13 @@ impl Zone {
 
     /// RFC 4592 §3.3.1: for a name that doesn't exist, the source of synthesis is `*.` prepended
     /// to its closest encloser; if that exists, answers are synthesized from it.
-    fn wildcard(&self, name: &Name, used: &mut bool) -> Found<'_> {
+    fn wildcard(&self, name: &CanonName, used: &mut bool) -> Found<'_> {
         // A source of synthesis exists only if some owner has a `*` label.
         if self.stars.is_empty() || *name == self.apex {
             return Found::Missing;
         }
-        let encloser = self.closest_encloser(&name.base_name());
-        let Ok(source) = encloser.prepend_label("*") else {
+        let encloser = self.closest_encloser(&name.parent());
+        let Ok(source) = encloser.name().prepend_label("*").map(CanonName) else {
             return Found::Missing;
         };
         let found = match self.nodes.get(&source) {

@@ -587,6 +587,56 @@ fn existing_names_lists_owners_and_ents() {
 }
 
 #[test]
+fn existing_names_match_their_definition() {
+    // Deep empty non-terminals, owners after the names below a cut, a cut below a cut, `*` and
+    // `-` labels that sort between siblings.
+    let mut zs = zones();
+    for (name, t, rd) in [
+        ("x.y.z.d.example.com.", RecordType::A, vec![a("192.0.2.1")]),
+        ("d.example.com.", RecordType::A, vec![a("192.0.2.2")]),
+        ("q.z.d.example.com.", RecordType::A, vec![a("192.0.2.3")]),
+        (
+            "cut.example.com.",
+            RecordType::NS,
+            vec![ns("ns.cut.example.com.")],
+        ),
+        ("ns.cut.example.com.", RecordType::A, vec![a("192.0.2.4")]),
+        (
+            "a.b.cut.example.com.",
+            RecordType::NS,
+            vec![ns("ns.other.net.")],
+        ),
+        ("cut-a.example.com.", RecordType::A, vec![a("192.0.2.5")]),
+        ("e.cut-a.example.com.", RecordType::A, vec![a("192.0.2.6")]),
+        ("*.w.example.com.", RecordType::A, vec![a("192.0.2.7")]),
+        ("v.*.w.example.com.", RecordType::A, vec![a("192.0.2.8")]),
+        ("z.example.com.", RecordType::A, vec![a("192.0.2.9")]),
+    ] {
+        set(&mut zs, name, t, rd);
+    }
+    let z = zs.zone(&apex()).expect("zone");
+    let cuts: Vec<Name> = z.cuts().cloned().collect();
+    let mut want = BTreeSet::new();
+    for owner in z.owners() {
+        if cuts.iter().any(|c| c != owner && c.zone_of_case(owner)) {
+            continue;
+        }
+        let mut n = owner.clone();
+        while want.insert(n.clone()) && n != apex() {
+            n = n.base_name();
+        }
+    }
+    let got: Vec<Name> = z.existing_names().collect();
+    assert_eq!(got, want.into_iter().collect::<Vec<_>>());
+    assert!(got.contains(&n("z.d.example.com.")));
+    assert!(got.contains(&n("cut-a.example.com.")));
+    assert!(!got.contains(&n("b.cut.example.com.")));
+    for name in &got {
+        assert!(z.name_exists(name), "{name}");
+    }
+}
+
+#[test]
 fn counts_and_listing() {
     let zs = zones();
     let z = zs.zone(&apex()).expect("zone");
@@ -1176,28 +1226,256 @@ fn mixed_types_resolve() {
 
 #[test]
 fn canonical_order_keeps_descendants_together() {
-    // `has_descendants` and the range scans rely on this.
-    let mut v = vec![
-        n("example.com."),
-        n("b.example.com."),
-        n("a.b.example.com."),
-        n("z.a.b.example.com."),
-        n("c.example.com."),
-        n("*.b.example.com."),
-        n("b0.example.com."),
-        n("ba.example.com."),
-    ];
+    // `has_descendants`, `closest_key` and the range scans rely on this.
+    let mut v: Vec<CanonName> = [
+        "example.com.",
+        "b.example.com.",
+        "a.b.example.com.",
+        "z.a.b.example.com.",
+        "c.example.com.",
+        "*.b.example.com.",
+        "b0.example.com.",
+        "ba.example.com.",
+    ]
+    .into_iter()
+    .map(|s| CanonName::new(&n(s)))
+    .collect();
     v.sort();
-    let b = n("b.example.com.");
+    let b = CanonName::new(&n("b.example.com."));
     let pos: Vec<_> = v
         .iter()
         .enumerate()
-        .filter(|(_, x)| b.zone_of_case(x))
+        .filter(|(_, x)| x.is_at_or_below(&b))
         .map(|(i, _)| i)
         .collect();
     assert_eq!(pos.len(), 4);
     assert!(pos.windows(2).all(|w| w[1] == w[0] + 1), "{v:?}");
     assert_eq!(v[pos[0]], b);
+}
+
+/// Names whose order is easy to get wrong: shared prefixes, `*`, `-`, `_`, digits, zero and high
+/// bytes, upper case, the root, different label counts.
+fn tricky_names() -> Vec<Name> {
+    let mut v: Vec<Name> = [
+        ".",
+        "com.",
+        "example.com.",
+        "Example.COM",
+        "a.example.com.",
+        "A.example.com.",
+        "a.a.example.com.",
+        "aa.example.com.",
+        "a-.example.com.",
+        "a0.example.com.",
+        "a_b.example.com.",
+        "*.example.com.",
+        "*.a.example.com.",
+        "z.*.example.com.",
+        "example.net.",
+        "example.co.",
+        "x.example.co.",
+        "example.comm.",
+        "n1.example.com.",
+        "n10.example.com.",
+        "n2.example.com.",
+    ]
+    .into_iter()
+    .map(|s| Name::from_ascii(s).expect("test name"))
+    .collect();
+    for label in [
+        b"\x00".as_slice(),
+        b"\x01a",
+        b"a\x00b",
+        b"\x80x",
+        b"\xc0",
+        b"\xff",
+        b"Z\xff",
+    ] {
+        v.push(Name::from_labels([label, b"example", b"com"]).expect("raw labels"));
+    }
+    v
+}
+
+#[test]
+fn canon_name_order_is_hickorys_canonical_order() {
+    let names = tricky_names();
+    for x in &names {
+        let cx = CanonName::new(x);
+        assert_eq!(cx.name(), &normalize(x));
+        assert!(cx.name().is_fqdn());
+        for y in &names {
+            let cy = CanonName::new(y);
+            let want = normalize(x).cmp(&normalize(y));
+            assert_eq!(cx.cmp(&cy), want, "{x} vs {y}");
+            assert_eq!(cx == cy, want.is_eq(), "{x} vs {y}");
+            let hash = |c: &CanonName| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                c.hash(&mut h);
+                h.finish()
+            };
+            if cx == cy {
+                assert_eq!(hash(&cx), hash(&cy), "{x} vs {y}");
+            }
+        }
+    }
+}
+
+#[test]
+fn normalize_lowercases_and_makes_absolute() {
+    for (given, want) in [
+        ("WWW.Example.COM", "www.example.com."),
+        ("www.example.com", "www.example.com."),
+        ("www.example.com.", "www.example.com."),
+        ("wWw.example.com.", "www.example.com."),
+        (".", "."),
+    ] {
+        let got = normalize(&n(given));
+        assert!(got.is_fqdn(), "{given}");
+        assert!(got.eq_case(&n(want)), "{given}: {got}");
+    }
+}
+
+#[test]
+fn canon_name_parts() {
+    let c = |s: &str| CanonName::new(&n(s));
+    let name = c("a.b.example.com.");
+    assert_eq!(name.label_count(), 4);
+    assert_eq!(name.parent(), c("b.example.com."));
+    assert_eq!(name.trim_to(2), c("example.com."));
+    assert_eq!(name.trim_to(0), c("."));
+    assert_eq!(name.trim_to(9), name);
+    assert!(name.trim_to(1).name().eq_case(&n("com.")));
+    assert_eq!(c(".").parent(), c("."));
+    assert_eq!(name.common_labels(&c("x.b.example.com.")), 3);
+    assert_eq!(name.common_labels(&c("example.net.")), 0);
+    assert!(name.is_at_or_below(&c("example.com.")));
+    assert!(name.is_at_or_below(&name));
+    assert!(name.is_at_or_below(&c(".")));
+    assert!(!c("example.com.").is_at_or_below(&name));
+    assert!(!c("b.example.com.").is_at_or_below(&c("ab.example.com.")));
+}
+
+#[test]
+fn node_keeps_one_set_per_type_in_type_order() {
+    let set = |ttl| RrSet {
+        ttl,
+        records: vec![],
+    };
+    let mut node = Node::default();
+    assert!(node.is_empty());
+    assert_eq!(node.insert(RecordType::TXT, set(1)), None);
+    assert_eq!(node.insert(RecordType::A, set(2)), None);
+    assert_eq!(node.insert(RecordType::MX, set(3)), None);
+    assert_eq!(node.0.capacity(), 3);
+    assert_eq!(node.insert(RecordType::A, set(4)), Some(set(2)));
+    assert_eq!(
+        node.types().collect::<Vec<_>>(),
+        vec![RecordType::A, RecordType::MX, RecordType::TXT]
+    );
+    assert_eq!(node.get(RecordType::A), Some(&set(4)));
+    assert!(node.contains(RecordType::MX) && !node.contains(RecordType::AAAA));
+    assert_eq!(node.remove(RecordType::MX), Some(set(3)));
+    assert_eq!(node.remove(RecordType::MX), None);
+    assert_eq!(node.len(), 2);
+    assert_eq!(
+        node.iter().map(|(t, s)| (t, s.ttl)).collect::<Vec<_>>(),
+        vec![(RecordType::A, 4), (RecordType::TXT, 1)]
+    );
+}
+
+#[test]
+fn find_zone_takes_the_closest_apex_among_many() {
+    let mut zs = ZoneSet::new();
+    for apex in [
+        "com.",
+        "example.com.",
+        "a.example.com.",
+        "c.example.com.",
+        "b.a.example.com.",
+        "d.b.a.example.com.",
+        "zz.example.com.",
+        "example.net.",
+    ] {
+        zs.create_zone(spec(apex)).expect("zone");
+    }
+    for (name, want) in [
+        ("example.com.", Some("example.com.")),
+        ("x.example.com.", Some("example.com.")),
+        // The last apex before it (a.example.com.'s subtree) is no ancestor.
+        ("b.example.com.", Some("example.com.")),
+        ("x.b.example.com.", Some("example.com.")),
+        ("c.a.example.com.", Some("a.example.com.")),
+        ("x.c.a.example.com.", Some("a.example.com.")),
+        ("x.d.b.a.example.com.", Some("d.b.a.example.com.")),
+        ("e.b.a.example.com.", Some("b.a.example.com.")),
+        ("C.Example.Com", Some("c.example.com.")),
+        ("zzz.example.com.", Some("example.com.")),
+        ("y.zz.example.com.", Some("zz.example.com.")),
+        ("other.com.", Some("com.")),
+        ("com.", Some("com.")),
+        ("net.", None),
+        ("x.example.org.", None),
+        ("a.", None),
+        (".", None),
+    ] {
+        assert_eq!(
+            zs.find_zone(&n(name)).map(|z| z.apex().to_string()),
+            want.map(str::to_owned),
+            "{name}"
+        );
+    }
+    zs.create_zone(spec(".")).expect("root zone");
+    assert_eq!(
+        zs.find_zone(&n("x.example.org.")).map(Zone::apex),
+        Some(&n("."))
+    );
+    assert_eq!(zs.find_zone(&n(".")).map(Zone::apex), Some(&n(".")));
+}
+
+#[test]
+fn nested_cuts_refer_at_the_topmost() {
+    let mut zs = zones();
+    set(
+        &mut zs,
+        "sub.example.com.",
+        RecordType::NS,
+        vec![ns("ns.other.net.")],
+    );
+    set(
+        &mut zs,
+        "deep.x.sub.example.com.",
+        RecordType::NS,
+        vec![ns("ns.other.net.")],
+    );
+    set(
+        &mut zs,
+        "suba.example.com.",
+        RecordType::A,
+        vec![a("192.0.2.9")],
+    );
+    for q in [
+        "sub.example.com.",
+        "x.sub.example.com.",
+        "deep.x.sub.example.com.",
+        "y.deep.x.sub.example.com.",
+    ] {
+        let res = zs.resolve(&n(q), RecordType::A);
+        assert_eq!(res.kind, ResolutionKind::Referral, "{q}");
+        assert_eq!(owners(&res.authority), vec!["sub.example.com."], "{q}");
+    }
+    let res = zs.resolve(&n("suba.example.com."), RecordType::A);
+    assert_eq!(res.kind, ResolutionKind::Answer);
+    let z = zs.zone(&apex()).expect("zone");
+    assert_eq!(
+        z.cuts().map(ToString::to_string).collect::<Vec<_>>(),
+        vec!["sub.example.com.", "deep.x.sub.example.com."]
+    );
+    let existing: BTreeSet<Name> = z.existing_names().collect();
+    assert!(existing.contains(&n("sub.example.com.")));
+    assert!(existing.contains(&n("suba.example.com.")));
+    assert!(!existing.contains(&n("x.sub.example.com.")));
+    assert!(!existing.contains(&n("deep.x.sub.example.com.")));
+    assert!(!z.name_exists(&n("deep.x.sub.example.com.")));
 }
 
 #[test]
@@ -1261,6 +1539,190 @@ fn load_zone_keeps_the_serial_and_validates() {
     let e = zs.load_zone(other, vec![]).expect_err("no ns");
     assert_eq!(e.field(), "ns");
     assert_eq!(zs.len(), 1);
+}
+
+#[test]
+fn load_zone_builds_what_set_rrset_builds() {
+    // A zone with every index in use: CNAMEs (one into a wildcard), a cut with glue, wildcards.
+    let mut built = zones();
+    for (name, t, rd) in [
+        (
+            "sub.example.com.",
+            RecordType::NS,
+            vec![ns("ns.sub.example.com.")],
+        ),
+        ("ns.sub.example.com.", RecordType::A, vec![a("192.0.2.77")]),
+        ("*.w.example.com.", RecordType::A, vec![a("192.0.2.7")]),
+        (
+            "tow.example.com.",
+            RecordType::CNAME,
+            vec![cname("x.w.example.com.")],
+        ),
+        (
+            "Chain.example.com.",
+            RecordType::CNAME,
+            vec![cname("ALIAS.example.com")],
+        ),
+    ] {
+        set(&mut built, name, t, rd);
+    }
+    let z = built.zone(&apex()).expect("zone");
+    let rrsets: Vec<_> = z
+        .records()
+        .map(|(name, t, ttl, records)| {
+            let records = records.to_vec();
+            (name, t, RrSet { ttl, records })
+        })
+        .collect();
+    let mut s = spec("example.com.");
+    s.ns.clear();
+    s.serial = z.serial();
+    let mut loaded = ZoneSet::new();
+    loaded.load_zone(s, rrsets).expect("load");
+    assert_eq!(snapshot(&loaded), snapshot(&built));
+    let l = loaded.zone(&apex()).expect("zone");
+    assert_eq!(l.cuts().collect::<Vec<_>>(), z.cuts().collect::<Vec<_>>());
+    assert_eq!(l.has_wildcard_or_cut(), z.has_wildcard_or_cut());
+    assert_eq!(
+        l.existing_names().collect::<Vec<_>>(),
+        z.existing_names().collect::<Vec<_>>()
+    );
+    for q in [
+        "www.example.com.",
+        "alias.example.com.",
+        "chain.example.com.",
+        "tow.example.com.",
+        "y.w.example.com.",
+        "x.sub.example.com.",
+        "b.c.example.com.",
+        "nope.example.com.",
+    ] {
+        for t in [RecordType::A, RecordType::AAAA, RecordType::CNAME] {
+            assert_eq!(loaded.resolve(&n(q), t), built.resolve(&n(q), t), "{q} {t}");
+        }
+    }
+    // The CNAME index: changing www dirties the CNAMEs leading to it in both.
+    let d1 = set(
+        &mut built,
+        "www.example.com.",
+        RecordType::A,
+        vec![a("192.0.2.9")],
+    );
+    let d2 = set(
+        &mut loaded,
+        "www.example.com.",
+        RecordType::A,
+        vec![a("192.0.2.9")],
+    );
+    assert_eq!(d1, d2);
+    assert!(d2.names.contains(&n("chain.example.com.")));
+}
+
+#[test]
+fn load_zone_checks_each_rrset_against_the_ones_before() {
+    let set_of = |name: &str, t, rd: RData| {
+        (
+            n(name),
+            t,
+            RrSet {
+                ttl: 60,
+                records: vec![rd],
+            },
+        )
+    };
+    let base = || {
+        vec![
+            set_of("example.com.", RecordType::NS, ns("ns1.example.com.")),
+            set_of("a.example.com.", RecordType::A, a("192.0.2.1")),
+            set_of("c.example.com.", RecordType::CNAME, cname("a.example.com.")),
+        ]
+    };
+    let mut s = spec("example.com.");
+    s.ns.clear();
+    for (extra, want) in [
+        (
+            set_of("A.example.com.", RecordType::CNAME, cname("x.example.com.")),
+            ZoneError::CnameBesideData {
+                name: "a.example.com.".into(),
+                existing: RecordType::A,
+            },
+        ),
+        (
+            set_of("c.example.com.", RecordType::TXT, txt("x")),
+            ZoneError::DataBesideCname {
+                name: "c.example.com.".into(),
+            },
+        ),
+        (
+            set_of("example.com.", RecordType::CNAME, cname("x.example.com.")),
+            ZoneError::CnameAtApex,
+        ),
+        (
+            set_of("*.example.com.", RecordType::NS, ns("ns1.example.com.")),
+            ZoneError::WildcardNs,
+        ),
+        (
+            set_of("a.example.org.", RecordType::A, a("192.0.2.1")),
+            ZoneError::NotInZone {
+                name: "a.example.org.".into(),
+                apex: "example.com.".into(),
+            },
+        ),
+    ] {
+        let mut rrsets = base();
+        rrsets.push(extra);
+        let mut zs = ZoneSet::new();
+        let e = zs.load_zone(s.clone(), rrsets).expect_err("invalid");
+        assert_eq!(
+            e,
+            ZoneError::Batch {
+                index: 3,
+                source: Box::new(want)
+            }
+        );
+        assert!(zs.is_empty());
+    }
+    // Of several bad RRsets, the first in the input is reported, whatever their owners' order.
+    for (extra, want_index) in [
+        (
+            vec![
+                set_of("z.example.com.", RecordType::A, a("192.0.2.1")),
+                set_of("a.example.org.", RecordType::A, a("192.0.2.1")),
+                set_of("a.example.com.", RecordType::CNAME, cname("z.example.com.")),
+            ],
+            4,
+        ),
+        (
+            vec![
+                set_of("z.example.com.", RecordType::TXT, txt("x")),
+                set_of("z.example.com.", RecordType::CNAME, cname("a.example.com.")),
+                set_of("a.example.com.", RecordType::CNAME, cname("z.example.com.")),
+                set_of("a.example.org.", RecordType::A, a("192.0.2.1")),
+            ],
+            4,
+        ),
+    ] {
+        let mut rrsets = base();
+        rrsets.extend(extra);
+        let e = ZoneSet::new()
+            .load_zone(s.clone(), rrsets)
+            .expect_err("invalid");
+        assert!(
+            matches!(e, ZoneError::Batch { index, .. } if index == want_index),
+            "{e:?}"
+        );
+    }
+    // Replacing an RRset loaded earlier is allowed: the later one wins.
+    let mut rrsets = base();
+    rrsets.push(set_of(
+        "c.example.com.",
+        RecordType::CNAME,
+        cname("b.example.com."),
+    ));
+    let mut zs = ZoneSet::new();
+    zs.load_zone(s, rrsets).expect("load");
+    let res = zs.resolve(&n("c.example.com."), RecordType::CNAME);
+    assert_eq!(res.answers[0].data(), &cname("b.example.com."));
 }
 
 #[test]
