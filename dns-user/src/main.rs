@@ -110,6 +110,10 @@ struct ServeArgs {
     /// the pins; after a crash they stay either way.
     #[arg(long)]
     keep_xdp: bool,
+    /// Answer AXFR/IXFR over TCP to anyone who asks (off: REFUSED). The zones are then public
+    /// in bulk; only turn it on where the DNS port is reachable by your secondaries alone.
+    #[arg(long)]
+    allow_axfr: bool,
     /// UDP payload size advertised in EDNS responses.
     #[arg(long, default_value_t = dns_common::DEFAULT_UDP_PAYLOAD)]
     udp_payload: u16,
@@ -187,6 +191,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let fallback_cfg = FallbackConfig {
         udp_payload: args.udp_payload,
+        allow_transfer: args.allow_axfr,
         ..FallbackConfig::default()
     };
     let (loaded, fast) = match args.xdp_mode {
