@@ -7,13 +7,11 @@
 //! BENCHMARKS.md; `--quick` and `--only` write `target/edgedns-bench/BENCHMARKS.md` instead, so
 //! a partial run never replaces the committed figures. Not part of `cargo xtask test` or CI.
 
-use std::{io, path::Path};
-
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{ensure, Context as _, Result};
 
 use crate::{
     bootstrap::{bootstrap, Task},
-    exec::{as_root, cargo, cmdline, run, target_dir, which, workspace_root},
+    exec::{as_root, cargo, cmdline, run, target_dir, workspace_root},
 };
 
 /// Programs the benchmark runs beyond what `cargo xtask test` needs, with their Debian packages.
@@ -101,54 +99,8 @@ pub fn cmd(opts: Options) -> Result<()> {
     Ok(())
 }
 
-/// Installs the Debian packages of the missing programs (`apt-get update` first).
+/// Installs the Debian packages of the missing programs (`apt-get update` first), without
+/// letting their daemons start.
 fn ensure_bench_programs(root: bool) -> Result<()> {
-    let mut missing: Vec<&str> = PROGRAMS
-        .iter()
-        .filter(|(program, _)| which(program).is_none())
-        .map(|&(_, package)| package)
-        .collect();
-    missing.sort_unstable();
-    missing.dedup();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let list = missing.join(" ");
-    if which("apt-get").is_none() {
-        bail!("missing programs: install the packages that provide them (Debian names: {list})");
-    }
-    eprintln!("xtask: installing Debian packages for the benchmark: {list}");
-    // Debian's knot and nsd packages start their daemons on install where an init system runs;
-    // the benchmark starts its own in a namespace. A policy-rc.d that says "no" keeps them from
-    // starting, unless the machine already has one.
-    let policy = Path::new("/usr/sbin/policy-rc.d");
-    let add_policy = root && !policy.exists();
-    if add_policy {
-        std::fs::write(
-            policy,
-            "#!/bin/sh\n# cargo xtask bench: no service starts\nexit 101\n",
-        )?;
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755))?;
-    }
-    let apt = |args: &[&str]| -> Result<()> {
-        let mut cmd = as_root("apt-get", root)?;
-        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        run(cmd.stdout(io::stderr()))
-    };
-    let r = apt(&["update", "-q"]).and_then(|()| {
-        let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
-        args.extend(&missing);
-        apt(&args)
-    });
-    if add_policy {
-        let _ = std::fs::remove_file(policy);
-    }
-    r.with_context(|| format!("could not install Debian packages {list}: install them by hand"))?;
-    for (program, package) in PROGRAMS {
-        if which(program).is_none() {
-            bail!("`{program}` is still missing after installing {package}");
-        }
-    }
-    Ok(())
+    crate::bootstrap::ensure_programs(PROGRAMS, root, true)
 }

@@ -89,7 +89,7 @@ pub fn bootstrap(task: Task) -> Result<Ready> {
     let root = is_root()?;
     ensure_nightly()?;
     let bin = ensure_bpf_linker()?;
-    ensure_programs(task.programs(), root)?;
+    ensure_programs(task.programs(), root, false)?;
     if matches!(task, Task::Run | Task::Test) && !Path::new("/sys/kernel/btf/vmlinux").exists() {
         eprintln!(
             "xtask: warning: /sys/kernel/btf/vmlinux is missing: the kernel has no BTF, and \
@@ -197,8 +197,14 @@ fn ensure_bpf_linker() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// Installs the Debian packages of the programs that are not on PATH.
-fn ensure_programs(programs: &[(&str, &str)], root: bool) -> Result<()> {
+/// Installs the Debian packages of the programs that are not on PATH. With `no_services`, the
+/// packages' daemons are kept from starting on install (a temporary policy-rc.d that says no,
+/// unless the machine has one): the benchmark starts Knot and NSD itself, in a namespace.
+pub(crate) fn ensure_programs(
+    programs: &[(&str, &str)],
+    root: bool,
+    no_services: bool,
+) -> Result<()> {
     let mut missing: Vec<&str> = programs
         .iter()
         .filter(|(program, _)| which(program).is_none())
@@ -214,20 +220,30 @@ fn ensure_programs(programs: &[(&str, &str)], root: bool) -> Result<()> {
         bail!("missing programs: install the packages that provide them (Debian names: {list})");
     }
     eprintln!("xtask: installing Debian packages: {list}");
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let add_policy = no_services && root && !policy.exists();
+    if add_policy {
+        std::fs::write(
+            policy,
+            "#!/bin/sh\n# cargo xtask: no service starts\nexit 101\n",
+        )?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755))?;
+    }
     let apt = |args: &[&str]| -> Result<()> {
         let mut cmd = as_root("apt-get", root)?;
         cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
         run(cmd.stdout(io::stderr()))
     };
-    apt(&["update", "-q"])
-        .and_then(|()| {
-            let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
-            args.extend(&missing);
-            apt(&args)
-        })
-        .with_context(|| {
-            format!("could not install Debian packages {list}: install them by hand")
-        })?;
+    let r = apt(&["update", "-q"]).and_then(|()| {
+        let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+        args.extend(&missing);
+        apt(&args)
+    });
+    if add_policy {
+        let _ = std::fs::remove_file(policy);
+    }
+    r.with_context(|| format!("could not install Debian packages {list}: install them by hand"))?;
     for (program, package) in programs {
         if which(program).is_none() {
             bail!("`{program}` is still missing after installing {package}");
