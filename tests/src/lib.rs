@@ -275,6 +275,23 @@ impl Drop for NetNs {
     }
 }
 
+/// Gives `ifname` in `ns` its IPv4 (/24) and IPv6 (/64, no DAD) addresses, turns TX checksum
+/// offload off (so XDP never sees a partial checksum) and brings it up.
+fn configure_if(ns: &NetNs, ifname: &str, v4: &str, v6: &str) {
+    ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", ifname]);
+    ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{v6}/64"),
+        "dev",
+        ifname,
+        "nodad",
+    ]);
+    run_ok(ns.command("ethtool").args(["-K", ifname, "tx", "off"]));
+    ns.ip(&["link", "set", ifname, "up"]);
+}
+
 /// A veth pair between a server and a client namespace, addressed as in the module docs.
 /// Checksum offload is off on both ends, so that XDP always sees complete UDP checksums.
 #[derive(Debug)]
@@ -312,18 +329,7 @@ impl Veth {
             (server, &veth.server_if, SERVER_V4, SERVER_V6),
             (client, &veth.client_if, CLIENT_V4, CLIENT_V6),
         ] {
-            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", ifname]);
-            ns.ip(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("{v6}/64"),
-                "dev",
-                ifname,
-                "nodad",
-            ]);
-            run_ok(ns.command("ethtool").args(["-K", ifname, "tx", "off"]));
-            ns.ip(&["link", "set", ifname, "up"]);
+            configure_if(ns, ifname, v4, v6);
         }
         veth
     }
@@ -929,18 +935,7 @@ impl TestBed {
             if !out.success() {
                 return Err(format!("ip {}: {}", add.join(" "), out.stderr.trim()));
             }
-            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", ifname]);
-            ns.ip(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("{v6}/64"),
-                "dev",
-                ifname,
-                "nodad",
-            ]);
-            run_ok(ns.command("ethtool").args(["-K", ifname, "tx", "off"]));
-            ns.ip(&["link", "set", ifname, "up"]);
+            configure_if(ns, ifname, v4, v6);
         }
         Ok(vlan)
     }
