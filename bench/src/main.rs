@@ -3,7 +3,6 @@
 //! programs and starts the servers it compares; everything it creates is removed when it ends,
 //! also on error.
 
-mod dns;
 mod kernel;
 mod memory;
 mod packet;

@@ -16,9 +16,9 @@ use dns_user::{
 };
 use hickory_proto::rr::RecordType;
 use serde_json::{json, Value};
+use testkit::wire::{DnsClient, Reply};
 
 use crate::{
-    dns::{DnsClient, Reply},
     servers,
     sys::{self, Bed},
     zonegen::{self, Shape, APEX},

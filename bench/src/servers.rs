@@ -13,9 +13,9 @@ use std::{
 use anyhow::{bail, Result};
 use hickory_proto::rr::RecordType;
 use serde_json::{json, Value};
+use testkit::wire::{DnsClient, Reply};
 
 use crate::{
-    dns::{DnsClient, Reply},
     sys::{self, Bed, Proc, C_IF, SERVER, SERVER_CPU, S_IF},
     zonegen::{self, Shape, APEX},
 };

@@ -13,9 +13,9 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use hickory_proto::rr::RecordType;
 use serde_json::{json, Value};
+use testkit::wire::{DnsClient, Http, Reply};
 
 use crate::{
-    dns::{DnsClient, Http, Reply},
     servers::{self, Server, Setup},
     sys::{self, Bed},
     zonegen::APEX,

@@ -1,6 +1,6 @@
 //! In-process clients for load loops: a DNS-over-UDP client and a keep-alive HTTP/1.1 client,
 //! each on a thread that has entered a test namespace (`setns`), so that thousands of requests
-//! don't each cost a `dig` or `curl` process.
+//! don't each cost a `dig` or `curl` process. The benchmark (`edgedns-bench`) uses them too.
 
 use std::{
     fs::File,
@@ -9,7 +9,7 @@ use std::{
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::Command,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use hickory_proto::{
@@ -35,34 +35,32 @@ pub struct DnsClient {
     next_id: u16,
 }
 
-/// What a query got.
+/// What a query got: the response code (`NoError`, `NXDomain`, ...) and the A/AAAA addresses
+/// in the answer, in order; or nothing in time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    /// Response code and the A/AAAA addresses in the answer, in order.
-    Answer {
-        rcode: String,
-        addrs: Vec<String>,
-    },
+    Answer { rcode: String, addrs: Vec<String> },
     Timeout,
 }
 
 impl DnsClient {
-    pub fn new(server: SocketAddr, timeout: Duration) -> Self {
+    pub fn new(server: SocketAddr, timeout: Duration) -> std::io::Result<Self> {
         let bind = if server.is_ipv4() {
             "0.0.0.0:0"
         } else {
             "[::]:0"
         };
-        let sock = UdpSocket::bind(bind).expect("bind UDP client");
-        sock.set_read_timeout(Some(timeout)).expect("set timeout");
-        Self {
+        let sock = UdpSocket::bind(bind)?;
+        sock.set_read_timeout(Some(timeout))?;
+        Ok(Self {
             sock,
             server,
             next_id: 1,
-        }
+        })
     }
 
-    /// Sends one query and waits for its response (responses to other ids are skipped).
+    /// Sends one query and waits for its response, at most the timeout in all (responses to
+    /// other ids are skipped).
     pub fn query(&mut self, name: &str, rtype: RecordType) -> Reply {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
@@ -76,17 +74,19 @@ impl DnsClient {
                 rtype,
             ));
         let bytes = msg.to_bytes().expect("encode query");
-        self.sock.send_to(&bytes, self.server).expect("send query");
+        if self.sock.send_to(&bytes, self.server).is_err() {
+            return Reply::Timeout;
+        }
         let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + self.sock.read_timeout().ok().flatten().unwrap_or_default();
         loop {
             match self.sock.recv_from(&mut buf) {
                 Ok((n, _)) => {
-                    let Ok(resp) = Message::from_bytes(&buf[..n]) else {
-                        continue;
+                    let resp = match Message::from_bytes(&buf[..n]) {
+                        Ok(resp) if resp.id() == id => resp,
+                        _ if Instant::now() >= deadline => return Reply::Timeout,
+                        _ => continue,
                     };
-                    if resp.id() != id {
-                        continue;
-                    }
                     let addrs = resp
                         .answers()
                         .iter()
@@ -97,7 +97,7 @@ impl DnsClient {
                         })
                         .collect();
                     return Reply::Answer {
-                        rcode: resp.response_code().to_string(),
+                        rcode: format!("{:?}", resp.response_code()),
                         addrs,
                     };
                 }

@@ -112,7 +112,7 @@ fn read_your_write_1000_puts_each_answered_first_time_by_xdp() {
         http.request("GET", "/healthz", None)
             .expect("API reachable");
         enter_netns(&client);
-        let mut dns = DnsClient::new(dns_addr(), Duration::from_secs(1));
+        let mut dns = DnsClient::new(dns_addr(), Duration::from_secs(1)).expect("UDP client");
         let mut failures = Vec::new();
         for i in 0..N {
             let path = format!("/v1/zones/{ZONE}/records/rw{i}/A");
@@ -122,7 +122,7 @@ fn read_your_write_1000_puts_each_answered_first_time_by_xdp() {
             assert_eq!(code, 200, "PUT {path}: {body}");
             let got = dns.query(&format!("rw{i}.{ZONE}."), RecordType::A);
             let want = Reply::Answer {
-                rcode: "No Error".into(),
+                rcode: "NoError".into(),
                 addrs: vec![addr(i)],
             };
             if got != want {
@@ -197,13 +197,13 @@ fn acknowledged_puts_survive_sigkill() {
     let queried = acked.clone();
     let missing = thread::spawn(move || {
         enter_netns(&client);
-        let mut dns = DnsClient::new(dns_addr(), Duration::from_secs(1));
+        let mut dns = DnsClient::new(dns_addr(), Duration::from_secs(1)).expect("UDP client");
         queried
             .iter()
             .filter(|i| {
                 dns.query(&format!("k{i}.{ZONE}."), RecordType::A)
                     != Reply::Answer {
-                        rcode: "No Error".into(),
+                        rcode: "NoError".into(),
                         addrs: vec![addr(**i)],
                     }
             })
@@ -255,7 +255,8 @@ fn restart_drops_no_query_for_a_record_in_the_maps() {
         let phase = Arc::clone(&phase);
         thread::spawn(move || {
             enter_netns(&client);
-            let mut dns = DnsClient::new(dns_addr(), Duration::from_millis(500));
+            let mut dns =
+                DnsClient::new(dns_addr(), Duration::from_millis(500)).expect("UDP client");
             let mut per_phase = [0u32; 3];
             let mut failed = Vec::new();
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -266,7 +267,7 @@ fn restart_drops_no_query_for_a_record_in_the_maps() {
                 }
                 let r = dns.query(&format!("steady.{ZONE}."), RecordType::A);
                 if r != (Reply::Answer {
-                    rcode: "No Error".into(),
+                    rcode: "NoError".into(),
                     addrs: vec!["192.0.2.55".into()],
                 }) {
                     failed.push((n, p, r));
@@ -333,14 +334,15 @@ fn concurrent_updates_are_seen_whole_never_mixed() {
             let done = Arc::clone(&done);
             thread::spawn(move || {
                 enter_netns(&client);
-                let mut dns = DnsClient::new(dns_addr(), Duration::from_secs(1));
+                let mut dns =
+                    DnsClient::new(dns_addr(), Duration::from_secs(1)).expect("UDP client");
                 let mut bad = Vec::new();
                 let mut n = 0u32;
                 let deadline = Instant::now() + Duration::from_secs(60);
                 while !done.load(Ordering::SeqCst) && Instant::now() < deadline && n < 200_000 {
                     n += 1;
                     match dns.query(&format!("mix.{ZONE}."), RecordType::A) {
-                        Reply::Answer { rcode, addrs } if rcode == "No Error" => {
+                        Reply::Answer { rcode, addrs } if rcode == "NoError" => {
                             let k: u32 = addrs
                                 .first()
                                 .and_then(|a| a.split('.').nth(2))
