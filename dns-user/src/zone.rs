@@ -726,15 +726,19 @@ impl ZoneSet {
         dirty
     }
 
+    /// The zone at `apex`, for a change; `UnknownZone` if there is none.
+    fn zone_mut(&mut self, apex: &CanonName) -> Result<&mut Zone, ZoneError> {
+        self.zones
+            .get_mut(apex)
+            .ok_or_else(|| ZoneError::UnknownZone {
+                apex: apex.to_string(),
+            })
+    }
+
     /// Changes the SOA fields (not the serial, which is bumped).
     pub fn set_soa(&mut self, apex: &Name, soa: SoaParams) -> Result<Dirty, ZoneError> {
         let apex = CanonName::new(apex);
-        let zone = self
-            .zones
-            .get_mut(&apex)
-            .ok_or_else(|| ZoneError::UnknownZone {
-                apex: apex.to_string(),
-            })?;
+        let zone = self.zone_mut(&apex)?;
         soa.validate()?;
         zone.soa = soa.normalized();
         zone.bump_serial();
@@ -799,12 +803,7 @@ impl ZoneSet {
         batch: bool,
     ) -> Result<Dirty, ZoneError> {
         let apex = CanonName::new(apex);
-        let zone = self
-            .zones
-            .get_mut(&apex)
-            .ok_or_else(|| ZoneError::UnknownZone {
-                apex: apex.to_string(),
-            })?;
+        let zone = self.zone_mut(&apex)?;
         let mut undo = Vec::with_capacity(changes.len());
         let mut dirty = Dirty::default();
         for (index, change) in changes.into_iter().enumerate() {
