@@ -92,8 +92,6 @@ pub struct Loaded {
     pub verified_insns: Option<u32>,
     /// Where the maps and the link are pinned, if they are.
     pub pin_dir: Option<PathBuf>,
-    /// Whether the pinned link was taken over from an earlier run.
-    pub took_over: bool,
 }
 
 impl Loaded {
@@ -252,7 +250,6 @@ pub fn load_and_attach(
                             mode: XdpMode::Default,
                             verified_insns,
                             pin_dir: pin_dir.map(Path::to_owned),
-                            took_over: true,
                         },
                         fast,
                     ));
@@ -320,7 +317,6 @@ pub fn load_and_attach(
             mode,
             verified_insns,
             pin_dir: pin_dir.map(Path::to_owned),
-            took_over: false,
         },
         fast,
     ))

@@ -206,16 +206,6 @@ impl FastPath {
         self.zones.keys().flatten().collect()
     }
 
-    /// Number of names in the small and the large map.
-    pub fn name_counts(&self) -> (usize, usize) {
-        let small = self
-            .shadow
-            .values()
-            .filter(|w| matches!(w, Which::Short | Which::Small))
-            .count();
-        (small, self.shadow.len() - small)
-    }
-
     /// Counters summed over CPUs.
     pub fn stats(&self) -> Result<Vec<(Stat, u64)>, MapWriteError> {
         Stat::ALL
