@@ -11,8 +11,8 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use dns_user::{
-    store::{Store, Touched},
-    zone::{RrSet, ZoneSet, ZoneSpec},
+    store::Store,
+    zone::{ChangeSet, RrSet, ZoneSet, ZoneSpec},
 };
 use hickory_proto::rr::{
     rdata::{A, AAAA, CNAME},
@@ -104,13 +104,13 @@ pub fn zone_set(shape: Shape) -> Result<ZoneSet> {
 pub fn write_store(dir: &Path, zones: &ZoneSet) -> Result<()> {
     let store =
         Store::open(dir).with_context(|| format!("opening a store in {}", dir.display()))?;
-    let mut touched = Touched::default();
+    let mut changes = ChangeSet::default();
     for z in zones.zones() {
-        touched.zones.insert(z.apex().clone());
-        touched.zones_full.insert(z.apex().clone());
+        changes.zones_soa.insert(z.apex().clone());
+        changes.zones_replaced.insert(z.apex().clone());
     }
     store
-        .persist(zones, &touched)
+        .persist(zones, &changes)
         .context("writing the store")?;
     Ok(())
 }

@@ -19,7 +19,7 @@ use hickory_proto::{
 
 use crate::{
     maps::{FastPath, MapWriteError, NameEntry},
-    zone::{Dirty, ResolutionKind, Zone, ZoneSet},
+    zone::{ChangeSet, ResolutionKind, Zone, ZoneSet},
 };
 
 /// Offset of the question name in a DNS message: compression pointers in the blobs point here.
@@ -341,6 +341,53 @@ pub fn compile_zone(zone: &Zone) -> Option<(NameKey, ZoneValue)> {
     Some((key, v))
 }
 
+/// Where compiled answers go: the XDP program's maps ([`FastPath`]) in the daemon; the engine's
+/// tests use one that fails on demand.
+pub trait MapWriter: Send + 'static {
+    fn set_name(&mut self, key: &NameKey, entry: &NameEntry) -> Result<(), MapWriteError>;
+    fn remove_name(&mut self, key: &NameKey) -> Result<(), MapWriteError>;
+    fn set_zone(&mut self, key: &NameKey, value: &ZoneValue) -> Result<(), MapWriteError>;
+    fn remove_zone(&mut self, key: &NameKey) -> Result<(), MapWriteError>;
+    /// Every name key in the maps.
+    fn name_keys(&self) -> Vec<NameKey>;
+    /// Every zone key in the maps.
+    fn zone_keys(&self) -> Vec<NameKey>;
+    /// Sends every query to the fallback: for when the maps can't be trusted to hold the data.
+    fn disable(&mut self) -> Result<(), MapWriteError>;
+}
+
+impl MapWriter for FastPath {
+    fn set_name(&mut self, key: &NameKey, entry: &NameEntry) -> Result<(), MapWriteError> {
+        FastPath::set_name(self, key, entry)
+    }
+
+    fn remove_name(&mut self, key: &NameKey) -> Result<(), MapWriteError> {
+        FastPath::remove_name(self, key)
+    }
+
+    fn set_zone(&mut self, key: &NameKey, value: &ZoneValue) -> Result<(), MapWriteError> {
+        FastPath::set_zone(self, key, value)
+    }
+
+    fn remove_zone(&mut self, key: &NameKey) -> Result<(), MapWriteError> {
+        FastPath::remove_zone(self, key)
+    }
+
+    fn name_keys(&self) -> Vec<NameKey> {
+        FastPath::name_keys(self)
+    }
+
+    fn zone_keys(&self) -> Vec<NameKey> {
+        FastPath::zone_keys(self)
+    }
+
+    fn disable(&mut self) -> Result<(), MapWriteError> {
+        let mut cfg = self.config()?;
+        cfg.enabled = 0;
+        self.set_config(cfg)
+    }
+}
+
 /// What a sync did, for logs and the API.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SyncReport {
@@ -350,17 +397,17 @@ pub struct SyncReport {
     pub zones_removed: usize,
 }
 
-/// Brings the maps in line with `zones` for what `dirty` names.
+/// Brings the maps in line with `zones` for what `changes` names.
 pub fn sync(
-    fast: &mut FastPath,
+    fast: &mut impl MapWriter,
     zones: &ZoneSet,
-    dirty: &Dirty,
+    changes: &ChangeSet,
 ) -> Result<SyncReport, MapWriteError> {
     let mut report = SyncReport::default();
-    for apex in &dirty.zones_full {
+    for apex in &changes.zones_full {
         sync_zone_full(fast, zones, apex, &mut report)?;
     }
-    for apex in dirty.zones_soa.difference(&dirty.zones_full) {
+    for apex in changes.zones_soa.difference(&changes.zones_full) {
         if let Some(zone) = zones.zone(apex) {
             if let Some((k, v)) = compile_zone(zone) {
                 fast.set_zone(&k, &v)?;
@@ -368,12 +415,12 @@ pub fn sync(
             }
         }
     }
-    for name in &dirty.names {
+    for name in &changes.names {
         let Some(key) = name_key(name) else {
             continue;
         };
         match zones.find_zone(name) {
-            Some(zone) if dirty.zones_full.contains(zone.apex()) => {}
+            Some(zone) if changes.zones_full.contains(zone.apex()) => {}
             Some(zone) if zone.name_exists(name) => {
                 if let Some((k, e)) = compile_name(zones, zone, name) {
                     fast.set_name(&k, &e)?;
@@ -390,7 +437,7 @@ pub fn sync(
 }
 
 fn sync_zone_full(
-    fast: &mut FastPath,
+    fast: &mut impl MapWriter,
     zones: &ZoneSet,
     apex: &Name,
     report: &mut SyncReport,
@@ -480,7 +527,7 @@ fn key_is_under(k: &NameKey, apex: &NameKey) -> bool {
 
 /// Makes the maps hold exactly what `zones` compiles to: every zone recompiled, every key not
 /// belonging to a served name or zone removed. Used at start-up over maps that may be pinned.
-pub fn full_sync(fast: &mut FastPath, zones: &ZoneSet) -> Result<SyncReport, MapWriteError> {
+pub fn full_sync(fast: &mut impl MapWriter, zones: &ZoneSet) -> Result<SyncReport, MapWriteError> {
     let mut report = SyncReport::default();
     let mut names = BTreeSet::new();
     let mut zone_keys = BTreeSet::new();

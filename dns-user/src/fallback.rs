@@ -18,7 +18,7 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, PoisonError, RwLockReadGuard,
+        Arc,
     },
     time::Duration,
 };
@@ -588,10 +588,9 @@ fn full_transfer(zone: &Zone, req: &Request, cfg: &FallbackConfig, soa: Record) 
     }
 }
 
-/// The zones for reading. A panic while a writer held the lock poisons it; the zone mutations
-/// validate before they change anything, so the data is still whole and we keep serving it.
-fn read_zones(zones: &SharedZones) -> RwLockReadGuard<'_, ZoneSet> {
-    zones.read().unwrap_or_else(PoisonError::into_inner)
+/// The zones for reading: the version served now, which writes that land meanwhile leave alone.
+fn read_zones(zones: &SharedZones) -> Arc<ZoneSet> {
+    zones.load()
 }
 
 /// Serves DNS over UDP on `socket` until `shutdown` is cancelled.
@@ -745,7 +744,6 @@ async fn connection(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::RwLock;
 
     use hickory_proto::{
         op::Header,
@@ -1218,7 +1216,7 @@ mod tests {
 
     #[tokio::test]
     async fn serves_udp_and_tcp() {
-        let zones: SharedZones = Arc::new(RwLock::new(zones()));
+        let zones = SharedZones::new(zones());
         let cfg = FallbackConfig::default();
         let stats = Arc::new(FallbackStats::new());
         let shutdown = CancellationToken::new();
@@ -1276,11 +1274,10 @@ mod tests {
         assert_eq!(r2.response_code(), ResponseCode::NXDomain);
 
         // A change to the zones is seen by the next query.
-        zones
-            .write()
-            .expect("lock")
-            .delete_rrset(&apex(), &n("www.example.com."), RecordType::A)
+        let mut next = ZoneSet::clone(&zones.load());
+        next.delete_rrset(&apex(), &n("www.example.com."), RecordType::A)
             .expect("delete");
+        zones.publish(Arc::new(next));
         s.write_all(&frame(&query("www.example.com.", RecordType::A)))
             .await
             .expect("write");
@@ -1306,7 +1303,7 @@ mod tests {
 
     #[tokio::test]
     async fn tcp_idle_timeout_and_connection_cap() {
-        let zones: SharedZones = Arc::new(RwLock::new(zones()));
+        let zones = SharedZones::new(zones());
         let cfg = FallbackConfig {
             tcp_idle_timeout: Duration::from_millis(200),
             tcp_max_connections: 1,

@@ -7,11 +7,11 @@ use clap::{Parser, Subcommand};
 use dns_user::{
     api::{self, ApiState, ApiToken},
     cli::{self, ApiArgs, RecordCommand, ZoneCommand},
-    engine::{Engine, Op},
+    engine::Engine,
     fallback::{self, FallbackConfig, FallbackStats},
     loader::{self, AttachMode},
     store::Store,
-    zone::{normalize, ZoneSpec},
+    zone::{normalize, Change, Edit, ZoneSpec},
     zonefile::{self, ZoneFile},
 };
 use hickory_proto::rr::{rdata::A, Name, RData, RecordType};
@@ -216,7 +216,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     for zf in zone_files {
         let (file, apex, records) = (zf.file().to_string(), zf.apex().clone(), zf.record_count());
-        let imported = zonefile::import(&engine, zf).await?;
+        let imported = engine.import_zone(zf).await?;
         info!(%file, zone = %apex, records, serial = imported.serial, changed = imported.changed, "zone file loaded");
     }
 
@@ -239,14 +239,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(fallback::serve_udp(
         udp,
-        engine.zones.clone(),
+        engine.shared_zones(),
         fallback_cfg.clone(),
         fallback_stats.clone(),
         shutdown.clone(),
     ));
     tasks.spawn(fallback::serve_tcp(
         tcp,
-        engine.zones.clone(),
+        engine.shared_zones(),
         fallback_cfg,
         fallback_stats.clone(),
         shutdown.clone(),
@@ -293,30 +293,26 @@ async fn ensure_zone(engine: &Arc<Engine>, zone: &str) -> anyhow::Result<()> {
     let mut apex = Name::from_ascii(zone).with_context(|| format!("bad --zone {zone:?}"))?;
     apex.set_fqdn(true);
     let apex = normalize(&apex);
-    if engine
-        .zones
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .zone(&apex)
-        .is_some()
-    {
+    if engine.zones().zone(&apex).is_some() {
         return Ok(());
     }
     let ns = Name::from_ascii("ns1")?.append_domain(&apex)?;
     let rname = Name::from_ascii("hostmaster")?.append_domain(&apex)?;
     let spec = ZoneSpec::new(apex.clone(), ns.clone(), rname, vec![ns]);
-    engine.apply(Op::CreateZone(spec)).await?;
+    engine.apply(Edit::CreateZone(spec)).await?;
     info!(zone = %apex, "zone created");
     if apex == Name::from_ascii(DEMO_ZONE)? {
         let name = Name::from_ascii("demo")?.append_domain(&apex)?;
         engine
-            .apply(Op::SetRrset {
+            .apply(Edit::Rrset(
                 apex,
-                name,
-                rtype: RecordType::A,
-                ttl: 60,
-                records: vec![RData::A(A::new(192, 0, 2, 1))],
-            })
+                Change::Set {
+                    name,
+                    rtype: RecordType::A,
+                    ttl: 60,
+                    records: vec![RData::A(A::new(192, 0, 2, 1))],
+                },
+            ))
             .await?;
     }
     Ok(())

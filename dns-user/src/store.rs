@@ -9,10 +9,7 @@
 //! `(apex, owner, type)` to the TTL and the records in wire form. The store holds state, not a
 //! log: each commit writes the current value of every RRset a change touched.
 
-use std::{
-    collections::BTreeSet,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use hickory_proto::{
     rr::{Name, RData, RecordType},
@@ -21,7 +18,7 @@ use hickory_proto::{
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::zone::{RrSet, SoaParams, Zone, ZoneSet, ZoneSpec};
+use crate::zone::{ChangeSet, RrSet, SoaParams, Zone, ZoneSet, ZoneSpec};
 
 const ZONES: TableDefinition<&str, &[u8]> = TableDefinition::new("zones");
 const RRSETS: TableDefinition<(&str, &str, u16), &[u8]> = TableDefinition::new("rrsets");
@@ -69,18 +66,6 @@ from_redb!(
     redb::StorageError,
     redb::CommitError
 );
-
-/// What a change touched, to be written in one transaction.
-#[derive(Debug, Default, Clone)]
-pub struct Touched {
-    /// Zones whose settings or serial changed (written if the zone exists, deleted with all its
-    /// RRsets if it doesn't).
-    pub zones: BTreeSet<Name>,
-    /// Zones whose every RRset is to be written (a created or reloaded zone).
-    pub zones_full: BTreeSet<Name>,
-    /// RRsets to write (current value) or delete (gone): `(apex, owner, type)`.
-    pub rrsets: BTreeSet<(Name, Name, RecordType)>,
-}
 
 #[derive(Serialize, Deserialize)]
 struct ZoneMeta {
@@ -188,13 +173,15 @@ impl Store {
         Ok(set)
     }
 
-    /// Writes what `touched` names, as `zones` now has it, in one durable transaction.
-    pub fn persist(&self, zones: &ZoneSet, touched: &Touched) -> Result<(), StoreError> {
+    /// Writes what `changes` names, as `zones` now has it, in one durable transaction: zone
+    /// settings for `zones_soa` (the zone and its RRsets removed if it is gone), every RRset of
+    /// `zones_replaced`, and the current value (or absence) of each RRset in `rrsets`.
+    pub fn persist(&self, zones: &ZoneSet, changes: &ChangeSet) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
         {
             let mut zones_t = tx.open_table(ZONES)?;
             let mut rrsets_t = tx.open_table(RRSETS)?;
-            for apex in touched.zones.iter().chain(&touched.zones_full) {
+            for apex in changes.zones_soa.iter().chain(&changes.zones_replaced) {
                 let apex_s = key(apex);
                 match zones.zone(apex) {
                     Some(zone) => {
@@ -206,7 +193,7 @@ impl Store {
                     }
                 }
             }
-            for apex in &touched.zones_full {
+            for apex in &changes.zones_replaced {
                 let Some(zone) = zones.zone(apex) else {
                     continue;
                 };
@@ -220,7 +207,7 @@ impl Store {
                     )?;
                 }
             }
-            for (apex, owner, rtype) in &touched.rrsets {
+            for (apex, owner, rtype) in &changes.rrsets {
                 let apex_s = key(apex);
                 let owner_s = key(owner);
                 let k = (apex_s.as_str(), owner_s.as_str(), u16::from(*rtype));

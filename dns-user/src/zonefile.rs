@@ -4,7 +4,7 @@
 //! Import ([`parse`]) reads a master file into a [`ZoneFile`]: the zone's SOA settings and every
 //! RRset, checked by the zone model before anything is applied, with errors that name the file
 //! and line (`zone.db:12: ...`). [`import`] then replaces the zone in one step
-//! ([`Op::ReplaceZone`]). Export ([`export`]) writes a zone so that importing the result gives the
+//! ([`crate::zone::Edit::ReplaceZone`]). Export ([`export`]) writes a zone so that importing the result gives the
 //! same data.
 //!
 //! Supported: `$ORIGIN`, `$TTL` (RFC 2308 §4), relative names, `@`, an omitted owner (a line that
@@ -22,7 +22,6 @@ use std::{
     fmt,
     net::{Ipv4Addr, Ipv6Addr},
     str::FromStr,
-    sync::Arc,
 };
 
 use hickory_proto::{
@@ -33,12 +32,9 @@ use hickory_proto::{
     serialize::binary::{BinDecoder, BinEncodable, Restrict},
 };
 
-use crate::{
-    engine::{Engine, EngineError, Op},
-    zone::{
-        normalize, RrSet, SoaParams, Zone, ZoneError, ZoneSet, ZoneSpec, DEFAULT_NS_TTL,
-        SUPPORTED_TYPES,
-    },
+use crate::zone::{
+    normalize, RrSet, SoaParams, Zone, ZoneError, ZoneSet, ZoneSpec, DEFAULT_NS_TTL,
+    SUPPORTED_TYPES,
 };
 
 /// RFC 1035 §3.3: "`<character-string>` is a single length octet followed by that number of
@@ -639,7 +635,7 @@ impl fmt::Display for ZoneFileError {
 
 impl std::error::Error for ZoneFileError {}
 
-/// A parsed, checked zone file: what [`Op::ReplaceZone`] takes.
+/// A parsed, checked zone file: what [`crate::zone::Edit::ReplaceZone`] takes.
 #[derive(Clone, Debug)]
 pub struct ZoneFile {
     /// The zone: apex, SOA settings, the file's serial. `ns` is empty: the apex NS set is one of
@@ -953,82 +949,18 @@ pub fn export(zone: &Zone) -> String {
     out
 }
 
-/// The serial a zone gets from an import: the file's, unless the zone exists and the file's is
-/// not newer (RFC 1982 serial arithmetic), in which case the current one plus one, so that the
-/// serial always moves forward when the data changes (secondaries and caches rely on it).
-pub fn import_serial(current: Option<u32>, file: u32) -> u32 {
-    match current {
-        Some(cur) if !serial_newer(file, cur) => cur.wrapping_add(1),
-        _ => file,
-    }
-}
-
-/// RFC 1982 §3.2: `a` is greater than `b`.
-fn serial_newer(a: u32, b: u32) -> bool {
-    a != b && a.wrapping_sub(b) < 1 << 31
-}
-
-/// What an import did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Imported {
-    /// The zone's serial afterwards.
-    pub serial: u32,
-    /// False if the zone already held exactly the file's data (and a serial no older than the
-    /// file's): nothing was written.
-    pub changed: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ImportError {
-    /// The file's data was refused, at this line.
-    #[error(transparent)]
-    File(ZoneFileError),
-    #[error(transparent)]
-    Engine(EngineError),
-}
-
-/// Replaces the zone with the file's contents in one change (creating it if missing). The serial
-/// follows [`import_serial`]; a file whose data the zone already holds changes nothing.
-pub async fn import(engine: &Arc<Engine>, zf: ZoneFile) -> Result<Imported, ImportError> {
-    let current = {
-        let zones = engine.zones.read().unwrap_or_else(|p| p.into_inner());
-        zones.zone(zf.apex()).map(|z| (z.serial(), zf.same_data(z)))
-    };
-    if let Some((serial, true)) = current {
-        if !serial_newer(zf.spec.serial, serial) {
-            return Ok(Imported {
-                serial,
-                changed: false,
-            });
-        }
-    }
-    // The engine applies `import_serial` against the serial it finds under its writer lock, so
-    // a write that lands between this check and the import can't make the serial go back.
-    let locator = zf.clone_shallow();
-    let op = Op::ReplaceZone {
-        spec: zf.spec,
-        rrsets: zf.rrsets,
-    };
-    match engine.apply(op).await {
-        Ok(applied) => Ok(Imported {
-            serial: applied.serial,
-            changed: true,
-        }),
-        Err(EngineError::Invalid(e)) => Err(ImportError::File(locator.locate(&e))),
-        Err(e) => Err(ImportError::Engine(e)),
-    }
-}
-
 impl ZoneFile {
-    /// A copy without the records (which are moved into the change), for placing errors.
-    fn clone_shallow(&self) -> ZoneFile {
-        ZoneFile {
+    /// The file split for an import: a copy without the records (which go into the change), for
+    /// placing errors, and the zone's spec and RRsets.
+    pub fn into_parts(self) -> (ZoneFile, ZoneSpec, Vec<(Name, RecordType, RrSet)>) {
+        let locator = ZoneFile {
             spec: self.spec.clone(),
             rrsets: Vec::new(),
-            lines: self.lines.clone(),
+            lines: self.lines,
             soa_line: self.soa_line,
-            file: self.file.clone(),
-        }
+            file: self.file,
+        };
+        (locator, self.spec, self.rrsets)
     }
 }
 
@@ -1226,7 +1158,7 @@ alias   CNAME www
             ("$ORIGIN example.net.\n@ 60 SOA a b 1 2 3 4 5\n@ NS ns\nw 60 A 192.0.2.1\nw 30 A 192.0.2.2\n", "zone.db:5: TTL 30 differs"),
             ("$INCLUDE /etc/passwd\n", "zone.db:1: $INCLUDE is not supported"),
             ("$ORIGIN example.net.\n$TTL 60\n@ CH SOA a b 1 2 3 4 5\n", "zone.db:3: class CH"),
-            ("$ORIGIN example.net.\n$TTL 60\n@ SOA a b 1 2 3 4 5\n@ NS ns\nw 4294967295 A 192.0.2.1\n", "zone.db:5: ttl 4294967295 is out of range"),
+            ("$ORIGIN example.net.\n$TTL 60\n@ SOA a b 1 2 3 4 5\n@ NS ns\nw 4294967295 A 192.0.2.1\n", "zone.db:5: TTL 4294967295 is out of range"),
             ("( )\n(\n)\n  ( ; nothing\n )\n", "zone.db: no SOA record"),
             ("$ORIGIN example.net.\n$TTL 60\n@ SOA a b 1 2 3 4 5 6\n", "zone.db:3: SOA takes 7 fields (mname rname serial refresh retry expire minimum), found 8"),
         ];
@@ -1342,14 +1274,5 @@ alias   CNAME www
                 }
             }
         }
-    }
-
-    #[test]
-    fn serials_move_forward() {
-        assert_eq!(import_serial(None, 5), 5);
-        assert_eq!(import_serial(Some(5), 9), 9);
-        assert_eq!(import_serial(Some(5), 5), 6);
-        assert_eq!(import_serial(Some(5), 3), 6);
-        assert_eq!(import_serial(Some(u32::MAX), 2), 2);
     }
 }

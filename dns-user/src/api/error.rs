@@ -9,9 +9,9 @@ use axum::{
 use serde_json::{json, Value};
 
 use crate::{
-    engine::EngineError,
-    zone::ZoneError,
-    zonefile::{ImportError, ZoneFileError},
+    engine::{EngineError, ImportError},
+    zone::{TtlField, ZoneError},
+    zonefile::ZoneFileError,
 };
 
 /// A request error: a status and the JSON body `{"error": reason, "field": field}`, where
@@ -90,16 +90,50 @@ impl From<ZoneError> for ApiError {
             ZoneError::ZoneExists { .. } => StatusCode::CONFLICT,
             _ => StatusCode::UNPROCESSABLE_ENTITY,
         };
-        // The model calls the zone "apex"; the API calls it "zone".
-        let field = match z.field().as_str() {
-            "apex" => "zone".to_string(),
-            f => f.to_string(),
-        };
+        let field = zone_error_field(&z);
         let reason = match &z {
             ZoneError::Batch { index, source } => format!("change {index}: {source}"),
             other => other.to_string(),
         };
         Self::new(status, reason).with_field(field)
+    }
+}
+
+/// The request field a zone-model refusal is about, in the API's names: `"name"`, `"ttl"`,
+/// `"records[2]"`, `"type"`, or `"changes[3].ttl"` inside a batch.
+pub(crate) fn zone_error_field(e: &ZoneError) -> String {
+    match e {
+        ZoneError::UnknownZone { .. } | ZoneError::ZoneExists { .. } => "zone".into(),
+        ZoneError::NotInZone { .. } => "name".into(),
+        ZoneError::TtlOutOfRange { field, .. } => match field {
+            TtlField::Ttl => "ttl",
+            TtlField::SoaTtl => "soa_ttl",
+            TtlField::Refresh => "refresh",
+            TtlField::Retry => "retry",
+            TtlField::Expire => "expire",
+            TtlField::Minimum => "negative_ttl",
+            TtlField::NsTtl => "ns_ttl",
+        }
+        .into(),
+        ZoneError::UnsupportedType { .. }
+        | ZoneError::SoaRecord
+        | ZoneError::CnameAtApex
+        | ZoneError::CnameBesideData { .. }
+        | ZoneError::DataBesideCname { .. }
+        | ZoneError::WildcardNs
+        | ZoneError::ApexNsRequired
+        | ZoneError::NoSuchRrset { .. } => "type".into(),
+        ZoneError::TypeMismatch { index, .. } | ZoneError::DuplicateRecord { index } => {
+            format!("records[{index}]")
+        }
+        ZoneError::EmptyRecords => "records".into(),
+        ZoneError::MultipleCnames => "records[1]".into(),
+        ZoneError::NoNameServers => "ns".into(),
+        ZoneError::DuplicateNameServer { index } => format!("ns[{index}]"),
+        ZoneError::EmptyBatch => "changes".into(),
+        ZoneError::Batch { index, source } => {
+            format!("changes[{index}].{}", zone_error_field(source))
+        }
     }
 }
 

@@ -194,7 +194,7 @@ pub(super) async fn render(State(st): State<ApiState>) -> Response {
     );
 
     let zones: Vec<(String, usize, u32)> = {
-        let zones = st.engine.zones.read().unwrap_or_else(|p| p.into_inner());
+        let zones = st.engine.zones();
         zones
             .zones()
             .map(|z| (format_name(z.apex()), z.record_count(), z.serial()))

@@ -35,6 +35,8 @@ use axum::{
 use hickory_proto::rr::{Name, RecordType};
 use serde_json::{json, Value};
 
+#[cfg(test)]
+pub(crate) use self::error::zone_error_field;
 pub use self::{
     auth::{ApiToken, TokenError},
     error::ApiError,

@@ -17,8 +17,7 @@ use super::{
     ApiError, ApiState,
 };
 use crate::{
-    engine::Op,
-    zone::{normalize, Change},
+    zone::{normalize, Change, Edit},
     zonefile::{self, format_name},
 };
 
@@ -222,13 +221,15 @@ pub(super) async fn put_rrset(
     let records = parse_records(rtype, &body.records, "records")?;
     let applied = st
         .engine
-        .apply(Op::SetRrset {
+        .apply(Edit::Rrset(
             apex,
-            name,
-            rtype,
-            ttl: body.ttl,
-            records,
-        })
+            Change::Set {
+                name,
+                rtype,
+                ttl: body.ttl,
+                records,
+            },
+        ))
         .await?;
     Ok(Json(json!({ "serial": applied.serial })))
 }
@@ -243,13 +244,13 @@ pub(super) async fn delete_rrset(
     let rtype = parse_any_type(&rtype, "type")?;
     let applied = st
         .engine
-        .apply(Op::DeleteRrset { apex, name, rtype })
+        .apply(Edit::Rrset(apex, Change::Delete { name, rtype }))
         .await?;
     Ok(Json(json!({ "serial": applied.serial })))
 }
 
 /// `POST /v1/zones/{zone}/changes`: all the changes or none, with one serial bump
-/// (`Op::Batch`). Each change sees the zone as the ones before it left it.
+/// (`Edit::Batch`). Each change sees the zone as the ones before it left it.
 pub(super) async fn batch(
     State(st): State<ApiState>,
     ApiPath(zone): ApiPath<String>,
@@ -293,6 +294,6 @@ pub(super) async fn batch(
         };
         changes.push(change);
     }
-    let applied = st.engine.apply(Op::Batch { apex, changes }).await?;
+    let applied = st.engine.apply(Edit::Batch(apex, changes)).await?;
     Ok(Json(json!({ "serial": applied.serial })))
 }

@@ -17,8 +17,7 @@ use super::{
     parse_zone_name, ApiError, ApiState,
 };
 use crate::{
-    engine::{Op, SoaChange},
-    zone::{normalize, Zone, ZoneError, ZoneSpec},
+    zone::{normalize, Edit, SoaChange, Zone, ZoneError, ZoneSpec},
     zonefile::{self, format_name},
 };
 
@@ -105,8 +104,7 @@ pub(super) fn with_zone<T>(
     apex: &Name,
     f: impl FnOnce(&Zone) -> T,
 ) -> Result<T, ApiError> {
-    let zones = st.engine.zones.read().unwrap_or_else(|p| p.into_inner());
-    match zones.zone(apex) {
+    match st.engine.zones().zone(apex) {
         Some(z) => Ok(f(z)),
         None => Err(ZoneError::UnknownZone {
             apex: apex.to_string(),
@@ -140,7 +138,7 @@ fn parse_host(text: &str, field: &str) -> Result<Name, ApiError> {
 
 /// `GET /v1/zones`.
 pub(super) async fn list(State(st): State<ApiState>) -> Json<Value> {
-    let zones = st.engine.zones.read().unwrap_or_else(|p| p.into_inner());
+    let zones = st.engine.zones();
     let list: Vec<Value> = zones.zones().map(summary_json).collect();
     Json(json!({ "zones": list }))
 }
@@ -175,7 +173,7 @@ pub(super) async fn create(
     soa.minimum = body.negative_ttl.unwrap_or(soa.minimum);
     soa.ttl = body.soa_ttl.unwrap_or(soa.ttl);
     spec.ns_ttl = body.ns_ttl.unwrap_or(spec.ns_ttl);
-    st.engine.apply(Op::CreateZone(spec)).await?;
+    st.engine.apply(Edit::CreateZone(spec)).await?;
     let zone = with_zone(&st, &apex, zone_json)?;
     Ok((StatusCode::CREATED, Json(zone)).into_response())
 }
@@ -189,7 +187,7 @@ pub(super) async fn show(
     with_zone(&st, &apex, zone_json).map(Json)
 }
 
-/// `PATCH /v1/zones/{zone}`: changes the given SOA fields (`Op::SetSoa`), bumping the serial.
+/// `PATCH /v1/zones/{zone}`: changes the given SOA fields (`Edit::PatchSoa`), bumping the serial.
 pub(super) async fn patch(
     State(st): State<ApiState>,
     ApiPath(zone): ApiPath<String>,
@@ -222,7 +220,9 @@ pub(super) async fn patch(
             "nothing to change: give one or more of mname, rname, refresh, retry, expire, negative_ttl, soa_ttl",
         ));
     }
-    st.engine.apply(Op::PatchSoa(apex.clone(), change)).await?;
+    st.engine
+        .apply(Edit::PatchSoa(apex.clone(), change))
+        .await?;
     with_zone(&st, &apex, zone_json).map(Json)
 }
 
@@ -232,7 +232,7 @@ pub(super) async fn delete(
     ApiPath(zone): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let apex = parse_zone_name(&zone, "zone")?;
-    st.engine.apply(Op::DeleteZone(apex.clone())).await?;
+    st.engine.apply(Edit::DeleteZone(apex.clone())).await?;
     Ok(Json(json!({ "zone": format_name(&apex), "deleted": true })))
 }
 
@@ -263,7 +263,7 @@ pub(super) async fn import(
         tokio::task::spawn_blocking(move || zonefile::parse(&source, &text, Some(&parse_apex)))
             .await
             .map_err(|e| ApiError::internal(&e))??;
-    let imported = zonefile::import(&st.engine, zf).await?;
+    let imported = st.engine.import_zone(zf).await?;
     let mut zone = with_zone(&st, &apex, zone_json)?;
     zone["changed"] = json!(imported.changed);
     Ok(Json(zone))

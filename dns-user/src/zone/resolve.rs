@@ -6,7 +6,9 @@ use hickory_proto::{
     rr::{Name, RData, Record, RecordType},
 };
 
-use super::{cname_target, CanonName, Node, RrSet, Zone, ZoneSet, MAX_CNAME_CHAIN};
+use super::{
+    change::cname_target, model::Node, name::CanonName, RrSet, Zone, ZoneSet, MAX_CNAME_CHAIN,
+};
 
 /// What kind of answer a [`Resolution`] is; the compiler keys its "can the fast path say this"
 /// decision on it, the fallback counts it.
@@ -233,7 +235,7 @@ impl Zone {
             return Found::Missing;
         }
         let encloser = self.closest_encloser(&name.parent());
-        let Ok(source) = encloser.name().prepend_label("*").map(CanonName) else {
+        let Ok(source) = encloser.name().prepend_label("*").map(CanonName::from_name) else {
             return Found::Missing;
         };
         let found = match self.nodes.get(&source) {

@@ -1,0 +1,152 @@
+//! The write path, one way: an [`Edit`] goes through the zone model, the store, the served
+//! snapshot and the maps, in that order, before anyone hears "done".
+//!
+//! ```text
+//! Edit -> ZoneSet::apply (on a copy) -> ChangeSet -> Store::persist (fsync)
+//!      -> publish the copy (the fallback answers it) -> compile::sync (the maps) -> Applied
+//! ```
+//!
+//! The change is made on a copy of the served zones (cheap: the maps are persistent), so nothing
+//! needs undoing when the commit fails: the copy is dropped and readers never saw it. If a map
+//! write fails after the commit, the fast path is switched off (everything goes to the fallback,
+//! which has the change) rather than left answering from stale maps.
+
+use std::sync::{Arc, Mutex};
+
+use tracing::{error, info};
+
+use crate::{
+    compile::{self, MapWriter, SyncReport},
+    maps::{FastPath, MapWriteError},
+    store::{Store, StoreError},
+    zone::{normalize, ChangeSet, Edit, SharedZones, ZoneError, ZoneSet},
+};
+
+mod import;
+#[cfg(test)]
+mod tests;
+
+pub use import::{ImportError, Imported};
+
+/// Where a committed change is made durable. The daemon's is [`Store`]; the engine's tests use
+/// one that fails on demand.
+pub trait Persist: Send + Sync + 'static {
+    /// Writes what `changes` names, as `zones` has it, in one durable transaction; all or
+    /// nothing.
+    fn persist(&self, zones: &ZoneSet, changes: &ChangeSet) -> Result<(), StoreError>;
+}
+
+impl Persist for Store {
+    fn persist(&self, zones: &ZoneSet, changes: &ChangeSet) -> Result<(), StoreError> {
+        Store::persist(self, zones, changes)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Invalid(#[from] ZoneError),
+    #[error("the change could not be stored; nothing changed")]
+    Store(#[source] StoreError),
+    #[error("the change is stored and served by the fallback, but the fast path could not be updated and is switched off")]
+    FastPath(#[source] MapWriteError),
+}
+
+/// What a change did.
+#[derive(Debug, Clone, Copy)]
+pub struct Applied {
+    /// The zone's serial after the change (0 for a deleted zone).
+    pub serial: u32,
+    pub sync: SyncReport,
+}
+
+/// The one writer of the served data. `S` makes changes durable, `M` writes the XDP maps; the
+/// defaults are the daemon's.
+pub struct Engine<S = Store, M = FastPath> {
+    /// The served version. Only [`Engine::apply`] publishes a new one.
+    zones: SharedZones,
+    fast: Option<Mutex<M>>,
+    store: S,
+    /// One writer at a time: a change goes through memory, disk and maps before the next starts.
+    writer: tokio::sync::Mutex<()>,
+}
+
+impl<S: Persist, M: MapWriter> Engine<S, M> {
+    pub fn new(zones: ZoneSet, fast: Option<M>, store: S) -> Arc<Self> {
+        Arc::new(Self {
+            zones: SharedZones::new(zones),
+            fast: fast.map(Mutex::new),
+            store,
+            writer: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The zones as served now: a snapshot that later changes leave alone.
+    pub fn zones(&self) -> Arc<ZoneSet> {
+        self.zones.load()
+    }
+
+    /// The handle readers keep to take the current snapshot whenever they answer.
+    pub fn shared_zones(&self) -> SharedZones {
+        self.zones.clone()
+    }
+
+    pub fn has_fast_path(&self) -> bool {
+        self.fast.is_some()
+    }
+
+    /// Runs `f` on the fast path's maps, if there are any.
+    pub fn with_fast<T>(&self, f: impl FnOnce(&mut M) -> T) -> Option<T> {
+        self.fast
+            .as_ref()
+            .map(|m| f(&mut m.lock().unwrap_or_else(|p| p.into_inner())))
+    }
+
+    /// Makes the maps hold exactly what the zones compile to (start-up, over pinned maps).
+    pub fn full_sync(&self) -> Result<SyncReport, EngineError> {
+        let zones = self.zones();
+        self.with_fast(|fast| compile::full_sync(fast, &zones))
+            .unwrap_or(Ok(SyncReport::default()))
+            .map_err(EngineError::FastPath)
+    }
+
+    /// Applies one change end to end; returns once it is on disk, served by the fallback and in
+    /// the maps.
+    pub async fn apply(self: &Arc<Self>, edit: Edit) -> Result<Applied, EngineError> {
+        let _writer = self.writer.lock().await;
+        let this = Arc::clone(self);
+        // Commit and map writes block (fsync, bpf syscalls): keep them off the async workers.
+        tokio::task::spawn_blocking(move || this.apply_blocking(edit))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    /// [`Engine::apply`] under the writer lock.
+    fn apply_blocking(&self, edit: Edit) -> Result<Applied, EngineError> {
+        let apex = normalize(edit.apex());
+        let mut next = ZoneSet::clone(&self.zones());
+        let changes = next.apply(edit)?;
+        if let Err(e) = self.store.persist(&next, &changes) {
+            error!(zone = %apex, "commit failed; the change is dropped: {e:#}");
+            return Err(EngineError::Store(e));
+        }
+        let next = Arc::new(next);
+        self.zones.publish(Arc::clone(&next));
+        let serial = next.zone(&apex).map_or(0, |z| z.serial());
+        let sync = match self.with_fast(|fast| compile::sync(fast, &next, &changes)) {
+            None => SyncReport::default(),
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                error!("fast-path map write failed; switching the fast path off: {e:#}");
+                self.with_fast(|fast| {
+                    if let Err(e) = fast.disable() {
+                        error!("switching the fast path off failed too: {e:#}");
+                    }
+                });
+                return Err(EngineError::FastPath(e));
+            }
+        };
+        info!(zone = %apex, serial, ?sync, "change applied");
+        Ok(Applied { serial, sync })
+    }
+}

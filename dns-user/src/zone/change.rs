@@ -1,0 +1,743 @@
+//! Changes to the zones. Every change goes through [`ZoneSet::apply`]: it validates, changes the
+//! zone set, and returns one [`ChangeSet`] that says what the change touched, which the store
+//! persists and the compiler brings into the maps.
+//!
+//! There is no undo record: a failed change leaves the set as it was (`apply` keeps the previous
+//! version, which is a cheap clone of persistent maps, and puts it back), and the write path
+//! changes a copy of the served zones and publishes it only once it is stored, so the version
+//! readers had is the undo.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use hickory_proto::rr::{Name, RData, RecordType};
+
+use super::{
+    model::Node,
+    name::{has_star_label, normalize, CanonName},
+    validate::{check_set_at, check_ttl},
+    RrSet, SoaParams, TtlField, Zone, ZoneError, ZoneSet, ZoneSpec,
+};
+
+/// One change of a batch: an RRset set or removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Replace the RRset of `rtype` at `name` (create it if missing).
+    Set {
+        name: Name,
+        rtype: RecordType,
+        ttl: u32,
+        records: Vec<RData>,
+    },
+    /// Remove the RRset of `rtype` at `name`; it must exist.
+    Delete { name: Name, rtype: RecordType },
+}
+
+/// SOA fields to change; `None` keeps the field.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SoaChange {
+    pub mname: Option<Name>,
+    pub rname: Option<Name>,
+    pub refresh: Option<u32>,
+    pub retry: Option<u32>,
+    pub expire: Option<u32>,
+    /// SOA MINIMUM, the negative TTL.
+    pub minimum: Option<u32>,
+    /// The SOA record's own TTL.
+    pub ttl: Option<u32>,
+}
+
+impl SoaChange {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// `soa` with the fields of this change replaced.
+    pub fn apply_to(&self, soa: &SoaParams) -> SoaParams {
+        SoaParams {
+            ttl: self.ttl.unwrap_or(soa.ttl),
+            mname: self.mname.clone().unwrap_or_else(|| soa.mname.clone()),
+            rname: self.rname.clone().unwrap_or_else(|| soa.rname.clone()),
+            refresh: self.refresh.unwrap_or(soa.refresh),
+            retry: self.retry.unwrap_or(soa.retry),
+            expire: self.expire.unwrap_or(soa.expire),
+            minimum: self.minimum.unwrap_or(soa.minimum),
+        }
+    }
+}
+
+/// One change to the zone set: what the API, a zone-file import and the tests ask for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Edit {
+    /// Add a zone with its SOA and apex NS set.
+    CreateZone(ZoneSpec),
+    DeleteZone(Name),
+    /// Change some SOA fields, the others as they are when the change is applied (two patches of
+    /// different fields both land).
+    PatchSoa(Name, SoaChange),
+    /// One RRset change, with its error as it is.
+    Rrset(Name, Change),
+    /// Changes applied in order, all or none, with one serial bump; an error names the change
+    /// at fault (`ZoneError::Batch`).
+    Batch(Name, Vec<Change>),
+    /// Replace a zone's whole contents (SOA, NS and records), creating it if missing: a zone-file
+    /// import. The serial only moves forward ([`import_serial`]).
+    ReplaceZone {
+        spec: ZoneSpec,
+        rrsets: Vec<(Name, RecordType, RrSet)>,
+    },
+}
+
+impl Edit {
+    /// The apex of the zone the edit changes (as given).
+    pub fn apex(&self) -> &Name {
+        match self {
+            Edit::CreateZone(spec) | Edit::ReplaceZone { spec, .. } => &spec.apex,
+            Edit::DeleteZone(apex)
+            | Edit::PatchSoa(apex, _)
+            | Edit::Rrset(apex, _)
+            | Edit::Batch(apex, _) => apex,
+        }
+    }
+}
+
+/// What one edit changed: the store writes it, the compiler recompiles it. All names are
+/// lowercased and absolute.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangeSet {
+    /// Names whose answers may have changed: the owners changed, their ancestors up to the apex
+    /// (empty non-terminal status may have changed), and every name whose CNAME chain leads to
+    /// one of those.
+    pub names: BTreeSet<Name>,
+    /// Zones whose SOA changed: settings or serial (every edit bumps the serial), or the zone
+    /// itself appeared or went.
+    pub zones_soa: BTreeSet<Name>,
+    /// Zones to recompile whole: created, deleted, or whose wildcard or delegation status changed.
+    pub zones_full: BTreeSet<Name>,
+    /// Zones whose RRsets are all new (created, imported) or all gone (deleted): the store
+    /// rewrites them whole.
+    pub zones_replaced: BTreeSet<Name>,
+    /// RRsets set or removed, as `(apex, owner, type)`: the store writes their current value.
+    pub rrsets: BTreeSet<(Name, Name, RecordType)>,
+}
+
+impl ChangeSet {
+    pub fn merge(&mut self, other: ChangeSet) {
+        self.names.extend(other.names);
+        self.zones_soa.extend(other.zones_soa);
+        self.zones_full.extend(other.zones_full);
+        self.zones_replaced.extend(other.zones_replaced);
+        self.rrsets.extend(other.rrsets);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Adds names given in canonical order. Collecting sorted input into a set builds it in one
+    /// pass, and [`BTreeSet::append`] merges two sets in one pass, where inserting one by one
+    /// costs a descent (with hickory's slow name comparison) per name.
+    fn add_sorted_names(&mut self, names: impl IntoIterator<Item = CanonName>) {
+        let mut more: BTreeSet<Name> = names.into_iter().map(CanonName::into_name).collect();
+        self.names.append(&mut more);
+    }
+}
+
+/// What the changes of one edit to a zone touched, gathered as they are applied and turned into
+/// a [`ChangeSet`] once, at the end: adding to sets change by change made a large batch
+/// quadratic.
+#[derive(Default)]
+struct Collected {
+    names: Vec<CanonName>,
+    rrsets: Vec<(CanonName, RecordType)>,
+    /// The zone needs a full recompile (a cut or wildcard appeared or went).
+    zone_full: bool,
+}
+
+impl Collected {
+    fn into_change_set(mut self, apex: &CanonName) -> ChangeSet {
+        let mut changes = ChangeSet::default();
+        self.names.sort();
+        self.names.dedup();
+        changes.add_sorted_names(self.names);
+        changes.rrsets = self
+            .rrsets
+            .into_iter()
+            .map(|(owner, rtype)| (apex.name().clone(), owner.into_name(), rtype))
+            .collect();
+        if self.zone_full {
+            changes.zones_full.insert(apex.name().clone());
+        }
+        changes.zones_soa.insert(apex.name().clone());
+        changes
+    }
+}
+
+/// The serial a zone gets from a zone-file import: the file's, unless the zone has a serial at or
+/// after it (RFC 1982), then the zone's plus one, so that the serial only moves forward and
+/// secondaries see the change.
+pub fn import_serial(current: Option<u32>, file: u32) -> u32 {
+    match current {
+        Some(cur) if !serial_newer(file, cur) => cur.wrapping_add(1),
+        _ => file,
+    }
+}
+
+/// RFC 1982 §3.2: `a` is greater than `b`.
+pub fn serial_newer(a: u32, b: u32) -> bool {
+    a != b && a.wrapping_sub(b) < 1 << 31
+}
+
+impl ZoneSet {
+    /// Applies one edit, all or nothing: on error the set is as it was.
+    pub fn apply(&mut self, edit: Edit) -> Result<ChangeSet, ZoneError> {
+        // The maps are persistent: this copy is a reference count, and changing `self` below
+        // copies only what it touches. Putting it back is the whole undo.
+        let before = self.zones.clone();
+        let result = match edit {
+            Edit::CreateZone(spec) => {
+                if spec.ns.is_empty() {
+                    return Err(ZoneError::NoNameServers);
+                }
+                let zone = self.new_zone(&spec)?;
+                Ok(self.insert_new(zone))
+            }
+            Edit::DeleteZone(apex) => self.remove_zone(&CanonName::new(&apex)),
+            Edit::PatchSoa(apex, patch) => self.patch_soa(&CanonName::new(&apex), &patch),
+            Edit::Rrset(apex, change) => self.mutate(&CanonName::new(&apex), vec![change], false),
+            Edit::Batch(apex, changes) => {
+                if changes.is_empty() {
+                    return Err(ZoneError::EmptyBatch);
+                }
+                self.mutate(&CanonName::new(&apex), changes, true)
+            }
+            Edit::ReplaceZone { spec, rrsets } => self.replace_zone(spec, rrsets),
+        };
+        if result.is_err() {
+            self.zones = before;
+        }
+        result
+    }
+
+    /// Adds a zone with its SOA and apex NS set.
+    pub fn create_zone(&mut self, spec: ZoneSpec) -> Result<ChangeSet, ZoneError> {
+        self.apply(Edit::CreateZone(spec))
+    }
+
+    /// Removes a zone. `ChangeSet::names` lists the names it served, for the compiler to drop,
+    /// and those of a parent zone that it was hiding.
+    pub fn delete_zone(&mut self, apex: &Name) -> Result<ChangeSet, ZoneError> {
+        self.apply(Edit::DeleteZone(apex.clone()))
+    }
+
+    /// Changes the SOA fields (not the serial, which is bumped).
+    pub fn set_soa(&mut self, apex: &Name, soa: SoaParams) -> Result<ChangeSet, ZoneError> {
+        let patch = SoaChange {
+            mname: Some(soa.mname),
+            rname: Some(soa.rname),
+            refresh: Some(soa.refresh),
+            retry: Some(soa.retry),
+            expire: Some(soa.expire),
+            minimum: Some(soa.minimum),
+            ttl: Some(soa.ttl),
+        };
+        self.apply(Edit::PatchSoa(apex.clone(), patch))
+    }
+
+    /// Replaces (or creates) the RRset of `rtype` at `name`. NS at the apex replaces the apex NS
+    /// set; NS elsewhere makes `name` a delegation point.
+    pub fn set_rrset(
+        &mut self,
+        apex: &Name,
+        name: &Name,
+        rtype: RecordType,
+        ttl: u32,
+        records: Vec<RData>,
+    ) -> Result<ChangeSet, ZoneError> {
+        let change = Change::Set {
+            name: name.clone(),
+            rtype,
+            ttl,
+            records,
+        };
+        self.apply(Edit::Rrset(apex.clone(), change))
+    }
+
+    /// Removes the RRset of `rtype` at `name`.
+    pub fn delete_rrset(
+        &mut self,
+        apex: &Name,
+        name: &Name,
+        rtype: RecordType,
+    ) -> Result<ChangeSet, ZoneError> {
+        let change = Change::Delete {
+            name: name.clone(),
+            rtype,
+        };
+        self.apply(Edit::Rrset(apex.clone(), change))
+    }
+
+    /// Applies `changes` in order, all or none: each change is validated against the zone as the
+    /// changes before it left it. One serial bump.
+    pub fn apply_batch(
+        &mut self,
+        apex: &Name,
+        changes: Vec<Change>,
+    ) -> Result<ChangeSet, ZoneError> {
+        self.apply(Edit::Batch(apex.clone(), changes))
+    }
+
+    /// Adds a zone with all its RRsets at once, as saved (the store's load): the serial is
+    /// `spec.serial`, not bumped. The apex NS set comes from `spec.ns` or from an NS RRset at the
+    /// apex in `rrsets`. Every RRset is validated as [`ZoneSet::set_rrset`] would; on error
+    /// (`ZoneError::Batch` with the index into `rrsets`) nothing is added.
+    pub fn load_zone(
+        &mut self,
+        spec: ZoneSpec,
+        rrsets: Vec<(Name, RecordType, RrSet)>,
+    ) -> Result<ChangeSet, ZoneError> {
+        let mut zone = self.new_zone(&spec)?;
+        zone.load_rrsets(rrsets)?;
+        if zone.ns().is_none() {
+            return Err(ZoneError::NoNameServers);
+        }
+        Ok(self.insert_new(zone))
+    }
+
+    /// [`Edit::ReplaceZone`].
+    fn replace_zone(
+        &mut self,
+        mut spec: ZoneSpec,
+        rrsets: Vec<(Name, RecordType, RrSet)>,
+    ) -> Result<ChangeSet, ZoneError> {
+        let apex = CanonName::new(&spec.apex);
+        let mut changes = ChangeSet::default();
+        let old = self.zones.remove(&apex);
+        if let Some(old) = &old {
+            changes.add_sorted_names(old.existing());
+        }
+        spec.serial = import_serial(old.map(|z| z.serial), spec.serial);
+        changes.merge(self.load_zone(spec, rrsets)?);
+        Ok(changes)
+    }
+
+    /// A zone from `spec` (with its apex NS set if `spec.ns` isn't empty), validated.
+    fn new_zone(&self, spec: &ZoneSpec) -> Result<Zone, ZoneError> {
+        let apex = CanonName::new(&spec.apex);
+        if self.zones.contains_key(&apex) {
+            return Err(ZoneError::ZoneExists {
+                apex: apex.to_string(),
+            });
+        }
+        spec.soa.validate()?;
+        check_ttl(TtlField::NsTtl, spec.ns_ttl)?;
+        let mut ns = Vec::with_capacity(spec.ns.len());
+        for (index, n) in spec.ns.iter().enumerate() {
+            let rd = RData::NS(hickory_proto::rr::rdata::NS(normalize(n)));
+            if ns.contains(&rd) {
+                return Err(ZoneError::DuplicateNameServer { index });
+            }
+            ns.push(rd);
+        }
+        let mut zone = Zone {
+            apex: apex.clone(),
+            soa: spec.soa.normalized(),
+            serial: spec.serial,
+            nodes: Default::default(),
+            cname_owners: Default::default(),
+            cuts: Default::default(),
+            stars: Default::default(),
+        };
+        if !ns.is_empty() {
+            let set = RrSet {
+                ttl: spec.ns_ttl,
+                records: ns,
+            };
+            zone.put(&apex, RecordType::NS, Some(set));
+        }
+        Ok(zone)
+    }
+
+    /// Adds a new, validated zone and says what that changes.
+    fn insert_new(&mut self, zone: Zone) -> ChangeSet {
+        let apex = zone.apex.clone();
+        let mut changes = self.names_shadowed_by(&apex);
+        changes.add_sorted_names(zone.existing());
+        changes.zones_soa.insert(apex.name().clone());
+        changes.zones_full.insert(apex.name().clone());
+        changes.zones_replaced.insert(apex.name().clone());
+        self.zones.insert(apex, zone);
+        changes
+    }
+
+    /// [`Edit::DeleteZone`].
+    fn remove_zone(&mut self, apex: &CanonName) -> Result<ChangeSet, ZoneError> {
+        let zone = self
+            .zones
+            .remove(apex)
+            .ok_or_else(|| ZoneError::UnknownZone {
+                apex: apex.to_string(),
+            })?;
+        let mut changes = self.names_shadowed_by(apex);
+        changes.add_sorted_names(zone.existing());
+        changes.zones_soa.insert(apex.name().clone());
+        changes.zones_full.insert(apex.name().clone());
+        changes.zones_replaced.insert(apex.name().clone());
+        Ok(changes)
+    }
+
+    /// Names of enclosing zones at or below `apex`: they are answered by the zone at `apex` while
+    /// it exists, so creating or deleting it changes their answers.
+    fn names_shadowed_by(&self, apex: &CanonName) -> ChangeSet {
+        let mut changes = ChangeSet::default();
+        for parent in self
+            .zones
+            .values()
+            .filter(|z| z.apex != *apex && apex.is_at_or_below(&z.apex))
+        {
+            // The names at or below `apex` directly follow it.
+            let existing = parent.existing();
+            let start = existing.partition_point(|n| n < apex);
+            changes.add_sorted_names(
+                existing[start..]
+                    .iter()
+                    .take_while(|n| n.is_at_or_below(apex))
+                    .cloned(),
+            );
+            // A CNAME in the parent whose target is at or below `apex` stops following it once
+            // `apex` is a zone of its own (and follows it again when it goes): recompile the
+            // parent whole if it has any such CNAME.
+            if parent
+                .cname_owners
+                .range::<_, CanonName>(apex..)
+                .next()
+                .is_some_and(|(target, _)| target.is_at_or_below(apex))
+            {
+                changes.zones_full.insert(parent.apex.name().clone());
+            }
+        }
+        changes
+    }
+
+    /// The zone at `apex`, for a change; `UnknownZone` if there is none.
+    fn zone_mut(&mut self, apex: &CanonName) -> Result<&mut Zone, ZoneError> {
+        self.zones
+            .get_mut(apex)
+            .ok_or_else(|| ZoneError::UnknownZone {
+                apex: apex.to_string(),
+            })
+    }
+
+    /// [`Edit::PatchSoa`]: the fields not in `patch` keep their current values.
+    fn patch_soa(&mut self, apex: &CanonName, patch: &SoaChange) -> Result<ChangeSet, ZoneError> {
+        let zone = self.zone_mut(apex)?;
+        let soa = patch.apply_to(&zone.soa);
+        soa.validate()?;
+        zone.soa = soa.normalized();
+        zone.bump_serial();
+        let mut changes = ChangeSet::default();
+        changes.names.insert(apex.name().clone());
+        changes.zones_soa.insert(apex.name().clone());
+        Ok(changes)
+    }
+
+    /// [`Edit::Rrset`] and [`Edit::Batch`]: the changes in order, then one serial bump. An error
+    /// leaves the zone half changed: [`ZoneSet::apply`] puts the set back.
+    fn mutate(
+        &mut self,
+        apex: &CanonName,
+        changes: Vec<Change>,
+        batch: bool,
+    ) -> Result<ChangeSet, ZoneError> {
+        let zone = self.zone_mut(apex)?;
+        let mut collected = Collected::default();
+        for (index, change) in changes.into_iter().enumerate() {
+            if let Err(e) = zone.apply(change, &mut collected) {
+                return Err(if batch {
+                    ZoneError::Batch {
+                        index,
+                        source: Box::new(e),
+                    }
+                } else {
+                    e
+                });
+            }
+        }
+        zone.bump_serial();
+        Ok(collected.into_change_set(apex))
+    }
+}
+
+impl Zone {
+    pub(super) fn bump_serial(&mut self) {
+        // RFC 1982 serial arithmetic: adding 1 wraps modulo 2^32.
+        self.serial = self.serial.wrapping_add(1);
+    }
+
+    /// Validates one change against the zone as it is now and applies it, noting what it touched
+    /// in `out`.
+    fn apply(&mut self, change: Change, out: &mut Collected) -> Result<(), ZoneError> {
+        let (name, rtype, new) = match change {
+            Change::Set {
+                name,
+                rtype,
+                ttl,
+                records,
+            } => {
+                let name = self.owner(name)?;
+                self.check_set(&name, rtype, ttl, &records)?;
+                (name, rtype, Some(RrSet { ttl, records }))
+            }
+            Change::Delete { name, rtype } => {
+                let name = self.owner(name)?;
+                self.check_delete(&name, rtype)?;
+                (name, rtype, None)
+            }
+        };
+        let watch_wildcards = !self.stars.is_empty() || has_star_label(name.name());
+        let before = watch_wildcards.then(|| self.closest_encloser(&name));
+        let had_wildcard_or_cut = self.has_wildcard_or_cut();
+        self.put(&name, rtype, new);
+        out.rrsets.push((name.clone(), rtype));
+
+        if (rtype == RecordType::NS && name != self.apex)
+            || has_star_label(name.name())
+            || had_wildcard_or_cut != self.has_wildcard_or_cut()
+        {
+            out.zone_full = true;
+        }
+        let mut roots: Vec<CanonName> = Vec::new();
+        let mut n = name.clone();
+        while n != self.apex {
+            let parent = n.parent();
+            roots.push(n);
+            n = parent;
+        }
+        roots.push(n);
+        // With wildcards, a name appearing or disappearing changes the closest encloser of the
+        // names below it that don't exist, so their synthesized answers. They are only compiled
+        // as CNAME targets: dirty the owners of CNAMEs pointing below the highest name whose
+        // existence flipped.
+        if let Some(before) = before {
+            let after = self.closest_encloser(&name);
+            if before != after {
+                let top = before.label_count().min(after.label_count()) + 1;
+                let flipped = name.trim_to(top);
+                roots.extend(
+                    self.cname_owners
+                        .range::<_, CanonName>(&flipped..)
+                        .take_while(|(t, _)| t.is_at_or_below(&flipped))
+                        .map(|(t, _)| t.clone()),
+                );
+            }
+        }
+        self.dirty_closure(roots, &mut out.names);
+        Ok(())
+    }
+
+    /// Adds `roots` and every name whose CNAME chain leads to one of them to `out`.
+    fn dirty_closure(&self, roots: Vec<CanonName>, out: &mut Vec<CanonName>) {
+        let mut seen = BTreeSet::new();
+        let mut queue = roots;
+        while let Some(n) = queue.pop() {
+            if let Some(owners) = self.cname_owners.get(&n) {
+                queue.extend(owners.iter().filter(|o| !seen.contains(*o)).cloned());
+            }
+            seen.insert(n);
+        }
+        out.extend(seen);
+    }
+
+    /// Normalises an owner name given to a mutation and checks that it is in the zone.
+    pub(super) fn owner(&self, name: Name) -> Result<CanonName, ZoneError> {
+        let name = CanonName::from_name(name);
+        if !name.is_at_or_below(&self.apex) {
+            return Err(ZoneError::NotInZone {
+                name: name.to_string(),
+                apex: self.apex.to_string(),
+            });
+        }
+        Ok(name)
+    }
+
+    fn check_set(
+        &self,
+        name: &CanonName,
+        rtype: RecordType,
+        ttl: u32,
+        records: &[RData],
+    ) -> Result<(), ZoneError> {
+        check_set_at(
+            &self.apex,
+            name,
+            self.nodes.get(name).map(|n| &**n),
+            rtype,
+            ttl,
+            records,
+        )
+    }
+
+    /// Validates and adds the RRsets of [`ZoneSet::load_zone`], as many `check_set` and `put`
+    /// in a row would, with the same error: `ZoneError::Batch` at the first RRset in `rrsets`
+    /// that fails. On error the zone is left without its nodes: the caller drops it.
+    ///
+    /// Inserting them one by one was most of the store's load (a lookup for the check, another
+    /// for the insert, each a descent of a large tree); instead the RRsets are sorted by owner
+    /// (stable, so those of one owner keep their order), each owner's are checked against the
+    /// ones before them, and the map is built at once from the sorted nodes. An RRset's checks
+    /// only depend on the RRsets of its own owner before it, so the first failure found this way
+    /// is the one the sequential order meets first.
+    pub(super) fn load_rrsets(
+        &mut self,
+        rrsets: Vec<(Name, RecordType, RrSet)>,
+    ) -> Result<(), ZoneError> {
+        let mut first_error: Option<(usize, ZoneError)> = None;
+        let mut fail = |index: usize, e: ZoneError| {
+            if first_error.as_ref().is_none_or(|(i, _)| index < *i) {
+                first_error = Some((index, e));
+            }
+        };
+        let mut sets = Vec::with_capacity(rrsets.len());
+        for (index, (name, rtype, set)) in rrsets.into_iter().enumerate() {
+            match self.owner(name) {
+                Ok(name) => sets.push((name, index, rtype, set)),
+                Err(e) => fail(index, e),
+            }
+        }
+        sets.sort_by(|a, b| a.0.cmp(&b.0));
+
+        let mut before = std::mem::take(&mut self.nodes);
+        let mut nodes: Vec<(CanonName, Arc<Node>)> = Vec::with_capacity(sets.len() + before.len());
+        let mut sets = sets.into_iter().peekable();
+        while let Some((name, index, rtype, set)) = sets.next() {
+            let mut node = before
+                .remove(&name)
+                .map(Arc::unwrap_or_clone)
+                .unwrap_or_default();
+            let mut group = Some((index, rtype, set));
+            while let Some((index, rtype, set)) = group.take() {
+                let at = (!node.is_empty()).then_some(&node);
+                match check_set_at(&self.apex, &name, at, rtype, set.ttl, &set.records) {
+                    Ok(()) => {
+                        node.insert(rtype, set);
+                    }
+                    // This owner's later RRsets come later in `rrsets` too: their own errors,
+                    // if any, don't matter.
+                    Err(e) => fail(index, e),
+                }
+                group = sets
+                    .next_if(|next| next.0 == name)
+                    .map(|(_, index, rtype, set)| (index, rtype, set));
+            }
+            if !node.is_empty() {
+                nodes.push((name, Arc::new(node)));
+            }
+        }
+        if let Some((index, e)) = first_error {
+            return Err(ZoneError::Batch {
+                index,
+                source: Box::new(e),
+            });
+        }
+        // Sorted and distinct but for the nodes from before (the apex NS of `spec.ns`).
+        nodes.extend(before);
+        self.nodes = nodes.into_iter().collect();
+        let indexed: Vec<(CanonName, RecordType)> = self
+            .nodes
+            .iter()
+            .flat_map(|(name, node)| {
+                let star = has_star_label(name.name());
+                node.types()
+                    .filter(move |t| star || matches!(t, RecordType::CNAME | RecordType::NS))
+                    .map(move |t| (name.clone(), t))
+            })
+            .collect();
+        for (name, rtype) in indexed {
+            self.reindex(&name, rtype, None);
+        }
+        Ok(())
+    }
+
+    fn check_delete(&self, name: &CanonName, rtype: RecordType) -> Result<(), ZoneError> {
+        if rtype == RecordType::SOA {
+            return Err(ZoneError::SoaRecord);
+        }
+        if rtype == RecordType::NS && *name == self.apex {
+            return Err(ZoneError::ApexNsRequired);
+        }
+        if !self.nodes.get(name).is_some_and(|n| n.contains(rtype)) {
+            return Err(ZoneError::NoSuchRrset {
+                name: name.to_string(),
+                rtype,
+            });
+        }
+        Ok(())
+    }
+
+    /// Sets (`Some`) or removes (`None`) an RRset without validation, keeping the indexes
+    /// (`cname_owners`, `cuts`, `stars`) in step. Returns the previous RRset.
+    pub(super) fn put(
+        &mut self,
+        name: &CanonName,
+        rtype: RecordType,
+        new: Option<RrSet>,
+    ) -> Option<RrSet> {
+        let previous = match new {
+            Some(set) => {
+                Arc::make_mut(self.nodes.entry(name.clone()).or_default()).insert(rtype, set)
+            }
+            None => {
+                let node = Arc::make_mut(self.nodes.get_mut(name)?);
+                let previous = node.remove(rtype);
+                if node.is_empty() {
+                    self.nodes.remove(name);
+                }
+                previous
+            }
+        };
+        self.reindex(name, rtype, previous.as_ref());
+        previous
+    }
+
+    /// Brings the indexes (`cname_owners`, `cuts`, `stars`) in step with a change of the RRset
+    /// of `rtype` at `name` from `previous`.
+    fn reindex(&mut self, name: &CanonName, rtype: RecordType, previous: Option<&RrSet>) {
+        if rtype == RecordType::CNAME {
+            if let Some(target) = previous.and_then(cname_target) {
+                if let Some(owners) = self.cname_owners.get_mut(&target) {
+                    owners.remove(name);
+                    if owners.is_empty() {
+                        self.cname_owners.remove(&target);
+                    }
+                }
+            }
+            if let Some(target) = self.rrset_lower(name, rtype).and_then(cname_target) {
+                self.cname_owners
+                    .entry(target)
+                    .or_default()
+                    .insert(name.clone());
+            }
+        }
+        if rtype == RecordType::NS && *name != self.apex {
+            if self.rrset_lower(name, rtype).is_some() {
+                self.cuts.insert(name.clone());
+            } else {
+                self.cuts.remove(name);
+            }
+        }
+        if has_star_label(name.name()) {
+            if self.nodes.contains_key(name) {
+                self.stars.insert(name.clone());
+            } else {
+                self.stars.remove(name);
+            }
+        }
+    }
+}
+
+/// The target of a CNAME RRset, in key form.
+pub(super) fn cname_target(set: &RrSet) -> Option<CanonName> {
+    match set.records.first() {
+        Some(RData::CNAME(c)) => Some(CanonName::new(&c.0)),
+        _ => None,
+    }
+}
