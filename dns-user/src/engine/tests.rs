@@ -1,0 +1,307 @@
+//! The write path's failure handling, with a real store on disk that can be made to fail and a
+//! map writer in memory that can be made to fail: what readers, the disk and the maps hold after
+//! each kind of failure.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use dns_common::{NameKey, ZoneValue};
+use hickory_proto::rr::{rdata::A, Name, RData, RecordType};
+use tempfile::TempDir;
+
+use super::*;
+use crate::{
+    compile::name_key,
+    maps::NameEntry,
+    zone::{Change, ZoneSpec},
+};
+
+/// The real store, with a switch that makes its commits fail as a full disk would.
+struct FlakyStore {
+    inner: Store,
+    fail: AtomicBool,
+}
+
+impl Persist for FlakyStore {
+    fn persist(&self, zones: &ZoneSet, changes: &ChangeSet) -> Result<(), StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Corrupt {
+                path: self.inner.path().to_owned(),
+                what: "commit".into(),
+                reason: "injected failure".into(),
+            });
+        }
+        self.inner.persist(zones, changes)
+    }
+}
+
+/// What the maps hold, shared with the test (the engine owns the writer).
+#[derive(Default)]
+struct MapState {
+    names: HashMap<NameKey, NameEntry>,
+    zones: HashMap<NameKey, ZoneValue>,
+    /// Make every write fail from now on.
+    fail: bool,
+    disabled: bool,
+}
+
+#[derive(Clone, Default)]
+struct MemMaps(Arc<Mutex<MapState>>);
+
+impl MemMaps {
+    fn state(&self) -> std::sync::MutexGuard<'_, MapState> {
+        self.0.lock().expect("map state")
+    }
+
+    fn write(&self, f: impl FnOnce(&mut MapState)) -> Result<(), MapWriteError> {
+        let mut s = self.state();
+        if s.fail {
+            return Err(MapWriteError {
+                map: "NAMES_SMALL",
+                source: aya::maps::MapError::KeyNotFound,
+            });
+        }
+        f(&mut s);
+        Ok(())
+    }
+}
+
+impl MapWriter for MemMaps {
+    fn set_name(&mut self, key: &NameKey, entry: &NameEntry) -> Result<(), MapWriteError> {
+        self.write(|s| {
+            s.names.insert(*key, entry.clone());
+        })
+    }
+
+    fn remove_name(&mut self, key: &NameKey) -> Result<(), MapWriteError> {
+        self.write(|s| {
+            s.names.remove(key);
+        })
+    }
+
+    fn set_zone(&mut self, key: &NameKey, value: &ZoneValue) -> Result<(), MapWriteError> {
+        self.write(|s| {
+            s.zones.insert(*key, *value);
+        })
+    }
+
+    fn remove_zone(&mut self, key: &NameKey) -> Result<(), MapWriteError> {
+        self.write(|s| {
+            s.zones.remove(key);
+        })
+    }
+
+    fn name_keys(&self) -> Vec<NameKey> {
+        self.state().names.keys().copied().collect()
+    }
+
+    fn zone_keys(&self) -> Vec<NameKey> {
+        self.state().zones.keys().copied().collect()
+    }
+
+    fn disable(&mut self) -> Result<(), MapWriteError> {
+        // Switching off must work even when writes of answers fail: it is one config word.
+        self.state().disabled = true;
+        Ok(())
+    }
+}
+
+fn n(s: &str) -> Name {
+    Name::from_ascii(s).expect("test name")
+}
+
+const APEX: &str = "example.com.";
+
+struct Bed {
+    _dir: TempDir,
+    engine: Arc<Engine<FlakyStore, MemMaps>>,
+    maps: MemMaps,
+}
+
+impl Bed {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FlakyStore {
+            inner: Store::open(dir.path()).expect("store"),
+            fail: AtomicBool::new(false),
+        };
+        let maps = MemMaps::default();
+        let engine = Engine::new(ZoneSet::new(), Some(maps.clone()), store);
+        let spec = ZoneSpec::new(
+            n(APEX),
+            n("ns1.example.com."),
+            n("h.example.com."),
+            vec![n("ns1.example.com.")],
+        );
+        engine
+            .apply(Edit::CreateZone(spec))
+            .await
+            .expect("zone created");
+        Self {
+            _dir: dir,
+            engine,
+            maps,
+        }
+    }
+
+    fn set_a(name: &str, ip: [u8; 4]) -> Edit {
+        Edit::Rrset(
+            n(APEX),
+            Change::Set {
+                name: n(name),
+                rtype: RecordType::A,
+                ttl: 60,
+                records: vec![RData::A(A::from(std::net::Ipv4Addr::from(ip)))],
+            },
+        )
+    }
+
+    /// What the store holds now, read back from its committed state as a restart would (redb
+    /// allows one open per process, so through the engine's own handle).
+    fn on_disk(&self) -> ZoneSet {
+        self.engine.store.inner.load().expect("store loads")
+    }
+
+    fn store_fails(&self, fail: bool) {
+        self.engine.store.fail.store(fail, Ordering::SeqCst);
+    }
+}
+
+fn has_a(zones: &ZoneSet, name: &str) -> bool {
+    zones
+        .zone(&n(APEX))
+        .and_then(|z| z.rrset(&n(name), RecordType::A))
+        .is_some()
+}
+
+#[tokio::test]
+async fn a_failed_commit_changes_nothing_anywhere_and_the_next_write_lands() {
+    let bed = Bed::new().await;
+    let serial = bed.engine.zones().zone(&n(APEX)).expect("zone").serial();
+    let names_in_maps = bed.maps.state().names.len();
+
+    bed.store_fails(true);
+    let err = bed
+        .engine
+        .apply(Bed::set_a("www.example.com.", [192, 0, 2, 1]))
+        .await
+        .expect_err("commit fails");
+    assert!(matches!(err, EngineError::Store(_)), "{err}");
+    // Readers, the disk and the maps are as before.
+    let served = bed.engine.zones();
+    assert!(!has_a(&served, "www.example.com."));
+    assert_eq!(served.zone(&n(APEX)).expect("zone").serial(), serial);
+    assert!(!has_a(&bed.on_disk(), "www.example.com."));
+    let key = name_key(&n("www.example.com.")).expect("key");
+    assert!(!bed.maps.state().names.contains_key(&key));
+    assert_eq!(bed.maps.state().names.len(), names_in_maps);
+    assert!(!bed.maps.state().disabled);
+
+    bed.store_fails(false);
+    let applied = bed
+        .engine
+        .apply(Bed::set_a("www.example.com.", [192, 0, 2, 1]))
+        .await
+        .expect("write after the fault");
+    assert_eq!(applied.serial, serial.wrapping_add(1));
+    assert!(has_a(&bed.engine.zones(), "www.example.com."));
+    assert!(has_a(&bed.on_disk(), "www.example.com."));
+    assert!(bed.maps.state().names.contains_key(&key));
+}
+
+#[tokio::test]
+async fn a_failed_map_write_switches_the_fast_path_off_and_keeps_the_change() {
+    let bed = Bed::new().await;
+    bed.maps.state().fail = true;
+    let err = bed
+        .engine
+        .apply(Bed::set_a("www.example.com.", [192, 0, 2, 1]))
+        .await
+        .expect_err("map write fails");
+    assert!(matches!(err, EngineError::FastPath(_)), "{err}");
+    assert!(
+        bed.maps.state().disabled,
+        "fast path left on with stale maps"
+    );
+    // Committed, and served by the fallback from the published zones.
+    assert!(has_a(&bed.engine.zones(), "www.example.com."));
+    assert!(has_a(&bed.on_disk(), "www.example.com."));
+}
+
+#[tokio::test]
+async fn a_refused_change_touches_neither_disk_nor_maps() {
+    let bed = Bed::new().await;
+    let before_disk = bed.on_disk().zone(&n(APEX)).expect("zone").serial();
+    let names_in_maps = bed.maps.state().names.len();
+    let batch = Edit::Batch(
+        n(APEX),
+        vec![
+            Change::Set {
+                name: n("ok.example.com."),
+                rtype: RecordType::A,
+                ttl: 60,
+                records: vec![RData::A(A::new(192, 0, 2, 2))],
+            },
+            Change::Delete {
+                name: n("missing.example.com."),
+                rtype: RecordType::A,
+            },
+        ],
+    );
+    let err = bed.engine.apply(batch).await.expect_err("refused");
+    assert!(
+        matches!(err, EngineError::Invalid(ZoneError::Batch { index: 1, .. })),
+        "{err}"
+    );
+    assert!(!has_a(&bed.engine.zones(), "ok.example.com."));
+    let disk = bed.on_disk();
+    assert!(!has_a(&disk, "ok.example.com."));
+    assert_eq!(disk.zone(&n(APEX)).expect("zone").serial(), before_disk);
+    assert_eq!(bed.maps.state().names.len(), names_in_maps);
+}
+
+#[tokio::test]
+async fn a_reader_keeps_its_version_while_writes_land() {
+    let bed = Bed::new().await;
+    let held = bed.engine.zones();
+    for i in 0..10u8 {
+        bed.engine
+            .apply(Bed::set_a(&format!("h{i}.example.com."), [192, 0, 2, i]))
+            .await
+            .expect("write");
+    }
+    assert!((0..10).all(|i| !has_a(&held, &format!("h{i}.example.com."))));
+    let now = bed.engine.zones();
+    assert!((0..10).all(|i| has_a(&now, &format!("h{i}.example.com."))));
+}
+
+#[tokio::test]
+async fn a_large_batch_is_one_change_set_in_store_maps_and_memory() {
+    let bed = Bed::new().await;
+    let changes: Vec<Change> = (0..2000u32)
+        .map(|i| Change::Set {
+            name: n(&format!("b{i}.example.com.")),
+            rtype: RecordType::A,
+            ttl: 60,
+            records: vec![RData::A(A::from(std::net::Ipv4Addr::from(0xc000_0200 + i)))],
+        })
+        .collect();
+    let applied = bed
+        .engine
+        .apply(Edit::Batch(n(APEX), changes))
+        .await
+        .expect("batch");
+    assert_eq!(
+        applied.sync.names_written,
+        2000 + 1,
+        "the names and the apex"
+    );
+    let disk = bed.on_disk();
+    assert_eq!(disk.zone(&n(APEX)).expect("zone").rrset_count(), 2000 + 1);
+    assert!(has_a(&bed.engine.zones(), "b1999.example.com."));
+}
