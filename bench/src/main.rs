@@ -5,7 +5,6 @@
 
 mod kernel;
 mod memory;
-mod packet;
 mod rawbpf;
 mod report;
 mod servers;

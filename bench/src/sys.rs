@@ -11,8 +11,6 @@
 
 use std::{
     fs,
-    io::Read as _,
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -31,72 +29,9 @@ pub const CLIENT_CPU: usize = 0;
 
 const CMD_TIMEOUT: Duration = Duration::from_secs(20);
 
-pub fn cmdline(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|s| s.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// What a finished command left.
-pub struct Output {
-    pub ok: bool,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-/// Runs `cmd` until it exits or `timeout` passes (then kills it).
-pub fn run_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output> {
-    let line = cmdline(cmd);
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting `{line}`"))?;
-    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
-        thread::spawn(move || {
-            let mut s = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut s);
-            }
-            String::from_utf8_lossy(&s).into_owned()
-        })
-    };
-    let out = drain(child.stdout.take().map(|r| Box::new(r) as _));
-    let err = drain(child.stderr.take().map(|r| Box::new(r) as _));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break Some(s);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    let o = Output {
-        ok: status.is_some_and(|s| s.success()),
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    };
-    if status.is_none() {
-        bail!("`{line}` did not finish within {timeout:?}");
-    }
-    Ok(o)
-}
-
-/// Runs `cmd` and returns its stdout; fails unless it exits 0.
+/// Runs `cmd` and returns its stdout; fails unless it exits 0 within [`CMD_TIMEOUT`].
 pub fn run_ok(cmd: &mut Command) -> Result<String> {
-    let line = cmdline(cmd);
-    let o = run_timeout(cmd, CMD_TIMEOUT)?;
-    if !o.ok {
-        bail!("`{line}` failed:\n{}{}", o.stdout, o.stderr);
-    }
-    Ok(o.stdout)
+    Ok(testkit::try_run_ok(cmd, CMD_TIMEOUT)?)
 }
 
 /// Two namespaces, a veth pair between them and a scratch directory; all removed on drop.
@@ -120,7 +55,8 @@ impl Bed {
         };
         for ns in [&bed.s, &bed.c] {
             // A leftover of a killed run of ours (same pid is unlikely, but be safe).
-            let _ = run_timeout(Command::new("ip").args(["netns", "del", ns]), CMD_TIMEOUT);
+            let _ =
+                testkit::run_timeout(Command::new("ip").args(["netns", "del", ns]), CMD_TIMEOUT);
         }
         run_ok(Command::new("ip").args(["netns", "add", &bed.s]))?;
         // From here on, Drop cleans up.
@@ -217,7 +153,7 @@ impl Bed {
 
     /// Removes any XDP program from a device (kxdpgun leaves its own attached).
     pub fn xdp_off(&self, ns: &str, dev: &str) {
-        let _ = run_timeout(
+        let _ = testkit::run_timeout(
             Command::new("ip").args(["-n", ns, "link", "set", "dev", dev, "xdp", "off"]),
             CMD_TIMEOUT,
         );
@@ -241,7 +177,8 @@ impl Drop for Bed {
         self.xdp_off(&self.c.clone(), C_IF);
         self.xdp_off(&self.s.clone(), S_IF);
         for ns in [&self.s, &self.c] {
-            let _ = run_timeout(Command::new("ip").args(["netns", "del", ns]), CMD_TIMEOUT);
+            let _ =
+                testkit::run_timeout(Command::new("ip").args(["netns", "del", ns]), CMD_TIMEOUT);
         }
         if let Some(p) = self.bpffs.take() {
             let _ = Command::new("umount").arg("-l").arg(&p).status();
@@ -259,7 +196,7 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(what: &str, mut cmd: Command, log: &Path) -> Result<Proc> {
-        let line = cmdline(&cmd);
+        let line = testkit::cmdline(&cmd);
         let f = fs::File::create(log)?;
         let started = Instant::now();
         let child = cmd
@@ -322,18 +259,6 @@ impl Drop for Proc {
     }
 }
 
-/// Moves the calling thread into the network namespace `ns`.
-pub fn enter_netns(ns: &str) -> Result<()> {
-    let path = Path::new("/var/run/netns").join(ns);
-    let f = fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
-    // SAFETY: setns on a valid namespace fd changes only this thread's network namespace.
-    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    if r != 0 {
-        bail!("setns {ns}: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Pins the calling thread to `cpu`.
 pub fn pin_thread(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t with one bit set, for the calling thread (pid 0).
@@ -351,7 +276,7 @@ pub fn in_ns<T: Send + 'static>(
 ) -> Result<T> {
     let ns = ns.to_owned();
     thread::spawn(move || {
-        enter_netns(&ns)?;
+        testkit::enter_netns(&ns)?;
         f()
     })
     .join()

@@ -53,16 +53,13 @@ pub fn kxdpgun(bed: &Bed, qfile: &Path, rate: u64, secs: u64) -> Result<Kx> {
             &CLIENT_CPU.to_string(),
             SERVER,
         ]);
-    let out = sys::run_timeout(&mut cmd, Duration::from_secs(secs + 30));
+    let out = testkit::try_run_ok(&mut cmd, Duration::from_secs(secs + 30));
     bed.xdp_off(&bed.c, C_IF);
     let out = out?;
-    if !out.ok {
-        anyhow::bail!("kxdpgun failed:\n{}{}", out.stdout, out.stderr);
-    }
     Ok(Kx {
-        sent: field(&out.stdout, "total queries:"),
-        replies: field(&out.stdout, "total replies:"),
-        noerror: field(&out.stdout, "responded NOERROR:"),
+        sent: field(&out, "total queries:"),
+        replies: field(&out, "total replies:"),
+        noerror: field(&out, "responded NOERROR:"),
         secs,
     })
 }

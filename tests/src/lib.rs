@@ -1,12 +1,13 @@
 //! Harness for the integration tests: network namespaces joined by a veth pair, the real `edgedns`
-//! daemon in one, dig/kdig/curl in the other.
+//! daemon in one, dig/kdig in the other.
 //!
 //! ```text
 //!  server ns  edns-s-<pid>-<n>               client ns  edns-c-<pid>-<n>
 //!  ve<pid>s<n>  10.211.0.1/24  <--- veth --->  ve<pid>c<n>  10.211.0.2/24
 //!               fd00:211::1/64                              fd00:211::2/64
 //!  edgedns serve (XDP, driver mode)          edgedns xdp-pass, dig, kdig
-//!  API on the namespace's own 127.0.0.1
+//!  API on the namespace's own 127.0.0.1,
+//!  reached with curl in this namespace
 //! ```
 //!
 //! Everything a test creates is owned by a guard whose `Drop` removes it (processes first, then
@@ -21,7 +22,8 @@ use std::{
     env,
     ffi::OsStr,
     fs,
-    io::Read as _,
+    io::{self, Read as _},
+    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -31,14 +33,13 @@ use std::{
 
 use dns_common::Stat;
 
-pub mod dnsclient;
-pub mod dnswire;
+pub mod dns_client;
+pub mod dns_message;
 pub mod fixture;
+pub mod http_client;
 pub mod packet;
 pub mod rawsock;
 pub mod xdprun;
-
-pub mod wire;
 
 /// Server side of the veth pair.
 pub const SERVER_V4: &str = "10.211.0.1";
@@ -125,7 +126,8 @@ impl Output {
     }
 }
 
-fn cmdline(cmd: &Command) -> String {
+/// `cmd` as a shell would show it, for messages.
+pub fn cmdline(cmd: &Command) -> String {
     std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .map(OsStr::to_string_lossy)
@@ -133,17 +135,20 @@ fn cmdline(cmd: &Command) -> String {
         .join(" ")
 }
 
-/// Runs `cmd` to completion or until `timeout`, then kills it. Never panics on the exit status.
-pub fn run_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+/// Runs `cmd` to completion or until `timeout`, then kills it (`status` is then `None`). `Err`
+/// only when it cannot be started or waited for: the exit status is the caller's to judge.
+pub fn run_timeout(cmd: &mut Command, timeout: Duration) -> io::Result<Output> {
     let line = cmdline(cmd);
+    let context =
+        |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what} `{line}`: {e}"));
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start `{line}`: {e}"));
+        .map_err(|e| context("cannot start", e))?;
     // Drain both pipes on threads so that a chatty child cannot block on a full pipe.
-    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+    let drain = |r: Option<Box<dyn io::Read + Send>>| {
         thread::spawn(move || {
             let mut s = Vec::new();
             if let Some(mut r) = r {
@@ -164,29 +169,47 @@ pub fn run_timeout(cmd: &mut Command, timeout: Duration) -> Output {
                 break None;
             }
             Ok(None) => thread::sleep(Duration::from_millis(10)),
-            Err(e) => panic!("waiting for `{line}`: {e}"),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(context("waiting for", e));
+            }
         }
     };
-    Output {
+    Ok(Output {
         status,
         stdout: out.join().unwrap_or_default(),
         stderr: err.join().unwrap_or_default(),
+    })
+}
+
+/// Runs `cmd` under `timeout`: its stdout if it exits 0, else an error naming the command line
+/// with its output (or the time limit).
+pub fn try_run_ok(cmd: &mut Command, timeout: Duration) -> io::Result<String> {
+    let line = cmdline(cmd);
+    let out = run_timeout(cmd, timeout)?;
+    match out.status {
+        Some(s) if s.success() => Ok(out.stdout),
+        Some(s) => Err(io::Error::other(format!(
+            "`{line}` failed ({s}):\n{}\n{}",
+            out.stdout.trim_end(),
+            out.stderr.trim_end()
+        ))),
+        None => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("`{line}` did not finish within {timeout:?}"),
+        )),
     }
 }
 
-/// Runs `cmd` (time limit [`CMD_TIMEOUT`]) and panics with its output unless it exits 0.
+/// [`try_run_ok`] with the time limit [`CMD_TIMEOUT`], panicking on any failure.
 pub fn run_ok(cmd: &mut Command) -> String {
-    let line = cmdline(cmd);
-    let out = run_timeout(cmd, CMD_TIMEOUT);
-    match out.status {
-        Some(s) if s.success() => out.stdout,
-        Some(s) => panic!(
-            "`{line}` failed ({s}):\n{}{}",
-            out.stdout.trim_end(),
-            out.stderr.trim_end()
-        ),
-        None => panic!("`{line}` did not finish within {CMD_TIMEOUT:?}"),
-    }
+    try_run_ok(cmd, CMD_TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`run_timeout`] with the time limit [`CMD_TIMEOUT`], panicking if `cmd` cannot be run at all.
+fn run_limited(cmd: &mut Command) -> Output {
+    run_timeout(cmd, CMD_TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `ip ARGS`.
@@ -265,14 +288,30 @@ impl NetNs {
 impl Drop for NetNs {
     fn drop(&mut self) {
         // Deleting the namespace destroys the interfaces in it (and so both ends of a veth).
-        let out = run_timeout(
+        match run_timeout(
             Command::new("ip").args(["netns", "del", &self.name]),
             CMD_TIMEOUT,
-        );
-        if !out.success() {
-            eprintln!("cleanup: ip netns del {}: {}", self.name, out.stderr.trim());
+        ) {
+            Ok(out) if out.success() => {}
+            Ok(out) => eprintln!("cleanup: ip netns del {}: {}", self.name, out.stderr.trim()),
+            Err(e) => eprintln!("cleanup: {e}"),
         }
     }
+}
+
+/// Moves the calling thread into network namespace `ns` (by its `ip netns` name). Sockets the
+/// thread opens afterwards live there; other threads stay where they are.
+pub fn enter_netns(ns: &str) -> io::Result<()> {
+    let path = Path::new("/var/run/netns").join(ns);
+    let f = fs::File::open(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", path.display())))?;
+    // SAFETY: setns on a valid namespace fd affects only this thread's network namespace.
+    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    if r != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("setns {ns}: {e}")));
+    }
+    Ok(())
 }
 
 /// Gives `ifname` in `ns` its IPv4 (/24) and IPv6 (/64, no DAD) addresses, turns TX checksum
@@ -371,6 +410,40 @@ impl Default for TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A bpffs mounted in the test's own (root) mount namespace. `ip netns exec` gives the daemon a
+/// private /sys, so pins under its /sys/fs/bpf would vanish with it; pins here outlive it, as
+/// /sys/fs/bpf does on a real host. Unmounted (pins and all) on drop.
+#[derive(Debug)]
+pub struct Bpffs {
+    path: PathBuf,
+}
+
+impl Bpffs {
+    pub fn mount(path: &Path) -> Self {
+        fs::create_dir_all(path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        run_ok(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(path));
+        Self {
+            path: path.to_owned(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        if let Err(e) = run_timeout(
+            Command::new("umount").arg("-l").arg(&self.path),
+            CMD_TIMEOUT,
+        ) {
+            eprintln!("cleanup: {e}");
+        }
     }
 }
 
@@ -503,7 +576,7 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `edgedns serve ARGS --data-dir DATA` in `ns` and waits until `GET /healthz` on
     /// [`API_ADDR`] (the daemon's default API address) answers 200.
-    pub fn start(bin: &Path, ns: &NetNs, args: &[&str], data_dir: &Path) -> Self {
+    pub fn start(bin: &Path, ns: &NetNs, args: &[impl AsRef<OsStr>], data_dir: &Path) -> Self {
         fs::create_dir_all(data_dir)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", data_dir.display()));
         let mut cmd = ns.command(bin);
@@ -550,7 +623,7 @@ impl Daemon {
             ]);
         }
         cmd.arg(&url);
-        let out = run_timeout(&mut cmd, CMD_TIMEOUT);
+        let out = run_limited(&mut cmd);
         let (body, code) = out.stdout.rsplit_once('\n').unwrap_or(("", &out.stdout));
         (code.trim().parse().unwrap_or(0), body.to_owned())
     }
@@ -772,7 +845,7 @@ pub fn try_kdig(
 fn query(mut cmd: Command) -> Result<DnsAnswer, NoAnswer> {
     let line = cmdline(&cmd);
     let start = Instant::now();
-    let output = run_timeout(&mut cmd, CMD_TIMEOUT);
+    let output = run_limited(&mut cmd);
     let elapsed = start.elapsed();
     match DnsAnswer::parse(&output.stdout) {
         Some(a) if output.success() => Ok(a),
@@ -820,6 +893,8 @@ pub fn kdig(
 pub struct TestBed {
     pub daemon: Option<Daemon>,
     pub pass: Option<PassGuard>,
+    /// The arguments of `edgedns serve` (before `--data-dir`), kept for restarts.
+    daemon_args: Vec<String>,
     pub veth: Veth,
     pub client: NetNs,
     pub server: NetNs,
@@ -837,6 +912,7 @@ impl TestBed {
         Self {
             daemon: None,
             pass: None,
+            daemon_args: Vec::new(),
             veth,
             client,
             server,
@@ -853,16 +929,14 @@ impl TestBed {
     /// [`TestBed::with_daemon`] with `--dns-listen LISTEN` (e.g. `[::]:5300`, which serves both
     /// families, the XDP program answering any address on the port) and `extra` arguments.
     pub fn with_daemon_on(listen: &str, extra: &[&str]) -> Self {
-        let bin = edgedns_bin();
         let mut bed = Self::network();
         bed.pass = Some(PassGuard::start(
-            &bin,
+            &edgedns_bin(),
             &bed.client,
             &bed.veth.client_if,
             bed.tmp.path(),
         ));
-        let data = bed.tmp.path().join("data");
-        let mut args = vec![
+        bed.daemon_args = [
             "--iface",
             &bed.veth.server_if,
             "--xdp-mode",
@@ -871,10 +945,46 @@ impl TestBed {
             listen,
             "--api-listen",
             API_ADDR,
-        ];
-        args.extend_from_slice(extra);
-        bed.daemon = Some(Daemon::start(&bin, &bed.server, &args, &data));
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| (*s).to_owned())
+        .collect();
+        bed.start_daemon();
         bed
+    }
+
+    /// Starts the daemon with the arguments the bed was made with, on the same data directory.
+    /// Panics if one is running.
+    pub fn start_daemon(&mut self) {
+        assert!(self.daemon.is_none(), "the daemon is already running");
+        assert!(
+            !self.daemon_args.is_empty(),
+            "TestBed::network has no daemon to start: use TestBed::with_daemon"
+        );
+        let data = self.tmp.path().join("data");
+        self.daemon = Some(Daemon::start(
+            &edgedns_bin(),
+            &self.server,
+            &self.daemon_args,
+            &data,
+        ));
+    }
+
+    /// Stops the daemon (SIGTERM, SIGKILL after a grace period) and drops its guard. Returns how
+    /// it exited: `None` if it had to be killed. A daemon that already died (say, of a SIGKILL
+    /// the test sent) gives its exit status.
+    pub fn stop_daemon(&mut self) -> Option<ExitStatus> {
+        let mut daemon = self.daemon.take().expect("a running daemon");
+        daemon.process.stop()
+    }
+
+    /// [`TestBed::stop_daemon`] then [`TestBed::start_daemon`]: the same arguments, data and
+    /// pins. Returns how the old one exited.
+    pub fn restart_daemon(&mut self) -> Option<ExitStatus> {
+        let status = self.stop_daemon();
+        self.start_daemon();
+        status
     }
 
     /// Adds an 802.1Q sub-interface with VLAN id `id` on both veth ends, addressed
@@ -931,7 +1041,7 @@ impl TestBed {
                 "id",
                 &id,
             ];
-            let out = run_timeout(Command::new("ip").args(add), CMD_TIMEOUT);
+            let out = run_limited(Command::new("ip").args(add));
             if !out.success() {
                 return Err(format!("ip {}: {}", add.join(" "), out.stderr.trim()));
             }

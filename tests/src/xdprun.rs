@@ -15,7 +15,7 @@ use dns_user::{
 use hickory_proto::op::{Message, ResponseCode};
 
 use crate::{
-    dnswire::{fast_path_size, QuerySpec, CLASS_IN},
+    dns_message::{fast_path_size, QuerySpec, CLASS_IN},
     fixture::name_from_wire,
 };
 
@@ -142,7 +142,7 @@ pub fn udp_limit(q: &QuerySpec, udp_payload: u16) -> usize {
 }
 
 /// The oracle: what the program must do with `q` (a well-formed query: QR=0, opcode QUERY, one
-/// question, no answer/authority records, at most one OPT). Written from the contract,
+/// question, no answer/authority records, at most one OPT). Written from the fast path's contract,
 /// not from the program: A/AAAA/CNAME questions of class IN for names of at most
 /// [`KEY_NAME_LEN`] wire bytes, whose answer is not marked "pass" by the compiler and fits the
 /// client's limit, are answered; the rest goes up with its reason.
