@@ -141,6 +141,16 @@ struct Subject {
     _array: Option<OwnedFd>,
 }
 
+impl Subject {
+    /// The program to run: its own, or `edgedns`.
+    fn fd<'a>(&'a self, edgedns: BorrowedFd<'a>) -> BorrowedFd<'a> {
+        match &self.fd {
+            OwnedFdOrBorrowed::Owned(f) => f.as_fd(),
+            OwnedFdOrBorrowed::Edgedns => edgedns,
+        }
+    }
+}
+
 enum OwnedFdOrBorrowed {
     Owned(OwnedFd),
     Edgedns,
@@ -213,7 +223,8 @@ pub fn run(opts: &Opts) -> Result<Value> {
         drop(w);
         rawbpf::set_tail(arr.as_fd(), edgedns).is_err()
     };
-    let wrap = |frame: &[u8], target: BorrowedFd<'_>, name: &str| -> Result<(OwnedFd, OwnedFd)> {
+    // The subject `key`: the wrapper (loaded as `name`) around `target` on `frame`.
+    let wrap = |key: String, frame: &[u8], target: BorrowedFd<'_>, name: &str| -> Result<Subject> {
         let arr = rawbpf::prog_array()?;
         let w = rawbpf::load_xdp(
             name,
@@ -221,7 +232,12 @@ pub fn run(opts: &Opts) -> Result<Value> {
             frags,
         )?;
         rawbpf::set_tail(arr.as_fd(), target)?;
-        Ok((w, arr))
+        Ok(Subject {
+            key,
+            fd: OwnedFdOrBorrowed::Owned(w),
+            frame: frame.to_vec(),
+            _array: Some(arr),
+        })
     };
     // Targets for the wrapper's calibration must agree on frags too.
     let (floor_t, ret_t) = if frags {
@@ -246,20 +262,12 @@ pub fn run(opts: &Opts) -> Result<Value> {
             frame: frame.clone(),
             _array: None,
         });
-        let (w, a) = wrap(frame, floor_t.as_fd(), "bench_w_floor")?;
-        subjects.push(Subject {
-            key: format!("wrap_floor_{name}"),
-            fd: OwnedFdOrBorrowed::Owned(w),
-            frame: frame.clone(),
-            _array: Some(a),
-        });
-        let (w, a) = wrap(frame, ret_t.as_fd(), "bench_w_ret")?;
-        subjects.push(Subject {
-            key: format!("wrap_ret_{name}"),
-            fd: OwnedFdOrBorrowed::Owned(w),
-            frame: frame.clone(),
-            _array: Some(a),
-        });
+        for (target, fd, prog) in [
+            ("floor", floor_t.as_fd(), "bench_w_floor"),
+            ("ret", ret_t.as_fd(), "bench_w_ret"),
+        ] {
+            subjects.push(wrap(format!("wrap_{target}_{name}"), frame, fd, prog)?);
+        }
     }
     subjects.push(Subject {
         key: "ret_tx".into(),
@@ -268,10 +276,15 @@ pub fn run(opts: &Opts) -> Result<Value> {
         _array: None,
     });
     for c in &cases {
-        let (w, a) = wrap(&c.frame, edgedns, "bench_w_edns")?;
+        let w = wrap(
+            format!("edgedns_{}", c.key),
+            &c.frame,
+            edgedns,
+            "bench_w_edns",
+        )?;
         // Every run through the wrapper must answer.
         let before = stat_map(&fast)?;
-        let r = rawbpf::test_run(w.as_fd(), &c.frame, 1000)?;
+        let r = rawbpf::test_run(w.fd(edgedns), &c.frame, 1000)?;
         let after = stat_map(&fast)?;
         check_answer(c, &r)?;
         let m = moved(&before, &after);
@@ -280,12 +293,7 @@ pub fn run(opts: &Opts) -> Result<Value> {
             "{}: 1000 wrapped runs moved {m:?}",
             c.key
         );
-        subjects.push(Subject {
-            key: format!("edgedns_{}", c.key),
-            fd: OwnedFdOrBorrowed::Owned(w),
-            frame: c.frame.clone(),
-            _array: Some(a),
-        });
+        subjects.push(w);
     }
     subjects.push(Subject {
         key: "edgedns_plain_repeat_a_hit".into(),
@@ -299,10 +307,7 @@ pub fn run(opts: &Opts) -> Result<Value> {
     let t0 = Instant::now();
     for _ in 0..rounds {
         for (i, s) in subjects.iter().enumerate() {
-            let fd = match &s.fd {
-                OwnedFdOrBorrowed::Owned(f) => f.as_fd(),
-                OwnedFdOrBorrowed::Edgedns => edgedns,
-            };
+            let fd = s.fd(edgedns);
             // The kernel's figure is in whole ns; the wall-time difference between a run of
             // `repeat` and one of 1 gives the fraction (fixed syscall costs cancel). Used when the
             // two agree within 1 ns (no preemption in between), else the kernel's.

@@ -1,4 +1,4 @@
-//! The test network, processes and CPU accounting.
+//! The bench network and CPU accounting (commands and processes are the tests crate's).
 //!
 //! ```text
 //!  server ns  ebench-s-<pid>                 client ns  ebench-c-<pid>
@@ -12,12 +12,13 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::Result;
+use testkit::Bpffs;
 
 pub const S_IF: &str = "ebs";
 pub const C_IF: &str = "ebc";
@@ -40,14 +41,14 @@ pub struct Bed {
     pub c: String,
     pub dir: PathBuf,
     /// bpffs mounted under `dir` (for the floor program), unmounted on drop.
-    bpffs: Option<PathBuf>,
+    bpffs: Option<Bpffs>,
 }
 
 impl Bed {
     pub fn new(dir: &Path) -> Result<Bed> {
         let pid = std::process::id();
         fs::create_dir_all(dir)?;
-        let mut bed = Bed {
+        let bed = Bed {
             s: format!("ebench-s-{pid}"),
             c: format!("ebench-c-{pid}"),
             dir: dir.to_owned(),
@@ -60,24 +61,17 @@ impl Bed {
         }
         run_ok(Command::new("ip").args(["netns", "add", &bed.s]))?;
         // From here on, Drop cleans up.
-        let r = (|| -> Result<()> {
-            run_ok(Command::new("ip").args(["netns", "add", &bed.c]))?;
-            run_ok(Command::new("ip").args([
-                "link", "add", S_IF, "netns", &bed.s, "type", "veth", "peer", "name", C_IF,
-                "netns", &bed.c,
-            ]))?;
-            for (ns, dev, addr) in [(&bed.s, S_IF, SERVER), (&bed.c, C_IF, CLIENT)] {
-                bed.ip(ns, &["link", "set", "lo", "up"])?;
-                bed.ip(ns, &["addr", "add", &format!("{addr}/24"), "dev", dev])?;
-                // XDP must see complete checksums (see PEERS.md).
-                run_ok(bed.exec(ns, "ethtool").args(["-K", dev, "tx", "off"]))?;
-                bed.ip(ns, &["link", "set", dev, "up"])?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = r {
-            bed.bpffs = None;
-            return Err(e);
+        run_ok(Command::new("ip").args(["netns", "add", &bed.c]))?;
+        run_ok(Command::new("ip").args([
+            "link", "add", S_IF, "netns", &bed.s, "type", "veth", "peer", "name", C_IF, "netns",
+            &bed.c,
+        ]))?;
+        for (ns, dev, addr) in [(&bed.s, S_IF, SERVER), (&bed.c, C_IF, CLIENT)] {
+            bed.ip(ns, &["link", "set", "lo", "up"])?;
+            bed.ip(ns, &["addr", "add", &format!("{addr}/24"), "dev", dev])?;
+            // TX checksum offload off: XDP must never see a partial UDP checksum.
+            run_ok(bed.exec(ns, "ethtool").args(["-K", dev, "tx", "off"]))?;
+            bed.ip(ns, &["link", "set", dev, "up"])?;
         }
         Ok(bed)
     }
@@ -161,14 +155,10 @@ impl Bed {
 
     /// A bpffs below the scratch directory (reachable from `ip -n`, unlike /sys/fs/bpf).
     pub fn bpffs(&mut self) -> Result<PathBuf> {
-        if let Some(p) = &self.bpffs {
-            return Ok(p.clone());
+        if self.bpffs.is_none() {
+            self.bpffs = Some(Bpffs::try_mount(&self.dir.join("bpffs"))?);
         }
-        let p = self.dir.join("bpffs");
-        fs::create_dir_all(&p)?;
-        run_ok(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&p))?;
-        self.bpffs = Some(p.clone());
-        Ok(p)
+        Ok(self.bpffs.as_ref().expect("just mounted").path().to_owned())
     }
 }
 
@@ -180,82 +170,7 @@ impl Drop for Bed {
             let _ =
                 testkit::run_timeout(Command::new("ip").args(["netns", "del", ns]), CMD_TIMEOUT);
         }
-        if let Some(p) = self.bpffs.take() {
-            let _ = Command::new("umount").arg("-l").arg(&p).status();
-        }
-    }
-}
-
-/// A background process, stopped on drop (SIGTERM, then SIGKILL after 5 s).
-pub struct Proc {
-    pub what: String,
-    child: Child,
-    pub log: PathBuf,
-    pub started: Instant,
-}
-
-impl Proc {
-    pub fn spawn(what: &str, mut cmd: Command, log: &Path) -> Result<Proc> {
-        let line = testkit::cmdline(&cmd);
-        let f = fs::File::create(log)?;
-        let started = Instant::now();
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(f.try_clone()?)
-            .stderr(f)
-            .spawn()
-            .with_context(|| format!("starting {what}: `{line}`"))?;
-        Ok(Proc {
-            what: format!("{what} (`{line}`)"),
-            child,
-            log: log.to_owned(),
-            started,
-        })
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Fails (with the log's tail) if the process has exited.
-    pub fn check_running(&mut self) -> Result<()> {
-        if let Some(s) = self.child.try_wait()? {
-            let log = self.log_text();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            bail!(
-                "{} exited ({s}):\n{}",
-                self.what,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        Ok(())
-    }
-
-    pub fn stop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        // SAFETY: kill(2) on our own child, not yet reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
+        // The bpffs goes after this, with the field.
     }
 }
 

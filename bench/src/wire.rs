@@ -181,7 +181,10 @@ pub fn run(
                 continue;
             }
             let t = Instant::now();
-            let r = one_server(bed, setup, p, server, threaded, throughput, cpu && threaded);
+            // Knot leaves its XDP program on the interface when it exits: start from a clean one.
+            bed.xdp_off(&bed.s, S_IF);
+            let r = measure_server(bed, setup, p, server, threaded, throughput, cpu && threaded);
+            bed.xdp_off(&bed.s, S_IF);
             let v = match r {
                 Ok(v) => v,
                 Err(e) => {
@@ -212,22 +215,6 @@ pub fn run(
     }
     set_threaded(bed, false)?;
     Ok(Value::Object(results))
-}
-
-fn one_server(
-    bed: &Bed,
-    setup: &Setup,
-    p: &WireParams,
-    server: Server,
-    threaded: bool,
-    throughput: bool,
-    cpu: bool,
-) -> Result<Value> {
-    // Knot leaves its XDP program on the interface when it exits: start from a clean one.
-    bed.xdp_off(&bed.s, S_IF);
-    let r = measure_server(bed, setup, p, server, threaded, throughput, cpu);
-    bed.xdp_off(&bed.s, S_IF);
-    r
 }
 
 fn measure_server(

@@ -422,13 +422,22 @@ pub struct Bpffs {
 }
 
 impl Bpffs {
-    pub fn mount(path: &Path) -> Self {
+    /// Mounts a bpffs at `path` (created if missing).
+    pub fn try_mount(path: &Path) -> io::Result<Self> {
         fs::create_dir_all(path)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
-        run_ok(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(path));
-        Self {
+            .map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", path.display())))?;
+        try_run_ok(
+            Command::new("mount").args(["-t", "bpf", "bpf"]).arg(path),
+            CMD_TIMEOUT,
+        )?;
+        Ok(Self {
             path: path.to_owned(),
-        }
+        })
+    }
+
+    /// [`Bpffs::try_mount`], panicking on failure.
+    pub fn mount(path: &Path) -> Self {
+        Self::try_mount(path).unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn path(&self) -> &Path {
@@ -451,42 +460,67 @@ impl Drop for Bpffs {
 // Processes
 
 /// A background process, stopped on drop: SIGTERM, then SIGKILL after [`STOP_TIMEOUT`]. Its
-/// stdout and stderr go to a log file that is printed if the test is failing.
+/// stdout and stderr go to a log file that is printed if the thread is panicking (a failing
+/// test). The benchmark runs the servers it measures with it too.
 #[derive(Debug)]
 pub struct Process {
     what: String,
     child: Child,
     log: PathBuf,
+    started: Instant,
 }
 
 impl Process {
-    pub fn spawn(what: &str, mut cmd: Command, log: PathBuf) -> Self {
+    /// Starts `cmd` with its output in the file `log`; `Err` names the command line.
+    pub fn try_spawn(what: &str, mut cmd: Command, log: PathBuf) -> io::Result<Self> {
         let line = cmdline(&cmd);
+        let context = |what: String, e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
         let file =
-            fs::File::create(&log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
-        let err = file.try_clone().expect("clone log file handle");
+            fs::File::create(&log).map_err(|e| context(format!("create {}", log.display()), e))?;
+        let err = file.try_clone()?;
+        let started = Instant::now();
         let child = cmd
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what} `{line}`: {e}"));
-        Self {
+            .map_err(|e| context(format!("cannot start {what} `{line}`"), e))?;
+        Ok(Self {
             what: format!("{what} `{line}`"),
             child,
             log,
-        }
+            started,
+        })
     }
 
-    /// Panics (with the log) if the process has exited.
+    /// [`Process::try_spawn`], panicking if the process cannot be started.
+    pub fn spawn(what: &str, cmd: Command, log: PathBuf) -> Self {
+        Self::try_spawn(what, cmd, log).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `Err` with the exit status and the end of the log if the process has exited.
+    pub fn check_running(&mut self) -> io::Result<()> {
+        let Some(status) = self.child.try_wait()? else {
+            return Ok(());
+        };
+        let log = self.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        Err(io::Error::other(format!(
+            "{} exited early ({status}); the end of its output:\n{}",
+            self.what,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )))
+    }
+
+    /// Panics (with the end of the log; the whole log follows when the guard drops) if the
+    /// process has exited.
     pub fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "{} exited early ({status}); its output:\n{}",
-                self.what,
-                self.log_text()
-            );
-        }
+        self.check_running().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// How long ago it was started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
     }
 
     pub fn log_text(&self) -> String {
@@ -808,41 +842,61 @@ pub struct NoAnswer {
     pub output: Output,
 }
 
-/// `dig +tries=1 +time=2 @SERVER -p PORT NAME TYPE EXTRA...` run inside `ns`.
-pub fn try_dig(
-    ns: &NetNs,
-    server: &str,
-    port: u16,
-    name: &str,
-    rtype: &str,
-    extra: &[&str],
-) -> Result<DnsAnswer, NoAnswer> {
-    let mut cmd = ns.command("dig");
-    cmd.args(["+tries=1", "+time=2", &format!("@{server}"), "-p"])
-        .arg(port.to_string())
-        .args([name, rtype])
-        .args(extra);
-    query(cmd)
+impl std::fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` got no answer after {:?}:\n{}{}",
+            self.cmdline, self.elapsed, self.output.stdout, self.output.stderr
+        )
+    }
 }
 
-/// `kdig +retry=0 +timeout=2 @SERVER -p PORT NAME TYPE EXTRA...` run inside `ns`.
-pub fn try_kdig(
-    ns: &NetNs,
-    server: &str,
-    port: u16,
-    name: &str,
-    rtype: &str,
-    extra: &[&str],
-) -> Result<DnsAnswer, NoAnswer> {
-    let mut cmd = ns.command("kdig");
-    cmd.args(["+retry=0", "+timeout=2", &format!("@{server}"), "-p"])
-        .arg(port.to_string())
-        .args([name, "-t", rtype])
-        .args(extra);
-    query(cmd)
+/// The DNS clients the tests run: ISC's dig and Knot's kdig, which judge a message each in its
+/// own way.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Tool {
+    Dig,
+    Kdig,
 }
 
-fn query(mut cmd: Command) -> Result<DnsAnswer, NoAnswer> {
+impl Tool {
+    /// `dig +tries=1 +time=2 @SERVER -p PORT NAME TYPE EXTRA...` or
+    /// `kdig +retry=0 +timeout=2 @SERVER -p PORT NAME -t TYPE EXTRA...`, run inside `ns`.
+    pub fn try_query(
+        self,
+        ns: &NetNs,
+        server: &str,
+        port: u16,
+        name: &str,
+        rtype: &str,
+        extra: &[&str],
+    ) -> Result<DnsAnswer, NoAnswer> {
+        let (mut cmd, question) = match self {
+            Tool::Dig => (ns.command("dig"), vec![name, rtype]),
+            Tool::Kdig => (ns.command("kdig"), vec![name, "-t", rtype]),
+        };
+        cmd.args(match self {
+            Tool::Dig => ["+tries=1", "+time=2"],
+            Tool::Kdig => ["+retry=0", "+timeout=2"],
+        });
+        query(cmd, server, port, &question, extra)
+    }
+}
+
+/// Runs `CMD @SERVER -p PORT QUESTION... EXTRA...` and parses what it printed.
+fn query(
+    mut cmd: Command,
+    server: &str,
+    port: u16,
+    question: &[&str],
+    extra: &[&str],
+) -> Result<DnsAnswer, NoAnswer> {
+    cmd.arg(format!("@{server}"))
+        .arg("-p")
+        .arg(port.to_string())
+        .args(question)
+        .args(extra);
     let line = cmdline(&cmd);
     let start = Instant::now();
     let output = run_limited(&mut cmd);
@@ -857,17 +911,13 @@ fn query(mut cmd: Command) -> Result<DnsAnswer, NoAnswer> {
     }
 }
 
-/// [`try_dig`] that panics when no answer comes.
+/// `dig` (see [`Tool::try_query`]); panics when no answer comes.
 pub fn dig(ns: &NetNs, server: &str, port: u16, name: &str, rtype: &str) -> DnsAnswer {
-    try_dig(ns, server, port, name, rtype, &[]).unwrap_or_else(|e| {
-        panic!(
-            "`{}` got no answer after {:?}:\n{}{}",
-            e.cmdline, e.elapsed, e.output.stdout, e.output.stderr
-        )
-    })
+    let a = Tool::Dig.try_query(ns, server, port, name, rtype, &[]);
+    a.unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// [`try_kdig`] that panics when no answer comes.
+/// `kdig` with `extra` arguments (see [`Tool::try_query`]); panics when no answer comes.
 pub fn kdig(
     ns: &NetNs,
     server: &str,
@@ -876,12 +926,8 @@ pub fn kdig(
     rtype: &str,
     extra: &[&str],
 ) -> DnsAnswer {
-    try_kdig(ns, server, port, name, rtype, extra).unwrap_or_else(|e| {
-        panic!(
-            "`{}` got no answer after {:?}:\n{}{}",
-            e.cmdline, e.elapsed, e.output.stdout, e.output.stderr
-        )
-    })
+    let a = Tool::Kdig.try_query(ns, server, port, name, rtype, extra);
+    a.unwrap_or_else(|e| panic!("{e}"))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ use tests::{
     enter_netns,
     packet::{build_frame, check_response_frame, parse_udp, FrameSpec},
     rawsock::{mac_of, RawSock},
-    try_dig, try_kdig, DnsAnswer, Stats, TestBed, DNS_PORT, SERVER_V4, SERVER_V6, VLAN_CLIENT_V4,
+    DnsAnswer, Stats, TestBed, Tool, DNS_PORT, SERVER_V4, SERVER_V6, VLAN_CLIENT_V4,
     VLAN_CLIENT_V6, VLAN_SERVER_V4, VLAN_SERVER_V6, ZONE,
 };
 
@@ -36,12 +36,6 @@ fn populate(bed: &TestBed) {
     d.api_put(ZONE, "www", "AAAA", 300, &["2001:db8::10"]);
     d.api_put(ZONE, "alias", "CNAME", 120, &["www.t.example.net."]);
     d.api_put(ZONE, "v4only", "A", 60, &["192.0.2.12"]);
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Tool {
-    Dig,
-    Kdig,
 }
 
 /// One query and what must come back.
@@ -67,10 +61,7 @@ fn ask(
     extra.extend_from_slice(a.extra);
     let before = bed.daemon().stats();
     let csum_before = bed.client.udp_csum_errors();
-    let got = match tool {
-        Tool::Dig => try_dig(&bed.client, server, DNS_PORT, a.name, a.rtype, &extra),
-        Tool::Kdig => try_kdig(&bed.client, server, DNS_PORT, a.name, a.rtype, &extra),
-    };
+    let got = tool.try_query(&bed.client, server, DNS_PORT, a.name, a.rtype, &extra);
     let after = bed.daemon().stats();
     let what = format!("{tool:?} @{server} {} {} {:?}", a.name, a.rtype, a.extra);
     let got = got.map_err(|e| {
