@@ -47,12 +47,12 @@ fn verdict(ok: Option<bool>) -> &'static str {
     }
 }
 
-/// The headline table: each target of the issue, where we stand.
+/// The headline table: each speed target, where we stand.
 pub fn summary(r: &Value) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| target (issue 5) | edgedns | compared with | ratio | target | verdict |"
+        "| measure | edgedns | compared with | ratio | target | verdict |"
     );
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---|");
     // 1. Kernel per-answer cost vs the floor.
