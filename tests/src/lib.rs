@@ -872,14 +872,12 @@ impl Tool {
         rtype: &str,
         extra: &[&str],
     ) -> Result<DnsAnswer, NoAnswer> {
-        let (mut cmd, question) = match self {
-            Tool::Dig => (ns.command("dig"), vec![name, rtype]),
-            Tool::Kdig => (ns.command("kdig"), vec![name, "-t", rtype]),
+        let (program, options, question) = match self {
+            Tool::Dig => ("dig", ["+tries=1", "+time=2"], vec![name, rtype]),
+            Tool::Kdig => ("kdig", ["+retry=0", "+timeout=2"], vec![name, "-t", rtype]),
         };
-        cmd.args(match self {
-            Tool::Dig => ["+tries=1", "+time=2"],
-            Tool::Kdig => ["+retry=0", "+timeout=2"],
-        });
+        let mut cmd = ns.command(program);
+        cmd.args(options);
         query(cmd, server, port, &question, extra)
     }
 }
