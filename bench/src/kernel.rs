@@ -29,6 +29,7 @@ use serde_json::{json, Value};
 use testkit::{
     dns_message::QuerySpec,
     packet::{build_frame, check_response_frame, FrameSpec},
+    xdprun::moved,
 };
 
 use crate::{
@@ -116,15 +117,6 @@ fn cases() -> Vec<Case> {
 
 fn stat_map(fast: &FastPath) -> Result<Vec<(Stat, u64)>> {
     fast.stats().context("reading STATS")
-}
-
-/// Counters that moved between `before` and `after`.
-fn moved(before: &[(Stat, u64)], after: &[(Stat, u64)]) -> Vec<(Stat, u64)> {
-    before
-        .iter()
-        .zip(after)
-        .filter_map(|((s, a), (_, b))| (b > a).then_some((*s, b - a)))
-        .collect()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
