@@ -7,12 +7,12 @@
 //! off. The STATS counters check that every run really answered.
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd},
     time::Instant,
 };
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use aya::programs::Xdp;
 use dns_common::{Stat, PROGRAM_NAME};
 use dns_user::{
@@ -26,9 +26,13 @@ use hickory_proto::{
     serialize::binary::BinDecodable as _,
 };
 use serde_json::{json, Value};
+use testkit::{
+    dns_message::QuerySpec,
+    packet::{build_frame, check_response_frame, FrameSpec},
+    xdprun::moved,
+};
 
 use crate::{
-    packet::{self, V4_CLIENT, V4_SERVER, V6_CLIENT, V6_SERVER},
     rawbpf::{self, XDP_TX},
     zonegen::{self, Shape, APEX},
     Opts,
@@ -47,23 +51,25 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
+    // A query from a client's port 40000 to the server's port 53 (the addresses of the bench
+    // network; the program is not attached, any address does), RD off, with an OPT (payload
+    // 1232) if `edns`.
+    let frame = |client: &str, server: &str, name: &str, t: RecordType, edns: bool| {
+        let mut q = QuerySpec::new(0x1234, name, u16::from(t)).with_flags(0);
+        if edns {
+            q = q.with_edns(1232, false);
+        }
+        let spec = FrameSpec::udp(
+            client.parse().expect("address"),
+            server.parse().expect("address"),
+        );
+        build_frame(&spec, &q.to_wire())
+    };
     let v4 = |name: &str, t: RecordType, edns: bool| {
-        packet::udp_frame(
-            IpAddr::V4(V4_CLIENT),
-            IpAddr::V4(V4_SERVER),
-            40000,
-            53,
-            &packet::query(0x1234, name, t, edns),
-        )
+        frame("10.212.0.2:40000", "10.212.0.1:53", name, t, edns)
     };
     let v6 = |name: &str, t: RecordType| {
-        packet::udp_frame(
-            IpAddr::V6(V6_CLIENT),
-            IpAddr::V6(V6_SERVER),
-            40000,
-            53,
-            &packet::query(0x1234, name, t, false),
-        )
+        frame("[fd00:212::2]:40000", "[fd00:212::1]:53", name, t, false)
     };
     vec![
         Case {
@@ -113,15 +119,6 @@ fn stat_map(fast: &FastPath) -> Result<Vec<(Stat, u64)>> {
     fast.stats().context("reading STATS")
 }
 
-/// Counters that moved between `before` and `after`.
-fn moved(before: &[(Stat, u64)], after: &[(Stat, u64)]) -> Vec<(Stat, u64)> {
-    before
-        .iter()
-        .zip(after)
-        .filter_map(|((s, a), (_, b))| (b > a).then_some((*s, b - a)))
-        .collect()
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -134,6 +131,16 @@ struct Subject {
     frame: Vec<u8>,
     /// Kept alive: the wrapper's prog array (and so its tail-call target).
     _array: Option<OwnedFd>,
+}
+
+impl Subject {
+    /// The program to run: its own, or `edgedns`.
+    fn fd<'a>(&'a self, edgedns: BorrowedFd<'a>) -> BorrowedFd<'a> {
+        match &self.fd {
+            OwnedFdOrBorrowed::Owned(f) => f.as_fd(),
+            OwnedFdOrBorrowed::Edgedns => edgedns,
+        }
+    }
 }
 
 enum OwnedFdOrBorrowed {
@@ -208,7 +215,8 @@ pub fn run(opts: &Opts) -> Result<Value> {
         drop(w);
         rawbpf::set_tail(arr.as_fd(), edgedns).is_err()
     };
-    let wrap = |frame: &[u8], target: BorrowedFd<'_>, name: &str| -> Result<(OwnedFd, OwnedFd)> {
+    // The subject `key`: the wrapper (loaded as `name`) around `target` on `frame`.
+    let wrap = |key: String, frame: &[u8], target: BorrowedFd<'_>, name: &str| -> Result<Subject> {
         let arr = rawbpf::prog_array()?;
         let w = rawbpf::load_xdp(
             name,
@@ -216,7 +224,12 @@ pub fn run(opts: &Opts) -> Result<Value> {
             frags,
         )?;
         rawbpf::set_tail(arr.as_fd(), target)?;
-        Ok((w, arr))
+        Ok(Subject {
+            key,
+            fd: OwnedFdOrBorrowed::Owned(w),
+            frame: frame.to_vec(),
+            _array: Some(arr),
+        })
     };
     // Targets for the wrapper's calibration must agree on frags too.
     let (floor_t, ret_t) = if frags {
@@ -241,20 +254,12 @@ pub fn run(opts: &Opts) -> Result<Value> {
             frame: frame.clone(),
             _array: None,
         });
-        let (w, a) = wrap(frame, floor_t.as_fd(), "bench_w_floor")?;
-        subjects.push(Subject {
-            key: format!("wrap_floor_{name}"),
-            fd: OwnedFdOrBorrowed::Owned(w),
-            frame: frame.clone(),
-            _array: Some(a),
-        });
-        let (w, a) = wrap(frame, ret_t.as_fd(), "bench_w_ret")?;
-        subjects.push(Subject {
-            key: format!("wrap_ret_{name}"),
-            fd: OwnedFdOrBorrowed::Owned(w),
-            frame: frame.clone(),
-            _array: Some(a),
-        });
+        for (target, fd, prog) in [
+            ("floor", floor_t.as_fd(), "bench_w_floor"),
+            ("ret", ret_t.as_fd(), "bench_w_ret"),
+        ] {
+            subjects.push(wrap(format!("wrap_{target}_{name}"), frame, fd, prog)?);
+        }
     }
     subjects.push(Subject {
         key: "ret_tx".into(),
@@ -263,10 +268,15 @@ pub fn run(opts: &Opts) -> Result<Value> {
         _array: None,
     });
     for c in &cases {
-        let (w, a) = wrap(&c.frame, edgedns, "bench_w_edns")?;
+        let w = wrap(
+            format!("edgedns_{}", c.key),
+            &c.frame,
+            edgedns,
+            "bench_w_edns",
+        )?;
         // Every run through the wrapper must answer.
         let before = stat_map(&fast)?;
-        let r = rawbpf::test_run(w.as_fd(), &c.frame, 1000)?;
+        let r = rawbpf::test_run(w.fd(edgedns), &c.frame, 1000)?;
         let after = stat_map(&fast)?;
         check_answer(c, &r)?;
         let m = moved(&before, &after);
@@ -275,12 +285,7 @@ pub fn run(opts: &Opts) -> Result<Value> {
             "{}: 1000 wrapped runs moved {m:?}",
             c.key
         );
-        subjects.push(Subject {
-            key: format!("edgedns_{}", c.key),
-            fd: OwnedFdOrBorrowed::Owned(w),
-            frame: c.frame.clone(),
-            _array: Some(a),
-        });
+        subjects.push(w);
     }
     subjects.push(Subject {
         key: "edgedns_plain_repeat_a_hit".into(),
@@ -294,10 +299,7 @@ pub fn run(opts: &Opts) -> Result<Value> {
     let t0 = Instant::now();
     for _ in 0..rounds {
         for (i, s) in subjects.iter().enumerate() {
-            let fd = match &s.fd {
-                OwnedFdOrBorrowed::Owned(f) => f.as_fd(),
-                OwnedFdOrBorrowed::Edgedns => edgedns,
-            };
+            let fd = s.fd(edgedns);
             // The kernel's figure is in whole ns; the wall-time difference between a run of
             // `repeat` and one of 1 gives the fraction (fixed syscall costs cancel). Used when the
             // two agree within 1 ns (no preemption in between), else the kernel's.
@@ -370,7 +372,8 @@ pub fn run(opts: &Opts) -> Result<Value> {
     }))
 }
 
-/// Checks the frame a run left: XDP_TX, a correct UDP checksum, a DNS answer as expected.
+/// Checks the frame a run left: XDP_TX, a well-formed response to the query frame (addresses
+/// swapped, lengths and checksums right), a DNS answer as expected.
 fn check_answer(c: &Case, r: &rawbpf::TestRun) -> Result<()> {
     ensure!(
         r.retval == XDP_TX as u32,
@@ -378,14 +381,10 @@ fn check_answer(c: &Case, r: &rawbpf::TestRun) -> Result<()> {
         c.key,
         r.retval
     );
-    ensure!(
-        packet::udp_checksum_ok(&r.out),
-        "{}: bad UDP checksum in the answer",
-        c.key
-    );
-    let dns = packet::dns_payload(&r.out).context("answer frame")?;
+    let dns = check_response_frame(&c.frame, &r.out)
+        .map_err(|e| anyhow!("{}: the answer frame is wrong: {e}", c.key))?;
     let m =
-        Message::from_bytes(dns).with_context(|| format!("{}: answer does not parse", c.key))?;
+        Message::from_bytes(&dns).with_context(|| format!("{}: answer does not parse", c.key))?;
     ensure!(
         m.response_code() == c.rcode,
         "{}: rcode {:?}",

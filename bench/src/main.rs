@@ -5,7 +5,6 @@
 
 mod kernel;
 mod memory;
-mod packet;
 mod rawbpf;
 mod report;
 mod servers;
@@ -214,7 +213,7 @@ fn render(r: &Value, summary: &str) -> String {
     let mut out = String::new();
     out.push_str("# Benchmarks\n\n");
     out.push_str(
-        "Written by `cargo xtask bench` (issue 5). Figures move between machines and with whatever \
+        "Written by `cargo xtask bench`. Figures move between machines and with whatever \
          else runs on the box: compare within one run, not across runs.\n\n",
     );
     out.push_str(&format!(

@@ -16,7 +16,7 @@ use dns_user::{
 };
 use hickory_proto::rr::RecordType;
 use serde_json::{json, Value};
-use testkit::wire::{DnsClient, Reply};
+use testkit::dns_client::{DnsClient, Reply};
 
 use crate::{
     servers,

@@ -263,58 +263,40 @@ pub fn prog_floor() -> Vec<Insn> {
     ];
     to_pass.push(p.len());
     p.push(jgt(4, 3, 0));
-    // MAC swap: 4 + 2 bytes each.
-    p.extend([
-        ldx(Size::W, 5, 2, 0),
-        ldx(Size::H, 6, 2, 4),
-        ldx(Size::W, 7, 2, 6),
-        ldx(Size::H, 8, 2, 10),
-        stx(Size::W, 2, 7, 0),
-        stx(Size::H, 2, 8, 4),
-        stx(Size::W, 2, 5, 6),
-        stx(Size::H, 2, 6, 10),
-        ldx(Size::H, 5, 2, 12),
-    ]);
+    // `*(size *)(r2 + a)` and `*(size *)(r2 + b)` swapped, through r5 and r6.
+    let swap = |size: Size, a: i16, b: i16| {
+        [
+            ldx(size, 5, 2, a),
+            ldx(size, 6, 2, b),
+            stx(size, 2, 6, a),
+            stx(size, 2, 5, b),
+        ]
+    };
+    // MACs: 4 + 2 bytes each.
+    p.extend(swap(Size::W, 0, 6));
+    p.extend(swap(Size::H, 4, 10));
+    p.push(ldx(Size::H, 5, 2, 12));
     // 0x0800 in network order read as a little-endian u16 is 0x0008; 0x86dd is 0xdd86.
     let to_v4 = p.len();
     p.push(jeqi(5, 0x0008, 0));
     to_pass.push(p.len());
-    p.push(insn(0x55, 5, 0, 0, 0xdd86)); // if r5 != 0x86dd goto pass
-                                         // IPv6: 14 + 40 + 8 = 62 bytes.
+    // if r5 != 0x86dd goto pass
+    p.push(insn(0x55, 5, 0, 0, 0xdd86));
+    // IPv6: 14 + 40 + 8 = 62 bytes.
     p.push(mov(4, 2));
     p.push(addi(4, 62));
     to_pass.push(p.len());
     p.push(jgt(4, 3, 0));
     for w in 0..4i16 {
-        p.extend([
-            ldx(Size::W, 5, 2, 22 + 4 * w),
-            ldx(Size::W, 6, 2, 38 + 4 * w),
-            stx(Size::W, 2, 6, 22 + 4 * w),
-            stx(Size::W, 2, 5, 38 + 4 * w),
-        ]);
+        p.extend(swap(Size::W, 22 + 4 * w, 38 + 4 * w));
     }
-    p.extend([
-        ldx(Size::H, 5, 2, 54),
-        ldx(Size::H, 6, 2, 56),
-        stx(Size::H, 2, 6, 54),
-        stx(Size::H, 2, 5, 56),
-        movi(0, XDP_TX),
-        exit(),
-    ]);
+    p.extend(swap(Size::H, 54, 56));
+    p.extend([movi(0, XDP_TX), exit()]);
     let v4 = p.len();
     patch(&mut p, to_v4, v4);
-    p.extend([
-        ldx(Size::W, 5, 2, 26),
-        ldx(Size::W, 6, 2, 30),
-        stx(Size::W, 2, 6, 26),
-        stx(Size::W, 2, 5, 30),
-        ldx(Size::H, 5, 2, 34),
-        ldx(Size::H, 6, 2, 36),
-        stx(Size::H, 2, 6, 34),
-        stx(Size::H, 2, 5, 36),
-        movi(0, XDP_TX),
-        exit(),
-    ]);
+    p.extend(swap(Size::W, 26, 30));
+    p.extend(swap(Size::H, 34, 36));
+    p.extend([movi(0, XDP_TX), exit()]);
     let pass = p.len();
     p.extend([movi(0, XDP_PASS), exit()]);
     for at in to_pass {

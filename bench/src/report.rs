@@ -47,12 +47,12 @@ fn verdict(ok: Option<bool>) -> &'static str {
     }
 }
 
-/// The headline table: each target of the issue, where we stand.
+/// The headline table: each speed target, where we stand.
 pub fn summary(r: &Value) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| target (issue 5) | edgedns | compared with | ratio | target | verdict |"
+        "| measure | edgedns | compared with | ratio | target | verdict |"
     );
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---|");
     // 1. Kernel per-answer cost vs the floor.
@@ -316,41 +316,35 @@ pub fn update_tables(r: &Value) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "| what | n | p50 ms | p99 ms | max ms |");
     let _ = writeln!(s, "|---|---:|---:|---:|---:|");
-    let _ = writeln!(
-        s,
-        "| edgedns: PUT sent → first poll that gets the name | {} |",
-        p(&e["visible"])
-    );
-    let _ = writeln!(
-        s,
-        "| edgedns: PUT sent → 200 received | {} |",
-        p(&e["put_acked"])
-    );
-    let _ = writeln!(
-        s,
-        "| reference: one 4 KiB write + fdatasync on the store's file system | {} |",
-        p(&e["fsync_4k"])
-    );
-    let _ = writeln!(
-        s,
-        "| Knot: `knotc zone-begin` started → visible (three knotc processes) | {} |",
-        p(&k["visible_from_zone_begin"])
-    );
-    let _ = writeln!(
-        s,
-        "| Knot: `knotc zone-commit` started → visible | {} |",
-        p(&k["visible_from_zone_commit_start"])
-    );
-    let _ = writeln!(
-        s,
-        "| Knot: one `knotc zone-commit` process | {} |",
-        p(&k["zone_commit_call"])
-    );
-    let _ = writeln!(
-        s,
-        "| Knot: one `knotc status` process (the cost of starting knotc) | {} |",
-        p(&k["knotc_status"])
-    );
+    for (label, v) in [
+        (
+            "edgedns: PUT sent → first poll that gets the name",
+            &e["visible"],
+        ),
+        ("edgedns: PUT sent → 200 received", &e["put_acked"]),
+        (
+            "reference: one 4 KiB write + fdatasync on the store's file system",
+            &e["fsync_4k"],
+        ),
+        (
+            "Knot: `knotc zone-begin` started → visible (three knotc processes)",
+            &k["visible_from_zone_begin"],
+        ),
+        (
+            "Knot: `knotc zone-commit` started → visible",
+            &k["visible_from_zone_commit_start"],
+        ),
+        (
+            "Knot: one `knotc zone-commit` process",
+            &k["zone_commit_call"],
+        ),
+        (
+            "Knot: one `knotc status` process (the cost of starting knotc)",
+            &k["knotc_status"],
+        ),
+    ] {
+        let _ = writeln!(s, "| {label} | {} |", p(v));
+    }
     let _ = writeln!(
         s,
         "\nUpdates not seen within 3 s: edgedns {}, Knot {}.",

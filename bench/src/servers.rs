@@ -13,10 +13,13 @@ use std::{
 use anyhow::{bail, Result};
 use hickory_proto::rr::RecordType;
 use serde_json::{json, Value};
-use testkit::wire::{DnsClient, Reply};
+use testkit::{
+    dns_client::{DnsClient, Reply},
+    Process,
+};
 
 use crate::{
-    sys::{self, Bed, Proc, C_IF, SERVER, SERVER_CPU, S_IF},
+    sys::{self, Bed, C_IF, SERVER, SERVER_CPU, S_IF},
     zonegen::{self, Shape, APEX},
 };
 
@@ -98,7 +101,7 @@ impl Setup {
 }
 
 pub struct Running {
-    pub proc: Proc,
+    pub proc: Process,
     /// knotd's configuration (for knotc).
     pub knot_conf: Option<PathBuf>,
 }
@@ -112,7 +115,7 @@ pub fn start_edgedns(
     xdp: bool,
     log: &Path,
     timeout: Duration,
-) -> Result<(Proc, Duration)> {
+) -> Result<(Process, Duration)> {
     let mut cmd = bed.exec_on(&bed.s, SERVER_CPU, &edgedns.to_string_lossy());
     cmd.args(["serve", "--iface", S_IF, "--xdp-mode"])
         .arg(if xdp { "driver" } else { "off" })
@@ -121,13 +124,13 @@ pub fn start_edgedns(
         .arg("--data-dir")
         .arg(data)
         .env("RUST_LOG", "warn,edgedns=info");
-    let mut p = Proc::spawn("edgedns serve", cmd, log)?;
+    let mut p = Process::try_spawn("edgedns serve", cmd, log.to_owned())?;
     loop {
         p.check_running()?;
         if p.log_text().lines().any(|l| l.contains(" ready")) {
-            return Ok((p.started.elapsed(), p)).map(|(d, p)| (p, d));
+            return Ok((p.elapsed(), p)).map(|(d, p)| (p, d));
         }
-        if p.started.elapsed() > timeout {
+        if p.elapsed() > timeout {
             bail!("edgedns did not log `ready` within {timeout:?}");
         }
         thread::sleep(Duration::from_millis(10));
@@ -175,7 +178,7 @@ pub fn start(bed: &Bed, setup: &Setup, server: Server) -> Result<Running> {
             knot_conf = Some(path.clone());
             let mut cmd = bed.exec_on(&bed.s, SERVER_CPU, "knotd");
             cmd.arg("-c").arg(&path);
-            Proc::spawn("knotd", cmd, &log)?
+            Process::try_spawn("knotd", cmd, log)?
         }
         Server::Nsd => {
             fs::copy(&setup.zonefile, dir.join(format!("{APEX}zone")))?;
@@ -193,7 +196,7 @@ pub fn start(bed: &Bed, setup: &Setup, server: Server) -> Result<Running> {
             fs::write(&path, conf)?;
             let mut cmd = bed.exec_on(&bed.s, SERVER_CPU, "nsd");
             cmd.arg("-d").arg("-c").arg(&path);
-            Proc::spawn("nsd", cmd, &log)?
+            Process::try_spawn("nsd", cmd, log)?
         }
     };
     // Ready when it answers (over the kernel's UDP path: all but the XDP fast path; edgedns
@@ -227,10 +230,10 @@ pub fn server_addr() -> SocketAddr {
 }
 
 /// `edgedns xdp-pass` on the client end, so that XDP_TX answers reach the client's sockets.
-pub fn client_pass(bed: &Bed, edgedns: &Path, log: &Path) -> Result<Proc> {
+pub fn client_pass(bed: &Bed, edgedns: &Path, log: &Path) -> Result<Process> {
     let mut cmd = bed.exec(&bed.c, &edgedns.to_string_lossy());
     cmd.args(["xdp-pass", "--iface", C_IF]);
-    let mut p = Proc::spawn("edgedns xdp-pass", cmd, log)?;
+    let mut p = Process::try_spawn("edgedns xdp-pass", cmd, log.to_owned())?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         p.check_running()?;
@@ -319,13 +322,9 @@ pub fn check(bed: &Bed, setup: &Setup, server: Server) -> Result<Value> {
 /// `knotc -c CONF ARGS`, timed.
 pub fn knotc(conf: &Path, args: &[&str]) -> Result<Duration> {
     let t = Instant::now();
-    let out = sys::run_timeout(
+    testkit::try_run_ok(
         Command::new("knotc").arg("-c").arg(conf).args(args),
         Duration::from_secs(20),
     )?;
-    let d = t.elapsed();
-    if !out.ok {
-        bail!("knotc {args:?}: {}{}", out.stdout, out.stderr);
-    }
-    Ok(d)
+    Ok(t.elapsed())
 }

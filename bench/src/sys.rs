@@ -1,4 +1,4 @@
-//! The test network, processes and CPU accounting.
+//! The bench network and CPU accounting (commands and processes are the tests crate's).
 //!
 //! ```text
 //!  server ns  ebench-s-<pid>                 client ns  ebench-c-<pid>
@@ -11,15 +11,14 @@
 
 use std::{
     fs,
-    io::Read as _,
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::Result;
+use testkit::Bpffs;
 
 pub const S_IF: &str = "ebs";
 pub const C_IF: &str = "ebc";
@@ -31,72 +30,9 @@ pub const CLIENT_CPU: usize = 0;
 
 const CMD_TIMEOUT: Duration = Duration::from_secs(20);
 
-pub fn cmdline(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|s| s.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// What a finished command left.
-pub struct Output {
-    pub ok: bool,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-/// Runs `cmd` until it exits or `timeout` passes (then kills it).
-pub fn run_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output> {
-    let line = cmdline(cmd);
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting `{line}`"))?;
-    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
-        thread::spawn(move || {
-            let mut s = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut s);
-            }
-            String::from_utf8_lossy(&s).into_owned()
-        })
-    };
-    let out = drain(child.stdout.take().map(|r| Box::new(r) as _));
-    let err = drain(child.stderr.take().map(|r| Box::new(r) as _));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break Some(s);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    let o = Output {
-        ok: status.is_some_and(|s| s.success()),
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    };
-    if status.is_none() {
-        bail!("`{line}` did not finish within {timeout:?}");
-    }
-    Ok(o)
-}
-
-/// Runs `cmd` and returns its stdout; fails unless it exits 0.
+/// Runs `cmd` and returns its stdout; fails unless it exits 0 within [`CMD_TIMEOUT`].
 pub fn run_ok(cmd: &mut Command) -> Result<String> {
-    let line = cmdline(cmd);
-    let o = run_timeout(cmd, CMD_TIMEOUT)?;
-    if !o.ok {
-        bail!("`{line}` failed:\n{}{}", o.stdout, o.stderr);
-    }
-    Ok(o.stdout)
+    Ok(testkit::try_run_ok(cmd, CMD_TIMEOUT)?)
 }
 
 /// Two namespaces, a veth pair between them and a scratch directory; all removed on drop.
@@ -105,14 +41,14 @@ pub struct Bed {
     pub c: String,
     pub dir: PathBuf,
     /// bpffs mounted under `dir` (for the floor program), unmounted on drop.
-    bpffs: Option<PathBuf>,
+    bpffs: Option<Bpffs>,
 }
 
 impl Bed {
     pub fn new(dir: &Path) -> Result<Bed> {
         let pid = std::process::id();
         fs::create_dir_all(dir)?;
-        let mut bed = Bed {
+        let bed = Bed {
             s: format!("ebench-s-{pid}"),
             c: format!("ebench-c-{pid}"),
             dir: dir.to_owned(),
@@ -120,28 +56,22 @@ impl Bed {
         };
         for ns in [&bed.s, &bed.c] {
             // A leftover of a killed run of ours (same pid is unlikely, but be safe).
-            let _ = run_timeout(Command::new("ip").args(["netns", "del", ns]), CMD_TIMEOUT);
+            let _ =
+                testkit::run_timeout(Command::new("ip").args(["netns", "del", ns]), CMD_TIMEOUT);
         }
         run_ok(Command::new("ip").args(["netns", "add", &bed.s]))?;
         // From here on, Drop cleans up.
-        let r = (|| -> Result<()> {
-            run_ok(Command::new("ip").args(["netns", "add", &bed.c]))?;
-            run_ok(Command::new("ip").args([
-                "link", "add", S_IF, "netns", &bed.s, "type", "veth", "peer", "name", C_IF,
-                "netns", &bed.c,
-            ]))?;
-            for (ns, dev, addr) in [(&bed.s, S_IF, SERVER), (&bed.c, C_IF, CLIENT)] {
-                bed.ip(ns, &["link", "set", "lo", "up"])?;
-                bed.ip(ns, &["addr", "add", &format!("{addr}/24"), "dev", dev])?;
-                // XDP must see complete checksums (see PEERS.md).
-                run_ok(bed.exec(ns, "ethtool").args(["-K", dev, "tx", "off"]))?;
-                bed.ip(ns, &["link", "set", dev, "up"])?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = r {
-            bed.bpffs = None;
-            return Err(e);
+        run_ok(Command::new("ip").args(["netns", "add", &bed.c]))?;
+        run_ok(Command::new("ip").args([
+            "link", "add", S_IF, "netns", &bed.s, "type", "veth", "peer", "name", C_IF, "netns",
+            &bed.c,
+        ]))?;
+        for (ns, dev, addr) in [(&bed.s, S_IF, SERVER), (&bed.c, C_IF, CLIENT)] {
+            bed.ip(ns, &["link", "set", "lo", "up"])?;
+            bed.ip(ns, &["addr", "add", &format!("{addr}/24"), "dev", dev])?;
+            // TX checksum offload off: XDP must never see a partial UDP checksum.
+            run_ok(bed.exec(ns, "ethtool").args(["-K", dev, "tx", "off"]))?;
+            bed.ip(ns, &["link", "set", dev, "up"])?;
         }
         Ok(bed)
     }
@@ -217,7 +147,7 @@ impl Bed {
 
     /// Removes any XDP program from a device (kxdpgun leaves its own attached).
     pub fn xdp_off(&self, ns: &str, dev: &str) {
-        let _ = run_timeout(
+        let _ = testkit::run_timeout(
             Command::new("ip").args(["-n", ns, "link", "set", "dev", dev, "xdp", "off"]),
             CMD_TIMEOUT,
         );
@@ -225,14 +155,10 @@ impl Bed {
 
     /// A bpffs below the scratch directory (reachable from `ip -n`, unlike /sys/fs/bpf).
     pub fn bpffs(&mut self) -> Result<PathBuf> {
-        if let Some(p) = &self.bpffs {
-            return Ok(p.clone());
+        if self.bpffs.is_none() {
+            self.bpffs = Some(Bpffs::try_mount(&self.dir.join("bpffs"))?);
         }
-        let p = self.dir.join("bpffs");
-        fs::create_dir_all(&p)?;
-        run_ok(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&p))?;
-        self.bpffs = Some(p.clone());
-        Ok(p)
+        Ok(self.bpffs.as_ref().expect("just mounted").path().to_owned())
     }
 }
 
@@ -241,97 +167,11 @@ impl Drop for Bed {
         self.xdp_off(&self.c.clone(), C_IF);
         self.xdp_off(&self.s.clone(), S_IF);
         for ns in [&self.s, &self.c] {
-            let _ = run_timeout(Command::new("ip").args(["netns", "del", ns]), CMD_TIMEOUT);
+            let _ =
+                testkit::run_timeout(Command::new("ip").args(["netns", "del", ns]), CMD_TIMEOUT);
         }
-        if let Some(p) = self.bpffs.take() {
-            let _ = Command::new("umount").arg("-l").arg(&p).status();
-        }
+        // The bpffs goes after this, with the field.
     }
-}
-
-/// A background process, stopped on drop (SIGTERM, then SIGKILL after 5 s).
-pub struct Proc {
-    pub what: String,
-    child: Child,
-    pub log: PathBuf,
-    pub started: Instant,
-}
-
-impl Proc {
-    pub fn spawn(what: &str, mut cmd: Command, log: &Path) -> Result<Proc> {
-        let line = cmdline(&cmd);
-        let f = fs::File::create(log)?;
-        let started = Instant::now();
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(f.try_clone()?)
-            .stderr(f)
-            .spawn()
-            .with_context(|| format!("starting {what}: `{line}`"))?;
-        Ok(Proc {
-            what: format!("{what} (`{line}`)"),
-            child,
-            log: log.to_owned(),
-            started,
-        })
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Fails (with the log's tail) if the process has exited.
-    pub fn check_running(&mut self) -> Result<()> {
-        if let Some(s) = self.child.try_wait()? {
-            let log = self.log_text();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            bail!(
-                "{} exited ({s}):\n{}",
-                self.what,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        Ok(())
-    }
-
-    pub fn stop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        // SAFETY: kill(2) on our own child, not yet reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Moves the calling thread into the network namespace `ns`.
-pub fn enter_netns(ns: &str) -> Result<()> {
-    let path = Path::new("/var/run/netns").join(ns);
-    let f = fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
-    // SAFETY: setns on a valid namespace fd changes only this thread's network namespace.
-    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    if r != 0 {
-        bail!("setns {ns}: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Pins the calling thread to `cpu`.
@@ -351,7 +191,7 @@ pub fn in_ns<T: Send + 'static>(
 ) -> Result<T> {
     let ns = ns.to_owned();
     thread::spawn(move || {
-        enter_netns(&ns)?;
+        testkit::enter_netns(&ns)?;
         f()
     })
     .join()

@@ -13,7 +13,10 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use hickory_proto::rr::RecordType;
 use serde_json::{json, Value};
-use testkit::wire::{DnsClient, Http, Reply};
+use testkit::{
+    dns_client::{DnsClient, Reply},
+    http_client::Http,
+};
 
 use crate::{
     servers::{self, Server, Setup},
@@ -58,7 +61,7 @@ impl Poller {
         let (ready_tx, ready) = mpsc::channel();
         let ns = ns.to_owned();
         thread::spawn(move || -> Result<()> {
-            sys::enter_netns(&ns)?;
+            testkit::enter_netns(&ns)?;
             sys::pin_thread(sys::CLIENT_CPU);
             let server: SocketAddr = servers::server_addr();
             let mut c = DnsClient::new(server, Duration::from_millis(200))?;
@@ -183,7 +186,7 @@ fn edgedns(bed: &Bed, setup: &Setup, p: &UpdateParams) -> Result<Value> {
     let (tx, rx) = mpsc::channel::<(String, String)>();
     let (res_tx, res_rx) = mpsc::channel::<Result<(Instant, Instant)>>();
     let api = thread::spawn(move || -> Result<()> {
-        sys::enter_netns(&s_ns)?;
+        testkit::enter_netns(&s_ns)?;
         let mut http = Http::new("127.0.0.1:8053".parse()?, Duration::from_secs(10));
         while let Ok((name, addr)) = rx.recv() {
             let body = json!({"ttl": 300, "records": [addr]}).to_string();
@@ -257,7 +260,7 @@ fn sustained(bed: &Bed, secs: u64) -> Result<Value> {
         for c in 0..conns {
             let s_ns = bed.s.clone();
             handles.push(thread::spawn(move || -> Result<(u64, u64, u16)> {
-                sys::enter_netns(&s_ns)?;
+                testkit::enter_netns(&s_ns)?;
                 let mut http = Http::new("127.0.0.1:8053".parse()?, Duration::from_secs(10));
                 let (mut reqs, mut records, mut last_status) = (0u64, 0u64, 200u16);
                 let mut k = 0u32;

@@ -53,16 +53,13 @@ pub fn kxdpgun(bed: &Bed, qfile: &Path, rate: u64, secs: u64) -> Result<Kx> {
             &CLIENT_CPU.to_string(),
             SERVER,
         ]);
-    let out = sys::run_timeout(&mut cmd, Duration::from_secs(secs + 30));
+    let out = testkit::try_run_ok(&mut cmd, Duration::from_secs(secs + 30));
     bed.xdp_off(&bed.c, C_IF);
     let out = out?;
-    if !out.ok {
-        anyhow::bail!("kxdpgun failed:\n{}{}", out.stdout, out.stderr);
-    }
     Ok(Kx {
-        sent: field(&out.stdout, "total queries:"),
-        replies: field(&out.stdout, "total replies:"),
-        noerror: field(&out.stdout, "responded NOERROR:"),
+        sent: field(&out, "total queries:"),
+        replies: field(&out, "total replies:"),
+        noerror: field(&out, "responded NOERROR:"),
         secs,
     })
 }
@@ -184,7 +181,10 @@ pub fn run(
                 continue;
             }
             let t = Instant::now();
-            let r = one_server(bed, setup, p, server, threaded, throughput, cpu && threaded);
+            // Knot leaves its XDP program on the interface when it exits: start from a clean one.
+            bed.xdp_off(&bed.s, S_IF);
+            let r = measure_server(bed, setup, p, server, threaded, throughput, cpu && threaded);
+            bed.xdp_off(&bed.s, S_IF);
             let v = match r {
                 Ok(v) => v,
                 Err(e) => {
@@ -215,22 +215,6 @@ pub fn run(
     }
     set_threaded(bed, false)?;
     Ok(Value::Object(results))
-}
-
-fn one_server(
-    bed: &Bed,
-    setup: &Setup,
-    p: &WireParams,
-    server: Server,
-    threaded: bool,
-    throughput: bool,
-    cpu: bool,
-) -> Result<Value> {
-    // Knot leaves its XDP program on the interface when it exits: start from a clean one.
-    bed.xdp_off(&bed.s, S_IF);
-    let r = measure_server(bed, setup, p, server, threaded, throughput, cpu);
-    bed.xdp_off(&bed.s, S_IF);
-    r
 }
 
 fn measure_server(

@@ -20,7 +20,7 @@ use hickory_proto::{
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::{
-    dnswire::{
+    dns_message::{
         EdnsSpec, QuerySpec, FLAG_AD, FLAG_CD, FLAG_RD, TYPE_A, TYPE_AAAA, TYPE_ANY, TYPE_CNAME,
         TYPE_MX, TYPE_NS, TYPE_SOA, TYPE_TXT,
     },
@@ -50,7 +50,7 @@ fn cname(target: &str) -> RData {
 
 /// A name of exactly `wire_len` wire bytes ending in `apex` (labels of letters and digits).
 pub fn name_of_len(prefix: &str, apex: &str, wire_len: usize) -> String {
-    let apex_len = crate::dnswire::wire_name(apex).len();
+    let apex_len = crate::dns_message::wire_name(apex).len();
     let mut left = wire_len
         .checked_sub(apex_len)
         .expect("name shorter than its apex");
@@ -530,7 +530,7 @@ impl Gen {
             flags,
             qname: self.name(),
             qtype: self.qtype(),
-            qclass: crate::dnswire::CLASS_IN,
+            qclass: crate::dns_message::CLASS_IN,
             edns: self.edns(),
         }
     }

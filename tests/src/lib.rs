@@ -1,12 +1,13 @@
 //! Harness for the integration tests: network namespaces joined by a veth pair, the real `edgedns`
-//! daemon in one, dig/kdig/curl in the other.
+//! daemon in one, dig/kdig in the other.
 //!
 //! ```text
 //!  server ns  edns-s-<pid>-<n>               client ns  edns-c-<pid>-<n>
 //!  ve<pid>s<n>  10.211.0.1/24  <--- veth --->  ve<pid>c<n>  10.211.0.2/24
 //!               fd00:211::1/64                              fd00:211::2/64
 //!  edgedns serve (XDP, driver mode)          edgedns xdp-pass, dig, kdig
-//!  API on the namespace's own 127.0.0.1
+//!  API on the namespace's own 127.0.0.1,
+//!  reached with curl in this namespace
 //! ```
 //!
 //! Everything a test creates is owned by a guard whose `Drop` removes it (processes first, then
@@ -21,7 +22,8 @@ use std::{
     env,
     ffi::OsStr,
     fs,
-    io::Read as _,
+    io::{self, Read as _},
+    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -31,14 +33,13 @@ use std::{
 
 use dns_common::Stat;
 
-pub mod dnsclient;
-pub mod dnswire;
+pub mod dns_client;
+pub mod dns_message;
 pub mod fixture;
+pub mod http_client;
 pub mod packet;
 pub mod rawsock;
 pub mod xdprun;
-
-pub mod wire;
 
 /// Server side of the veth pair.
 pub const SERVER_V4: &str = "10.211.0.1";
@@ -125,7 +126,8 @@ impl Output {
     }
 }
 
-fn cmdline(cmd: &Command) -> String {
+/// `cmd` as a shell would show it, for messages.
+pub fn cmdline(cmd: &Command) -> String {
     std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .map(OsStr::to_string_lossy)
@@ -133,17 +135,20 @@ fn cmdline(cmd: &Command) -> String {
         .join(" ")
 }
 
-/// Runs `cmd` to completion or until `timeout`, then kills it. Never panics on the exit status.
-pub fn run_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+/// Runs `cmd` to completion or until `timeout`, then kills it (`status` is then `None`). `Err`
+/// only when it cannot be started or waited for: the exit status is the caller's to judge.
+pub fn run_timeout(cmd: &mut Command, timeout: Duration) -> io::Result<Output> {
     let line = cmdline(cmd);
+    let context =
+        |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what} `{line}`: {e}"));
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start `{line}`: {e}"));
+        .map_err(|e| context("cannot start", e))?;
     // Drain both pipes on threads so that a chatty child cannot block on a full pipe.
-    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+    let drain = |r: Option<Box<dyn io::Read + Send>>| {
         thread::spawn(move || {
             let mut s = Vec::new();
             if let Some(mut r) = r {
@@ -164,29 +169,47 @@ pub fn run_timeout(cmd: &mut Command, timeout: Duration) -> Output {
                 break None;
             }
             Ok(None) => thread::sleep(Duration::from_millis(10)),
-            Err(e) => panic!("waiting for `{line}`: {e}"),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(context("waiting for", e));
+            }
         }
     };
-    Output {
+    Ok(Output {
         status,
         stdout: out.join().unwrap_or_default(),
         stderr: err.join().unwrap_or_default(),
+    })
+}
+
+/// Runs `cmd` under `timeout`: its stdout if it exits 0, else an error naming the command line
+/// with its output (or the time limit).
+pub fn try_run_ok(cmd: &mut Command, timeout: Duration) -> io::Result<String> {
+    let line = cmdline(cmd);
+    let out = run_timeout(cmd, timeout)?;
+    match out.status {
+        Some(s) if s.success() => Ok(out.stdout),
+        Some(s) => Err(io::Error::other(format!(
+            "`{line}` failed ({s}):\n{}\n{}",
+            out.stdout.trim_end(),
+            out.stderr.trim_end()
+        ))),
+        None => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("`{line}` did not finish within {timeout:?}"),
+        )),
     }
 }
 
-/// Runs `cmd` (time limit [`CMD_TIMEOUT`]) and panics with its output unless it exits 0.
+/// [`try_run_ok`] with the time limit [`CMD_TIMEOUT`], panicking on any failure.
 pub fn run_ok(cmd: &mut Command) -> String {
-    let line = cmdline(cmd);
-    let out = run_timeout(cmd, CMD_TIMEOUT);
-    match out.status {
-        Some(s) if s.success() => out.stdout,
-        Some(s) => panic!(
-            "`{line}` failed ({s}):\n{}{}",
-            out.stdout.trim_end(),
-            out.stderr.trim_end()
-        ),
-        None => panic!("`{line}` did not finish within {CMD_TIMEOUT:?}"),
-    }
+    try_run_ok(cmd, CMD_TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`run_timeout`] with the time limit [`CMD_TIMEOUT`], panicking if `cmd` cannot be run at all.
+fn run_limited(cmd: &mut Command) -> Output {
+    run_timeout(cmd, CMD_TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `ip ARGS`.
@@ -265,14 +288,30 @@ impl NetNs {
 impl Drop for NetNs {
     fn drop(&mut self) {
         // Deleting the namespace destroys the interfaces in it (and so both ends of a veth).
-        let out = run_timeout(
+        match run_timeout(
             Command::new("ip").args(["netns", "del", &self.name]),
             CMD_TIMEOUT,
-        );
-        if !out.success() {
-            eprintln!("cleanup: ip netns del {}: {}", self.name, out.stderr.trim());
+        ) {
+            Ok(out) if out.success() => {}
+            Ok(out) => eprintln!("cleanup: ip netns del {}: {}", self.name, out.stderr.trim()),
+            Err(e) => eprintln!("cleanup: {e}"),
         }
     }
+}
+
+/// Moves the calling thread into network namespace `ns` (by its `ip netns` name). Sockets the
+/// thread opens afterwards live there; other threads stay where they are.
+pub fn enter_netns(ns: &str) -> io::Result<()> {
+    let path = Path::new("/var/run/netns").join(ns);
+    let f = fs::File::open(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", path.display())))?;
+    // SAFETY: setns on a valid namespace fd affects only this thread's network namespace.
+    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    if r != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("setns {ns}: {e}")));
+    }
+    Ok(())
 }
 
 /// Gives `ifname` in `ns` its IPv4 (/24) and IPv6 (/64, no DAD) addresses, turns TX checksum
@@ -374,46 +413,114 @@ impl Drop for TempDir {
     }
 }
 
+/// A bpffs mounted in the test's own (root) mount namespace. `ip netns exec` gives the daemon a
+/// private /sys, so pins under its /sys/fs/bpf would vanish with it; pins here outlive it, as
+/// /sys/fs/bpf does on a real host. Unmounted (pins and all) on drop.
+#[derive(Debug)]
+pub struct Bpffs {
+    path: PathBuf,
+}
+
+impl Bpffs {
+    /// Mounts a bpffs at `path` (created if missing).
+    pub fn try_mount(path: &Path) -> io::Result<Self> {
+        fs::create_dir_all(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", path.display())))?;
+        try_run_ok(
+            Command::new("mount").args(["-t", "bpf", "bpf"]).arg(path),
+            CMD_TIMEOUT,
+        )?;
+        Ok(Self {
+            path: path.to_owned(),
+        })
+    }
+
+    /// [`Bpffs::try_mount`], panicking on failure.
+    pub fn mount(path: &Path) -> Self {
+        Self::try_mount(path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        if let Err(e) = run_timeout(
+            Command::new("umount").arg("-l").arg(&self.path),
+            CMD_TIMEOUT,
+        ) {
+            eprintln!("cleanup: {e}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Processes
 
 /// A background process, stopped on drop: SIGTERM, then SIGKILL after [`STOP_TIMEOUT`]. Its
-/// stdout and stderr go to a log file that is printed if the test is failing.
+/// stdout and stderr go to a log file that is printed if the thread is panicking (a failing
+/// test). The benchmark runs the servers it measures with it too.
 #[derive(Debug)]
 pub struct Process {
     what: String,
     child: Child,
     log: PathBuf,
+    started: Instant,
 }
 
 impl Process {
-    pub fn spawn(what: &str, mut cmd: Command, log: PathBuf) -> Self {
+    /// Starts `cmd` with its output in the file `log`; `Err` names the command line.
+    pub fn try_spawn(what: &str, mut cmd: Command, log: PathBuf) -> io::Result<Self> {
         let line = cmdline(&cmd);
+        let context = |what: String, e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
         let file =
-            fs::File::create(&log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
-        let err = file.try_clone().expect("clone log file handle");
+            fs::File::create(&log).map_err(|e| context(format!("create {}", log.display()), e))?;
+        let err = file.try_clone()?;
+        let started = Instant::now();
         let child = cmd
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what} `{line}`: {e}"));
-        Self {
+            .map_err(|e| context(format!("cannot start {what} `{line}`"), e))?;
+        Ok(Self {
             what: format!("{what} `{line}`"),
             child,
             log,
-        }
+            started,
+        })
     }
 
-    /// Panics (with the log) if the process has exited.
+    /// [`Process::try_spawn`], panicking if the process cannot be started.
+    pub fn spawn(what: &str, cmd: Command, log: PathBuf) -> Self {
+        Self::try_spawn(what, cmd, log).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `Err` with the exit status and the end of the log if the process has exited.
+    pub fn check_running(&mut self) -> io::Result<()> {
+        let Some(status) = self.child.try_wait()? else {
+            return Ok(());
+        };
+        let log = self.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        Err(io::Error::other(format!(
+            "{} exited early ({status}); the end of its output:\n{}",
+            self.what,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )))
+    }
+
+    /// Panics (with the end of the log; the whole log follows when the guard drops) if the
+    /// process has exited.
     pub fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "{} exited early ({status}); its output:\n{}",
-                self.what,
-                self.log_text()
-            );
-        }
+        self.check_running().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// How long ago it was started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
     }
 
     pub fn log_text(&self) -> String {
@@ -503,7 +610,7 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `edgedns serve ARGS --data-dir DATA` in `ns` and waits until `GET /healthz` on
     /// [`API_ADDR`] (the daemon's default API address) answers 200.
-    pub fn start(bin: &Path, ns: &NetNs, args: &[&str], data_dir: &Path) -> Self {
+    pub fn start(bin: &Path, ns: &NetNs, args: &[impl AsRef<OsStr>], data_dir: &Path) -> Self {
         fs::create_dir_all(data_dir)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", data_dir.display()));
         let mut cmd = ns.command(bin);
@@ -550,7 +657,7 @@ impl Daemon {
             ]);
         }
         cmd.arg(&url);
-        let out = run_timeout(&mut cmd, CMD_TIMEOUT);
+        let out = run_limited(&mut cmd);
         let (body, code) = out.stdout.rsplit_once('\n').unwrap_or(("", &out.stdout));
         (code.trim().parse().unwrap_or(0), body.to_owned())
     }
@@ -735,44 +842,62 @@ pub struct NoAnswer {
     pub output: Output,
 }
 
-/// `dig +tries=1 +time=2 @SERVER -p PORT NAME TYPE EXTRA...` run inside `ns`.
-pub fn try_dig(
-    ns: &NetNs,
-    server: &str,
-    port: u16,
-    name: &str,
-    rtype: &str,
-    extra: &[&str],
-) -> Result<DnsAnswer, NoAnswer> {
-    let mut cmd = ns.command("dig");
-    cmd.args(["+tries=1", "+time=2", &format!("@{server}"), "-p"])
-        .arg(port.to_string())
-        .args([name, rtype])
-        .args(extra);
-    query(cmd)
+impl std::fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` got no answer after {:?}:\n{}{}",
+            self.cmdline, self.elapsed, self.output.stdout, self.output.stderr
+        )
+    }
 }
 
-/// `kdig +retry=0 +timeout=2 @SERVER -p PORT NAME TYPE EXTRA...` run inside `ns`.
-pub fn try_kdig(
-    ns: &NetNs,
-    server: &str,
-    port: u16,
-    name: &str,
-    rtype: &str,
-    extra: &[&str],
-) -> Result<DnsAnswer, NoAnswer> {
-    let mut cmd = ns.command("kdig");
-    cmd.args(["+retry=0", "+timeout=2", &format!("@{server}"), "-p"])
-        .arg(port.to_string())
-        .args([name, "-t", rtype])
-        .args(extra);
-    query(cmd)
+/// The DNS clients the tests run: ISC's dig and Knot's kdig, which judge a message each in its
+/// own way.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Tool {
+    Dig,
+    Kdig,
 }
 
-fn query(mut cmd: Command) -> Result<DnsAnswer, NoAnswer> {
+impl Tool {
+    /// `dig +tries=1 +time=2 @SERVER -p PORT NAME TYPE EXTRA...` or
+    /// `kdig +retry=0 +timeout=2 @SERVER -p PORT NAME -t TYPE EXTRA...`, run inside `ns`.
+    pub fn try_query(
+        self,
+        ns: &NetNs,
+        server: &str,
+        port: u16,
+        name: &str,
+        rtype: &str,
+        extra: &[&str],
+    ) -> Result<DnsAnswer, NoAnswer> {
+        let (program, options, question) = match self {
+            Tool::Dig => ("dig", ["+tries=1", "+time=2"], vec![name, rtype]),
+            Tool::Kdig => ("kdig", ["+retry=0", "+timeout=2"], vec![name, "-t", rtype]),
+        };
+        let mut cmd = ns.command(program);
+        cmd.args(options);
+        query(cmd, server, port, &question, extra)
+    }
+}
+
+/// Runs `CMD @SERVER -p PORT QUESTION... EXTRA...` and parses what it printed.
+fn query(
+    mut cmd: Command,
+    server: &str,
+    port: u16,
+    question: &[&str],
+    extra: &[&str],
+) -> Result<DnsAnswer, NoAnswer> {
+    cmd.arg(format!("@{server}"))
+        .arg("-p")
+        .arg(port.to_string())
+        .args(question)
+        .args(extra);
     let line = cmdline(&cmd);
     let start = Instant::now();
-    let output = run_timeout(&mut cmd, CMD_TIMEOUT);
+    let output = run_limited(&mut cmd);
     let elapsed = start.elapsed();
     match DnsAnswer::parse(&output.stdout) {
         Some(a) if output.success() => Ok(a),
@@ -784,17 +909,13 @@ fn query(mut cmd: Command) -> Result<DnsAnswer, NoAnswer> {
     }
 }
 
-/// [`try_dig`] that panics when no answer comes.
+/// `dig` (see [`Tool::try_query`]); panics when no answer comes.
 pub fn dig(ns: &NetNs, server: &str, port: u16, name: &str, rtype: &str) -> DnsAnswer {
-    try_dig(ns, server, port, name, rtype, &[]).unwrap_or_else(|e| {
-        panic!(
-            "`{}` got no answer after {:?}:\n{}{}",
-            e.cmdline, e.elapsed, e.output.stdout, e.output.stderr
-        )
-    })
+    let a = Tool::Dig.try_query(ns, server, port, name, rtype, &[]);
+    a.unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// [`try_kdig`] that panics when no answer comes.
+/// `kdig` with `extra` arguments (see [`Tool::try_query`]); panics when no answer comes.
 pub fn kdig(
     ns: &NetNs,
     server: &str,
@@ -803,12 +924,8 @@ pub fn kdig(
     rtype: &str,
     extra: &[&str],
 ) -> DnsAnswer {
-    try_kdig(ns, server, port, name, rtype, extra).unwrap_or_else(|e| {
-        panic!(
-            "`{}` got no answer after {:?}:\n{}{}",
-            e.cmdline, e.elapsed, e.output.stdout, e.output.stderr
-        )
-    })
+    let a = Tool::Kdig.try_query(ns, server, port, name, rtype, extra);
+    a.unwrap_or_else(|e| panic!("{e}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -820,6 +937,8 @@ pub fn kdig(
 pub struct TestBed {
     pub daemon: Option<Daemon>,
     pub pass: Option<PassGuard>,
+    /// The arguments of `edgedns serve` (before `--data-dir`), kept for restarts.
+    daemon_args: Vec<String>,
     pub veth: Veth,
     pub client: NetNs,
     pub server: NetNs,
@@ -837,6 +956,7 @@ impl TestBed {
         Self {
             daemon: None,
             pass: None,
+            daemon_args: Vec::new(),
             veth,
             client,
             server,
@@ -853,16 +973,14 @@ impl TestBed {
     /// [`TestBed::with_daemon`] with `--dns-listen LISTEN` (e.g. `[::]:5300`, which serves both
     /// families, the XDP program answering any address on the port) and `extra` arguments.
     pub fn with_daemon_on(listen: &str, extra: &[&str]) -> Self {
-        let bin = edgedns_bin();
         let mut bed = Self::network();
         bed.pass = Some(PassGuard::start(
-            &bin,
+            &edgedns_bin(),
             &bed.client,
             &bed.veth.client_if,
             bed.tmp.path(),
         ));
-        let data = bed.tmp.path().join("data");
-        let mut args = vec![
+        bed.daemon_args = [
             "--iface",
             &bed.veth.server_if,
             "--xdp-mode",
@@ -871,10 +989,46 @@ impl TestBed {
             listen,
             "--api-listen",
             API_ADDR,
-        ];
-        args.extend_from_slice(extra);
-        bed.daemon = Some(Daemon::start(&bin, &bed.server, &args, &data));
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| (*s).to_owned())
+        .collect();
+        bed.start_daemon();
         bed
+    }
+
+    /// Starts the daemon with the arguments the bed was made with, on the same data directory.
+    /// Panics if one is running.
+    pub fn start_daemon(&mut self) {
+        assert!(self.daemon.is_none(), "the daemon is already running");
+        assert!(
+            !self.daemon_args.is_empty(),
+            "TestBed::network has no daemon to start: use TestBed::with_daemon"
+        );
+        let data = self.tmp.path().join("data");
+        self.daemon = Some(Daemon::start(
+            &edgedns_bin(),
+            &self.server,
+            &self.daemon_args,
+            &data,
+        ));
+    }
+
+    /// Stops the daemon (SIGTERM, SIGKILL after a grace period) and drops its guard. Returns how
+    /// it exited: `None` if it had to be killed. A daemon that already died (say, of a SIGKILL
+    /// the test sent) gives its exit status.
+    pub fn stop_daemon(&mut self) -> Option<ExitStatus> {
+        let mut daemon = self.daemon.take().expect("a running daemon");
+        daemon.process.stop()
+    }
+
+    /// [`TestBed::stop_daemon`] then [`TestBed::start_daemon`]: the same arguments, data and
+    /// pins. Returns how the old one exited.
+    pub fn restart_daemon(&mut self) -> Option<ExitStatus> {
+        let status = self.stop_daemon();
+        self.start_daemon();
+        status
     }
 
     /// Adds an 802.1Q sub-interface with VLAN id `id` on both veth ends, addressed
@@ -931,7 +1085,7 @@ impl TestBed {
                 "id",
                 &id,
             ];
-            let out = run_timeout(Command::new("ip").args(add), CMD_TIMEOUT);
+            let out = run_limited(Command::new("ip").args(add));
             if !out.success() {
                 return Err(format!("ip {}: {}", add.join(" "), out.stderr.trim()));
             }

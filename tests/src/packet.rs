@@ -1,15 +1,19 @@
 //! Ethernet / 802.1Q / IPv4 / IPv6 / UDP frames: a builder for queries and a checker for the
-//! responses the XDP program writes in place (for `BPF_PROG_TEST_RUN`, see [`crate::xdprun`]).
+//! responses the XDP program writes in place (for `BPF_PROG_TEST_RUN`, see [`crate::xdprun`],
+//! for raw sockets, see [`crate::rawsock`], and for the benchmark's per-packet section).
 //!
 //! The checker is written from the RFCs, not from the program: it recomputes every checksum
 //! (IPv4 header, UDP over the IPv4 or IPv6 pseudo-header) and every length from scratch.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 pub const ETH_P_IPV4: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const IPPROTO_UDP: u8 = 17;
+/// The MAC addresses of [`FrameSpec::udp`] (locally administered).
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+pub const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 
 /// How a query frame is framed, below DNS.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +40,31 @@ pub struct FrameSpec {
 }
 
 impl FrameSpec {
+    /// A plain frame from `src` to `dst` (both of one family): [`CLIENT_MAC`] to [`SERVER_MAC`],
+    /// untagged, IPv4 identification / IPv6 flow label 0, TOS 0, TTL 64, UDP checksum set, no
+    /// padding.
+    pub fn udp(src: SocketAddr, dst: SocketAddr) -> Self {
+        assert_eq!(
+            src.is_ipv6(),
+            dst.is_ipv6(),
+            "{src} and {dst} are of different families"
+        );
+        Self {
+            src_mac: CLIENT_MAC,
+            dst_mac: SERVER_MAC,
+            vlan: None,
+            src_ip: src.ip(),
+            dst_ip: dst.ip(),
+            sport: src.port(),
+            dport: dst.port(),
+            ip_id: 0,
+            tos: 0,
+            ttl: 64,
+            v4_no_udp_csum: false,
+            padding: 0,
+        }
+    }
+
     pub fn v6(&self) -> bool {
         self.src_ip.is_ipv6()
     }
@@ -73,6 +102,13 @@ pub fn fold(mut x: u32) -> u16 {
         x = (x & 0xffff) + (x >> 16);
     }
     x as u16
+}
+
+/// Sets the checksum of the IPv4 header `ip` (all of it, options included) from the other fields.
+pub fn set_ipv4_checksum(ip: &mut [u8]) {
+    ip[10..12].fill(0);
+    let c = !fold(sum16(ip));
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
 }
 
 fn ip_bytes(ip: &IpAddr) -> Vec<u8> {
@@ -134,8 +170,7 @@ pub fn build_frame(spec: &FrameSpec, payload: &[u8]) -> Vec<u8> {
         ip[9] = IPPROTO_UDP;
         ip[12..16].copy_from_slice(&src);
         ip[16..20].copy_from_slice(&dst);
-        let c = !fold(sum16(&ip));
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        set_ipv4_checksum(&mut ip);
         f.extend_from_slice(&ip);
     }
     let mut udp = Vec::with_capacity(udp_len);
@@ -243,6 +278,17 @@ pub fn parse_udp(frame: &[u8]) -> Option<Parsed> {
     })
 }
 
+/// Whether the UDP checksum of `frame` verifies over the pseudo-header (a zero IPv4 checksum,
+/// "none", counts as fine); `false` if the frame does not parse.
+pub fn udp_checksum_ok(frame: &[u8]) -> bool {
+    let Some(p) = parse_udp(frame) else {
+        return false;
+    };
+    let udp = &frame[p.l4..p.l4 + 8 + p.payload.len()];
+    (!p.v6 && udp[6..8] == [0, 0])
+        || udp_verify_sum(&ip_bytes(&p.src_ip), &ip_bytes(&p.dst_ip), udp) == 0
+}
+
 /// Checks that `out` is a well-formed response to the query frame `query`, as an XDP_TX in place
 /// must be: MACs swapped, VLAN tag kept, addresses and ports swapped, IP and UDP lengths exact
 /// (the frame ends with the UDP datagram), IPv4 header checksum valid, UDP checksum valid over
@@ -321,27 +367,15 @@ mod tests {
     use super::*;
 
     fn spec(v6: bool, vlan: Option<u16>) -> FrameSpec {
+        let (src, dst) = if v6 {
+            ("[fd00::2]:40000", "[fd00::1]:5300")
+        } else {
+            ("10.0.0.2:40000", "10.0.0.1:5300")
+        };
         FrameSpec {
-            src_mac: [2, 0, 0, 0, 0, 1],
-            dst_mac: [2, 0, 0, 0, 0, 2],
             vlan,
-            src_ip: if v6 {
-                "fd00::2".parse().unwrap()
-            } else {
-                "10.0.0.2".parse().unwrap()
-            },
-            dst_ip: if v6 {
-                "fd00::1".parse().unwrap()
-            } else {
-                "10.0.0.1".parse().unwrap()
-            },
-            sport: 40000,
-            dport: 5300,
             ip_id: 0x1234,
-            tos: 0,
-            ttl: 64,
-            v4_no_udp_csum: false,
-            padding: 0,
+            ..FrameSpec::udp(src.parse().unwrap(), dst.parse().unwrap())
         }
     }
 
@@ -358,6 +392,17 @@ mod tests {
                     let udp = &f[p.l4..];
                     let (s, d) = (ip_bytes(&p.src_ip), ip_bytes(&p.dst_ip));
                     assert_eq!(udp_verify_sum(&s, &d, udp), 0);
+                    assert!(udp_checksum_ok(&f));
+                    let mut bad = f.clone();
+                    bad[p.l4 + 6] ^= 0x40;
+                    assert!(!udp_checksum_ok(&bad));
+                    if !v6 {
+                        let ip = &mut bad[p.l3..p.l3 + 20];
+                        assert_eq!(fold(sum16(ip)), 0xffff);
+                        ip[8] -= 1;
+                        set_ipv4_checksum(ip);
+                        assert_eq!(fold(sum16(ip)), 0xffff);
+                    }
                 }
             }
         }

@@ -2,7 +2,7 @@
 //! included, no VLAN device needed) and receives frames with their VLAN tag put back in place
 //! (the stack moves a received tag into metadata, reported in `PACKET_AUXDATA`).
 //!
-//! Open it on a thread that has entered the namespace ([`crate::wire::enter_netns`]).
+//! Open it on a thread that has entered the namespace ([`crate::enter_netns`]).
 
 use std::{
     ffi::CString,

@@ -1,7 +1,7 @@
 //! The real XDP program, loaded without attaching, run on crafted frames with
 //! `BPF_PROG_TEST_RUN`; and the oracle that says what it should do with a query.
 
-use std::{collections::BTreeMap, net::SocketAddr};
+use std::net::SocketAddr;
 
 use aya::{programs::Xdp, Ebpf, TestRun, TestRunOptions};
 use dns_common::{seg_for_qtype, Stat, KEY_NAME_LEN, PROGRAM_NAME};
@@ -15,7 +15,7 @@ use dns_user::{
 use hickory_proto::op::{Message, ResponseCode};
 
 use crate::{
-    dnswire::{fast_path_size, QuerySpec, CLASS_IN},
+    dns_message::{fast_path_size, QuerySpec, CLASS_IN},
     fixture::name_from_wire,
 };
 
@@ -81,13 +81,8 @@ impl XdpRunner {
         prog.info().ok()?.verified_instruction_count()
     }
 
-    pub fn stats(&self) -> BTreeMap<u32, u64> {
-        self.fast
-            .stats()
-            .expect("reading STATS")
-            .into_iter()
-            .map(|(s, n)| (s as u32, n))
-            .collect()
+    pub fn stats(&self) -> Vec<(Stat, u64)> {
+        self.fast.stats().expect("reading STATS")
     }
 
     /// Runs the program once on `frame`. `Err` if the kernel refuses the run (frames under 14
@@ -109,19 +104,27 @@ impl XdpRunner {
         })?;
         out.truncate(r.data_size_out as usize);
         let after = self.stats();
-        let counted = Stat::ALL
-            .iter()
-            .filter_map(|s| {
-                let d = after[&(*s as u32)] - before[&(*s as u32)];
-                (d > 0).then_some((*s, d))
-            })
-            .collect();
         Ok(Run {
             action: r.return_value,
             out,
-            counted,
+            counted: moved(&before, &after),
         })
     }
+}
+
+/// The counters that moved from `before` to `after` (two readings of [`FastPath::stats`]), and
+/// by how much.
+pub fn moved(before: &[(Stat, u64)], after: &[(Stat, u64)]) -> Vec<(Stat, u64)> {
+    after
+        .iter()
+        .filter_map(|&(stat, n)| {
+            let was = before
+                .iter()
+                .find(|(s, _)| *s == stat)
+                .map_or(0, |&(_, n)| n);
+            (n > was).then_some((stat, n - was))
+        })
+        .collect()
 }
 
 /// What the program should do with a well-formed query.
@@ -142,7 +145,7 @@ pub fn udp_limit(q: &QuerySpec, udp_payload: u16) -> usize {
 }
 
 /// The oracle: what the program must do with `q` (a well-formed query: QR=0, opcode QUERY, one
-/// question, no answer/authority records, at most one OPT). Written from the contract,
+/// question, no answer/authority records, at most one OPT). Written from the fast path's contract,
 /// not from the program: A/AAAA/CNAME questions of class IN for names of at most
 /// [`KEY_NAME_LEN`] wire bytes, whose answer is not marked "pass" by the compiler and fits the
 /// client's limit, are answered; the rest goes up with its reason.

@@ -1,4 +1,4 @@
-//! Real clients against the daemon in driver-mode XDP (issue 3, part 2): dig and kdig with
+//! Real clients against the daemon in driver-mode XDP: dig and kdig with
 //! `+dnssec`, `+nsid`, `+cookie`, `+norec`, 0x20-style mixed case, over IPv4 and IPv6 (the daemon
 //! on `[::]:5300`), and over an 802.1Q VLAN on the veth. Every answer must parse cleanly (no
 //! "malformed" or mismatch warnings), arrive at all (offloads are off, so a bad UDP checksum is a
@@ -9,14 +9,13 @@ use std::{net::SocketAddr, time::Duration};
 
 use dns_common::Stat;
 use tests::{
-    dnsclient::{tcp_connect, tcp_exchange},
-    dnswire::{compare, QuerySpec, TYPE_A, TYPE_AAAA},
+    dns_client::{tcp_connect, tcp_exchange},
+    dns_message::{compare, QuerySpec, TYPE_A, TYPE_AAAA},
+    enter_netns,
     packet::{build_frame, check_response_frame, parse_udp, FrameSpec},
     rawsock::{mac_of, RawSock},
-    try_dig, try_kdig,
-    wire::enter_netns,
-    DnsAnswer, Stats, TestBed, DNS_PORT, SERVER_V4, SERVER_V6, VLAN_CLIENT_V4, VLAN_CLIENT_V6,
-    VLAN_SERVER_V4, VLAN_SERVER_V6, ZONE,
+    DnsAnswer, Stats, TestBed, Tool, DNS_PORT, SERVER_V4, SERVER_V6, VLAN_CLIENT_V4,
+    VLAN_CLIENT_V6, VLAN_SERVER_V4, VLAN_SERVER_V6, ZONE,
 };
 
 /// Output that means the client didn't like the message.
@@ -37,12 +36,6 @@ fn populate(bed: &TestBed) {
     d.api_put(ZONE, "www", "AAAA", 300, &["2001:db8::10"]);
     d.api_put(ZONE, "alias", "CNAME", 120, &["www.t.example.net."]);
     d.api_put(ZONE, "v4only", "A", 60, &["192.0.2.12"]);
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Tool {
-    Dig,
-    Kdig,
 }
 
 /// One query and what must come back.
@@ -68,10 +61,7 @@ fn ask(
     extra.extend_from_slice(a.extra);
     let before = bed.daemon().stats();
     let csum_before = bed.client.udp_csum_errors();
-    let got = match tool {
-        Tool::Dig => try_dig(&bed.client, server, DNS_PORT, a.name, a.rtype, &extra),
-        Tool::Kdig => try_kdig(&bed.client, server, DNS_PORT, a.name, a.rtype, &extra),
-    };
+    let got = tool.try_query(&bed.client, server, DNS_PORT, a.name, a.rtype, &extra);
     let after = bed.daemon().stats();
     let what = format!("{tool:?} @{server} {} {} {:?}", a.name, a.rtype, a.extra);
     let got = got.map_err(|e| {
@@ -412,7 +402,7 @@ fn tagged_frames_are_answered_tagged(bed: &TestBed) {
     let (client_ns, client_if) = (bed.client.name().to_owned(), bed.veth.client_if.clone());
     let sent = frames.clone();
     let results = std::thread::spawn(move || {
-        enter_netns(&client_ns);
+        enter_netns(&client_ns).expect("entering the client namespace");
         let sock = RawSock::open(&client_if).expect("raw socket on the client veth");
         let server = SocketAddr::new(SERVER_V4.parse().unwrap(), DNS_PORT);
         let mut tcp = tcp_connect(server, Duration::from_secs(5)).expect("TCP to the daemon");

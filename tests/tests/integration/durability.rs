@@ -1,4 +1,4 @@
-//! The update API's promises, on the wire (issue 4): a 200 means the answer is already served by
+//! The update API's promises, on the wire: a 200 means the answer is already served by
 //! the fast path; an acknowledged update survives SIGKILL; a restart drops no query for a record
 //! the fast path holds; concurrent updates never show a mix of two RRsets.
 
@@ -15,9 +15,10 @@ use std::{
 use dns_common::Stat;
 use hickory_proto::rr::RecordType;
 use tests::{
-    edgedns_bin, kdig,
-    wire::{enter_netns, Bpffs, DnsClient, Http, Reply},
-    Daemon, PassGuard, TempDir, TestBed, API_ADDR, DNS_PORT, SERVER_V4, ZONE,
+    dns_client::{DnsClient, Reply},
+    enter_netns,
+    http_client::Http,
+    kdig, Bpffs, TempDir, TestBed, API_ADDR, DNS_PORT, SERVER_V4, ZONE,
 };
 
 fn dns_addr() -> SocketAddr {
@@ -28,38 +29,10 @@ fn api_addr() -> SocketAddr {
     API_ADDR.parse().expect("address")
 }
 
-/// The network, the pass program on the client end, and the daemon with `extra` arguments.
+/// The network, the pass program on the client end, and the daemon on the server's IPv4
+/// address with `extra` arguments.
 fn bed_with(extra: &[&str]) -> TestBed {
-    let mut bed = TestBed::network();
-    bed.pass = Some(PassGuard::start(
-        &edgedns_bin(),
-        &bed.client,
-        &bed.veth.client_if,
-        bed.tmp.path(),
-    ));
-    bed.daemon = Some(start_daemon(&bed, extra));
-    bed
-}
-
-fn start_daemon(bed: &TestBed, extra: &[&str]) -> Daemon {
-    let listen = format!("{SERVER_V4}:{DNS_PORT}");
-    let mut args = vec![
-        "--iface",
-        &bed.veth.server_if,
-        "--xdp-mode",
-        "driver",
-        "--dns-listen",
-        &listen,
-        "--api-listen",
-        API_ADDR,
-    ];
-    args.extend_from_slice(extra);
-    Daemon::start(
-        &edgedns_bin(),
-        &bed.server,
-        &args,
-        &bed.tmp.path().join("data"),
-    )
+    TestBed::with_daemon_on(&dns_addr().to_string(), extra)
 }
 
 /// A bpffs of the test's own for the daemon's pins (see [`Bpffs`]). Declared before the
@@ -78,14 +51,12 @@ impl Pins {
         }
     }
 
-    /// `--bpffs <it>` and `extra`.
-    fn args(&self, extra: &[&str]) -> Vec<String> {
-        let mut v = vec![
-            "--bpffs".to_owned(),
-            self.bpffs.path().display().to_string(),
-        ];
-        v.extend(extra.iter().map(|s| (*s).to_owned()));
-        v
+    /// [`bed_with`] with `--bpffs <it>` and `extra`.
+    fn bed_with(&self, extra: &[&str]) -> TestBed {
+        let bpffs = self.bpffs.path().display().to_string();
+        let mut args = vec!["--bpffs", &bpffs];
+        args.extend_from_slice(extra);
+        bed_with(&args)
     }
 }
 
@@ -107,11 +78,11 @@ fn read_your_write_1000_puts_each_answered_first_time_by_xdp() {
     let failures = thread::spawn(move || {
         // The HTTP connection is made in the server namespace, the UDP socket in the client's:
         // a socket stays in the namespace it was created in.
-        enter_netns(&server);
+        enter_netns(&server).expect("entering the server namespace");
         let mut http = Http::new(api_addr(), Duration::from_secs(5));
         http.request("GET", "/healthz", None)
             .expect("API reachable");
-        enter_netns(&client);
+        enter_netns(&client).expect("entering the client namespace");
         let mut dns = DnsClient::new(dns_addr(), Duration::from_secs(1)).expect("UDP client");
         let mut failures = Vec::new();
         for i in 0..N {
@@ -150,16 +121,14 @@ fn read_your_write_1000_puts_each_answered_first_time_by_xdp() {
 #[test]
 fn acknowledged_puts_survive_sigkill() {
     let pins = Pins::new();
-    let extra = pins.args(&[]);
-    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-    let mut bed = bed_with(&extra);
+    let mut bed = pins.bed_with(&[]);
 
     let acked = Arc::new(Mutex::new(Vec::<u32>::new()));
     let server = bed.server.name().to_owned();
     let writer = {
         let acked = Arc::clone(&acked);
         thread::spawn(move || {
-            enter_netns(&server);
+            enter_netns(&server).expect("entering the server namespace");
             let mut http = Http::new(api_addr(), Duration::from_secs(2));
             // Bounded: at most 20,000 PUTs or 60 s, or until the daemon is gone.
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -187,16 +156,15 @@ fn acknowledged_puts_survive_sigkill() {
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
     writer.join().expect("writer thread");
     let acked = acked.lock().expect("lock").clone();
-    // Drop the dead daemon's guard, start again on the same data and pins.
-    bed.daemon = None;
-    bed.daemon = Some(start_daemon(&bed, &extra));
+    // Start again on the same data and pins.
+    bed.restart_daemon();
     let daemon = bed.daemon();
 
     let before = daemon.stats();
     let client = bed.client.name().to_owned();
     let queried = acked.clone();
     let missing = thread::spawn(move || {
-        enter_netns(&client);
+        enter_netns(&client).expect("entering the client namespace");
         let mut dns = DnsClient::new(dns_addr(), Duration::from_secs(1)).expect("UDP client");
         queried
             .iter()
@@ -242,9 +210,7 @@ fn acknowledged_puts_survive_sigkill() {
 #[test]
 fn restart_drops_no_query_for_a_record_in_the_maps() {
     let pins = Pins::new();
-    let extra = pins.args(&["--keep-xdp"]);
-    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-    let mut bed = bed_with(&extra);
+    let mut bed = pins.bed_with(&["--keep-xdp"]);
     bed.daemon()
         .api_put(ZONE, "steady", "A", 30, &["192.0.2.55"]);
 
@@ -254,7 +220,7 @@ fn restart_drops_no_query_for_a_record_in_the_maps() {
     let looper = {
         let phase = Arc::clone(&phase);
         thread::spawn(move || {
-            enter_netns(&client);
+            enter_netns(&client).expect("entering the client namespace");
             let mut dns =
                 DnsClient::new(dns_addr(), Duration::from_millis(500)).expect("UDP client");
             let mut per_phase = [0u32; 3];
@@ -279,12 +245,11 @@ fn restart_drops_no_query_for_a_record_in_the_maps() {
         })
     };
     thread::sleep(Duration::from_millis(300));
-    let status = bed.daemon.as_mut().expect("daemon").process.stop();
+    let status = bed.stop_daemon();
     assert!(status.is_some(), "the daemon did not stop on SIGTERM");
     phase.store(1, Ordering::SeqCst);
     thread::sleep(Duration::from_millis(500));
-    bed.daemon = None;
-    bed.daemon = Some(start_daemon(&bed, &extra));
+    bed.start_daemon();
     phase.store(2, Ordering::SeqCst);
     thread::sleep(Duration::from_millis(300));
     phase.store(3, Ordering::SeqCst);
@@ -316,7 +281,7 @@ fn concurrent_updates_are_seen_whole_never_mixed() {
     let writer = {
         let done = Arc::clone(&done);
         thread::spawn(move || {
-            enter_netns(&server);
+            enter_netns(&server).expect("entering the server namespace");
             let mut http = Http::new(api_addr(), Duration::from_secs(5));
             for k in 1..=400u32 {
                 let path = format!("/v1/zones/{ZONE}/records/mix/A");
@@ -333,7 +298,7 @@ fn concurrent_updates_are_seen_whole_never_mixed() {
             let client = bed.client.name().to_owned();
             let done = Arc::clone(&done);
             thread::spawn(move || {
-                enter_netns(&client);
+                enter_netns(&client).expect("entering the client namespace");
                 let mut dns =
                     DnsClient::new(dns_addr(), Duration::from_secs(1)).expect("UDP client");
                 let mut bad = Vec::new();

@@ -1,4 +1,4 @@
-//! The differential test over the wire (issue 3, part 3): the daemon in driver-mode XDP, a few
+//! The differential test over the wire: the daemon in driver-mode XDP, a few
 //! hundred generated queries sent over UDP (the XDP program answers what it can, the fallback
 //! the rest) and the same over TCP (always the fallback), the decoded responses compared. Over
 //! UDP an answer may be truncated where TCP's isn't: then only the header, question and OPT are
@@ -25,13 +25,13 @@ use hickory_proto::{
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use tests::{
-    dnsclient::{tcp_connect, tcp_exchange, udp_exchange},
-    dnswire::{
+    dns_client::{tcp_connect, tcp_exchange, udp_exchange},
+    dns_message::{
         compare, fast_path_size, name_text, question_bytes, EdnsSpec, QuerySpec, CLASS_IN, TYPE_A,
         TYPE_AAAA, TYPE_CNAME, TYPE_MX, TYPE_NS, TYPE_SOA, TYPE_TXT,
     },
+    enter_netns,
     fixture::{n, name_of_len, random_case, to_wire},
-    wire::enter_netns,
     xdprun::{expect, full_answer, udp_limit, Expect},
     TestBed, DNS_PORT, SERVER_V4, SERVER_V6, ZONE,
 };
@@ -184,7 +184,7 @@ fn queries(zs: &ZoneSet, seed: u64, count: usize) -> Vec<(bool, QuerySpec)> {
         .collect()
 }
 
-/// UDP and TCP answers compared: the rule of `tests::dnswire::compare`, except where UDP was
+/// UDP and TCP answers compared: the rule of `tests::dns_message::compare`, except where UDP was
 /// truncated and TCP wasn't.
 fn compare_udp_tcp(q: &QuerySpec, udp: &[u8], tcp: &[u8]) -> Result<&'static str, String> {
     let (u, t) = (
@@ -276,7 +276,7 @@ fn wire_udp_and_tcp_answers_agree() {
     let client = bed.client.name().to_owned();
     let sent = qs.clone();
     let udp: Vec<Option<Vec<u8>>> = std::thread::spawn(move || {
-        enter_netns(&client);
+        enter_netns(&client).expect("entering the client namespace");
         let v4 = UdpSocket::bind("0.0.0.0:0").expect("bind v4");
         let v6 = UdpSocket::bind("[::]:0").expect("bind v6");
         sent.iter()
@@ -304,7 +304,7 @@ fn wire_udp_and_tcp_answers_agree() {
     let client = bed.client.name().to_owned();
     let sent = qs.clone();
     let tcp: Vec<Vec<u8>> = std::thread::spawn(move || {
-        enter_netns(&client);
+        enter_netns(&client).expect("entering the client namespace");
         let timeout = Duration::from_secs(5);
         let mut c4 = tcp_connect(
             SocketAddr::new(SERVER_V4.parse().unwrap(), DNS_PORT),
@@ -333,7 +333,7 @@ fn wire_udp_and_tcp_answers_agree() {
         let what = format!(
             "{} {} ipv6={six} edns={:?}",
             name_text(&q.qname),
-            tests::dnswire::type_name(q.qtype),
+            tests::dns_message::type_name(q.qtype),
             q.edns.as_ref().map(|e| (e.payload, e.dnssec_ok))
         );
         let Some(u) = u else {

@@ -1,5 +1,5 @@
 //! The XDP program itself, loaded (so verified) but not attached, run with `BPF_PROG_TEST_RUN` on
-//! crafted frames over maps filled by the daemon's compiler (issue 3, part 1).
+//! crafted frames over maps filled by the daemon's compiler.
 //!
 //! - `xdp_differential_*`: thousands of generated queries; every XDP_TX must be a well-formed
 //!   frame whose DNS payload decodes to exactly what the fallback answers, every XDP_PASS must
@@ -18,12 +18,14 @@ use dns_common::Stat;
 use dns_user::zone::ZoneSet;
 use rand::{Rng, SeedableRng};
 use tests::{
-    dnswire::{
+    dns_message::{
         compare, header, name_text, opt_rr, wire_name, QuerySpec, CLASS_CH, FLAG_QR, FLAG_RD,
         FLAG_TC, OPCODE_NOTIFY, OPCODE_UPDATE, TYPE_A,
     },
     fixture::{self, Gen, EXAMPLE},
-    packet::{build_frame, check_response_frame, parse_udp, FrameSpec},
+    packet::{
+        build_frame, check_response_frame, parse_udp, set_ipv4_checksum, udp_checksum_ok, FrameSpec,
+    },
     require_root,
     xdprun::{action_name, expect, fallback_udp, Expect, Run, XdpRunner, XDP_PASS, XDP_TX},
 };
@@ -84,7 +86,7 @@ fn describe(q: &QuerySpec, f: &FrameSpec) -> String {
     format!(
         "{} {} flags={:04x} edns={:?} v6={} vlan={:?}",
         name_text(&q.qname),
-        tests::dnswire::type_name(q.qtype),
+        tests::dns_message::type_name(q.qtype),
         q.flags,
         q.edns
             .as_ref()
@@ -161,7 +163,7 @@ fn differential(seed: u64, count: usize) -> BTreeMap<String, usize> {
                 Ok(payload) => {
                     // The program writes exactly the bytes the records take, no more.
                     let full = tests::xdprun::full_answer(&zones, &q);
-                    let size = tests::dnswire::fast_path_size(q.question().len(), &full);
+                    let size = tests::dns_message::fast_path_size(q.question().len(), &full);
                     if size != Some(payload.len()) {
                         fails.add(
                             "response size differs from the model",
@@ -268,10 +270,7 @@ fn question(name: &[u8], qtype: u16, qclass: u16) -> Vec<u8> {
 /// Recomputes the IPv4 header checksum of `frame` (after a test edited the header).
 fn fix_ipv4_csum(frame: &mut [u8], l3: usize) {
     let ihl = usize::from(frame[l3] & 0x0f) * 4;
-    frame[l3 + 10] = 0;
-    frame[l3 + 11] = 0;
-    let c = !tests::packet::fold(tests::packet::sum16(&frame[l3..l3 + ihl]));
-    frame[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+    set_ipv4_checksum(&mut frame[l3..l3 + ihl]);
 }
 
 /// The DNS-level hostile cases, each over IPv4 and IPv6, tagged and not.
@@ -927,28 +926,6 @@ fn xdp_hostile_random_frames() {
         start.elapsed()
     );
     assert!(fails.total() == 0, "{}", fails.report());
-}
-
-/// Whether the UDP checksum of a query frame verifies (a zero IPv4 checksum counts as fine).
-fn udp_checksum_ok(frame: &[u8]) -> bool {
-    let Some(p) = parse_udp(frame) else {
-        return false;
-    };
-    let udp_len = 8 + p.payload.len();
-    let udp = &frame[p.l4..p.l4 + udp_len];
-    if !p.v6 && udp[6..8] == [0, 0] {
-        return true;
-    }
-    let ip = |a: &IpAddr| match a {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    };
-    let sum = tests::packet::sum16(&ip(&p.src_ip))
-        + tests::packet::sum16(&ip(&p.dst_ip))
-        + 17
-        + udp_len as u32
-        + tests::packet::sum16(udp);
-    tests::packet::fold(sum) == 0xffff
 }
 
 /// A CNAME whose target lies inside a nested zone served here (sub.example.com inside

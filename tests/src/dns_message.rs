@@ -1,7 +1,8 @@
 //! DNS messages at the byte level: a query builder that can say anything (mixed case, any flags
-//! and counts, any OPT), and the comparison of two responses that the differential tests use.
+//! and counts, any OPT), which the tests, the in-process clients and the benchmark share, and the
+//! comparison of two responses that the differential tests use.
 //!
-//! Comparison rule (issue 3): the 12 header bytes identical (ID, flags, RCODE, counts); the
+//! Comparison rule: the 12 header bytes identical (ID, flags, RCODE, counts); the
 //! question identical byte for byte and equal to the query's; every record of every section
 //! identical in order, type, class, TTL and RDATA, owner names and names inside RDATA compared the
 //! DNS way (ASCII case-insensitively); the OPT record present in both or neither, with the same
@@ -103,6 +104,12 @@ impl QuerySpec {
             qclass: CLASS_IN,
             edns: None,
         }
+    }
+
+    /// The whole flags word instead of RD alone (0: a plain query with RD off).
+    pub fn with_flags(mut self, flags: u16) -> Self {
+        self.flags = flags;
+        self
     }
 
     pub fn with_edns(mut self, payload: u16, dnssec_ok: bool) -> Self {
