@@ -12,7 +12,7 @@ use dns_user::{
     loader::{self, AttachMode},
     store::Store,
     zone::{normalize, ZoneSpec},
-    zonefile::{self, ZoneFile},
+    zonefile::{self, import, ZoneFile},
 };
 use hickory_proto::rr::{rdata::A, Name, RData, RecordType};
 use tokio::net::{TcpListener, UdpSocket};
@@ -216,7 +216,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     for zf in zone_files {
         let (file, apex, records) = (zf.file().to_string(), zf.apex().clone(), zf.record_count());
-        let imported = zonefile::import(&engine, zf).await?;
+        let imported = import::import(&engine, zf).await?;
         info!(%file, zone = %apex, records, serial = imported.serial, changed = imported.changed, "zone file loaded");
     }
 

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::{
     engine::EngineError,
     zone::ZoneError,
-    zonefile::{ImportError, ZoneFileError},
+    zonefile::{import::ImportError, ZoneFileError},
 };
 
 /// A request error: a status and the JSON body `{"error": reason, "field": field}`, where

@@ -19,7 +19,10 @@ use super::{
 use crate::{
     engine::{Op, SoaChange},
     zone::{normalize, Zone, ZoneError, ZoneSpec},
-    zonefile::{self, format_name},
+    zonefile::{
+        self, import,
+        presentation::{self, format_name},
+    },
 };
 
 /// `POST /v1/zones`. Unset SOA fields take the zone model's defaults (negative TTL 30).
@@ -64,7 +67,7 @@ pub(super) fn zone_json(z: &Zone) -> Value {
                 .iter()
                 .map(|r| match r {
                     RData::NS(n) => format_name(&n.0),
-                    other => zonefile::format_rdata(other),
+                    other => presentation::format_rdata(other),
                 })
                 .collect(),
             Some(set.ttl),
@@ -127,13 +130,13 @@ fn parse_rname(text: &str, field: &str) -> Result<Name, ApiError> {
         }
         _ => text.to_string(),
     };
-    zonefile::parse_name(&name, None)
+    presentation::parse_name(&name, None)
         .map(|n| normalize(&n))
         .map_err(|e| ApiError::bad(field, format!("bad mailbox: {e}")))
 }
 
 fn parse_host(text: &str, field: &str) -> Result<Name, ApiError> {
-    zonefile::parse_name(text, None)
+    presentation::parse_name(text, None)
         .map(|n| normalize(&n))
         .map_err(|e| ApiError::bad(field, format!("bad name: {e}")))
 }
@@ -263,7 +266,7 @@ pub(super) async fn import(
         tokio::task::spawn_blocking(move || zonefile::parse(&source, &text, Some(&parse_apex)))
             .await
             .map_err(|e| ApiError::internal(&e))??;
-    let imported = zonefile::import(&st.engine, zf).await?;
+    let imported = import::import(&st.engine, zf).await?;
     let mut zone = with_zone(&st, &apex, zone_json)?;
     zone["changed"] = json!(imported.changed);
     Ok(Json(zone))
