@@ -29,4 +29,6 @@ pub use parse::{parse, ZoneFile, ZoneFileError};
 pub use print::export;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
