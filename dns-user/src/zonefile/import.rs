@@ -1,4 +1,4 @@
-//! Zone-file import into a running engine: the engine's part, kept apart so that it can move there whole.
+//! Zone-file import into a running engine: the engine's part, apart so it can move there whole.
 
 use std::sync::Arc;
 

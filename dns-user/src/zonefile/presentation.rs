@@ -361,7 +361,8 @@ pub fn parse_type(text: &str) -> Result<RecordType, String> {
 }
 
 /// Tokenizes one record's data as the API takes it: one line, fields separated by blanks,
-/// quoted strings allowed.
+/// quoted strings allowed, no comments or parentheses (`;`, `(` and `)` must be quoted or
+/// escaped).
 pub fn tokenize_rdata(text: &str) -> Result<Vec<Token>, String> {
     let entries = lex(text, Mode::Rdata).map_err(|(_, e)| e)?;
     Ok(entries.into_iter().flat_map(|e| e.tokens).collect())
