@@ -89,21 +89,28 @@ pub fn parse_name(text: &str, origin: Option<&Name>) -> Result<Name, String> {
             l.len()
         ));
     }
-    let mut name = Name::from_labels(labels).map_err(|e| format!("name {text:?}: {e}"))?;
-    if !absolute {
-        if let Some(origin) = origin {
-            name = name
-                .append_domain(origin)
-                .map_err(|e| format!("name {text:?}: {e}"))?;
-        }
-    }
-    name.set_fqdn(true);
-    let wire_len = name.iter().map(|l| l.len() + 1).sum::<usize>() + 1;
+    let origin = origin.filter(|_| !absolute);
+    // Measured before hickory builds the name, which refuses a long one with a message of its
+    // own that doesn't say what the limit is.
+    let wire_len = labels
+        .iter()
+        .map(Vec::as_slice)
+        .chain(origin.into_iter().flat_map(Name::iter))
+        .map(|l| l.len() + 1)
+        .sum::<usize>()
+        + 1;
     if wire_len > MAX_NAME_WIRE {
         return Err(format!(
             "name {text:?} is {wire_len} bytes long, the limit is {MAX_NAME_WIRE}"
         ));
     }
+    let mut name = Name::from_labels(labels).map_err(|e| format!("name {text:?}: {e}"))?;
+    if let Some(origin) = origin {
+        name = name
+            .append_domain(origin)
+            .map_err(|e| format!("name {text:?}: {e}"))?;
+    }
+    name.set_fqdn(true);
     Ok(name)
 }
 
@@ -501,6 +508,29 @@ mod tests {
         assert!(is_absolute("a.b."));
         assert!(!is_absolute("a.b\\."));
         assert!(is_absolute("a.b\\\\."));
+    }
+
+    /// RFC 1035 §2.3.4: 255 bytes on the wire is the most a name may have, whether it is
+    /// written whole or relative to an origin, and escapes count as the byte they stand for.
+    #[test]
+    fn names_up_to_255_bytes() {
+        let l63 = "a".repeat(63);
+        let at_limit = format!("{l63}.{l63}.{l63}.{}.", "\\255".repeat(61));
+        let name = parse_name(&at_limit, None).unwrap();
+        assert_eq!(name.iter().map(|l| l.len() + 1).sum::<usize>() + 1, 255);
+        assert_eq!(parse_name(&format_name(&name), None).unwrap(), name);
+        let over = format!("{l63}.{l63}.{l63}.{}.", "b".repeat(62));
+        let e = parse_name(&over, None).unwrap_err();
+        assert!(e.contains("256 bytes"), "{e}");
+        let origin = parse_name(&format!("{l63}.{l63}."), None).unwrap();
+        let relative = format!("{l63}.{}", "c".repeat(61));
+        assert_eq!(
+            parse_name(&relative, Some(&origin)).unwrap().num_labels(),
+            4
+        );
+        let relative = format!("{l63}.{}", "c".repeat(62));
+        let e = parse_name(&relative, Some(&origin)).unwrap_err();
+        assert!(e.contains("256 bytes"), "{e}");
     }
 
     #[test]

@@ -64,16 +64,21 @@ fn name_under(labels: Vec<Vec<u8>>, suffix: &Name, fill: bool) -> Name {
             kept.push(l);
         }
     }
-    if fill {
+    if fill && room >= 2 {
         let pool: Vec<u8> = kept.iter().flatten().copied().collect();
         let pool = if pool.is_empty() { b"x".to_vec() } else { pool };
         let mut at = 0;
         while room >= 2 {
-            let len = (room - 1).min(63);
+            // 63 bytes at most, and never leave one byte over (too little for a label).
+            let len = match room - 1 {
+                64 => 62,
+                n => n.min(63),
+            };
             kept.push((0..len).map(|i| pool[(at + i) % pool.len()]).collect());
             at += len;
             room -= len + 1;
         }
+        assert_eq!(room, 0, "filled to exactly 255 bytes");
     }
     let name = Name::from_labels(kept)
         .and_then(|n| n.append_domain(suffix))
