@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
-use super::{ZoneFile, ZoneFileError};
-use crate::engine::{Engine, EngineError, Op};
+use crate::{
+    engine::{Engine, EngineError, Op},
+    zonefile::{ZoneFile, ZoneFileError},
+};
 
 /// The serial a zone gets from an import: the file's, unless the zone exists and the file's is
 /// not newer (RFC 1982 serial arithmetic), in which case the current one plus one, so that the
