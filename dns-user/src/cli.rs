@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::{
     api::{BODY_LIMIT, JSON, ZONE_FILE},
-    zonefile,
+    zonefile::{self, presentation},
 };
 
 /// Where the API is and how to authenticate to it.
@@ -389,7 +389,7 @@ pub async fn zone(api: &ApiArgs, cmd: ZoneCommand) -> anyhow::Result<()> {
                 );
             }
             // Check it here first: errors then name the file as the operator knows it.
-            let apex = zonefile::parse_name(&zone, None)
+            let apex = presentation::parse_name(&zone, None)
                 .map_err(|e| anyhow::anyhow!("bad zone name {zone:?}: {e}"))?;
             let zf = zonefile::parse(&file.display().to_string(), &text, Some(&apex))?;
             let source = file

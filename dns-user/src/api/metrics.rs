@@ -20,7 +20,7 @@ use axum::{
 use tracing::warn;
 
 use super::ApiState;
-use crate::zonefile::format_name;
+use crate::zonefile::presentation::format_name;
 
 /// Upper bounds (seconds) of the request-duration buckets. A change costs an fsync, typically
 /// 1-20 ms; reads take microseconds.

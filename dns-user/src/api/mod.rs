@@ -47,7 +47,7 @@ use crate::{
     engine::Engine,
     fallback::FallbackStats,
     zone::{normalize, SUPPORTED_TYPES},
-    zonefile,
+    zonefile::presentation,
 };
 
 /// Largest request body: 1 MiB. A zone file bigger than that is better loaded with
@@ -168,7 +168,7 @@ async fn stats(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
 
 /// A zone name (from the path or a body): absolute whether or not it ends in a dot.
 fn parse_zone_name(text: &str, field: &str) -> Result<Name, ApiError> {
-    zonefile::parse_name(text, None)
+    presentation::parse_name(text, None)
         .map(|n| normalize(&n))
         .map_err(|e| ApiError::bad(field, format!("bad zone name: {e}")))
 }
@@ -181,11 +181,11 @@ fn parse_owner(text: &str, apex: &Name, field: &str) -> Result<Name, ApiError> {
     if text == "@" {
         return Ok(apex.clone());
     }
-    let name = zonefile::parse_name(text, None).map_err(bad)?;
-    if zonefile::is_absolute(text) || apex.zone_of(&name) {
+    let name = presentation::parse_name(text, None).map_err(bad)?;
+    if presentation::is_absolute(text) || apex.zone_of(&name) {
         return Ok(name);
     }
-    zonefile::parse_name(text, Some(apex)).map_err(bad)
+    presentation::parse_name(text, Some(apex)).map_err(bad)
 }
 
 /// A record type that can be stored as an RRset (not SOA, which the zone's settings make).
@@ -211,5 +211,5 @@ fn parse_settable_type(text: &str, field: &str) -> Result<RecordType, ApiError> 
 }
 
 fn parse_any_type(text: &str, field: &str) -> Result<RecordType, ApiError> {
-    zonefile::parse_type(text).map_err(|e| ApiError::bad(field, e))
+    presentation::parse_type(text).map_err(|e| ApiError::bad(field, e))
 }

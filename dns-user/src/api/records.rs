@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     zone::{normalize, Change, Edit},
-    zonefile::{self, format_name},
+    zonefile::presentation::{self, format_name},
 };
 
 /// Page size of `GET .../records` when `limit` isn't given, and the largest allowed.
@@ -66,7 +66,7 @@ fn parse_records(rtype: RecordType, texts: &[String], field: &str) -> Result<Vec
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            zonefile::parse_record_text(rtype, t).map_err(|e| {
+            presentation::parse_record_text(rtype, t).map_err(|e| {
                 ApiError::bad(
                     format!("{field}[{i}]"),
                     format!("not a valid {rtype} record: {e}"),
@@ -81,7 +81,7 @@ fn rrset_json(name: &Name, rtype: RecordType, ttl: u32, records: &[RData]) -> Va
         "name": format_name(name),
         "type": rtype.to_string(),
         "ttl": ttl,
-        "records": records.iter().map(zonefile::record_text).collect::<Vec<_>>(),
+        "records": records.iter().map(presentation::record_text).collect::<Vec<_>>(),
     })
 }
 
@@ -118,7 +118,7 @@ pub(super) async fn list(
     let cursor = match query.get("cursor").filter(|c| !c.is_empty()) {
         None => apex.clone(),
         Some(c) => {
-            let n = zonefile::parse_name(c, None)
+            let n = presentation::parse_name(c, None)
                 .map_err(|e| ApiError::bad("cursor", format!("bad cursor: {e}")))?;
             if !apex.zone_of(&n) {
                 return Err(ApiError::bad(
@@ -171,7 +171,7 @@ pub(super) async fn at_name(
                 json!({
                     "type": rtype.to_string(),
                     "ttl": ttl,
-                    "records": records.iter().map(zonefile::record_text).collect::<Vec<_>>(),
+                    "records": records.iter().map(presentation::record_text).collect::<Vec<_>>(),
                 })
             })
             .collect::<Vec<_>>()

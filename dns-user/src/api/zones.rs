@@ -18,7 +18,10 @@ use super::{
 };
 use crate::{
     zone::{normalize, Edit, SoaChange, Zone, ZoneError, ZoneSpec},
-    zonefile::{self, format_name},
+    zonefile::{
+        self,
+        presentation::{self, format_name},
+    },
 };
 
 /// `POST /v1/zones`. Unset SOA fields take the zone model's defaults (negative TTL 30).
@@ -63,7 +66,7 @@ pub(super) fn zone_json(z: &Zone) -> Value {
                 .iter()
                 .map(|r| match r {
                     RData::NS(n) => format_name(&n.0),
-                    other => zonefile::format_rdata(other),
+                    other => presentation::format_rdata(other),
                 })
                 .collect(),
             Some(set.ttl),
@@ -125,13 +128,13 @@ fn parse_rname(text: &str, field: &str) -> Result<Name, ApiError> {
         }
         _ => text.to_string(),
     };
-    zonefile::parse_name(&name, None)
+    presentation::parse_name(&name, None)
         .map(|n| normalize(&n))
         .map_err(|e| ApiError::bad(field, format!("bad mailbox: {e}")))
 }
 
 fn parse_host(text: &str, field: &str) -> Result<Name, ApiError> {
-    zonefile::parse_name(text, None)
+    presentation::parse_name(text, None)
         .map(|n| normalize(&n))
         .map_err(|e| ApiError::bad(field, format!("bad name: {e}")))
 }
