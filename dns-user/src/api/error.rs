@@ -103,7 +103,9 @@ impl From<ZoneError> for ApiError {
 /// `"records[2]"`, `"type"`, or `"changes[3].ttl"` inside a batch.
 pub(crate) fn zone_error_field(e: &ZoneError) -> String {
     match e {
-        ZoneError::UnknownZone { .. } | ZoneError::ZoneExists { .. } => "zone".into(),
+        ZoneError::UnknownZone { .. } | ZoneError::ZoneExists { .. } | ZoneError::WildcardApex => {
+            "zone".into()
+        }
         ZoneError::NotInZone { .. } => "name".into(),
         ZoneError::TtlOutOfRange { field, .. } => match field {
             TtlField::Ttl => "ttl",

@@ -13,7 +13,7 @@ use hickory_proto::rr::{Name, RData, RecordType};
 
 use super::{
     model::Node,
-    name::{has_star_label, normalize, CanonName},
+    name::{has_star_label, is_wildcard, normalize, CanonName},
     validate::{check_set_at, check_ttl},
     RrSet, SoaParams, TtlField, Zone, ZoneError, ZoneSet, ZoneSpec,
 };
@@ -327,6 +327,9 @@ impl ZoneSet {
             return Err(ZoneError::ZoneExists {
                 apex: apex.to_string(),
             });
+        }
+        if is_wildcard(apex.name()) {
+            return Err(ZoneError::WildcardApex);
         }
         spec.soa.validate()?;
         check_ttl(TtlField::NsTtl, spec.ns_ttl)?;

@@ -39,6 +39,9 @@ pub enum ZoneError {
     DataBesideCname { name: String },
     #[error("a wildcard name can't own NS records")]
     WildcardNs,
+    /// RFC 4592 §4.2: NS at a wildcard "has unclear semantics", and an apex owns NS.
+    #[error("a zone's apex can't be a wildcard name")]
+    WildcardApex,
     #[error("the apex NS set can't be deleted")]
     ApexNsRequired,
     #[error("no {rtype} record set at {name}")]

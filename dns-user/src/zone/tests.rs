@@ -1780,3 +1780,15 @@ fn import_serials_move_forward() {
     assert_eq!(import_serial(Some(5), 3), 6);
     assert_eq!(import_serial(Some(u32::MAX), 2), 2);
 }
+
+#[test]
+fn a_wildcard_apex_is_refused_at_creation_as_at_load() {
+    // Creating it and loading it must agree, or a zone the API took would stop the store from
+    // loading at the next start.
+    let mut zs = zones();
+    rejects(&mut zs, "zone", |zs| zs.create_zone(spec("*.example.org.")));
+    let e = ZoneSet::new()
+        .load_zone(spec("*.example.org."), vec![])
+        .expect_err("load refuses it too");
+    assert_eq!(e, ZoneError::WildcardApex);
+}
