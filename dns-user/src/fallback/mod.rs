@@ -259,4 +259,110 @@ mod tests {
         assert_eq!(get("NOERROR"), Some(2));
         assert_eq!(get("NXDOMAIN"), Some(2));
     }
+
+    /// dig, if installed: `(answer lines, status)` of `dig ARGS +noall +answer +comments`.
+    async fn dig(port: u16, args: &[&str]) -> Option<(Vec<String>, String)> {
+        let mut cmd = tokio::process::Command::new("dig");
+        cmd.args(["@127.0.0.1", "-p", &port.to_string(), "+time=2", "+tries=1"])
+            .args(["+noall", "+answer", "+comments"])
+            .args(args)
+            .kill_on_drop(true);
+        let out = match timeout(Duration::from_secs(10), cmd.output()).await {
+            Err(_) => panic!("dig {args:?} took over 10 s"),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Ok(r) => r.expect("dig runs"),
+        };
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "dig {args:?}: {text}");
+        let status = text
+            .split("status: ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .unwrap_or_else(|| panic!("no status in dig's output: {text}"))
+            .to_owned();
+        let answers = text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with(';'))
+            .map(str::to_owned)
+            .collect();
+        Some((answers, status))
+    }
+
+    #[tokio::test]
+    async fn any_over_udp_is_one_rrset_on_the_wire() {
+        let fallback = Arc::new(Fallback::new(
+            Arc::new(RwLock::new(any_zones())),
+            FallbackConfig::default(),
+            Arc::new(FallbackStats::new()),
+        ));
+        let shutdown = CancellationToken::new();
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+        let port = udp.local_addr().expect("addr").port();
+        // TCP on the same port, as dig expects; the port is free for TCP nearly always, else
+        // another is taken.
+        let tcp = match TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(t) => t,
+            Err(_) => TcpListener::bind("127.0.0.1:0").await.expect("bind tcp"),
+        };
+        let tcp_addr = tcp.local_addr().expect("addr");
+        let u = tokio::spawn(serve_udp(udp, fallback.clone(), shutdown.clone()));
+        let t = tokio::spawn(serve_tcp(tcp, fallback.clone(), shutdown.clone()));
+        let wait = Duration::from_secs(5);
+
+        let any = bytes(&with_edns(
+            query("www.example.com.", RecordType::ANY),
+            4096,
+            false,
+            0,
+        ));
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+        client
+            .send_to(&any, ("127.0.0.1", port))
+            .await
+            .expect("send");
+        let mut buf = vec![0u8; 4096];
+        let (len, _) = timeout(wait, client.recv_from(&mut buf))
+            .await
+            .expect("udp answer in time")
+            .expect("recv");
+        let r = Message::from_vec(&buf[..len]).expect("parse");
+        assert!(!r.truncated());
+        assert_eq!(r.answers().len(), 1, "{r}");
+        assert_eq!(r.answers()[0].record_type(), RecordType::A);
+
+        let mut s = TcpStream::connect(tcp_addr).await.expect("connect");
+        let mut f = (any.len() as u16).to_be_bytes().to_vec();
+        f.extend_from_slice(&any);
+        s.write_all(&f).await.expect("write");
+        let r = timeout(wait, read_frame(&mut s)).await.expect("tcp answer");
+        assert_eq!(r.answers().len(), 3, "{r}");
+
+        if tcp_addr.port() == port {
+            match dig(port, &["www.example.com", "ANY", "+notcp"]).await {
+                None => eprintln!("dig is not installed: its part of the test is skipped"),
+                Some((udp, status)) => {
+                    assert_eq!(status, "NOERROR");
+                    assert_eq!(udp.len(), 1, "{udp:?}");
+                    assert!(udp[0].contains("\tA\t192.0.2.1"), "{udp:?}");
+                    let (tcp, _) = dig(port, &["www.example.com", "ANY", "+tcp"])
+                        .await
+                        .expect("dig");
+                    assert_eq!(tcp.len(), 3, "{tcp:?}");
+                    eprintln!("dig over UDP: {udp:?}");
+                }
+            }
+        } else {
+            eprintln!("port {port} was taken for TCP: the dig part of the test is skipped");
+        }
+
+        shutdown.cancel();
+        timeout(wait, u)
+            .await
+            .expect("udp stops")
+            .expect("udp task");
+        timeout(wait, t)
+            .await
+            .expect("tcp stops")
+            .expect("tcp task");
+    }
 }

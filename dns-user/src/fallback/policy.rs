@@ -111,10 +111,7 @@ fn minimal_any(answers: &mut Vec<Record>) {
 mod tests {
     use hickory_proto::{
         op::{MessageType, Query, ResponseCode},
-        rr::{
-            rdata::{MX, TXT},
-            DNSClass, RData, RecordType,
-        },
+        rr::{DNSClass, RecordType},
     };
 
     use super::{
@@ -191,29 +188,6 @@ mod tests {
         assert!(r.authoritative());
         assert!(r.answers().is_empty());
         assert_eq!(r.name_servers()[0].record_type(), RecordType::SOA);
-    }
-
-    /// www.example.com with A, TXT and MX.
-    fn any_zones() -> ZoneSet {
-        let mut zs = zones();
-        let www = n("www.example.com.");
-        zs.set_rrset(
-            &apex(),
-            &www,
-            RecordType::TXT,
-            300,
-            vec![RData::TXT(TXT::new(vec!["x".repeat(200)]))],
-        )
-        .expect("txt");
-        zs.set_rrset(
-            &apex(),
-            &www,
-            RecordType::MX,
-            300,
-            vec![RData::MX(MX::new(10, n("mail.example.com.")))],
-        )
-        .expect("mx");
-        zs
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use hickory_proto::{
     op::{Edns, Message, MessageType, Query, ResponseCode},
     rr::{
-        rdata::{A, AAAA},
+        rdata::{A, AAAA, MX, TXT},
         Name, RData, RecordType,
     },
 };
@@ -45,6 +45,29 @@ pub fn zones() -> ZoneSet {
         .collect();
     zs.set_rrset(&apex(), &n("big.example.com."), RecordType::AAAA, 300, big)
         .expect("big");
+    zs
+}
+
+/// [`zones`] with TXT and MX at www too: an ANY question with three RRsets to answer.
+pub fn any_zones() -> ZoneSet {
+    let mut zs = zones();
+    let www = n("www.example.com.");
+    zs.set_rrset(
+        &apex(),
+        &www,
+        RecordType::TXT,
+        300,
+        vec![RData::TXT(TXT::new(vec!["x".repeat(200)]))],
+    )
+    .expect("txt");
+    zs.set_rrset(
+        &apex(),
+        &www,
+        RecordType::MX,
+        300,
+        vec![RData::MX(MX::new(10, n("mail.example.com.")))],
+    )
+    .expect("mx");
     zs
 }
 
