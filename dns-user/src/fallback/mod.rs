@@ -2,13 +2,14 @@
 //! everything, when the fast path is off).
 //!
 //! Split as hickory's server is, transport apart from answering:
-//! - [`request`]: the query bytes, parsed as far as they go;
-//! - [`policy`]: what to answer (drops, FORMERR, NOTIMP, BADVERS, REFUSED, ANY), the answer itself
+//! - `request.rs`: the query bytes, parsed as far as they go;
+//! - `policy.rs`: what to answer (drops, FORMERR, NOTIMP, BADVERS, REFUSED, ANY), the answer itself
 //!   coming from [`ZoneSet::resolve`], the same procedure the fast-path compiler uses;
-//! - [`xfr`]: zone transfers;
-//! - [`response`]: encoding, with truncation to the transport's limit;
-//! - [`udp`], [`tcp`]: the socket loops, around one shared [`Fallback`];
-//! - [`stats`]: the counters `/metrics` reads.
+//! - `xfr.rs`: zone transfers;
+//! - `response.rs`: encoding, with truncation to the transport's limit;
+//! - `udp.rs`, `tcp.rs`: the socket loops ([`serve_udp`], [`serve_tcp`]), around one shared
+//!   [`Fallback`];
+//! - `stats.rs`: the counters `/metrics` reads.
 //!
 //! [`handle`] is a pure function from query bytes to response bytes; the servers around it only
 //! move bytes, read the zones through [`Fallback::zones`] while it runs, and count.
@@ -77,8 +78,9 @@ pub struct FallbackConfig {
     /// idlest connection of the client holding the most; if none is idle, it is closed itself.
     pub tcp_max_connections: usize,
     /// Most TCP connections one client (an IPv4 address, an IPv6 /64) holds at once; its next
-    /// one closes its idlest. Loose, as RFC 7766 §6.2.2 asks of a server's per-client limit: one
-    /// address may be many resolvers, or many clients behind a NAT.
+    /// one closes its idlest (or, if all of them are in the middle of a message, is closed
+    /// itself). Loose, as RFC 7766 §6.2.2 asks of a server's per-client limit: one address may be
+    /// many resolvers, or many clients behind a NAT.
     pub tcp_max_per_source: usize,
 }
 

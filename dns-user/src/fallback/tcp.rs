@@ -378,6 +378,15 @@ mod tests {
             .expect("tcp task");
     }
 
+    #[test]
+    fn a_source_is_an_ipv4_address_or_an_ipv6_64() {
+        let src = |s: &str| Source::of(s.parse().expect("address"));
+        assert_eq!(src("192.0.2.1"), src("::ffff:192.0.2.1"));
+        assert_ne!(src("192.0.2.1"), src("192.0.2.2"));
+        assert_eq!(src("2001:db8:1:2::1"), src("2001:db8:1:2:ffff::9"));
+        assert_ne!(src("2001:db8:1:2::1"), src("2001:db8:1:3::1"));
+    }
+
     #[tokio::test]
     async fn tcp_idle_timeout_and_connection_cap() {
         let (addr, fallback, shutdown, t) = server(FallbackConfig {
