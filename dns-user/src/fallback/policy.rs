@@ -96,8 +96,8 @@ pub(super) fn respond(
 /// spoofed, the full answer is still given (RFC 8482 lets a responder treat ANY differently per
 /// transport), and a client that needs everything can ask there.
 ///
-/// The RRset kept is the first `resolve` gives: the SOA at an apex, else the one of the lowest
-/// type (a CNAME, alone at its name, is kept as it is). A name without data keeps its NODATA
+/// The RRset kept is the first `resolve` gives (the SOA at an apex, else the RRset of the lowest
+/// type; a CNAME, alone at its name, is kept as it is). A name without data keeps its NODATA
 /// answer. We don't synthesize the HINFO of §4.2: a real RRset tells the client something.
 fn minimal_any(answers: &mut Vec<Record>) {
     let Some(first) = answers.first() else {
