@@ -10,9 +10,11 @@
 //!   memory, disk and maps.
 //! - [`zonefile`]: master-file import and export, and the record text format the API takes.
 //! - [`cli`]: the operator commands, which talk to a running server's API.
+//! - [`daemon`]: the daemon assembled from a config and bound sockets (`edgedns serve`).
 pub mod api;
 pub mod cli;
 pub mod compile;
+pub mod daemon;
 pub mod engine;
 pub mod fallback;
 pub mod loader;

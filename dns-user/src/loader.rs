@@ -207,11 +207,9 @@ pub fn load_and_attach(
     pin_dir: Option<&Path>,
 ) -> Result<(Loaded, FastPath), LoadError> {
     let mut loader = EbpfLoader::new();
+    // Dropped on every error return below: removes what this start pinned.
+    let pins = pin_dir.map(NewPins::make).transpose()?;
     if let Some(dir) = pin_dir {
-        std::fs::create_dir_all(dir).map_err(|source| LoadError::Bpffs {
-            path: dir.to_owned(),
-            source,
-        })?;
         for name in PINNED_MAPS {
             loader.map_pin_path(name, dir.join(name));
         }
@@ -244,6 +242,7 @@ pub fn load_and_attach(
                     // Keep the link's fd with the program; the pin keeps the link itself.
                     let _ = id;
                     info!(iface, link = %path.display(), verified_insns, "XDP program swapped into the pinned link");
+                    pins.into_iter().for_each(NewPins::keep);
                     return Ok((
                         Loaded {
                             ebpf,
@@ -311,6 +310,7 @@ pub fn load_and_attach(
         }
     }
     info!(iface, ?mode, verified_insns, "XDP program attached");
+    pins.into_iter().for_each(NewPins::keep);
     Ok((
         Loaded {
             ebpf,
@@ -320,6 +320,76 @@ pub fn load_and_attach(
         },
         fast,
     ))
+}
+
+/// The pins a start makes, removed again if it fails: a start refused (on an interface busy with
+/// another XDP program, by the verifier, ...) leaves bpffs as it found it. Pins it found there
+/// belong to the instance that made them (`--keep-xdp`, or a crash) and stay.
+struct NewPins {
+    dir: PathBuf,
+    /// The pins that existed before this start.
+    found: Vec<PathBuf>,
+    /// The directories this start created, deepest first.
+    made_dirs: Vec<PathBuf>,
+    /// Set when the start succeeded.
+    kept: bool,
+}
+
+impl NewPins {
+    fn make(dir: &Path) -> Result<Self, LoadError> {
+        let made_dirs = dir
+            .ancestors()
+            .take_while(|d| !d.exists())
+            .map(Path::to_owned)
+            .collect();
+        std::fs::create_dir_all(dir).map_err(|source| LoadError::Bpffs {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let found = Self::names(dir).filter(|p| p.exists()).collect();
+        Ok(Self {
+            dir: dir.to_owned(),
+            found,
+            made_dirs,
+            kept: false,
+        })
+    }
+
+    fn names(dir: &Path) -> impl Iterator<Item = PathBuf> + '_ {
+        PINNED_MAPS
+            .into_iter()
+            .chain([LINK_PIN])
+            .map(|name| dir.join(name))
+    }
+
+    /// The start succeeded: the pins stay.
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for NewPins {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        let mut removed = 0;
+        for pin in Self::names(&self.dir).filter(|p| !self.found.contains(p)) {
+            match std::fs::remove_file(&pin) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    warn!(pin = %pin.display(), "start failed, and removing the pin failed: {e}")
+                }
+            }
+        }
+        for dir in &self.made_dirs {
+            let _ = std::fs::remove_dir(dir);
+        }
+        if removed > 0 {
+            info!(dir = %self.dir.display(), removed, "start failed: the pins it made are removed");
+        }
+    }
 }
 
 /// Loads and verifies the program without attaching it: for `BPF_PROG_TEST_RUN` (tests and the

@@ -54,7 +54,7 @@ pub const DEFAULT_NS_TTL: u32 = 3600;
 /// and answer from it for as long as they like; the one writer publishes a new version whole. A
 /// write never waits for a reader nor a reader for a write, and a reader never sees half of a
 /// change.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct SharedZones(Arc<ArcSwap<ZoneSet>>);
 
 impl SharedZones {

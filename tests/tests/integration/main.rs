@@ -5,6 +5,7 @@
 mod clients;
 mod defaults;
 mod durability;
+mod failed_start;
 mod fallback;
 mod fast_path;
 mod harness;

@@ -1,0 +1,368 @@
+//! The daemon, assembled: store, XDP program and maps, engine, fallback DNS server and update API,
+//! from a [`Config`] and sockets the caller has bound ([`Listeners`]), until a cancellation token
+//! fires. `edgedns serve` is this plus binding and signals; tests run it in process, on port 0.
+//!
+//! [`Config`] derives `clap::Args`, as [`crate::cli::ApiArgs`] does: the flags, their defaults and
+//! their help are declared once, here, and a test builds a config from the same flags a user
+//! types.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use hickory_proto::rr::{rdata::A, Name, RData, RecordType};
+use tokio::{
+    net::{TcpListener, UdpSocket},
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    api::{self, ApiState, ApiToken, TokenError},
+    engine::{Engine, EngineError, ImportError},
+    fallback::{self, Fallback, FallbackConfig, FallbackStats},
+    loader::{self, AttachMode, LoadError, Loaded},
+    maps::FastPath,
+    store::{Store, StoreError},
+    zone::{normalize, Change, Edit, ZoneSpec},
+    zonefile::{self, ZoneFile, ZoneFileError},
+};
+
+/// The zone `serve` creates when it is missing, with one demo record, so that a bare
+/// `edgedns serve` answers something.
+pub const DEMO_ZONE: &str = "t.example.net.";
+
+/// What `edgedns serve` takes, but for the addresses to listen on (see [`Listeners`]).
+#[derive(Clone, Debug, clap::Args)]
+pub struct Config {
+    /// Interface the XDP program attaches to.
+    #[arg(long, default_value = "lo")]
+    pub iface: String,
+    /// auto: native (driver) mode, else generic; off: no XDP, the fallback answers everything.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub xdp_mode: AttachMode,
+    /// Where the store lives.
+    #[arg(long, default_value = "/var/lib/edgedns")]
+    pub data_dir: PathBuf,
+    /// Create this zone at start if it does not exist (default SOA and NS). The default zone
+    /// also gets a demo record, demo.t.example.net A 192.0.2.1.
+    #[arg(long, default_value = DEMO_ZONE)]
+    pub zone: Option<String>,
+    /// Where bpffs is (mounted there if it isn't): maps and the XDP link are pinned below it so
+    /// that the fast path outlives a restart or a crash.
+    #[arg(long, default_value = "/sys/fs/bpf")]
+    pub bpffs: PathBuf,
+    /// Don't pin: the fast path goes when the daemon does.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// At exit, leave the XDP program answering from the pinned maps until the next start takes
+    /// over (zero-downtime restarts). Without it, a clean exit detaches the program and removes
+    /// the pins; after a crash they stay either way.
+    #[arg(long)]
+    pub keep_xdp: bool,
+    /// Answer AXFR/IXFR over TCP to anyone who asks (off: REFUSED). The zones are then public
+    /// in bulk; only turn it on where the DNS port is reachable by your secondaries alone.
+    #[arg(long)]
+    pub allow_axfr: bool,
+    /// UDP payload size advertised in EDNS responses.
+    #[arg(long, default_value_t = dns_common::DEFAULT_UDP_PAYLOAD)]
+    pub udp_payload: u16,
+    /// File holding the token every /v1/* API request must send as `Authorization: Bearer
+    /// <token>` (surrounding whitespace trimmed). Without it the API is open to whoever can
+    /// reach --api-listen.
+    #[arg(long, value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// Master file (RFC 1035) to load at start, replacing the zone its SOA record names; may be
+    /// given more than once. A file whose data the store already holds changes nothing.
+    #[arg(long, value_name = "FILE")]
+    pub zone_file: Vec<PathBuf>,
+}
+
+/// The sockets the daemon serves on, bound by the caller (port 0 in tests). The XDP program
+/// answers UDP to the address and port of `dns_udp`.
+pub struct Listeners {
+    pub dns_udp: UdpSocket,
+    pub dns_tcp: TcpListener,
+    pub api: TcpListener,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("reading {}", path.display())]
+    ReadZoneFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    ZoneFile(#[from] ZoneFileError),
+    #[error("the address of the {what} listener")]
+    Listener {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("opening the store in {}", dir.display())]
+    OpenStore {
+        dir: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+    #[error("loading the store")]
+    LoadStore(#[source] StoreError),
+    // Boxed: a `LoadError` is large, and every result of this module carries the variant.
+    #[error(transparent)]
+    Bpffs(Box<LoadError>),
+    #[error("loading the XDP program on {iface}")]
+    Xdp {
+        iface: String,
+        #[source]
+        source: Box<LoadError>,
+    },
+    #[error("filling the fast path's maps")]
+    Sync(#[source] EngineError),
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    #[error("bad --zone {zone:?}")]
+    BadZone {
+        zone: String,
+        #[source]
+        source: hickory_proto::ProtoError,
+    },
+    #[error("creating zone {zone}")]
+    CreateZone {
+        zone: String,
+        #[source]
+        source: EngineError,
+    },
+}
+
+/// Runs the daemon until `shutdown` is cancelled, then stops the servers and, unless
+/// [`Config::keep_xdp`], detaches the XDP program and removes its pins.
+///
+/// A start that fails leaves no pins of its own behind: a failed load or attach removes what it
+/// pinned, and a failure after the program is attached releases it as a clean exit would.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    // Read the token and the zone files first: a mistake in either stops start-up before
+    // anything is attached.
+    let token = config
+        .api_token_file
+        .as_deref()
+        .map(ApiToken::from_file)
+        .transpose()?;
+    let zone_files = config
+        .zone_file
+        .iter()
+        .map(|path| read_zone_file(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let local = |what, r: std::io::Result<SocketAddr>| {
+        r.map_err(|source| DaemonError::Listener { what, source })
+    };
+    let dns_addr = local("DNS", listeners.dns_udp.local_addr())?;
+    let api_addr = local("API", listeners.api.local_addr())?;
+
+    let store = Store::open(&config.data_dir).map_err(|source| DaemonError::OpenStore {
+        dir: config.data_dir.clone(),
+        source,
+    })?;
+    let zones = store.load().map_err(DaemonError::LoadStore)?;
+    info!(path = %store.path().display(), zones = zones.len(), "store loaded");
+
+    let (loaded, fast) = attach(&config, dns_addr)?;
+    let ready = Ready {
+        dns: dns_addr,
+        api: api_addr,
+        loaded: loaded.as_ref(),
+    };
+    let result = serve(
+        &config,
+        listeners,
+        &shutdown,
+        Engine::new(zones, fast, store),
+        token,
+        zone_files,
+        ready,
+    )
+    .await;
+    if let Some(l) = loaded {
+        if config.keep_xdp && l.pin_dir.is_some() {
+            info!("leaving the XDP program answering from the pinned maps (--keep-xdp)");
+        }
+        l.release(config.keep_xdp);
+    }
+    result
+}
+
+/// Loads and attaches the XDP program, unless `--xdp-mode off`.
+fn attach(
+    config: &Config,
+    dns_addr: SocketAddr,
+) -> Result<(Option<Loaded>, Option<FastPath>), DaemonError> {
+    if config.xdp_mode == AttachMode::Off {
+        return Ok((None, None));
+    }
+    let cfg = loader::xdp_config(dns_addr, config.udp_payload, true);
+    let pin_dir = if config.no_pin {
+        None
+    } else {
+        loader::ensure_bpffs(&config.bpffs).map_err(|e| DaemonError::Bpffs(Box::new(e)))?;
+        Some(loader::pin_dir(
+            &config.bpffs,
+            &config.data_dir,
+            &config.iface,
+        ))
+    };
+    let (loaded, fast) =
+        loader::load_and_attach(&config.iface, config.xdp_mode, cfg, pin_dir.as_deref()).map_err(
+            |source| DaemonError::Xdp {
+                iface: config.iface.clone(),
+                source: Box::new(source),
+            },
+        )?;
+    Ok((Some(loaded), Some(fast)))
+}
+
+/// What the "ready" log line tells.
+struct Ready<'a> {
+    dns: SocketAddr,
+    api: SocketAddr,
+    loaded: Option<&'a Loaded>,
+}
+
+/// Everything after the XDP program is attached: the maps filled, the zone files and `--zone`
+/// applied, the servers run until `shutdown`.
+async fn serve(
+    config: &Config,
+    listeners: Listeners,
+    shutdown: &CancellationToken,
+    engine: Arc<Engine>,
+    token: Option<ApiToken>,
+    zone_files: Vec<ZoneFile>,
+    ready: Ready<'_>,
+) -> Result<(), DaemonError> {
+    let report = engine.full_sync().map_err(DaemonError::Sync)?;
+    info!(?report, "fast path in step with the store");
+
+    for zf in zone_files {
+        let (file, apex, records) = (zf.file().to_string(), zf.apex().clone(), zf.record_count());
+        let imported = engine.import_zone(zf).await?;
+        info!(%file, zone = %apex, records, serial = imported.serial, changed = imported.changed, "zone file loaded");
+    }
+
+    if let Some(zone) = &config.zone {
+        ensure_zone(&engine, zone).await?;
+    }
+
+    let fallback_stats = Arc::new(FallbackStats::new());
+    let fallback = Arc::new(Fallback::new(
+        engine.shared_zones(),
+        FallbackConfig {
+            udp_payload: config.udp_payload,
+            allow_transfer: config.allow_axfr,
+            ..FallbackConfig::default()
+        },
+        fallback_stats.clone(),
+    ));
+    let mut tasks = JoinSet::new();
+    tasks.spawn(fallback::serve_udp(
+        listeners.dns_udp,
+        fallback.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(fallback::serve_tcp(
+        listeners.dns_tcp,
+        fallback,
+        shutdown.clone(),
+    ));
+    let mut api_state = ApiState::new(engine.clone(), fallback_stats);
+    if let Some(token) = token {
+        api_state = api_state.with_token(token);
+    } else {
+        warn!(api = %ready.api, "no --api-token-file: the API takes changes from anyone who can reach it");
+    }
+    let app = api::router(api_state);
+    let api_shutdown = shutdown.clone();
+    let api_listener = listeners.api;
+    tasks.spawn(async move {
+        if let Err(e) = axum::serve(api_listener, app)
+            .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
+            .await
+        {
+            warn!("API server: {e}");
+        }
+    });
+    info!(
+        dns = %ready.dns,
+        api = %ready.api,
+        iface = %config.iface,
+        mode = ?ready.loaded.map(|l| l.mode),
+        verified_insns = ?ready.loaded.and_then(|l| l.verified_insns),
+        "ready"
+    );
+    shutdown.cancelled().await;
+    info!("shutting down");
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Creates `zone` with default settings if it doesn't exist; the demo zone gets a demo record.
+async fn ensure_zone(engine: &Arc<Engine>, zone: &str) -> Result<(), DaemonError> {
+    let bad = |source| DaemonError::BadZone {
+        zone: zone.to_owned(),
+        source,
+    };
+    let mut apex = Name::from_ascii(zone).map_err(bad)?;
+    apex.set_fqdn(true);
+    let apex = normalize(&apex);
+    if engine.zones().zone(&apex).is_some() {
+        return Ok(());
+    }
+    let label = |l: &str| {
+        Name::from_ascii(l)
+            .and_then(|n| n.append_domain(&apex))
+            .map_err(bad)
+    };
+    let ns = label("ns1")?;
+    let rname = label("hostmaster")?;
+    let failed = |source| DaemonError::CreateZone {
+        zone: apex.to_string(),
+        source,
+    };
+    let spec = ZoneSpec::new(apex.clone(), ns.clone(), rname, vec![ns]);
+    engine.apply(Edit::CreateZone(spec)).await.map_err(failed)?;
+    info!(zone = %apex, "zone created");
+    if apex == Name::from_ascii(DEMO_ZONE).map_err(bad)? {
+        let name = label("demo")?;
+        engine
+            .apply(Edit::Rrset(
+                apex.clone(),
+                Change::Set {
+                    name,
+                    rtype: RecordType::A,
+                    ttl: 60,
+                    records: vec![RData::A(A::new(192, 0, 2, 1))],
+                },
+            ))
+            .await
+            .map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// Reads and checks a `--zone-file`; the zone is the one its SOA record names.
+fn read_zone_file(path: &Path) -> Result<ZoneFile, DaemonError> {
+    let text = std::fs::read_to_string(path).map_err(|source| DaemonError::ReadZoneFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(zonefile::parse(&path.display().to_string(), &text, None)?)
+}

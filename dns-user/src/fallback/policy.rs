@@ -1,0 +1,245 @@
+//! The answering policy: which messages get no answer, which an error, and what the rest get
+//! from [`ZoneSet::resolve`].
+
+use hickory_proto::{
+    op::{OpCode, ResponseCode},
+    rr::{DNSClass, Record, RecordType},
+};
+use tracing::debug;
+
+use super::{
+    request::parse,
+    response::{Draft, Reply},
+    xfr, FallbackConfig, Transport, HEADER_LEN,
+};
+use crate::zone::ZoneSet;
+
+/// Answers one message; `None`: send nothing. Counting is the caller's.
+pub(super) fn respond(
+    zones: &ZoneSet,
+    buf: &[u8],
+    transport: Transport,
+    cfg: &FallbackConfig,
+) -> Option<Reply> {
+    if buf.len() < HEADER_LEN {
+        return None;
+    }
+    // QR=1 is a response: answering it could start a loop between two servers.
+    if buf[2] & 0x80 != 0 {
+        return None;
+    }
+    let req = parse(buf);
+    let error = |rcode| Some(Draft::new(&req, cfg, rcode).finish(transport));
+
+    // RFC 1035 §4.1.1 NOTIMP: "The name server does not support the requested kind of query."
+    // That covers IQUERY, STATUS, NOTIFY and UPDATE: zones change through the API only.
+    if req.opcode != u8::from(OpCode::Query) {
+        debug!(id = req.id, opcode = req.opcode, "NOTIMP");
+        return error(ResponseCode::NotImp);
+    }
+    if let Some(why) = &req.malformed {
+        debug!(id = req.id, "FORMERR: {why}");
+        let mut d = Draft::new(&req, cfg, ResponseCode::FormErr);
+        d.opt = false;
+        return Some(d.finish(transport));
+    }
+    // RFC 9619: "In the DNS, QDCOUNT is (usually) at most one"; every server we mimic
+    // answers anything else with FORMERR.
+    if req.qdcount != 1 {
+        debug!(
+            id = req.id,
+            qdcount = req.qdcount,
+            "FORMERR: QDCOUNT is not 1"
+        );
+        return error(ResponseCode::FormErr);
+    }
+    let Some(q) = &req.question else {
+        return error(ResponseCode::FormErr);
+    };
+    if let Some(edns) = req.edns {
+        // RFC 6891 §6.1.3: "If a responder does not implement the VERSION level of the request,
+        // then it MUST respond with RCODE=BADVERS." Our OPT says version 0.
+        if edns.version > 0 {
+            debug!(id = req.id, version = edns.version, "BADVERS");
+            return error(ResponseCode::BADVERS);
+        }
+    }
+    if q.query_class() != DNSClass::IN {
+        return error(ResponseCode::Refused);
+    }
+    match q.query_type() {
+        // A meta type that only lives in the additional section.
+        RecordType::OPT => return error(ResponseCode::FormErr),
+        RecordType::AXFR | RecordType::IXFR => {
+            return Some(xfr::transfer(zones, &req, q, transport, cfg))
+        }
+        _ => {}
+    }
+
+    let mut res = zones.resolve(q.name(), q.query_type());
+    if q.query_type() == RecordType::ANY && transport == Transport::Udp {
+        minimal_any(&mut res.answers);
+    }
+    let mut d = Draft::new(&req, cfg, res.rcode);
+    d.aa = res.aa;
+    d.answers = res.answers;
+    d.authority = res.authority;
+    d.additional = res.additional;
+    Some(d.finish(transport))
+}
+
+/// ANY over UDP: RFC 8482 §4.1: "A DNS responder that receives an ANY query MAY decline to provide
+/// a conventional ANY response or MAY instead send a response with a single RRset (or a larger
+/// subset of available RRsets) in the answer section." A full ANY answer is many times the size
+/// of the query, which makes it the favourite of reflection attacks on spoofed sources; one RRset
+/// is no bigger than the answer to a query for that type. Over TCP, where the source can't be
+/// spoofed, the full answer is still given (RFC 8482 lets a responder treat ANY differently per
+/// transport), and a client that needs everything can ask there.
+///
+/// The RRset kept is the first `resolve` gives (the SOA at an apex, else the RRset of the lowest
+/// type; a CNAME, alone at its name, is kept as it is). A name without data keeps its NODATA
+/// answer. We don't synthesize the HINFO of §4.2: a real RRset tells the client something.
+fn minimal_any(answers: &mut Vec<Record>) {
+    let Some(first) = answers.first() else {
+        return;
+    };
+    let (name, rtype) = (first.name().clone(), first.record_type());
+    answers.retain(|r| r.record_type() == rtype && r.name() == &name);
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::{
+        op::{MessageType, Query, ResponseCode},
+        rr::{DNSClass, RecordType},
+    };
+
+    use super::{
+        super::{handle, testutil::*},
+        *,
+    };
+
+    #[test]
+    fn drops_short_messages_and_responses() {
+        let cfg = FallbackConfig::default();
+        let zs = zones();
+        assert!(handle(&zs, &[0; 11], Transport::Udp, &cfg).is_none());
+        assert!(handle(&zs, &[], Transport::Tcp, &cfg).is_none());
+        let mut resp = query("www.example.com.", RecordType::A);
+        resp.set_message_type(MessageType::Response);
+        assert!(handle(&zs, &bytes(&resp), Transport::Udp, &cfg).is_none());
+    }
+
+    #[test]
+    fn notimp_for_other_opcodes() {
+        for opcode in [1u16, 2, 3, 4, 5, 15] {
+            let q = raw((opcode << 11) | 0x0100, [1, 0, 0, 0], &www_question());
+            let r = ask_raw(&zones(), &q, Transport::Udp, &FallbackConfig::default());
+            assert_eq!(r.response_code(), ResponseCode::NotImp, "opcode {opcode}");
+            assert_eq!(u8::from(r.op_code()), opcode as u8);
+            assert_eq!(r.id(), ID);
+            assert_eq!(r.queries().len(), 1);
+        }
+    }
+
+    #[test]
+    fn badvers_for_edns_above_zero() {
+        let r = ask(&with_edns(
+            query("www.example.com.", RecordType::A),
+            1232,
+            true,
+            1,
+        ));
+        assert_eq!(rcode(&r), 16);
+        let e = r.extensions().as_ref().expect("OPT in BADVERS");
+        assert_eq!(e.version(), 0);
+        assert!(e.flags().dnssec_ok);
+        assert!(r.answers().is_empty());
+        assert_eq!(r.queries().len(), 1);
+    }
+
+    #[test]
+    fn refused_outside_zones_and_other_classes() {
+        let r = ask(&query("www.example.org.", RecordType::A));
+        assert_eq!(r.response_code(), ResponseCode::Refused);
+        assert!(!r.authoritative());
+        assert!(r.answers().is_empty() && r.name_servers().is_empty());
+
+        let mut q = query("www.example.com.", RecordType::A);
+        let mut ch = Query::query(n("www.example.com."), RecordType::A);
+        ch.set_query_class(DNSClass::CH);
+        q.take_queries();
+        q.add_query(ch);
+        assert_eq!(ask(&q).response_code(), ResponseCode::Refused);
+    }
+
+    #[test]
+    fn negative_answers_carry_the_soa() {
+        let r = ask(&query("nope.example.com.", RecordType::A));
+        assert_eq!(r.response_code(), ResponseCode::NXDomain);
+        assert!(r.authoritative());
+        assert!(r.answers().is_empty());
+        assert_eq!(r.name_servers().len(), 1);
+        assert_eq!(r.name_servers()[0].record_type(), RecordType::SOA);
+        assert_eq!(r.name_servers()[0].ttl(), 30);
+
+        let r = ask(&query("www.example.com.", RecordType::TXT));
+        assert_eq!(r.response_code(), ResponseCode::NoError);
+        assert!(r.authoritative());
+        assert!(r.answers().is_empty());
+        assert_eq!(r.name_servers()[0].record_type(), RecordType::SOA);
+    }
+
+    #[test]
+    fn any_over_udp_gets_one_rrset_over_tcp_everything() {
+        let zs = any_zones();
+        let cfg = FallbackConfig::default();
+        let any = bytes(&with_edns(
+            query("wWw.example.com.", RecordType::ANY),
+            4096,
+            false,
+            0,
+        ));
+        let udp = ask_raw(&zs, &any, Transport::Udp, &cfg);
+        assert_eq!(udp.response_code(), ResponseCode::NoError);
+        assert!(udp.authoritative() && !udp.truncated());
+        assert_eq!(udp.answers().len(), 1, "{udp}");
+        assert_eq!(udp.answers()[0].record_type(), RecordType::A);
+        assert!(udp.answers()[0].name().eq_case(&n("wWw.example.com.")));
+
+        let tcp = ask_raw(&zs, &any, Transport::Tcp, &cfg);
+        let mut types: Vec<_> = tcp.answers().iter().map(|r| r.record_type()).collect();
+        types.sort();
+        assert_eq!(types, [RecordType::A, RecordType::MX, RecordType::TXT]);
+
+        // At the apex, the SOA alone (TCP: SOA and NS).
+        let apex_any = bytes(&query("example.com.", RecordType::ANY));
+        let udp = ask_raw(&zs, &apex_any, Transport::Udp, &cfg);
+        assert_eq!(udp.answers().len(), 1, "{udp}");
+        assert_eq!(udp.answers()[0].record_type(), RecordType::SOA);
+        let tcp = ask_raw(&zs, &apex_any, Transport::Tcp, &cfg);
+        assert!(tcp.answers().len() >= 2, "{tcp}");
+
+        // One RRset of 40 records: still the whole RRset, truncated if it doesn't fit.
+        let big = bytes(&query("big.example.com.", RecordType::ANY));
+        let udp = ask_raw(&zs, &big, Transport::Udp, &cfg);
+        assert!(udp.truncated() && udp.answers().is_empty());
+        let big = bytes(&with_edns(
+            query("big.example.com.", RecordType::ANY),
+            1232,
+            false,
+            0,
+        ));
+        assert_eq!(ask_raw(&zs, &big, Transport::Udp, &cfg).answers().len(), 40);
+
+        // No name, no data: the usual negative answers.
+        let nx = ask_raw(
+            &zs,
+            &bytes(&query("nope.example.com.", RecordType::ANY)),
+            Transport::Udp,
+            &cfg,
+        );
+        assert_eq!(nx.response_code(), ResponseCode::NXDomain);
+        assert_eq!(nx.name_servers()[0].record_type(), RecordType::SOA);
+    }
+}

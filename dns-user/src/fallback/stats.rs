@@ -1,0 +1,134 @@
+//! The fallback's counters, shared by its tasks and read by `/metrics`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hickory_proto::op::ResponseCode;
+
+use super::response::Reply;
+
+/// Counters of the fallback server, shared by its tasks and read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct FallbackStats {
+    noerror: AtomicU64,
+    nxdomain: AtomicU64,
+    refused: AtomicU64,
+    formerr: AtomicU64,
+    notimp: AtomicU64,
+    servfail: AtomicU64,
+    badvers: AtomicU64,
+    /// Messages not answered: shorter than a header, or responses (QR=1).
+    dropped: AtomicU64,
+    /// Responses sent truncated (TC=1).
+    truncated: AtomicU64,
+    /// TCP connections closed on accept because all slots were taken by connections in the
+    /// middle of a message.
+    pub(super) tcp_rejected: AtomicU64,
+    /// Idle TCP connections closed to make room for a new one.
+    pub(super) tcp_evicted: AtomicU64,
+}
+
+impl FallbackStats {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn counter(&self, rcode: ResponseCode) -> Option<&AtomicU64> {
+        Some(match rcode {
+            ResponseCode::NoError => &self.noerror,
+            ResponseCode::NXDomain => &self.nxdomain,
+            ResponseCode::Refused => &self.refused,
+            ResponseCode::FormErr => &self.formerr,
+            ResponseCode::NotImp => &self.notimp,
+            ResponseCode::ServFail => &self.servfail,
+            ResponseCode::BADVERS => &self.badvers,
+            // `handle` produces no other RCODE.
+            _ => return None,
+        })
+    }
+
+    pub(super) fn record(&self, reply: &Option<Reply>) {
+        match reply {
+            None => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(reply) => {
+                if let Some(c) = self.counter(reply.rcode) {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+                if reply.truncated {
+                    self.truncated.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Responses sent, by RCODE name, in a fixed order.
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        [
+            ("NOERROR", &self.noerror),
+            ("NXDOMAIN", &self.nxdomain),
+            ("REFUSED", &self.refused),
+            ("FORMERR", &self.formerr),
+            ("NOTIMP", &self.notimp),
+            ("SERVFAIL", &self.servfail),
+            ("BADVERS", &self.badvers),
+        ]
+        .into_iter()
+        .map(|(name, c)| (name.to_string(), c.load(Ordering::Relaxed)))
+        .collect()
+    }
+
+    /// Messages not answered (too short, or QR=1).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Responses sent with TC=1.
+    pub fn truncated(&self) -> u64 {
+        self.truncated.load(Ordering::Relaxed)
+    }
+
+    /// TCP connections refused because `tcp_max_connections` were open and none was idle.
+    pub fn tcp_rejected(&self) -> u64 {
+        self.tcp_rejected.load(Ordering::Relaxed)
+    }
+
+    /// Idle TCP connections closed to make room for new ones (the client's own at its
+    /// `tcp_max_per_source`, the heaviest client's when all slots were taken).
+    pub fn tcp_evicted(&self) -> u64 {
+        self.tcp_evicted.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::rr::RecordType;
+
+    use super::{
+        super::{policy::respond, testutil::*, FallbackConfig, Transport},
+        *,
+    };
+
+    #[test]
+    fn stats_snapshot_names() {
+        let stats = FallbackStats::new();
+        let zs = zones();
+        let cfg = FallbackConfig::default();
+        for q in [
+            bytes(&query("www.example.com.", RecordType::A)),
+            bytes(&query("nope.example.com.", RecordType::A)),
+            bytes(&query("big.example.com.", RecordType::AAAA)),
+            vec![0; 5],
+        ] {
+            stats.record(&respond(&zs, &q, Transport::Udp, &cfg));
+        }
+        let snap = stats.snapshot();
+        let get = |k: &str| snap.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+        assert_eq!(get("NOERROR"), Some(2));
+        assert_eq!(get("NXDOMAIN"), Some(1));
+        assert_eq!(get("BADVERS"), Some(0));
+        assert_eq!(snap.len(), 7);
+        assert_eq!(stats.dropped(), 1);
+        assert_eq!(stats.truncated(), 1);
+    }
+}
