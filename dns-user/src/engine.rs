@@ -143,6 +143,11 @@ impl Engine {
         })
     }
 
+    /// The store, for its state (readiness, metrics).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub fn has_fast_path(&self) -> bool {
         self.fast.is_some()
     }

@@ -186,7 +186,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let store = Store::open(&args.data_dir)
         .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
-    let zones = store.load().context("loading the store")?;
+    // Quarantined entries are logged by `load` and reported by /readyz and /metrics.
+    let zones = store.load().context("loading the store")?.zones;
     info!(path = %store.path().display(), zones = zones.len(), "store loaded");
 
     let fallback_cfg = FallbackConfig {

@@ -3,7 +3,9 @@
 //! the next query gets the new data.
 //!
 //! Endpoints (docs/openapi.yaml describes each):
-//! - `GET /healthz`, `GET /metrics`: unauthenticated, nothing secret.
+//! - `GET /healthz`, `GET /readyz`, `GET /metrics`: unauthenticated, nothing secret. `/healthz`
+//!   says the process answers; `/readyz` says whether a change would be kept (the store is
+//!   loaded and writable: 503 with the reason if not) and lists quarantined store entries.
 //! - `GET /v1/stats`: the XDP and fallback counters as JSON.
 //! - `GET|POST /v1/zones`, `GET|PATCH|DELETE /v1/zones/{zone}`: zones (`api/zones.rs`).
 //! - `GET|PUT /v1/zones/{zone}/zonefile`: master-file export and import.
@@ -29,6 +31,7 @@ use axum::{
     extract::{DefaultBodyLimit, State},
     http::StatusCode,
     middleware,
+    response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
 };
@@ -106,6 +109,7 @@ pub fn router(state: ApiState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
         .merge(v1)
         .fallback(not_found)
@@ -120,6 +124,38 @@ pub fn router(state: ApiState) -> Router {
 
 async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 when the store is loaded and writable, else 503 with the reason. A store
+/// that failed is probed (reopened, one small commit), so this turns 200 once the fault is gone.
+/// Quarantined entries are listed either way: they don't stop the rest from being served.
+async fn readyz(State(st): State<ApiState>) -> Response {
+    let engine = st.engine.clone();
+    // The probe may reopen the database and fsync: keep it off the async workers.
+    let status = match tokio::task::spawn_blocking(move || engine.store().probe()).await {
+        Ok(s) => s,
+        Err(e) => return ApiError::internal(&e).into_response(),
+    };
+    let reason = if !status.loaded {
+        Some("the store is not loaded yet".to_string())
+    } else {
+        status
+            .error
+            .as_ref()
+            .map(|e| format!("the store is not writable: {e}"))
+    };
+    let body = json!({
+        "status": if reason.is_some() { "not ready" } else { "ready" },
+        "store": status,
+    });
+    match reason {
+        None => (StatusCode::OK, Json(body)).into_response(),
+        Some(r) => {
+            let mut body = body;
+            body["error"] = Value::String(r);
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
 }
 
 async fn not_found() -> ApiError {
