@@ -1009,9 +1009,26 @@ mod tests {
             vec![b"x\xffy", b"\x00", b"a.b", b"\\", b"-a", b"a*", b"*"],
         ] {
             let name = Name::from_labels(labels).unwrap();
-            assert_eq!(v1_name(&name.to_ascii()).unwrap(), name);
-            assert_eq!(decode_name(&encode_name(&name)).unwrap(), name);
+            let wire = encode_name(&name);
+            assert_eq!(encode_name(&v1_name(&name.to_ascii()).unwrap()), wire);
+            assert_eq!(encode_name(&decode_name(&wire).unwrap()), wire);
         }
         assert_eq!(v1_name(".").unwrap(), Name::root());
+    }
+
+    /// Counts and lengths that don't fit 16 bits are an error, not a wrapped number.
+    #[test]
+    fn encoding_never_truncates() {
+        use hickory_proto::rr::rdata::A;
+        let records: Vec<RData> = (0..=u16::MAX as u32 + 1)
+            .map(|i| RData::A(A::from(std::net::Ipv4Addr::from(i))))
+            .collect();
+        let err = encode_rrset(60, &records).unwrap_err();
+        assert!(err.contains("65537 records"), "{err}");
+        let ok = encode_rrset(60, &records[..65535]).unwrap();
+        assert_eq!(
+            decode_rrset(RecordType::A, &ok).unwrap().records.len(),
+            65535
+        );
     }
 }
