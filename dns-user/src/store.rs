@@ -57,6 +57,11 @@ const RRSETS: TableDefinition<RrsetCols, &[u8]> = TableDefinition::new("rrsets_v
 type TextAndBytes = (&'static str, &'static [u8]);
 /// `(table it came from, its key) -> (why, its value)`, bytes as they were.
 const QUARANTINE: TableDefinition<TextAndBytes, TextAndBytes> = TableDefinition::new("quarantine");
+/// Scratch space for [`Store::probe`], empty between probes.
+const PROBE: TableDefinition<&str, &[u8]> = TableDefinition::new("probe");
+/// What a readiness probe commits: more than most changes need, small enough to write every few
+/// seconds while the store is failing (and only then).
+const PROBE_BYTES: usize = 1 << 20;
 /// Format 1: names as hickory's `to_ascii` text.
 const V1_ZONES: TableDefinition<&str, &[u8]> = TableDefinition::new("zones");
 const V1_RRSETS: TableDefinition<(&str, &str, u16), &[u8]> = TableDefinition::new("rrsets");
@@ -302,8 +307,10 @@ impl Store {
         }
     }
 
-    /// Readiness: loaded and writable. A store that failed is reopened and tried with a small
-    /// commit first, so it turns ready again once the fault is gone, without waiting for a write.
+    /// Readiness: loaded and writable. A store whose last commit failed is reopened and tried
+    /// with a probe commit first, so it turns ready again once the fault is gone, without
+    /// waiting for a change. The probe writes (then deletes) [`PROBE_BYTES`]: a tiny commit
+    /// often fits in free pages inside the file and would say "writable" on a full disk.
     pub fn probe(&self) -> StoreStatus {
         let failed = self
             .failure
@@ -313,22 +320,20 @@ impl Store {
         if failed {
             let mut guard = self.lock_db();
             let result = self.ensure_open(&mut guard).and_then(|db| {
+                let scratch = vec![0u8; PROBE_BYTES];
                 let tx = db.begin_write()?;
-                // Rewriting the format is a real commit (header and fsync) that changes nothing.
-                tx.open_table(META)?.insert(FORMAT_KEY, FORMAT)?;
+                tx.open_table(PROBE)?.insert("probe", scratch.as_slice())?;
+                tx.commit()?;
+                let tx = db.begin_write()?;
+                tx.open_table(PROBE)?.remove("probe")?;
                 tx.commit()?;
                 Ok(())
             });
-            let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-            match result {
-                Ok(()) => {
-                    drop(failure);
-                    self.after_write(&mut guard, &result);
-                }
+            match &result {
+                Ok(()) => self.after_write(&mut guard, &result),
                 Err(e) => {
-                    // A probe isn't a commit of a change: keep the count and the first cause.
-                    warn!("store still not writable: {e:#}");
-                    drop(failure);
+                    // A probe isn't a change: the count and the cause stay those of the commit.
+                    warn!("store still not writable: {}", error_chain(e));
                     *guard = None;
                 }
             }

@@ -1616,3 +1616,135 @@ async fn rrsets_must_fit_one_message() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json["records"].as_array().map(Vec::len), Some(fits));
 }
+
+/// A tmpfs of a fixed size, mounted for one test and unmounted when dropped (even if the test
+/// fails). Needs root, as the tests have here and in CI.
+struct Tmpfs {
+    dir: TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs (this test needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: the store may still have the file open while a failing test unwinds.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A full disk refuses a change with a 500 and undoes it; /readyz says 503 and the failed
+/// commits are counted; once space is freed, changes work again without a restart, and what
+/// is served and what reloads is exactly what was acknowledged.
+#[tokio::test]
+async fn writes_recover_after_the_disk_was_full() {
+    use std::io::Write as _;
+    let fs = Tmpfs::mount("16m");
+    let data = fs.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let data_dir = tempfile::TempDir::new_in(&data).unwrap();
+    let api = open(&data_dir, None);
+    api.create_zone().await;
+    api.put("www", "A", 30, &["192.0.2.7"]).await;
+    assert_eq!(api.get("/readyz").await.status, StatusCode::OK);
+
+    let filler_path = fs.path().join("filler");
+    let mut after = api.snapshot().await;
+    let mut n = 0;
+    // Round 0: the next write reopens the store; round 1: /readyz's probe does.
+    for round in 0..2 {
+        // Fill the file system.
+        let mut filler = std::fs::File::create(&filler_path).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        let mut full = false;
+        for _ in 0..(16 << 4) + 16 {
+            if filler.write_all(&chunk).is_err() {
+                full = true;
+                break;
+            }
+        }
+        assert!(full, "the tmpfs never filled up");
+        drop(filler);
+
+        // Write until a commit fails: redb may first use free pages inside its file.
+        let txt = |i: usize| vec![format!("\"{}\"", "z".repeat(250)); 1 + i % 3].join(" ");
+        let mut failed = None;
+        for _ in 0..400 {
+            n += 1;
+            let name = format!("n{n}");
+            let uri = format!("/v1/zones/{ZONE}/records/{name}/TXT");
+            let records: Vec<String> = (0..30).map(|j| format!("{} \"{j}\"", txt(n))).collect();
+            let r = api
+                .call(
+                    Method::PUT,
+                    &uri,
+                    Some(json!({ "ttl": 60, "records": records })),
+                )
+                .await;
+            if r.status == StatusCode::INTERNAL_SERVER_ERROR {
+                failed = Some(name);
+                break;
+            }
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        }
+        let failed = failed.expect("a write failed on the full disk");
+        // The failed change is not served.
+        let r = api
+            .get(&format!("/v1/zones/{ZONE}/records/{failed}/TXT"))
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+        let r = api.get("/readyz").await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+        assert!(r.error().contains("not writable"), "{}", r.text);
+        assert_eq!(
+            metric(&api, "edgedns_store_commit_errors_total").await,
+            f64::from(round + 1)
+        );
+        assert_eq!(metric(&api, "edgedns_store_writable").await, 0.0);
+        let acknowledged = api.snapshot().await;
+
+        // Free the space: writes work again, without a restart.
+        std::fs::remove_file(&filler_path).unwrap();
+        if round == 1 {
+            let r = api.get("/readyz").await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        }
+        let serial = api
+            .put(&format!("after{round}"), "A", 30, &["192.0.2.8"])
+            .await;
+        let r = api.get("/readyz").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(metric(&api, "edgedns_store_writable").await, 1.0);
+        after = api.snapshot().await;
+        assert_eq!(after.0["serial"], serial);
+        assert_eq!(after.1.len(), acknowledged.1.len() + 1);
+    }
+    drop(api);
+
+    // What reloads is what was acknowledged.
+    let api = open(&data_dir, None);
+    assert_eq!(api.snapshot().await, after);
+    drop(api);
+    drop(data_dir);
+}
