@@ -442,6 +442,8 @@ pub enum ZoneError {
     UnknownZone { apex: String },
     #[error("zone {apex} already exists")]
     ZoneExists { apex: String },
+    #[error("the root zone can't be served: it would make this server answer for every name")]
+    RootZone,
     #[error("{name} is not inside zone {apex}")]
     NotInZone { name: String, apex: String },
     #[error("{field} {value} is out of range 0..=2147483647")]
@@ -498,7 +500,7 @@ impl ZoneError {
     pub fn field(&self) -> String {
         match self {
             Self::UnknownZone { .. } => "zone".into(),
-            Self::ZoneExists { .. } => "apex".into(),
+            Self::ZoneExists { .. } | Self::RootZone => "apex".into(),
             Self::NotInZone { .. } => "name".into(),
             Self::TtlOutOfRange { field, .. } => (*field).into(),
             Self::UnsupportedType { .. }
@@ -601,6 +603,9 @@ impl ZoneSet {
 
     /// A zone from `spec` (with its apex NS set if `spec.ns` isn't empty), validated.
     fn new_zone(&self, spec: &ZoneSpec) -> Result<Zone, ZoneError> {
+        if spec.apex.is_root() {
+            return Err(ZoneError::RootZone);
+        }
         let apex = CanonName::new(&spec.apex);
         if self.zones.contains_key(&apex) {
             return Err(ZoneError::ZoneExists {

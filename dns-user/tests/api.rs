@@ -1748,3 +1748,34 @@ async fn writes_recover_after_the_disk_was_full() {
     drop(api);
     drop(data_dir);
 }
+
+/// The root zone would make the server answer for every name: refused, by create and import.
+#[tokio::test]
+async fn the_root_zone_is_refused() {
+    let (_dir, api) = seeded().await;
+    let before = api.get("/v1/zones").await.json;
+    let r = api
+        .call(
+            Method::POST,
+            "/v1/zones",
+            Some(json!({ "zone": ".", "ns": ["ns1.example.net"] })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.field(), "zone");
+    assert!(r.error().contains("root"), "{}", r.text);
+    let file = ". 300 IN SOA ns1.example.net. hostmaster.example.net. 1 3600 900 1209600 30\n\
+                . 300 IN NS ns1.example.net.\n";
+    let r = api
+        .send_text(
+            Method::PUT,
+            "/v1/zones/%2E/zonefile",
+            "text/dns",
+            file.into(),
+        )
+        .await;
+    // The file is checked whole as it is parsed: a 400 about the body.
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(r.error().contains("root"), "{}", r.text);
+    assert_eq!(api.get("/v1/zones").await.json, before);
+}
