@@ -126,6 +126,9 @@ struct ServeArgs {
     /// given more than once. A file whose data the store already holds changes nothing.
     #[arg(long, value_name = "FILE")]
     zone_file: Vec<PathBuf>,
+    /// Largest zone file `PUT /v1/zones/{zone}/zonefile` takes, in bytes (JSON bodies: 1 MiB).
+    #[arg(long, default_value_t = api::ZONEFILE_MAX_BYTES)]
+    zonefile_max_bytes: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -252,7 +255,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         fallback_stats.clone(),
         shutdown.clone(),
     ));
-    let mut api_state = ApiState::new(engine.clone(), fallback_stats);
+    let mut api_state = ApiState::new(engine.clone(), fallback_stats)
+        .with_zonefile_max_bytes(args.zonefile_max_bytes);
     if let Some(token) = token {
         api_state = api_state.with_token(token);
     } else {

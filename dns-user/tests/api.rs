@@ -1779,3 +1779,49 @@ async fn the_root_zone_is_refused() {
     assert!(r.error().contains("root"), "{}", r.text);
     assert_eq!(api.get("/v1/zones").await.json, before);
 }
+
+/// Zone files have their own body limit (64 MiB unless configured), JSON keeps 1 MiB: a zone
+/// exported at over 1 MiB imports back.
+#[tokio::test]
+async fn zone_files_over_a_mebibyte_import() {
+    let (_dir, api) = seeded().await;
+    let mut file = String::from(
+        "$ORIGIN t.example.net.\n@ 300 IN SOA ns1.example.net. hostmaster 5 3600 900 1209600 30\n\
+         @ 300 IN NS ns1.example.net.\n",
+    );
+    // Long records rather than many: the point is the size, not the count.
+    let text = "t".repeat(200);
+    for i in 0..6_000u32 {
+        file.push_str(&format!("host{i} 300 IN TXT \"{i} {text}\"\n"));
+    }
+    assert!(file.len() > api::BODY_LIMIT);
+    let uri = format!("/v1/zones/{ZONE}/zonefile");
+    let r = api.send_text(Method::PUT, &uri, "text/dns", file).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["records"], 6_001);
+    let exported = api.get(&uri).await.text;
+    assert!(exported.len() > api::BODY_LIMIT);
+    let r = api.send_text(Method::PUT, &uri, "text/dns", exported).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["changed"], false);
+
+    // A configured limit is enforced with a 413 that names it.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let zones = store.load().unwrap().zones;
+    let state = ApiState::new(
+        Engine::new(zones, None, store),
+        Arc::new(FallbackStats::new()),
+    )
+    .with_zonefile_max_bytes(1000);
+    let small = Api {
+        app: api::router(state),
+        token: None,
+    };
+    let r = small
+        .send_text(Method::PUT, &uri, "text/dns", "; x\n".repeat(300))
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text);
+    assert!(r.error().contains("1000"), "{}", r.text);
+    assert_eq!(r.field(), "body");
+}

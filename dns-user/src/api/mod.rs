@@ -14,7 +14,8 @@
 //!   (`api/records.rs`).
 //!
 //! With a token ([`ApiState::with_token`]) every `/v1/*` request needs `Authorization: Bearer
-//! <token>`. Bodies are limited to [`BODY_LIMIT`]. Errors are `{"error": .., "field": ..}`
+//! <token>`. JSON bodies are limited to [`BODY_LIMIT`], zone files to
+//! [`ApiState::with_zonefile_max_bytes`] ([`ZONEFILE_MAX_BYTES`] by default). Errors are `{"error": .., "field": ..}`
 //! ([`ApiError`]); nothing changes on any error, because requests are parsed whole before the
 //! change is made and the zone model checks a change whole before applying it.
 
@@ -51,9 +52,13 @@ use crate::{
     zonefile,
 };
 
-/// Largest request body: 1 MiB. A zone file bigger than that is better loaded with
-/// `serve --zone-file`; a larger body is refused with 413.
+/// Largest JSON request body: 1 MiB (a larger one is refused with 413). Zone files have their
+/// own limit, [`ZONEFILE_MAX_BYTES`].
 pub const BODY_LIMIT: usize = 1 << 20;
+
+/// Default largest zone file `PUT /v1/zones/{zone}/zonefile` takes: 64 MiB, so that what an
+/// export gives back can be imported; `serve --zonefile-max-bytes` changes it.
+pub const ZONEFILE_MAX_BYTES: usize = 64 << 20;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -62,6 +67,8 @@ pub struct ApiState {
     pub fallback_stats: Arc<FallbackStats>,
     token: Option<Arc<ApiToken>>,
     metrics: Arc<ApiMetrics>,
+    /// Largest zone-file body, in bytes.
+    zonefile_max_bytes: usize,
 }
 
 impl ApiState {
@@ -72,7 +79,14 @@ impl ApiState {
             fallback_stats,
             token: None,
             metrics: Arc::new(ApiMetrics::default()),
+            zonefile_max_bytes: ZONEFILE_MAX_BYTES,
         }
+    }
+
+    /// Sets the largest zone file a zone-file import takes (JSON bodies keep [`BODY_LIMIT`]).
+    pub fn with_zonefile_max_bytes(mut self, bytes: usize) -> Self {
+        self.zonefile_max_bytes = bytes;
+        self
     }
 
     /// Requires `Authorization: Bearer <token>` on every `/v1/*` request.
