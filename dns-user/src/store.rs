@@ -477,40 +477,46 @@ fn load_zone(
             return quarantine_zone_rrsets(rrsets_t, apex_wire, bad);
         }
     };
-    // RRsets found bad so far; the zone model names one at a time, so try again without it.
-    let mut skip: BTreeSet<RrsetKey> = BTreeSet::new();
+    // RRsets found bad so far, as `(owner, type)`; the zone model names one bad RRset at a
+    // time, so the zone is read again without it.
+    let mut skip: BTreeSet<(Vec<u8>, u16)> = BTreeSet::new();
+    let full_key = |(owner, t): (Vec<u8>, u16)| (apex_wire.to_vec(), owner, t);
     loop {
         let mut rrsets = Vec::new();
+        // Keys only (not values): a large zone is not held twice while it loads.
         let mut keys = Vec::new();
         for row in zone_range(rrsets_t, apex_wire)? {
             let (k, v) = row?;
             let (_, owner, t) = k.value();
-            let key = (apex_wire.to_vec(), owner.to_vec(), t);
-            if skip.contains(&key) {
+            if !skip.is_empty() && skip.contains(&(owner.to_vec(), t)) {
                 continue;
             }
             let rtype = RecordType::from(t);
             match decode_name(owner).and_then(|o| Ok((o, decode_rrset(rtype, v.value())?))) {
-                Ok((owner, rrset)) => {
-                    rrsets.push((owner, rtype, rrset));
-                    keys.push((key, v.value().to_vec()));
+                Ok((owner_name, rrset)) => {
+                    rrsets.push((owner_name, rtype, rrset));
+                    keys.push((owner.to_vec(), t));
                 }
                 Err(reason) => {
-                    bad.push(Bad::rrset(key.clone(), v.value(), reason));
-                    skip.insert(key);
+                    bad.push(Bad::rrset(full_key((owner.to_vec(), t)), v.value(), reason));
+                    skip.insert((owner.to_vec(), t));
                 }
             }
         }
         match set.load_zone(spec.clone(), rrsets) {
             Ok(_) => return Ok(()),
             Err(ZoneError::Batch { index, source }) if index < keys.len() => {
-                let (key, value) = keys.swap_remove(index);
-                bad.push(Bad::rrset(key.clone(), &value, source));
+                let key = keys.swap_remove(index);
+                let value = rrsets_t
+                    .get((apex_wire, key.0.as_slice(), key.1))?
+                    .map(|v| v.value().to_vec())
+                    .unwrap_or_default();
+                bad.push(Bad::rrset(full_key(key.clone()), &value, source));
                 skip.insert(key);
             }
             Err(e) => {
-                bad.push(Bad::zone(apex_wire, value, e));
                 bad.retain(|b| !matches!(&b.key, BadKey::Rrset(k) if k.0 == apex_wire));
+                bad.push(Bad::zone(apex_wire, value, e));
                 return quarantine_zone_rrsets(rrsets_t, apex_wire, bad);
             }
         }

@@ -1393,8 +1393,9 @@ async fn corrupt_entries_are_quarantined_and_the_rest_loads() {
         assert_eq!(r.json["store"]["quarantined"], json!([]));
         api.snapshot().await
     };
-    // Damage the file as a bug or a bad disk would: cut the TXT RRset's value short and add a
-    // zone whose settings are three bytes.
+    // Damage the file as a bug or a bad disk would: cut the TXT RRset's value short, add a
+    // zone whose settings are three bytes; and add what the zone model refuses although it
+    // reads: a CNAME at the apex, and the root zone.
     {
         let db = redb::Database::create(dir.path().join(dns_user::store::DB_FILE)).unwrap();
         type Cols = (&'static [u8], &'static [u8], u16);
@@ -1415,10 +1416,26 @@ async fn corrupt_entries_are_quarantined_and_the_rest_loads() {
                 .value()
                 .to_vec();
             t.insert(k, &v[..v.len() - 2]).unwrap();
-            tx.open_table(zones)
-                .unwrap()
-                .insert(&b"\x06broken\x04test\x00"[..], &b"abc"[..])
+            let cname = dns_user::store::encode_rrset(
+                60,
+                &[hickory_proto::rr::RData::CNAME(
+                    hickory_proto::rr::rdata::CNAME(
+                        hickory_proto::rr::Name::from_ascii("elsewhere.example.").unwrap(),
+                    ),
+                )],
+            )
+            .unwrap();
+            t.insert((k.0, k.0, 5u16), cname.as_slice()).unwrap();
+            let mut z = tx.open_table(zones).unwrap();
+            z.insert(&b"\x06broken\x04test\x00"[..], &b"abc"[..])
                 .unwrap();
+            let root = hickory_proto::rr::Name::root();
+            let soa = dns_user::zone::SoaParams::new(root.clone(), root);
+            z.insert(
+                &b"\x00"[..],
+                dns_user::store::encode_zone_meta(&soa, 1).as_slice(),
+            )
+            .unwrap();
         }
         tx.commit().unwrap();
     }
@@ -1445,14 +1462,26 @@ async fn corrupt_entries_are_quarantined_and_the_rest_loads() {
             .as_array()
             .expect("list")
             .clone();
-        assert_eq!(q.len(), 2, "{}", r.text);
-        let entries: Vec<&str> = q.iter().filter_map(|e| e["entry"].as_str()).collect();
-        assert!(entries.contains(&"zone broken.test."), "{entries:?}");
-        assert!(
-            entries.contains(&"rrset txt.t.example.net. TXT in zone t.example.net."),
-            "{entries:?}"
+        let mut entries: Vec<&str> = q.iter().filter_map(|e| e["entry"].as_str()).collect();
+        entries.sort_unstable();
+        assert_eq!(
+            entries,
+            [
+                "rrset t.example.net. CNAME in zone t.example.net.",
+                "rrset txt.t.example.net. TXT in zone t.example.net.",
+                "zone .",
+                "zone broken.test.",
+            ],
+            "{}",
+            r.text
         );
-        assert_eq!(metric(&api, "edgedns_store_quarantined_entries").await, 2.0);
+        let reasons = r.json["store"]["quarantined"].to_string();
+        assert!(reasons.contains("root zone"), "{reasons}");
+        assert!(
+            reasons.contains("CNAME can't be at the zone apex"),
+            "{reasons}"
+        );
+        assert_eq!(metric(&api, "edgedns_store_quarantined_entries").await, 4.0);
         // Writes go on as before.
         if start == 0 {
             api.put("mail", "A", 30, &["192.0.2.26"]).await;
