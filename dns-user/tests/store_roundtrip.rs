@@ -39,6 +39,12 @@ fn name() -> impl Strategy<Value = Name> {
     prop_oneof![
         4 => vec(label(), 0..=5),
         1 => vec(label(), 3..=8),
+        // Exactly 255 bytes in wire form: 3 × (1 + 63) + (1 + 61) + 1.
+        1 => (vec(vec(any::<u8>(), 63..=63), 3..=3), vec(any::<u8>(), 61..=61))
+            .prop_map(|(mut labels, last)| {
+                labels.push(last);
+                labels
+            }),
     ]
     .prop_map(|mut labels| {
         // Keep the wire form within 255 bytes: drop labels from the front.
