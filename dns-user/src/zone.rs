@@ -434,6 +434,9 @@ impl Dirty {
     }
 }
 
+/// The largest DNS message: what TCP's 16-bit length prefix allows.
+const MAX_MESSAGE: usize = 65535;
+
 /// Why a mutation was refused. [`ZoneError::field`] names the request field at fault, so the API
 /// can point at it. Names are kept as text: they are only for the message, and keep the error small.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -482,7 +485,14 @@ pub enum ZoneError {
     DuplicateNameServer { index: usize },
     #[error("empty change list")]
     EmptyBatch,
-    #[error("the record set does not fit one DNS message: it needs at least {size} bytes with its question, and the limit is 65535")]
+    /// An RRset that could never be served: the whole set must fit one DNS message of 65,535
+    /// bytes (the most TCP's length prefix allows) with the question. Counted: the header (12),
+    /// the question (the owner in wire form, uncompressed, + type and class, 4), and for each
+    /// record its owner as a compression pointer (2), type, class, TTL and RDLENGTH (10), and
+    /// its RDATA in wire form as stored (names in it uncompressed). Not counted: an OPT record
+    /// or other sections, so an answer near the limit may still be truncated over UDP. The
+    /// store's encoding (16-bit counts and lengths) holds whatever passes.
+    #[error("the record set does not fit one DNS message: it needs at least {size} bytes with its question, and the limit is {MAX_MESSAGE}")]
     RrsetTooLarge { size: usize },
     #[error("record {index} can't be written in wire form: {reason}")]
     Unencodable { index: usize, reason: String },
@@ -1335,8 +1345,35 @@ fn check_set_at(
     if records.is_empty() {
         return Err(ZoneError::EmptyRecords);
     }
-    // Before the per-record checks, which take time quadratic in the count.
-    check_message_size(name, records)?;
+    // The whole RRset must fit one DNS message (see `ZoneError::RrsetTooLarge` for what is
+    // counted). Checked before the per-record checks, which take time quadratic in the count;
+    // counting stops at the limit, so a huge set is refused without encoding all of it.
+    {
+        use hickory_proto::serialize::binary::BinEncodable as _;
+        let owner: usize = name.name().iter().map(|l| l.len() + 1).sum::<usize>() + 1;
+        let mut size = 12 + owner + 4;
+        for (index, r) in records.iter().enumerate() {
+            let rdata = match r {
+                RData::A(_) => 4,
+                RData::AAAA(_) => 16,
+                _ => r
+                    .to_bytes()
+                    .map_err(|e| ZoneError::Unencodable {
+                        index,
+                        reason: e.to_string(),
+                    })?
+                    .len(),
+            };
+            size += 2 + 10 + rdata;
+            if size > MAX_MESSAGE {
+                // The rest count at least their fixed 12 bytes each.
+                let rest = records.len() - index - 1;
+                return Err(ZoneError::RrsetTooLarge {
+                    size: size + rest * 12,
+                });
+            }
+        }
+    }
     for (index, r) in records.iter().enumerate() {
         if r.record_type() != rtype {
             return Err(ZoneError::TypeMismatch {
@@ -1374,42 +1411,6 @@ fn check_set_at(
     // RFC 4592 §4.2: NS at a wildcard "has unclear semantics"; refuse it.
     if rtype == RecordType::NS && is_wildcard(name.name()) {
         return Err(ZoneError::WildcardNs);
-    }
-    Ok(())
-}
-
-/// Refuses an RRset that could never be served: the whole set must fit one DNS message of
-/// 65,535 bytes (the most TCP's length prefix allows) together with the question. Counted: the
-/// header (12), the question (the owner in wire form, uncompressed, + type and class, 4), and
-/// for each record its owner as a compression pointer (2), type, class, TTL and RDLENGTH (10)
-/// and its RDATA in wire form as stored (names in it uncompressed). Not counted: an OPT record
-/// or anything in the other sections, so an answer near the limit may still be truncated over
-/// UDP. The store's encoding (16-bit counts and lengths) holds whatever passes.
-fn check_message_size(name: &CanonName, records: &[RData]) -> Result<(), ZoneError> {
-    use hickory_proto::serialize::binary::BinEncodable as _;
-    const MAX: usize = 65535;
-    let owner: usize = name.name().iter().map(|l| l.len() + 1).sum::<usize>() + 1;
-    let mut size = 12 + owner + 4;
-    for (index, r) in records.iter().enumerate() {
-        let rdata = match r {
-            RData::A(_) => 4,
-            RData::AAAA(_) => 16,
-            _ => r
-                .to_bytes()
-                .map_err(|e| ZoneError::Unencodable {
-                    index,
-                    reason: e.to_string(),
-                })?
-                .len(),
-        };
-        size += 2 + 10 + rdata;
-        // Stop counting early: a huge set is refused without encoding all of it.
-        if size > MAX {
-            let rest: usize = records.len() - index - 1;
-            return Err(ZoneError::RrsetTooLarge {
-                size: size + rest * 12,
-            });
-        }
     }
     Ok(())
 }
