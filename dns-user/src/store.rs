@@ -257,11 +257,22 @@ impl Store {
         if !bad.is_empty() {
             if let Err(e) = quarantine(db, &bad) {
                 // Still serve the rest; the entries stay where they are and are reported.
-                error!("moving entries to quarantine: {e:#}");
+                error!("moving entries to quarantine: {}", error_chain(&e));
                 quarantined.extend(bad.iter().map(|b| b.shown.clone()));
             }
         }
-        quarantined.extend(read_quarantine(db)?);
+        match read_quarantine(db) {
+            Ok(q) => quarantined.extend(q),
+            // The zones loaded: serve them, and say the list is incomplete.
+            Err(e) => {
+                error!("reading the quarantine table: {}", error_chain(&e));
+                quarantined.push(Quarantined {
+                    table: QUARANTINE.name().into(),
+                    entry: "the quarantine table".into(),
+                    reason: error_chain(&e),
+                });
+            }
+        }
         if !quarantined.is_empty() {
             warn!(
                 entries = quarantined.len(),
