@@ -164,7 +164,7 @@ pub fn run(bed: &Bed, edgedns: &Path, names: u32) -> Result<Value> {
     let (load_s, compile_s) = {
         let t = Instant::now();
         let store = Store::open(&data)?;
-        let zones = store.load().context("loading the store")?;
+        let zones = store.load().context("loading the store")?.zones;
         let load_s = t.elapsed();
         let t = Instant::now();
         let mut compiled = 0usize;

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
 use crate::{
-    api::{BODY_LIMIT, JSON, ZONE_FILE},
+    api::{JSON, ZONE_FILE},
     zonefile::{self, presentation},
 };
 
@@ -381,13 +381,8 @@ pub async fn zone(api: &ApiArgs, cmd: ZoneCommand) -> anyhow::Result<()> {
         ZoneCommand::Import { zone, file } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            if text.len() > BODY_LIMIT {
-                bail!(
-                    "{} is {} bytes, over the API's {BODY_LIMIT}-byte limit: load it with `edgedns serve --zone-file`",
-                    file.display(),
-                    text.len()
-                );
-            }
+            // No size check here: the server's limit (`serve --zonefile-max-bytes`) is the one
+            // that counts, and its 413 says what it is.
             // Check it here first: errors then name the file as the operator knows it.
             let apex = presentation::parse_name(&zone, None)
                 .map_err(|e| anyhow::anyhow!("bad zone name {zone:?}: {e}"))?;

@@ -79,6 +79,9 @@ pub struct Config {
     /// given more than once. A file whose data the store already holds changes nothing.
     #[arg(long, value_name = "FILE")]
     pub zone_file: Vec<PathBuf>,
+    /// Largest zone file `PUT /v1/zones/{zone}/zonefile` takes, in bytes (JSON bodies: 1 MiB).
+    #[arg(long, default_value_t = api::ZONEFILE_MAX_BYTES)]
+    pub zonefile_max_bytes: usize,
 }
 
 /// The sockets the daemon serves on, bound by the caller (port 0 in tests). The XDP program
@@ -174,7 +177,8 @@ pub async fn run(
         dir: config.data_dir.clone(),
         source,
     })?;
-    let zones = store.load().map_err(DaemonError::LoadStore)?;
+    // Quarantined entries are logged by `load` and reported by /readyz and /metrics.
+    let zones = store.load().map_err(DaemonError::LoadStore)?.zones;
     info!(path = %store.path().display(), zones = zones.len(), "store loaded");
 
     let (loaded, fast) = attach(&config, dns_addr)?;
@@ -283,7 +287,8 @@ async fn serve(
         fallback,
         shutdown.clone(),
     ));
-    let mut api_state = ApiState::new(engine.clone(), fallback_stats);
+    let mut api_state = ApiState::new(engine.clone(), fallback_stats)
+        .with_zonefile_max_bytes(config.zonefile_max_bytes);
     if let Some(token) = token {
         api_state = api_state.with_token(token);
     } else {

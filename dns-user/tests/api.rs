@@ -46,7 +46,7 @@ impl Reply {
 
 fn open(dir: &TempDir, token: Option<&str>) -> Api {
     let store = Store::open(dir.path()).expect("store opens");
-    let zones = store.load().expect("store loads");
+    let zones = store.load().expect("store loads").zones;
     let engine = Engine::new(zones, None, store);
     let mut state = ApiState::new(engine.clone(), Arc::new(FallbackStats::new()));
     if let Some(t) = token {
@@ -1308,5 +1308,549 @@ async fn openapi_endpoints_exist() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 16, "documented operations");
+    assert_eq!(checked, 17, "documented operations");
+}
+
+/// Names with bytes that need escaping in presentation form (as owners, as an SOA mailbox and as
+/// a zone apex) are accepted, served, and still there after the store is reopened: the store
+/// keeps names as their wire bytes, so whatever the API accepts reads back the same.
+#[tokio::test]
+async fn odd_names_survive_reopening_the_store() {
+    // (as written in the path, as the API shows the owner)
+    const OWNERS: [&str; 8] = [
+        "a%2Bb", "a%2Fb", "-a", "a*", "a~b", "a%22b", "x%5C255y", "x%5C000y",
+    ];
+    const ODD_ZONE: &str = "a+b.test";
+    let dir = tempfile::tempdir().unwrap();
+    let before = {
+        let api = open(&dir, None);
+        api.create_zone().await;
+        for owner in OWNERS {
+            api.put(owner, "A", 30, &["192.0.2.9"]).await;
+        }
+        let r = api
+            .call(
+                Method::PATCH,
+                &format!("/v1/zones/{ZONE}"),
+                Some(json!({ "rname": "dns+admin@example.net" })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let r = api
+            .call(
+                Method::POST,
+                "/v1/zones",
+                Some(json!({ "zone": ODD_ZONE, "ns": ["ns1.example.net"], "rname": "x\\.y@a+b.test" })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let odd = api.get("/v1/zones/a%2Bb.test").await;
+        assert_eq!(odd.status, StatusCode::OK, "{}", odd.text);
+        let (zone, records) = api.snapshot().await;
+        let names: std::collections::BTreeSet<&str> =
+            records.iter().filter_map(|r| r["name"].as_str()).collect();
+        // The apex and the eight owners, all different.
+        assert_eq!(names.len(), 1 + OWNERS.len(), "{names:?}");
+        (zone, records, odd.json)
+    };
+    let api = open(&dir, None);
+    let (zone, records) = api.snapshot().await;
+    assert_eq!(zone, before.0);
+    assert_eq!(records, before.1);
+    assert_eq!(zone["rname"], before.0["rname"]);
+    let odd = api.get("/v1/zones/a%2Bb.test").await;
+    assert_eq!(odd.status, StatusCode::OK, "{}", odd.text);
+    assert_eq!(odd.json, before.2);
+}
+
+use redb::ReadableTable as _;
+
+/// The value of an unlabelled sample in `/metrics`.
+async fn metric(api: &Api, name: &str) -> f64 {
+    let r = api.get("/metrics").await;
+    let (samples, _) = parse_metrics(&r.text);
+    samples
+        .iter()
+        .find(|(n, l, _)| n == name && l.is_empty())
+        .map(|s| s.2)
+        .unwrap_or_else(|| panic!("no {name} in\n{}", r.text))
+}
+
+/// A store entry that can't be read (a cut RRset, a zone whose settings are garbage) is set
+/// aside: the rest of the store loads and is served, and /readyz and /metrics say what was set
+/// aside, on this start and the next.
+#[tokio::test]
+async fn corrupt_entries_are_quarantined_and_the_rest_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = {
+        let api = open(&dir, None);
+        api.create_zone().await;
+        api.put("www", "A", 30, &["192.0.2.7"]).await;
+        api.put("mail", "A", 30, &["192.0.2.25"]).await;
+        api.put("txt", "TXT", 30, &["\"hello\""]).await;
+        let r = api.get("/readyz").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.json["store"]["quarantined"], json!([]));
+        api.snapshot().await
+    };
+    // Damage the file as a bug or a bad disk would: cut the TXT RRset's value short, add a
+    // zone whose settings are three bytes; and add what the zone model refuses although it
+    // reads: a CNAME at the apex, and the root zone.
+    {
+        let db = redb::Database::create(dir.path().join(dns_user::store::DB_FILE)).unwrap();
+        type Cols = (&'static [u8], &'static [u8], u16);
+        let rrsets: redb::TableDefinition<Cols, &[u8]> = redb::TableDefinition::new("rrsets_v2");
+        let zones: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("zones_v2");
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(rrsets).unwrap();
+            let k = (
+                &b"\x01t\x07example\x03net\x00"[..],
+                &b"\x03txt\x01t\x07example\x03net\x00"[..],
+                16u16,
+            );
+            let v = t
+                .get(k)
+                .unwrap()
+                .expect("the TXT RRset is stored")
+                .value()
+                .to_vec();
+            t.insert(k, &v[..v.len() - 2]).unwrap();
+            let cname = dns_user::store::encode_rrset(
+                60,
+                &[hickory_proto::rr::RData::CNAME(
+                    hickory_proto::rr::rdata::CNAME(
+                        hickory_proto::rr::Name::from_ascii("elsewhere.example.").unwrap(),
+                    ),
+                )],
+            )
+            .unwrap();
+            t.insert((k.0, k.0, 5u16), cname.as_slice()).unwrap();
+            let mut z = tx.open_table(zones).unwrap();
+            z.insert(&b"\x06broken\x04test\x00"[..], &b"abc"[..])
+                .unwrap();
+            let root = hickory_proto::rr::Name::root();
+            let soa = dns_user::zone::SoaParams::new(root.clone(), root);
+            z.insert(
+                &b"\x00"[..],
+                dns_user::store::encode_zone_meta(&soa, 1).as_slice(),
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let without_txt: Vec<Value> = before
+        .1
+        .iter()
+        .filter(|r| r["type"] != "TXT")
+        .cloned()
+        .collect();
+    let mut expected = (before.0["serial"].clone(), without_txt);
+    for start in 0..2 {
+        let api = open(&dir, None);
+        let (zone, records) = api.snapshot().await;
+        assert_eq!(zone["serial"], expected.0, "start {start}");
+        assert_eq!(records, expected.1, "start {start}");
+        assert_eq!(
+            api.get("/v1/zones/broken.test").await.status,
+            StatusCode::NOT_FOUND
+        );
+        let r = api.get("/readyz").await;
+        // Still ready: everything else is served and writable.
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let q = r.json["store"]["quarantined"]
+            .as_array()
+            .expect("list")
+            .clone();
+        let mut entries: Vec<&str> = q.iter().filter_map(|e| e["entry"].as_str()).collect();
+        entries.sort_unstable();
+        assert_eq!(
+            entries,
+            [
+                "rrset t.example.net. CNAME in zone t.example.net.",
+                "rrset txt.t.example.net. TXT in zone t.example.net.",
+                "zone .",
+                "zone broken.test.",
+            ],
+            "{}",
+            r.text
+        );
+        let reasons = r.json["store"]["quarantined"].to_string();
+        assert!(reasons.contains("root zone"), "{reasons}");
+        assert!(
+            reasons.contains("CNAME can't be at the zone apex"),
+            "{reasons}"
+        );
+        assert_eq!(metric(&api, "edgedns_store_quarantined_entries").await, 4.0);
+        // Writes go on as before.
+        if start == 0 {
+            api.put("mail", "A", 30, &["192.0.2.26"]).await;
+            let (zone, records) = api.snapshot().await;
+            expected = (zone["serial"].clone(), records);
+        }
+    }
+}
+
+/// A store written by the version that kept names as hickory's escaped text loads: it is
+/// migrated to wire-form names on open, names that text couldn't carry included, and an entry
+/// that version could write but not read (a record count that wrapped) is quarantined.
+#[tokio::test]
+async fn format_1_store_is_migrated() {
+    use hickory_proto::{
+        rr::{rdata::A, Name, RData},
+        serialize::binary::BinEncodable,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let apex = Name::from_ascii("t.example.net.").unwrap();
+    let odd = Name::from_labels([&b"a+b"[..], b"x\xffy", b"t", b"example", b"net"]).unwrap();
+    let www = Name::from_ascii("www.t.example.net.").unwrap();
+    let big = Name::from_ascii("big.t.example.net.").unwrap();
+    {
+        let db = redb::Database::create(dir.path().join(dns_user::store::DB_FILE)).unwrap();
+        let zones: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("zones");
+        let rrsets: redb::TableDefinition<(&str, &str, u16), &[u8]> =
+            redb::TableDefinition::new("rrsets");
+        let rrset = |ttl: u32, count: u16, records: &[RData]| {
+            let mut v = ttl.to_be_bytes().to_vec();
+            v.extend_from_slice(&count.to_be_bytes());
+            for r in records {
+                let b = r.to_bytes().unwrap();
+                v.extend_from_slice(&(b.len() as u16).to_be_bytes());
+                v.extend_from_slice(&b);
+            }
+            v
+        };
+        let ns = |n: &str| RData::NS(hickory_proto::rr::rdata::NS(Name::from_ascii(n).unwrap()));
+        let tx = db.begin_write().unwrap();
+        {
+            let meta = json!({
+                "soa_ttl": 3600, "mname": "ns1.example.net.", "rname": "dns\\+admin.example.net.",
+                "refresh": 3600, "retry": 900, "expire": 1209600, "minimum": 30, "serial": 7,
+            });
+            tx.open_table(zones)
+                .unwrap()
+                .insert(apex.to_ascii().as_str(), meta.to_string().as_bytes())
+                .unwrap();
+            let mut t = tx.open_table(rrsets).unwrap();
+            let a = |n: u8| RData::A(A::new(192, 0, 2, n));
+            let apex_s = apex.to_ascii();
+            for (owner, rtype, v) in [
+                (
+                    &apex,
+                    2u16,
+                    rrset(3600, 2, &[ns("ns1.example.net."), ns("ns2.example.net.")]),
+                ),
+                (&odd, 1, rrset(60, 1, &[a(1)])),
+                (&www, 1, rrset(60, 2, &[a(2), a(3)])),
+                // Three records under a count of 1: what a wrapped count looks like.
+                (&big, 1, rrset(60, 1, &[a(4), a(5), a(6)])),
+            ] {
+                t.insert(
+                    (apex_s.as_str(), owner.to_ascii().as_str(), rtype),
+                    v.as_slice(),
+                )
+                .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    for _ in 0..2 {
+        let api = open(&dir, None);
+        let zone = api.get(&format!("/v1/zones/{ZONE}")).await;
+        assert_eq!(zone.json["serial"], 7, "{}", zone.text);
+        assert_eq!(zone.json["rname"], "dns+admin.example.net.");
+        let r = api
+            .get(&format!("/v1/zones/{ZONE}/records/a+b.x%5C255y/A"))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.json["records"], json!(["192.0.2.1"]));
+        let r = api.get(&format!("/v1/zones/{ZONE}/records/www/A")).await;
+        assert_eq!(r.json["records"], json!(["192.0.2.2", "192.0.2.3"]));
+        let r = api.get(&format!("/v1/zones/{ZONE}/records/big/A")).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        let r = api.get("/readyz").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let q = r.json["store"]["quarantined"]
+            .as_array()
+            .expect("list")
+            .clone();
+        assert_eq!(q.len(), 1, "{}", r.text);
+        assert_eq!(q[0]["table"], "rrsets");
+        assert!(
+            q[0]["reason"].as_str().unwrap().contains("trailing bytes"),
+            "{}",
+            r.text
+        );
+    }
+}
+
+/// An RRset is refused (422, naming the limit) unless it fits one 65,535-byte DNS message with
+/// its question; the largest that fits is kept across a restart. Before this limit a 65,536-
+/// record RRset was acknowledged and then couldn't be read back.
+#[tokio::test]
+async fn rrsets_must_fit_one_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs = |n: usize| -> Vec<String> {
+        (0..n)
+            .map(|i| format!("10.{}.{}.{}", i >> 16, (i >> 8) & 0xff, i & 0xff))
+            .collect()
+    };
+    async fn put(api: &Api, name: &str, rtype: &str, records: Vec<String>) -> Reply {
+        let uri = format!("/v1/zones/{ZONE}/records/{name}/{rtype}");
+        let body = json!({ "ttl": 60, "records": records });
+        api.call(Method::PUT, &uri, Some(body)).await
+    }
+    // big.t.example.net. is 19 bytes in wire form: 12 + 19 + 4 + n * (2 + 10 + 4) <= 65535.
+    let fits = (65535 - 12 - 19 - 4) / 16;
+    {
+        let api = open(&dir, None);
+        api.create_zone().await;
+        let serial = api.snapshot().await.0["serial"].clone();
+        for n in [65536, fits + 1] {
+            let r = put(&api, "big", "A", addrs(n)).await;
+            assert_eq!(
+                r.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{n}: {}",
+                r.text
+            );
+            assert!(r.error().contains("65535"), "{}", r.text);
+            assert_eq!(r.field(), "records");
+        }
+        // Two TXT records of 51,200 bytes each: each fits, the two don't.
+        let txt: Vec<String> = ["x", "y"]
+            .iter()
+            .map(|c| vec![format!("\"{}\"", c.repeat(255)); 200].join(" "))
+            .collect();
+        let r = put(&api, "big", "TXT", txt.clone()).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+        // The same through a batch and a zone file import.
+        let r = api
+            .call(
+                Method::POST,
+                &format!("/v1/zones/{ZONE}/changes"),
+                Some(json!({ "changes": [
+                    { "op": "set", "name": "big", "type": "TXT", "ttl": 60, "records": txt }
+                ] })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+        assert_eq!(r.field(), "changes[0].records");
+        assert_eq!(api.snapshot().await.0["serial"], serial, "nothing changed");
+        let r = put(&api, "big", "A", addrs(fits)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    let api = open(&dir, None);
+    let r = api.get(&format!("/v1/zones/{ZONE}/records/big/A")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["records"].as_array().map(Vec::len), Some(fits));
+}
+
+/// A tmpfs of a fixed size, mounted for one test and unmounted when dropped (even if the test
+/// fails). Needs root, as the tests have here and in CI.
+struct Tmpfs {
+    dir: TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs (this test needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: the store may still have the file open while a failing test unwinds.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A full disk refuses a change with a 500 and undoes it; /readyz says 503 and the failed
+/// commits are counted; once space is freed, changes work again without a restart, and what
+/// is served and what reloads is exactly what was acknowledged.
+#[tokio::test]
+async fn writes_recover_after_the_disk_was_full() {
+    use std::io::Write as _;
+    let fs = Tmpfs::mount("16m");
+    let data = fs.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let data_dir = tempfile::TempDir::new_in(&data).unwrap();
+    let api = open(&data_dir, None);
+    api.create_zone().await;
+    api.put("www", "A", 30, &["192.0.2.7"]).await;
+    assert_eq!(api.get("/readyz").await.status, StatusCode::OK);
+
+    let filler_path = fs.path().join("filler");
+    let mut after = api.snapshot().await;
+    let mut n = 0;
+    // Round 0: the next write reopens the store; round 1: /readyz's probe does.
+    for round in 0..2 {
+        // Fill the file system.
+        let mut filler = std::fs::File::create(&filler_path).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        let mut full = false;
+        for _ in 0..(16 << 4) + 16 {
+            if filler.write_all(&chunk).is_err() {
+                full = true;
+                break;
+            }
+        }
+        assert!(full, "the tmpfs never filled up");
+        drop(filler);
+
+        // Write until a commit fails: redb may first use free pages inside its file.
+        let txt = |i: usize| vec![format!("\"{}\"", "z".repeat(250)); 1 + i % 3].join(" ");
+        let mut failed = None;
+        for _ in 0..400 {
+            n += 1;
+            let name = format!("n{n}");
+            let uri = format!("/v1/zones/{ZONE}/records/{name}/TXT");
+            let records: Vec<String> = (0..30).map(|j| format!("{} \"{j}\"", txt(n))).collect();
+            let r = api
+                .call(
+                    Method::PUT,
+                    &uri,
+                    Some(json!({ "ttl": 60, "records": records })),
+                )
+                .await;
+            if r.status == StatusCode::INTERNAL_SERVER_ERROR {
+                failed = Some(name);
+                break;
+            }
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        }
+        let failed = failed.expect("a write failed on the full disk");
+        // The failed change is not served.
+        let r = api
+            .get(&format!("/v1/zones/{ZONE}/records/{failed}/TXT"))
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+        let r = api.get("/readyz").await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+        assert!(r.error().contains("not writable"), "{}", r.text);
+        assert_eq!(
+            metric(&api, "edgedns_store_commit_errors_total").await,
+            f64::from(round + 1)
+        );
+        assert_eq!(metric(&api, "edgedns_store_writable").await, 0.0);
+        let acknowledged = api.snapshot().await;
+
+        // Free the space: writes work again, without a restart.
+        std::fs::remove_file(&filler_path).unwrap();
+        if round == 1 {
+            let r = api.get("/readyz").await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        }
+        let serial = api
+            .put(&format!("after{round}"), "A", 30, &["192.0.2.8"])
+            .await;
+        let r = api.get("/readyz").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(metric(&api, "edgedns_store_writable").await, 1.0);
+        after = api.snapshot().await;
+        assert_eq!(after.0["serial"], serial);
+        assert_eq!(after.1.len(), acknowledged.1.len() + 1);
+    }
+    drop(api);
+
+    // What reloads is what was acknowledged.
+    let api = open(&data_dir, None);
+    assert_eq!(api.snapshot().await, after);
+    drop(api);
+    drop(data_dir);
+}
+
+/// The root zone would make the server answer for every name: refused, by create and import.
+#[tokio::test]
+async fn the_root_zone_is_refused() {
+    let (_dir, api) = seeded().await;
+    let before = api.get("/v1/zones").await.json;
+    let r = api
+        .call(
+            Method::POST,
+            "/v1/zones",
+            Some(json!({ "zone": ".", "ns": ["ns1.example.net"] })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.field(), "zone");
+    assert!(r.error().contains("root"), "{}", r.text);
+    let file = ". 300 IN SOA ns1.example.net. hostmaster.example.net. 1 3600 900 1209600 30\n\
+                . 300 IN NS ns1.example.net.\n";
+    let r = api
+        .send_text(
+            Method::PUT,
+            "/v1/zones/%2E/zonefile",
+            "text/dns",
+            file.into(),
+        )
+        .await;
+    // The file is checked whole as it is parsed: a 400 about the body.
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(r.error().contains("root"), "{}", r.text);
+    assert_eq!(api.get("/v1/zones").await.json, before);
+}
+
+/// Zone files have their own body limit (64 MiB unless configured), JSON keeps 1 MiB: a zone
+/// exported at over 1 MiB imports back.
+#[tokio::test]
+async fn zone_files_over_a_mebibyte_import() {
+    let (_dir, api) = seeded().await;
+    let mut file = String::from(
+        "$ORIGIN t.example.net.\n@ 300 IN SOA ns1.example.net. hostmaster 5 3600 900 1209600 30\n\
+         @ 300 IN NS ns1.example.net.\n",
+    );
+    // Long records rather than many: the point is the size, not the count.
+    let text = "t".repeat(200);
+    for i in 0..6_000u32 {
+        file.push_str(&format!("host{i} 300 IN TXT \"{i} {text}\"\n"));
+    }
+    assert!(file.len() > api::BODY_LIMIT);
+    let uri = format!("/v1/zones/{ZONE}/zonefile");
+    let r = api.send_text(Method::PUT, &uri, "text/dns", file).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["records"], 6_001);
+    let exported = api.get(&uri).await.text;
+    assert!(exported.len() > api::BODY_LIMIT);
+    let r = api.send_text(Method::PUT, &uri, "text/dns", exported).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["changed"], false);
+
+    // A configured limit is enforced with a 413 that names it.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let zones = store.load().unwrap().zones;
+    let state = ApiState::new(
+        Engine::new(zones, None, store),
+        Arc::new(FallbackStats::new()),
+    )
+    .with_zonefile_max_bytes(1000);
+    let small = Api {
+        app: api::router(state),
+        token: None,
+    };
+    let r = small
+        .send_text(Method::PUT, &uri, "text/dns", "; x\n".repeat(300))
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text);
+    assert!(r.error().contains("1000"), "{}", r.text);
+    assert_eq!(r.field(), "body");
 }

@@ -103,9 +103,10 @@ impl From<ZoneError> for ApiError {
 /// `"records[2]"`, `"type"`, or `"changes[3].ttl"` inside a batch.
 pub(crate) fn zone_error_field(e: &ZoneError) -> String {
     match e {
-        ZoneError::UnknownZone { .. } | ZoneError::ZoneExists { .. } | ZoneError::WildcardApex => {
-            "zone".into()
-        }
+        ZoneError::UnknownZone { .. }
+        | ZoneError::ZoneExists { .. }
+        | ZoneError::RootZone
+        | ZoneError::WildcardApex => "zone".into(),
         ZoneError::NotInZone { .. } => "name".into(),
         ZoneError::TtlOutOfRange { field, .. } => match field {
             TtlField::Ttl => "ttl",
@@ -128,7 +129,8 @@ pub(crate) fn zone_error_field(e: &ZoneError) -> String {
         ZoneError::TypeMismatch { index, .. } | ZoneError::DuplicateRecord { index } => {
             format!("records[{index}]")
         }
-        ZoneError::EmptyRecords => "records".into(),
+        ZoneError::EmptyRecords | ZoneError::RrsetTooLarge { .. } => "records".into(),
+        ZoneError::Unencodable { index, .. } => format!("records[{index}]"),
         ZoneError::MultipleCnames => "records[1]".into(),
         ZoneError::NoNameServers => "ns".into(),
         ZoneError::DuplicateNameServer { index } => format!("ns[{index}]"),

@@ -11,7 +11,7 @@ use axum::{
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 
-use super::ApiError;
+use super::{ApiError, ApiState};
 
 /// The media type of JSON bodies.
 pub const JSON: &str = "application/json";
@@ -94,15 +94,37 @@ fn json_error(path: &str, e: &serde_json::Error) -> ApiError {
     }
 }
 
-/// A zone file body (`Content-Type: text/dns`, UTF-8).
+/// A zone file body (`Content-Type: text/dns`, UTF-8), at most the state's
+/// `zonefile_max_bytes` (the router's [`super::BODY_LIMIT`] is for JSON and doesn't apply).
 pub struct ZoneFileBody(pub String);
 
-impl<S: Send + Sync> FromRequest<S> for ZoneFileBody {
+impl FromRequest<ApiState> for ZoneFileBody {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &ApiState) -> Result<Self, ApiError> {
         require_type(req.headers(), ZONE_FILE)?;
-        let bytes = Bytes::from_request(req, state).await?;
+        let limit = state.zonefile_max_bytes;
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the zone file is over the {limit}-byte limit for zone files (serve --zonefile-max-bytes)"
+                ),
+            )
+            .with_field("body")
+        };
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|e| {
+                let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+                while let Some(c) = cause {
+                    if c.is::<http_body_util::LengthLimitError>() {
+                        return too_large();
+                    }
+                    cause = c.source();
+                }
+                ApiError::bad("body", format!("reading the body: {e}"))
+            })?;
         String::from_utf8(bytes.to_vec())
             .map(ZoneFileBody)
             .map_err(|e| {

@@ -193,6 +193,31 @@ pub(super) async fn render(State(st): State<ApiState>) -> Response {
         m.count.load(Ordering::Relaxed)
     );
 
+    let store = st.engine.store().status();
+    for (name, kind, help, n) in [
+        (
+            "edgedns_store_writable",
+            "gauge",
+            "1 if the last commit to the store worked, 0 if changes are being refused.",
+            u64::from(store.writable),
+        ),
+        (
+            "edgedns_store_commit_errors_total",
+            "counter",
+            "Commits to the store that failed (the change was refused and undone).",
+            store.commit_errors,
+        ),
+        (
+            "edgedns_store_quarantined_entries",
+            "gauge",
+            "Store entries set aside at start because they could not be loaded (see /readyz).",
+            u64::try_from(store.quarantined.len()).unwrap_or(u64::MAX),
+        ),
+    ] {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {n}");
+    }
+
     let zones: Vec<(String, usize, u32)> = {
         let zones = st.engine.zones();
         zones

@@ -3,7 +3,9 @@
 //! the next query gets the new data.
 //!
 //! Endpoints (docs/openapi.yaml describes each):
-//! - `GET /healthz`, `GET /metrics`: unauthenticated, nothing secret.
+//! - `GET /healthz`, `GET /readyz`, `GET /metrics`: unauthenticated, nothing secret. `/healthz`
+//!   says the process answers; `/readyz` says whether a change would be kept (the store is
+//!   loaded and writable: 503 with the reason if not) and lists quarantined store entries.
 //! - `GET /v1/stats`: the XDP and fallback counters as JSON.
 //! - `GET|POST /v1/zones`, `GET|PATCH|DELETE /v1/zones/{zone}`: zones (`api/zones.rs`).
 //! - `GET|PUT /v1/zones/{zone}/zonefile`: master-file export and import.
@@ -12,7 +14,8 @@
 //!   (`api/records.rs`).
 //!
 //! With a token ([`ApiState::with_token`]) every `/v1/*` request needs `Authorization: Bearer
-//! <token>`. Bodies are limited to [`BODY_LIMIT`]. Errors are `{"error": .., "field": ..}`
+//! <token>`. JSON bodies are limited to [`BODY_LIMIT`], zone files to
+//! [`ApiState::with_zonefile_max_bytes`] ([`ZONEFILE_MAX_BYTES`] by default). Errors are `{"error": .., "field": ..}`
 //! ([`ApiError`]); nothing changes on any error, because requests are parsed whole before the
 //! change is made and the zone model checks a change whole before applying it.
 
@@ -29,6 +32,7 @@ use axum::{
     extract::{DefaultBodyLimit, State},
     http::StatusCode,
     middleware,
+    response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
 };
@@ -50,9 +54,13 @@ use crate::{
     zonefile::presentation,
 };
 
-/// Largest request body: 1 MiB. A zone file bigger than that is better loaded with
-/// `serve --zone-file`; a larger body is refused with 413.
+/// Largest JSON request body: 1 MiB (a larger one is refused with 413). Zone files have their
+/// own limit, [`ZONEFILE_MAX_BYTES`].
 pub const BODY_LIMIT: usize = 1 << 20;
+
+/// Default largest zone file `PUT /v1/zones/{zone}/zonefile` takes: 64 MiB, so that what an
+/// export gives back can be imported; `serve --zonefile-max-bytes` changes it.
+pub const ZONEFILE_MAX_BYTES: usize = 64 << 20;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -61,6 +69,8 @@ pub struct ApiState {
     pub fallback_stats: Arc<FallbackStats>,
     token: Option<Arc<ApiToken>>,
     metrics: Arc<ApiMetrics>,
+    /// Largest zone-file body, in bytes.
+    zonefile_max_bytes: usize,
 }
 
 impl ApiState {
@@ -71,7 +81,14 @@ impl ApiState {
             fallback_stats,
             token: None,
             metrics: Arc::new(ApiMetrics::default()),
+            zonefile_max_bytes: ZONEFILE_MAX_BYTES,
         }
+    }
+
+    /// Sets the largest zone file a zone-file import takes (JSON bodies keep [`BODY_LIMIT`]).
+    pub fn with_zonefile_max_bytes(mut self, bytes: usize) -> Self {
+        self.zonefile_max_bytes = bytes;
+        self
     }
 
     /// Requires `Authorization: Bearer <token>` on every `/v1/*` request.
@@ -108,6 +125,7 @@ pub fn router(state: ApiState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
         .merge(v1)
         .fallback(not_found)
@@ -122,6 +140,38 @@ pub fn router(state: ApiState) -> Router {
 
 async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 when the store is loaded and writable, else 503 with the reason. A store
+/// that failed is probed (reopened, one small commit), so this turns 200 once the fault is gone.
+/// Quarantined entries are listed either way: they don't stop the rest from being served.
+async fn readyz(State(st): State<ApiState>) -> Response {
+    let engine = st.engine.clone();
+    // The probe may reopen the database and fsync: keep it off the async workers.
+    let status = match tokio::task::spawn_blocking(move || engine.store().probe()).await {
+        Ok(s) => s,
+        Err(e) => return ApiError::internal(&e).into_response(),
+    };
+    let reason = if !status.loaded {
+        Some("the store is not loaded yet".to_string())
+    } else {
+        status
+            .error
+            .as_ref()
+            .map(|e| format!("the store is not writable: {e}"))
+    };
+    let body = json!({
+        "status": if reason.is_some() { "not ready" } else { "ready" },
+        "store": status,
+    });
+    match reason {
+        None => (StatusCode::OK, Json(body)).into_response(),
+        Some(r) => {
+            let mut body = body;
+            body["error"] = Value::String(r);
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -91,6 +91,11 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
         self.zones.clone()
     }
 
+    /// The store, for its state (readiness, metrics).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
     pub fn has_fast_path(&self) -> bool {
         self.fast.is_some()
     }

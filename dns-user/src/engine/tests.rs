@@ -30,11 +30,9 @@ struct FlakyStore {
 impl Persist for FlakyStore {
     fn persist(&self, zones: &ZoneSet, changes: &ChangeSet) -> Result<(), StoreError> {
         if self.fail.load(Ordering::SeqCst) {
-            return Err(StoreError::Corrupt {
-                path: self.inner.path().to_owned(),
-                what: "commit".into(),
-                reason: "injected failure".into(),
-            });
+            return Err(StoreError::from(redb::StorageError::Io(
+                std::io::Error::new(std::io::ErrorKind::StorageFull, "injected: disk full"),
+            )));
         }
         self.inner.persist(zones, changes)
     }
@@ -164,7 +162,7 @@ impl Bed {
     /// What the store holds now, read back from its committed state as a restart would (redb
     /// allows one open per process, so through the engine's own handle).
     fn on_disk(&self) -> ZoneSet {
-        self.engine.store.inner.load().expect("store loads")
+        self.engine.store.inner.load().expect("store loads").zones
     }
 
     fn store_fails(&self, fail: bool) {

@@ -322,6 +322,9 @@ impl ZoneSet {
 
     /// A zone from `spec` (with its apex NS set if `spec.ns` isn't empty), validated.
     fn new_zone(&self, spec: &ZoneSpec) -> Result<Zone, ZoneError> {
+        if spec.apex.is_root() {
+            return Err(ZoneError::RootZone);
+        }
         let apex = CanonName::new(&spec.apex);
         if self.zones.contains_key(&apex) {
             return Err(ZoneError::ZoneExists {

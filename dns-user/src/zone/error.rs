@@ -2,6 +2,8 @@
 
 use hickory_proto::rr::RecordType;
 
+use super::validate::MAX_MESSAGE;
+
 /// Why a mutation was refused. Names are kept as text: they are only for the message, and keep
 /// the error small. Which request field is at fault is the API's business (it maps variants to
 /// its own field names).
@@ -11,6 +13,8 @@ pub enum ZoneError {
     UnknownZone { apex: String },
     #[error("zone {apex} already exists")]
     ZoneExists { apex: String },
+    #[error("the root zone can't be served: it would make this server answer for every name")]
+    RootZone,
     #[error("{name} is not inside zone {apex}")]
     NotInZone { name: String, apex: String },
     #[error("{field} {value} is out of range 0..=2147483647")]
@@ -52,6 +56,17 @@ pub enum ZoneError {
     DuplicateNameServer { index: usize },
     #[error("empty change list")]
     EmptyBatch,
+    /// An RRset that could never be served: the whole set must fit one DNS message of 65,535
+    /// bytes (the most TCP's length prefix allows) with the question. Counted: the header (12),
+    /// the question (the owner in wire form, uncompressed, + type and class, 4), and for each
+    /// record its owner as a compression pointer (2), type, class, TTL and RDLENGTH (10), and
+    /// its RDATA in wire form as stored (names in it uncompressed). Not counted: an OPT record
+    /// or other sections, so an answer near the limit may still be truncated over UDP. The
+    /// store's encoding (16-bit counts and lengths) holds whatever passes.
+    #[error("the record set does not fit one DNS message: it needs at least {size} bytes with its question, and the limit is {MAX_MESSAGE}")]
+    RrsetTooLarge { size: usize },
+    #[error("record {index} can't be written in wire form: {reason}")]
+    Unencodable { index: usize, reason: String },
     #[error("change {index} is invalid")]
     Batch {
         index: usize,

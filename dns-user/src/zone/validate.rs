@@ -1,7 +1,10 @@
 //! The rules a change must pass before it touches a zone: TTL ranges, supported types, RRset
 //! shape, CNAME exclusivity.
 
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::{
+    rr::{RData, RecordType},
+    serialize::binary::BinEncodable as _,
+};
 
 use super::{
     model::Node,
@@ -13,6 +16,9 @@ use super::{
 /// as it could be [...] it is hereby specified that a TTL value is an unsigned number, with a
 /// minimum value of 0, and a maximum value of 2147483647."
 pub const MAX_TTL: u32 = 2_147_483_647;
+/// The largest DNS message: what TCP's 16-bit length prefix allows.
+pub(super) const MAX_MESSAGE: usize = 65535;
+
 /// Record types that can be stored with [`ZoneSet::set_rrset`]. SOA is set through the zone
 /// calls ([`ZoneSet::create_zone`], [`ZoneSet::set_soa`]).
 pub const SUPPORTED_TYPES: [RecordType; 9] = [
@@ -54,6 +60,7 @@ pub(super) fn check_set_at(
     if records.is_empty() {
         return Err(ZoneError::EmptyRecords);
     }
+    check_message_size(name, records)?;
     for (index, r) in records.iter().enumerate() {
         if r.record_type() != rtype {
             return Err(ZoneError::TypeMismatch {
@@ -91,6 +98,36 @@ pub(super) fn check_set_at(
     // RFC 4592 §4.2: NS at a wildcard "has unclear semantics"; refuse it.
     if rtype == RecordType::NS && is_wildcard(name.name()) {
         return Err(ZoneError::WildcardNs);
+    }
+    Ok(())
+}
+
+/// The whole RRset must fit one DNS message (see `ZoneError::RrsetTooLarge` for what is
+/// counted). Checked before the per-record checks, which take time quadratic in the count;
+/// counting stops at the limit, so a huge set is refused without encoding all of it.
+fn check_message_size(name: &CanonName, records: &[RData]) -> Result<(), ZoneError> {
+    let owner: usize = name.name().iter().map(|l| l.len() + 1).sum::<usize>() + 1;
+    let mut size = 12 + owner + 4;
+    for (index, r) in records.iter().enumerate() {
+        let rdata = match r {
+            RData::A(_) => 4,
+            RData::AAAA(_) => 16,
+            _ => r
+                .to_bytes()
+                .map_err(|e| ZoneError::Unencodable {
+                    index,
+                    reason: e.to_string(),
+                })?
+                .len(),
+        };
+        size += 2 + 10 + rdata;
+        if size > MAX_MESSAGE {
+            // The rest count at least their fixed 12 bytes each.
+            let rest = records.len() - index - 1;
+            return Err(ZoneError::RrsetTooLarge {
+                size: size + rest * 12,
+            });
+        }
     }
     Ok(())
 }
