@@ -6,9 +6,9 @@
 //! - [`compile`]: turns `resolve` results into the XDP program's map values.
 //! - [`maps`]: the sole writer of the BPF maps; [`loader`]: loads and attaches the program.
 //! - [`fallback`]: UDP/TCP server for everything the XDP program passes up.
-//! - [`store`], [`api`]: durable store and HTTP update API; [`engine`]: the write path through
-//!   memory, disk and maps.
-//! - [`zonefile`]: master-file import and export, and the record text format the API takes.
+//! - [`engine`]: the one writer: an [`zone::Edit`] goes through the zone model, the [`store`], the
+//!   served snapshot and the maps, in that order; [`api`]: the HTTP update API in front of it.
+//! - [`zonefile`]: master-file parsing and printing, and the record text format the API takes.
 //! - [`cli`]: the operator commands, which talk to a running server's API.
 //! - [`daemon`]: the daemon assembled from a config and bound sockets (`edgedns serve`).
 pub mod api;
@@ -22,3 +22,16 @@ pub mod maps;
 pub mod store;
 pub mod zone;
 pub mod zonefile;
+
+/// `e` and its causes, `: `-separated, for a reason shown to an operator (a log line, a 500's
+/// body), who has no other place to see the causes.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}

@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use crate::{
+    error_chain,
     zone::{ChangeSet, RrSet, SoaParams, Zone, ZoneError, ZoneSet, ZoneSpec},
     zonefile::presentation::format_name,
 };
@@ -368,18 +369,6 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
         path: path.to_owned(),
         source: Box::new(source),
     })
-}
-
-/// `e` and its causes, for a reason shown to an operator.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 type RrsetKey = (Vec<u8>, Vec<u8>, u16);

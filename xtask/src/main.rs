@@ -32,7 +32,7 @@ enum Command {
     Run(run::Options),
     /// Unit tests, then the integration tests (root, network namespaces) against the built daemon.
     Test(test::Options),
-    /// Benchmarks side by side with Knot and NSD (issue 5); writes BENCHMARKS.md.
+    /// Benchmarks side by side with Knot and NSD; writes BENCHMARKS.md.
     Bench(bench::Options),
 }
 

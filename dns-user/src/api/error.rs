@@ -49,14 +49,7 @@ impl ApiError {
     /// 500 for a failure that is ours, not the client's, with the whole cause chain: the
     /// operator reading the response has no other place to see it.
     pub fn internal(e: &(dyn std::error::Error + 'static)) -> Self {
-        let mut reason = e.to_string();
-        let mut cause = e.source();
-        while let Some(c) = cause {
-            reason.push_str(": ");
-            reason.push_str(&c.to_string());
-            cause = c.source();
-        }
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, reason)
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, crate::error_chain(e))
     }
 
     pub fn status(&self) -> StatusCode {
