@@ -33,10 +33,14 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
     /// serial only moves forward ([`crate::zone::import_serial`]); a file whose data the zone
     /// already holds changes nothing.
     pub async fn import_zone(self: &Arc<Self>, zf: ZoneFile) -> Result<Imported, ImportError> {
-        let current = self
-            .zones()
-            .zone(zf.apex())
-            .map(|z| (z.serial(), zf.same_data(z)));
+        // Comparing a large zone takes a while: keep it off the async workers.
+        let zones = self.zones();
+        let (zf, current) = tokio::task::spawn_blocking(move || {
+            let current = zones.zone(zf.apex()).map(|z| (z.serial(), zf.same_data(z)));
+            (zf, current)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         if let Some((serial, true)) = current {
             if !serial_newer(zf.spec.serial, serial) {
                 return Ok(Imported {

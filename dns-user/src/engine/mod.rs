@@ -129,7 +129,8 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
     /// [`Engine::apply`] under the writer lock.
     fn apply_blocking(&self, edit: Edit) -> Result<Applied, EngineError> {
         let apex = normalize(edit.apex());
-        let mut next = ZoneSet::clone(&self.zones());
+        let prev = self.zones();
+        let mut next = ZoneSet::clone(&prev);
         let changes = next.apply(edit)?;
         if let Err(e) = self.store.persist(&next, &changes) {
             error!(zone = %apex, "commit failed; the change is dropped: {e:#}");
@@ -152,6 +153,26 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
             }
         };
         info!(zone = %apex, serial, ?sync, "change applied");
+        reclaim(prev);
         Ok(Applied { serial, sync })
+    }
+}
+
+/// Frees the version a change replaced here, on the writer's thread. Whoever drops the last
+/// reference to a version frees what only it held (a replaced zone can be a million records, tens
+/// of milliseconds of freeing): left to chance, that would be a reader that was answering a query
+/// when the new version was published, and its query would wait. Readers hold a version for one
+/// answer, so it is normally free at once; after a short while it is left to the last holder.
+fn reclaim(mut old: Arc<ZoneSet>) {
+    const TRIES: u32 = 100;
+    for _ in 0..TRIES {
+        match Arc::try_unwrap(old) {
+            Ok(zones) => {
+                drop(zones);
+                return;
+            }
+            Err(shared) => old = shared,
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100));
     }
 }
