@@ -11,6 +11,7 @@ mod servers;
 mod sys;
 mod update;
 mod wire;
+mod writes;
 mod zonegen;
 
 use std::{
@@ -24,7 +25,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use serde_json::{json, Value};
 
-pub const SECTIONS: [&str; 5] = ["kernel", "wire", "cpu", "update", "memory"];
+pub const SECTIONS: [&str; 6] = ["kernel", "wire", "cpu", "update", "memory", "writes"];
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "edgedns-bench", about = "edgedns benchmarks (root)")]
@@ -32,7 +33,7 @@ pub struct Opts {
     /// Fewer and shorter runs; 100k names instead of 1M for the memory figures.
     #[arg(long)]
     pub quick: bool,
-    /// Run only these sections: kernel, wire, cpu, update, memory (comma-separated).
+    /// Run only these sections: kernel, wire, cpu, update, memory, writes (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// The daemon to measure (a release build).
@@ -93,12 +94,15 @@ fn main() -> Result<()> {
         results.insert("kernel".into(), section(kernel::run(&opts)));
         timings.insert("kernel".into(), json!(t.elapsed().as_secs_f64()));
     }
-    if ["wire", "cpu", "update", "memory"].iter().any(|s| want(s)) {
+    if ["wire", "cpu", "update", "memory", "writes"]
+        .iter()
+        .any(|s| want(s))
+    {
         let dir = std::env::temp_dir().join(format!("edgedns-bench-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let r = (|| -> Result<()> {
             let mut bed = sys::Bed::new(&dir)?;
-            if want("wire") || want("cpu") || want("update") {
+            if want("wire") || want("cpu") || want("update") || want("writes") {
                 let setup = servers::Setup::new(
                     &dir,
                     &edgedns,
@@ -136,6 +140,13 @@ fn main() -> Result<()> {
                     let p = update::UpdateParams::new(&opts);
                     results.insert("update".into(), section(update::run(&bed, &setup, &p)));
                     timings.insert("update".into(), json!(t.elapsed().as_secs_f64()));
+                }
+                if want("writes") {
+                    let t = Instant::now();
+                    eprintln!("bench: section 6: writes against reads");
+                    let p = writes::WritesParams::new(&opts);
+                    results.insert("writes".into(), section(writes::run(&bed, &setup, &p)));
+                    timings.insert("writes".into(), json!(t.elapsed().as_secs_f64()));
                 }
             }
             if want("memory") {
@@ -266,7 +277,10 @@ fn render(r: &Value, summary: &str) -> String {
     out.push_str("\n## 5. Memory and start-up\n\n");
     out.push_str(METHOD_MEMORY);
     out.push_str(&report::memory_table(r));
-    let errors: Vec<String> = ["kernel", "wire", "update", "memory"]
+    out.push_str("\n## 6. Writes against reads\n\n");
+    out.push_str(METHOD_WRITES);
+    out.push_str(&report::writes_table(r));
+    let errors: Vec<String> = ["kernel", "wire", "update", "memory", "writes"]
         .iter()
         .filter_map(|k| r[*k]["error"].as_str().map(|e| format!("- {k}: {e}")))
         .collect();
@@ -275,13 +289,15 @@ fn render(r: &Value, summary: &str) -> String {
         out.push_str(&errors.join("\n"));
         out.push('\n');
     }
-    out.push_str("\n## Reproduce\n\n```sh\ncargo xtask bench                 # everything, writes BENCHMARKS.md\ncargo xtask bench --quick         # shorter runs, 100k names for the memory figures\ncargo xtask bench --only kernel   # one section: kernel, wire, cpu, update, memory\n```\n\nRaw results of the last run: `target/edgedns-bench/results.json`.\n");
+    out.push_str("\n## Reproduce\n\n```sh\ncargo xtask bench                 # everything, writes BENCHMARKS.md\ncargo xtask bench --quick         # shorter runs, 100k names for the memory figures\ncargo xtask bench --only kernel   # one section: kernel, wire, cpu, update, memory, writes\n```\n\nRaw results of the last run: `target/edgedns-bench/results.json`.\n");
     out
 }
 
 fn num(v: &Value) -> String {
     v.as_u64().map(|n| n.to_string()).unwrap_or("?".into())
 }
+
+const METHOD_WRITES: &str = "edgedns `serve --xdp-mode driver`, not pinned (the writer and the fallback may each take a CPU), serving the zone its `--zone` flag creates. A prober in the client namespace asks the fallback for the zone's SOA (the fast path passes SOA up) once a millisecond, each probe waiting up to 2 s for its answer; its figures are taken over the probes sent while each write ran. The writes, from the server namespace: one `POST /v1/zones/{zone}/changes` of 10,000 A records (one transaction), then `PUT /v1/zones/{zone}/zonefile` replacing the zone with a master file of N A records (`--zonefile-max-bytes` raised for it). Targets: the batch within 0.5 s, fallback p99 within 5 ms while it runs, and no probe waiting over 5 ms during the import.\n\n";
 
 const METHOD_KERNEL: &str = "The XDP program is loaded as the daemon loads it (`dns_user::loader::load_detached`) and its maps filled from the benchmark zone (`compile::full_sync`, 10,000 names). Each query frame is run through `BPF_PROG_TEST_RUN` with a large `repeat`; ns per run = the kernel's duration / repeat, median of interleaved rounds.\n\n`repeat` alone would be wrong here: the test run reuses one buffer, so from the second run on the program sees its own answer (source port 53) and returns early. A hand-assembled wrapper program (bench/src/rawbpf.rs) therefore puts the query back (`bpf_xdp_adjust_tail` plus immediate stores) and tail-calls the program; the wrapper's own cost, measured with `return XDP_TX` as the target, is taken off, and the STATS counters confirm that every run answered. The floor is a second hand-assembled program that swaps MAC, IP addresses and UDP ports and returns XDP_TX (loaded with the raw bpf(2) syscall, so dns-ebpf is untouched). Both figures include the test-run loop's own cost per run (the `return XDP_TX` row); the program-only columns take it off.\n\n";
 

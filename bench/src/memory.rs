@@ -181,7 +181,11 @@ pub fn run(bed: &Bed, edgedns: &Path, names: u32) -> Result<Value> {
         bed,
         edgedns,
         &data,
-        true,
+        servers::EdgeOpts {
+            xdp: true,
+            pinned: true,
+            extra: &[],
+        },
         &bed.dir.join("mem-daemon.log"),
         Duration::from_secs(300),
     )?;

@@ -120,6 +120,42 @@ pub fn summary(r: &Value) -> String {
             verdict(Some(p99 <= 1.0))
         );
     }
+    let w = &r["writes"];
+    if let Some(took) = f(&w["batch"]["took_s"]) {
+        let _ = writeln!(
+            s,
+            "| 10,000-record batch (`POST .../changes`) | {} s | | | ≤ 0.5 s | {} |",
+            num(Some(took), 3),
+            verdict(Some(took <= 0.5))
+        );
+    }
+    if let Some(p99) = f(&w["batch"]["fallback"]["latency"]["p99_ms"]) {
+        let _ = writeln!(
+            s,
+            "| fallback p99 while the batch runs | {} ms | baseline {} ms | | ≤ 5 ms | {} |",
+            num(Some(p99), 3),
+            num(f(&w["baseline"]["latency"]["p99_ms"]), 3),
+            verdict(Some(p99 <= 5.0))
+        );
+    }
+    if let Some(max) = f(&w["import"]["fallback"]["latency"]["max_ms"]) {
+        let names = f(&w["import"]["names"]).unwrap_or(0.0);
+        let lost = f(&w["import"]["fallback"]["lost"]).unwrap_or(0.0);
+        let _ = writeln!(
+            s,
+            "| longest fallback wait while a {}-record zone file imports ({} s) | {} ms{} | | | ≤ 5 ms{} | {} |",
+            num(Some(names), 0),
+            num(f(&w["import"]["took_s"]), 1),
+            num(Some(max), 3),
+            if lost > 0.0 { format!(", {lost} lost") } else { String::new() },
+            if names < 1e6 { " (at 1M)" } else { "" },
+            if names < 1e6 {
+                "not measured at 1M (--quick)"
+            } else {
+                verdict(Some(max <= 5.0 && lost == 0.0))
+            }
+        );
+    }
     let m = &r["memory"];
     if let Some(per) = f(&m["in_process"]["memlock_per_record_total"]) {
         let slab = f(&m["in_process"]["slab_per_record"]);
@@ -443,6 +479,42 @@ pub fn memory_table(r: &Value) -> String {
     ];
     for (k, v) in rows {
         let _ = writeln!(s, "| {k} | {v} |");
+    }
+    s
+}
+
+pub fn writes_table(r: &Value) -> String {
+    let w = &r["writes"];
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| window | write took | probes | lost | over 5 ms | p50 ms | p99 ms | max ms |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (label, took, win) in [
+        ("baseline (1 s, no write)", None, &w["baseline"]),
+        (
+            "10,000-record batch",
+            f(&w["batch"]["took_s"]),
+            &w["batch"]["fallback"],
+        ),
+        (
+            "zone-file import",
+            f(&w["import"]["took_s"]),
+            &w["import"]["fallback"],
+        ),
+    ] {
+        let _ = writeln!(
+            s,
+            "| {label} | {} | {} | {} | {} | {} | {} | {} |",
+            took.map(|t| format!("{t:.3} s")).unwrap_or_default(),
+            num(f(&win["probes"]), 0),
+            num(f(&win["lost"]), 0),
+            num(f(&win["over_5ms"]), 0),
+            num(f(&win["latency"]["p50_ms"]), 3),
+            num(f(&win["latency"]["p99_ms"]), 3),
+            num(f(&win["latency"]["max_ms"]), 3),
+        );
     }
     s
 }

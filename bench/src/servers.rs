@@ -106,24 +106,41 @@ pub struct Running {
     pub knot_conf: Option<PathBuf>,
 }
 
-/// `edgedns serve` in the server namespace, pinned to the server CPU; returns once it logged
-/// "ready" (and how long that took).
+/// How [`start_edgedns`] runs the daemon.
+pub struct EdgeOpts<'a> {
+    pub xdp: bool,
+    /// Pinned to the server CPU (the per-answer figures), or free to use every CPU (a daemon
+    /// whose writer and readers run at once).
+    pub pinned: bool,
+    /// More `serve` arguments.
+    pub extra: &'a [&'a str],
+}
+
+/// `edgedns serve` in the server namespace; returns once it logged "ready" (and how long that
+/// took).
 pub fn start_edgedns(
     bed: &Bed,
     edgedns: &Path,
     data: &Path,
-    xdp: bool,
+    how: EdgeOpts,
     log: &Path,
     timeout: Duration,
 ) -> Result<(Process, Duration)> {
-    let mut cmd = bed.exec_on(&bed.s, SERVER_CPU, &edgedns.to_string_lossy());
+    let program = edgedns.to_string_lossy();
+    let mut cmd = if how.pinned {
+        bed.exec_on(&bed.s, SERVER_CPU, &program)
+    } else {
+        bed.exec(&bed.s, &program)
+    };
+    let xdp = how.xdp;
     cmd.args(["serve", "--iface", S_IF, "--xdp-mode"])
         .arg(if xdp { "driver" } else { "off" })
         .args(["--dns-listen", &format!("{SERVER}:53")])
         .args(["--api-listen", "127.0.0.1:8053", "--no-pin", "--zone", APEX])
         .arg("--data-dir")
         .arg(data)
-        .env("RUST_LOG", "warn,edgedns=info");
+        .args(how.extra)
+        .env("RUST_LOG", "warn,edgedns=info,dns_user=info");
     let mut p = Process::try_spawn("edgedns serve", cmd, log.to_owned())?;
     loop {
         p.check_running()?;
@@ -149,7 +166,11 @@ pub fn start(bed: &Bed, setup: &Setup, server: Server) -> Result<Running> {
                 bed,
                 &setup.edgedns,
                 &setup.data,
-                server == Server::EdgeXdp,
+                EdgeOpts {
+                    xdp: server == Server::EdgeXdp,
+                    pinned: true,
+                    extra: &[],
+                },
                 &log,
                 Duration::from_secs(120),
             )?

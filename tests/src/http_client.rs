@@ -33,10 +33,21 @@ impl Http {
         path: &str,
         body: Option<&str>,
     ) -> std::io::Result<(u16, String)> {
+        self.request_typed(method, path, "application/json", body)
+    }
+
+    /// [`Http::request`] with a body of another content type (zone files are `text/dns`).
+    pub fn request_typed(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Option<&str>,
+    ) -> std::io::Result<(u16, String)> {
         if self.conn.is_none() {
             self.conn = Some(BufReader::new(tcp_connect(self.addr, self.timeout)?));
         }
-        let r = self.exchange(method, path, body);
+        let r = self.exchange(method, path, content_type, body);
         if r.is_err() {
             self.conn = None;
         }
@@ -47,12 +58,13 @@ impl Http {
         &mut self,
         method: &str,
         path: &str,
+        content_type: &str,
         body: Option<&str>,
     ) -> std::io::Result<(u16, String)> {
         let conn = self.conn.as_mut().expect("connected");
         let body = body.unwrap_or("");
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
             self.addr,
             body.len()
         );

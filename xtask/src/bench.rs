@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick] [--only SECTION,...]`: the benchmarks of issue 5.
+//! `cargo xtask bench [--quick] [--only SECTION,...]`: the benchmarks, side by side with Knot and NSD.
 //!
 //! Installs what the comparison needs (Knot, its utilities with kxdpgun, NSD, dnsperf, bpftool)
 //! when missing, builds the daemon and the measurement binary (`bench/`, crate `edgedns-bench`)
@@ -25,7 +25,7 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("taskset", "util-linux"),
 ];
 
-const SECTIONS: [&str; 5] = ["kernel", "wire", "cpu", "update", "memory"];
+const SECTIONS: [&str; 6] = ["kernel", "wire", "cpu", "update", "memory", "writes"];
 
 #[derive(clap::Args)]
 pub struct Options {
