@@ -11,6 +11,10 @@
 //!   /v1/zones/{zone}/records/{name}/{type}`, `POST /v1/zones/{zone}/changes`: records
 //!   (`api/records.rs`).
 //!
+//! - `GET /api/v1/servers/localhost/zones[/{zone_id}]`, `PATCH
+//!   /api/v1/servers/localhost/zones/{zone_id}`: the PowerDNS HTTP API's record changes
+//!   (`api/pdns.rs`), for clients written for PowerDNS; authenticated by `X-API-Key`.
+//!
 //! With a token ([`ApiState::with_token`]) every `/v1/*` request needs `Authorization: Bearer
 //! <token>`. Bodies are limited to [`BODY_LIMIT`]. Errors are `{"error": .., "field": ..}`
 //! ([`ApiError`]); nothing changes on any error, because requests are parsed whole before the
@@ -20,6 +24,7 @@ mod auth;
 mod error;
 mod extract;
 mod metrics;
+mod pdns;
 mod records;
 mod zones;
 
@@ -42,6 +47,7 @@ pub use self::{
     error::ApiError,
     extract::{JSON, ZONE_FILE},
     metrics::ApiMetrics,
+    pdns::PdnsError,
 };
 use crate::{
     engine::Engine,
@@ -110,6 +116,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::render))
         .merge(v1)
+        .merge(pdns::routes(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
