@@ -9,6 +9,7 @@
 //! - [`store`], [`api`]: durable store and HTTP update API; [`engine`]: the write path through
 //!   memory, disk and maps.
 //! - [`zonefile`]: master-file import and export, and the record text format the API takes.
+//! - [`webhook`]: the external-dns webhook provider protocol, onto the same write path.
 //! - [`cli`]: the operator commands, which talk to a running server's API.
 pub mod api;
 pub mod cli;
@@ -18,5 +19,6 @@ pub mod fallback;
 pub mod loader;
 pub mod maps;
 pub mod store;
+pub mod webhook;
 pub mod zone;
 pub mod zonefile;

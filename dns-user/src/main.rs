@@ -126,6 +126,11 @@ struct ServeArgs {
     /// given more than once. A file whose data the store already holds changes nothing.
     #[arg(long, value_name = "FILE")]
     zone_file: Vec<PathBuf>,
+    /// Serve external-dns's webhook provider protocol on this address (off by default). It
+    /// takes changes without authentication (external-dns sends none): keep it on localhost,
+    /// next to external-dns.
+    #[arg(long, value_name = "ADDR")]
+    webhook_listen: Option<SocketAddr>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -267,9 +272,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             warn!("API server: {e}");
         }
     });
+    if let Some(addr) = args.webhook_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the webhook provider on {addr}"))?;
+        if !addr.ip().is_loopback() {
+            warn!(webhook = %addr, "the webhook provider takes changes from anyone who can reach it; keep it on localhost");
+        }
+        let (app, stop) = (dns_user::webhook::router(engine.clone()), shutdown.clone());
+        tasks.spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+            if let Err(e) = serve.await {
+                warn!("webhook server: {e}");
+            }
+        });
+    }
     info!(
         dns = %args.dns_listen,
         api = %args.api_listen,
+        webhook = ?args.webhook_listen,
         iface = %args.iface,
         mode = ?loaded.as_ref().map(|l| l.mode),
         verified_insns = ?loaded.as_ref().and_then(|l| l.verified_insns),
