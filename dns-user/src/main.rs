@@ -118,8 +118,9 @@ struct ServeArgs {
     #[arg(long, default_value_t = dns_common::DEFAULT_UDP_PAYLOAD)]
     udp_payload: u16,
     /// File holding the token every /v1/* API request must send as `Authorization: Bearer
-    /// <token>` (surrounding whitespace trimmed). Without it the API is open to whoever can
-    /// reach --api-listen.
+    /// <token>`, and every /api/* (PowerDNS) request as that or `X-API-Key: <token>`
+    /// (surrounding whitespace trimmed). Without it the API is open to whoever can reach
+    /// --api-listen.
     #[arg(long, value_name = "FILE")]
     api_token_file: Option<PathBuf>,
     /// Master file (RFC 1035) to load at start, replacing the zone its SOA record names; may be

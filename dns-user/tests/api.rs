@@ -1308,5 +1308,5 @@ async fn openapi_endpoints_exist() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 16, "documented operations");
+    assert_eq!(checked, 22, "documented operations");
 }
