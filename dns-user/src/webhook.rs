@@ -19,6 +19,9 @@
 //! is the one string inside the quotes, and reads back quoted, unchanged), one without quotes is
 //! the text as is.
 //!
+//! `labels` and `providerSpecific` are not stored (external-dns keeps its ownership in TXT
+//! registry records, which are stored like any other).
+//!
 //! There is no authentication: external-dns's webhook client sends no credentials. Listen on
 //! localhost, next to external-dns, as its documentation recommends.
 

@@ -243,18 +243,23 @@ fn zone_info(z: &Zone) -> serde_json::Map<String, Value> {
 
 /// `GET /api/v1/servers/localhost/zones[?zone=NAME]`. Other query parameters (`dnssec`) are
 /// ignored, as PowerDNS ignores those it doesn't know.
-async fn list_zones(State(st): State<ApiState>, ApiQuery(query): ApiQuery) -> Json<Value> {
+async fn list_zones(
+    State(st): State<ApiState>,
+    ApiQuery(query): ApiQuery,
+) -> Result<Json<Value>, PdnsError> {
     let zones = st.engine.zones();
-    let only = query
-        .get("zone")
-        .and_then(|z| presentation::parse_name(z, None).ok())
-        .map(|n| normalize(&n));
+    let only = match query.get("zone") {
+        None => None,
+        Some(z) => Some(normalize(&presentation::parse_name(z, None).map_err(
+            |e| PdnsError::unprocessable(format!("Unable to parse DNS Name '{z}': {e}")),
+        )?)),
+    };
     let list: Vec<Value> = zones
         .zones()
         .filter(|z| only.as_ref().is_none_or(|n| z.apex() == n))
         .map(|z| Value::Object(zone_info(z)))
         .collect();
-    Json(Value::Array(list))
+    Ok(Json(Value::Array(list)))
 }
 
 fn rrset_json(name: &Name, rtype: RecordType, ttl: u32, records: &[RData]) -> Value {
