@@ -44,6 +44,7 @@ use serde_json::{json, Value};
 use tracing::{info, warn};
 
 use crate::{
+    api::cause_chain,
     engine::{Engine, EngineError},
     zone::{normalize, Change, Edit, ZoneError, ZoneSet, SUPPORTED_TYPES},
     zonefile::presentation::{self, format_name, format_rdata},
@@ -516,17 +517,6 @@ async fn apply_changes(
         "zones": outcomes,
     });
     Ok(with_media_type((status, Json(body)).into_response()))
-}
-
-fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut reason = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        reason.push_str(": ");
-        reason.push_str(&c.to_string());
-        cause = c.source();
-    }
-    reason
 }
 
 /// `POST /adjustendpoints`: each endpoint as `GET /records` would give it back (lower-case

@@ -49,14 +49,7 @@ impl ApiError {
     /// 500 for a failure that is ours, not the client's, with the whole cause chain: the
     /// operator reading the response has no other place to see it.
     pub fn internal(e: &(dyn std::error::Error + 'static)) -> Self {
-        let mut reason = e.to_string();
-        let mut cause = e.source();
-        while let Some(c) = cause {
-            reason.push_str(": ");
-            reason.push_str(&c.to_string());
-            cause = c.source();
-        }
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, reason)
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, cause_chain(e))
     }
 
     pub fn status(&self) -> StatusCode {
@@ -75,6 +68,19 @@ impl IntoResponse for ApiError {
         }
         (self.status, Json(body)).into_response()
     }
+}
+
+/// `e` and its causes, `: `-separated: what a 500 says, so that the operator reading the
+/// response (the PowerDNS and webhook adapters' too) sees the whole story.
+pub fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut reason = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        reason.push_str(": ");
+        reason.push_str(&c.to_string());
+        cause = c.source();
+    }
+    reason
 }
 
 /// The zone model's refusals: 404 for what doesn't exist, 409 for a zone that does, 422 for

@@ -44,10 +44,9 @@ use serde_json::{json, Value};
 pub(crate) use self::error::zone_error_field;
 pub use self::{
     auth::{ApiToken, TokenError},
-    error::ApiError,
+    error::{cause_chain, ApiError},
     extract::{JSON, ZONE_FILE},
     metrics::ApiMetrics,
-    pdns::PdnsError,
 };
 use crate::{
     engine::Engine,

@@ -32,7 +32,7 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{auth, extract::ApiQuery, ApiState};
+use super::{auth, cause_chain, extract::ApiQuery, ApiState};
 use crate::{
     engine::EngineError,
     zone::{normalize, Change, Edit, Zone, ZoneError, SUPPORTED_TYPES},
@@ -94,19 +94,6 @@ impl From<EngineError> for PdnsError {
             e => Self::new(StatusCode::INTERNAL_SERVER_ERROR, cause_chain(&e)),
         }
     }
-}
-
-/// The whole cause chain of an internal error, as `ApiError::internal` gives it: the operator
-/// reading the response has no other place to see it.
-fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut reason = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        reason.push_str(": ");
-        reason.push_str(&c.to_string());
-        cause = c.source();
-    }
-    reason
 }
 
 /// The PowerDNS routes, with their own authentication (`X-API-Key`).
@@ -222,23 +209,23 @@ pub fn parse_zone_id(id: &str) -> Result<Name, PdnsError> {
 /// DNSSEC.
 fn zone_info(z: &Zone) -> serde_json::Map<String, Value> {
     let id = zone_id(z.apex());
-    let Value::Object(map) = json!({
-        "id": id,
-        "url": format!("{ZONES_URL}/{id}"),
-        "name": format_name(z.apex()),
-        "kind": "Native",
-        "catalog": "",
-        "account": "",
-        "masters": [],
-        "serial": z.serial(),
-        "notified_serial": 0,
-        "edited_serial": z.serial(),
-        "last_check": 0,
-        "dnssec": false,
-    }) else {
-        unreachable!("json! of an object literal is an object")
-    };
-    map
+    [
+        ("url", json!(format!("{ZONES_URL}/{id}"))),
+        ("id", json!(id)),
+        ("name", json!(format_name(z.apex()))),
+        ("kind", json!("Native")),
+        ("catalog", json!("")),
+        ("account", json!("")),
+        ("masters", json!([])),
+        ("serial", json!(z.serial())),
+        ("notified_serial", json!(0)),
+        ("edited_serial", json!(z.serial())),
+        ("last_check", json!(0)),
+        ("dnssec", json!(false)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
 }
 
 /// `GET /api/v1/servers/localhost/zones[?zone=NAME]`. Other query parameters (`dnssec`) are
