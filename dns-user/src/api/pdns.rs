@@ -477,8 +477,8 @@ async fn patch_zone(
     let mut origin = Vec::new();
     for (i, r) in rrsets.into_iter().enumerate() {
         let at = |msg: String| PdnsError::unprocessable(format!("rrsets[{i}]: {msg}"));
-        let name = parse_rrset_name(&r.name)?;
-        let rtype = parse_rrset_type(&r.rtype, &r.name)?;
+        let name = parse_rrset_name(&r.name).map_err(|e| at(e.message))?;
+        let rtype = parse_rrset_type(&r.rtype, &r.name).map_err(|e| at(e.message))?;
         let key = (name.clone(), rtype);
         let exists = *exists_now
             .entry(key.clone())
