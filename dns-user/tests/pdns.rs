@@ -410,7 +410,7 @@ async fn external_dns_sync_round_trips() {
 }
 
 #[tokio::test]
-async fn powerdns_documented_examples() {
+async fn powerdns_documented_examples_and_terraform() {
     // From PowerDNS's HTTP API documentation: curl without a Content-Type, names absolute.
     let p = server(None).await;
     let body = r#"{"rrsets": [ {"name": "test.t.example.net.", "type": "A", "ttl": 86400,
@@ -435,6 +435,32 @@ async fn powerdns_documented_examples() {
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
     assert_eq!(p.served("test.t.example.net.", RecordType::A), None);
+
+    // Terraform's PowerDNS provider: every record carries the old record object's name, type
+    // and ttl, and a DELETE has `"ttl": 0` and no records.
+    let r = p
+        .patch(
+            "t.example.net.",
+            json!({"rrsets": [{"name": "tf.t.example.net.", "type": "MX", "changetype": "REPLACE",
+                "ttl": 300, "records": [{"name": "tf.t.example.net.", "type": "MX",
+                "content": "10 mail.example.net.", "ttl": 300, "disabled": false,
+                "set-ptr": false}]}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    assert_eq!(
+        p.served("tf.t.example.net.", RecordType::MX),
+        Some((300, vec!["10 mail.example.net.".into()]))
+    );
+    let r = p
+        .patch(
+            "t.example.net.",
+            json!({"rrsets": [{"name": "tf.t.example.net.", "type": "MX", "changetype": "DELETE",
+                "ttl": 0}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    assert_eq!(p.served("tf.t.example.net.", RecordType::MX), None);
 
     // A zone whose name needs escaping in its id: `_` is `=5F`, in either case of hex.
     let r = p

@@ -370,6 +370,14 @@ struct RecordPatch {
     set_ptr: Option<bool>,
     /// Refused, as PowerDNS refuses it: the priority is part of the content.
     priority: Option<Value>,
+    /// Fields of the old (v0) record object that Terraform's PowerDNS provider still sends in
+    /// every record; PowerDNS ignores them, and so does this.
+    #[serde(rename = "name")]
+    _name: Option<Value>,
+    #[serde(rename = "type")]
+    _type: Option<Value>,
+    #[serde(rename = "ttl")]
+    _ttl: Option<Value>,
 }
 
 /// Parses a PATCH body: not JSON is 400, JSON of the wrong shape 422 (PowerDNS's split).
