@@ -410,7 +410,7 @@ async fn external_dns_sync_round_trips() {
 }
 
 #[tokio::test]
-async fn powerdns_documented_examples_and_terraform() {
+async fn powerdns_documented_examples_terraform_and_lego() {
     // From PowerDNS's HTTP API documentation: curl without a Content-Type, names absolute.
     let p = server(None).await;
     let body = r#"{"rrsets": [ {"name": "test.t.example.net.", "type": "A", "ttl": 86400,
@@ -462,6 +462,45 @@ async fn powerdns_documented_examples_and_terraform() {
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
     assert_eq!(p.served("tf.t.example.net.", RecordType::MX), None);
 
+    // lego (ACME DNS-01 for Traefik, cert-manager and others): `kind` in every RRset, the
+    // record's name and type in every record, the zone's `url` as the PATCH path.
+    let r = p.get("/api").await;
+    assert_eq!(r.json, json!([{ "url": "/api/v1", "version": 1 }]));
+    let zone = p.get(&format!("{ZONES}/t.example.net.")).await;
+    let url = zone.json["url"].as_str().unwrap().to_owned();
+    let challenge = "_acme-challenge.t.example.net.";
+    let r = p
+        .pdns(
+            Method::PATCH,
+            &url,
+            Some(
+                json!({"rrsets": [{"name": challenge, "type": "TXT", "kind": "Master",
+                    "changetype": "REPLACE", "ttl": 120, "records": [{"content": "\"tok-1\"",
+                    "disabled": false, "name": challenge, "type": "TXT", "ttl": 120}]}]})
+                .to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    assert_eq!(
+        p.served(challenge, RecordType::TXT),
+        Some((120, vec!["\"tok-1\"".into()]))
+    );
+    let r = p
+        .pdns(
+            Method::PATCH,
+            &url,
+            Some(
+                json!({"rrsets": [{"name": challenge, "type": "TXT", "kind": "Master",
+                    "changetype": "DELETE", "records": [{"content": "\"tok-1\"",
+                    "disabled": false, "name": challenge, "type": "TXT"}]}]})
+                .to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    assert_eq!(p.served(challenge, RecordType::TXT), None);
+
     // A zone whose name needs escaping in its id: `_` is `=5F`, in either case of hex.
     let r = p
         .v1(
@@ -508,7 +547,12 @@ async fn bad_patches_change_nothing() {
         ("".into(), StatusCode::BAD_REQUEST, "body was empty"),
         ("{}".into(), StatusCode::UNPROCESSABLE_ENTITY, "No rrsets"),
         (json!({"rrsets": {}}).to_string(), StatusCode::UNPROCESSABLE_ENTITY, "rrsets"),
-        (json!({"rrsets": [ok_a.clone()], "kind": "Native"}).to_string(), StatusCode::UNPROCESSABLE_ENTITY, "kind"),
+        (json!({"rrsets": [ok_a.clone(), {"name": "x.t.example.net.", "type": "A", "ttl": 1,
+            "changetype": "REPLACE", "records": [{"disabled": false}]}]}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY, "content"),
+        (json!({"rrsets": [ok_a.clone(), {"name": "x.t.example.net.", "type": "A", "ttl": 1,
+            "changetype": "REPLACE", "records": [{"content": "192.0.2.2", "set-ptr": true}]}]}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY, "set-ptr"),
         (json!({"rrsets": [ok_a.clone(), {"name": "x.t.example.net.", "type": "A", "ttl": 1,
             "records": []}]}).to_string(), StatusCode::UNPROCESSABLE_ENTITY, "changetype"),
         (json!({"rrsets": [ok_a.clone(), {"name": "x.t.example.net.", "type": "A", "ttl": 1,

@@ -341,16 +341,17 @@ async fn show_zone(
     Ok(Json(Value::Object(doc)))
 }
 
-/// `PATCH .../zones/{zone_id}`.
+/// `PATCH .../zones/{zone_id}`. Fields not named here are ignored, as PowerDNS ignores them:
+/// clients send leftovers of older API versions (Terraform's provider a `name`, `type` and `ttl`
+/// in every record, lego a `kind` in every RRset). Those that would change what is stored and
+/// can't be honoured (disabled records, comments, `set-ptr`, `priority`) are read and refused.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct PatchBody {
     rrsets: Option<Vec<RrsetPatch>>,
 }
 
-/// One RRset of a PATCH, with the fields PowerDNS clients send.
+/// One RRset of a PATCH.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RrsetPatch {
     name: String,
     #[serde(rename = "type")]
@@ -362,7 +363,6 @@ struct RrsetPatch {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RecordPatch {
     content: String,
     disabled: Option<bool>,
@@ -370,14 +370,6 @@ struct RecordPatch {
     set_ptr: Option<bool>,
     /// Refused, as PowerDNS refuses it: the priority is part of the content.
     priority: Option<Value>,
-    /// Fields of the old (v0) record object that Terraform's PowerDNS provider still sends in
-    /// every record; PowerDNS ignores them, and so does this.
-    #[serde(rename = "name")]
-    _name: Option<Value>,
-    #[serde(rename = "type")]
-    _type: Option<Value>,
-    #[serde(rename = "ttl")]
-    _ttl: Option<Value>,
 }
 
 /// Parses a PATCH body: not JSON is 400, JSON of the wrong shape 422 (PowerDNS's split).
