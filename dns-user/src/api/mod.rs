@@ -10,7 +10,6 @@
 //! - `GET /v1/zones/{zone}/records[/{name}]`, `GET|PUT|DELETE
 //!   /v1/zones/{zone}/records/{name}/{type}`, `POST /v1/zones/{zone}/changes`: records
 //!   (`api/records.rs`).
-//!
 //! - `GET /api/v1/servers/localhost/zones[/{zone_id}]`, `PATCH
 //!   /api/v1/servers/localhost/zones/{zone_id}`: the PowerDNS HTTP API's record changes
 //!   (`api/pdns.rs`), for clients written for PowerDNS; authenticated by `X-API-Key`.
