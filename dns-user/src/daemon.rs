@@ -90,6 +90,8 @@ pub struct Listeners {
     pub dns_udp: UdpSocket,
     pub dns_tcp: TcpListener,
     pub api: TcpListener,
+    /// The external-dns webhook provider's, if it is served.
+    pub webhook: Option<TcpListener>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -305,9 +307,25 @@ async fn serve(
             warn!("API server: {e}");
         }
     });
+    let mut webhook_addr = None;
+    if let Some(listener) = listeners.webhook {
+        let addr = listener.local_addr().ok();
+        if addr.is_some_and(|a| !a.ip().is_loopback()) {
+            warn!(webhook = ?addr, "the webhook provider takes changes from anyone who can reach it; keep it on localhost");
+        }
+        webhook_addr = addr;
+        let (app, stop) = (crate::webhook::router(engine.clone()), shutdown.clone());
+        tasks.spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+            if let Err(e) = serve.await {
+                warn!("webhook server: {e}");
+            }
+        });
+    }
     info!(
         dns = %ready.dns,
         api = %ready.api,
+        webhook = ?webhook_addr,
         iface = %config.iface,
         mode = ?ready.loaded.map(|l| l.mode),
         verified_insns = ?ready.loaded.and_then(|l| l.verified_insns),

@@ -9,6 +9,7 @@
 //! - [`engine`]: the one writer: an [`zone::Edit`] goes through the zone model, the [`store`], the
 //!   served snapshot and the maps, in that order; [`api`]: the HTTP update API in front of it.
 //! - [`zonefile`]: master-file parsing and printing, and the record text format the API takes.
+//! - [`webhook`]: the external-dns webhook provider protocol, onto the same write path.
 //! - [`cli`]: the operator commands, which talk to a running server's API.
 //! - [`daemon`]: the daemon assembled from a config and bound sockets (`edgedns serve`).
 pub mod api;
@@ -20,6 +21,7 @@ pub mod fallback;
 pub mod loader;
 pub mod maps;
 pub mod store;
+pub mod webhook;
 pub mod zone;
 pub mod zonefile;
 

@@ -75,6 +75,11 @@ struct ServeArgs {
     /// Update API address.
     #[arg(long, default_value = "127.0.0.1:8053")]
     api_listen: SocketAddr,
+    /// Serve external-dns's webhook provider protocol on this address (off by default). It
+    /// takes changes without authentication (external-dns sends none): keep it on localhost,
+    /// next to external-dns.
+    #[arg(long, value_name = "ADDR")]
+    webhook_listen: Option<SocketAddr>,
     #[command(flatten)]
     daemon: daemon::Config,
 }
@@ -132,6 +137,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         api: TcpListener::bind(args.api_listen)
             .await
             .with_context(|| format!("binding the API on {}", args.api_listen))?,
+        webhook: match args.webhook_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the webhook provider on {addr}"))?,
+            ),
+            None => None,
+        },
     };
     let shutdown = CancellationToken::new();
     tokio::spawn({

@@ -56,6 +56,7 @@ impl Running {
         ])
         .config;
         let listeners = Listeners {
+            webhook: None,
             dns_udp: UdpSocket::bind("127.0.0.1:0").await.expect("bind udp"),
             dns_tcp: TcpListener::bind("127.0.0.1:0").await.expect("bind tcp"),
             api: TcpListener::bind("127.0.0.1:0").await.expect("bind api"),

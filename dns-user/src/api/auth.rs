@@ -7,7 +7,7 @@ use std::{
 
 use axum::{
     extract::{Request, State},
-    http::{header, HeaderValue, StatusCode},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -69,7 +69,7 @@ impl ApiToken {
 
     /// Whether `presented` is the token, in time that depends on the lengths only, not on where
     /// the bytes differ: response times then tell nothing about a guessed prefix.
-    fn matches(&self, presented: &[u8]) -> bool {
+    pub(super) fn matches(&self, presented: &[u8]) -> bool {
         if presented.len() != self.0.len() {
             return false;
         }
@@ -108,6 +108,14 @@ fn bearer(value: &HeaderValue) -> Option<&[u8]> {
         .then(|| rest.trim_ascii())
 }
 
+/// Whether `headers` carry `token` as `Authorization: Bearer <token>`.
+pub(super) fn bearer_matches(token: &ApiToken, headers: &HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(bearer)
+        .is_some_and(|p| token.matches(p))
+}
+
 /// Lets a request through only with the right token, if one is configured. Runs before the
 /// handler reads the body, so a refused request changes nothing.
 pub(super) async fn require_token(
@@ -118,12 +126,7 @@ pub(super) async fn require_token(
     let Some(token) = &st.token else {
         return next.run(req).await;
     };
-    let ok = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(bearer)
-        .is_some_and(|p| token.matches(p));
-    if ok {
+    if bearer_matches(token, req.headers()) {
         return next.run(req).await;
     }
     let mut resp = ApiError::new(

@@ -12,6 +12,9 @@
 //! - `GET /v1/zones/{zone}/records[/{name}]`, `GET|PUT|DELETE
 //!   /v1/zones/{zone}/records/{name}/{type}`, `POST /v1/zones/{zone}/changes`: records
 //!   (`api/records.rs`).
+//! - `GET /api/v1/servers/localhost/zones[/{zone_id}]`, `PATCH
+//!   /api/v1/servers/localhost/zones/{zone_id}`: the PowerDNS HTTP API's record changes
+//!   (`api/pdns.rs`), for clients written for PowerDNS; authenticated by `X-API-Key`.
 //!
 //! With a token ([`ApiState::with_token`]) every `/v1/*` request needs `Authorization: Bearer
 //! <token>`. JSON bodies are limited to [`BODY_LIMIT`], zone files to
@@ -23,6 +26,7 @@ mod auth;
 mod error;
 mod extract;
 mod metrics;
+mod pdns;
 mod records;
 mod zones;
 
@@ -128,6 +132,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
         .merge(v1)
+        .merge(pdns::routes(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
