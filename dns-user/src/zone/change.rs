@@ -121,12 +121,14 @@ pub struct ChangeSet {
 }
 
 impl ChangeSet {
-    pub fn merge(&mut self, other: ChangeSet) {
-        self.names.extend(other.names);
-        self.zones_soa.extend(other.zones_soa);
-        self.zones_full.extend(other.zones_full);
-        self.zones_replaced.extend(other.zones_replaced);
-        self.rrsets.extend(other.rrsets);
+    /// Adds `other`'s entries. `append` merges two sets in one pass; `extend` would insert one
+    /// by one, a descent with hickory's slow name comparison each (most of a large import).
+    pub fn merge(&mut self, mut other: ChangeSet) {
+        self.names.append(&mut other.names);
+        self.zones_soa.append(&mut other.zones_soa);
+        self.zones_full.append(&mut other.zones_full);
+        self.zones_replaced.append(&mut other.zones_replaced);
+        self.rrsets.append(&mut other.rrsets);
     }
 
     pub fn is_empty(&self) -> bool {
