@@ -1,10 +1,17 @@
-//! Checksums at XDP: the answer's UDP checksum is summed from the pieces the daemon precomputed
-//! (`dns_common::csum`) and the question the program echoes.
+//! Checksums at XDP: the query's are verified before it is answered (the kernel would drop a
+//! datagram whose checksums are wrong, and so must the fast path: it passes it up, where the
+//! kernel drops and counts it), and the answer's UDP checksum is summed from the pieces the
+//! daemon precomputed (`dns_common::csum`).
 
-use aya_ebpf::helpers::generated::bpf_csum_diff;
-use dns_common::{csum::fold, Scratch, Stat, QUERY_MAX};
+use aya_ebpf::{helpers::generated::bpf_csum_diff, programs::XdpContext};
+use dns_common::{
+    csum::{fold, sum_bytes, verifies},
+    wire::{DNS_HEADER_LEN, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN, UDP_HLEN},
+    Scratch, Stat, QUERY_MAX,
+};
 
 use crate::{
+    parse::{ptr_at, Udp},
     verifier::{helper_len, opaque},
     Pass,
 };
@@ -40,4 +47,41 @@ pub fn sum_scratch(s: &mut Scratch, len: usize) -> Result<u16, Pass> {
     }
     // csum_diff sums 16-bit words as they lie in memory (little-endian here): swap to big-endian.
     Ok(fold(r as u32).swap_bytes())
+}
+
+/// Whether the query's IPv4 header checksum and UDP checksum are right; `rest_sum` is the sum
+/// of the DNS message after its header ([`sum_scratch`]). IPv4 UDP checksum 0 means "none"
+/// (RFC 768) and is accepted; in IPv6 it is forbidden (RFC 8200 8.1: "IPv6 receivers must
+/// discard UDP packets containing a zero checksum").
+#[inline(always)]
+pub fn verify(ctx: &XdpContext, udp: &Udp, rest_sum: u16) -> Result<(), Pass> {
+    let bad = Err(Some(Stat::PassChecksum));
+    let mut sum = if udp.v6 {
+        // SAFETY (this and the other dereferences of `ptr_at`): it checked that the bytes are
+        // inside the packet; any bit pattern is a valid byte array.
+        let ip = unsafe { &*ptr_at::<[u8; IPV6_HLEN]>(ctx, udp.l3)? };
+        // Pseudo-header: source and destination addresses.
+        sum_bytes(&ip[8..40])
+    } else {
+        // SAFETY: as above.
+        let ip = unsafe { &*ptr_at::<[u8; IPV4_HLEN]>(ctx, udp.l3)? };
+        if !verifies(sum_bytes(&ip[..])) {
+            return bad;
+        }
+        sum_bytes(&ip[12..20])
+    };
+    // SAFETY: as above.
+    let uh = unsafe { &*ptr_at::<[u8; UDP_HLEN]>(ctx, udp.l4)? };
+    if uh[6] == 0 && uh[7] == 0 {
+        return if udp.v6 { bad } else { Ok(()) };
+    }
+    // SAFETY: as above.
+    let h = unsafe { &*ptr_at::<[u8; DNS_HEADER_LEN]>(ctx, udp.dns())? };
+    sum += IPPROTO_UDP as u32 + udp.udp_len as u32;
+    sum += sum_bytes(&uh[..]) + sum_bytes(&h[..]) + rest_sum as u32;
+    if verifies(sum) {
+        Ok(())
+    } else {
+        bad
+    }
 }

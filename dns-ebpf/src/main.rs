@@ -2,9 +2,9 @@
 //!
 //! Everything not fully understood goes up with `XDP_PASS` (counted by reason) and the daemon's
 //! fallback server answers it. See `dns-common` for the map layout. The modules follow the
-//! packet: [`parse`] (L2 to the question), [`key`], [`lookup`],
-//! [`answer`], [`reply`] and [`csum`]; [`maps`] holds the maps and [`verifier`] the shapes of
-//! code the verifier needs.
+//! packet: [`parse`] (L2 to the question), [`csum`] (the query's checksums), [`key`], [`lookup`],
+//! [`answer`], [`reply`]; [`maps`] holds the maps and [`verifier`] the shapes of code the
+//! verifier needs.
 #![no_std]
 #![no_main]
 // `get_ptr(&s.key)` on purpose: by value, the 96-byte key would be copied onto the 512-byte BPF
@@ -75,6 +75,7 @@ fn try_edgedns(ctx: &XdpContext) -> Result<u32, Pass> {
     let s = maps::scratch().ok_or(None)?;
     parse::load_question(ctx, &udp, &h, s)?;
     let rest_sum = csum::sum_scratch(s, h.qlen)?;
+    csum::verify(ctx, &udp, rest_sum)?;
     let q = parse::question(s, &h, rest_sum)?;
     key::build(ctx, &udp, s, &q)?;
     let hit = lookup::name(s, &q)?;

@@ -214,7 +214,8 @@ pub struct Query {
     pub seg: usize,
     /// Client's EDNS UDP payload size and DO bit, if it sent an OPT record.
     pub edns: Option<(u16, bool)>,
-    /// Sum of the message after the header, as in `s.q` ([`crate::csum::sum_scratch`]).
+    /// Sum of the message after the header, as in `s.q` ([`crate::csum::sum_scratch`]), taken to
+    /// verify the query's UDP checksum.
     pub rest_sum: u16,
 }
 

@@ -95,7 +95,8 @@ pub fn respond(
         return Err(Some(Stat::PassLongName));
     }
     let qsum = if q.edns.is_none() {
-        // The question is all there is after the header, and its sum is taken already.
+        // The question is all there is after the header, and its sum was taken to verify the
+        // query's UDP checksum.
         q.rest_sum
     } else {
         sum_scratch(s, qn)?

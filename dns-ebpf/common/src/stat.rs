@@ -66,6 +66,9 @@ stats! {
     /// No room to grow the frame for the answer (driver headroom and tailroom).
     PassNoRoom => (PASSED, "no_room"),
     PassDisabled => (PASSED, "disabled"),
+    /// A wrong IPv4 header checksum or UDP checksum, or an IPv6 UDP checksum of zero (RFC 8200
+    /// 8.1): the kernel drops such a datagram, and so the fast path must not answer it.
+    PassChecksum => (PASSED, "checksum"),
     /// The frame was resized for the answer and then a write into it failed: it is neither the
     /// query nor the answer any more.
     DropWrite => (DROPPED, "write_failed"),
