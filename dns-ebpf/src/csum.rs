@@ -49,38 +49,58 @@ pub fn sum_scratch(s: &mut Scratch, len: usize) -> Result<u16, Pass> {
     Ok(fold(r as u32).swap_bytes())
 }
 
-/// Whether the query's IPv4 header checksum and UDP checksum are right; `rest_sum` is the sum
-/// of the DNS message after its header ([`sum_scratch`]). IPv4 UDP checksum 0 means "none"
-/// (RFC 768) and is accepted; in IPv6 it is forbidden (RFC 8200 8.1: "IPv6 receivers must
-/// discard UDP packets containing a zero checksum").
+/// Sums of query bytes that the answer keeps: the addresses and the ports trade places, which
+/// leaves their sums as they are, so the answer's checksum reuses them.
+pub struct Kept {
+    /// Source and destination addresses (the UDP pseudo-header's).
+    pub addrs: u32,
+    /// Source and destination ports.
+    pub ports: u32,
+}
+
+/// Checks the query's IPv4 header checksum and UDP checksum; `rest_sum` is the sum of the DNS
+/// message after its header ([`sum_scratch`]). IPv4 UDP checksum 0 means "none" (RFC 768) and is
+/// accepted; in IPv6 it is forbidden (RFC 8200 8.1: "IPv6 receivers must discard UDP packets
+/// containing a zero checksum").
 #[inline(always)]
-pub fn verify(ctx: &XdpContext, udp: &Udp, rest_sum: u16) -> Result<(), Pass> {
+pub fn verify(ctx: &XdpContext, udp: &Udp, rest_sum: u16) -> Result<Kept, Pass> {
     let bad = Err(Some(Stat::PassChecksum));
-    let mut sum = if udp.v6 {
+    let addrs = if udp.v6 {
         // SAFETY (this and the other dereferences of `ptr_at`): it checked that the bytes are
         // inside the packet; any bit pattern is a valid byte array.
         let ip = unsafe { &*ptr_at::<[u8; IPV6_HLEN]>(ctx, udp.l3)? };
-        // Pseudo-header: source and destination addresses.
         sum_bytes(&ip[8..40])
     } else {
         // SAFETY: as above.
         let ip = unsafe { &*ptr_at::<[u8; IPV4_HLEN]>(ctx, udp.l3)? };
-        if !verifies(sum_bytes(&ip[..])) {
+        let addrs = sum_bytes(&ip[12..20]);
+        // The answer's header checksum is updated from this one, so it must be right whatever
+        // the UDP checksum says.
+        if !verifies(sum_bytes(&ip[..12]) + addrs) {
             return bad;
         }
-        sum_bytes(&ip[12..20])
+        addrs
     };
     // SAFETY: as above.
     let uh = unsafe { &*ptr_at::<[u8; UDP_HLEN]>(ctx, udp.l4)? };
+    let kept = Kept {
+        addrs,
+        ports: sum_bytes(&uh[..4]),
+    };
     if uh[6] == 0 && uh[7] == 0 {
-        return if udp.v6 { bad } else { Ok(()) };
+        return if udp.v6 { bad } else { Ok(kept) };
     }
     // SAFETY: as above.
     let h = unsafe { &*ptr_at::<[u8; DNS_HEADER_LEN]>(ctx, udp.dns())? };
-    sum += IPPROTO_UDP as u32 + udp.udp_len as u32;
-    sum += sum_bytes(&uh[..]) + sum_bytes(&h[..]) + rest_sum as u32;
+    let sum = kept.addrs
+        + IPPROTO_UDP as u32
+        + udp.udp_len as u32
+        + kept.ports
+        + sum_bytes(&uh[4..])
+        + sum_bytes(&h[..])
+        + rest_sum as u32;
     if verifies(sum) {
-        Ok(())
+        Ok(kept)
     } else {
         bad
     }

@@ -75,12 +75,12 @@ fn try_edgedns(ctx: &XdpContext) -> Result<u32, Pass> {
     let s = maps::scratch().ok_or(None)?;
     parse::load_question(ctx, &udp, &h, s)?;
     let rest_sum = csum::sum_scratch(s, h.qlen)?;
-    csum::verify(ctx, &udp, rest_sum)?;
+    let kept = csum::verify(ctx, &udp, rest_sum)?;
     let q = parse::question(s, &h, rest_sum)?;
     key::build(ctx, &udp, s, &q)?;
     let hit = lookup::name(s, &q)?;
     let a = answer::answer(s, &q, hit)?;
-    reply::respond(ctx, cfg, &udp, s, &q, &a)
+    reply::respond(ctx, cfg, &udp, s, &q, &a, &kept)
 }
 
 #[cfg(not(test))]

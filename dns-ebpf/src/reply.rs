@@ -16,7 +16,7 @@ use dns_common::{
 
 use crate::{
     answer::Answer,
-    csum::sum_scratch,
+    csum::{sum_scratch, Kept},
     maps::count,
     parse::{Query, Udp},
     verifier::helper_len,
@@ -37,6 +37,7 @@ pub fn respond(
     s: &mut Scratch,
     q: &Query,
     a: &Answer,
+    kept: &Kept,
 ) -> Result<u32, Pass> {
     let qn = q.name_len + 4;
     let ans_len = a.len();
@@ -111,7 +112,16 @@ pub fn respond(
     // From here on the frame is the response's size, and the answer overwrites whatever came
     // after the question (an OPT record, padding): if a write fails the frame is neither the
     // query nor the answer, and can't go up. It is dropped, and counted as dropped.
-    match write_response(ctx, udp, s, a, qn, dns_len, hsum + qsum + asum + osum) {
+    let payload_sum = hsum + qsum + asum + osum;
+    match write_response(
+        ctx,
+        udp,
+        s,
+        a,
+        qn,
+        dns_len,
+        payload_sum + kept.addrs + kept.ports,
+    ) {
         Ok(()) => {
             count(a.stat);
             Ok(xdp_action::XDP_TX)
@@ -192,6 +202,11 @@ fn grow_at_head(
 }
 
 #[inline(always)]
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+#[inline(always)]
 fn store(ctx: &XdpContext, off: usize, src: *const u8, len: usize, max: usize) -> Result<(), ()> {
     // SAFETY: the helper checks the packet range; `src` has `max >= len` readable bytes.
     let ret =
@@ -211,7 +226,7 @@ fn write_response(
     a: &Answer,
     qn: usize,
     dns_len: usize,
-    payload_sum: u32,
+    kept_sum: u32,
 ) -> Result<(), ()> {
     let dns = udp.dns();
     let mut off = dns + DNS_HEADER_LEN + qn;
@@ -243,7 +258,8 @@ fn write_response(
     mac.copy_from_slice(&e[0..6]);
     e.copy_within(6..12, 0);
     e[6..12].copy_from_slice(&mac);
-    let mut sum = payload_sum + udp_len as u32 * 2 + IPPROTO_UDP as u32;
+    // The addresses and ports are summed in `kept_sum` already: swapping them changes no sum.
+    let sum = kept_sum + udp_len as u32 * 2 + IPPROTO_UDP as u32;
     if udp.v6 {
         if data + udp.l3 + IPV6_HLEN > end {
             return Err(());
@@ -256,7 +272,6 @@ fn write_response(
         ip[24..40].copy_from_slice(&tmp);
         ip[4..6].copy_from_slice(&udp_len.to_be_bytes());
         ip[7] = 64;
-        sum += sum_bytes(&ip[8..40]);
     } else {
         if data + udp.l3 + IPV4_HLEN > end {
             return Err(());
@@ -267,13 +282,19 @@ fn write_response(
         tmp.copy_from_slice(&ip[12..16]);
         ip.copy_within(16..20, 12);
         ip[16..20].copy_from_slice(&tmp);
+        // The header checksum, updated for the two words that change (RFC 1624 eqn. 3:
+        // HC' = ~(~HC + ~m + m')); the query's was verified, and the swap changes no sum.
+        let old = [be16(ip, 2), be16(ip, 8), be16(ip, 10)];
         ip[2..4].copy_from_slice(&(IPV4_HLEN as u16 + udp_len).to_be_bytes());
         ip[8] = 64;
-        ip[10] = 0;
-        ip[11] = 0;
-        let c = !fold(sum_bytes(&ip[..]));
+        let c = !fold(
+            !old[2] as u32
+                + !old[0] as u32
+                + be16(ip, 2) as u32
+                + !old[1] as u32
+                + be16(ip, 8) as u32,
+        );
         ip[10..12].copy_from_slice(&c.to_be_bytes());
-        sum += sum_bytes(&ip[12..20]);
     }
     if data + udp.l4 + UDP_HLEN + DNS_HEADER_LEN > end {
         return Err(());
@@ -289,7 +310,6 @@ fn write_response(
     uh.copy_within(2..4, 0);
     uh[2..4].copy_from_slice(&ports);
     uh[4..6].copy_from_slice(&udp_len.to_be_bytes());
-    sum += sum_bytes(&uh[0..4]);
     uh[6..8].copy_from_slice(&udp_field(sum).to_be_bytes());
     Ok(())
 }
