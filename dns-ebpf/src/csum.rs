@@ -5,8 +5,8 @@
 
 use aya_ebpf::{helpers::generated::bpf_csum_diff, programs::XdpContext};
 use dns_common::{
-    csum::{fold, sum_bytes, verifies},
-    wire::{DNS_HEADER_LEN, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN, UDP_HLEN},
+    csum::{fold, verifies},
+    wire::{DNS_HEADER_LEN, IPPROTO_UDP},
     Scratch, Stat, QUERY_MAX,
 };
 
@@ -58,47 +58,63 @@ pub struct Kept {
     pub ports: u32,
 }
 
+/// The sum of `N` 16-bit words of the packet at `off` (even), loaded as they lie in memory:
+/// little-endian here, so it is the big-endian sum with its bytes swapped once folded (RFC 1071
+/// 2.(B)). Half the loads of a byte-wise big-endian sum, and no shifts.
+#[inline(always)]
+fn sum_words<const N: usize>(ctx: &XdpContext, off: usize) -> Result<u32, Pass> {
+    // SAFETY: `ptr_at` checked that the words are inside the packet; any bit pattern is a valid
+    // u16. Alignment: the frame starts 2-byte aligned and `off` is even, as the u16 reads of the
+    // EtherType and ports in `parse` assume too.
+    let w = unsafe { &*ptr_at::<[u16; N]>(ctx, off)? };
+    let mut acc = 0u32;
+    for x in w.iter() {
+        acc += *x as u32;
+    }
+    Ok(acc)
+}
+
+/// A folded little-endian-word sum as the big-endian one.
+#[inline(always)]
+fn be(le: u32) -> u32 {
+    fold(le).swap_bytes() as u32
+}
+
 /// Checks the query's IPv4 header checksum and UDP checksum; `rest_sum` is the sum of the DNS
 /// message after its header ([`sum_scratch`]). IPv4 UDP checksum 0 means "none" (RFC 768) and is
 /// accepted; in IPv6 it is forbidden (RFC 8200 8.1: "IPv6 receivers must discard UDP packets
-/// containing a zero checksum").
+/// containing a zero checksum"). Sums are taken in the little-endian word order of
+/// [`sum_words`]: a correct checksum sums to 0xffff in either order.
 #[inline(always)]
 pub fn verify(ctx: &XdpContext, udp: &Udp, rest_sum: u16) -> Result<Kept, Pass> {
     let bad = Err(Some(Stat::PassChecksum));
     let addrs = if udp.v6 {
-        // SAFETY (this and the other dereferences of `ptr_at`): it checked that the bytes are
-        // inside the packet; any bit pattern is a valid byte array.
-        let ip = unsafe { &*ptr_at::<[u8; IPV6_HLEN]>(ctx, udp.l3)? };
-        sum_bytes(&ip[8..40])
+        sum_words::<16>(ctx, udp.l3 + 8)?
     } else {
-        // SAFETY: as above.
-        let ip = unsafe { &*ptr_at::<[u8; IPV4_HLEN]>(ctx, udp.l3)? };
-        let addrs = sum_bytes(&ip[12..20]);
+        let addrs = sum_words::<4>(ctx, udp.l3 + 12)?;
         // The answer's header checksum is updated from this one, so it must be right whatever
         // the UDP checksum says.
-        if !verifies(sum_bytes(&ip[..12]) + addrs) {
+        if !verifies(sum_words::<6>(ctx, udp.l3)? + addrs) {
             return bad;
         }
         addrs
     };
-    // SAFETY: as above.
-    let uh = unsafe { &*ptr_at::<[u8; UDP_HLEN]>(ctx, udp.l4)? };
+    let ports = sum_words::<2>(ctx, udp.l4)?;
     let kept = Kept {
-        addrs,
-        ports: sum_bytes(&uh[..4]),
+        addrs: be(addrs),
+        ports: be(ports),
     };
-    if uh[6] == 0 && uh[7] == 0 {
+    // SAFETY: `ptr_at` checked that it is inside the packet; aligned as in `sum_words`.
+    if unsafe { *ptr_at::<u16>(ctx, udp.l4 + 6)? } == 0 {
         return if udp.v6 { bad } else { Ok(kept) };
     }
-    // SAFETY: as above.
-    let h = unsafe { &*ptr_at::<[u8; DNS_HEADER_LEN]>(ctx, udp.dns())? };
-    let sum = kept.addrs
-        + IPPROTO_UDP as u32
-        + udp.udp_len as u32
-        + kept.ports
-        + sum_bytes(&uh[4..])
-        + sum_bytes(&h[..])
-        + rest_sum as u32;
+    let pseudo = be(IPPROTO_UDP as u32 + udp.udp_len as u32);
+    let sum = addrs
+        + ports
+        + sum_words::<2>(ctx, udp.l4 + 4)?
+        + sum_words::<{ DNS_HEADER_LEN / 2 }>(ctx, udp.dns())?
+        + pseudo
+        + rest_sum.swap_bytes() as u32;
     if verifies(sum) {
         Ok(kept)
     } else {
