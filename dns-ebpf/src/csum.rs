@@ -7,7 +7,7 @@ use aya_ebpf::{helpers::generated::bpf_csum_diff, programs::XdpContext};
 use dns_common::{
     csum::{fold, verifies},
     wire::{DNS_HEADER_LEN, IPPROTO_UDP},
-    Scratch, Stat, QUERY_MAX, Q_SLACK,
+    Scratch, Stat, QUERY_MAX,
 };
 
 use crate::{
@@ -16,86 +16,42 @@ use crate::{
     Pass,
 };
 
-/// `bpf_csum_diff` over `len` bytes (a multiple of four) at `p`, as a folded big-endian sum.
+/// The sum of `s.q[..len]` (`len <= QUERY_MAX`) as big-endian words, folded. Zeroes the bytes
+/// after it up to a multiple of four, which `bpf_csum_diff` needs.
 #[inline(always)]
-fn csum_be(p: *mut u8, len: u32) -> Result<u32, Pass> {
-    // SAFETY: callers bound `p + len` inside the scratch slot; `from` is empty.
-    let r = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, p.cast(), len, 0) };
+pub fn sum_scratch(s: &mut Scratch, len: usize) -> Result<u16, Pass> {
+    // Opaque: LLVM would otherwise index from the UDP length the caller derived `len` from, in a
+    // form whose bounds the verifier can't follow.
+    let len = opaque(len);
+    if len > QUERY_MAX {
+        return Err(Some(Stat::PassMalformed));
+    }
+    let len4 = (len + 3) & !3;
+    for i in 0..3 {
+        if len + i < len4 {
+            *s.q.get_mut(len + i).ok_or(Some(Stat::PassMalformed))? = 0;
+        }
+    }
+    // SAFETY: `s.q` holds QUERY_MAX bytes and the length is bounded by it; `from` is empty.
+    let r = unsafe {
+        bpf_csum_diff(
+            core::ptr::null_mut(),
+            0,
+            s.q.as_mut_ptr().cast(),
+            helper_len(len4, QUERY_MAX),
+            0,
+        )
+    };
     if r < 0 {
         return Err(Some(Stat::PassMalformed));
     }
     // csum_diff sums 16-bit words as they lie in memory (little-endian here): swap to big-endian.
-    Ok(be(r as u32))
-}
-
-/// Sums of the DNS message after its header (in `s.q`).
-pub struct PayloadSums {
-    /// The question (`s.q[..qn]`), which the answer echoes.
-    pub question: u16,
-    /// Everything (`s.q[..qlen]`): the question and an OPT record.
-    pub all: u16,
-}
-
-/// Sums the question (`qn` bytes) and the whole message after the header (`qlen` bytes), each
-/// byte once: the question padded with zeros to a multiple of four, then the bytes it covered
-/// over, then the rest. Leaves zeros in `s.q` after the question's and the message's ends.
-#[inline(always)]
-pub fn payload_sums(s: &mut Scratch, qn: usize, qlen: usize) -> Result<PayloadSums, Pass> {
-    let malformed = Some(Stat::PassMalformed);
-    // Opaque: LLVM would otherwise index from the lengths these were derived from, in forms
-    // whose bounds the verifier can't follow.
-    let (qn, qlen) = (opaque(qn), opaque(qlen));
-    if qn > Q_SLACK - 4 || qlen > QUERY_MAX || qn > qlen {
-        return Err(malformed);
-    }
-    let qn4 = (qn + 3) & !3;
-    // The bytes of the OPT record that the padding covers, as big-endian words at their places.
-    let mut covered = 0u32;
-    for i in 0..3 {
-        let at = qn + i;
-        if at < qn4 {
-            let b = s.q.get_mut(at).ok_or(malformed)?;
-            if at < qlen {
-                covered += if at & 1 == 0 {
-                    (*b as u32) << 8
-                } else {
-                    *b as u32
-                };
-            }
-            *b = 0;
-        }
-    }
-    let question = fold(csum_be(s.q.as_mut_ptr(), helper_len(qn4, Q_SLACK))?);
-    if qlen == qn {
-        return Ok(PayloadSums {
-            question,
-            all: question,
-        });
-    }
-    let qlen4 = (qlen + 3) & !3;
-    for i in 0..3 {
-        if qlen + i < qlen4 {
-            *s.q.get_mut(qlen + i).ok_or(malformed)? = 0;
-        }
-    }
-    let mut all = question as u32 + covered;
-    if qlen4 > qn4 {
-        // SAFETY: `qn4 <= Q_SLACK - 4` (masked again for the verifier) and the run is at most
-        // QUERY_MAX bytes: it ends inside `s.q`.
-        let p = unsafe { s.q.as_mut_ptr().add(opaque(qn4) & (Q_SLACK - 1)) };
-        all += csum_be(p, helper_len(qlen4 - qn4, QUERY_MAX))?;
-    }
-    Ok(PayloadSums {
-        question,
-        all: fold(all),
-    })
+    Ok(fold(r as u32).swap_bytes())
 }
 
 /// Sums of query bytes that the answer keeps: the addresses and the ports trade places, which
 /// leaves their sums as they are, so the answer's checksum reuses them.
 pub struct Kept {
-    /// The question, echoed as it came (folded).
-    pub question: u16,
     /// Source and destination addresses (the UDP pseudo-header's).
     pub addrs: u32,
     /// Source and destination ports.
@@ -124,13 +80,13 @@ fn be(le: u32) -> u32 {
     fold(le).swap_bytes() as u32
 }
 
-/// Checks the query's IPv4 header checksum and UDP checksum; `payload` holds the sums of the DNS
-/// message after its header ([`payload_sums`]). IPv4 UDP checksum 0 means "none" (RFC 768) and is
+/// Checks the query's IPv4 header checksum and UDP checksum; `rest_sum` is the sum of the DNS
+/// message after its header ([`sum_scratch`]). IPv4 UDP checksum 0 means "none" (RFC 768) and is
 /// accepted; in IPv6 it is forbidden (RFC 8200 8.1: "IPv6 receivers must discard UDP packets
 /// containing a zero checksum"). Sums are taken in the little-endian word order of
 /// [`sum_words`]: a correct checksum sums to 0xffff in either order.
 #[inline(always)]
-pub fn verify(ctx: &XdpContext, udp: &Udp, payload: &PayloadSums) -> Result<Kept, Pass> {
+pub fn verify(ctx: &XdpContext, udp: &Udp, rest_sum: u16) -> Result<Kept, Pass> {
     let bad = Err(Some(Stat::PassChecksum));
     let addrs = if udp.v6 {
         sum_words::<16>(ctx, udp.l3 + 8)?
@@ -145,7 +101,6 @@ pub fn verify(ctx: &XdpContext, udp: &Udp, payload: &PayloadSums) -> Result<Kept
     };
     let ports = sum_words::<2>(ctx, udp.l4)?;
     let kept = Kept {
-        question: payload.question,
         addrs: be(addrs),
         ports: be(ports),
     };
@@ -159,7 +114,7 @@ pub fn verify(ctx: &XdpContext, udp: &Udp, payload: &PayloadSums) -> Result<Kept
         + sum_words::<2>(ctx, udp.l4 + 4)?
         + sum_words::<{ DNS_HEADER_LEN / 2 }>(ctx, udp.dns())?
         + pseudo
-        + payload.all.swap_bytes() as u32;
+        + rest_sum.swap_bytes() as u32;
     if verifies(sum) {
         Ok(kept)
     } else {

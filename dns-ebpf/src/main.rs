@@ -74,9 +74,9 @@ fn try_edgedns(ctx: &XdpContext) -> Result<u32, Pass> {
     let h = parse::header(ctx, &udp)?;
     let s = maps::scratch().ok_or(None)?;
     parse::load_question(ctx, &udp, &h, s)?;
-    let q = parse::question(s, &h)?;
-    let sums = csum::payload_sums(s, q.name_len + 4, h.qlen)?;
-    let kept = csum::verify(ctx, &udp, &sums)?;
+    let rest_sum = csum::sum_scratch(s, h.qlen)?;
+    let kept = csum::verify(ctx, &udp, rest_sum)?;
+    let q = parse::question(s, &h, rest_sum)?;
     key::build(ctx, &udp, s, &q)?;
     let hit = lookup::name(s, &q)?;
     let a = answer::answer(s, &q, hit)?;

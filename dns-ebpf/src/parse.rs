@@ -214,11 +214,14 @@ pub struct Query {
     pub seg: usize,
     /// Client's EDNS UDP payload size and DO bit, if it sent an OPT record.
     pub edns: Option<(u16, bool)>,
+    /// Sum of the message after the header, as in `s.q` ([`crate::csum::sum_scratch`]), taken to
+    /// verify the query's UDP checksum.
+    pub rest_sum: u16,
 }
 
 /// Parses the question in `s.q` (see [`parse_question`]).
 #[inline(always)]
-pub fn question(s: &mut Scratch, h: &Header) -> Result<Query, Pass> {
+pub fn question(s: &mut Scratch, h: &Header, rest_sum: u16) -> Result<Query, Pass> {
     let f = parse_question(s, h.qlen as u64, h.arcount as u64).unpack_question()?;
     Ok(Query {
         id: h.id,
@@ -226,6 +229,7 @@ pub fn question(s: &mut Scratch, h: &Header) -> Result<Query, Pass> {
         name_len: f.name_len,
         seg: f.seg,
         edns: f.edns,
+        rest_sum,
     })
 }
 

@@ -16,7 +16,7 @@ use dns_common::{
 
 use crate::{
     answer::Answer,
-    csum::Kept,
+    csum::{sum_scratch, Kept},
     maps::count,
     parse::{Query, Udp},
     verifier::helper_len,
@@ -95,7 +95,13 @@ pub fn respond(
     if (qn + 3) & !3 > MAX_ANSWER_OFF {
         return Err(Some(Stat::PassLongName));
     }
-    let qsum = kept.question as u32;
+    let qsum = if q.edns.is_none() {
+        // The question is all there is after the header, and its sum was taken to verify the
+        // query's UDP checksum.
+        q.rest_sum
+    } else {
+        sum_scratch(s, qn)?
+    } as u32;
     let asum = at_offset(a.sum, qn & 1 != 0) as u32;
 
     match resize(ctx, s, udp, DNS_HEADER_LEN + qn, dns_len) {

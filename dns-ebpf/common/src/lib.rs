@@ -284,20 +284,14 @@ pub struct XdpConfig {
 pub const FAMILY_V4: u32 = 1;
 pub const FAMILY_V6: u32 = 2;
 
-/// Room after [`QUERY_MAX`] in [`Scratch::q`]: more than a question (header, key name, type
-/// and class) can take.
-pub const Q_SLACK: usize = 128;
-
 /// Per-CPU scratch space (one slot): the stack is 512 bytes in all.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Scratch {
     /// The lookup key being built.
     pub key: NameKey,
-    /// The query's DNS payload after the header ([`DNS_HEADER_LEN`]): [`QUERY_MAX`] bytes, and
-    /// [`Q_SLACK`] more so that a checksum run from inside the question through the end stays
-    /// inside the buffer by the verifier's reckoning.
-    pub q: [u8; QUERY_MAX + Q_SLACK],
+    /// The query's DNS payload after the header ([`DNS_HEADER_LEN`]).
+    pub q: [u8; QUERY_MAX],
     /// Response header ([`DNS_HEADER_LEN`]) and, from byte 16, our OPT record
     /// ([`wire::OPT_RR_LEN`], padded).
     pub out: [u8; 32],
