@@ -6,18 +6,17 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray},
     programs::{
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
         Xdp, XdpMode,
     },
-    Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader, Pod,
 };
 use dns_common::{
-    LargeValue, NameKey, ShortKey, SmallValue, XdpConfig, ZoneValue, FAMILY_V4, FAMILY_V6,
-    MAP_CONFIG, MAP_NAMES_LARGE, MAP_NAMES_SHORT, MAP_NAMES_SMALL, MAP_STATS, MAP_ZONES,
-    PROGRAM_NAME,
+    map::{self, MapKind, MapSpec},
+    XdpConfig, FAMILY_V4, FAMILY_V6, PASS_PROGRAM_NAME, PROGRAM_NAME,
 };
 use tracing::{info, warn};
 
@@ -25,9 +24,6 @@ use crate::maps::FastPath;
 
 /// The XDP object built by `build.rs`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dns-ebpf"));
-
-/// The program for the peer end of a veth pair (see `edgedns xdp-pass`).
-pub const PASS_PROGRAM_NAME: &str = "edgedns_pass";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -41,7 +37,16 @@ pub enum LoadError {
     Map {
         name: &'static str,
         #[source]
-        source: aya::maps::MapError,
+        source: MapError,
+    },
+    #[error(
+        "map {name} in the kernel is not as dns-common declares it: {what} {got}, want {want}"
+    )]
+    Mismatch {
+        name: &'static str,
+        what: &'static str,
+        got: u32,
+        want: u32,
     },
     #[error("loading {name} into the kernel (the verifier's log follows in the cause)")]
     Verify {
@@ -107,15 +112,6 @@ impl Loaded {
     }
 }
 
-/// Names of the maps that outlive the daemon when pinned (SCRATCH is per-packet only).
-const PINNED_MAPS: [&str; 6] = [
-    MAP_CONFIG,
-    MAP_STATS,
-    MAP_NAMES_SHORT,
-    MAP_NAMES_SMALL,
-    MAP_NAMES_LARGE,
-    MAP_ZONES,
-];
 /// File name of the pinned XDP link in the pin directory.
 const LINK_PIN: &str = "link";
 /// bpffs magic (linux/magic.h BPF_FS_MAGIC).
@@ -210,7 +206,7 @@ pub fn load_and_attach(
     // Dropped on every error return below: removes what this start pinned.
     let pins = pin_dir.map(NewPins::make).transpose()?;
     if let Some(dir) = pin_dir {
-        for name in PINNED_MAPS {
+        for name in map::PINNED {
             loader.map_pin_path(name, dir.join(name));
         }
     }
@@ -356,7 +352,7 @@ impl NewPins {
     }
 
     fn names(dir: &Path) -> impl Iterator<Item = PathBuf> + '_ {
-        PINNED_MAPS
+        map::PINNED
             .into_iter()
             .chain([LINK_PIN])
             .map(|name| dir.join(name))
@@ -416,21 +412,67 @@ fn load_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xd
     Ok(prog)
 }
 
+/// Takes the program's maps out of the object, each as its `dns_common::map` spec declares it:
+/// the spec gives the map's name and its key and value types, and the map the kernel holds (a
+/// new one, or one taken over from a pin) must match the spec's kind, sizes, capacity and flags.
 fn take_maps(ebpf: &mut Ebpf) -> Result<FastPath, LoadError> {
-    fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
-    where
-        T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
-    {
-        let map = ebpf.take_map(name).ok_or(LoadError::NoMap(name))?;
-        T::try_from(map).map_err(|source| LoadError::Map { name, source })
+    let config = Array::try_from(take(ebpf, map::CONFIG)?).map_err(map_err(map::CONFIG.name))?;
+    let stats = PerCpuArray::try_from(take(ebpf, map::STATS)?).map_err(map_err(map::STATS.name))?;
+    Ok(FastPath::new(
+        config,
+        stats,
+        take_hash(ebpf, map::NAMES_SHORT)?,
+        take_hash(ebpf, map::NAMES_SMALL)?,
+        take_hash(ebpf, map::NAMES_LARGE)?,
+        take_hash(ebpf, map::ZONES)?,
+    ))
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(MapError) -> LoadError {
+    move |source| LoadError::Map { name, source }
+}
+
+fn take_hash<K: Pod, V: Pod>(
+    ebpf: &mut Ebpf,
+    spec: MapSpec<K, V>,
+) -> Result<HashMap<MapData, K, V>, LoadError> {
+    HashMap::try_from(take(ebpf, spec)?).map_err(map_err(spec.name))
+}
+
+/// The map `spec` names, checked against the spec.
+fn take<K, V>(ebpf: &mut Ebpf, spec: MapSpec<K, V>) -> Result<Map, LoadError> {
+    let name = spec.name;
+    let m = ebpf.take_map(name).ok_or(LoadError::NoMap(name))?;
+    let data = match (&m, spec.kind) {
+        (Map::HashMap(d), MapKind::Hash)
+        | (Map::Array(d), MapKind::Array)
+        | (Map::PerCpuArray(d), MapKind::PerCpuArray) => d,
+        _ => {
+            return Err(LoadError::Map {
+                name,
+                source: MapError::InvalidMapType {
+                    map_type: spec.kind as u32,
+                },
+            })
+        }
+    };
+    let info = data.info().map_err(map_err(name))?;
+    for (what, got, want) in [
+        ("key size", info.key_size(), spec.key_size()),
+        ("value size", info.value_size(), spec.value_size()),
+        ("max entries", info.max_entries(), spec.max_entries),
+        ("flags", info.map_flags(), spec.flags),
+    ] {
+        if got != want {
+            return Err(LoadError::Mismatch {
+                name,
+                what,
+                got,
+                want,
+            });
+        }
     }
-    let config: Array<MapData, XdpConfig> = take(ebpf, MAP_CONFIG)?;
-    let stats: PerCpuArray<MapData, u64> = take(ebpf, MAP_STATS)?;
-    let short: HashMap<MapData, ShortKey, SmallValue> = take(ebpf, MAP_NAMES_SHORT)?;
-    let small: HashMap<MapData, NameKey, SmallValue> = take(ebpf, MAP_NAMES_SMALL)?;
-    let large: HashMap<MapData, NameKey, LargeValue> = take(ebpf, MAP_NAMES_LARGE)?;
-    let zones: HashMap<MapData, NameKey, ZoneValue> = take(ebpf, MAP_ZONES)?;
-    Ok(FastPath::new(config, stats, short, small, large, zones))
+    Ok(m)
 }
 
 fn spawn_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {

@@ -8,7 +8,10 @@
 use std::collections::HashMap as StdHashMap;
 
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
-use dns_common::{LargeValue, NameKey, ShortKey, SmallValue, Stat, XdpConfig, ZoneValue, IN_LARGE};
+use dns_common::{
+    map::{CONFIG, NAMES_LARGE, NAMES_SHORT, NAMES_SMALL, STATS, ZONES},
+    LargeValue, NameKey, ShortKey, SmallValue, Stat, XdpConfig, ZoneValue, IN_LARGE,
+};
 
 /// A compiled answer set for one name, in whichever map it fits.
 #[derive(Clone)]
@@ -89,11 +92,11 @@ impl FastPath {
     }
 
     pub fn set_config(&mut self, cfg: XdpConfig) -> Result<(), MapWriteError> {
-        self.config.set(0, cfg, 0).map_err(werr("CONFIG"))
+        self.config.set(0, cfg, 0).map_err(werr(CONFIG.name))
     }
 
     pub fn config(&self) -> Result<XdpConfig, MapWriteError> {
-        self.config.get(&0, 0).map_err(werr("CONFIG"))
+        self.config.get(&0, 0).map_err(werr(CONFIG.name))
     }
 
     /// Writes the answers for one name. Every step leaves the program a whole answer, old or new:
@@ -105,17 +108,19 @@ impl FastPath {
             (NameEntry::Small(v), Some(short)) => {
                 self.short
                     .insert(short, v, 0)
-                    .map_err(werr("NAMES_SHORT"))?;
+                    .map_err(werr(NAMES_SHORT.name))?;
                 Which::Short
             }
             (NameEntry::Small(v), None) => {
-                self.small.insert(key, v, 0).map_err(werr("NAMES_SMALL"))?;
+                self.small
+                    .insert(key, v, 0)
+                    .map_err(werr(NAMES_SMALL.name))?;
                 Which::Small
             }
             (NameEntry::Large(v), short) => {
                 self.large
                     .insert(key, v.as_ref(), 0)
-                    .map_err(werr("NAMES_LARGE"))?;
+                    .map_err(werr(NAMES_LARGE.name))?;
                 match short {
                     Some(short) => {
                         if from != Some(Which::ShortLarge) {
@@ -123,7 +128,7 @@ impl FastPath {
                             marker.pass_mask = IN_LARGE;
                             self.short
                                 .insert(short, marker, 0)
-                                .map_err(werr("NAMES_SHORT"))?;
+                                .map_err(werr(NAMES_SHORT.name))?;
                         }
                         Which::ShortLarge
                     }
@@ -144,7 +149,7 @@ impl FastPath {
     fn remove_large(&mut self, key: &NameKey) -> Result<(), MapWriteError> {
         match self.large.remove(key) {
             Err(MapError::KeyNotFound) => Ok(()),
-            r => r.map_err(werr("NAMES_LARGE")),
+            r => r.map_err(werr(NAMES_LARGE.name)),
         }
     }
 
@@ -159,7 +164,7 @@ impl FastPath {
     fn remove_from(&mut self, key: &NameKey, from: Which) -> Result<(), MapWriteError> {
         let r = match from {
             Which::Short => match key.short() {
-                Some(short) => self.short.remove(&short).map_err(werr("NAMES_SHORT")),
+                Some(short) => self.short.remove(&short).map_err(werr(NAMES_SHORT.name)),
                 None => Ok(()),
             },
             // The marker first: from then on the name is absent, whatever NAMES_LARGE holds.
@@ -167,13 +172,13 @@ impl FastPath {
                 if let Some(short) = key.short() {
                     match self.short.remove(&short) {
                         Err(MapError::KeyNotFound) | Ok(()) => {}
-                        Err(e) => return Err(werr("NAMES_SHORT")(e)),
+                        Err(e) => return Err(werr(NAMES_SHORT.name)(e)),
                     }
                 }
                 self.remove_large(key)
             }
-            Which::Small => self.small.remove(key).map_err(werr("NAMES_SMALL")),
-            Which::Large => self.large.remove(key).map_err(werr("NAMES_LARGE")),
+            Which::Small => self.small.remove(key).map_err(werr(NAMES_SMALL.name)),
+            Which::Large => self.large.remove(key).map_err(werr(NAMES_LARGE.name)),
         };
         match r {
             // Already gone is what we wanted.
@@ -186,13 +191,13 @@ impl FastPath {
     }
 
     pub fn set_zone(&mut self, key: &NameKey, v: &ZoneValue) -> Result<(), MapWriteError> {
-        self.zones.insert(key, v, 0).map_err(werr("ZONES"))
+        self.zones.insert(key, v, 0).map_err(werr(ZONES.name))
     }
 
     pub fn remove_zone(&mut self, key: &NameKey) -> Result<(), MapWriteError> {
         match self.zones.remove(key) {
             Err(MapError::KeyNotFound) => Ok(()),
-            r => r.map_err(werr("ZONES")),
+            r => r.map_err(werr(ZONES.name)),
         }
     }
 
@@ -211,7 +216,7 @@ impl FastPath {
         Stat::ALL
             .iter()
             .map(|s| {
-                let per_cpu = self.stats.get(&(*s as u32), 0).map_err(werr("STATS"))?;
+                let per_cpu = self.stats.get(&(*s as u32), 0).map_err(werr(STATS.name))?;
                 Ok((*s, per_cpu.iter().sum()))
             })
             .collect()

@@ -145,8 +145,8 @@ pub fn udp_limit(q: &QuerySpec, udp_payload: u16) -> usize {
 }
 
 /// The oracle: what the program must do with `q` (a well-formed query: QR=0, opcode QUERY, one
-/// question, no answer/authority records, at most one OPT). Written from the fast path's contract,
-/// not from the program: A/AAAA/CNAME questions of class IN for names of at most
+/// question, no answer/authority records, at most one OPT). Written from the fast path's
+/// contract, not from the program: A/AAAA/CNAME questions of class IN for names of at most
 /// [`KEY_NAME_LEN`] wire bytes, whose answer is not marked "pass" by the compiler and fits the
 /// client's limit, are answered; the rest goes up with its reason.
 pub fn expect(zones: &ZoneSet, q: &QuerySpec, udp_payload: u16) -> Expect {

@@ -1,34 +1,44 @@
-//! Types shared by the XDP program (`dns-ebpf`) and the daemon (`dns-user`).
+//! The contract between the XDP program (`dns-ebpf`) and the daemon (`dns-user`): the maps
+//! ([`map`], one declaration each), their key and value types (here), the counters ([`stat`]),
+//! wire constants ([`wire`]) and the checksum arithmetic both sides share ([`csum`]).
 //!
-//! Everything here is `#[repr(C)]`, `Copy`, made of fixed-size integers and arrays with explicit
-//! padding, so that both sides agree on every byte. Multi-byte integers are in host byte order
-//! unless a field says otherwise.
+//! Everything in a map is `#[repr(C)]`, `Copy`, made of fixed-size integers and arrays with
+//! explicit padding, so that both sides agree on every byte. Multi-byte integers are in host byte
+//! order unless a field says otherwise.
 //!
 //! # How an answer is found
 //! The daemon compiles every name it serves into one [`NameValue`]: the answer-section bytes for
 //! each type the fast path serves (A, AAAA, CNAME), ready to be copied after the question. The XDP
-//! program lowercases the query name into a [`NameKey`] (right-aligned, see there), looks it up in
-//! [`NAMES_SMALL`] then [`NAMES_LARGE`], and on a miss walks the name's suffixes through [`ZONES`]
-//! to find the zone and answer NXDOMAIN with the zone's SOA.
+//! program lowercases the query name into a [`NameKey`] (right-aligned, see there) and looks it
+//! up: a name of at most [`SHORT_NAME_LEN`] wire bytes in [`map::NAMES_SHORT`], a longer one in
+//! [`map::NAMES_SMALL`], then, if the answers are too big for a small value, in
+//! [`map::NAMES_LARGE`]. A name found nowhere makes it walk the name's suffixes through
+//! [`map::ZONES`] to find the zone and answer NXDOMAIN with the zone's SOA; a name found without
+//! the asked type gets NODATA with the same SOA. [`map::CONFIG`] holds the program's settings,
+//! [`map::STATS`] its counters and [`map::SCRATCH`] its per-packet working memory.
 #![no_std]
 
-/// Map names: the `#[map]` statics in dns-ebpf carry the same names (checked by a test in dns-user).
-pub const MAP_CONFIG: &str = "CONFIG";
-pub const MAP_STATS: &str = "STATS";
-pub const MAP_NAMES_SHORT: &str = "NAMES_SHORT";
-pub const MAP_NAMES_SMALL: &str = "NAMES_SMALL";
-pub const MAP_NAMES_LARGE: &str = "NAMES_LARGE";
-pub const MAP_ZONES: &str = "ZONES";
-pub const MAP_SCRATCH: &str = "SCRATCH";
+pub mod csum;
+pub mod map;
+pub mod stat;
+pub mod wire;
+
+pub use map::{NAMES_LARGE_MAX, NAMES_SHORT_MAX, NAMES_SMALL_MAX, ZONES_MAX};
+pub use stat::{Stat, STAT_COUNT};
+pub use wire::{CLASS_IN, DNS_HEADER_LEN, TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_OPT, TYPE_SOA};
+
 /// The XDP program's name (the `#[xdp]` function).
 pub const PROGRAM_NAME: &str = "edgedns_xdp";
+/// The program for the peer end of a veth pair, which passes everything (see `edgedns xdp-pass`).
+pub const PASS_PROGRAM_NAME: &str = "edgedns_pass";
 
 /// Longest query name (wire form, root label included) that the fast path looks up. Longer names
 /// are passed up and counted under [`Stat::PassLongName`]; the fallback answers them.
 pub const KEY_NAME_LEN: usize = 96;
-/// Largest DNS payload after the 12-byte header that the program reads from a query.
+/// Largest DNS payload after the header ([`DNS_HEADER_LEN`]) that the program reads from a query.
 pub const QUERY_MAX: usize = 512;
-/// Answer bytes held by a [`NameValue`] in [`NAMES_SMALL`] / [`NAMES_LARGE`].
+/// Answer bytes held by a [`NameValue`]: small in [`map::NAMES_SHORT`] and [`map::NAMES_SMALL`],
+/// large in [`map::NAMES_LARGE`].
 pub const BLOB_SMALL: usize = 64;
 pub const BLOB_LARGE: usize = 1024;
 /// In a blob of `N` bytes every segment starts before `N / 2` and is at most `N / 2` long: the
@@ -45,13 +55,7 @@ pub const DEFAULT_UDP_PAYLOAD: u16 = 1232;
 
 /// Version of the map layout. Pinned maps live in a directory named after it, so a daemon whose
 /// layout differs never takes over maps it can't read. Bump it with any change to the types here.
-pub const LAYOUT_VERSION: u32 = 4;
-
-/// Capacity of the maps (entries).
-pub const NAMES_SHORT_MAX: u32 = 2 * 1024 * 1024;
-pub const NAMES_SMALL_MAX: u32 = 1024 * 1024;
-pub const NAMES_LARGE_MAX: u32 = 256 * 1024;
-pub const ZONES_MAX: u32 = 4096;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Query types, as the index into [`NameValue::segs`]: 0 is the CNAME prefix copied before every
 /// answer at a name that holds a CNAME.
@@ -59,13 +63,6 @@ pub const SEG_CNAME_PREFIX: usize = 0;
 pub const SEG_A: usize = 1;
 pub const SEG_AAAA: usize = 2;
 pub const SEG_CNAME: usize = 3;
-
-pub const TYPE_A: u16 = 1;
-pub const TYPE_CNAME: u16 = 5;
-pub const TYPE_SOA: u16 = 6;
-pub const TYPE_AAAA: u16 = 28;
-pub const TYPE_OPT: u16 = 41;
-pub const CLASS_IN: u16 = 1;
 
 /// Maps a query type to its segment index, or `None` if the fast path does not serve it.
 #[inline(always)]
@@ -104,8 +101,8 @@ pub fn fold_case_word(w: u64) -> u64 {
     w | (upper >> 2)
 }
 
-/// Key of [`NAMES_SMALL`], [`NAMES_LARGE`] and [`ZONES`]: a lowercased wire-form name, root label
-/// included, placed at the *end* of the array with zeros before it.
+/// Key of [`map::NAMES_SMALL`], [`map::NAMES_LARGE`] and [`map::ZONES`]: a lowercased wire-form
+/// name, root label included, placed at the *end* of the array with zeros before it.
 ///
 /// Right alignment makes every suffix of a name (its parent zones) a key too: zeroing the bytes of
 /// the leading labels turns the key of `a.b.example.` into the key of `b.example.`, which is how
@@ -139,11 +136,11 @@ impl NameKey {
 }
 
 /// Names up to this long (wire form) are keyed by their last [`SHORT_NAME_LEN`] bytes in
-/// [`MAP_NAMES_SHORT`]: most served names are short, and a 32-byte key instead of 96 takes 64
+/// [`map::NAMES_SHORT`]: most served names are short, and a 32-byte key instead of 96 takes 64
 /// bytes off every such entry and hashes a third as much per lookup.
 pub const SHORT_NAME_LEN: usize = 32;
 
-/// Key of [`MAP_NAMES_SHORT`]: the last [`SHORT_NAME_LEN`] bytes of a [`NameKey`] whose other
+/// Key of [`map::NAMES_SHORT`]: the last [`SHORT_NAME_LEN`] bytes of a [`NameKey`] whose other
 /// bytes are all zero (right alignment makes it the same bytes, no copy needed).
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -188,13 +185,14 @@ pub struct Seg {
     pub sum: u16,
 }
 
-/// `NameValue::flags`: answer `qtype` index `i` from the fallback (bit `1 << i`).
+/// The bit of [`NameValue::pass_mask`] that sends queries of segment index `seg` (see
+/// [`seg_for_qtype`]) to the fallback.
 pub const fn pass_bit(seg: usize) -> u8 {
     1 << seg
 }
 
-/// `NameValue::pass_mask` of a [`MAP_NAMES_SHORT`] entry that only says "this short name's
-/// answers are in [`MAP_NAMES_LARGE`]": a short name that misses the short map then needs no
+/// `NameValue::pass_mask` of a [`map::NAMES_SHORT`] entry that only says "this short name's
+/// answers are in [`map::NAMES_LARGE`]": a short name that misses the short map then needs no
 /// second lookup to be known absent, which is most of the cost of an NXDOMAIN.
 pub const IN_LARGE: u8 = 0x80;
 
@@ -264,7 +262,7 @@ impl ZoneValue {
     }
 }
 
-/// Program settings, at index 0 of [`MAP_CONFIG`].
+/// Program settings, at index 0 of [`map::CONFIG`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct XdpConfig {
@@ -286,101 +284,16 @@ pub struct XdpConfig {
 pub const FAMILY_V4: u32 = 1;
 pub const FAMILY_V6: u32 = 2;
 
-/// Per-CPU counters, the index into [`MAP_STATS`].
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stat {
-    AnsweredAnswer = 0,
-    AnsweredNxdomain,
-    AnsweredNodata,
-    PassTc,
-    PassQr,
-    PassOpcode,
-    PassQdcount,
-    PassCounts,
-    PassClass,
-    PassQtype,
-    PassEdnsVersion,
-    PassIpOptions,
-    PassIpv6Ext,
-    PassFragment,
-    PassMalformed,
-    PassLongName,
-    PassNoZone,
-    PassNegative,
-    PassRecord,
-    PassTooBig,
-    PassNoRoom,
-    PassDisabled,
-}
-
-/// Number of counters in [`MAP_STATS`].
-pub const STAT_COUNT: u32 = Stat::PassDisabled as u32 + 1;
-
-impl Stat {
-    pub const ALL: [Stat; STAT_COUNT as usize] = [
-        Stat::AnsweredAnswer,
-        Stat::AnsweredNxdomain,
-        Stat::AnsweredNodata,
-        Stat::PassTc,
-        Stat::PassQr,
-        Stat::PassOpcode,
-        Stat::PassQdcount,
-        Stat::PassCounts,
-        Stat::PassClass,
-        Stat::PassQtype,
-        Stat::PassEdnsVersion,
-        Stat::PassIpOptions,
-        Stat::PassIpv6Ext,
-        Stat::PassFragment,
-        Stat::PassMalformed,
-        Stat::PassLongName,
-        Stat::PassNoZone,
-        Stat::PassNegative,
-        Stat::PassRecord,
-        Stat::PassTooBig,
-        Stat::PassNoRoom,
-        Stat::PassDisabled,
-    ];
-
-    /// `("answered", kind)` or `("passed", reason)`: the metric and its label.
-    pub const fn label(self) -> (&'static str, &'static str) {
-        match self {
-            Stat::AnsweredAnswer => ("answered", "answer"),
-            Stat::AnsweredNxdomain => ("answered", "nxdomain"),
-            Stat::AnsweredNodata => ("answered", "nodata"),
-            Stat::PassTc => ("passed", "tc"),
-            Stat::PassQr => ("passed", "qr"),
-            Stat::PassOpcode => ("passed", "opcode"),
-            Stat::PassQdcount => ("passed", "qdcount"),
-            Stat::PassCounts => ("passed", "counts"),
-            Stat::PassClass => ("passed", "class"),
-            Stat::PassQtype => ("passed", "qtype"),
-            Stat::PassEdnsVersion => ("passed", "edns_version"),
-            Stat::PassIpOptions => ("passed", "ip_options"),
-            Stat::PassIpv6Ext => ("passed", "ipv6_ext"),
-            Stat::PassFragment => ("passed", "fragment"),
-            Stat::PassMalformed => ("passed", "malformed"),
-            Stat::PassLongName => ("passed", "long_name"),
-            Stat::PassNoZone => ("passed", "no_zone"),
-            Stat::PassNegative => ("passed", "wildcard_or_cut"),
-            Stat::PassRecord => ("passed", "record"),
-            Stat::PassTooBig => ("passed", "too_big"),
-            Stat::PassNoRoom => ("passed", "no_room"),
-            Stat::PassDisabled => ("passed", "disabled"),
-        }
-    }
-}
-
 /// Per-CPU scratch space (one slot): the stack is 512 bytes in all.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Scratch {
     /// The lookup key being built.
     pub key: NameKey,
-    /// The query's DNS payload after the 12-byte header.
+    /// The query's DNS payload after the header ([`DNS_HEADER_LEN`]).
     pub q: [u8; QUERY_MAX],
-    /// Response header (12 bytes) and our OPT record (11 bytes, padded).
+    /// Response header ([`DNS_HEADER_LEN`]) and, from byte 16, our OPT record
+    /// ([`wire::OPT_RR_LEN`], padded).
     pub out: [u8; 32],
     /// A value passed through map memory, which the verifier treats as unknown: joins the states
     /// of a loop's many exits into one (see `launder` in dns-ebpf).

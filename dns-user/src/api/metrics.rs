@@ -17,6 +17,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use dns_common::stat;
 use tracing::warn;
 
 use super::ApiState;
@@ -103,14 +104,19 @@ pub(super) async fn render(State(st): State<ApiState>) -> Response {
     );
     for (metric, key, help) in [
         (
-            "answered",
+            stat::ANSWERED,
             "kind",
             "Queries the XDP program answered itself, by kind of answer.",
         ),
         (
-            "passed",
+            stat::PASSED,
             "reason",
             "Queries the XDP program passed up to the fallback, by reason.",
+        ),
+        (
+            stat::DROPPED,
+            "reason",
+            "Frames the XDP program dropped half rewritten, by reason.",
         ),
     ] {
         let name = format!("dns_xdp_{metric}_total");

@@ -197,14 +197,15 @@ async fn method_not_allowed() -> ApiError {
 async fn stats(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let mut answered = serde_json::Map::new();
     let mut passed = serde_json::Map::new();
+    let mut dropped = serde_json::Map::new();
     if let Some(r) = st.engine.with_fast(|f| f.stats()) {
         let counters = r.map_err(|e| ApiError::internal(&e))?;
         for (stat, n) in counters {
             let (metric, label) = stat.label();
-            let m = if metric == "answered" {
-                &mut answered
-            } else {
-                &mut passed
+            let m = match metric {
+                dns_common::stat::ANSWERED => &mut answered,
+                dns_common::stat::DROPPED => &mut dropped,
+                _ => &mut passed,
             };
             m.insert(label.to_owned(), json!(n));
         }
@@ -216,7 +217,7 @@ async fn stats(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
         .map(|(k, v)| (k, json!(v)))
         .collect();
     Ok(Json(json!({
-        "xdp": { "answered": answered, "passed": passed },
+        "xdp": { "answered": answered, "passed": passed, "dropped": dropped },
         "fallback": fallback,
     })))
 }

@@ -41,8 +41,8 @@ use self::{policy::respond, response::Reply};
 pub use self::{stats::FallbackStats, tcp::serve_tcp, udp::serve_udp};
 use crate::zone::{SharedZones, ZoneSet};
 
-/// DNS header length (RFC 1035 §4.1.1).
-const HEADER_LEN: usize = 12;
+// DNS header length (RFC 1035 §4.1.1).
+use dns_common::DNS_HEADER_LEN as HEADER_LEN;
 /// RFC 1035 §4.2.1: "Messages carried by UDP are restricted to 512 bytes"; RFC 6891 §6.2.5:
 /// "Values lower than 512 MUST be treated as equal to 512".
 const UDP_MIN: usize = 512;

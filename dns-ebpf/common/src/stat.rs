@@ -1,0 +1,75 @@
+//! The XDP program's counters: one list gives the enum (the index into [`crate::map::STATS`]),
+//! the count, and the metric and label each is reported under.
+
+/// The metric of counters for queries the program answered, by kind of answer.
+pub const ANSWERED: &str = "answered";
+/// The metric of counters for queries passed up to the fallback, by reason.
+pub const PASSED: &str = "passed";
+/// The metric of counters for frames the program dropped, by reason: it does so only when a frame
+/// was already partly rewritten and can be neither sent nor passed up.
+pub const DROPPED: &str = "dropped";
+/// Every metric, in the order they are reported.
+pub const METRICS: [&str; 3] = [ANSWERED, PASSED, DROPPED];
+
+macro_rules! stats {
+    ($($(#[$doc:meta])* $name:ident => ($metric:ident, $label:literal),)+) => {
+        /// Per-CPU counters, the index into [`crate::map::STATS`].
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Stat {
+            $($(#[$doc])* $name,)+
+        }
+
+        impl Stat {
+            /// Every counter, in index order.
+            pub const ALL: [Stat; STAT_COUNT as usize] = [$(Stat::$name,)+];
+
+            /// `(metric, label)`: [`ANSWERED`] and the kind of answer, [`PASSED`] and the
+            /// reason, or [`DROPPED`] and the reason.
+            pub const fn label(self) -> (&'static str, &'static str) {
+                match self {
+                    $(Stat::$name => ($metric, $label),)+
+                }
+            }
+        }
+
+        /// Number of counters in [`crate::map::STATS`].
+        pub const STAT_COUNT: u32 = [$(Stat::$name,)+].len() as u32;
+    };
+}
+
+stats! {
+    /// Answer records from the maps.
+    AnsweredAnswer => (ANSWERED, "answer"),
+    AnsweredNxdomain => (ANSWERED, "nxdomain"),
+    AnsweredNodata => (ANSWERED, "nodata"),
+    PassTc => (PASSED, "tc"),
+    PassQr => (PASSED, "qr"),
+    PassOpcode => (PASSED, "opcode"),
+    PassQdcount => (PASSED, "qdcount"),
+    /// Answer or authority records, or an additional record that is not one OPT.
+    PassCounts => (PASSED, "counts"),
+    PassClass => (PASSED, "class"),
+    PassQtype => (PASSED, "qtype"),
+    PassEdnsVersion => (PASSED, "edns_version"),
+    PassIpOptions => (PASSED, "ip_options"),
+    PassIpv6Ext => (PASSED, "ipv6_ext"),
+    PassFragment => (PASSED, "fragment"),
+    PassMalformed => (PASSED, "malformed"),
+    PassLongName => (PASSED, "long_name"),
+    PassNoZone => (PASSED, "no_zone"),
+    /// NXDOMAIN in a zone with wildcards or delegations.
+    PassNegative => (PASSED, "wildcard_or_cut"),
+    /// The compiler marked the answer "pass", or the name is between two writes.
+    PassRecord => (PASSED, "record"),
+    PassTooBig => (PASSED, "too_big"),
+    /// No room to grow the frame for the answer (driver headroom and tailroom).
+    PassNoRoom => (PASSED, "no_room"),
+    PassDisabled => (PASSED, "disabled"),
+    /// A wrong IPv4 header checksum or UDP checksum, or an IPv6 UDP checksum of zero (RFC 8200
+    /// 8.1): the kernel drops such a datagram, and so the fast path must not answer it.
+    PassChecksum => (PASSED, "checksum"),
+    /// The frame was resized for the answer and then a write into it failed: it is neither the
+    /// query nor the answer any more.
+    DropWrite => (DROPPED, "write_failed"),
+}
