@@ -76,7 +76,7 @@ fn try_edgedns(ctx: &XdpContext) -> Result<u32, Pass> {
     parse::load_question(ctx, &udp, &h, s)?;
     let rest_sum = csum::sum_scratch(s, h.qlen)?;
     let kept = csum::verify(ctx, &udp, rest_sum)?;
-    let q = parse::question(s, &h, rest_sum)?;
+    let q = parse::question(s, &h, rest_sum, cfg)?;
     key::build(ctx, &udp, s, &q)?;
     let hit = lookup::name(s, &q)?;
     let a = answer::answer(s, &q, hit)?;

@@ -7,9 +7,10 @@ use dns_common::{
     seg_for_qtype,
     wire::{
         DNS_HEADER_LEN, ETH_HLEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_UDP, IPV4_HLEN,
-        IPV6_HLEN, OPT_RR_LEN, UDP_HLEN, VLAN_HLEN,
+        IPV6_HLEN, OPTION_NSID, OPT_RR_LEN, UDP_HLEN, VLAN_HLEN,
     },
-    Scratch, Stat, XdpConfig, CLASS_IN, FAMILY_V4, FAMILY_V6, KEY_NAME_LEN, QUERY_MAX, TYPE_OPT,
+    Scratch, Stat, XdpConfig, CLASS_IN, FAMILY_V4, FAMILY_V6, KEY_NAME_LEN, OPT_PASS_NSID,
+    QUERY_MAX, TYPE_OPT,
 };
 
 use crate::{
@@ -221,8 +222,14 @@ pub struct Query {
 
 /// Parses the question in `s.q` (see [`parse_question`]).
 #[inline(always)]
-pub fn question(s: &mut Scratch, h: &Header, rest_sum: u16) -> Result<Query, Pass> {
-    let f = parse_question(s, h.qlen as u64, h.arcount as u64).unpack_question()?;
+pub fn question(
+    s: &mut Scratch,
+    h: &Header,
+    rest_sum: u16,
+    cfg: &XdpConfig,
+) -> Result<Query, Pass> {
+    let nsid = u64::from(cfg.options & OPT_PASS_NSID != 0);
+    let f = parse_question(s, h.qlen as u64, h.arcount as u64, nsid).unpack_question()?;
     Ok(Query {
         id: h.id,
         flags: h.flags,
@@ -233,17 +240,20 @@ pub fn question(s: &mut Scratch, h: &Header, rest_sum: u16) -> Result<Query, Pas
     })
 }
 
-/// Parses the question (and an OPT record) from `s.q[..qlen]`.
+/// Parses the question (and an OPT record) from `s.q[..qlen]`. With `nsid` non-zero, a query
+/// asking for the server's NSID goes up: the fallback adds it.
 #[inline(never)]
-fn parse_question(s: &mut Scratch, qlen: u64, arcount: u64) -> Packed {
+fn parse_question(s: &mut Scratch, qlen: u64, arcount: u64, nsid: u64) -> Packed {
     let r = match parse_question_inner(s, qlen as usize, arcount as u16) {
         // With an OPT record, its options must be well framed: the fallback answers FORMERR if
         // not.
-        Ok(f)
-            if f.edns.is_some()
-                && check_options(s, (f.name_len + 4 + OPT_RR_LEN) as u64, qlen).is_err() =>
-        {
-            Packed::err(Some(Stat::PassMalformed))
+        Ok(f) if f.edns.is_some() => {
+            let options = check_options(s, (f.name_len + 4 + OPT_RR_LEN) as u64, qlen, nsid);
+            if options.is_err() {
+                options
+            } else {
+                Packed::question(f)
+            }
         }
         Ok(f) => Packed::question(f),
         Err(p) => Packed::err(p),
@@ -252,24 +262,36 @@ fn parse_question(s: &mut Scratch, qlen: u64, arcount: u64) -> Packed {
 }
 
 /// RFC 6891 6.1.2: the OPT RDATA `s.q[start..end]` is a sequence of options, each a code, a
-/// length and that many bytes. A success if the options tile it exactly.
+/// length and that many bytes. A success if the options tile it exactly, unless `nsid` is
+/// non-zero and one of them is NSID (RFC 5001), which passes the query up.
 #[inline(never)]
-fn check_options(s: &mut Scratch, start: u64, end: u64) -> Packed {
+fn check_options(s: &mut Scratch, start: u64, end: u64, nsid: u64) -> Packed {
     let end = end as usize;
     let mut pos = start as usize;
     let mut r = Packed::err(Some(Stat::PassMalformed));
+    let mut asks_nsid = false;
     // An option takes at least 4 bytes.
     for _ in 0..QUERY_MAX / 4 + 1 {
         if pos >= end {
             if pos == end {
-                r = Packed::value(0);
+                r = if asks_nsid {
+                    Packed::err(Some(Stat::PassNsid))
+                } else {
+                    Packed::value(0)
+                };
             }
             break;
         }
         // Bytes past `end` are stale, but then `pos` lands past `end` and the answer is no.
-        let (Some(hi), Some(lo)) = (s.q.get(pos + 2).copied(), s.q.get(pos + 3).copied()) else {
+        let (Some(c0), Some(c1), Some(hi), Some(lo)) = (
+            s.q.get(pos).copied(),
+            s.q.get(pos + 1).copied(),
+            s.q.get(pos + 2).copied(),
+            s.q.get(pos + 3).copied(),
+        ) else {
             break;
         };
+        asks_nsid |= nsid != 0 && be16(&[c0, c1]) == OPTION_NSID;
         pos += 4 + be16(&[hi, lo]) as usize;
     }
     launder(s, r)

@@ -79,6 +79,10 @@ pub struct Config {
     /// given more than once. A file whose data the store already holds changes nothing.
     #[arg(long, value_name = "FILE")]
     pub zone_file: Vec<PathBuf>,
+    /// Answer NSID (RFC 5001) with this text, so operators can tell which server answered
+    /// (`dig +nsid`). Queries that ask for it go to the fallback, which adds it.
+    #[arg(long, value_name = "TEXT")]
+    pub nsid: Option<String>,
     /// Largest zone file `PUT /v1/zones/{zone}/zonefile` takes, in bytes (JSON bodies: 1 MiB).
     #[arg(long, default_value_t = api::ZONEFILE_MAX_BYTES)]
     pub zonefile_max_bytes: usize,
@@ -216,7 +220,10 @@ fn attach(
     if config.xdp_mode == AttachMode::Off {
         return Ok((None, None));
     }
-    let cfg = loader::xdp_config(dns_addr, config.udp_payload, true);
+    let mut cfg = loader::xdp_config(dns_addr, config.udp_payload, true);
+    if config.nsid.is_some() {
+        cfg.options |= dns_common::OPT_PASS_NSID;
+    }
     let pin_dir = if config.no_pin {
         None
     } else {
@@ -274,6 +281,7 @@ async fn serve(
         FallbackConfig {
             udp_payload: config.udp_payload,
             allow_transfer: config.allow_axfr,
+            nsid: config.nsid.as_ref().map(|id| id.as_bytes().to_vec()),
             ..FallbackConfig::default()
         },
         fallback_stats.clone(),

@@ -190,6 +190,7 @@ pub fn xdp_config(listen: SocketAddr, udp_payload: u16, enabled: bool) -> XdpCon
         ipv4,
         ipv6,
         families,
+        options: 0,
     }
 }
 

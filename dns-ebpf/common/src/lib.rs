@@ -55,7 +55,7 @@ pub const DEFAULT_UDP_PAYLOAD: u16 = 1232;
 
 /// Version of the map layout. Pinned maps live in a directory named after it, so a daemon whose
 /// layout differs never takes over maps it can't read. Bump it with any change to the types here.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Query types, as the index into [`NameValue::segs`]: 0 is the CNAME prefix copied before every
 /// answer at a name that holds a CNAME.
@@ -279,7 +279,13 @@ pub struct XdpConfig {
     /// Which families are served: [`FAMILY_V4`] | [`FAMILY_V6`]. A daemon listening on one IPv4
     /// address must not answer IPv6 queries that no socket of its would get.
     pub families: u32,
+    /// Behaviour switches: [`OPT_PASS_NSID`].
+    pub options: u32,
 }
+
+/// [`XdpConfig::options`]: pass up queries that ask for the server's NSID (RFC 5001), which the
+/// fallback answers, so that the fast path never leaves it out.
+pub const OPT_PASS_NSID: u32 = 1;
 
 pub const FAMILY_V4: u32 = 1;
 pub const FAMILY_V6: u32 = 2;
@@ -306,7 +312,7 @@ const _: () = assert!(core::mem::size_of::<Seg>() == 8);
 const _: () = assert!(core::mem::size_of::<SmallValue>() == 4 + 32 + BLOB_SMALL);
 const _: () = assert!(core::mem::size_of::<LargeValue>() == 4 + 32 + BLOB_LARGE);
 const _: () = assert!(core::mem::size_of::<ZoneValue>() == 8 + SOA_BLOB);
-const _: () = assert!(core::mem::size_of::<XdpConfig>() == 32);
+const _: () = assert!(core::mem::size_of::<XdpConfig>() == 36);
 const _: () = assert!(KEY_NAME_LEN <= 255 && KEY_NAME_LEN.is_multiple_of(8));
 
 #[cfg(feature = "user")]

@@ -69,6 +69,9 @@ stats! {
     /// A wrong IPv4 header checksum or UDP checksum, or an IPv6 UDP checksum of zero (RFC 8200
     /// 8.1): the kernel drops such a datagram, and so the fast path must not answer it.
     PassChecksum => (PASSED, "checksum"),
+    /// The query asks for the server's NSID (RFC 5001) and one is configured: the fallback adds
+    /// it.
+    PassNsid => (PASSED, "nsid"),
     /// The frame was resized for the answer and then a write into it failed: it is neither the
     /// query nor the answer any more.
     DropWrite => (DROPPED, "write_failed"),

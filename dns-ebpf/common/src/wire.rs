@@ -20,6 +20,8 @@ pub const DNS_HEADER_LEN: usize = 12;
 /// An OPT record without options (RFC 6891 6.1.2): root name (1), TYPE (2), CLASS (2), TTL (4),
 /// RDLENGTH (2).
 pub const OPT_RR_LEN: usize = 11;
+/// EDNS option code of NSID (RFC 5001 §2.3).
+pub const OPTION_NSID: u16 = 3;
 
 pub const TYPE_A: u16 = 1;
 pub const TYPE_CNAME: u16 = 5;

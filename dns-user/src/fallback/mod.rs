@@ -78,6 +78,8 @@ pub struct FallbackConfig {
     /// itself). Loose, as RFC 7766 §6.2.2 asks of a server's per-client limit: one address may be
     /// many resolvers, or many clients behind a NAT.
     pub tcp_max_per_source: usize,
+    /// This server's identifier, sent in an NSID option (RFC 5001) to queries that ask for it.
+    pub nsid: Option<Vec<u8>>,
 }
 
 impl Default for FallbackConfig {
@@ -89,6 +91,7 @@ impl Default for FallbackConfig {
             tcp_io_timeout: Duration::from_secs(5),
             tcp_max_connections: 256,
             tcp_max_per_source: 64,
+            nsid: None,
         }
     }
 }

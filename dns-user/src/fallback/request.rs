@@ -16,6 +16,8 @@ pub(super) struct ClientEdns {
     pub payload: u16,
     pub version: u8,
     pub dnssec_ok: bool,
+    /// The query carries an NSID option (RFC 5001): the server's identifier is asked for.
+    pub nsid: bool,
 }
 
 /// The query, parsed as far as it goes.
@@ -83,11 +85,12 @@ fn parse_body(buf: &[u8], req: &mut Request) -> Result<(), String> {
         if !name.is_root() {
             return Err("OPT owner is not the root".into());
         }
-        check_options(rdata)?;
+        let nsid = check_options(rdata)?;
         req.edns = Some(ClientEdns {
             payload: class,
             version: (ttl >> 16) as u8,
             dnssec_ok: ttl & 0x8000 != 0,
+            nsid,
         });
     }
     Ok(())
@@ -106,20 +109,22 @@ fn read_record<'a>(
     Ok((name, rtype, class, ttl, rdata))
 }
 
-/// Checks that the OPT RDATA is a well-framed list of {code, length, data}. The options
-/// themselves (cookies, NSID, padding, ...) are ignored.
-fn check_options(mut rdata: &[u8]) -> Result<(), String> {
+/// Checks that the OPT RDATA is a well-framed list of {code, length, data}; says whether one of
+/// them is NSID. The other options (cookies, padding, ...) are ignored.
+fn check_options(mut rdata: &[u8]) -> Result<bool, String> {
+    let mut nsid = false;
     while !rdata.is_empty() {
         if rdata.len() < 4 {
             return Err("truncated EDNS option".into());
         }
+        nsid |= be16(rdata, 0) == dns_common::wire::OPTION_NSID;
         let len = usize::from(be16(rdata, 2));
         if rdata.len() < 4 + len {
             return Err("EDNS option longer than the OPT record".into());
         }
         rdata = &rdata[4 + len..];
     }
-    Ok(())
+    Ok(nsid)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use hickory_proto::{
     op::{Edns, Message, MessageType, OpCode, ResponseCode},
+    rr::rdata::opt::EdnsOption,
     rr::Record,
 };
 use tracing::warn;
@@ -81,6 +82,15 @@ impl<'a> Draft<'a> {
             edns.set_max_payload(self.cfg.udp_payload)
                 .set_version(0)
                 .set_dnssec_ok(req.edns.is_some_and(|e| e.dnssec_ok));
+            // RFC 5001 §2.2: "A name server that understands the NSID option and chooses to
+            // honor a particular NSID request responds by including identifying information in
+            // a NSID option in an EDNS OPT pseudo-RR in the response message."
+            if let (Some(id), true) = (&self.cfg.nsid, req.edns.is_some_and(|e| e.nsid)) {
+                edns.options_mut().insert(EdnsOption::Unknown(
+                    dns_common::wire::OPTION_NSID,
+                    id.clone(),
+                ));
+            }
             msg.set_edns(edns);
         }
         msg
@@ -202,6 +212,55 @@ mod tests {
         // The question sits at offset 12; the answer's owner is a pointer to it.
         let answer_at = 12 + 17 + 4;
         assert_eq!(&out[answer_at..answer_at + 2], &[0xc0, 12]);
+    }
+
+    /// RFC 5001: the configured NSID goes to queries that carry an NSID option, and only to
+    /// them; without one configured, nothing is added.
+    #[test]
+    fn nsid_is_answered_when_asked_and_configured() {
+        use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+        let asking = || {
+            let mut q = with_edns(query("www.example.com.", RecordType::A), 1232, false, 0);
+            let e = q.extensions_mut().as_mut().expect("OPT");
+            e.options_mut()
+                .insert(EdnsOption::Unknown(u16::from(EdnsCode::NSID), Vec::new()));
+            bytes(&q)
+        };
+        let nsid_of = |r: &Message| {
+            r.extensions()
+                .as_ref()
+                .and_then(|e| e.option(EdnsCode::NSID).cloned())
+        };
+        let cfg = FallbackConfig {
+            nsid: Some(b"edge-7".to_vec()),
+            ..FallbackConfig::default()
+        };
+        let r = ask_raw(&zones(), &asking(), Transport::Udp, &cfg);
+        assert_eq!(
+            nsid_of(&r),
+            Some(EdnsOption::Unknown(
+                u16::from(EdnsCode::NSID),
+                b"edge-7".to_vec()
+            ))
+        );
+        assert_eq!(r.answers().len(), 1);
+        let plain = bytes(&with_edns(
+            query("www.example.com.", RecordType::A),
+            1232,
+            false,
+            0,
+        ));
+        assert_eq!(
+            nsid_of(&ask_raw(&zones(), &plain, Transport::Udp, &cfg)),
+            None
+        );
+        let r = ask_raw(
+            &zones(),
+            &asking(),
+            Transport::Udp,
+            &FallbackConfig::default(),
+        );
+        assert_eq!(nsid_of(&r), None);
     }
 
     #[test]

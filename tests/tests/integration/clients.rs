@@ -447,3 +447,42 @@ fn tagged_frames_are_answered_tagged(bed: &TestBed) {
     assert!(fails.is_empty(), "{}", fails.join("\n"));
     assert_eq!(answered, frames.len() as u64, "not all answered by XDP");
 }
+
+/// `serve --nsid`: `dig +nsid` and `kdig +nsid` get the server's identifier (RFC 5001) from the
+/// fallback, the fast path passing such queries up; the same query without `+nsid` is still
+/// answered at XDP.
+#[test]
+fn nsid_is_answered_when_configured() {
+    let listen = format!("{SERVER_V4}:{DNS_PORT}");
+    let bed = TestBed::with_daemon_on(&listen, &["--nsid", "edge-7.example"]);
+    populate(&bed);
+    let www = ["192.0.2.10", "192.0.2.11"];
+    let mut failures = Vec::new();
+    for tool in [Tool::Dig, Tool::Kdig] {
+        let asked = Ask {
+            name: "www.t.example.net",
+            rtype: "A",
+            extra: &["+nsid"],
+            status: "NOERROR",
+            rdata: &www,
+            path: &[Stat::PassNsid],
+        };
+        match ask(&bed, tool, SERVER_V4, "-4", &asked) {
+            // dig prints `; NSID: ... ("edge-7.example")`, kdig `;; NSID: ... "edge-7.example"`.
+            Ok(got) if got.raw.contains("\"edge-7.example\"") => {}
+            Ok(got) => failures.push(format!("{tool:?}: no NSID in\n{}", got.raw)),
+            Err(e) => failures.push(e),
+        }
+        let plain = Ask {
+            extra: &["+edns"],
+            path: &[Stat::AnsweredAnswer],
+            ..asked
+        };
+        match ask(&bed, tool, SERVER_V4, "-4", &plain) {
+            Ok(got) if !got.raw.contains("edge-7.example") => {}
+            Ok(got) => failures.push(format!("{tool:?}: NSID not asked for, given\n{}", got.raw)),
+            Err(e) => failures.push(e),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

@@ -15,7 +15,7 @@ use std::{
     time::Instant,
 };
 
-use dns_common::Stat;
+use dns_common::{Stat, OPT_PASS_NSID};
 use dns_user::zone::ZoneSet;
 use rand::{Rng, SeedableRng};
 use tests::{
@@ -912,6 +912,54 @@ fn xdp_checksums_are_verified_before_answering() {
             }
         }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A query asking for the server's NSID (RFC 5001) is answered at XDP while no NSID is configured
+/// (the option is ignored, as any other), and passed up to the fallback, which adds the NSID,
+/// once one is: the fast path never leaves it out. Other options don't pass a query up.
+#[test]
+fn xdp_passes_nsid_queries_when_an_nsid_is_configured() {
+    let (mut runner, zones) = setup();
+    let query = |options: Vec<(u16, Vec<u8>)>| {
+        let mut q = QuerySpec::new(0x2345, "a1.example.com.", TYPE_A).with_edns(1232, false);
+        q.edns.as_mut().expect("edns").options = options;
+        build_frame(&spec(false, None), &q.to_wire())
+    };
+    let nsid = query(vec![(3, Vec::new())]);
+    let cookie_and_nsid = query(vec![(10, vec![7; 8]), (3, Vec::new())]);
+    let cookie = query(vec![(10, vec![7; 8])]);
+    let mut failures = Vec::new();
+    let mut check = |runner: &mut XdpRunner, what: &str, frame: &[u8], want: (u32, Stat)| {
+        let run = runner.run(frame).expect("test run");
+        if (run.action, run.single()) != (want.0, Some(want.1)) {
+            failures.push(format!(
+                "{what}: {} counted {:?}, want {} counted {:?}",
+                action_name(run.action),
+                run.counted,
+                action_name(want.0),
+                want.1
+            ));
+        } else if run.action == XDP_TX {
+            if let Err(e) = check_tx(&zones, frame, &run) {
+                failures.push(format!("{what}: answered wrongly: {e}"));
+            }
+        }
+    };
+    let answer = (XDP_TX, Stat::AnsweredAnswer);
+    check(&mut runner, "NSID, none configured", &nsid, answer);
+    let mut cfg = runner.fast.config().expect("config");
+    cfg.options |= OPT_PASS_NSID;
+    runner.fast.set_config(cfg).expect("set config");
+    let passed = (XDP_PASS, Stat::PassNsid);
+    check(&mut runner, "NSID, configured", &nsid, passed);
+    check(
+        &mut runner,
+        "cookie and NSID, configured",
+        &cookie_and_nsid,
+        passed,
+    );
+    check(&mut runner, "cookie only, configured", &cookie, answer);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
