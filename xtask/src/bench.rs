@@ -25,7 +25,7 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("taskset", "util-linux"),
 ];
 
-const SECTIONS: [&str; 5] = ["kernel", "wire", "cpu", "update", "memory"];
+const SECTIONS: [&str; 6] = ["kernel", "wire", "cpu", "update", "memory", "fuzz"];
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -33,7 +33,7 @@ pub struct Options {
     /// quarter of an hour); the report goes to target/edgedns-bench/.
     #[arg(long)]
     quick: bool,
-    /// Only these sections (comma-separated): kernel, wire, cpu, update, memory.
+    /// Only these sections (comma-separated): kernel, wire, cpu, update, memory, fuzz.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
