@@ -36,8 +36,8 @@ use serde_json::{json, Value};
 use testkit::{
     fixture,
     fuzz::{
-        check_fallback_reply, check_tx, hex, mutate_zone_text, seed_zone_files, show_dns,
-        zone_file_round_trip, FrameFuzzer, FrameKind, ZoneFileOutcome,
+        check_fallback_reply, check_tx, hex, host_drops, mutate_zone_text, seed_zone_files,
+        show_dns, zone_file_round_trip, FrameFuzzer, FrameKind, ZoneFileOutcome,
     },
     packet::{parse_udp, udp_checksum_ok},
     xdprun::{action_name, expect, fallback_udp, Expect, XdpRunner, XDP_PASS, XDP_TX},
@@ -48,8 +48,8 @@ use crate::Opts;
 /// The program's port and UDP payload size, as the differential tests use them.
 const PORT: u16 = 5300;
 const PAYLOAD: u16 = 1232;
-/// Failures printed in full (and kept in the results) per loop; all are counted.
-const SHOW: usize = 20;
+/// Failures printed in full (and kept in the results) per kind of failure; all are counted.
+const SHOW: u64 = 5;
 
 pub struct FuzzParams {
     pub seed: u64,
@@ -137,7 +137,7 @@ fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     panic::catch_unwind(AssertUnwindSafe(f)).map_err(|_| LAST_PANIC.with(|l| l.borrow().clone()))
 }
 
-/// Failures of one loop: all counted, the first [`SHOW`] printed and kept.
+/// Failures of one loop: all counted, the first [`SHOW`] of each kind printed and kept.
 #[derive(Default)]
 struct Failures {
     count: u64,
@@ -148,8 +148,9 @@ struct Failures {
 impl Failures {
     fn add(&mut self, what: &str, kind: &str, detail: String, input_hex: String) {
         self.count += 1;
-        *self.by_kind.entry(kind.to_owned()).or_default() += 1;
-        if self.shown.len() < SHOW {
+        let n = self.by_kind.entry(kind.to_owned()).or_default();
+        *n += 1;
+        if *n <= SHOW {
             eprintln!("bench: fuzz {what}: {kind}\n  input {input_hex}\n  {detail}");
             self.shown
                 .push(json!({"kind": kind, "input_hex": input_hex, "detail": detail}));
@@ -236,6 +237,14 @@ fn xdp_vs_fallback(p: &FuzzParams) -> Result<Value> {
                 tally.1 += 1;
                 if !udp_checksum_ok(&ff.frame) {
                     answered_bad_csum += 1;
+                }
+                if let Some(why) = host_drops(&ff.frame) {
+                    fails.add(
+                        "XDP",
+                        &format!("answered a frame the host's stack drops ({why})"),
+                        format!("{kind}\n{}", both_answers(&zones, &ff.frame, &run.out)),
+                        hexed(),
+                    );
                 }
                 match catch(|| check_tx(&zones, &ff.frame, &run.out)) {
                     Ok(Ok(_)) => {}

@@ -504,6 +504,16 @@ pub fn fuzz_table(r: &Value) -> String {
         panics(zf),
         num(f(&zf["secs"]), 0),
     );
+    for (what, v) in [
+        ("XDP against the fallback", &x["mismatches"]),
+        ("fallback request parser", &b["failures"]),
+        ("zone-file parser", &zf["failures"]),
+    ] {
+        if let Some(kinds) = v["by_kind"].as_object().filter(|k| !k.is_empty()) {
+            let list: Vec<String> = kinds.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+            let _ = writeln!(s, "\n{what}, failures by kind: {}.", list.join("; "));
+        }
+    }
     if let Some(p) = x["passed"].as_object() {
         let reasons: Vec<String> = p
             .iter()

@@ -4,6 +4,8 @@
 //!
 //! Everything draws from one seeded RNG, so a run is reproduced from its seed alone.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use dns_user::{
     fallback::Transport,
     zone::{Zone, ZoneSet},
@@ -278,7 +280,10 @@ impl FrameFuzzer {
     }
 
     pub fn next_frame(&mut self) -> FuzzFrame {
-        let spec = self.gen.frame();
+        let mut spec = self.gen.frame();
+        if self.gen.rng.random_bool(0.03) {
+            special_endpoint(&mut self.gen.rng, &mut spec);
+        }
         let pick = self.gen.rng.random_range(0..100);
         let (kind, frame) = if pick < 40 {
             let q = self.query();
@@ -340,6 +345,82 @@ impl FrameFuzzer {
     /// A number in `lo..hi`.
     pub fn below(&mut self, lo: usize, hi: usize) -> usize {
         self.gen.rng.random_range(lo..hi)
+    }
+}
+
+/// Addresses and ports a host treats apart: a source or destination that is multicast,
+/// broadcast, unspecified or loopback, a source port of 0. Correct checksums still.
+fn special_endpoint(rng: &mut impl Rng, spec: &mut FrameSpec) {
+    const V4: [[u8; 4]; 6] = [
+        [0, 0, 0, 0],
+        [127, 0, 0, 1],
+        [224, 0, 0, 251],
+        [239, 255, 255, 250],
+        [255, 255, 255, 255],
+        [0, 1, 2, 3],
+    ];
+    const V6: [u128; 5] = [
+        0,
+        1,
+        0xff02_0000_0000_0000_0000_0000_0000_0001,
+        0xff05_0000_0000_0000_0000_0000_0001_0003,
+        0xffff_7f00_0001, // ::ffff:127.0.0.1
+    ];
+    let addr = |rng: &mut dyn rand::RngCore, v6: bool| -> IpAddr {
+        if v6 {
+            IpAddr::from(Ipv6Addr::from(V6[rng.random_range(0..V6.len())]))
+        } else {
+            IpAddr::from(Ipv4Addr::from(V4[rng.random_range(0..V4.len())]))
+        }
+    };
+    let v6 = spec.v6();
+    match rng.random_range(0..3) {
+        0 => spec.src_ip = addr(rng, v6),
+        1 => spec.dst_ip = addr(rng, v6),
+        _ => spec.sport = [0, 7, 19, 53, 123][rng.random_range(0..5)],
+    }
+}
+
+/// Why the host's own stack would never hand `frame` to a UDP socket, or could not answer it,
+/// if it is one of those: a multicast, broadcast, unspecified or loopback source (Linux drops
+/// these as martians: `ip_route_input_slow`, `ipv6_rcv`), a destination in 0.0.0.0/8 or unspecified, a multicast destination (no group is
+/// joined), a loopback destination arriving on a real interface, a source port of 0 (nothing can
+/// be sent to it). An answer to such a frame is one the fallback would never have given.
+pub fn host_drops(frame: &[u8]) -> Option<&'static str> {
+    let p = parse_udp(frame)?;
+    if p.sport == 0 {
+        return Some("source port 0");
+    }
+    match (p.src_ip, p.dst_ip) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            if s.is_multicast() || s.is_broadcast() {
+                Some("IPv4 source multicast or broadcast")
+            } else if s.octets()[0] == 0 {
+                Some("IPv4 source in 0.0.0.0/8")
+            } else if s.is_loopback() || d.is_loopback() {
+                Some("IPv4 loopback address on the wire")
+            } else if d.octets()[0] == 0 {
+                Some("IPv4 destination in 0.0.0.0/8")
+            } else if d.is_multicast() {
+                Some("IPv4 multicast destination")
+            } else {
+                None
+            }
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            if s.is_multicast() {
+                Some("IPv6 source multicast")
+            } else if s.is_loopback() || d.is_loopback() {
+                Some("IPv6 loopback address on the wire")
+            } else if s.is_unspecified() || d.is_unspecified() {
+                Some("IPv6 address unspecified")
+            } else if d.is_multicast() {
+                Some("IPv6 multicast destination")
+            } else {
+                None
+            }
+        }
+        _ => None,
     }
 }
 
