@@ -47,10 +47,12 @@ pub enum DnsMutation {
     LabelLength,
     Pointer,
     Append,
+    CaseFlip,
+    Edns,
 }
 
 impl DnsMutation {
-    pub const ALL: [DnsMutation; 10] = [
+    pub const ALL: [DnsMutation; 12] = [
         DnsMutation::BitFlip,
         DnsMutation::RandomByte,
         DnsMutation::Truncate,
@@ -61,6 +63,8 @@ impl DnsMutation {
         DnsMutation::LabelLength,
         DnsMutation::Pointer,
         DnsMutation::Append,
+        DnsMutation::CaseFlip,
+        DnsMutation::Edns,
     ];
 
     pub fn name(self) -> &'static str {
@@ -75,6 +79,8 @@ impl DnsMutation {
             DnsMutation::LabelLength => "label length",
             DnsMutation::Pointer => "compression pointer",
             DnsMutation::Append => "trailing bytes",
+            DnsMutation::CaseFlip => "case bit of a name byte",
+            DnsMutation::Edns => "OPT field",
         }
     }
 }
@@ -92,6 +98,13 @@ fn label_offsets(msg: &[u8], off: usize) -> Vec<usize> {
         pos += 1 + usize::from(l);
     }
     out
+}
+
+/// Offset of an OPT record right after the first question, if the message has one there.
+fn opt_offset(msg: &[u8]) -> Option<usize> {
+    let name = crate::dns_message::plain_name_len(msg, 12)?;
+    let at = 12 + name + 4;
+    (msg.get(at..at + 11)?[..3] == [0, 0, 41]).then_some(at)
 }
 
 /// A value that tends to sit on a boundary: 0, 1, the top of its range, or anything.
@@ -201,6 +214,60 @@ pub fn mutate_dns(rng: &mut impl Rng, dns: &mut Vec<u8>, m: DnsMutation) {
                     rng.random()
                 }
             }));
+        }
+        DnsMutation::CaseFlip => {
+            // Bit 0x20 of any byte of a label: a letter changes case, anything else becomes a
+            // byte that only a careless case fold would take for the original.
+            let labels = label_offsets(dns, 12);
+            let inner: Vec<usize> = labels
+                .iter()
+                .flat_map(|&at| (at + 1..=at + usize::from(dns[at]).min(63)).filter(|&i| i < len))
+                .collect();
+            if inner.is_empty() {
+                return mutate_dns(rng, dns, DnsMutation::BitFlip);
+            }
+            dns[inner[rng.random_range(0..inner.len())]] ^= 0x20;
+        }
+        DnsMutation::Edns => {
+            let Some(opt) = opt_offset(dns) else {
+                return mutate_dns(rng, dns, DnsMutation::Append);
+            };
+            // Root owner (1), type (2), then CLASS = payload size, TTL = extended RCODE, version,
+            // DO and Z, then RDLENGTH and the options.
+            match rng.random_range(0..6) {
+                0 => dns[opt + 3..opt + 5].copy_from_slice(&edgy_u16(rng).to_be_bytes()),
+                1 => dns[opt + 5] = rng.random(),
+                2 => dns[opt + 6] = [0, 1, 255][rng.random_range(0..3)],
+                3 => dns[opt + 7 + rng.random_range(0..2)] ^= 0x80 >> rng.random_range(0..8),
+                4 => {
+                    let rdlen = u16::from_be_bytes([dns[opt + 9], dns[opt + 10]]);
+                    let new = match rng.random_range(0..3) {
+                        0 => rdlen.wrapping_add(1),
+                        1 => rdlen.wrapping_sub(1),
+                        _ => edgy_u16(rng),
+                    };
+                    dns[opt + 9..opt + 11].copy_from_slice(&new.to_be_bytes());
+                }
+                _ => {
+                    // An option: {code, length, data}, its length right or not.
+                    let code: u16 = [3, 8, 10, 12, 15, 65001][rng.random_range(0..6)];
+                    let data: Vec<u8> =
+                        (0..rng.random_range(0..12)).map(|_| rng.random()).collect();
+                    let claimed = if rng.random_bool(0.7) {
+                        data.len() as u16
+                    } else {
+                        edgy_u16(rng)
+                    };
+                    let mut o = code.to_be_bytes().to_vec();
+                    o.extend_from_slice(&claimed.to_be_bytes());
+                    o.extend_from_slice(&data);
+                    let rdlen = u16::from_be_bytes([dns[opt + 9], dns[opt + 10]]);
+                    let fixed = rdlen.wrapping_add(o.len() as u16);
+                    dns[opt + 9..opt + 11].copy_from_slice(&fixed.to_be_bytes());
+                    let end = (opt + 11 + usize::from(rdlen)).min(dns.len());
+                    dns.splice(end..end, o);
+                }
+            }
         }
         // A mutation that needs bytes the message doesn't have.
         _ => dns.push(rng.random()),
@@ -851,5 +918,34 @@ mod tests {
             check_fallback_reply(&q[..11], Transport::Udp, 1232, None),
             Ok(())
         );
+    }
+
+    #[test]
+    fn host_drops_martians_only() {
+        let dns = QuerySpec::new(1, "a1.example.com.", TYPE_A).to_wire();
+        let frame = |src: &str, dst: &str| {
+            build_frame(
+                &FrameSpec::udp(src.parse().unwrap(), dst.parse().unwrap()),
+                &dns,
+            )
+        };
+        assert_eq!(host_drops(&frame("192.0.2.1:4000", "192.0.2.2:53")), None);
+        assert_eq!(
+            host_drops(&frame("[2001:db8::1]:4000", "[2001:db8::2]:53")),
+            None
+        );
+        for (src, dst) in [
+            ("224.0.0.251:4000", "192.0.2.2:53"),
+            ("255.255.255.255:4000", "192.0.2.2:53"),
+            ("0.0.0.0:4000", "192.0.2.2:53"),
+            ("127.0.0.1:4000", "192.0.2.2:53"),
+            ("192.0.2.1:4000", "239.1.2.3:53"),
+            ("192.0.2.1:0", "192.0.2.2:53"),
+            ("[ff02::1]:4000", "[2001:db8::2]:53"),
+            ("[::1]:4000", "[2001:db8::2]:53"),
+            ("[2001:db8::1]:4000", "[ff05::1:3]:53"),
+        ] {
+            assert!(host_drops(&frame(src, dst)).is_some(), "{src} -> {dst}");
+        }
     }
 }
