@@ -523,8 +523,8 @@ pub fn fuzz_table(r: &Value) -> String {
     }
     let _ = writeln!(
         s,
-        "Answered although the frame's UDP checksum was wrong: {} (of the frames changed below DNS).",
-        n(&x["answered_bad_udp_checksum"])
+        "Answered although the frame's IPv4 header or UDP checksum was wrong: {} (of the frames changed below DNS; the host's stack would drop them).",
+        n(&x["answered_bad_checksum"])
     );
     s
 }

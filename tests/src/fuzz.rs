@@ -542,6 +542,17 @@ pub fn check_tx(zones: &ZoneSet, frame: &[u8], out: &[u8]) -> Result<Vec<u8>, St
     Ok(payload)
 }
 
+/// Whether the checksums a host verifies on receipt hold: the IPv4 header's and the UDP
+/// checksum (0 for "none" is fine over IPv4). `false` if the frame does not parse.
+pub fn checksums_ok(frame: &[u8]) -> bool {
+    let Some(p) = parse_udp(frame) else {
+        return false;
+    };
+    let ip_ok =
+        p.v6 || crate::packet::fold(crate::packet::sum16(&frame[p.l3..p.l3 + 20])) == 0xffff;
+    ip_ok && crate::packet::udp_checksum_ok(frame)
+}
+
 /// A DNS message for a report: decoded if it decodes, and in hex.
 pub fn show_dns(bytes: &[u8]) -> String {
     match Message::from_vec(bytes) {
