@@ -11,7 +11,8 @@
 //!   any socket saw it (`testkit::fuzz::host_drops`: martian sources, multicast or loopback
 //!   addresses, source port 0), since the fallback could never have answered it. Passed frames
 //!   are counted by their reason; answers to frames with a stale checksum are counted apart.
-//! - The fallback's request parser: mutated queries and random bytes through
+//! - The fallback's request parser: mutated queries, mutated earlier answers (QR cleared) and
+//!   random bytes through
 //!   `dns_user::fallback::handle`, over UDP and TCP: no panic; every answer decodes, carries the
 //!   query's ID and fits the transport (`testkit::fuzz::check_fallback_reply`).
 //! - The zone-file parser: mutations of exported zones through `dns_user::zonefile::parse`: no
@@ -39,8 +40,9 @@ use serde_json::{json, Value};
 use testkit::{
     fixture,
     fuzz::{
-        check_fallback_reply, check_tx, checksums_ok, hex, host_drops, mutate_zone_text,
-        seed_zone_files, show_dns, zone_file_round_trip, FrameFuzzer, FrameKind, ZoneFileOutcome,
+        check_fallback_reply, check_tx, checksums_ok, hex, host_drops, mutate_dns_random,
+        mutate_zone_text, seed_zone_files, show_dns, zone_file_round_trip, FrameFuzzer, FrameKind,
+        ZoneFileOutcome,
     },
     packet::parse_udp,
     xdprun::{action_name, expect, fallback_udp, Expect, XdpRunner, XDP_PASS, XDP_TX},
@@ -327,6 +329,9 @@ fn both_answers(zones: &ZoneSet, frame: &[u8], out: &[u8]) -> String {
 // ---------------------------------------------------------------------------------------------
 // The fallback's request parser
 
+/// Answers kept to be fed back as queries.
+const ANSWERS_KEPT: usize = 500;
+
 fn fallback_parser(p: &FuzzParams) -> Value {
     let zones = fixture::zones();
     // Its own stream, from the same seed.
@@ -342,6 +347,7 @@ fn fallback_parser(p: &FuzzParams) -> Value {
     let mut answered = 0u64;
     let mut dropped = 0u64;
     let mut rcodes: BTreeMap<String, u64> = BTreeMap::new();
+    let mut answers: Vec<Vec<u8>> = Vec::new();
     let start = Instant::now();
     let cap = Duration::from_secs_f64(p.parser_secs);
     let mut inputs = 0u64;
@@ -353,13 +359,30 @@ fn fallback_parser(p: &FuzzParams) -> Value {
             Transport::Tcp
         };
         let cfg = &configs[usize::from(fz.coin(0.2))];
-        let input = fz.message();
+        let input = if !answers.is_empty() && fz.coin(0.15) {
+            // An answer made a query again (QR cleared) and mutated: records in every section,
+            // compressed names, other types, for the parser to read past.
+            let mut m = answers[fz.below(0, answers.len())].clone();
+            m[2] &= 0x7f;
+            mutate_dns_random(&mut fz.gen.rng, &mut m, 3);
+            m
+        } else {
+            fz.message()
+        };
         match catch(|| handle(&zones, &input, transport, cfg)) {
             Err(panic) => fails.add("fallback", "panic", panic, hex(&input)),
             Ok(reply) => {
                 match &reply {
                     Some(r) => {
                         answered += 1;
+                        if r.len() > 40 {
+                            if answers.len() < ANSWERS_KEPT {
+                                answers.push(r.clone());
+                            } else {
+                                let at = fz.below(0, ANSWERS_KEPT);
+                                answers[at] = r.clone();
+                            }
+                        }
                         let rc = Message::from_vec(r)
                             .map(|m| m.response_code().to_string())
                             .unwrap_or_else(|_| "undecodable".into());
