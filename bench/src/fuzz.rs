@@ -12,9 +12,8 @@
 //!   addresses, source port 0), since the fallback could never have answered it. Passed frames
 //!   are counted by their reason; answers to frames with a stale checksum are counted apart.
 //! - The fallback's request parser: mutated queries, mutated earlier answers (QR cleared) and
-//!   random bytes through
-//!   `dns_user::fallback::handle`, over UDP and TCP: no panic; every answer decodes, carries the
-//!   query's ID and fits the transport (`testkit::fuzz::check_fallback_reply`).
+//!   random bytes through `dns_user::fallback::handle`, over UDP and TCP: no panic; every answer
+//!   decodes, carries the query's ID and fits the transport (`testkit::fuzz::check_fallback_reply`).
 //! - The zone-file parser: mutations of exported zones through `dns_user::zonefile::parse`: no
 //!   panic; whatever it accepts loads, and its export reads back as the same data.
 //!
