@@ -13,7 +13,8 @@
 //!   are counted by their reason; answers to frames with a stale checksum are counted apart.
 //! - The fallback's request parser: mutated queries, mutated earlier answers (QR cleared) and
 //!   random bytes through `dns_user::fallback::handle`, over UDP and TCP: no panic; every answer
-//!   decodes, carries the query's ID and fits the transport (`testkit::fuzz::check_fallback_reply`).
+//!   decodes, carries the query's ID and fits the transport (`testkit::fuzz::check_fallback_reply`),
+//!   and the same message is answered alike over both (`testkit::fuzz::check_udp_tcp_alike`).
 //! - The zone-file parser: mutations of exported zones through `dns_user::zonefile::parse`: no
 //!   panic; whatever it accepts loads, and its export reads back as the same data.
 //!
@@ -39,9 +40,9 @@ use serde_json::{json, Value};
 use testkit::{
     fixture,
     fuzz::{
-        check_fallback_reply, check_tx, checksums_ok, hex, host_drops, mutate_dns_random,
-        mutate_zone_text, seed_zone_files, show_dns, zone_file_round_trip, FrameFuzzer, FrameKind,
-        ZoneFileOutcome,
+        check_fallback_reply, check_tx, check_udp_tcp_alike, checksums_ok, hex, host_drops,
+        mutate_dns_random, mutate_zone_text, seed_zone_files, show_dns, zone_file_round_trip,
+        FrameFuzzer, FrameKind, ZoneFileOutcome,
     },
     packet::parse_udp,
     xdprun::{action_name, expect, fallback_udp, Expect, XdpRunner, XDP_PASS, XDP_TX},
@@ -388,6 +389,23 @@ fn fallback_parser(p: &FuzzParams) -> Value {
                         *rcodes.entry(rc).or_default() += 1;
                     }
                     None => dropped += 1,
+                }
+                let other = match transport {
+                    Transport::Udp => Transport::Tcp,
+                    Transport::Tcp => Transport::Udp,
+                };
+                let alike = match catch(|| handle(&zones, &input, other, cfg)) {
+                    Err(panic) => Err(format!("panic over {other:?}: {panic}")),
+                    Ok(o) => {
+                        let (u, t) = match transport {
+                            Transport::Udp => (reply.as_deref(), o.as_deref()),
+                            Transport::Tcp => (o.as_deref(), reply.as_deref()),
+                        };
+                        check_udp_tcp_alike(&input, u, t)
+                    }
+                };
+                if let Err(e) = alike {
+                    fails.add("fallback", "UDP and TCP differ", e, hex(&input));
                 }
                 if let Err(e) =
                     check_fallback_reply(&input, transport, cfg.udp_payload, reply.as_deref())

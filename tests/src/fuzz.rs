@@ -11,7 +11,11 @@ use dns_user::{
     zone::{Zone, ZoneSet},
     zonefile,
 };
-use hickory_proto::{op::Message, rr::Name};
+use hickory_proto::{
+    op::{Message, Query},
+    rr::Name,
+    serialize::binary::{BinDecodable, BinDecoder},
+};
 use rand::Rng;
 
 use crate::{
@@ -625,6 +629,46 @@ pub fn check_fallback_reply(
     Ok(())
 }
 
+/// The type of the first question of `msg`, if it reads (compressed names included).
+fn first_qtype(msg: &[u8]) -> Option<u16> {
+    let mut d = BinDecoder::new(msg);
+    d.read_slice(12).ok()?;
+    Query::read(&mut d).ok().map(|q| u16::from(q.query_type()))
+}
+
+/// Checks that the fallback treats the same message alike over UDP and TCP: both answered or
+/// neither; the same bytes, unless the question is ANY (one RRset over UDP, RFC 8482), a zone
+/// transfer (TCP only) or the UDP answer is truncated (then the same RCODE).
+pub fn check_udp_tcp_alike(
+    query: &[u8],
+    udp: Option<&[u8]>,
+    tcp: Option<&[u8]>,
+) -> Result<(), String> {
+    let (u, t) = match (udp, tcp) {
+        (None, None) => return Ok(()),
+        (Some(u), Some(t)) => (u, t),
+        (u, _) => {
+            return Err(format!(
+                "answered over {} only",
+                if u.is_some() { "UDP" } else { "TCP" }
+            ))
+        }
+    };
+    if matches!(first_qtype(query), Some(251 | 252 | 255)) || u == t {
+        return Ok(());
+    }
+    let truncated = u.len() > 2 && u[2] & 0x02 != 0;
+    let rcode = |m: &[u8]| Message::from_vec(m).ok().map(|m| m.response_code());
+    if truncated && rcode(u) == rcode(t) {
+        return Ok(());
+    }
+    Err(format!(
+        "UDP and TCP answers differ\n  UDP {}\n  TCP {}",
+        show_dns(u),
+        show_dns(t)
+    ))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Master files
 
@@ -958,5 +1002,23 @@ mod tests {
         ] {
             assert!(host_drops(&frame(src, dst)).is_some(), "{src} -> {dst}");
         }
+    }
+
+    #[test]
+    fn udp_and_tcp_alike_except_where_allowed() {
+        let zones = fixture::zones();
+        let cfg = dns_user::fallback::FallbackConfig::default();
+        let ask = |q: &[u8], t| dns_user::fallback::handle(&zones, q, t, &cfg);
+        for (name, qtype) in [("a1.example.com.", TYPE_A), ("example.com.", 255)] {
+            let q = QuerySpec::new(9, name, qtype).to_wire();
+            let (u, t) = (ask(&q, Transport::Udp), ask(&q, Transport::Tcp));
+            assert_eq!(check_udp_tcp_alike(&q, u.as_deref(), t.as_deref()), Ok(()));
+        }
+        let q = QuerySpec::new(9, "a1.example.com.", TYPE_A).to_wire();
+        let u = ask(&q, Transport::Udp).expect("answer");
+        let mut other = u.clone();
+        other[3] ^= 0x0f; // another RCODE
+        assert!(check_udp_tcp_alike(&q, Some(&u), Some(&other)).is_err());
+        assert!(check_udp_tcp_alike(&q, Some(&u), None).is_err());
     }
 }
