@@ -481,6 +481,19 @@ pub fn fuzz_table(r: &Value) -> String {
         ),
         num(f(&x["secs"]), 0),
     );
+    let xz = &z["xdp_mutated_zones"];
+    if !xz.is_null() {
+        let _ = writeln!(
+            s,
+            "| XDP against the fallback, over {} mutated zone sets | {} queries | {} answered (XDP_TX) | {} | {} | {} s |",
+            n(&xz["zone_sets"]),
+            n(&xz["frames"]),
+            n(&xz["answered"]),
+            n(&xz["mismatches"]["count"]),
+            num(f(&xz["mismatches"]["by_kind"]["the check panicked"]).or(Some(0.0)), 0),
+            num(f(&xz["secs"]), 0),
+        );
+    }
     let b = &z["fallback"];
     let panics = |v: &Value| num(f(&v["failures"]["by_kind"]["panic"]).or(Some(0.0)), 0);
     let _ = writeln!(
@@ -506,6 +519,7 @@ pub fn fuzz_table(r: &Value) -> String {
     );
     for (what, v) in [
         ("XDP against the fallback", &x["mismatches"]),
+        ("XDP over mutated zones", &xz["mismatches"]),
         ("fallback request parser", &b["failures"]),
         ("zone-file parser", &zf["failures"]),
     ] {

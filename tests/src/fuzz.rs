@@ -903,6 +903,31 @@ pub fn seed_zone_files(zones: &ZoneSet) -> Vec<(Name, String)> {
     out
 }
 
+/// The seed zones, one of them (picked at random) replaced by an accepted mutant of itself: zone
+/// data nobody wrote by hand, for the compiler and the fast path. `None` if no mutant was
+/// accepted in a few tries. Returns the zones and the mutant's apex.
+pub fn mutated_zone_set(rng: &mut impl Rng, seeds: &[(Name, String)]) -> Option<(ZoneSet, Name)> {
+    let pick = rng.random_range(0..seeds.len());
+    let (apex, text) = &seeds[pick];
+    let mutant = (0..50).find_map(|_| {
+        let mut t = text.clone();
+        for _ in 0..rng.random_range(1..5) {
+            t = mutate_zone_text(rng, &t);
+        }
+        zonefile::parse("mutant.db", &t, Some(apex)).ok()
+    })?;
+    let mut set = ZoneSet::new();
+    for (i, (a, t)) in seeds.iter().enumerate() {
+        let zf = if i == pick {
+            mutant.clone()
+        } else {
+            zonefile::parse("seed.db", t, Some(a)).ok()?
+        };
+        set.load_zone(zf.spec, zf.rrsets).ok()?;
+    }
+    Some((set, apex.clone()))
+}
+
 #[cfg(test)]
 mod tests {
     use rand::{rngs::StdRng, SeedableRng};
