@@ -1046,4 +1046,20 @@ mod tests {
         assert!(check_udp_tcp_alike(&q, Some(&u), Some(&other)).is_err());
         assert!(check_udp_tcp_alike(&q, Some(&u), None).is_err());
     }
+
+    #[test]
+    fn mutated_zone_sets_hold_every_seed_zone() {
+        let zones = fixture::zones();
+        let seeds = seed_zone_files(&zones);
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut made = 0;
+        for _ in 0..20 {
+            if let Some((set, apex)) = mutated_zone_set(&mut rng, &seeds) {
+                made += 1;
+                assert_eq!(set.zones().count(), seeds.len());
+                assert!(set.zone(&apex).is_some());
+            }
+        }
+        assert!(made > 10, "{made} of 20");
+    }
 }
