@@ -101,7 +101,7 @@ impl FuzzParams {
 
 pub fn run(p: &FuzzParams) -> Result<Value> {
     eprintln!(
-        "bench: fuzz seed {} (replay with --only fuzz --seed {})",
+        "bench: fuzz seed {} (replay: cargo xtask bench --only fuzz --seed {})",
         p.seed, p.seed
     );
     let quiet = QuietPanics::install();

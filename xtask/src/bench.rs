@@ -36,6 +36,9 @@ pub struct Options {
     /// Only these sections (comma-separated): kernel, wire, cpu, update, memory, fuzz.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// The fuzz section's seed, to replay a run (each run prints and records its own).
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 pub fn cmd(opts: Options) -> Result<()> {
@@ -92,6 +95,9 @@ pub fn cmd(opts: Options) -> Result<()> {
     }
     if !opts.only.is_empty() {
         cmd.arg("--only").arg(opts.only.join(","));
+    }
+    if let Some(seed) = opts.seed {
+        cmd.arg("--seed").arg(seed.to_string());
     }
     eprintln!("xtask: {}", cmdline(&cmd));
     run(&mut cmd)?;
