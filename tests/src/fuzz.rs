@@ -452,11 +452,13 @@ fn special_endpoint(rng: &mut impl Rng, spec: &mut FrameSpec) {
     }
 }
 
-/// Why the host's own stack would never hand `frame` to a UDP socket, or could not answer it,
-/// if it is one of those: a multicast, broadcast, unspecified or loopback source (Linux drops
-/// these as martians: `ip_route_input_slow`, `ipv6_rcv`), a destination in 0.0.0.0/8 or unspecified, a multicast destination (no group is
-/// joined), a loopback destination arriving on a real interface, a source port of 0 (nothing can
-/// be sent to it). An answer to such a frame is one the fallback would never have given.
+/// Why the host's own stack would never hand `frame` to a UDP socket, or could not answer it on
+/// the wire, if it is one of those: a multicast, broadcast, 0.0.0.0/8 or loopback IPv4 source, a
+/// multicast or loopback IPv6 source (Linux drops these as martians: `ip_route_input_slow`,
+/// `ipv6_rcv`), a destination in 0.0.0.0/8, a multicast destination (no group is joined), a
+/// loopback destination arriving on a real interface, an unspecified IPv6 address (a reply to
+/// `::` goes to the host itself), a source port of 0 (nothing can be sent to it). An answer to
+/// such a frame is one the fallback would never have put on the wire.
 pub fn host_drops(frame: &[u8]) -> Option<&'static str> {
     let p = parse_udp(frame)?;
     if p.sport == 0 {
