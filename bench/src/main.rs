@@ -3,6 +3,7 @@
 //! programs and starts the servers it compares; everything it creates is removed when it ends,
 //! also on error.
 
+mod fuzz;
 mod kernel;
 mod memory;
 mod rawbpf;
@@ -25,7 +26,9 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use serde_json::{json, Value};
 
-pub const SECTIONS: [&str; 6] = ["kernel", "wire", "cpu", "update", "memory", "writes"];
+pub const SECTIONS: [&str; 7] = [
+    "kernel", "wire", "cpu", "update", "memory", "writes", "fuzz",
+];
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "edgedns-bench", about = "edgedns benchmarks (root)")]
@@ -33,7 +36,7 @@ pub struct Opts {
     /// Fewer and shorter runs; 100k names instead of 1M for the memory figures.
     #[arg(long)]
     pub quick: bool,
-    /// Run only these sections: kernel, wire, cpu, update, memory, writes (comma-separated).
+    /// Run only these sections: kernel, wire, cpu, update, memory, writes, fuzz (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// The daemon to measure (a release build).
@@ -55,6 +58,10 @@ pub struct Opts {
     /// Names in the served zone.
     #[arg(long, default_value_t = 10_000)]
     pub names: u32,
+    /// The fuzz section's seed (default: from the clock); every run prints and records its own,
+    /// so a mismatch can be replayed.
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 fn main() -> Result<()> {
@@ -93,6 +100,15 @@ fn main() -> Result<()> {
         eprintln!("bench: section 1: per-packet cost in the kernel (BPF_PROG_TEST_RUN)");
         results.insert("kernel".into(), section(kernel::run(&opts)));
         timings.insert("kernel".into(), json!(t.elapsed().as_secs_f64()));
+    }
+    if want("fuzz") {
+        let t = Instant::now();
+        eprintln!("bench: section 7: fuzzing (XDP against the fallback, the parsers)");
+        results.insert(
+            "fuzz".into(),
+            section(fuzz::run(&fuzz::FuzzParams::new(&opts))),
+        );
+        timings.insert("fuzz".into(), json!(t.elapsed().as_secs_f64()));
     }
     if ["wire", "cpu", "update", "memory", "writes"]
         .iter()
@@ -280,7 +296,10 @@ fn render(r: &Value, summary: &str) -> String {
     out.push_str("\n## 6. Writes against reads\n\n");
     out.push_str(METHOD_WRITES);
     out.push_str(&report::writes_table(r));
-    let errors: Vec<String> = ["kernel", "wire", "update", "memory", "writes"]
+    out.push_str("\n## 7. Fuzzing\n\n");
+    out.push_str(METHOD_FUZZ);
+    out.push_str(&report::fuzz_table(r));
+    let errors: Vec<String> = ["kernel", "wire", "update", "memory", "writes", "fuzz"]
         .iter()
         .filter_map(|k| r[*k]["error"].as_str().map(|e| format!("- {k}: {e}")))
         .collect();
@@ -289,7 +308,7 @@ fn render(r: &Value, summary: &str) -> String {
         out.push_str(&errors.join("\n"));
         out.push('\n');
     }
-    out.push_str("\n## Reproduce\n\n```sh\ncargo xtask bench                 # everything, writes BENCHMARKS.md\ncargo xtask bench --quick         # shorter runs, 100k names for the memory figures\ncargo xtask bench --only kernel   # one section: kernel, wire, cpu, update, memory, writes\n```\n\nRaw results of the last run: `target/edgedns-bench/results.json`.\n");
+    out.push_str("\n## Reproduce\n\n```sh\ncargo xtask bench                 # everything, writes BENCHMARKS.md\ncargo xtask bench --quick         # shorter runs, 100k names for the memory figures\ncargo xtask bench --only kernel   # one section: kernel, wire, cpu, update, memory, writes, fuzz\n```\n\nRaw results of the last run: `target/edgedns-bench/results.json`.\n");
     out
 }
 
@@ -308,3 +327,5 @@ const METHOD_CPU: &str = "Threaded NAPI as above, kxdpgun at a fixed rate below 
 const METHOD_UPDATE: &str = "edgedns runs with its fast path on the server end (and `edgedns xdp-pass` on the client end so XDP_TX answers arrive). For each new name a thread in the client namespace starts polling it over UDP (one query per round trip, 200 ms timeout per query) and a thread in the server namespace then sends `PUT /v1/zones/bench.example./records/uN/A` on a keep-alive connection; *visible* is from just before the request is written to the first poll answer carrying the new address. Knot (UDP mode, `journal-content: none`, `zonefile-sync: -1`) gets the same names through `knotc zone-begin`, `zone-set`, `zone-commit`, each a process; the cost of starting knotc at all is `knotc status`. Sustained: PUTs for a few seconds on one and on four connections, and `POST /v1/zones/{zone}/changes` with 100 changes a request. The daemon's threads are pinned to CPU 1 like every server here; the poller runs on CPU 0, where the fast path's work for its queries also runs (softirq NAPI).\n\n";
 
 const METHOD_MEMORY: &str = "A zone of only A records. In the benchmark process: the XDP object loaded (not attached), `/proc/meminfo` and the maps' `memlock:` (from `/proc/self/fdinfo`) read before and after `compile::full_sync` fills the maps. The name maps are `BPF_F_NO_PREALLOC` hashes: their `memlock` is the kernel's estimate of use (element size × elements + buckets) rather than a reservation, so the Slab growth is shown beside it; the headline uses the memlock of all the program's hash maps (the name maps, however many there are, and ZONES) divided by records, buckets included. Then the same records are written to a store (one transaction) and `edgedns serve` is timed from spawn to its `ready` log line (store load + map fill + attach), and its RSS read.\n\n";
+
+const METHOD_FUZZ: &str = "Seeded loops, one seed for all (replay a run with `cargo xtask bench --only fuzz --seed N`); generators and checks in `tests/src/fuzz.rs`. *XDP against the fallback*: frames through the real program with `BPF_PROG_TEST_RUN` over maps filled from the integration tests' fixture zones: 40 % valid queries (A, AAAA, CNAME and other types, random case, EDNS on and off with random payload sizes, DO and options, IPv4 and IPv6, VLAN tags; correct checksums), 40 % such queries with one to three DNS-level mutations (bit flips, truncation, byte insertion and deletion, header counts and flags, label lengths, case bits inside labels, compression pointers, OPT fields and options, trailing bytes; framed with correct checksums), 8 % random DNS payloads, 12 % frames changed below DNS (bits, IP and UDP lengths, cuts, the UDP checksum; checksums left stale). Every XDP_TX must be a well-formed response frame whose DNS payload equals the fallback's answer to the same DNS bytes; every valid query must get what the oracle (`tests::xdprun::expect`) says; only XDP_PASS or XDP_TX, one counter a frame; no answer to a frame the host's own stack drops before any socket sees it (a multicast, broadcast, 0.0.0.0/8 or loopback source, a multicast, unspecified or loopback destination, source port 0: the fallback could never answer those; 3 % of the frames get such an address or port). *XDP over mutated zones*: the maps filled from zone sets in which one zone is an accepted zone-file mutant (below), then valid queries over their names, each answer compared with the fallback's and each outcome with the oracle's: the compiler meets data nobody wrote by hand. *Fallback parser*: random bytes, valid and mutated queries, and mutated earlier answers with QR cleared (records in every section, compressed names) through `fallback::handle` over UDP and TCP, transfers allowed or not: no panic; every answer decodes, carries the query's ID and fits the transport, and the same message gets the same bytes over UDP and TCP (but for ANY, transfers and truncation). *Zone-file parser*: one to three line, token or byte mutations of exported zones (the fixture zones and a zone with every stored type; accepted mutants are mutated further) through `zonefile::parse`: no panic; whatever it accepts loads, exports, and reads back as the same data. Panics are caught and reported with their input.\n\n";

@@ -518,3 +518,99 @@ pub fn writes_table(r: &Value) -> String {
     }
     s
 }
+
+/// Section 7: what each fuzz loop tried and what went wrong (0 is the only good figure).
+pub fn fuzz_table(r: &Value) -> String {
+    let z = &r["fuzz"];
+    let mut s = String::new();
+    if z.is_null() || z["error"].is_string() {
+        return s;
+    }
+    let n = |v: &Value| num(f(v), 0);
+    let _ = writeln!(s, "Seed {}.\n", z["seed"]);
+    let _ = writeln!(
+        s,
+        "| loop | inputs | outcome | mismatches / failures | panics | time |"
+    );
+    let _ = writeln!(s, "|---|---:|---|---:|---:|---:|");
+    let x = &z["xdp"];
+    let _ = writeln!(
+        s,
+        "| XDP against the fallback | {} frames | {} answered (XDP_TX), {} passed with a reason, {} not ours | {} | {} | {} s |",
+        n(&x["frames"]),
+        n(&x["answered"]),
+        n(&x["passed_total"]),
+        n(&x["not_ours"]),
+        n(&x["mismatches"]["count"]),
+        num(
+            Some(
+                ["the check panicked", "the oracle panicked"]
+                    .iter()
+                    .filter_map(|k| f(&x["mismatches"]["by_kind"][*k]))
+                    .sum()
+            ),
+            0
+        ),
+        num(f(&x["secs"]), 0),
+    );
+    let xz = &z["xdp_mutated_zones"];
+    if !xz.is_null() {
+        let _ = writeln!(
+            s,
+            "| XDP against the fallback, over {} mutated zone sets | {} queries | {} answered (XDP_TX) | {} | {} | {} s |",
+            n(&xz["zone_sets"]),
+            n(&xz["frames"]),
+            n(&xz["answered"]),
+            n(&xz["mismatches"]["count"]),
+            num(f(&xz["mismatches"]["by_kind"]["the check panicked"]).or(Some(0.0)), 0),
+            num(f(&xz["secs"]), 0),
+        );
+    }
+    let b = &z["fallback"];
+    let panics = |v: &Value| num(f(&v["failures"]["by_kind"]["panic"]).or(Some(0.0)), 0);
+    let _ = writeln!(
+        s,
+        "| fallback request parser | {} | {} answered, {} dropped | {} | {} | {} s |",
+        n(&b["inputs"]),
+        n(&b["answered"]),
+        n(&b["dropped"]),
+        n(&b["failures"]["count"]),
+        panics(b),
+        num(f(&b["secs"]), 0),
+    );
+    let zf = &z["zonefile"];
+    let _ = writeln!(
+        s,
+        "| zone-file parser | {} | {} accepted and round-tripped, {} refused | {} | {} | {} s |",
+        n(&zf["inputs"]),
+        n(&zf["accepted"]),
+        n(&zf["refused"]),
+        n(&zf["failures"]["count"]),
+        panics(zf),
+        num(f(&zf["secs"]), 0),
+    );
+    for (what, v) in [
+        ("XDP against the fallback", &x["mismatches"]),
+        ("XDP over mutated zones", &xz["mismatches"]),
+        ("fallback request parser", &b["failures"]),
+        ("zone-file parser", &zf["failures"]),
+    ] {
+        if let Some(kinds) = v["by_kind"].as_object().filter(|k| !k.is_empty()) {
+            let list: Vec<String> = kinds.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+            let _ = writeln!(s, "\n{what}, failures by kind: {}.", list.join("; "));
+        }
+    }
+    if let Some(p) = x["passed"].as_object() {
+        let reasons: Vec<String> = p
+            .iter()
+            .map(|(k, v)| format!("{} {}", k.trim_start_matches("passed/"), n(v)))
+            .collect();
+        let _ = writeln!(s, "\nXDP_PASS by reason: {}.", reasons.join(", "));
+    }
+    let _ = writeln!(
+        s,
+        "Answered although the frame's IPv4 header or UDP checksum was wrong: {} (of the frames changed below DNS; the host's stack would drop them).",
+        n(&x["answered_bad_checksum"])
+    );
+    s
+}

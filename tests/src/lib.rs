@@ -36,6 +36,7 @@ use dns_common::Stat;
 pub mod dns_client;
 pub mod dns_message;
 pub mod fixture;
+pub mod fuzz;
 pub mod http_client;
 pub mod packet;
 pub mod rawsock;

@@ -25,7 +25,9 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("taskset", "util-linux"),
 ];
 
-const SECTIONS: [&str; 6] = ["kernel", "wire", "cpu", "update", "memory", "writes"];
+const SECTIONS: [&str; 7] = [
+    "kernel", "wire", "cpu", "update", "memory", "writes", "fuzz",
+];
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -33,9 +35,12 @@ pub struct Options {
     /// quarter of an hour); the report goes to target/edgedns-bench/.
     #[arg(long)]
     quick: bool,
-    /// Only these sections (comma-separated): kernel, wire, cpu, update, memory.
+    /// Only these sections (comma-separated): kernel, wire, cpu, update, memory, fuzz.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// The fuzz section's seed, to replay a run (each run prints and records its own).
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 pub fn cmd(opts: Options) -> Result<()> {
@@ -92,6 +97,9 @@ pub fn cmd(opts: Options) -> Result<()> {
     }
     if !opts.only.is_empty() {
         cmd.arg("--only").arg(opts.only.join(","));
+    }
+    if let Some(seed) = opts.seed {
+        cmd.arg("--seed").arg(seed.to_string());
     }
     eprintln!("xtask: {}", cmdline(&cmd));
     run(&mut cmd)?;
