@@ -56,6 +56,8 @@ impl Udp {
 #[inline(always)]
 pub fn l2_l4(ctx: &XdpContext, cfg: &XdpConfig) -> Result<Udp, Pass> {
     let mut l3 = ETH_HLEN;
+    // SAFETY: `ctx.ctx` is the xdp_md the kernel passed in, valid for the whole run.
+    let on_lo = unsafe { (*ctx.ctx).ingress_ifindex } == LOOPBACK_IFINDEX;
     // SAFETY (this and the other dereferences of `ptr_at`): it checked that the bytes are inside
     // the packet; packet memory is valid for any bit pattern of these plain arrays and integers.
     let mut proto = u16::from_be(unsafe { *ptr_at::<u16>(ctx, ETH_HLEN - 2).map_err(|_| None)? });
@@ -93,6 +95,9 @@ pub fn l2_l4(ctx: &XdpContext, cfg: &XdpConfig) -> Result<Udp, Pass> {
         if cfg.ipv4 != [0; 4] && dst != cfg.ipv4 {
             return Err(None);
         }
+        if martian_v4(ip[12], on_lo) || martian_v4(dst[0], on_lo) {
+            return Err(Some(Stat::PassMartian));
+        }
         let tot = be16(&[ip[2], ip[3]]) as usize;
         if tot < IPV4_HLEN {
             return Err(Some(Stat::PassMalformed));
@@ -122,12 +127,19 @@ pub fn l2_l4(ctx: &XdpContext, cfg: &XdpConfig) -> Result<Udp, Pass> {
         if cfg.ipv6 != [0; 16] && dst != cfg.ipv6 {
             return Err(None);
         }
+        if martian_v6(&ip[8..24], on_lo) || martian_v6(&dst, on_lo) {
+            return Err(Some(Stat::PassMartian));
+        }
         (l3 + IPV6_HLEN, true, be16(&[ip[4], ip[5]]) as usize)
     } else {
         return Err(None);
     };
     // SAFETY: as above.
     let uh = unsafe { &*ptr_at::<[u8; UDP_HLEN]>(ctx, l4)? };
+    // Nothing can be sent to port 0 (the host's stack would not answer it either).
+    if uh[0] | uh[1] == 0 {
+        return Err(Some(Stat::PassMartian));
+    }
     let udp_len = be16(&[uh[4], uh[5]]) as usize;
     // The IP length must cover the UDP datagram and lie inside the frame (frames may be padded).
     if udp_len < UDP_HLEN || udp_len > ip_payload || ctx.data() + l4 + ip_payload > ctx.data_end() {
@@ -139,6 +151,43 @@ pub fn l2_l4(ctx: &XdpContext, cfg: &XdpConfig) -> Result<Udp, Pass> {
         v6,
         udp_len,
     })
+}
+
+/// The loopback interface's index, the same in every network namespace (`LOOPBACK_IFINDEX`).
+const LOOPBACK_IFINDEX: u32 = 1;
+
+/// Whether an IPv4 address with first octet `first` can't be a DNS client's on the wire, as a
+/// source or as the address it asked: 0.0.0.0/8, 224/4 and above (multicast, reserved,
+/// broadcast), and loopback (127/8) but on the loopback interface (`on_lo`). Linux drops such
+/// sources as martians, and no socket gets a query sent to such a destination: answering either
+/// would send an answer the host never would, to a broadcast or multicast group in the worst
+/// case.
+#[inline(always)]
+fn martian_v4(first: u8, on_lo: bool) -> bool {
+    first == 0 || first >= 224 || (first == 127 && !on_lo)
+}
+
+/// [`martian_v4`] for IPv6 (`a` is 16 bytes): multicast (ff00::/8), unspecified (::),
+/// IPv4-mapped (::ffff:0:0/96, which RFC 4291 2.5.5.2 keeps off the wire), and loopback (::1)
+/// but on the loopback interface.
+#[inline(always)]
+fn martian_v6(a: &[u8], on_lo: bool) -> bool {
+    if a.len() != 16 {
+        return true;
+    }
+    if a[0] == 0xff {
+        return true;
+    }
+    let mut high = 0u8;
+    for b in &a[..10] {
+        high |= *b;
+    }
+    if high != 0 {
+        return false;
+    }
+    let mapped = a[10] == 0xff && a[11] == 0xff;
+    let low_zero = a[10] | a[11] | a[12] | a[13] | a[14] == 0;
+    mapped || (low_zero && (a[15] == 0 || (a[15] == 1 && !on_lo)))
 }
 
 /// The DNS header of a query the fast path may answer.

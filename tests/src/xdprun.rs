@@ -1,7 +1,7 @@
 //! The real XDP program, loaded without attaching, run on crafted frames with
 //! `BPF_PROG_TEST_RUN`; and the oracle that says what it should do with a query.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use aya::{programs::Xdp, Ebpf, TestRun, TestRunOptions};
 use dns_common::{seg_for_qtype, Stat, KEY_NAME_LEN, PROGRAM_NAME};
@@ -17,6 +17,7 @@ use hickory_proto::op::{Message, ResponseCode};
 use crate::{
     dns_message::{fast_path_size, QuerySpec, CLASS_IN},
     fixture::name_from_wire,
+    packet::FrameSpec,
 };
 
 pub const XDP_ABORTED: u32 = 0;
@@ -149,6 +150,18 @@ pub fn udp_limit(q: &QuerySpec, udp_payload: u16) -> usize {
 /// contract, not from the program: A/AAAA/CNAME questions of class IN for names of at most
 /// [`KEY_NAME_LEN`] wire bytes, whose answer is not marked "pass" by the compiler and fits the
 /// client's limit, are answered; the rest goes up with its reason.
+/// Whether the program must pass `f`'s frame up as a martian (written from the fast path's
+/// contract): a source or destination no DNS client has on the wire (IPv4 0.0.0.0/8 and 224/4
+/// and above; IPv6 multicast, unspecified and IPv4-mapped) or source port 0. Loopback addresses
+/// are not: a test run's frame comes in on `lo`, where they are the host's own.
+pub fn martian(f: &FrameSpec) -> bool {
+    let bad = |ip: &IpAddr| match ip {
+        IpAddr::V4(a) => a.octets()[0] == 0 || a.octets()[0] >= 224,
+        IpAddr::V6(a) => a.is_multicast() || a.is_unspecified() || a.to_ipv4_mapped().is_some(),
+    };
+    f.sport == 0 || bad(&f.src_ip) || bad(&f.dst_ip)
+}
+
 pub fn expect(zones: &ZoneSet, q: &QuerySpec, udp_payload: u16) -> Expect {
     use Expect::*;
     if q.qname.len() > KEY_NAME_LEN {

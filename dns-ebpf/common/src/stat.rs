@@ -72,6 +72,10 @@ stats! {
     /// The query asks for the server's NSID (RFC 5001) and one is configured: the fallback adds
     /// it.
     PassNsid => (PASSED, "nsid"),
+    /// A source or destination no DNS client can have on the wire (multicast, broadcast,
+    /// 0.0.0.0/8, loopback, IPv6 unspecified or IPv4-mapped) or source port 0: the host drops
+    /// or can't answer it, and so the fast path must not answer it either.
+    PassMartian => (PASSED, "martian"),
     /// The frame was resized for the answer and then a write into it failed: it is neither the
     /// query nor the answer any more.
     DropWrite => (DROPPED, "write_failed"),
