@@ -28,13 +28,18 @@ struct FlakyStore {
 }
 
 impl Persist for FlakyStore {
-    fn persist(&self, zones: &ZoneSet, changes: &ChangeSet) -> Result<(), StoreError> {
+    fn persist(
+        &self,
+        zones: &ZoneSet,
+        changes: &ChangeSet,
+        journal: &[JournalOp],
+    ) -> Result<(), StoreError> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(StoreError::from(redb::StorageError::Io(
                 std::io::Error::new(std::io::ErrorKind::StorageFull, "injected: disk full"),
             )));
         }
-        self.inner.persist(zones, changes)
+        self.inner.persist_journaled(zones, changes, journal)
     }
 }
 
