@@ -84,8 +84,9 @@ pub struct Engine<S = Store, M = FastPath> {
     store: S,
     /// One writer at a time: a change goes through memory, disk and maps before the next starts.
     writer: tokio::sync::Mutex<()>,
-    /// Counts published versions, for whoever follows the serials (NOTIFY): a watch never
-    /// blocks the writer, and a slow reader just sees the latest count.
+    /// Counts published versions (ticked once the maps have them too), for whoever follows the
+    /// serials (NOTIFY): a watch never blocks the writer, and a slow reader just sees the latest
+    /// count.
     published: watch::Sender<u64>,
 }
 
@@ -163,7 +164,6 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
         }
         let next = Arc::new(next);
         self.zones.publish(Arc::clone(&next));
-        self.published.send_modify(|n| *n += 1);
         let serial = next.zone(&apex).map_or(0, |z| z.serial());
         let sync = match self.with_fast(|fast| compile::sync(fast, &next, &changes)) {
             None => SyncReport::default(),
@@ -175,9 +175,12 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
                         error!("switching the fast path off failed too: {e:#}");
                     }
                 });
+                self.published.send_modify(|n| *n += 1);
                 return Err(EngineError::FastPath(e));
             }
         };
+        // Only now: a secondary told of the change asks the fast path for our SOA first.
+        self.published.send_modify(|n| *n += 1);
         info!(zone = %apex, serial, ?sync, "change applied");
         reclaim(prev);
         Ok(Applied { serial, sync })
