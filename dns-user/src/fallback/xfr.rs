@@ -55,7 +55,7 @@ fn allowed(cfg: &FallbackConfig, client: &Client) -> bool {
 
 /// Beyond this many records in all, a chain of changes is sent one change after the other
 /// rather than condensed (condensing compares records pairwise).
-const CONDENSE_MAX_RECORDS: usize = 4096;
+const CONDENSE_MAX_RECORDS: usize = 1024;
 
 /// A zone transfer packs records into messages of about this many bytes (uncompressed), well
 /// under what a TCP message can carry, as other servers do.
