@@ -14,10 +14,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use tracing::{error, info};
-
 use hickory_proto::rr::Name;
 use tokio::sync::watch;
+use tracing::{error, info};
 
 use crate::{
     compile::{self, MapWriter, SyncReport},
