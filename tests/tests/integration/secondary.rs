@@ -176,7 +176,7 @@ fn knot_follows_by_notify_and_ixfr() {
     );
     eprintln!("knotd's transfers after the write: {new:#?}");
     assert!(
-        log[before..].contains("NOTIFY, incoming"),
+        log[before..].contains(&format!("notify, incoming, remote {SERVER_V4}")),
         "knotd didn't log a NOTIFY:\n{log}"
     );
     let a = kdig(
