@@ -65,9 +65,10 @@ pub fn parse_target(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{s:?} is not ADDR or ADDR:PORT"))
 }
 
-/// How long to wait for an answer before each retry: five tries over about 30 s. RFC 1996 §3.6
-/// asks for retries "with an interval of some tens of seconds" at most a few times; a secondary
-/// that misses them all still polls at its SOA refresh.
+/// How long to wait for an answer before each retry: five tries over about 30 s. RFC 1996 has an
+/// unanswered NOTIFY resent a bounded number of times, interval and count being the operator's;
+/// short ones let a secondary that missed a packet catch up quickly, and one that misses them
+/// all still polls at its SOA refresh.
 const WAITS: [Duration; 5] = [
     Duration::from_secs(1),
     Duration::from_secs(3),
@@ -132,7 +133,7 @@ fn serials(zones: &ZoneSet) -> HashMap<Name, u32> {
         .collect()
 }
 
-/// One NOTIFY (RFC 1996 §3.7: QUERY SOA for the zone, our SOA in the answer section as a hint),
+/// One NOTIFY (RFC 1996: a question for the zone's SOA, our SOA in the answer section as a hint),
 /// retried until answered or out of tries.
 async fn notify(apex: Name, soa: Record, target: SocketAddr) {
     let serial = match soa.data() {
@@ -187,7 +188,7 @@ async fn send(
                 let Ok(r) = Message::from_vec(&buf[..len]) else {
                     continue;
                 };
-                // RFC 1996 §4.7: the answer has the query's ID and opcode, QR set.
+                // The answer echoes the query's ID and opcode, with QR set.
                 if r.id() == id
                     && r.message_type() == MessageType::Response
                     && r.op_code() == OpCode::Notify

@@ -93,8 +93,8 @@ pub(super) fn transfer(
         // RFC 5936 §4.2: AXFR over UDP is not defined.
         (Transport::Udp, _) => refused(),
         (Transport::Tcp, RecordType::IXFR) => match client_serial(buf) {
-            // RFC 1995 §2: "the authority section ... contains the SOA record of client's
-            // version of the zone"; without it there is no version to start from.
+            // RFC 1995 §2: the authority section of an IXFR query holds the SOA of the client's
+            // version of the zone; without it there is no version to start from.
             None => Draft::new(req, cfg, ResponseCode::FormErr).finish(transport),
             Some(theirs) => incremental(zone, req, cfg, soa, theirs, client),
         },
@@ -112,9 +112,9 @@ fn incremental(
     client: &Client,
 ) -> Reply {
     let ours = zone.serial();
-    // RFC 1995 §4: "If incremental zone transfer is not available, the entire zone is returned";
-    // and a client as new as we are (or newer: it is then not ours to correct) gets "only the
-    // SOA record of the server's version".
+    // RFC 1995 §2: a client with "the same or newer version number than that of the server"
+    // gets "a single SOA record of the server's current version"; §4: "If incremental zone
+    // transfer is not available, the entire zone is returned".
     if theirs == ours || serial_newer(theirs, ours) {
         return messages(vec![soa], req, cfg);
     }
