@@ -41,7 +41,7 @@ pub struct SecondaryArgs {
     #[arg(long, value_name = "ADDR[:PORT]", value_parser = parse_target)]
     pub notify: Vec<SocketAddr>,
     /// Changes the IXFR journal keeps per zone (the oldest go first). A secondary older than
-    /// the journal gets a full transfer.
+    /// the journal gets a full transfer; 0 keeps no journal (every IXFR gets the whole zone).
     #[arg(long, default_value_t = JournalLimits::default().max_entries)]
     pub journal_max_entries: u64,
     /// Bytes the IXFR journal keeps per zone (the oldest changes go first).

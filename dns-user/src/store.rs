@@ -747,9 +747,10 @@ fn write_journal(
     let mut entries = tx.open_table(JOURNAL)?;
     let mut info_t = tx.open_table(JOURNAL_ZONES)?;
     for op in ops {
+        let off = limits.max_entries == 0 || limits.max_bytes == 0;
         let (apex, diff) = match op {
-            JournalOp::Append { apex, diff } => (apex, Some(diff)),
-            JournalOp::Clear(apex) => (apex, None),
+            JournalOp::Append { apex, diff } if !off => (apex, Some(diff)),
+            JournalOp::Append { apex, .. } | JournalOp::Clear(apex) => (apex, None),
         };
         let apex_k = key(apex);
         let (mut first, mut next, mut bytes) = info_t
@@ -1236,9 +1237,38 @@ mod tests {
         let ops = journal::diff(&prev, &zs, &changes);
         store.persist_journaled(&zs, &changes, &ops).unwrap();
         assert_eq!(store.changes(&apex, s0 + 2, cur), None);
-        let guard = store.lock_db();
-        let tx = guard.as_ref().unwrap().begin_read().unwrap();
-        assert!(tx.open_table(JOURNAL).unwrap().is_empty().unwrap());
-        assert!(tx.open_table(JOURNAL_ZONES).unwrap().is_empty().unwrap());
+        store.assert_no_journal();
+
+        // A limit of 0 keeps no journal at all.
+        drop(store);
+        let off = JournalLimits {
+            max_entries: 0,
+            ..JournalLimits::default()
+        };
+        let store = Store::open(dir.path()).unwrap().with_journal_limits(off);
+        let ns = Name::from_ascii("ns1.example.com.").unwrap();
+        let spec = ZoneSpec::new(apex.clone(), ns.clone(), ns.clone(), vec![ns]);
+        let set = Change::Set {
+            name: Name::from_ascii("www.example.com.").unwrap(),
+            rtype: RecordType::A,
+            ttl: 60,
+            records: vec![RData::A(A::new(192, 0, 2, 9))],
+        };
+        for edit in [Edit::CreateZone(spec), Edit::Rrset(apex.clone(), set)] {
+            let prev = zs.clone();
+            let changes = zs.apply(edit).unwrap();
+            let ops = journal::diff(&prev, &zs, &changes);
+            store.persist_journaled(&zs, &changes, &ops).unwrap();
+        }
+        store.assert_no_journal();
+    }
+
+    impl Store {
+        fn assert_no_journal(&self) {
+            let guard = self.lock_db();
+            let tx = guard.as_ref().unwrap().begin_read().unwrap();
+            assert!(tx.open_table(JOURNAL).unwrap().is_empty().unwrap());
+            assert!(tx.open_table(JOURNAL_ZONES).unwrap().is_empty().unwrap());
+        }
     }
 }
