@@ -63,10 +63,14 @@ pub struct Config {
     /// the pins; after a crash they stay either way.
     #[arg(long)]
     pub keep_xdp: bool,
-    /// Answer AXFR/IXFR over TCP to anyone who asks (off: REFUSED). The zones are then public
-    /// in bulk; only turn it on where the DNS port is reachable by your secondaries alone.
+    /// Answer AXFR/IXFR over TCP to anyone who asks (off: REFUSED, but for --transfer-allow).
+    /// The zones are then public in bulk; only turn it on where the DNS port is reachable by
+    /// your secondaries alone.
     #[arg(long)]
     pub allow_axfr: bool,
+    /// Transfers, NOTIFY and the IXFR journal.
+    #[command(flatten)]
+    pub secondaries: crate::notify::SecondaryArgs,
     /// UDP payload size advertised in EDNS responses.
     #[arg(long, default_value_t = dns_common::DEFAULT_UDP_PAYLOAD)]
     pub udp_payload: u16,
@@ -179,10 +183,12 @@ pub async fn run(
     let dns_addr = local("DNS", listeners.dns_udp.local_addr())?;
     let api_addr = local("API", listeners.api.local_addr())?;
 
-    let store = Store::open(&config.data_dir).map_err(|source| DaemonError::OpenStore {
-        dir: config.data_dir.clone(),
-        source,
-    })?;
+    let store = Store::open(&config.data_dir)
+        .map_err(|source| DaemonError::OpenStore {
+            dir: config.data_dir.clone(),
+            source,
+        })?
+        .with_journal_limits(config.secondaries.journal_limits());
     // Quarantined entries are logged by `load` and reported by /readyz and /metrics.
     let zones = store.load().map_err(DaemonError::LoadStore)?.zones;
     info!(path = %store.path().display(), zones = zones.len(), "store loaded");
@@ -276,17 +282,27 @@ async fn serve(
     }
 
     let fallback_stats = Arc::new(FallbackStats::new());
-    let fallback = Arc::new(Fallback::new(
-        engine.shared_zones(),
-        FallbackConfig {
-            udp_payload: config.udp_payload,
-            allow_transfer: config.allow_axfr,
-            nsid: config.nsid.as_ref().map(|id| id.as_bytes().to_vec()),
-            ..FallbackConfig::default()
-        },
-        fallback_stats.clone(),
-    ));
+    let fallback = Arc::new(
+        Fallback::new(
+            engine.shared_zones(),
+            FallbackConfig {
+                udp_payload: config.udp_payload,
+                allow_transfer: config.allow_axfr,
+                transfer_allow: config.secondaries.transfer_allow.clone(),
+                nsid: config.nsid.as_ref().map(|id| id.as_bytes().to_vec()),
+                ..FallbackConfig::default()
+            },
+            fallback_stats.clone(),
+        )
+        .with_journal(engine.clone()),
+    );
     let mut tasks = JoinSet::new();
+    tasks.spawn(crate::notify::serve_notify(
+        engine.shared_zones(),
+        engine.subscribe(),
+        config.secondaries.notify.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(fallback::serve_udp(
         listeners.dns_udp,
         fallback.clone(),

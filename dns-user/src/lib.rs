@@ -8,6 +8,8 @@
 //! - [`fallback`]: UDP/TCP server for everything the XDP program passes up.
 //! - [`engine`]: the one writer: an [`zone::Edit`] goes through the zone model, the [`store`], the
 //!   served snapshot and the maps, in that order; [`api`]: the HTTP update API in front of it.
+//! - [`journal`]: the IXFR journal the write path keeps; [`notify`]: NOTIFY to secondaries and
+//!   the flags for them.
 //! - [`zonefile`]: master-file parsing and printing, and the record text format the API takes.
 //! - [`webhook`]: the external-dns webhook provider protocol, onto the same write path.
 //! - [`cli`]: the operator commands, which talk to a running server's API.
@@ -18,8 +20,10 @@ pub mod compile;
 pub mod daemon;
 pub mod engine;
 pub mod fallback;
+pub mod journal;
 pub mod loader;
 pub mod maps;
+pub mod notify;
 pub mod store;
 pub mod webhook;
 pub mod zone;

@@ -12,6 +12,13 @@
 //! whatever the API accepts and serves also loads. The store holds state, not a log: each commit
 //! writes the current value of every RRset a change touched.
 //!
+//! The IXFR journal ([`crate::journal`]) lives beside them: `journal_v1` maps `(apex, sequence
+//! number)` to one encoded change, `journal_zones_v1` maps an apex to its first and next sequence
+//! numbers and the bytes its entries take. Entries are keyed by a sequence number, not by serial:
+//! serials wrap (RFC 1982), so their order as keys is not the order of the changes. A change and
+//! its journal entry are written in one transaction, and the oldest entries beyond the limits are
+//! trimmed in it too.
+//!
 //! Format 1 (tables `zones` and `rrsets`, names as hickory's escaped text) is migrated on open,
 //! in the same transaction that records format 2.
 //!
@@ -42,6 +49,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     error_chain,
+    journal::{self, Diff, JournalLimits, JournalOp, JournalSource},
     zone::{ChangeSet, RrSet, SoaParams, Zone, ZoneError, ZoneSet, ZoneSpec},
     zonefile::presentation::format_name,
 };
@@ -58,6 +66,11 @@ const RRSETS: TableDefinition<RrsetCols, &[u8]> = TableDefinition::new("rrsets_v
 type TextAndBytes = (&'static str, &'static [u8]);
 /// `(table it came from, its key) -> (why, its value)`, bytes as they were.
 const QUARANTINE: TableDefinition<TextAndBytes, TextAndBytes> = TableDefinition::new("quarantine");
+/// `(apex, sequence number) -> change` ([`journal::encode`]).
+const JOURNAL: TableDefinition<(&[u8], u64), &[u8]> = TableDefinition::new("journal_v1");
+/// `apex -> (first sequence number, next sequence number, bytes of its entries)`.
+const JOURNAL_ZONES: TableDefinition<&[u8], (u64, u64, u64)> =
+    TableDefinition::new("journal_zones_v1");
 /// Scratch space for [`Store::probe`], empty between probes.
 const PROBE: TableDefinition<&str, &[u8]> = TableDefinition::new("probe");
 /// What a readiness probe commits: more than most changes need, small enough to write every few
@@ -164,6 +177,7 @@ pub struct Store {
     failure: Mutex<Option<String>>,
     commit_errors: AtomicU64,
     quarantined: Mutex<Vec<Quarantined>>,
+    journal_limits: JournalLimits,
 }
 
 impl Store {
@@ -191,6 +205,8 @@ impl Store {
         tx.open_table(ZONES)?;
         tx.open_table(RRSETS)?;
         tx.open_table(QUARANTINE)?;
+        tx.open_table(JOURNAL)?;
+        tx.open_table(JOURNAL_ZONES)?;
         tx.commit()?;
         Ok(Self {
             db: Mutex::new(Some(db)),
@@ -199,7 +215,14 @@ impl Store {
             failure: Mutex::new(None),
             commit_errors: AtomicU64::new(0),
             quarantined: Mutex::new(Vec::new()),
+            journal_limits: JournalLimits::default(),
         })
+    }
+
+    /// How much IXFR journal each zone keeps.
+    pub fn with_journal_limits(mut self, limits: JournalLimits) -> Self {
+        self.journal_limits = limits;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -280,10 +303,22 @@ impl Store {
     /// If the store failed before, it is reopened first. On a storage error it is closed, so
     /// that the next call starts from what is on disk.
     pub fn persist(&self, zones: &ZoneSet, changes: &ChangeSet) -> Result<(), StoreError> {
+        self.persist_journaled(zones, changes, &[])
+    }
+
+    /// [`Store::persist`], with the IXFR journal's entries for the change written in the same
+    /// transaction (the oldest beyond the limits trimmed there too).
+    pub fn persist_journaled(
+        &self,
+        zones: &ZoneSet,
+        changes: &ChangeSet,
+        journal: &[JournalOp],
+    ) -> Result<(), StoreError> {
         let mut guard = self.lock_db();
+        let limits = self.journal_limits;
         let result = self
             .ensure_open(&mut guard)
-            .and_then(|db| write(db, zones, changes));
+            .and_then(|db| write(db, zones, changes, journal, limits));
         self.after_write(&mut guard, &result);
         result
     }
@@ -639,9 +674,16 @@ fn wire_name_len(b: &[u8]) -> Option<usize> {
     }
 }
 
-/// Writes what `changes` names in one transaction.
-fn write(db: &Database, zones: &ZoneSet, changes: &ChangeSet) -> Result<(), StoreError> {
+/// Writes what `changes` names, and the journal's entries, in one transaction.
+fn write(
+    db: &Database,
+    zones: &ZoneSet,
+    changes: &ChangeSet,
+    journal: &[JournalOp],
+    limits: JournalLimits,
+) -> Result<(), StoreError> {
     let tx = db.begin_write()?;
+    write_journal(&tx, journal, limits)?;
     {
         let mut zones_t = tx.open_table(ZONES)?;
         let mut rrsets_t = tx.open_table(RRSETS)?;
@@ -690,6 +732,117 @@ fn write(db: &Database, zones: &ZoneSet, changes: &ChangeSet) -> Result<(), Stor
     }
     tx.commit()?;
     Ok(())
+}
+
+/// Appends to or clears the journal of each zone `ops` names, trimming the oldest entries
+/// beyond `limits`.
+fn write_journal(
+    tx: &redb::WriteTransaction,
+    ops: &[JournalOp],
+    limits: JournalLimits,
+) -> Result<(), StoreError> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let mut entries = tx.open_table(JOURNAL)?;
+    let mut info_t = tx.open_table(JOURNAL_ZONES)?;
+    for op in ops {
+        let off = limits.max_entries == 0 || limits.max_bytes == 0;
+        let (apex, diff) = match op {
+            JournalOp::Append { apex, diff } if !off => (apex, Some(diff)),
+            JournalOp::Append { apex, .. } | JournalOp::Clear(apex) => (apex, None),
+        };
+        let apex_k = key(apex);
+        let (mut first, mut next, mut bytes) = info_t
+            .get(apex_k.as_slice())?
+            .map_or((0, 0, 0), |v| v.value());
+        let Some(diff) = diff else {
+            for seq in first..next {
+                entries.remove((apex_k.as_slice(), seq))?;
+            }
+            info_t.remove(apex_k.as_slice())?;
+            continue;
+        };
+        let v = journal::encode(diff).map_err(|reason| StoreError::Encode {
+            what: format!(
+                "the journal entry of {} serial {}",
+                format_name(apex),
+                diff.to
+            ),
+            reason,
+        })?;
+        entries.insert((apex_k.as_slice(), next), v.as_slice())?;
+        next += 1;
+        bytes += v.len() as u64;
+        while first < next && (next - first > limits.max_entries || bytes > limits.max_bytes) {
+            if let Some(old) = entries.remove((apex_k.as_slice(), first))? {
+                bytes = bytes.saturating_sub(old.value().len() as u64);
+            }
+            first += 1;
+        }
+        info_t.insert(apex_k.as_slice(), (first, next, bytes))?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// The journal's chain from serial `from` to serial `to` of `apex` (see
+    /// [`JournalSource::changes`]).
+    fn journal_chain(
+        &self,
+        apex: &Name,
+        from: u32,
+        to: u32,
+    ) -> Result<Option<Vec<Diff>>, StoreError> {
+        let mut guard = self.lock_db();
+        let db = self.ensure_open(&mut guard)?;
+        let tx = db.begin_read()?;
+        let apex_k = key(apex);
+        let Some((first, next, _)) = tx
+            .open_table(JOURNAL_ZONES)?
+            .get(apex_k.as_slice())?
+            .map(|v| v.value())
+        else {
+            return Ok(None);
+        };
+        let entries = tx.open_table(JOURNAL)?;
+        let mut chain = Vec::new();
+        let mut want = from;
+        for row in entries.range((apex_k.as_slice(), first)..(apex_k.as_slice(), next))? {
+            let (_, v) = row?;
+            let Some((f, t)) = journal::serials(v.value()) else {
+                return Ok(None);
+            };
+            // Only the serials are read until the client's is found.
+            if chain.is_empty() && f != from {
+                continue;
+            }
+            if f != want {
+                return Ok(None);
+            }
+            match journal::decode(v.value()) {
+                Ok(d) => chain.push(d),
+                Err(e) => {
+                    warn!(zone = %apex, serial = t, "unreadable journal entry: {e}");
+                    return Ok(None);
+                }
+            }
+            want = t;
+            if t == to {
+                return Ok(Some(chain));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl JournalSource for Store {
+    fn changes(&self, apex: &Name, from: u32, to: u32) -> Option<Vec<Diff>> {
+        self.journal_chain(apex, from, to).unwrap_or_else(|e| {
+            warn!(zone = %apex, "reading the journal: {}", error_chain(&e));
+            None
+        })
+    }
 }
 
 fn encode_error(owner: &Name, rtype: RecordType, reason: String) -> StoreError {
@@ -1031,5 +1184,91 @@ mod tests {
             decode_rrset(RecordType::A, &ok).unwrap().records.len(),
             65535
         );
+    }
+
+    /// The journal keeps the newest entries within its limits, in the change's transaction, and
+    /// forgets a zone that is deleted.
+    #[test]
+    fn journal_is_trimmed_oldest_first_and_cleared() {
+        use hickory_proto::rr::rdata::A;
+
+        use crate::zone::{Change, Edit};
+        let dir = tempfile::tempdir().unwrap();
+        let limits = JournalLimits {
+            max_entries: 2,
+            max_bytes: u64::MAX,
+        };
+        let store = Store::open(dir.path()).unwrap().with_journal_limits(limits);
+        let apex = Name::from_ascii("example.com.").unwrap();
+        let mut zs = ZoneSet::new();
+        let step = |zs: &mut ZoneSet, edit| {
+            let prev = zs.clone();
+            let changes = zs.apply(edit).unwrap();
+            let ops = journal::diff(&prev, zs, &changes);
+            store.persist_journaled(zs, &changes, &ops).unwrap();
+        };
+        let ns = Name::from_ascii("ns1.example.com.").unwrap();
+        let spec = ZoneSpec::new(apex.clone(), ns.clone(), ns.clone(), vec![ns]);
+        step(&mut zs, Edit::CreateZone(spec));
+        let s0 = zs.zone(&apex).unwrap().serial();
+        for i in 0..3 {
+            let set = Change::Set {
+                name: Name::from_ascii("www.example.com.").unwrap(),
+                rtype: RecordType::A,
+                ttl: 60,
+                records: vec![RData::A(A::new(192, 0, 2, i))],
+            };
+            step(&mut zs, Edit::Rrset(apex.clone(), set));
+        }
+        let cur = s0 + 3;
+        assert_eq!(store.changes(&apex, s0, cur), None);
+        let kept = store.changes(&apex, s0 + 1, cur).unwrap();
+        assert_eq!(
+            kept.iter().map(|d| (d.from, d.to)).collect::<Vec<_>>(),
+            [(s0 + 1, s0 + 2), (s0 + 2, cur)]
+        );
+        // It was written to disk: a reopened store reads the same.
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.changes(&apex, s0 + 2, cur).unwrap().len(), 1);
+
+        let prev = zs.clone();
+        let changes = zs.apply(Edit::DeleteZone(apex.clone())).unwrap();
+        let ops = journal::diff(&prev, &zs, &changes);
+        store.persist_journaled(&zs, &changes, &ops).unwrap();
+        assert_eq!(store.changes(&apex, s0 + 2, cur), None);
+        store.assert_no_journal();
+
+        // A limit of 0 keeps no journal at all.
+        drop(store);
+        let off = JournalLimits {
+            max_entries: 0,
+            ..JournalLimits::default()
+        };
+        let store = Store::open(dir.path()).unwrap().with_journal_limits(off);
+        let ns = Name::from_ascii("ns1.example.com.").unwrap();
+        let spec = ZoneSpec::new(apex.clone(), ns.clone(), ns.clone(), vec![ns]);
+        let set = Change::Set {
+            name: Name::from_ascii("www.example.com.").unwrap(),
+            rtype: RecordType::A,
+            ttl: 60,
+            records: vec![RData::A(A::new(192, 0, 2, 9))],
+        };
+        for edit in [Edit::CreateZone(spec), Edit::Rrset(apex.clone(), set)] {
+            let prev = zs.clone();
+            let changes = zs.apply(edit).unwrap();
+            let ops = journal::diff(&prev, &zs, &changes);
+            store.persist_journaled(&zs, &changes, &ops).unwrap();
+        }
+        store.assert_no_journal();
+    }
+
+    impl Store {
+        fn assert_no_journal(&self) {
+            let guard = self.lock_db();
+            let tx = guard.as_ref().unwrap().begin_read().unwrap();
+            assert!(tx.open_table(JOURNAL).unwrap().is_empty().unwrap());
+            assert!(tx.open_table(JOURNAL_ZONES).unwrap().is_empty().unwrap());
+        }
     }
 }

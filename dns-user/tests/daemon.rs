@@ -47,14 +47,19 @@ struct Running {
 impl Running {
     /// `serve --xdp-mode off --data-dir DATA`, on 127.0.0.1 port 0; returns once the API answers.
     async fn start(data: &Path) -> Self {
-        let config = Serve::parse_from([
+        Self::start_with(data, &[]).await
+    }
+
+    /// [`Running::start`] with more flags.
+    async fn start_with(data: &Path, extra: &[&str]) -> Self {
+        let args = [
             "serve",
             "--xdp-mode",
             "off",
             "--data-dir",
             data.to_str().expect("utf-8 temp dir"),
-        ])
-        .config;
+        ];
+        let config = Serve::parse_from(args.iter().chain(extra)).config;
         let listeners = Listeners {
             webhook: None,
             dns_udp: UdpSocket::bind("127.0.0.1:0").await.expect("bind udp"),
@@ -197,5 +202,159 @@ async fn api_change_is_served_over_udp_and_tcp_and_survives_a_restart() {
         .await
         .expect("GET zone");
     assert_eq!(zone["serial"], put["serial"], "{zone}");
+    d.stop().await;
+}
+
+/// Every message of a zone transfer over TCP from `source`, read until the closing SOA (or an
+/// error, or a lone SOA: "you are up to date").
+async fn transfer(server: SocketAddr, source: &str, q: &Message) -> Vec<Message> {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind(format!("{source}:0").parse().expect("source"))
+        .expect("bind");
+    let mut s = sock.connect(server).await.expect("connect");
+    let q = q.to_vec().expect("encode");
+    let mut frame = (q.len() as u16).to_be_bytes().to_vec();
+    frame.extend_from_slice(&q);
+    s.write_all(&frame).await.expect("write");
+    let mut out: Vec<Message> = Vec::new();
+    for _ in 0..1000 {
+        let mut len = [0u8; 2];
+        timeout(WAIT, s.read_exact(&mut len))
+            .await
+            .expect("a TCP message in time")
+            .expect("length");
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut buf).await.expect("message");
+        let m = Message::from_vec(&buf).expect("answer parses");
+        let done = m.response_code() != ResponseCode::NoError
+            || (out.is_empty() && m.answers().len() == 1)
+            || (!out.is_empty() || m.answers().len() > 1)
+                && m.answers().last().map(|r| r.record_type()) == Some(RecordType::SOA);
+        out.push(m);
+        if done {
+            return out;
+        }
+    }
+    panic!("a transfer of over 1000 messages");
+}
+
+/// `(type, SOA serial if an SOA)` of every record of a transfer.
+fn records(msgs: &[Message]) -> Vec<(RecordType, Option<u32>)> {
+    msgs.iter()
+        .flat_map(|m| m.answers())
+        .map(|r| match r.data() {
+            RData::SOA(soa) => (RecordType::SOA, Some(soa.serial())),
+            d => (d.record_type(), None),
+        })
+        .collect()
+}
+
+fn ixfr_query(serial: u32, soa: &hickory_proto::rr::Record) -> Message {
+    let RData::SOA(ours) = soa.data() else {
+        panic!("not an SOA: {soa}");
+    };
+    let theirs = hickory_proto::rr::rdata::SOA::new(
+        ours.mname().clone(),
+        ours.rname().clone(),
+        serial,
+        ours.refresh(),
+        ours.retry(),
+        ours.expire(),
+        ours.minimum(),
+    );
+    let mut m = Message::new();
+    m.set_id(0x1f1f)
+        .add_query(Query::query(soa.name().clone(), RecordType::IXFR))
+        .add_name_server(hickory_proto::rr::Record::from_rdata(
+            soa.name().clone(),
+            soa.ttl(),
+            RData::SOA(theirs),
+        ));
+    m
+}
+
+/// A secondary's view: NOTIFY after a write, IXFR of just that change (from the journal on
+/// disk, after a restart too), and transfers refused to an address not allowed.
+#[tokio::test]
+async fn secondaries_get_notify_and_ixfr_from_the_journal() {
+    let dir = TempDir::new().expect("temp dir");
+    let data = dir.path().join("data");
+    let secondary = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let notify = secondary.local_addr().expect("addr").to_string();
+    let flags = ["--transfer-allow", "127.0.0.1", "--notify", &notify];
+
+    let d = Running::start_with(&data, &flags).await;
+    let soa = ask_udp(d.udp, "t.example.net.", RecordType::SOA).await;
+    let soa = soa.answers()[0].clone();
+    let RData::SOA(s) = soa.data() else {
+        panic!("no SOA: {soa}");
+    };
+    let s0 = s.serial();
+
+    let put = d
+        .api
+        .json(
+            Method::PUT,
+            &format!("/v1/zones/{ZONE}/records/www/A"),
+            Some(&json!({"ttl": 30, "records": ["192.0.2.7", "192.0.2.8"]})),
+        )
+        .await
+        .expect("PUT");
+    let s1 = u32::try_from(put["serial"].as_u64().expect("serial")).expect("u32");
+
+    // NOTIFY, with the new serial; answered, so it isn't sent again.
+    let mut buf = vec![0u8; 4096];
+    let (len, from) = timeout(WAIT, secondary.recv_from(&mut buf))
+        .await
+        .expect("a NOTIFY in time")
+        .expect("recv");
+    let n = Message::from_vec(&buf[..len]).expect("NOTIFY parses");
+    assert_eq!(n.op_code(), hickory_proto::op::OpCode::Notify, "{n}");
+    assert_eq!(n.queries()[0].query_type(), RecordType::SOA, "{n}");
+    assert_eq!(
+        records(std::slice::from_ref(&n)),
+        [(RecordType::SOA, Some(s1))]
+    );
+    let mut answer = Message::new();
+    answer
+        .set_id(n.id())
+        .set_message_type(hickory_proto::op::MessageType::Response)
+        .set_op_code(hickory_proto::op::OpCode::Notify);
+    secondary
+        .send_to(&answer.to_vec().expect("encode"), from)
+        .await
+        .expect("send");
+
+    let want = [
+        (RecordType::SOA, Some(s1)),
+        (RecordType::SOA, Some(s0)),
+        (RecordType::SOA, Some(s1)),
+        (RecordType::A, None),
+        (RecordType::A, None),
+        (RecordType::SOA, Some(s1)),
+    ];
+    let ixfr = transfer(d.tcp, "127.0.0.1", &ixfr_query(s0, &soa)).await;
+    assert_eq!(records(&ixfr), want);
+    d.stop().await;
+
+    // The journal is on disk: after a restart, the same answer.
+    let d = Running::start_with(&data, &flags).await;
+    let ixfr = transfer(d.tcp, "127.0.0.1", &ixfr_query(s0, &soa)).await;
+    assert_eq!(records(&ixfr), want);
+    // Up to date: our SOA alone.
+    let ixfr = transfer(d.tcp, "127.0.0.1", &ixfr_query(s1, &soa)).await;
+    assert_eq!(records(&ixfr), [(RecordType::SOA, Some(s1))]);
+
+    // Another address of this host is not in the ACL.
+    for q in [ixfr_query(s0, &soa), {
+        let mut m = Message::new();
+        m.set_id(7)
+            .add_query(Query::query(soa.name().clone(), RecordType::AXFR));
+        m
+    }] {
+        let refused = transfer(d.tcp, "127.0.0.2", &q).await;
+        assert_eq!(refused[0].response_code(), ResponseCode::Refused);
+        assert!(refused[0].answers().is_empty());
+    }
     d.stop().await;
 }

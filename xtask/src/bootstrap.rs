@@ -51,6 +51,8 @@ impl Task {
                 IP,
                 DIG,
                 ("kdig", "knot-dnsutils"),
+                // The secondary that follows edgedns by NOTIFY and IXFR.
+                ("knotd", "knot"),
                 CURL,
                 ("ethtool", "ethtool"),
             ],

@@ -2,8 +2,9 @@
 //! snapshot and the maps, in that order, before anyone hears "done".
 //!
 //! ```text
-//! Edit -> ZoneSet::apply (on a copy) -> ChangeSet -> Store::persist (fsync)
-//!      -> publish the copy (the fallback answers it) -> compile::sync (the maps) -> Applied
+//! Edit -> ZoneSet::apply (on a copy) -> ChangeSet (+ its IXFR journal entries)
+//!      -> Store::persist (fsync) -> publish the copy (the fallback answers it)
+//!      -> compile::sync (the maps) -> Applied (and a tick for whoever sends NOTIFY)
 //! ```
 //!
 //! The change is made on a copy of the served zones (cheap: the maps are persistent), so nothing
@@ -13,10 +14,13 @@
 
 use std::sync::{Arc, Mutex};
 
+use hickory_proto::rr::Name;
+use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::{
     compile::{self, MapWriter, SyncReport},
+    journal::{self, Diff, JournalOp, JournalSource},
     maps::{FastPath, MapWriteError},
     store::{Store, StoreError},
     zone::{normalize, ChangeSet, Edit, SharedZones, ZoneError, ZoneSet},
@@ -31,14 +35,24 @@ pub use import::{ImportError, Imported};
 /// Where a committed change is made durable. The daemon's is [`Store`]; the engine's tests use
 /// one that fails on demand.
 pub trait Persist: Send + Sync + 'static {
-    /// Writes what `changes` names, as `zones` has it, in one durable transaction; all or
-    /// nothing.
-    fn persist(&self, zones: &ZoneSet, changes: &ChangeSet) -> Result<(), StoreError>;
+    /// Writes what `changes` names, as `zones` has it, and the IXFR journal's entries for it,
+    /// in one durable transaction; all or nothing.
+    fn persist(
+        &self,
+        zones: &ZoneSet,
+        changes: &ChangeSet,
+        journal: &[JournalOp],
+    ) -> Result<(), StoreError>;
 }
 
 impl Persist for Store {
-    fn persist(&self, zones: &ZoneSet, changes: &ChangeSet) -> Result<(), StoreError> {
-        Store::persist(self, zones, changes)
+    fn persist(
+        &self,
+        zones: &ZoneSet,
+        changes: &ChangeSet,
+        journal: &[JournalOp],
+    ) -> Result<(), StoreError> {
+        Store::persist_journaled(self, zones, changes, journal)
     }
 }
 
@@ -69,6 +83,10 @@ pub struct Engine<S = Store, M = FastPath> {
     store: S,
     /// One writer at a time: a change goes through memory, disk and maps before the next starts.
     writer: tokio::sync::Mutex<()>,
+    /// Counts published versions (ticked once the maps have them too), for whoever follows the
+    /// serials (NOTIFY): a watch never blocks the writer, and a slow reader just sees the latest
+    /// count.
+    published: watch::Sender<u64>,
 }
 
 impl<S: Persist, M: MapWriter> Engine<S, M> {
@@ -78,7 +96,13 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
             fast: fast.map(Mutex::new),
             store,
             writer: tokio::sync::Mutex::new(()),
+            published: watch::Sender::new(0),
         })
+    }
+
+    /// Changes each time a new version is published; read [`Engine::zones`] then.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.published.subscribe()
     }
 
     /// The zones as served now: a snapshot that later changes leave alone.
@@ -132,7 +156,8 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
         let prev = self.zones();
         let mut next = ZoneSet::clone(&prev);
         let changes = next.apply(edit)?;
-        if let Err(e) = self.store.persist(&next, &changes) {
+        let journal = journal::diff(&prev, &next, &changes);
+        if let Err(e) = self.store.persist(&next, &changes, &journal) {
             error!(zone = %apex, "commit failed; the change is dropped: {e:#}");
             return Err(EngineError::Store(e));
         }
@@ -149,12 +174,22 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
                         error!("switching the fast path off failed too: {e:#}");
                     }
                 });
+                self.published.send_modify(|n| *n += 1);
                 return Err(EngineError::FastPath(e));
             }
         };
+        // Only now: a secondary told of the change asks the fast path for our SOA first.
+        self.published.send_modify(|n| *n += 1);
         info!(zone = %apex, serial, ?sync, "change applied");
         reclaim(prev);
         Ok(Applied { serial, sync })
+    }
+}
+
+/// The engine reads the journal its store keeps, so the fallback needs only the engine.
+impl<S: Persist + JournalSource, M: MapWriter> JournalSource for Engine<S, M> {
+    fn changes(&self, apex: &Name, from: u32, to: u32) -> Option<Vec<Diff>> {
+        self.store.changes(apex, from, to)
     }
 }
 

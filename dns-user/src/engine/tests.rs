@@ -28,13 +28,18 @@ struct FlakyStore {
 }
 
 impl Persist for FlakyStore {
-    fn persist(&self, zones: &ZoneSet, changes: &ChangeSet) -> Result<(), StoreError> {
+    fn persist(
+        &self,
+        zones: &ZoneSet,
+        changes: &ChangeSet,
+        journal: &[JournalOp],
+    ) -> Result<(), StoreError> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(StoreError::from(redb::StorageError::Io(
                 std::io::Error::new(std::io::ErrorKind::StorageFull, "injected: disk full"),
             )));
         }
-        self.inner.persist(zones, changes)
+        self.inner.persist_journaled(zones, changes, journal)
     }
 }
 
@@ -182,6 +187,7 @@ async fn a_failed_commit_changes_nothing_anywhere_and_the_next_write_lands() {
     let bed = Bed::new().await;
     let serial = bed.engine.zones().zone(&n(APEX)).expect("zone").serial();
     let names_in_maps = bed.maps.state().names.len();
+    let published = bed.engine.subscribe();
 
     bed.store_fails(true);
     let err = bed
@@ -199,6 +205,13 @@ async fn a_failed_commit_changes_nothing_anywhere_and_the_next_write_lands() {
     assert!(!bed.maps.state().names.contains_key(&key));
     assert_eq!(bed.maps.state().names.len(), names_in_maps);
     assert!(!bed.maps.state().disabled);
+    // No journal entry, and nobody told of a change.
+    let journal = &bed.engine.store.inner;
+    assert_eq!(
+        journal.changes(&n(APEX), serial, serial.wrapping_add(1)),
+        None
+    );
+    assert!(!published.has_changed().expect("engine alive"));
 
     bed.store_fails(false);
     let applied = bed
@@ -210,6 +223,13 @@ async fn a_failed_commit_changes_nothing_anywhere_and_the_next_write_lands() {
     assert!(has_a(&bed.engine.zones(), "www.example.com."));
     assert!(has_a(&bed.on_disk(), "www.example.com."));
     assert!(bed.maps.state().names.contains_key(&key));
+    // The change is in the journal, as the record it added, and the watch ticked.
+    let diffs = journal
+        .changes(&n(APEX), serial, applied.serial)
+        .expect("journaled");
+    let added: Vec<_> = diffs[0].added.iter().map(|r| r.record_type()).collect();
+    assert_eq!(added, [RecordType::SOA, RecordType::A]);
+    assert!(published.has_changed().expect("engine alive"));
 }
 
 #[tokio::test]

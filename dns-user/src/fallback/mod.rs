@@ -17,9 +17,10 @@
 //! Policy, after what Knot and NSD do:
 //! - never answer a response (QR=1) or a message shorter than a header: that is how answer loops
 //!   and reflection of junk are avoided;
-//! - FORMERR for anything that doesn't parse, NOTIMP for any opcode but QUERY, BADVERS for EDNS
-//!   versions above 0, REFUSED for names outside our zones, other classes, and zone transfers
-//!   unless [`FallbackConfig::allow_transfer`];
+//! - FORMERR for anything that doesn't parse, NOTIMP for any opcode but QUERY (NOTIFY included:
+//!   we are a primary), BADVERS for EDNS versions above 0, REFUSED for names outside our zones,
+//!   other classes, and zone transfers over UDP or from clients neither
+//!   [`FallbackConfig::allow_transfer`] nor [`FallbackConfig::transfer_allow`] lets in;
 //! - ANY over UDP gets one RRset (RFC 8482), the full answer only over TCP;
 //! - minimal truncation: a UDP answer that doesn't fit goes out with TC=1 and only the header,
 //!   question and OPT, so the client retries over TCP.
@@ -35,11 +36,21 @@ mod xfr;
 #[cfg(test)]
 mod testutil;
 
-use std::{sync::Arc, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use ipnet::IpNet;
 
 use self::{policy::respond, response::Reply};
-pub use self::{stats::FallbackStats, tcp::serve_tcp, udp::serve_udp};
-use crate::zone::{SharedZones, ZoneSet};
+pub use self::{
+    stats::FallbackStats,
+    tcp::serve_tcp,
+    udp::serve_udp,
+    xfr::{parse_prefix, Client},
+};
+use crate::{
+    journal::JournalSource,
+    zone::{SharedZones, ZoneSet},
+};
 
 // DNS header length (RFC 1035 §4.1.1).
 use dns_common::DNS_HEADER_LEN as HEADER_LEN;
@@ -62,9 +73,12 @@ pub struct FallbackConfig {
     /// UDP payload size we advertise in our OPT record and the most we send over UDP (RFC 6891;
     /// 1232 per DNS flag day 2020, which avoids IP fragmentation on common paths).
     pub udp_payload: u16,
-    /// Answer AXFR/IXFR. Any client can then read whole zones, so it is off by default; IXFR is
-    /// always answered with a full transfer (RFC 1995 §4 allows it).
+    /// Answer AXFR/IXFR (over TCP) to anyone. Any client can then read whole zones, so it is off
+    /// by default.
     pub allow_transfer: bool,
+    /// The clients that may transfer zones (over TCP) when [`FallbackConfig::allow_transfer`] is
+    /// off.
+    pub transfer_allow: Vec<IpNet>,
     /// How long a TCP connection may wait for its next query (RFC 7766 §6.2.3 suggests seconds).
     pub tcp_idle_timeout: Duration,
     /// How long reading the rest of a started TCP message, or writing a response, may take: a
@@ -87,6 +101,7 @@ impl Default for FallbackConfig {
         Self {
             udp_payload: dns_common::DEFAULT_UDP_PAYLOAD,
             allow_transfer: false,
+            transfer_allow: Vec::new(),
             tcp_idle_timeout: Duration::from_secs(10),
             tcp_io_timeout: Duration::from_secs(5),
             tcp_max_connections: 256,
@@ -98,11 +113,23 @@ impl Default for FallbackConfig {
 
 /// The fallback server: the zones it answers from, its settings and its counters, shared (in an
 /// `Arc`) by the UDP and TCP loops.
-#[derive(Debug)]
 pub struct Fallback {
     zones: SharedZones,
     config: FallbackConfig,
     stats: Arc<FallbackStats>,
+    /// The IXFR journal; without it IXFR gets full transfers.
+    journal: Option<Arc<dyn JournalSource>>,
+}
+
+impl std::fmt::Debug for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fallback")
+            .field("zones", &self.zones)
+            .field("config", &self.config)
+            .field("stats", &self.stats)
+            .field("journal", &self.journal.is_some())
+            .finish()
+    }
 }
 
 impl Fallback {
@@ -112,7 +139,14 @@ impl Fallback {
             zones,
             config,
             stats,
+            journal: None,
         }
+    }
+
+    /// Answers IXFR from `journal` (the engine's).
+    pub fn with_journal(mut self, journal: Arc<dyn JournalSource>) -> Self {
+        self.journal = Some(journal);
+        self
     }
 
     /// The zones for reading: every read of the zones in the fallback goes through here. The
@@ -129,9 +163,13 @@ impl Fallback {
         &self.stats
     }
 
-    /// Answers one message that came over `transport`, and counts the answer.
-    fn answer(&self, query: &[u8], transport: Transport) -> Option<Reply> {
-        let reply = respond(&self.zones(), query, transport, &self.config);
+    /// Answers one message that came from `peer` over `transport`, and counts the answer.
+    fn answer(&self, query: &[u8], transport: Transport, peer: IpAddr) -> Option<Reply> {
+        let client = Client {
+            peer: Some(peer),
+            journal: self.journal.as_deref(),
+        };
+        let reply = respond(&self.zones(), query, transport, &self.config, &client);
         self.stats.record(&reply);
         reply
     }
@@ -147,7 +185,8 @@ pub fn handle(
     transport: Transport,
     cfg: &FallbackConfig,
 ) -> Option<Vec<u8>> {
-    respond(zones, query, transport, cfg).and_then(|r| r.messages.into_iter().next())
+    respond(zones, query, transport, cfg, &Client::default())
+        .and_then(|r| r.messages.into_iter().next())
 }
 
 /// Like [`handle`], with every message of a multi-message answer (zone transfers over TCP).
@@ -157,7 +196,18 @@ pub fn handle_all(
     transport: Transport,
     cfg: &FallbackConfig,
 ) -> Vec<Vec<u8>> {
-    respond(zones, query, transport, cfg)
+    handle_from(zones, query, transport, cfg, &Client::default())
+}
+
+/// Like [`handle_all`], for a given client (transfer ACL, IXFR journal).
+pub fn handle_from(
+    zones: &ZoneSet,
+    query: &[u8],
+    transport: Transport,
+    cfg: &FallbackConfig,
+    client: &Client,
+) -> Vec<Vec<u8>> {
+    respond(zones, query, transport, cfg, client)
         .map(|r| r.messages)
         .unwrap_or_default()
 }

@@ -10,7 +10,8 @@ use tracing::debug;
 use super::{
     request::parse,
     response::{Draft, Reply},
-    xfr, FallbackConfig, Transport, HEADER_LEN,
+    xfr::{self, Client},
+    FallbackConfig, Transport, HEADER_LEN,
 };
 use crate::zone::ZoneSet;
 
@@ -20,6 +21,7 @@ pub(super) fn respond(
     buf: &[u8],
     transport: Transport,
     cfg: &FallbackConfig,
+    client: &Client,
 ) -> Option<Reply> {
     if buf.len() < HEADER_LEN {
         return None;
@@ -32,7 +34,9 @@ pub(super) fn respond(
     let error = |rcode| Some(Draft::new(&req, cfg, rcode).finish(transport));
 
     // RFC 1035 §4.1.1 NOTIMP: "The name server does not support the requested kind of query."
-    // That covers IQUERY, STATUS, NOTIFY and UPDATE: zones change through the API only.
+    // That covers IQUERY, STATUS, NOTIFY and UPDATE: zones change through the API only. A NOTIFY
+    // sent to us, a primary that follows no other server, has nothing to set off: NOTIMP tells
+    // its sender so.
     if req.opcode != u8::from(OpCode::Query) {
         debug!(id = req.id, opcode = req.opcode, "NOTIMP");
         return error(ResponseCode::NotImp);
@@ -71,7 +75,7 @@ pub(super) fn respond(
         // A meta type that only lives in the additional section.
         RecordType::OPT => return error(ResponseCode::FormErr),
         RecordType::AXFR | RecordType::IXFR => {
-            return Some(xfr::transfer(zones, &req, q, transport, cfg))
+            return Some(xfr::transfer(zones, &req, q, buf, transport, cfg, client))
         }
         _ => {}
     }

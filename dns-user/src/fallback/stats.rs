@@ -120,7 +120,7 @@ mod tests {
             bytes(&query("big.example.com.", RecordType::AAAA)),
             vec![0; 5],
         ] {
-            stats.record(&respond(&zs, &q, Transport::Udp, &cfg));
+            stats.record(&respond(&zs, &q, Transport::Udp, &cfg, &Default::default()));
         }
         let snap = stats.snapshot();
         let get = |k: &str| snap.iter().find(|(n, _)| n == k).map(|(_, v)| *v);

@@ -125,7 +125,7 @@ async fn connection(
         timeout(cfg.tcp_io_timeout, rd.read_exact(&mut query))
             .await
             .map_err(|_| ConnError::Timeout)??;
-        let reply = fallback.answer(&query, Transport::Tcp);
+        let reply = fallback.answer(&query, Transport::Tcp, peer.ip());
         for msg in reply.map(|r| r.messages).unwrap_or_default() {
             let Ok(len) = u16::try_from(msg.len()) else {
                 continue;

@@ -31,7 +31,7 @@ pub async fn serve_udp(socket: UdpSocket, fallback: Arc<Fallback>, shutdown: Can
             },
         };
         let query = buf.get(..len).unwrap_or_default();
-        let reply = fallback.answer(query, Transport::Udp);
+        let reply = fallback.answer(query, Transport::Udp, peer.ip());
         let Some(msg) = reply.and_then(|r| r.messages.into_iter().next()) else {
             continue;
         };
