@@ -21,6 +21,7 @@ pub mod fallback;
 pub mod loader;
 pub mod maps;
 pub mod store;
+pub mod tsig;
 pub mod webhook;
 pub mod zone;
 pub mod zonefile;
