@@ -6,6 +6,7 @@
 //! - `policy.rs`: what to answer (drops, FORMERR, NOTIMP, BADVERS, REFUSED, ANY), the answer itself
 //!   coming from [`ZoneSet::resolve`], the same procedure the fast-path compiler uses;
 //! - `xfr.rs`: zone transfers;
+//! - `update.rs`: dynamic updates (RFC 2136), applied through the engine like any other change;
 //! - `response.rs`: encoding, with truncation to the transport's limit;
 //! - `udp.rs`, `tcp.rs`: the socket loops ([`serve_udp`], [`serve_tcp`]), around one shared
 //!   [`Fallback`];
@@ -17,7 +18,10 @@
 //! Policy, after what Knot and NSD do:
 //! - never answer a response (QR=1) or a message shorter than a header: that is how answer loops
 //!   and reflection of junk are avoided;
-//! - FORMERR for anything that doesn't parse, NOTIMP for any opcode but QUERY, BADVERS for EDNS
+//! - TSIG (RFC 8945) on any request is checked first (NOTAUTH with BADKEY, BADSIG or BADTIME),
+//!   and the answer to a signed request is signed;
+//! - FORMERR for anything that doesn't parse, NOTIMP for any opcode but QUERY (and UPDATE, when
+//!   the daemon takes updates: signed with a known key, or from `--update-allow`), BADVERS for EDNS
 //!   versions above 0, REFUSED for names outside our zones, other classes, and zone transfers
 //!   unless [`FallbackConfig::allow_transfer`];
 //! - ANY over UDP gets one RRset (RFC 8482), the full answer only over TCP;
@@ -30,16 +34,29 @@ mod response;
 mod stats;
 mod tcp;
 mod udp;
+mod update;
 mod xfr;
 
 #[cfg(test)]
 mod testutil;
 
-use std::{sync::Arc, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
-use self::{policy::respond, response::Reply};
-pub use self::{stats::FallbackStats, tcp::serve_tcp, udp::serve_udp};
-use crate::zone::{SharedZones, ZoneSet};
+use self::{
+    policy::{decide, respond, Answer, Auth},
+    response::Reply,
+    update::Pending,
+};
+pub use self::{
+    stats::FallbackStats,
+    tcp::serve_tcp,
+    udp::serve_udp,
+    update::{Prefix, UpdateError, UpdateHandler, Updates},
+};
+use crate::{
+    tsig::{self, KeyRing},
+    zone::{SharedZones, ZoneSet},
+};
 
 /// DNS header length (RFC 1035 §4.1.1).
 const HEADER_LEN: usize = 12;
@@ -100,6 +117,10 @@ pub struct Fallback {
     zones: SharedZones,
     config: FallbackConfig,
     stats: Arc<FallbackStats>,
+    /// TSIG keys requests may be signed with (none: every signed request is BADKEY).
+    keys: Arc<KeyRing>,
+    /// Who may update and what applies updates; `None`: UPDATE is NOTIMP.
+    updates: Option<Updates>,
 }
 
 impl Fallback {
@@ -109,7 +130,26 @@ impl Fallback {
             zones,
             config,
             stats,
+            keys: Arc::default(),
+            updates: None,
         }
+    }
+
+    /// Verifies signed requests with `keys` and signs their answers.
+    pub fn with_keys(mut self, keys: Arc<KeyRing>) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// Takes dynamic updates (RFC 2136), applied by `updates.handler`.
+    pub fn with_updates(mut self, updates: Updates) -> Self {
+        self.updates = Some(updates);
+        self
+    }
+
+    /// The TSIG keys, for whoever else verifies signed messages (zone transfers).
+    pub fn keys(&self) -> &Arc<KeyRing> {
+        &self.keys
     }
 
     /// The zones for reading: every read of the zones in the fallback goes through here. The
@@ -126,9 +166,26 @@ impl Fallback {
         &self.stats
     }
 
-    /// Answers one message that came over `transport`, and counts the answer.
-    fn answer(&self, query: &[u8], transport: Transport) -> Option<Reply> {
-        let reply = respond(&self.zones(), query, transport, &self.config);
+    /// Answers one message that came over `transport` from `peer`, and counts the answer; an
+    /// update is answered by [`Fallback::apply_update`].
+    fn answer(&self, query: &[u8], transport: Transport, peer: IpAddr) -> Answer {
+        let auth = Auth {
+            keys: &self.keys,
+            updates: self.updates.as_ref(),
+            peer: Some(peer),
+            now: tsig::now(),
+        };
+        let answer = decide(&self.zones(), query, transport, &self.config, &auth);
+        if let Answer::Now(reply) = &answer {
+            self.stats.record(reply);
+        }
+        answer
+    }
+
+    /// Applies an update and returns (and counts) its answer, once the change has landed.
+    async fn apply_update(&self, pending: Box<Pending>) -> Option<Reply> {
+        let handler = self.updates.as_ref()?.handler.clone();
+        let reply = Some(pending.run(handler).await);
         self.stats.record(&reply);
         reply
     }

@@ -1,5 +1,8 @@
 //! The answering policy: which messages get no answer, which an error, and what the rest get
-//! from [`ZoneSet::resolve`].
+//! from [`ZoneSet::resolve`]; signed requests verified (RFC 8945) and their answers signed;
+//! dynamic updates (RFC 2136) checked and handed on.
+
+use std::net::IpAddr;
 
 use hickory_proto::{
     op::{OpCode, ResponseCode},
@@ -8,41 +11,188 @@ use hickory_proto::{
 use tracing::debug;
 
 use super::{
-    request::parse,
+    request::{parse, Request},
     response::{Draft, Reply},
+    update::{self, Pending, Updates},
     xfr, FallbackConfig, Transport, HEADER_LEN,
 };
-use crate::zone::ZoneSet;
+use crate::{
+    tsig::{self, KeyRing, Rejection, ResponseTsig},
+    zone::ZoneSet,
+};
 
-/// Answers one message; `None`: send nothing. Counting is the caller's.
+/// What the answer to a message needs beyond the zones and settings.
+pub(super) struct Auth<'a> {
+    pub keys: &'a KeyRing,
+    /// `None`: UPDATE is NOTIMP.
+    pub updates: Option<&'a Updates>,
+    /// The client's address, for `--update-allow`.
+    pub peer: Option<IpAddr>,
+    /// Seconds since the epoch, for TSIG.
+    pub now: u64,
+}
+
+/// The answer to a message: now, or once an update has been applied.
+pub(super) enum Answer {
+    /// `None`: send nothing.
+    Now(Option<Reply>),
+    Update(Box<Pending>),
+}
+
+/// Answers one message with no keys and no updates; `None`: send nothing. Counting is the
+/// caller's.
 pub(super) fn respond(
     zones: &ZoneSet,
     buf: &[u8],
     transport: Transport,
     cfg: &FallbackConfig,
 ) -> Option<Reply> {
+    let keys = KeyRing::default();
+    let auth = Auth {
+        keys: &keys,
+        updates: None,
+        peer: None,
+        now: tsig::now(),
+    };
+    match decide(zones, buf, transport, cfg, &auth) {
+        Answer::Now(reply) => reply,
+        // Without an update handler, UPDATE is answered NOTIMP at once.
+        Answer::Update(_) => None,
+    }
+}
+
+/// Decides the answer to one message. Counting is the caller's.
+pub(super) fn decide(
+    zones: &ZoneSet,
+    buf: &[u8],
+    transport: Transport,
+    cfg: &FallbackConfig,
+    auth: &Auth<'_>,
+) -> Answer {
     if buf.len() < HEADER_LEN {
-        return None;
+        return Answer::Now(None);
     }
     // QR=1 is a response: answering it could start a loop between two servers.
     if buf[2] & 0x80 != 0 {
-        return None;
+        return Answer::Now(None);
     }
-    let req = parse(buf);
-    let error = |rcode| Some(Draft::new(&req, cfg, rcode).finish(transport));
+    let mut req = parse(buf);
+    let is_update = req.opcode == u8::from(OpCode::Update) && auth.updates.is_some();
 
     // RFC 1035 §4.1.1 NOTIMP: "The name server does not support the requested kind of query."
-    // That covers IQUERY, STATUS, NOTIFY and UPDATE: zones change through the API only.
-    if req.opcode != u8::from(OpCode::Query) {
+    // That covers IQUERY, STATUS, NOTIFY, and UPDATE when the daemon takes no updates.
+    if req.opcode != u8::from(OpCode::Query) && !is_update {
         debug!(id = req.id, opcode = req.opcode, "NOTIMP");
-        return error(ResponseCode::NotImp);
+        return Answer::Now(Some(
+            Draft::new(&req, cfg, ResponseCode::NotImp).finish(transport),
+        ));
     }
     if let Some(why) = &req.malformed {
         debug!(id = req.id, "FORMERR: {why}");
         let mut d = Draft::new(&req, cfg, ResponseCode::FormErr);
         d.opt = false;
-        return Some(d.finish(transport));
+        return Answer::Now(Some(d.finish(transport)));
     }
+    // RFC 8945 §5.2: a signed request is checked before anything else is done with it, and
+    // whatever the answer, it is signed when the request was (§5.3).
+    let signed = match req.tsig {
+        None => None,
+        Some(at) => match tsig::verify(auth.keys, buf, at, auth.now) {
+            Ok(t) => {
+                req.reserve = t.size();
+                Some(t)
+            }
+            Err(Rejection::FormErr(why)) => {
+                debug!(id = req.id, "FORMERR: {why}");
+                return Answer::Now(Some(
+                    Draft::new(&req, cfg, ResponseCode::FormErr).finish(transport),
+                ));
+            }
+            Err(Rejection::NotAuth(t)) => {
+                debug!(id = req.id, error = ?t.error, "TSIG refused: NOTAUTH");
+                req.reserve = t.size();
+                let reply = Draft::new(&req, cfg, ResponseCode::NotAuth).finish(transport);
+                return Answer::Now(Some(sign(reply, &t, auth.now)));
+            }
+        },
+    };
+    if let Some(updates) = auth.updates.filter(|_| is_update) {
+        return accept_update(zones, buf, req, signed, transport, cfg, updates, auth.peer);
+    }
+    let reply = answer_query(zones, &req, transport, cfg);
+    Answer::Now(match &signed {
+        Some(t) => reply.map(|r| sign(r, t, auth.now)),
+        None => reply,
+    })
+}
+
+/// Signs every message of `reply` (chained when there are several, RFC 8945 §5.3.1).
+fn sign(mut reply: Reply, t: &ResponseTsig, now: u64) -> Reply {
+    if reply.messages.len() == 1 {
+        t.sign(&mut reply.messages[0], now);
+    } else {
+        t.sign_all(&mut reply.messages, now);
+    }
+    reply
+}
+
+/// An UPDATE: the checks that need no zone data (zone section, permission, form), then the
+/// rest waits for its turn at the writer.
+#[allow(clippy::too_many_arguments)]
+fn accept_update(
+    zones: &ZoneSet,
+    buf: &[u8],
+    req: Request,
+    signed: Option<ResponseTsig>,
+    transport: Transport,
+    cfg: &FallbackConfig,
+    updates: &Updates,
+    peer: Option<IpAddr>,
+) -> Answer {
+    let now = |rcode| {
+        Answer::Now(Some(update::finish(
+            &req,
+            cfg,
+            rcode,
+            transport,
+            signed.as_ref(),
+        )))
+    };
+    if req.edns.is_some_and(|e| e.version > 0) {
+        return now(ResponseCode::BADVERS);
+    }
+    let zone = match update::zone_of(&req, zones) {
+        Ok(zone) => zone,
+        Err(rcode) => return now(rcode),
+    };
+    // RFC 2136 §3.3: the server decides who may update. A known key may; without one, only the
+    // sources listed in `--update-allow`.
+    let allowed = signed.is_some()
+        || peer.is_some_and(|p| updates.allow_unsigned.iter().any(|a| a.contains(p)));
+    if !allowed {
+        debug!(id = req.id, ?peer, %zone, "unsigned UPDATE: REFUSED");
+        return now(ResponseCode::Refused);
+    }
+    match update::parse(buf, zone) {
+        Err(rcode) => now(rcode),
+        Ok(update) => Answer::Update(Box::new(Pending {
+            req,
+            update,
+            tsig: signed,
+            transport,
+            cfg: cfg.clone(),
+        })),
+    }
+}
+
+/// A QUERY, checked and answered.
+fn answer_query(
+    zones: &ZoneSet,
+    req: &Request,
+    transport: Transport,
+    cfg: &FallbackConfig,
+) -> Option<Reply> {
+    let error = |rcode| Some(Draft::new(req, cfg, rcode).finish(transport));
     // RFC 9619: "In the DNS, QDCOUNT is (usually) at most one"; every server we mimic
     // answers anything else with FORMERR.
     if req.qdcount != 1 {
@@ -71,7 +221,7 @@ pub(super) fn respond(
         // A meta type that only lives in the additional section.
         RecordType::OPT => return error(ResponseCode::FormErr),
         RecordType::AXFR | RecordType::IXFR => {
-            return Some(xfr::transfer(zones, &req, q, transport, cfg))
+            return Some(xfr::transfer(zones, req, q, transport, cfg))
         }
         _ => {}
     }
@@ -80,7 +230,7 @@ pub(super) fn respond(
     if q.query_type() == RecordType::ANY && transport == Transport::Udp {
         minimal_any(&mut res.answers);
     }
-    let mut d = Draft::new(&req, cfg, res.rcode);
+    let mut d = Draft::new(req, cfg, res.rcode);
     d.aa = res.aa;
     d.answers = res.answers;
     d.authority = res.authority;
@@ -139,6 +289,8 @@ mod tests {
             assert_eq!(u8::from(r.op_code()), opcode as u8);
             assert_eq!(r.id(), ID);
             assert_eq!(r.queries().len(), 1);
+            // RFC 6895 §2: RD (set in the query) is QUERY's; other opcodes don't echo it.
+            assert!(!r.recursion_desired() && !r.checking_disabled());
         }
     }
 
