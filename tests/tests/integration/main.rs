@@ -9,5 +9,6 @@ mod failed_start;
 mod fallback;
 mod fast_path;
 mod harness;
+mod rfc2136;
 mod wire_diff;
 mod xdp_test_run;
