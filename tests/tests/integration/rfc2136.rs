@@ -13,7 +13,9 @@ use std::{
 use dns_common::Stat;
 use dns_user::tsig::{self, KeyRing};
 use hickory_proto::{op::Message, rr::Name};
-use tests::{enter_netns, run_timeout, NetNs, Output, TempDir, TestBed, DNS_PORT, SERVER_V4, ZONE};
+use tests::{
+    enter_netns, kdig, run_timeout, NetNs, Output, TempDir, TestBed, DNS_PORT, SERVER_V4, ZONE,
+};
 
 const KEY: &str = "edgedns-update";
 /// 32 bytes, base64, as `tsig-keygen -a hmac-sha256` makes them.
@@ -238,6 +240,23 @@ fn cert_manager_like_acme_challenge() {
     let t = bed.dig(&name, "TXT");
     assert_eq!(t.rdata("TXT"), [format!("\"{token}\"")], "{}", t.raw);
     assert_eq!(t.answer[0].ttl, 60, "{}", t.raw);
+    // Queried with the key, as the solver's self-check may: the answer comes signed and kdig
+    // verifies it.
+    let key = format!("hmac-sha256:{KEY}:{SECRET}");
+    let t = kdig(
+        &bed.client,
+        SERVER_V4,
+        DNS_PORT,
+        &name,
+        "TXT",
+        &["-y", &key],
+    );
+    assert_eq!(t.rdata("TXT"), [format!("\"{token}\"")], "{}", t.raw);
+    assert!(
+        t.raw.contains("TSIG PSEUDOSECTION") && !t.raw.contains("failed to verify"),
+        "the answer is not signed, or kdig could not verify it:\n{}",
+        t.raw
+    );
 
     let out = nsupdate(
         &bed,
