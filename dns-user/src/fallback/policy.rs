@@ -79,23 +79,10 @@ pub(super) fn decide(
     let mut req = parse(buf);
     let is_update = req.opcode == u8::from(OpCode::Update) && auth.updates.is_some();
 
-    // RFC 1035 §4.1.1 NOTIMP: "The name server does not support the requested kind of query."
-    // That covers IQUERY, STATUS, NOTIFY, and UPDATE when the daemon takes no updates.
-    if req.opcode != u8::from(OpCode::Query) && !is_update {
-        debug!(id = req.id, opcode = req.opcode, "NOTIMP");
-        return Answer::Now(Some(
-            Draft::new(&req, cfg, ResponseCode::NotImp).finish(transport),
-        ));
-    }
-    if let Some(why) = &req.malformed {
-        debug!(id = req.id, "FORMERR: {why}");
-        let mut d = Draft::new(&req, cfg, ResponseCode::FormErr);
-        d.opt = false;
-        return Answer::Now(Some(d.finish(transport)));
-    }
     // RFC 8945 §5.2: a signed request is checked before anything else is done with it, and
-    // whatever the answer, it is signed when the request was (§5.3).
-    let signed = match req.tsig {
+    // whatever the answer, it is signed when the request was (§5.3). A message that doesn't
+    // parse can't be checked: it gets its FORMERR unsigned.
+    let signed = match req.tsig.filter(|_| req.malformed.is_none()) {
         None => None,
         Some(at) => match tsig::verify(auth.keys, buf, at, auth.now) {
             Ok(t) => {
@@ -116,6 +103,25 @@ pub(super) fn decide(
             }
         },
     };
+    let signed_now = |reply: Reply| {
+        Answer::Now(Some(match &signed {
+            Some(t) => sign(reply, t, auth.now),
+            None => reply,
+        }))
+    };
+
+    // RFC 1035 §4.1.1 NOTIMP: "The name server does not support the requested kind of query."
+    // That covers IQUERY, STATUS, NOTIFY, and UPDATE when the daemon takes no updates.
+    if req.opcode != u8::from(OpCode::Query) && !is_update {
+        debug!(id = req.id, opcode = req.opcode, "NOTIMP");
+        return signed_now(Draft::new(&req, cfg, ResponseCode::NotImp).finish(transport));
+    }
+    if let Some(why) = &req.malformed {
+        debug!(id = req.id, "FORMERR: {why}");
+        let mut d = Draft::new(&req, cfg, ResponseCode::FormErr);
+        d.opt = false;
+        return Answer::Now(Some(d.finish(transport)));
+    }
     if let Some(updates) = auth.updates.filter(|_| is_update) {
         return accept_update(zones, buf, req, signed, transport, cfg, updates, auth.peer);
     }
@@ -138,7 +144,10 @@ fn sign(mut reply: Reply, t: &ResponseTsig, now: u64) -> Reply {
 
 /// An UPDATE: the checks that need no zone data (zone section, permission, form), then the
 /// rest waits for its turn at the writer.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of one request, handed on once"
+)]
 fn accept_update(
     zones: &ZoneSet,
     buf: &[u8],

@@ -609,4 +609,18 @@ async fn tsig_failures_change_nothing() {
     assert_eq!(r.answers().len(), 1);
     let t = tsig_of(&bytes);
     assert_eq!((t.error, t.mac.len()), (0, 32));
+
+    // Other opcodes too: a NOTIFY with an unknown key is BADKEY; with ours, NOTIMP, signed.
+    let notify = |k: &Key| {
+        let mut q = query();
+        q[2] = 4 << 3;
+        sign_request(&mut q, k, now, 300);
+        q
+    };
+    let (r, bytes) = bed.send(&notify(&other), "192.0.2.1", now).await;
+    assert_eq!(r.response_code(), ResponseCode::NotAuth);
+    assert_eq!(tsig_of(&bytes).error, 17);
+    let (r, bytes) = bed.send(&notify(&key()), "192.0.2.1", now).await;
+    assert_eq!(r.response_code(), ResponseCode::NotImp);
+    assert_eq!(tsig_of(&bytes).mac.len(), 32);
 }
