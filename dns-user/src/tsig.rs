@@ -248,12 +248,12 @@ impl KeyRing {
         }
         .map_err(|(line, reason)| err(line, reason))?;
         let mut ring = KeyRing::default();
-        for (line, name, algorithm, secret) in parsed {
+        for (line, name, (alg_line, algorithm), (secret_line, secret)) in parsed {
             let algorithm = match Algorithm::from_name(&algorithm) {
                 Some(a) => a,
                 None if algorithm.to_ascii_lowercase().starts_with("hmac-md5") => {
                     return Err(err(
-                        line,
+                        alg_line,
                         format!(
                             "key {name:?}: hmac-md5 is not accepted (MD5 is broken); generate \
                              an hmac-sha256 key (`tsig-keygen -a hmac-sha256 {name}`) and set the \
@@ -263,7 +263,7 @@ impl KeyRing {
                 }
                 None => {
                     return Err(err(
-                        line,
+                        alg_line,
                         format!(
                             "key {name:?}: unknown algorithm {algorithm:?} (hmac-sha1, \
                              hmac-sha224, hmac-sha256, hmac-sha384 or hmac-sha512)"
@@ -273,7 +273,12 @@ impl KeyRing {
             };
             let secret = data_encoding::BASE64
                 .decode(secret.as_bytes())
-                .map_err(|e| err(line, format!("key {name:?}: the secret is not base64: {e}")))?;
+                .map_err(|e| {
+                    err(
+                        secret_line,
+                        format!("key {name:?}: the secret is not base64: {e}"),
+                    )
+                })?;
             let key = Key::new(&name, algorithm, secret)
                 .map_err(|e| err(line, format!("key {name:?}: {e}")))?;
             let wire_name = wire(&key.name);
@@ -289,8 +294,8 @@ impl KeyRing {
     }
 }
 
-/// `(line, name, algorithm, secret)` of each key in a file.
-type ParsedKeys = Vec<(usize, String, String, String)>;
+/// `(line, name, (line, algorithm), (line, secret))` of each key in a file.
+type ParsedKeys = Vec<(usize, String, (usize, String), (usize, String))>;
 
 /// BIND's syntax: a token stream of words, strings and `{ } ;`.
 fn parse_bind(text: &str) -> Result<ParsedKeys, (usize, String)> {
@@ -329,15 +334,15 @@ fn parse_bind(text: &str) -> Result<ParsedKeys, (usize, String)> {
                 i += 1;
                 break;
             }
-            let (_, value) = expect(i + 1, "a value")?;
+            let (vl, value) = expect(i + 1, "a value")?;
             let (sl, semi) = expect(i + 2, "`;`")?;
             if semi != ";" {
                 return Err((sl, format!("expected `;` after {word} {value}")));
             }
             let value = value.trim_matches('"').to_owned();
             match word.as_str() {
-                "algorithm" => algorithm = Some(value),
-                "secret" => secret = Some(value),
+                "algorithm" => algorithm = Some((vl, value)),
+                "secret" => secret = Some((vl, value)),
                 other => return Err((l, format!("unknown key setting {other:?}"))),
             }
             i += 3;
@@ -439,7 +444,12 @@ fn parse_yaml(text: &str) -> Result<ParsedKeys, (usize, String)> {
     let mut out: ParsedKeys = Vec::new();
     let mut in_keys = false;
     /// A key being read: its first line, id, algorithm, secret.
-    type Partial = (usize, Option<String>, Option<String>, Option<String>);
+    type Partial = (
+        usize,
+        Option<String>,
+        Option<(usize, String)>,
+        Option<(usize, String)>,
+    );
     let mut current: Option<Partial> = None;
     let finish = |cur: Option<Partial>, out: &mut ParsedKeys| -> Result<(), (usize, String)> {
         if let Some((line, id, alg, secret)) = cur {
@@ -479,8 +489,8 @@ fn parse_yaml(text: &str) -> Result<ParsedKeys, (usize, String)> {
         let v = v.trim().trim_matches('"').to_owned();
         match k.trim() {
             "id" => cur.1 = Some(v),
-            "algorithm" => cur.2 = Some(v),
-            "secret" => cur.3 = Some(v),
+            "algorithm" => cur.2 = Some((line, v)),
+            "secret" => cur.3 = Some((line, v)),
             other => return Err((line, format!("unknown key setting {other:?}"))),
         }
     }

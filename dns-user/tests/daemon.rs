@@ -47,14 +47,20 @@ struct Running {
 impl Running {
     /// `serve --xdp-mode off --data-dir DATA`, on 127.0.0.1 port 0; returns once the API answers.
     async fn start(data: &Path) -> Self {
-        let config = Serve::parse_from([
+        Self::start_with(data, &[]).await
+    }
+
+    /// [`Running::start`] with more flags.
+    async fn start_with(data: &Path, extra: &[&str]) -> Self {
+        let mut args = vec![
             "serve",
             "--xdp-mode",
             "off",
             "--data-dir",
             data.to_str().expect("utf-8 temp dir"),
-        ])
-        .config;
+        ];
+        args.extend(extra);
+        let config = Serve::parse_from(args).config;
         let listeners = Listeners {
             webhook: None,
             dns_udp: UdpSocket::bind("127.0.0.1:0").await.expect("bind udp"),
@@ -198,4 +204,99 @@ async fn api_change_is_served_over_udp_and_tcp_and_survives_a_restart() {
         .expect("GET zone");
     assert_eq!(zone["serial"], put["serial"], "{zone}");
     d.stop().await;
+}
+
+/// An UPDATE of t.example.net adding `up.t.example.net. 60 A 192.0.2.55`, unsigned.
+fn update_message() -> Vec<u8> {
+    let mut b = vec![0x0b, 0xad, 0x28, 0, 0, 1, 0, 0, 0, 1, 0, 0];
+    b.extend(b"\x01t\x07example\x03net\x00\x00\x06\x00\x01");
+    b.extend(b"\x02up\x01t\x07example\x03net\x00");
+    b.extend([0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 55]);
+    b
+}
+
+/// A dynamic update from a source in `--update-allow` (no key) is answered once it is stored:
+/// served at once, over UDP and TCP, and still there after a restart.
+#[tokio::test]
+async fn an_allowed_unsigned_update_lands_and_survives_a_restart() {
+    let dir = TempDir::new().expect("temp dir");
+    let data = dir.path().join("data");
+    let flags = ["--update-allow", "127.0.0.0/8"];
+    let d = Running::start_with(&data, &flags).await;
+    let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    sock.send_to(&update_message(), d.udp).await.expect("send");
+    let mut buf = vec![0u8; 512];
+    let (len, _) = timeout(WAIT, sock.recv_from(&mut buf))
+        .await
+        .expect("an answer in time")
+        .expect("recv");
+    let r = Message::from_vec(&buf[..len]).expect("parses");
+    assert_eq!(r.response_code(), ResponseCode::NoError, "{r}");
+    assert_eq!(r.id(), 0x0bad);
+    assert_served(&d, "up.t.example.net.", &["192.0.2.55"]).await;
+    d.stop().await;
+
+    let d = Running::start_with(&data, &flags).await;
+    assert_served(&d, "up.t.example.net.", &["192.0.2.55"]).await;
+    d.stop().await;
+
+    // Without the flag, the same update is REFUSED.
+    let d = Running::start(&data).await;
+    let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    sock.send_to(&update_message(), d.udp).await.expect("send");
+    let (len, _) = timeout(WAIT, sock.recv_from(&mut buf))
+        .await
+        .expect("an answer in time")
+        .expect("recv");
+    let r = Message::from_vec(&buf[..len]).expect("parses");
+    assert_eq!(r.response_code(), ResponseCode::Refused, "{r}");
+    d.stop().await;
+}
+
+/// A key file with a mistake stops start-up, naming the file and line; so does an MD5 key.
+#[tokio::test]
+async fn a_bad_tsig_key_file_stops_start_up() {
+    let dir = TempDir::new().expect("temp dir");
+    let keys = dir.path().join("keys.conf");
+    for (text, line, says) in [
+        (
+            "key \"a\" {\n  algorithm hmac-md5;\n  secret \"AAAA\";\n};\n",
+            2,
+            "hmac-md5",
+        ),
+        (
+            "# comment\nkey \"a\" {\n  algorithm hmac-sha256\n  secret \"AAAA\";\n};\n",
+            4,
+            "`;`",
+        ),
+    ] {
+        std::fs::write(&keys, text).expect("write keys");
+        let config = Serve::parse_from([
+            "serve",
+            "--xdp-mode",
+            "off",
+            "--data-dir",
+            dir.path().join("data").to_str().expect("utf-8"),
+            "--tsig-keys",
+            keys.to_str().expect("utf-8"),
+        ])
+        .config;
+        let listeners = Listeners {
+            webhook: None,
+            dns_udp: UdpSocket::bind("127.0.0.1:0").await.expect("bind udp"),
+            dns_tcp: TcpListener::bind("127.0.0.1:0").await.expect("bind tcp"),
+            api: TcpListener::bind("127.0.0.1:0").await.expect("bind api"),
+        };
+        let err = timeout(
+            WAIT,
+            daemon::run(config, listeners, CancellationToken::new()),
+        )
+        .await
+        .expect("start-up fails in time")
+        .expect_err("a bad key file stops start-up");
+        assert!(matches!(err, DaemonError::TsigKeys(_)), "{err:?}");
+        let text = err.to_string();
+        let at = format!("{}:{line}:", keys.display());
+        assert!(text.contains(&at) && text.contains(says), "{text}");
+    }
 }

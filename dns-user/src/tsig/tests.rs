@@ -265,14 +265,14 @@ fn key_file_errors_name_the_line() {
         "key \"a\" {{ algorithm hmac-sha256; secret \"{SECRET}\"; }};\n\n\
          key \"old\" {{\n algorithm hmac-md5;\n secret \"{SECRET}\";\n}};\n"
     ));
-    assert_eq!(line, 3);
+    assert_eq!(line, 4);
     assert!(
         reason.contains("hmac-md5") && reason.contains("hmac-sha256"),
         "{reason}"
     );
 
     let (line, reason) = error_line("key \"a\" {\n algorithm hmac-sha256;\n secret \"!!!\";\n};\n");
-    assert_eq!(line, 1);
+    assert_eq!(line, 3);
     assert!(reason.contains("base64"), "{reason}");
 
     let (line, reason) = error_line("key \"a\" {\n algorithm hmac-sha256\n secret \"AA==\";\n};\n");
