@@ -403,4 +403,79 @@ mod tests {
         assert_eq!(nx.response_code(), ResponseCode::NXDomain);
         assert_eq!(nx.name_servers()[0].record_type(), RecordType::SOA);
     }
+
+    /// A signed zone transfer: every message signed, the first over the request's MAC, each
+    /// next one over the previous MAC and the timers only (RFC 8945 §5.3.1), checked here the
+    /// way a client checks them.
+    #[test]
+    fn signed_multi_message_answers_chain_their_macs() {
+        use hickory_proto::rr::{rdata::TXT, RData};
+
+        use crate::tsig::{locate, sign_request, wire, Algorithm, Key, TsigRecord};
+
+        let mut zs = zones();
+        for i in 0..1500 {
+            let txt = RData::TXT(TXT::new(vec![format!("{i:0>100}")]));
+            zs.set_rrset(
+                &n("example.com."),
+                &n(&format!("t{i}.example.com.")),
+                RecordType::TXT,
+                60,
+                vec![txt],
+            )
+            .expect("txt");
+        }
+        let secret = b"0123456789abcdef0123456789abcdef".to_vec();
+        let key = Key::new("xfr-key", Algorithm::HmacSha256, secret.clone()).expect("key");
+        let keys = KeyRing::new([key.clone()]);
+        let now = 1_800_000_000;
+        let mut q = bytes(&query("example.com.", RecordType::AXFR));
+        let request_mac = sign_request(&mut q, &key, now, 300);
+        let cfg = FallbackConfig {
+            allow_transfer: true,
+            ..FallbackConfig::default()
+        };
+        let auth = Auth {
+            keys: &keys,
+            updates: None,
+            peer: None,
+            now,
+        };
+        let Answer::Now(Some(reply)) = decide(&zs, &q, Transport::Tcp, &cfg, &auth) else {
+            panic!("an answer");
+        };
+        assert!(
+            reply.messages.len() > 1,
+            "{} messages",
+            reply.messages.len()
+        );
+        let mut prev = request_mac;
+        for (i, m) in reply.messages.iter().enumerate() {
+            let at = locate(m).expect("parses").expect("every message is signed");
+            let rec = TsigRecord::read(m, at).expect("TSIG");
+            let mut unsigned = m[..at].to_vec();
+            let ar = u16::from_be_bytes([unsigned[10], unsigned[11]]) - 1;
+            unsigned[10..12].copy_from_slice(&ar.to_be_bytes());
+            let mut input = (prev.len() as u16).to_be_bytes().to_vec();
+            input.extend_from_slice(&prev);
+            input.extend_from_slice(&unsigned);
+            let time = &rec.time_signed.to_be_bytes()[2..];
+            if i == 0 {
+                input.extend(wire(&n("xfr-key.")));
+                input.extend([0, 255, 0, 0, 0, 0]);
+                input.extend(wire(&n("hmac-sha256.")));
+                input.extend_from_slice(time);
+                input.extend([1, 44, 0, 0, 0, 0]);
+            } else {
+                input.extend_from_slice(time);
+                input.extend([1, 44]);
+            }
+            assert_eq!(
+                rec.mac,
+                Algorithm::HmacSha256.mac(&secret, &[&input]),
+                "message {i}"
+            );
+            prev = rec.mac;
+        }
+    }
 }
