@@ -142,6 +142,9 @@ pub struct Key {
     pub name: Name,
     pub algorithm: Algorithm,
     secret: Vec<u8>,
+    /// The zones the key may update (`zone "apex";` in its key statement, lowercase); empty:
+    /// every zone.
+    pub zones: Vec<Name>,
 }
 
 impl std::fmt::Debug for Key {
@@ -150,11 +153,17 @@ impl std::fmt::Debug for Key {
         f.debug_struct("Key")
             .field("name", &self.name)
             .field("algorithm", &self.algorithm)
+            .field("zones", &self.zones)
             .finish_non_exhaustive()
     }
 }
 
 impl Key {
+    /// Whether the key may update the zone at `apex` (lowercase).
+    pub fn may_update(&self, apex: &Name) -> bool {
+        self.zones.is_empty() || self.zones.iter().any(|z| z == apex)
+    }
+
     pub fn new(name: &str, algorithm: Algorithm, secret: Vec<u8>) -> Result<Self, String> {
         let name = Name::from_ascii(name)
             .map_err(|e| format!("bad key name {name:?}: {e}"))?
@@ -168,6 +177,7 @@ impl Key {
             name,
             algorithm,
             secret,
+            zones: Vec::new(),
         })
     }
 }
@@ -232,7 +242,8 @@ impl KeyRing {
     /// key "name" { algorithm hmac-sha256; secret "base64"; };
     /// ```
     ///
-    /// with `#`, `//` and `/* */` comments; or as `keymgr -t` writes them (`key:` then
+    /// with `#`, `//` and `/* */` comments, and optionally `zone "apex";` settings (repeatable)
+    /// that limit the zones the key may update; or as `keymgr -t` writes them (`key:` then
     /// `- id:`, `algorithm:`, `secret:`). Errors name `path` and the line.
     pub fn parse(text: &str, path: &Path) -> Result<Self, KeyFileError> {
         let err = |line: usize, reason: String| KeyFileError::Syntax {
@@ -248,7 +259,14 @@ impl KeyRing {
         }
         .map_err(|(line, reason)| err(line, reason))?;
         let mut ring = KeyRing::default();
-        for (line, name, (alg_line, algorithm), (secret_line, secret)) in parsed {
+        for Parsed {
+            line,
+            name,
+            algorithm: (alg_line, algorithm),
+            secret: (secret_line, secret),
+            zones,
+        } in parsed
+        {
             let algorithm = match Algorithm::from_name(&algorithm) {
                 Some(a) => a,
                 None if algorithm.to_ascii_lowercase().starts_with("hmac-md5") => {
@@ -279,8 +297,13 @@ impl KeyRing {
                         format!("key {name:?}: the secret is not base64: {e}"),
                     )
                 })?;
-            let key = Key::new(&name, algorithm, secret)
+            let mut key = Key::new(&name, algorithm, secret)
                 .map_err(|e| err(line, format!("key {name:?}: {e}")))?;
+            for (zone_line, zone) in zones {
+                let apex = Name::from_ascii(&zone)
+                    .map_err(|e| err(zone_line, format!("key {name:?}: bad zone {zone:?}: {e}")))?;
+                key.zones.push(crate::zone::normalize(&apex));
+            }
             let wire_name = wire(&key.name);
             if ring.keys.contains_key(&wire_name) {
                 return Err(err(line, format!("key {name:?} is defined twice")));
@@ -294,8 +317,16 @@ impl KeyRing {
     }
 }
 
-/// `(line, name, (line, algorithm), (line, secret))` of each key in a file.
-type ParsedKeys = Vec<(usize, String, (usize, String), (usize, String))>;
+/// A key as written in a file: each value with its line.
+struct Parsed {
+    line: usize,
+    name: String,
+    algorithm: (usize, String),
+    secret: (usize, String),
+    zones: Vec<(usize, String)>,
+}
+
+type ParsedKeys = Vec<Parsed>;
 
 /// BIND's syntax: a token stream of words, strings and `{ } ;`.
 fn parse_bind(text: &str) -> Result<ParsedKeys, (usize, String)> {
@@ -327,7 +358,7 @@ fn parse_bind(text: &str) -> Result<ParsedKeys, (usize, String)> {
             ));
         }
         i += 3;
-        let (mut algorithm, mut secret) = (None, None);
+        let (mut algorithm, mut secret, mut zones) = (None, None, Vec::new());
         loop {
             let (l, word) = expect(i, "`}`")?;
             if word == "}" {
@@ -343,6 +374,7 @@ fn parse_bind(text: &str) -> Result<ParsedKeys, (usize, String)> {
             match word.as_str() {
                 "algorithm" => algorithm = Some((vl, value)),
                 "secret" => secret = Some((vl, value)),
+                "zone" => zones.push((vl, value)),
                 other => return Err((l, format!("unknown key setting {other:?}"))),
             }
             i += 3;
@@ -354,7 +386,13 @@ fn parse_bind(text: &str) -> Result<ParsedKeys, (usize, String)> {
         }
         let algorithm = algorithm.ok_or((line, format!("key {name:?} has no algorithm")))?;
         let secret = secret.ok_or((line, format!("key {name:?} has no secret")))?;
-        out.push((line, name, algorithm, secret));
+        out.push(Parsed {
+            line,
+            name,
+            algorithm,
+            secret,
+            zones,
+        });
     }
     Ok(out)
 }
@@ -456,7 +494,13 @@ fn parse_yaml(text: &str) -> Result<ParsedKeys, (usize, String)> {
             let id = id.ok_or((line, "key without `id`".to_owned()))?;
             let alg = alg.ok_or((line, format!("key {id:?} has no algorithm")))?;
             let secret = secret.ok_or((line, format!("key {id:?} has no secret")))?;
-            out.push((line, id, alg, secret));
+            out.push(Parsed {
+                line,
+                name: id,
+                algorithm: alg,
+                secret,
+                zones: Vec::new(),
+            });
         }
         Ok(())
     };

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     tsig::{self, KeyRing, Rejection, ResponseTsig},
-    zone::ZoneSet,
+    zone::{normalize, ZoneSet},
 };
 
 /// What the answer to a message needs beyond the zones and settings.
@@ -174,10 +174,12 @@ fn accept_update(
         Ok(zone) => zone,
         Err(rcode) => return now(rcode),
     };
-    // RFC 2136 §3.3: the server decides who may update. A known key may; without one, only the
-    // sources listed in `--update-allow`.
-    let allowed = signed.is_some()
-        || peer.is_some_and(|p| updates.allow_unsigned.iter().any(|a| a.contains(p)));
+    // RFC 2136 §3.3: the server decides who may update. A known key may, in the zones its key
+    // statement lists (every zone if none); without one, only the sources in `--update-allow`.
+    let allowed = match signed.as_ref().and_then(|t| t.key()) {
+        Some(key) => key.may_update(&normalize(&zone)),
+        None => peer.is_some_and(|p| updates.allow_unsigned.iter().any(|a| a.contains(p))),
+    };
     if !allowed {
         debug!(id = req.id, ?peer, %zone, "unsigned UPDATE: REFUSED");
         return now(ResponseCode::Refused);

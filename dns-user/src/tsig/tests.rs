@@ -243,6 +243,16 @@ fn key_files_as_tsig_keygen_writes_them() {
         Algorithm::HmacSha512
     );
     assert!(ring.get(&Name::from_ascii("k1").unwrap()).is_some());
+    // No `zone` setting: every zone.
+    assert!(k.may_update(&Name::from_ascii("anything.example.").unwrap()));
+    let limited = parse(&format!(
+        "key \"z\" {{ algorithm hmac-sha256; secret \"{SECRET}\"; zone \"Example.COM\"; zone b.example; }};"
+    ))
+    .unwrap();
+    let z = limited.get(&Name::from_ascii("z").unwrap()).unwrap();
+    assert!(z.may_update(&Name::from_ascii("example.com.").unwrap()));
+    assert!(z.may_update(&Name::from_ascii("b.example.").unwrap()));
+    assert!(!z.may_update(&Name::from_ascii("c.example.").unwrap()));
     // The secret never shows in logs.
     assert!(!format!("{k:?}").contains("AAEC"));
 }

@@ -624,3 +624,34 @@ async fn tsig_failures_change_nothing() {
     assert_eq!(r.response_code(), ResponseCode::NotImp);
     assert_eq!(tsig_of(&bytes).mac.len(), 32);
 }
+
+/// A key whose statement lists zones updates those only: elsewhere, REFUSED.
+#[tokio::test]
+async fn a_key_limited_to_zones_updates_only_those() {
+    let mut bed = Bed::new(&[]).await;
+    let ring = KeyRing::parse(
+        "key \"upd-key\" { algorithm hmac-sha256; secret \"MDEyMzQ1Njc4OWFiY2RlZg==\"; \
+         zone \"example.org\"; zone \"EXAMPLE.net.\"; };",
+        std::path::Path::new("keys.conf"),
+    )
+    .expect("keys");
+    bed.keys = ring;
+    let now = tsig::now();
+    let mut msg = message("example.com.", &[], &[ADD_NEW()]);
+    sign_request(&mut msg, &key(), now, 300);
+    let (r, bytes) = bed.send(&msg, "192.0.2.1", now).await;
+    assert_eq!(r.response_code(), ResponseCode::Refused);
+    assert_eq!(tsig_of(&bytes).mac.len(), 32, "signed all the same");
+    assert!(!bed.has_new());
+
+    let ring = KeyRing::parse(
+        "key \"upd-key\" { algorithm hmac-sha256; secret \"MDEyMzQ1Njc4OWFiY2RlZg==\"; \
+         zone \"example.org\"; zone \"Example.COM\"; };",
+        std::path::Path::new("keys.conf"),
+    )
+    .expect("keys");
+    bed.keys = ring;
+    let (r, _) = bed.send(&msg, "192.0.2.1", now).await;
+    assert_eq!(r.response_code(), ResponseCode::NoError);
+    assert!(bed.has_new());
+}
