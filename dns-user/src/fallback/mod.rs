@@ -416,4 +416,88 @@ mod tests {
             .expect("tcp stops")
             .expect("tcp task");
     }
+
+    /// An update that waits for its turn at the writer holds up nothing: the UDP loop answers
+    /// queries meanwhile, and the update's answer follows once it is applied. The handler is
+    /// the engine's stand-in with a gate the test opens.
+    #[tokio::test]
+    async fn udp_answers_queries_while_an_update_waits() {
+        struct Gated {
+            gate: tokio::sync::Semaphore,
+            zones: SharedZones,
+        }
+        impl UpdateHandler for Gated {
+            fn apply_update(
+                self: Arc<Self>,
+                build: update::Build,
+            ) -> std::pin::Pin<
+                Box<
+                    dyn std::future::Future<
+                            Output = Result<Option<crate::engine::Applied>, UpdateError>,
+                        > + Send,
+                >,
+            > {
+                Box::pin(async move {
+                    let _open = self.gate.acquire().await.expect("gate");
+                    let edit = build(&self.zones.load())?;
+                    assert!(edit.is_some(), "the update changes something");
+                    Ok(None)
+                })
+            }
+        }
+        let zones = SharedZones::new(zones());
+        let gated = Arc::new(Gated {
+            gate: tokio::sync::Semaphore::new(0),
+            zones: zones.clone(),
+        });
+        let fallback = Arc::new(
+            Fallback::new(
+                zones,
+                FallbackConfig::default(),
+                Arc::new(FallbackStats::new()),
+            )
+            .with_updates(Updates {
+                handler: gated.clone(),
+                allow_unsigned: vec!["127.0.0.0/8".parse().expect("prefix")],
+            }),
+        );
+        let shutdown = CancellationToken::new();
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+        let addr = udp.local_addr().expect("addr");
+        let u = tokio::spawn(serve_udp(udp, fallback, shutdown.clone()));
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+        let mut update = raw(
+            0x2800,
+            [1, 0, 1, 0],
+            b"\x07example\x03com\x00\x00\x06\x00\x01",
+        );
+        update.extend(b"\x03new\x07example\x03com\x00\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04");
+        update.extend([192, 0, 2, 9]);
+        update[1] = 0x01;
+        client.send_to(&update, addr).await.expect("send update");
+        client
+            .send_to(&bytes(&query("www.example.com.", RecordType::A)), addr)
+            .await
+            .expect("send query");
+        let wait = Duration::from_secs(5);
+        let mut buf = vec![0u8; 2048];
+        let (len, _) = timeout(wait, client.recv_from(&mut buf))
+            .await
+            .expect("the query is answered while the update waits")
+            .expect("recv");
+        let first = Message::from_vec(&buf[..len]).expect("parse");
+        assert_eq!(first.id(), ID, "the query's answer comes first");
+        assert_eq!(first.answers().len(), 1);
+
+        gated.gate.add_permits(1);
+        let (len, _) = timeout(wait, client.recv_from(&mut buf))
+            .await
+            .expect("the update is answered once applied")
+            .expect("recv");
+        let second = Message::from_vec(&buf[..len]).expect("parse");
+        assert_eq!(second.id(), u16::from_be_bytes([update[0], update[1]]));
+        assert_eq!(second.response_code(), ResponseCode::NoError);
+        shutdown.cancel();
+        u.await.expect("udp loop");
+    }
 }
