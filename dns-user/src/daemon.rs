@@ -27,6 +27,7 @@ use crate::{
     loader::{self, AttachMode, LoadError, Loaded},
     maps::FastPath,
     store::{Store, StoreError},
+    tsig::{KeyFileError, KeyRing},
     zone::{normalize, Change, Edit, ZoneSpec},
     zonefile::{self, ZoneFile, ZoneFileError},
 };
@@ -90,6 +91,14 @@ pub struct Config {
     /// Largest zone file `PUT /v1/zones/{zone}/zonefile` takes, in bytes (JSON bodies: 1 MiB).
     #[arg(long, default_value_t = api::ZONEFILE_MAX_BYTES)]
     pub zonefile_max_bytes: usize,
+    /// TSIG keys (RFC 8945), as `tsig-keygen` or `keymgr -t` write them. A dynamic update
+    /// (RFC 2136) signed with one of them may change any zone; signed queries get signed answers.
+    #[arg(long, value_name = "FILE")]
+    pub tsig_keys: Option<PathBuf>,
+    /// Also take unsigned dynamic updates from this address or prefix (e.g. 10.0.0.0/8); may be
+    /// given more than once. Off by default: unsigned updates are REFUSED.
+    #[arg(long, value_name = "PREFIX")]
+    pub update_allow: Vec<fallback::Prefix>,
 }
 
 /// The sockets the daemon serves on, bound by the caller (port 0 in tests). The XDP program
@@ -106,6 +115,8 @@ pub struct Listeners {
 pub enum DaemonError {
     #[error(transparent)]
     Token(#[from] TokenError),
+    #[error(transparent)]
+    TsigKeys(#[from] KeyFileError),
     #[error("reading {}", path.display())]
     ReadZoneFile {
         path: PathBuf,
@@ -172,6 +183,10 @@ pub async fn run(
         .as_deref()
         .map(ApiToken::from_file)
         .transpose()?;
+    let keys = match &config.tsig_keys {
+        Some(path) => KeyRing::load(path)?,
+        None => KeyRing::default(),
+    };
     let zone_files = config
         .zone_file
         .iter()
@@ -205,6 +220,7 @@ pub async fn run(
         &shutdown,
         Engine::new(zones, fast, store),
         token,
+        Arc::new(keys),
         zone_files,
         ready,
     )
@@ -259,12 +275,17 @@ struct Ready<'a> {
 
 /// Everything after the XDP program is attached: the maps filled, the zone files and `--zone`
 /// applied, the servers run until `shutdown`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "what start-up read before attaching, handed on once"
+)]
 async fn serve(
     config: &Config,
     listeners: Listeners,
     shutdown: &CancellationToken,
     engine: Arc<Engine>,
     token: Option<ApiToken>,
+    keys: Arc<KeyRing>,
     zone_files: Vec<ZoneFile>,
     ready: Ready<'_>,
 ) -> Result<(), DaemonError> {
@@ -294,7 +315,12 @@ async fn serve(
             },
             fallback_stats.clone(),
         )
-        .with_journal(engine.clone()),
+        .with_journal(engine.clone())
+        .with_keys(keys)
+        .with_updates(fallback::Updates {
+            handler: engine.clone(),
+            allow_unsigned: config.update_allow.clone(),
+        }),
     );
     let mut tasks = JoinSet::new();
     tasks.spawn(crate::notify::serve_notify(

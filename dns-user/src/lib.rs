@@ -25,6 +25,7 @@ pub mod loader;
 pub mod maps;
 pub mod notify;
 pub mod store;
+pub mod tsig;
 pub mod webhook;
 pub mod zone;
 pub mod zonefile;

@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: XDP fast path, fallback DNS server and update API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the fast path's counters (from a running server's API).
     Stats {
         #[command(flatten)]
@@ -94,7 +94,7 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     rt.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Stats { api } => cli::stats(&api).await,
             Command::Record { api, cmd } => cli::record(&api, cmd).await,
             Command::Zone { api, cmd } => cli::zone(&api, cmd).await,

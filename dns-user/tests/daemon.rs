@@ -52,14 +52,15 @@ impl Running {
 
     /// [`Running::start`] with more flags.
     async fn start_with(data: &Path, extra: &[&str]) -> Self {
-        let args = [
+        let mut args = vec![
             "serve",
             "--xdp-mode",
             "off",
             "--data-dir",
             data.to_str().expect("utf-8 temp dir"),
         ];
-        let config = Serve::parse_from(args.iter().chain(extra)).config;
+        args.extend(extra);
+        let config = Serve::parse_from(args).config;
         let listeners = Listeners {
             webhook: None,
             dns_udp: UdpSocket::bind("127.0.0.1:0").await.expect("bind udp"),

@@ -150,6 +150,30 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
+    /// Builds an edit from the zones as they are when this writer's turn comes and applies it,
+    /// with no other write in between: a check `build` makes of the current data (a dynamic
+    /// update's prerequisites, RFC 2136 §3.2) still holds when its edit lands. `Ok(None)` from
+    /// `build`: nothing to change, nothing applied.
+    pub async fn apply_with<E>(
+        self: &Arc<Self>,
+        build: impl FnOnce(&ZoneSet) -> Result<Option<Edit>, E> + Send + 'static,
+    ) -> Result<Option<Applied>, E>
+    where
+        E: From<EngineError> + Send + 'static,
+    {
+        let _writer = self.writer.lock().await;
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            // Under the writer lock the served version is the one the edit is applied to.
+            let Some(edit) = build(&this.zones())? else {
+                return Ok(None);
+            };
+            this.apply_blocking(edit).map(Some).map_err(E::from)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
     /// [`Engine::apply`] under the writer lock.
     fn apply_blocking(&self, edit: Edit) -> Result<Applied, EngineError> {
         let apex = normalize(edit.apex());

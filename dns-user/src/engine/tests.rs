@@ -323,3 +323,66 @@ async fn a_large_batch_is_one_change_set_in_store_maps_and_memory() {
     assert_eq!(disk.zone(&n(APEX)).expect("zone").rrset_count(), 2000 + 1);
     assert!(has_a(&bed.engine.zones(), "b1999.example.com."));
 }
+
+/// `apply_with` builds each edit from the version it is applied to: twenty read-then-write
+/// increments, all at once, end at twenty. Without the writer lock around check and apply, two
+/// would read the same value and one increment would be lost.
+#[tokio::test]
+async fn apply_with_checks_and_applies_with_no_write_in_between() {
+    #[derive(Debug)]
+    struct Failed;
+    impl From<EngineError> for Failed {
+        fn from(e: EngineError) -> Self {
+            panic!("engine error: {e}")
+        }
+    }
+    let bed = Bed::new().await;
+    let name = "counter.example.com.";
+    let read = |zones: &ZoneSet| -> u8 {
+        zones
+            .zone(&n(APEX))
+            .and_then(|z| z.rrset(&n(name), RecordType::A))
+            .map_or(0, |s| match &s.records[0] {
+                RData::A(a) => a.0.octets()[3],
+                _ => 0,
+            })
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let engine = bed.engine.clone();
+        tasks.push(tokio::spawn(async move {
+            engine
+                .apply_with(move |zones| {
+                    // Leave the other tasks time to slip in, were they able to.
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    Ok::<_, Failed>(Some(Bed::set_a(name, [192, 0, 2, read(zones) + 1])))
+                })
+                .await
+                .expect("applied")
+                .expect("an edit")
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    assert_eq!(read(&bed.engine.zones()), 20);
+
+    // Nothing to change: nothing applied, the serial stays.
+    let serial = bed.engine.zones().zone(&n(APEX)).expect("zone").serial();
+    let none = bed
+        .engine
+        .apply_with(|_| Ok::<_, Failed>(None))
+        .await
+        .expect("ok");
+    assert!(none.is_none());
+    // A refusal from `build` comes back as it is, and changes nothing.
+    let refused = bed
+        .engine
+        .apply_with(|_| Err::<Option<Edit>, _>(Failed))
+        .await;
+    assert!(matches!(refused, Err(Failed)));
+    assert_eq!(
+        bed.engine.zones().zone(&n(APEX)).expect("zone").serial(),
+        serial
+    );
+}

@@ -6,6 +6,7 @@
 //! - `policy.rs`: what to answer (drops, FORMERR, NOTIMP, BADVERS, REFUSED, ANY), the answer itself
 //!   coming from [`ZoneSet::resolve`], the same procedure the fast-path compiler uses;
 //! - `xfr.rs`: zone transfers;
+//! - `update.rs`: dynamic updates (RFC 2136), applied through the engine like any other change;
 //! - `response.rs`: encoding, with truncation to the transport's limit;
 //! - `udp.rs`, `tcp.rs`: the socket loops ([`serve_udp`], [`serve_tcp`]), around one shared
 //!   [`Fallback`];
@@ -17,7 +18,10 @@
 //! Policy, after what Knot and NSD do:
 //! - never answer a response (QR=1) or a message shorter than a header: that is how answer loops
 //!   and reflection of junk are avoided;
-//! - FORMERR for anything that doesn't parse, NOTIMP for any opcode but QUERY (NOTIFY included:
+//! - TSIG (RFC 8945) on any request is checked first (NOTAUTH with BADKEY, BADSIG or BADTIME),
+//!   and the answer to a signed request is signed;
+//! - FORMERR for anything that doesn't parse, NOTIMP for any opcode but QUERY (and UPDATE, when
+//!   the daemon takes updates: signed with a known key, or from `--update-allow`; NOTIFY included:
 //!   we are a primary), BADVERS for EDNS versions above 0, REFUSED for names outside our zones,
 //!   other classes, and zone transfers over UDP or from clients neither
 //!   [`FallbackConfig::allow_transfer`] nor [`FallbackConfig::transfer_allow`] lets in;
@@ -31,6 +35,7 @@ mod response;
 mod stats;
 mod tcp;
 mod udp;
+mod update;
 mod xfr;
 
 #[cfg(test)]
@@ -40,15 +45,21 @@ use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use ipnet::IpNet;
 
-use self::{policy::respond, response::Reply};
+use self::{
+    policy::{decide, respond, Answer, Auth},
+    response::Reply,
+    update::Pending,
+};
 pub use self::{
     stats::FallbackStats,
     tcp::serve_tcp,
     udp::serve_udp,
+    update::{Prefix, UpdateError, UpdateHandler, Updates},
     xfr::{parse_prefix, Client},
 };
 use crate::{
     journal::JournalSource,
+    tsig::{self, KeyRing},
     zone::{SharedZones, ZoneSet},
 };
 
@@ -119,6 +130,10 @@ pub struct Fallback {
     stats: Arc<FallbackStats>,
     /// The IXFR journal; without it IXFR gets full transfers.
     journal: Option<Arc<dyn JournalSource>>,
+    /// TSIG keys requests may be signed with (none: every signed request is BADKEY).
+    keys: Arc<KeyRing>,
+    /// Who may update and what applies updates; `None`: UPDATE is NOTIMP.
+    updates: Option<Updates>,
 }
 
 impl std::fmt::Debug for Fallback {
@@ -128,6 +143,8 @@ impl std::fmt::Debug for Fallback {
             .field("config", &self.config)
             .field("stats", &self.stats)
             .field("journal", &self.journal.is_some())
+            .field("keys", &self.keys)
+            .field("updates", &self.updates.is_some())
             .finish()
     }
 }
@@ -140,6 +157,8 @@ impl Fallback {
             config,
             stats,
             journal: None,
+            keys: Arc::default(),
+            updates: None,
         }
     }
 
@@ -147,6 +166,23 @@ impl Fallback {
     pub fn with_journal(mut self, journal: Arc<dyn JournalSource>) -> Self {
         self.journal = Some(journal);
         self
+    }
+
+    /// Verifies signed requests with `keys` and signs their answers.
+    pub fn with_keys(mut self, keys: Arc<KeyRing>) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// Takes dynamic updates (RFC 2136), applied by `updates.handler`.
+    pub fn with_updates(mut self, updates: Updates) -> Self {
+        self.updates = Some(updates);
+        self
+    }
+
+    /// The TSIG keys, for whoever else verifies signed messages (zone transfers).
+    pub fn keys(&self) -> &Arc<KeyRing> {
+        &self.keys
     }
 
     /// The zones for reading: every read of the zones in the fallback goes through here. The
@@ -163,13 +199,27 @@ impl Fallback {
         &self.stats
     }
 
-    /// Answers one message that came from `peer` over `transport`, and counts the answer.
-    fn answer(&self, query: &[u8], transport: Transport, peer: IpAddr) -> Option<Reply> {
-        let client = Client {
+    /// Answers one message that came over `transport` from `peer`, and counts the answer; an
+    /// update is answered by [`Fallback::apply_update`].
+    fn answer(&self, query: &[u8], transport: Transport, peer: IpAddr) -> Answer {
+        let auth = Auth {
+            keys: &self.keys,
+            updates: self.updates.as_ref(),
             peer: Some(peer),
             journal: self.journal.as_deref(),
+            now: tsig::now(),
         };
-        let reply = respond(&self.zones(), query, transport, &self.config, &client);
+        let answer = decide(&self.zones(), query, transport, &self.config, &auth);
+        if let Answer::Now(reply) = &answer {
+            self.stats.record(reply);
+        }
+        answer
+    }
+
+    /// Applies an update and returns (and counts) its answer, once the change has landed.
+    async fn apply_update(&self, pending: Box<Pending>) -> Option<Reply> {
+        let handler = self.updates.as_ref()?.handler.clone();
+        let reply = Some(pending.run(handler).await);
         self.stats.record(&reply);
         reply
     }
@@ -411,5 +461,89 @@ mod tests {
             .await
             .expect("tcp stops")
             .expect("tcp task");
+    }
+
+    /// An update that waits for its turn at the writer holds up nothing: the UDP loop answers
+    /// queries meanwhile, and the update's answer follows once it is applied. The handler is
+    /// the engine's stand-in with a gate the test opens.
+    #[tokio::test]
+    async fn udp_answers_queries_while_an_update_waits() {
+        struct Gated {
+            gate: tokio::sync::Semaphore,
+            zones: SharedZones,
+        }
+        impl UpdateHandler for Gated {
+            fn apply_update(
+                self: Arc<Self>,
+                build: update::Build,
+            ) -> std::pin::Pin<
+                Box<
+                    dyn std::future::Future<
+                            Output = Result<Option<crate::engine::Applied>, UpdateError>,
+                        > + Send,
+                >,
+            > {
+                Box::pin(async move {
+                    let _open = self.gate.acquire().await.expect("gate");
+                    let edit = build(&self.zones.load())?;
+                    assert!(edit.is_some(), "the update changes something");
+                    Ok(None)
+                })
+            }
+        }
+        let zones = SharedZones::new(zones());
+        let gated = Arc::new(Gated {
+            gate: tokio::sync::Semaphore::new(0),
+            zones: zones.clone(),
+        });
+        let fallback = Arc::new(
+            Fallback::new(
+                zones,
+                FallbackConfig::default(),
+                Arc::new(FallbackStats::new()),
+            )
+            .with_updates(Updates {
+                handler: gated.clone(),
+                allow_unsigned: vec!["127.0.0.0/8".parse().expect("prefix")],
+            }),
+        );
+        let shutdown = CancellationToken::new();
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+        let addr = udp.local_addr().expect("addr");
+        let u = tokio::spawn(serve_udp(udp, fallback, shutdown.clone()));
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+        let mut update = raw(
+            0x2800,
+            [1, 0, 1, 0],
+            b"\x07example\x03com\x00\x00\x06\x00\x01",
+        );
+        update.extend(b"\x03new\x07example\x03com\x00\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04");
+        update.extend([192, 0, 2, 9]);
+        update[1] = 0x01;
+        client.send_to(&update, addr).await.expect("send update");
+        client
+            .send_to(&bytes(&query("www.example.com.", RecordType::A)), addr)
+            .await
+            .expect("send query");
+        let wait = Duration::from_secs(5);
+        let mut buf = vec![0u8; 2048];
+        let (len, _) = timeout(wait, client.recv_from(&mut buf))
+            .await
+            .expect("the query is answered while the update waits")
+            .expect("recv");
+        let first = Message::from_vec(&buf[..len]).expect("parse");
+        assert_eq!(first.id(), ID, "the query's answer comes first");
+        assert_eq!(first.answers().len(), 1);
+
+        gated.gate.add_permits(1);
+        let (len, _) = timeout(wait, client.recv_from(&mut buf))
+            .await
+            .expect("the update is answered once applied")
+            .expect("recv");
+        let second = Message::from_vec(&buf[..len]).expect("parse");
+        assert_eq!(second.id(), u16::from_be_bytes([update[0], update[1]]));
+        assert_eq!(second.response_code(), ResponseCode::NoError);
+        shutdown.cancel();
+        u.await.expect("udp loop");
     }
 }

@@ -1,5 +1,8 @@
 //! The answering policy: which messages get no answer, which an error, and what the rest get
-//! from [`ZoneSet::resolve`].
+//! from [`ZoneSet::resolve`]; signed requests verified (RFC 8945) and their answers signed;
+//! dynamic updates (RFC 2136) checked and handed on.
+
+use std::net::IpAddr;
 
 use hickory_proto::{
     op::{OpCode, ResponseCode},
@@ -8,14 +11,40 @@ use hickory_proto::{
 use tracing::debug;
 
 use super::{
-    request::parse,
+    request::{parse, Request},
     response::{Draft, Reply},
+    update::{self, Pending, Updates},
     xfr::{self, Client},
     FallbackConfig, Transport, HEADER_LEN,
 };
-use crate::zone::ZoneSet;
+use crate::{
+    journal::JournalSource,
+    tsig::{self, Key, KeyRing, Rejection, ResponseTsig},
+    zone::{normalize, ZoneSet},
+};
 
-/// Answers one message; `None`: send nothing. Counting is the caller's.
+/// What the answer to a message needs beyond the zones and settings.
+pub(super) struct Auth<'a> {
+    pub keys: &'a KeyRing,
+    /// `None`: UPDATE is NOTIMP.
+    pub updates: Option<&'a Updates>,
+    /// The client's address, for `--update-allow` and `--transfer-allow`.
+    pub peer: Option<IpAddr>,
+    /// The IXFR journal; without it IXFR gets full transfers.
+    pub journal: Option<&'a dyn JournalSource>,
+    /// Seconds since the epoch, for TSIG.
+    pub now: u64,
+}
+
+/// The answer to a message: now, or once an update has been applied.
+pub(super) enum Answer {
+    /// `None`: send nothing.
+    Now(Option<Reply>),
+    Update(Box<Pending>),
+}
+
+/// Answers one message from `client` with no keys and no updates; `None`: send nothing.
+/// Counting is the caller's.
 pub(super) fn respond(
     zones: &ZoneSet,
     buf: &[u8],
@@ -23,30 +52,170 @@ pub(super) fn respond(
     cfg: &FallbackConfig,
     client: &Client,
 ) -> Option<Reply> {
+    let keys = KeyRing::default();
+    let auth = Auth {
+        keys: &keys,
+        updates: None,
+        peer: client.peer,
+        journal: client.journal,
+        now: tsig::now(),
+    };
+    match decide(zones, buf, transport, cfg, &auth) {
+        Answer::Now(reply) => reply,
+        // Without an update handler, UPDATE is answered NOTIMP at once.
+        Answer::Update(_) => None,
+    }
+}
+
+/// Decides the answer to one message. Counting is the caller's.
+pub(super) fn decide(
+    zones: &ZoneSet,
+    buf: &[u8],
+    transport: Transport,
+    cfg: &FallbackConfig,
+    auth: &Auth<'_>,
+) -> Answer {
     if buf.len() < HEADER_LEN {
-        return None;
+        return Answer::Now(None);
     }
     // QR=1 is a response: answering it could start a loop between two servers.
     if buf[2] & 0x80 != 0 {
-        return None;
+        return Answer::Now(None);
     }
-    let req = parse(buf);
-    let error = |rcode| Some(Draft::new(&req, cfg, rcode).finish(transport));
+    let mut req = parse(buf);
+    let is_update = req.opcode == u8::from(OpCode::Update) && auth.updates.is_some();
+
+    // RFC 8945 §5.2: a signed request is checked before anything else is done with it, and
+    // whatever the answer, it is signed when the request was (§5.3). A message that doesn't
+    // parse can't be checked: it gets its FORMERR unsigned.
+    let signed = match req.tsig.filter(|_| req.malformed.is_none()) {
+        None => None,
+        Some(at) => match tsig::verify(auth.keys, buf, at, auth.now) {
+            Ok(t) => {
+                req.reserve = t.size();
+                Some(t)
+            }
+            Err(Rejection::FormErr(why)) => {
+                debug!(id = req.id, "FORMERR: {why}");
+                return Answer::Now(Some(
+                    Draft::new(&req, cfg, ResponseCode::FormErr).finish(transport),
+                ));
+            }
+            Err(Rejection::NotAuth(t)) => {
+                debug!(id = req.id, error = ?t.error, "TSIG refused: NOTAUTH");
+                req.reserve = t.size();
+                let reply = Draft::new(&req, cfg, ResponseCode::NotAuth).finish(transport);
+                return Answer::Now(Some(sign(reply, &t, auth.now)));
+            }
+        },
+    };
+    let signed_now = |reply: Reply| {
+        Answer::Now(Some(match &signed {
+            Some(t) => sign(reply, t, auth.now),
+            None => reply,
+        }))
+    };
 
     // RFC 1035 §4.1.1 NOTIMP: "The name server does not support the requested kind of query."
-    // That covers IQUERY, STATUS, NOTIFY and UPDATE: zones change through the API only. A NOTIFY
+    // That covers IQUERY, STATUS, NOTIFY, and UPDATE when the daemon takes no updates. A NOTIFY
     // sent to us, a primary that follows no other server, has nothing to set off: NOTIMP tells
     // its sender so.
-    if req.opcode != u8::from(OpCode::Query) {
+    if req.opcode != u8::from(OpCode::Query) && !is_update {
         debug!(id = req.id, opcode = req.opcode, "NOTIMP");
-        return error(ResponseCode::NotImp);
+        return signed_now(Draft::new(&req, cfg, ResponseCode::NotImp).finish(transport));
     }
     if let Some(why) = &req.malformed {
         debug!(id = req.id, "FORMERR: {why}");
         let mut d = Draft::new(&req, cfg, ResponseCode::FormErr);
         d.opt = false;
-        return Some(d.finish(transport));
+        return Answer::Now(Some(d.finish(transport)));
     }
+    if let Some(updates) = auth.updates.filter(|_| is_update) {
+        return accept_update(zones, buf, req, signed, transport, cfg, updates, auth.peer);
+    }
+    let key = signed.as_ref().and_then(|t| t.key()).map(|k| &**k);
+    let reply = answer_query(zones, &req, buf, transport, cfg, auth, key);
+    Answer::Now(match &signed {
+        Some(t) => reply.map(|r| sign(r, t, auth.now)),
+        None => reply,
+    })
+}
+
+/// Signs every message of `reply` (chained when there are several, RFC 8945 §5.3.1).
+fn sign(mut reply: Reply, t: &ResponseTsig, now: u64) -> Reply {
+    if reply.messages.len() == 1 {
+        t.sign(&mut reply.messages[0], now);
+    } else {
+        t.sign_all(&mut reply.messages, now);
+    }
+    reply
+}
+
+/// An UPDATE: the checks that need no zone data (zone section, permission, form), then the
+/// rest waits for its turn at the writer.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of one request, handed on once"
+)]
+fn accept_update(
+    zones: &ZoneSet,
+    buf: &[u8],
+    req: Request,
+    signed: Option<ResponseTsig>,
+    transport: Transport,
+    cfg: &FallbackConfig,
+    updates: &Updates,
+    peer: Option<IpAddr>,
+) -> Answer {
+    let now = |rcode| {
+        Answer::Now(Some(update::finish(
+            &req,
+            cfg,
+            rcode,
+            transport,
+            signed.as_ref(),
+        )))
+    };
+    if req.edns.is_some_and(|e| e.version > 0) {
+        return now(ResponseCode::BADVERS);
+    }
+    let zone = match update::zone_of(&req, zones) {
+        Ok(zone) => zone,
+        Err(rcode) => return now(rcode),
+    };
+    // RFC 2136 §3.3: the server decides who may update. A known key may, in the zones its key
+    // statement lists (every zone if none); without one, only the sources in `--update-allow`.
+    let allowed = match signed.as_ref().and_then(|t| t.key()) {
+        Some(key) => key.may_update(&normalize(&zone)),
+        None => peer.is_some_and(|p| updates.allow_unsigned.iter().any(|a| a.contains(p))),
+    };
+    if !allowed {
+        debug!(id = req.id, ?peer, %zone, "unsigned UPDATE: REFUSED");
+        return now(ResponseCode::Refused);
+    }
+    match update::parse(buf, zone) {
+        Err(rcode) => now(rcode),
+        Ok(update) => Answer::Update(Box::new(Pending {
+            req,
+            update,
+            tsig: signed,
+            transport,
+            cfg: cfg.clone(),
+        })),
+    }
+}
+
+/// A QUERY, checked and answered.
+fn answer_query(
+    zones: &ZoneSet,
+    req: &Request,
+    buf: &[u8],
+    transport: Transport,
+    cfg: &FallbackConfig,
+    auth: &Auth<'_>,
+    key: Option<&Key>,
+) -> Option<Reply> {
+    let error = |rcode| Some(Draft::new(req, cfg, rcode).finish(transport));
     // RFC 9619: "In the DNS, QDCOUNT is (usually) at most one"; every server we mimic
     // answers anything else with FORMERR.
     if req.qdcount != 1 {
@@ -75,7 +244,12 @@ pub(super) fn respond(
         // A meta type that only lives in the additional section.
         RecordType::OPT => return error(ResponseCode::FormErr),
         RecordType::AXFR | RecordType::IXFR => {
-            return Some(xfr::transfer(zones, &req, q, buf, transport, cfg, client))
+            let client = Client {
+                peer: auth.peer,
+                journal: auth.journal,
+                key,
+            };
+            return Some(xfr::transfer(zones, req, q, buf, transport, cfg, &client));
         }
         _ => {}
     }
@@ -84,7 +258,7 @@ pub(super) fn respond(
     if q.query_type() == RecordType::ANY && transport == Transport::Udp {
         minimal_any(&mut res.answers);
     }
-    let mut d = Draft::new(&req, cfg, res.rcode);
+    let mut d = Draft::new(req, cfg, res.rcode);
     d.aa = res.aa;
     d.answers = res.answers;
     d.authority = res.authority;
@@ -114,7 +288,7 @@ fn minimal_any(answers: &mut Vec<Record>) {
 #[cfg(test)]
 mod tests {
     use hickory_proto::{
-        op::{MessageType, Query, ResponseCode},
+        op::{Message, MessageType, Query, ResponseCode},
         rr::{DNSClass, RecordType},
     };
 
@@ -143,6 +317,8 @@ mod tests {
             assert_eq!(u8::from(r.op_code()), opcode as u8);
             assert_eq!(r.id(), ID);
             assert_eq!(r.queries().len(), 1);
+            // RFC 6895 §2: RD (set in the query) is QUERY's; other opcodes don't echo it.
+            assert!(!r.recursion_desired() && !r.checking_disabled());
         }
     }
 
@@ -245,5 +421,116 @@ mod tests {
         );
         assert_eq!(nx.response_code(), ResponseCode::NXDomain);
         assert_eq!(nx.name_servers()[0].record_type(), RecordType::SOA);
+    }
+
+    /// A transfer signed with a known key is allowed without `--allow-axfr` or an address in
+    /// `--transfer-allow`, for the zones its key statement lists; unsigned, it is REFUSED.
+    #[test]
+    fn a_known_key_may_transfer_its_zones() {
+        use crate::tsig::{sign_request, Algorithm, Key};
+
+        let zs = zones();
+        let secret = b"0123456789abcdef0123456789abcdef".to_vec();
+        let key = Key::new("xfr-key", Algorithm::HmacSha256, secret.clone()).expect("key");
+        let keys = KeyRing::new([key.clone()]);
+        let now = 1_800_000_000;
+        let cfg = FallbackConfig::default();
+        let auth = Auth {
+            keys: &keys,
+            updates: None,
+            peer: Some("192.0.2.99".parse().expect("ip")),
+            journal: None,
+            now,
+        };
+        let rcode = |q: &[u8]| match decide(&zs, q, Transport::Tcp, &cfg, &auth) {
+            Answer::Now(Some(reply)) => {
+                let first = Message::from_vec(&reply.messages[0]).expect("parses");
+                (first.response_code(), first.answers().len())
+            }
+            _ => panic!("an answer"),
+        };
+        let unsigned = bytes(&query("example.com.", RecordType::AXFR));
+        assert_eq!(rcode(&unsigned), (ResponseCode::Refused, 0));
+        let mut signed = unsigned.clone();
+        sign_request(&mut signed, &key, now, 300);
+        let (code, answers) = rcode(&signed);
+        assert_eq!(code, ResponseCode::NoError);
+        assert!(answers > 1, "{answers} records");
+    }
+
+    /// A signed zone transfer: every message signed, the first over the request's MAC, each
+    /// next one over the previous MAC and the timers only (RFC 8945 §5.3.1), checked here the
+    /// way a client checks them.
+    #[test]
+    fn signed_multi_message_answers_chain_their_macs() {
+        use hickory_proto::rr::{rdata::TXT, RData};
+
+        use crate::tsig::{locate, sign_request, wire, Algorithm, Key, TsigRecord};
+
+        let mut zs = zones();
+        for i in 0..1500 {
+            let txt = RData::TXT(TXT::new(vec![format!("{i:0>100}")]));
+            zs.set_rrset(
+                &n("example.com."),
+                &n(&format!("t{i}.example.com.")),
+                RecordType::TXT,
+                60,
+                vec![txt],
+            )
+            .expect("txt");
+        }
+        let secret = b"0123456789abcdef0123456789abcdef".to_vec();
+        let key = Key::new("xfr-key", Algorithm::HmacSha256, secret.clone()).expect("key");
+        let keys = KeyRing::new([key.clone()]);
+        let now = 1_800_000_000;
+        let mut q = bytes(&query("example.com.", RecordType::AXFR));
+        let request_mac = sign_request(&mut q, &key, now, 300);
+        let cfg = FallbackConfig {
+            allow_transfer: true,
+            ..FallbackConfig::default()
+        };
+        let auth = Auth {
+            keys: &keys,
+            updates: None,
+            peer: None,
+            journal: None,
+            now,
+        };
+        let Answer::Now(Some(reply)) = decide(&zs, &q, Transport::Tcp, &cfg, &auth) else {
+            panic!("an answer");
+        };
+        assert!(
+            reply.messages.len() > 1,
+            "{} messages",
+            reply.messages.len()
+        );
+        let mut prev = request_mac;
+        for (i, m) in reply.messages.iter().enumerate() {
+            let at = locate(m).expect("parses").expect("every message is signed");
+            let rec = TsigRecord::read(m, at).expect("TSIG");
+            let mut unsigned = m[..at].to_vec();
+            let ar = u16::from_be_bytes([unsigned[10], unsigned[11]]) - 1;
+            unsigned[10..12].copy_from_slice(&ar.to_be_bytes());
+            let mut input = (prev.len() as u16).to_be_bytes().to_vec();
+            input.extend_from_slice(&prev);
+            input.extend_from_slice(&unsigned);
+            let time = &rec.time_signed.to_be_bytes()[2..];
+            if i == 0 {
+                input.extend(wire(&n("xfr-key.")));
+                input.extend([0, 255, 0, 0, 0, 0]);
+                input.extend(wire(&n("hmac-sha256.")));
+                input.extend_from_slice(time);
+                input.extend([1, 44, 0, 0, 0, 0]);
+            } else {
+                input.extend_from_slice(time);
+                input.extend([1, 44]);
+            }
+            assert_eq!(
+                rec.mac,
+                Algorithm::HmacSha256.mac(&secret, &[&input]),
+                "message {i}"
+            );
+            prev = rec.mac;
+        }
     }
 }

@@ -32,6 +32,10 @@ pub(super) struct Request {
     /// Why the message past the header didn't parse, if it didn't.
     pub malformed: Option<String>,
     pub edns: Option<ClientEdns>,
+    /// Where the TSIG record starts (RFC 8945), if the message is signed.
+    pub tsig: Option<usize>,
+    /// Bytes a size-limited response must leave free for its TSIG record.
+    pub reserve: usize,
 }
 
 pub(super) fn be16(b: &[u8], at: usize) -> u16 {
@@ -49,6 +53,8 @@ pub(super) fn parse(buf: &[u8]) -> Request {
         question: None,
         malformed: None,
         edns: None,
+        tsig: None,
+        reserve: 0,
     };
     if let Err(why) = parse_body(buf, &mut req) {
         req.malformed = Some(why);
@@ -68,11 +74,21 @@ fn parse_body(buf: &[u8], req: &mut Request) -> Result<(), String> {
     }
     // Queries have no answer or authority records but for IXFR's SOA; they only need to parse.
     for i in 0..u32::from(ancount) + u32::from(nscount) {
-        read_record(&mut d).map_err(|e| format!("record {i}: {e}"))?;
+        let (_, rtype, ..) = read_record(&mut d).map_err(|e| format!("record {i}: {e}"))?;
+        if rtype == TSIG {
+            return Err(NOT_LAST.into());
+        }
     }
     for i in 0..arcount {
+        let start = d.index();
         let (name, rtype, class, ttl, rdata) =
             read_record(&mut d).map_err(|e| format!("additional {i}: {e}"))?;
+        if rtype == TSIG {
+            if i + 1 != arcount {
+                return Err(NOT_LAST.into());
+            }
+            req.tsig = Some(start);
+        }
         if rtype != u16::from(RecordType::OPT) {
             continue;
         }
@@ -95,6 +111,11 @@ fn parse_body(buf: &[u8], req: &mut Request) -> Result<(), String> {
     }
     Ok(())
 }
+
+const TSIG: u16 = crate::tsig::TSIG_TYPE;
+/// RFC 8945 §5.1: "If a TSIG record is present in any other position, the DNS message is dropped
+/// and a response with RCODE 1 (FORMERR) MUST be returned."
+const NOT_LAST: &str = "TSIG record that is not the last additional record";
 
 /// One resource record: owner, type, class, TTL and RDATA, undecoded.
 fn read_record<'a>(

@@ -53,6 +53,7 @@ impl<'a> Draft<'a> {
     /// The records move into the message: a draft is encoded whole at most once.
     fn message(&mut self, truncated: bool) -> Message {
         let req = self.req;
+        let query = req.opcode == u8::from(OpCode::Query);
         let mut msg = Message::new();
         msg.set_id(req.id)
             .set_message_type(MessageType::Response)
@@ -61,11 +62,14 @@ impl<'a> Draft<'a> {
             .set_op_code(OpCode::from_u8(req.opcode))
             .set_authoritative(self.aa)
             .set_truncated(truncated)
-            // RD: "it is copied into the response"; CD: RFC 4035 §3.1.6 copies it too.
-            .set_recursion_desired(req.rd)
+            // RD: "it is copied into the response"; CD: RFC 4035 §3.1.6 copies it too. Both
+            // are QUERY's only: RFC 6895 §2 defines RD, AD and CD for it alone (other opcodes
+            // carry their own meaning in those bits, none for a response), so an UPDATE or
+            // NOTIFY response leaves them clear as BIND and Knot do.
+            .set_recursion_desired(query && req.rd)
             .set_recursion_available(false)
             .set_authentic_data(false)
-            .set_checking_disabled(req.cd)
+            .set_checking_disabled(query && req.cd)
             .set_response_code(self.rcode);
         if self.question {
             if let Some(q) = &req.question {
@@ -109,6 +113,8 @@ impl<'a> Draft<'a> {
                 _ => UDP_MIN,
             },
         };
+        // Room for the TSIG record a signed answer gets once encoded.
+        let limit = limit - self.req.reserve;
         let full = self.message(false).to_vec();
         let (bytes, truncated) = match full {
             // hickory sets TC itself if even TCP's 64 KiB can't hold everything.

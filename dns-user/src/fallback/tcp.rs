@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 
 #[cfg(doc)]
 use super::FallbackConfig;
-use super::{stats::FallbackStats, Fallback, Transport};
+use super::{stats::FallbackStats, Answer, Fallback, Transport};
 
 /// Serves DNS over TCP (RFC 7766) on `listener` until `shutdown` is cancelled, then waits for the
 /// open connections to finish the message they are on.
@@ -125,7 +125,12 @@ async fn connection(
         timeout(cfg.tcp_io_timeout, rd.read_exact(&mut query))
             .await
             .map_err(|_| ConnError::Timeout)??;
-        let reply = fallback.answer(&query, Transport::Tcp, peer.ip());
+        // An update is answered in turn once it has landed: later queries on this connection
+        // wait for it, as their answers may depend on it; other connections don't.
+        let reply = match fallback.answer(&query, Transport::Tcp, peer.ip()) {
+            Answer::Now(reply) => reply,
+            Answer::Update(pending) => fallback.apply_update(pending).await,
+        };
         for msg in reply.map(|r| r.messages).unwrap_or_default() {
             let Ok(len) = u16::try_from(msg.len()) else {
                 continue;

@@ -6,10 +6,14 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::{Fallback, Transport, TCP_MAX};
+use super::{Answer, Fallback, Transport, TCP_MAX};
 
 /// Serves DNS over UDP on `socket` until `shutdown` is cancelled.
+///
+/// A dynamic update is applied in a task of its own, which answers once the change has landed:
+/// the loop goes on answering queries meanwhile.
 pub async fn serve_udp(socket: UdpSocket, fallback: Arc<Fallback>, shutdown: CancellationToken) {
+    let socket = Arc::new(socket);
     if let Ok(addr) = socket.local_addr() {
         info!(%addr, "fallback serving UDP");
     }
@@ -31,7 +35,21 @@ pub async fn serve_udp(socket: UdpSocket, fallback: Arc<Fallback>, shutdown: Can
             },
         };
         let query = buf.get(..len).unwrap_or_default();
-        let reply = fallback.answer(query, Transport::Udp, peer.ip());
+        let reply = match fallback.answer(query, Transport::Udp, peer.ip()) {
+            Answer::Now(reply) => reply,
+            Answer::Update(pending) => {
+                let (fallback, socket) = (fallback.clone(), socket.clone());
+                tokio::spawn(async move {
+                    let reply = fallback.apply_update(pending).await;
+                    if let Some(msg) = reply.and_then(|r| r.messages.into_iter().next()) {
+                        if let Err(e) = socket.send_to(&msg, peer).await {
+                            debug!(%peer, "fallback UDP send: {e}");
+                        }
+                    }
+                });
+                continue;
+            }
+        };
         let Some(msg) = reply.and_then(|r| r.messages.into_iter().next()) else {
             continue;
         };

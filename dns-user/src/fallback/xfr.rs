@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use hickory_proto::{
     op::{Query, ResponseCode},
-    rr::{RData, Record, RecordType},
+    rr::{Name, RData, Record, RecordType},
     serialize::binary::{BinDecodable, BinDecoder, BinEncodable},
 };
 use ipnet::IpNet;
@@ -22,7 +22,8 @@ use super::{
 };
 use crate::{
     journal::{condense, Diff, JournalSource},
-    zone::{serial_newer, Zone, ZoneSet},
+    tsig::Key,
+    zone::{normalize, serial_newer, Zone, ZoneSet},
 };
 
 /// Who asks, for the transfer ACL, and where the IXFR journal is.
@@ -32,6 +33,8 @@ pub struct Client<'a> {
     pub peer: Option<IpAddr>,
     /// Without one, every IXFR gets a full transfer.
     pub journal: Option<&'a dyn JournalSource>,
+    /// The TSIG key the request was signed with, verified.
+    pub key: Option<&'a Key>,
 }
 
 /// A `--transfer-allow` value: a prefix (`192.0.2.0/24`, `2001:db8::/32`) or one address.
@@ -41,11 +44,12 @@ pub fn parse_prefix(s: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("{s:?} is neither an address nor a prefix (ADDR/LEN)"))
 }
 
-/// Whether `client` may transfer zones.
-fn allowed(cfg: &FallbackConfig, client: &Client) -> bool {
-    // Where a TSIG key allowed to transfer should let a signed request in as well: the request's
-    // verified key is the other half of this decision.
+/// Whether `client` may transfer the zone at `apex`: everyone may with `--allow-axfr`; a request
+/// signed with a known key may, for the zones its key statement lists (every zone if none); and
+/// the addresses `--transfer-allow` names may.
+fn allowed(cfg: &FallbackConfig, client: &Client, apex: &Name) -> bool {
     cfg.allow_transfer
+        || client.key.is_some_and(|k| k.may_update(&normalize(apex)))
         || client.peer.is_some_and(|ip| {
             // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
             let ip = ip.to_canonical();
@@ -73,7 +77,7 @@ pub(super) fn transfer(
     client: &Client,
 ) -> Reply {
     let refused = || Draft::new(req, cfg, ResponseCode::Refused).finish(transport);
-    if !allowed(cfg, client) {
+    if !allowed(cfg, client, q.name()) {
         return refused();
     }
     let Some(zone) = zones.zone(q.name()) else {
@@ -357,7 +361,7 @@ mod tests {
         let from = |ip: &str, t| {
             let client = Client {
                 peer: Some(ip.parse().expect("ip")),
-                journal: None,
+                ..Client::default()
             };
             let msgs = handle_from(&zs, &axfr, t, &cfg, &client);
             Message::from_vec(&msgs[0]).expect("parse").response_code()
@@ -415,8 +419,8 @@ mod tests {
             ..FallbackConfig::default()
         };
         let client = Client {
-            peer: None,
             journal: Some(&store),
+            ..Client::default()
         };
         let ask = |serial| {
             records(&handle_from(

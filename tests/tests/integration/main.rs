@@ -9,6 +9,7 @@ mod failed_start;
 mod fallback;
 mod fast_path;
 mod harness;
+mod rfc2136;
 mod secondary;
 mod wire_diff;
 mod xdp_test_run;
