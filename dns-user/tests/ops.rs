@@ -1,0 +1,378 @@
+//! The `edgedns` binary run as an operator runs it: `serve --config FILE` with JSON logs on
+//! stderr, under a real sd_notify socket, reloaded with SIGHUP and stopped with SIGTERM. No
+//! root and no XDP (`xdp-mode = "off"`): the fallback answers, on ports the kernel picks, which
+//! the test learns from the daemon's "ready" log line.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    net::SocketAddr,
+    os::unix::net::UnixDatagram,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use dns_user::cli::{ApiArgs, Client};
+use hickory_proto::{
+    op::{Message, Query, ResponseCode},
+    rr::{Name, RData, RecordType},
+};
+use hyper::{Method, StatusCode};
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::{net::UdpSocket, time::timeout};
+
+const BIN: &str = env!("CARGO_BIN_EXE_edgedns");
+const WAIT: Duration = Duration::from_secs(10);
+
+/// `edgedns serve` in a child process, its stderr read line by line as JSON.
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Every log line so far, parsed.
+    log: Vec<Value>,
+}
+
+impl Daemon {
+    fn start(dir: &Path, args: &[&str], notify: Option<&Path>) -> Self {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(sock) = notify {
+            cmd.env("NOTIFY_SOCKET", sock);
+        }
+        let mut child = cmd.spawn().expect("spawn edgedns");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// The first log line from now on for which `pred` holds. Every line must be one JSON
+    /// object with the stable fields.
+    fn wait_log(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match self.lines.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => panic!(
+                    "no log line {what} in time; exit: {:?}; log so far: {:#?}",
+                    self.child.try_wait(),
+                    self.log
+                ),
+            };
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line:?}"));
+            for field in ["timestamp", "level", "target", "message"] {
+                assert!(v.get(field).is_some(), "no {field} in {line}");
+            }
+            assert!(!line.contains('\x1b'), "escape code in {line:?}");
+            self.log.push(v.clone());
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
+    /// The addresses from the "ready" line.
+    fn wait_ready(&mut self) -> (SocketAddr, SocketAddr) {
+        let ready = self.wait_log("ready", |v| v["message"] == "ready");
+        let addr = |k: &str| {
+            ready[k]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("no {k} address in {ready}"))
+        };
+        (addr("dns"), addr("api"))
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) with our own child's pid, which has not been reaped yet.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill {sig}");
+    }
+
+    /// SIGTERM; the daemon must exit 0 in time.
+    fn stop(mut self) {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "exit status {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+fn query(name: &str, qtype: RecordType, id: u16) -> Vec<u8> {
+    let mut m = Message::new();
+    m.set_id(id)
+        .add_query(Query::query(Name::from_ascii(name).expect("name"), qtype));
+    m.to_vec().expect("encode")
+}
+
+/// One UDP query; `None` if no answer came within a second.
+async fn ask(sock: &UdpSocket, server: SocketAddr, name: &str, id: u16) -> Option<Message> {
+    sock.send_to(&query(name, RecordType::A, id), server)
+        .await
+        .expect("send");
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (len, _) = timeout(Duration::from_secs(1), sock.recv_from(&mut buf))
+            .await
+            .ok()?
+            .expect("recv");
+        let m = Message::from_vec(&buf[..len]).expect("answer parses");
+        // A late answer to an earlier query that timed out is not this one's.
+        if m.id() == id {
+            return Some(m);
+        }
+    }
+}
+
+fn addresses(m: &Message) -> Vec<String> {
+    assert_eq!(m.response_code(), ResponseCode::NoError, "{m}");
+    m.answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::A(a) => Some(a.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn client(api: SocketAddr, token_file: Option<PathBuf>) -> Client {
+    Client::new(&ApiArgs { api, token_file }).expect("client")
+}
+
+async fn status(c: &Client) -> StatusCode {
+    timeout(WAIT, c.send(Method::GET, "/v1/zones", None))
+        .await
+        .expect("API answers in time")
+        .expect("API request")
+        .status
+}
+
+fn notify_socket(dir: &TempDir) -> (UnixDatagram, PathBuf) {
+    let path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).expect("bind the notify socket");
+    sock.set_read_timeout(Some(WAIT)).expect("timeout");
+    (sock, path)
+}
+
+fn recv_notify(sock: &UnixDatagram) -> String {
+    let mut buf = [0u8; 4096];
+    let len = sock.recv(&mut buf).expect("a notify message in time");
+    String::from_utf8(buf[..len].to_vec()).expect("utf-8")
+}
+
+/// The file sets the zone, the log level and JSON logs; a flag overrides the log level. The
+/// daemon tells systemd its progress (STATUS= lines), then READY=1 once it answers, and
+/// STOPPING=1 at SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_json_logs_and_sd_notify() {
+    let dir = TempDir::new().expect("tempdir");
+    let config = dir.path().join("edgedns.toml");
+    write(
+        &config,
+        &format!(
+            "# as an operator writes it\n\
+             data-dir = \"{}\"\n\
+             xdp-mode = \"off\"\n\
+             dns-listen = \"127.0.0.1:0\"\n\
+             api-listen = \"127.0.0.1:0\"\n\
+             log-format = \"json\"\n\
+             log-level = \"warn\"\n\
+             zone = \"ops.example.\"\n",
+            dir.path().join("data").display()
+        ),
+    );
+    let (notify, notify_path) = notify_socket(&dir);
+    // With the file's level (warn) the info-level "ready" line would not be logged.
+    let mut d = Daemon::start(
+        dir.path(),
+        &[
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--log-level",
+            "info",
+        ],
+        Some(&notify_path),
+    );
+    let (dns, api) = d.wait_ready();
+    let created = d
+        .log
+        .iter()
+        .find(|v| v["message"] == "zone created")
+        .expect("the zone from the file is created");
+    assert_eq!(created["zone"], "ops.example.");
+    assert_eq!(created["level"], "INFO");
+
+    let mut messages = Vec::new();
+    while !messages.iter().any(|m: &String| m.starts_with("READY=1")) {
+        messages.push(recv_notify(&notify));
+    }
+    let ready_at = messages.len() - 1;
+    assert!(ready_at >= 3, "STATUS lines before READY=1: {messages:?}");
+    assert!(
+        messages[..ready_at]
+            .iter()
+            .all(|m| m.starts_with("STATUS=")),
+        "{messages:?}"
+    );
+    assert_eq!(messages[0], "STATUS=loading the store", "{messages:?}");
+
+    // READY=1 means answering.
+    let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let m = ask(&sock, dns, "ops.example.", 1).await.expect("an answer");
+    assert_eq!(m.response_code(), ResponseCode::NoError, "{m}");
+    assert_eq!(status(&client(api, None)).await, StatusCode::OK);
+
+    d.stop();
+    assert_eq!(recv_notify(&notify), "STOPPING=1");
+}
+
+/// SIGHUP re-reads the token file and the zone files while queries keep coming: the old token
+/// then gets 401 and the new one 200, the new zone data is served, a changed setting that needs
+/// a restart is logged as such, and not one query goes unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_swaps_token_and_zone_file_without_losing_a_query() {
+    let dir = TempDir::new().expect("tempdir");
+    let p = |name: &str| dir.path().join(name);
+    write(&p("token"), "old-token-0123456789\n");
+    write(&p("old.tok"), "old-token-0123456789\n");
+    write(&p("new.tok"), "new-token-9876543210\n");
+    let zone = |serial: u32, addr: &str| {
+        format!(
+            "$ORIGIN hup.example.\n$TTL 60\n\
+             @ SOA ns1 hostmaster {serial} 3600 600 86400 30\n\
+             @ NS ns1\nns1 A 192.0.2.53\nwww A {addr}\n"
+        )
+    };
+    write(&p("hup.zone"), &zone(1, "192.0.2.1"));
+    let config = |payload: u16| {
+        format!(
+            "data-dir = \"{}\"\nxdp-mode = \"off\"\ndns-listen = \"127.0.0.1:0\"\n\
+             api-listen = \"127.0.0.1:0\"\nlog-format = \"json\"\n\
+             api-token-file = \"{}\"\nzone-file = [\"{}\"]\nudp-payload = {payload}\n",
+            p("data").display(),
+            p("token").display(),
+            p("hup.zone").display()
+        )
+    };
+    write(&p("edgedns.toml"), &config(1232));
+    let mut d = Daemon::start(
+        dir.path(),
+        &["--config", p("edgedns.toml").to_str().expect("utf-8")],
+        None,
+    );
+    let (dns, api) = d.wait_ready();
+    let (old, new) = (
+        client(api, Some(p("old.tok"))),
+        client(api, Some(p("new.tok"))),
+    );
+    assert_eq!(status(&old).await, StatusCode::OK);
+    assert_eq!(status(&new).await, StatusCode::UNAUTHORIZED);
+
+    // Queries, one after another, for as long as the reload takes (bounded).
+    let stop = tokio_util::sync::CancellationToken::new();
+    let queries = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+            let (mut sent, mut lost, mut seen) = (0u32, 0u32, Vec::new());
+            while !stop.is_cancelled() && sent < 20_000 {
+                sent += 1;
+                match ask(&sock, dns, "www.hup.example.", sent as u16).await {
+                    Some(m) => {
+                        let a = addresses(&m);
+                        if !seen.contains(&a) {
+                            seen.push(a);
+                        }
+                    }
+                    None => lost += 1,
+                }
+            }
+            (sent, lost, seen)
+        }
+    });
+
+    write(&p("token"), "new-token-9876543210\n");
+    write(&p("hup.zone"), &zone(2, "192.0.2.2"));
+    write(&p("edgedns.toml"), &config(1400));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    d.signal(libc::SIGHUP);
+    let restart = d.wait_log("the restart-only warning", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("only at a restart"))
+    });
+    assert_eq!(restart["key"], "udp-payload");
+    assert_eq!(restart["level"], "WARN");
+    d.wait_log("the zone file reloaded", |v| {
+        v["message"] == "reload: zone file loaded" && v["serial"] == 2
+    });
+    assert_eq!(status(&old).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(status(&new).await, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.cancel();
+    let (sent, lost, seen) = timeout(WAIT * 3, queries)
+        .await
+        .expect("query loop ends")
+        .expect("query task");
+    assert!(sent > 10, "only {sent} queries ran across the reload");
+    assert_eq!(lost, 0, "{lost} of {sent} queries unanswered");
+    assert_eq!(
+        seen,
+        vec![vec!["192.0.2.1".to_string()], vec!["192.0.2.2".to_string()]],
+        "old data, then new"
+    );
+
+    // A token file that went missing is a failed reload: the running token stays.
+    std::fs::remove_file(p("token")).expect("rm");
+    d.signal(libc::SIGHUP);
+    d.wait_log("the failed reload", |v| {
+        v["level"] == "WARN"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("reload: ") && m.contains("token"))
+    });
+    assert_eq!(status(&new).await, StatusCode::OK);
+    d.stop();
+}
