@@ -36,11 +36,18 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path, args: &[&str], notify: Option<&Path>) -> Self {
+        Self::start_env(dir, args, notify, &[])
+    }
+
+    fn start_env(dir: &Path, args: &[&str], notify: Option<&Path>, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
             .args(args)
             .env_remove("RUST_LOG")
             .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .envs(env.iter().copied())
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -203,8 +210,8 @@ fn recv_notify(sock: &UnixDatagram) -> String {
 }
 
 /// The file sets the zone, the log level and JSON logs; a flag overrides the log level. The
-/// daemon tells systemd its progress (STATUS= lines), then READY=1 once it answers, and
-/// STOPPING=1 at SIGTERM.
+/// daemon tells systemd its progress (STATUS= lines), then READY=1 once it answers, feeds the
+/// watchdog systemd asks for, and says STOPPING=1 at SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_file_json_logs_and_sd_notify() {
     let dir = TempDir::new().expect("tempdir");
@@ -225,7 +232,7 @@ async fn config_file_json_logs_and_sd_notify() {
     );
     let (notify, notify_path) = notify_socket(&dir);
     // With the file's level (warn) the info-level "ready" line would not be logged.
-    let mut d = Daemon::start(
+    let mut d = Daemon::start_env(
         dir.path(),
         &[
             "--config",
@@ -234,6 +241,8 @@ async fn config_file_json_logs_and_sd_notify() {
             "info",
         ],
         Some(&notify_path),
+        // 100 ms: a ping every 50 ms.
+        &[("WATCHDOG_USEC", "100000")],
     );
     let (dns, api) = d.wait_ready();
     let created = d
@@ -263,9 +272,74 @@ async fn config_file_json_logs_and_sd_notify() {
     let m = ask(&sock, dns, "ops.example.", 1).await.expect("an answer");
     assert_eq!(m.response_code(), ResponseCode::NoError, "{m}");
     assert_eq!(status(&client(api, None)).await, StatusCode::OK);
+    for _ in 0..2 {
+        assert_eq!(recv_notify(&notify), "WATCHDOG=1");
+    }
 
     d.stop();
-    assert_eq!(recv_notify(&notify), "STOPPING=1");
+    let mut last = String::new();
+    for _ in 0..100 {
+        last = recv_notify(&notify);
+        if last != "WATCHDOG=1" {
+            break;
+        }
+    }
+    assert_eq!(last, "STOPPING=1");
+}
+
+/// systemd takes contrib/systemd/edgedns.service without a complaint (when systemd-analyze is
+/// installed), and the unit keeps what operating edgedns relies on.
+#[test]
+fn systemd_unit_verifies() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/systemd/edgedns.service");
+    let unit = std::fs::read_to_string(&path).expect("the unit file");
+    for line in [
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "WatchdogSec=30s",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "no {line:?} in the unit");
+    }
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    assert!(
+        exec.contains(" serve ") && exec.ends_with("--keep-xdp"),
+        "{exec}"
+    );
+    let analyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let Some(analyze) = analyze else {
+        eprintln!("systemd-analyze is not installed: skipping `systemd-analyze verify`");
+        return;
+    };
+    // verify wants ExecStart's binary to exist: point it at the one built.
+    let bin = exec.split_whitespace().next().expect("binary");
+    let dir = TempDir::new().expect("tempdir");
+    let copy = dir.path().join("edgedns.service");
+    write(&copy, &unit.replace(bin, BIN));
+    let out = Command::new(analyze)
+        .args(["verify", "--man=no"])
+        .arg(&copy)
+        .output()
+        .expect("run systemd-analyze");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Warnings (an unknown key, a bad value) exit 0 but name the file: none may.
+    let about_unit: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("edgedns.service"))
+        .collect();
+    assert!(
+        out.status.success() && about_unit.is_empty(),
+        "systemd-analyze verify: {}\n{text}",
+        out.status
+    );
 }
 
 /// SIGHUP re-reads the token file and the zone files while queries keep coming: the old token

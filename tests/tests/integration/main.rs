@@ -9,5 +9,6 @@ mod failed_start;
 mod fallback;
 mod fast_path;
 mod harness;
+mod systemd_unit;
 mod wire_diff;
 mod xdp_test_run;
