@@ -450,3 +450,129 @@ async fn sighup_swaps_token_and_zone_file_without_losing_a_query() {
     assert_eq!(status(&new).await, StatusCode::OK);
     d.stop();
 }
+
+/// `/metrics` as `(name, labels, value)` samples.
+fn samples(text: &str) -> Vec<(String, String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').expect("sample line");
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let value = value.parse().unwrap_or_else(|e| panic!("{l}: {e}"));
+            (name.to_owned(), labels.to_owned(), value)
+        })
+        .collect()
+}
+
+/// The metric names a Grafana dashboard's queries (panels and variables) use.
+fn dashboard_metrics() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/grafana/edgedns.json");
+    let text = std::fs::read_to_string(&path).expect("the dashboard");
+    let dash: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    for panel in dash["panels"].as_array().expect("panels") {
+        for t in panel["targets"].as_array().expect("targets") {
+            exprs.push(t["expr"].as_str().expect("expr").to_owned());
+        }
+    }
+    for v in dash["templating"]["list"].as_array().expect("variables") {
+        if let Some(q) = v["definition"].as_str() {
+            exprs.push(q.to_owned());
+        }
+    }
+    let mut names = Vec::new();
+    for e in &exprs {
+        let mut rest = e.as_str();
+        while let Some(i) = rest.find("edgedns_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            names.push(tail[..end].to_owned());
+            rest = &tail[end..];
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The fallback's responses are counted by transport and RCODE under the labels the XDP path
+/// uses too, and every metric the Grafana dashboard queries is in `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_label_both_paths_alike_and_cover_the_dashboard() {
+    let dir = TempDir::new().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut d = Daemon::start(
+        dir.path(),
+        &[
+            "--xdp-mode",
+            "off",
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ],
+        None,
+    );
+    let (dns, api) = d.wait_ready();
+    let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    for (id, name) in [
+        (1, "demo.t.example.net."),
+        (2, "t.example.net."),
+        (3, "nope.t.example.net."),
+    ] {
+        ask(&sock, dns, name, id).await.expect("an answer");
+    }
+    // A request before: the request counters have a series once one was answered.
+    assert_eq!(status(&client(api, None)).await, StatusCode::OK);
+    let r = timeout(WAIT, client(api, None).send(Method::GET, "/metrics", None))
+        .await
+        .expect("in time")
+        .expect("/metrics");
+    assert_eq!(r.status, StatusCode::OK);
+    let text = String::from_utf8(r.body.to_vec()).expect("utf-8");
+    let all = samples(&text);
+    let value = |name: &str, labels: &str| {
+        all.iter()
+            .find(|(n, l, _)| n == name && l == labels)
+            .map(|s| s.2)
+            .unwrap_or_else(|| panic!("no {name}{{{labels}}} in\n{text}"))
+    };
+    let responses = |path: &str, transport: &str, rcode: &str| {
+        value(
+            "edgedns_responses_total",
+            &format!("path=\"{path}\",transport=\"{transport}\",rcode=\"{rcode}\""),
+        )
+    };
+    assert_eq!(responses("fallback", "udp", "NOERROR"), 2.0);
+    assert_eq!(responses("fallback", "udp", "NXDOMAIN"), 1.0);
+    assert_eq!(responses("fallback", "tcp", "NOERROR"), 0.0);
+    // No fast path: its series are there, at 0, with the same label names.
+    assert_eq!(responses("xdp", "udp", "NOERROR"), 0.0);
+    assert_eq!(responses("xdp", "udp", "NXDOMAIN"), 0.0);
+    assert_eq!(value("edgedns_fast_path_enabled", ""), 0.0);
+    assert_eq!(
+        value("edgedns_xdp_passed_total", "reason=\"disabled\""),
+        0.0
+    );
+
+    let names = dashboard_metrics();
+    assert!(names.len() >= 10, "{names:?}");
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| !all.iter().any(|(s, _, _)| s == *n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries {missing:?}, not in /metrics"
+    );
+    d.stop();
+}

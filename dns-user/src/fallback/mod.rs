@@ -129,7 +129,7 @@ impl Fallback {
     /// Answers one message that came over `transport`, and counts the answer.
     fn answer(&self, query: &[u8], transport: Transport) -> Option<Reply> {
         let reply = respond(&self.zones(), query, transport, &self.config);
-        self.stats.record(&reply);
+        self.stats.record(&reply, transport);
         reply
     }
 }

@@ -9,6 +9,7 @@ mod failed_start;
 mod fallback;
 mod fast_path;
 mod harness;
+mod metrics;
 mod systemd_unit;
 mod wire_diff;
 mod xdp_test_run;
