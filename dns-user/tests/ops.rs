@@ -574,5 +574,59 @@ async fn metrics_label_both_paths_alike_and_cover_the_dashboard() {
         missing.is_empty(),
         "the dashboard queries {missing:?}, not in /metrics"
     );
+
+    // The CLI takes the API as a URL too.
+    let out = Command::new(BIN)
+        .args(["stats", "--api", &format!("http://{api}/")])
+        .env_remove("EDGEDNS_TOKEN_FILE")
+        .output()
+        .expect("edgedns stats");
+    assert!(
+        out.status.success(),
+        "edgedns stats --api http://{api}/: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     d.stop();
+}
+
+/// `completions` and `man` come from the same definitions as the parser: every subcommand and
+/// serve's flags are in them.
+#[test]
+fn completions_and_man_page_cover_the_commands() {
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().expect("run edgedns");
+        assert!(
+            out.status.success(),
+            "edgedns {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completions", shell]);
+        for word in [
+            "serve",
+            "zone",
+            "record",
+            "config",
+            "dns-listen",
+            "log-format",
+        ] {
+            assert!(script.contains(word), "{shell} completions lack {word}");
+        }
+    }
+    let man = run(&["man"]);
+    assert!(
+        man.contains(".TH edgedns"),
+        "{}",
+        &man[..man.len().min(200)]
+    );
+    for word in ["serve", "completions", "config"] {
+        assert!(man.contains(word), "the man page lacks {word}");
+    }
+    let bad = Command::new(BIN)
+        .args(["completions", "tcsh"])
+        .output()
+        .expect("run edgedns");
+    assert!(!bad.status.success(), "an unknown shell is an error");
 }
