@@ -630,3 +630,63 @@ fn completions_and_man_page_cover_the_commands() {
         .expect("run edgedns");
     assert!(!bad.status.success(), "an unknown shell is an error");
 }
+
+/// `config example` prints a file `config check` takes, with every serve flag in it; a file with
+/// an unknown key fails the check with the key and the line; a bad value names its key.
+#[test]
+fn config_example_passes_config_check_and_errors_name_key_and_line() {
+    let dir = TempDir::new().expect("tempdir");
+    let run = |args: &[&std::ffi::OsStr]| {
+        Command::new(BIN)
+            .args(args)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("run edgedns")
+    };
+    let out = run(&["config".as_ref(), "example".as_ref()]);
+    assert!(out.status.success());
+    let example = String::from_utf8(out.stdout).expect("utf-8");
+    let help = run(&["serve".as_ref(), "--help".as_ref()]);
+    let help = String::from_utf8(help.stdout).expect("utf-8");
+    // Every long flag in `serve --help` is a key of the example (set, or commented out).
+    for flag in help.split_whitespace().filter_map(|w| w.strip_prefix("--")) {
+        let key = flag.trim_end_matches([',', '.']);
+        if ["help", "config"].contains(&key) || key.is_empty() {
+            continue;
+        }
+        assert!(
+            example
+                .lines()
+                .any(|l| l.starts_with(&format!("{key} = "))
+                    || l.starts_with(&format!("# {key} = "))),
+            "--{key} is not in `config example`"
+        );
+    }
+    let file = dir.path().join("example.toml");
+    write(&file, &example);
+    let out = run(&["config".as_ref(), "check".as_ref(), file.as_os_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    write(
+        &file,
+        &format!("{example}\n# a typo\ndns-lsiten = \"127.0.0.1:53\"\n"),
+    );
+    let line = example.lines().count() + 3;
+    let out = run(&["config".as_ref(), "check".as_ref(), file.as_os_str()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("example.toml:{line}: unknown key `dns-lsiten`")),
+        "{err}"
+    );
+
+    write(&file, "udp-payload = \"lots\"\n");
+    let out = run(&["config".as_ref(), "check".as_ref(), file.as_os_str()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("example.toml:1: `udp-payload`: "), "{err}");
+}
