@@ -360,17 +360,17 @@ async fn sighup_swaps_token_and_zone_file_without_losing_a_query() {
         )
     };
     write(&p("hup.zone"), &zone(1, "192.0.2.1"));
-    let config = |payload: u16| {
+    let config = |payload: u16, level: &str| {
         format!(
             "data-dir = \"{}\"\nxdp-mode = \"off\"\ndns-listen = \"127.0.0.1:0\"\n\
-             api-listen = \"127.0.0.1:0\"\nlog-format = \"json\"\n\
+             api-listen = \"127.0.0.1:0\"\nlog-format = \"json\"\nlog-level = \"{level}\"\n\
              api-token-file = \"{}\"\nzone-file = [\"{}\"]\nudp-payload = {payload}\n",
             p("data").display(),
             p("token").display(),
             p("hup.zone").display()
         )
     };
-    write(&p("edgedns.toml"), &config(1232));
+    write(&p("edgedns.toml"), &config(1232, "info"));
     let mut d = Daemon::start(
         dir.path(),
         &["--config", p("edgedns.toml").to_str().expect("utf-8")],
@@ -409,7 +409,7 @@ async fn sighup_swaps_token_and_zone_file_without_losing_a_query() {
 
     write(&p("token"), "new-token-9876543210\n");
     write(&p("hup.zone"), &zone(2, "192.0.2.2"));
-    write(&p("edgedns.toml"), &config(1400));
+    write(&p("edgedns.toml"), &config(1400, "info"));
     tokio::time::sleep(Duration::from_millis(100)).await;
     d.signal(libc::SIGHUP);
     let restart = d.wait_log("the restart-only warning", |v| {
@@ -436,6 +436,37 @@ async fn sighup_swaps_token_and_zone_file_without_losing_a_query() {
         seen,
         vec![vec!["192.0.2.1".to_string()], vec!["192.0.2.2".to_string()]],
         "old data, then new"
+    );
+
+    // The log level follows the file: at warn, a reload's info lines go (the "SIGHUP" line of
+    // the reload that sets warn is logged before the level changes); back at info, they return.
+    write(&p("edgedns.toml"), &config(1400, "warn"));
+    d.signal(libc::SIGHUP);
+    d.wait_log("the reload to warn", |v| {
+        v["message"] == "SIGHUP: reloading the configuration"
+    });
+    let mark = d.log.len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    write(&p("edgedns.toml"), &config(1400, "info"));
+    // Serial 3 tells this reload's line from the previous one's.
+    write(&p("hup.zone"), &zone(3, "192.0.2.3"));
+    d.signal(libc::SIGHUP);
+    d.wait_log("the zone file reloaded at info", |v| {
+        v["message"] == "reload: zone file loaded" && v["serial"] == 3
+    });
+    let infos: Vec<&str> = d.log[mark..]
+        .iter()
+        .filter(|v| v["level"] == "INFO")
+        .filter_map(|v| v["message"].as_str())
+        .collect();
+    assert_eq!(
+        infos,
+        [
+            "reload: API token applied",
+            "change applied",
+            "reload: zone file loaded"
+        ],
+        "at warn, the second reload's info lines and the third's SIGHUP line are not logged"
     );
 
     // A token file that went missing is a failed reload: the running token stays.
@@ -689,4 +720,48 @@ fn config_example_passes_config_check_and_errors_name_key_and_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("example.toml:1: `udp-payload`: "), "{err}");
+}
+
+/// Text logs to a pipe (journald's case) carry no colour escape codes, one line per event.
+#[test]
+fn text_logs_to_a_pipe_have_no_escape_codes() {
+    let dir = TempDir::new().expect("tempdir");
+    let data = dir.path().join("data");
+    let d = Daemon::start(
+        dir.path(),
+        &[
+            "--xdp-mode",
+            "off",
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = d
+            .lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no ready line in time: {seen:#?}"));
+        assert!(!line.contains('\x1b'), "escape code in {line:?}");
+        // `<timestamp>  INFO <target>: <message> <fields>`
+        let mut words = line.split_whitespace();
+        assert!(words.next().is_some_and(|t| t.ends_with('Z')), "{line}");
+        assert!(
+            ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&words.next().unwrap_or("")),
+            "{line}"
+        );
+        let ready = line.contains("dns_user::daemon: ready ");
+        seen.push(line);
+        if ready {
+            break;
+        }
+    }
+    d.stop();
 }
