@@ -419,16 +419,23 @@ async fn reload(
     slot: &TokenSlot,
     config: &Config,
 ) -> Result<(), DaemonError> {
-    let token = config
-        .api_token_file
-        .as_deref()
-        .map(ApiToken::from_file)
-        .transpose()?;
-    let zone_files = config
-        .zone_file
-        .iter()
-        .map(|path| read_zone_file(path))
-        .collect::<Result<Vec<_>, _>>()?;
+    // Reading and parsing a large zone file takes a while: not on the workers that answer.
+    let files = config.clone();
+    let (token, zone_files) = tokio::task::spawn_blocking(move || {
+        let token = files
+            .api_token_file
+            .as_deref()
+            .map(ApiToken::from_file)
+            .transpose()?;
+        let zone_files = files
+            .zone_file
+            .iter()
+            .map(|path| read_zone_file(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok::<_, DaemonError>((token, zone_files))
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
     if token.is_none() && slot.load().is_some() {
         warn!("reload: no api-token-file any more: the API takes changes from anyone who can reach it");
     }
