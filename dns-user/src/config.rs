@@ -48,10 +48,18 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
     /// What to log: a level (error, warn, info, debug, trace) or tracing filter directives
     /// (`info,dns_user::api=debug`). RUST_LOG, when set, takes precedence.
-    #[arg(long, default_value = "info")]
+    #[arg(long, default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
     #[command(flatten)]
     pub daemon: daemon::Config,
+}
+
+/// `--log-level`: checked here, so that `config check` and a reload catch a bad one.
+fn parse_log_level(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -97,12 +105,19 @@ pub fn env_name(long: &str) -> String {
 }
 
 /// `cmd` with every long flag that has no variable of its own also read from `EDGEDNS_<FLAG>`.
+/// A switch (`--keep-xdp`) takes what environment files write for yes and no: 1/0, true/false,
+/// yes/no, on/off.
 pub fn with_env(cmd: Command) -> Command {
     cmd.mut_args(|a| match a.get_long() {
         Some(long) if a.get_env().is_none() => {
             // clap keeps `&'static str` names; this runs once per flag per process.
             let name: &'static str = Box::leak(env_name(long).into_boxed_str());
-            a.env(name)
+            let a = a.env(name);
+            if matches!(a.get_action(), ArgAction::SetTrue) {
+                a.value_parser(clap::builder::BoolishValueParser::new())
+            } else {
+                a
+            }
         }
         _ => a,
     })
@@ -473,6 +488,10 @@ mod tests {
         let e = ConfigFile::parse(p, "udp-payload = 1232\ndns-listen = \"nope\"\n", &serve())
             .expect_err("bad value");
         assert!(e.to_string().starts_with("x.toml:2: `dns-listen`: "), "{e}");
+        let e = ConfigFile::parse(p, "log-level = \"info,=x=y\"\n", &serve()).expect_err("level");
+        assert!(e.to_string().starts_with("x.toml:1: `log-level`"), "{e}");
+        ConfigFile::parse(p, "log-level = \"warn,dns_user::api=debug\"\n", &serve())
+            .expect("directives");
         let e = ConfigFile::parse(p, "keep-xdp = \"yes\"\n", &serve()).expect_err("bool");
         assert!(e.to_string().starts_with("x.toml:1: `keep-xdp`"), "{e}");
         let e = ConfigFile::parse(p, "config = \"/etc/x\"\n", &serve()).expect_err("config");

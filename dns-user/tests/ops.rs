@@ -47,11 +47,17 @@ impl Daemon {
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
-            .envs(env.iter().copied())
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // Settings come from the arguments and `env` alone, not from this process's EDGEDNS_*.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("EDGEDNS_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.envs(env.iter().copied());
         if let Some(sock) = notify {
             cmd.env("NOTIFY_SOCKET", sock);
         }
@@ -209,7 +215,8 @@ fn recv_notify(sock: &UnixDatagram) -> String {
     String::from_utf8(buf[..len].to_vec()).expect("utf-8")
 }
 
-/// The file sets the zone, the log level and JSON logs; a flag overrides the log level. The
+/// The file sets the zone, the log level and JSON logs; a flag overrides the log level and an
+/// EDGEDNS_* variable the zone. The
 /// daemon tells systemd its progress (STATUS= lines), then READY=1 once it answers, feeds the
 /// watchdog systemd asks for, and says STOPPING=1 at SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,16 +248,21 @@ async fn config_file_json_logs_and_sd_notify() {
             "info",
         ],
         Some(&notify_path),
-        // 100 ms: a ping every 50 ms.
-        &[("WATCHDOG_USEC", "100000")],
+        &[
+            // 100 ms: a ping every 50 ms.
+            ("WATCHDOG_USEC", "100000"),
+            // The environment wins over the file; a switch takes 1 for yes.
+            ("EDGEDNS_ZONE", "env.example."),
+            ("EDGEDNS_NO_PIN", "1"),
+        ],
     );
     let (dns, api) = d.wait_ready();
     let created = d
         .log
         .iter()
         .find(|v| v["message"] == "zone created")
-        .expect("the zone from the file is created");
-    assert_eq!(created["zone"], "ops.example.");
+        .expect("the zone from the environment is created");
+    assert_eq!(created["zone"], "env.example.");
     assert_eq!(created["level"], "INFO");
 
     let mut messages = Vec::new();
@@ -269,7 +281,7 @@ async fn config_file_json_logs_and_sd_notify() {
 
     // READY=1 means answering.
     let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    let m = ask(&sock, dns, "ops.example.", 1).await.expect("an answer");
+    let m = ask(&sock, dns, "env.example.", 1).await.expect("an answer");
     assert_eq!(m.response_code(), ResponseCode::NoError, "{m}");
     assert_eq!(status(&client(api, None)).await, StatusCode::OK);
     for _ in 0..2 {
