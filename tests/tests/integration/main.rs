@@ -10,6 +10,7 @@ mod fallback;
 mod fast_path;
 mod harness;
 mod metrics;
+mod reload;
 mod systemd_unit;
 mod wire_diff;
 mod xdp_test_run;
