@@ -44,17 +44,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server: XDP fast path, fallback DNS server and update API. Settings come from
-    /// flags, EDGEDNS_* environment variables and a configuration file (--config), in that
-    /// order of precedence; SIGHUP reloads the API token, log level and zone files.
+    /// Run the server: XDP fast path, fallback DNS server and update API.
+    ///
+    /// Settings come from flags, EDGEDNS_* environment variables and a configuration file
+    /// (--config), in that order of precedence. SIGHUP reloads the API token, the log level and
+    /// the zone files; SIGTERM and SIGINT stop the server.
     Serve(ServeArgs),
     /// Check a configuration file, or print one with every key.
     Config {
         #[command(subcommand)]
         cmd: ConfigCommand,
     },
-    /// Print a completion script for SHELL (e.g. `edgedns completions bash >
-    /// /etc/bash_completion.d/edgedns`).
+    /// Print a completion script for SHELL.
+    ///
+    /// E.g. `edgedns completions bash > /etc/bash_completion.d/edgedns`.
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff: `edgedns man | man -l -`).
     Man,
