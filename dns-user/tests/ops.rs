@@ -160,14 +160,14 @@ fn query(name: &str, qtype: RecordType, id: u16) -> Vec<u8> {
     m.to_vec().expect("encode")
 }
 
-/// One UDP query; `None` if no answer came within a second.
+/// One UDP query; `None` if no answer came within 3 seconds.
 async fn ask(sock: &UdpSocket, server: SocketAddr, name: &str, id: u16) -> Option<Message> {
     sock.send_to(&query(name, RecordType::A, id), server)
         .await
         .expect("send");
     let mut buf = vec![0u8; 4096];
     loop {
-        let (len, _) = timeout(Duration::from_secs(1), sock.recv_from(&mut buf))
+        let (len, _) = timeout(Duration::from_secs(3), sock.recv_from(&mut buf))
             .await
             .ok()?
             .expect("recv");
@@ -453,18 +453,32 @@ async fn sighup_swaps_token_and_zone_file_without_losing_a_query() {
     // The log level follows the file: at warn, a reload's info lines go (the "SIGHUP" line of
     // the reload that sets warn is logged before the level changes); back at info, they return.
     write(&p("edgedns.toml"), &config(1400, "warn"));
+    write(&p("hup.zone"), &zone(3, "192.0.2.3"));
     d.signal(libc::SIGHUP);
     d.wait_log("the reload to warn", |v| {
         v["message"] == "SIGHUP: reloading the configuration"
     });
     let mark = d.log.len();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // That reload is applied once its zone data is served (then a moment for its last line).
+    let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let mut served = Vec::new();
+    for id in 0..100 {
+        if let Some(m) = ask(&sock, dns, "www.hup.example.", 50_000 + id).await {
+            served = addresses(&m);
+            if served == ["192.0.2.3"] {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(served, ["192.0.2.3"], "the reload to warn was not applied");
+    tokio::time::sleep(Duration::from_millis(200)).await;
     write(&p("edgedns.toml"), &config(1400, "info"));
-    // Serial 3 tells this reload's line from the previous one's.
-    write(&p("hup.zone"), &zone(3, "192.0.2.3"));
+    // Serial 4 tells this reload's line from the previous one's.
+    write(&p("hup.zone"), &zone(4, "192.0.2.4"));
     d.signal(libc::SIGHUP);
     d.wait_log("the zone file reloaded at info", |v| {
-        v["message"] == "reload: zone file loaded" && v["serial"] == 3
+        v["message"] == "reload: zone file loaded" && v["serial"] == 4
     });
     let infos: Vec<&str> = d.log[mark..]
         .iter()
