@@ -5,11 +5,13 @@ use std::{ffi::OsString, io::IsTerminal as _, path::PathBuf};
 use anyhow::{bail, Context as _};
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use dns_user::{
+    api::ApiToken,
     cli::{self, ApiArgs, RecordCommand, ZoneCommand},
     config::{self, LogFormat, ServeArgs},
     daemon::{self, Listeners},
     loader::{self, AttachMode},
     notify::Notifier,
+    zonefile,
 };
 use tokio::{
     net::{TcpListener, UdpSocket},
@@ -24,8 +26,9 @@ use tracing_subscriber::{
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Check FILE as `serve --config FILE` would read it (the environment left out), without
-    /// starting anything: exit status 0 and a summary, or the key and line at fault.
+    /// Check FILE as `serve --config FILE` would read it (the environment left out), with the
+    /// token and zone files it names, without starting anything: exit status 0 and a summary,
+    /// or the file, line and key at fault.
     Check { file: PathBuf },
     /// Print a configuration file with every key, its help and its default.
     Example,
@@ -175,12 +178,22 @@ fn config_command(cmd: ConfigCommand) -> anyhow::Result<()> {
     match cmd {
         ConfigCommand::Check { file } => {
             let args = config::check(&serve_command(), &file)?;
+            // What start-up reads before it attaches anything: the token and the zone files.
+            if let Some(path) = &args.daemon.api_token_file {
+                ApiToken::from_file(path)?;
+            }
+            for path in &args.daemon.zone_file {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                zonefile::parse(&path.display().to_string(), &text, None)?;
+            }
             println!(
-                "{}: ok (DNS on {}, API on {}, data in {})",
+                "{}: ok (DNS on {}, API on {}, data in {}, {} zone files)",
                 file.display(),
                 args.dns_listen,
                 args.api_listen,
-                args.daemon.data_dir.display()
+                args.daemon.data_dir.display(),
+                args.daemon.zone_file.len()
             );
         }
         ConfigCommand::Example => print!("{}", config::example(&serve_command())),

@@ -741,6 +741,18 @@ fn config_example_passes_config_check_and_errors_name_key_and_line() {
         "{err}"
     );
 
+    // The zone files it names are checked too, with their own file and line.
+    let zone = dir.path().join("bad.zone");
+    write(
+        &zone,
+        "$ORIGIN bad.example.\n@ 60 SOA ns1 hostmaster 1 3600 600 86400 30\nwww 60 A 300.1.1.1\n",
+    );
+    write(&file, &format!("zone-file = [\"{}\"]\n", zone.display()));
+    let out = run(&["config".as_ref(), "check".as_ref(), file.as_os_str()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("bad.zone:3:"), "{err}");
+
     write(&file, "udp-payload = \"lots\"\n");
     let out = run(&["config".as_ref(), "check".as_ref(), file.as_os_str()]);
     let err = String::from_utf8_lossy(&out.stderr);
