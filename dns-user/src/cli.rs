@@ -23,17 +23,59 @@ use crate::{
 /// Where the API is and how to authenticate to it.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ApiArgs {
-    /// Address of the server's API (`serve --api-listen`).
+    /// The server's API (`serve --api-listen`): an address (`127.0.0.1:8053`) or a URL
+    /// (`http://edge1.example:8053`).
     #[arg(
         long,
         global = true,
         default_value = "127.0.0.1:8053",
-        env = "EDGEDNS_API"
+        env = "EDGEDNS_API",
+        value_parser = parse_api
     )]
     pub api: SocketAddr,
     /// File holding the API token (`serve --api-token-file`).
     #[arg(long, global = true, env = "EDGEDNS_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+}
+
+/// `--api`: `host:port`, or `http://host[:port][/]` (port 80 by default, as in any http URL),
+/// resolved to the first address the name has.
+pub fn parse_api(s: &str) -> Result<SocketAddr, String> {
+    let (authority, default_port) = match s.split_once("://") {
+        None => (s, None),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => {
+            let rest = rest.strip_suffix('/').unwrap_or(rest);
+            if rest.contains(['/', '?', '#']) {
+                return Err(format!("{s}: give the API's root URL, without a path"));
+            }
+            (rest, Some(80))
+        }
+        Some((scheme, _)) => {
+            return Err(format!(
+                "{s}: {scheme} is not supported: the API speaks plain HTTP (put TLS in front of \
+                 it and use an http:// URL or an address from behind the proxy)"
+            ))
+        }
+    };
+    if let Ok(addr) = authority.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    // A name, or an IPv6 literal in brackets without a port; `host:port` unless a URL's
+    // default port applies.
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.ends_with(':') && port.parse::<u16>().is_ok());
+    let with_port = match (has_port, default_port) {
+        (true, _) => authority.to_owned(),
+        (false, Some(port)) => format!("{authority}:{port}"),
+        (false, None) => return Err(format!("{s}: give host:port or an http:// URL")),
+    };
+    use std::net::ToSocketAddrs as _;
+    with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("{s}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s}: the name has no address"))
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -424,6 +466,28 @@ pub async fn zone(api: &ApiArgs, cmd: ZoneCommand) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn api_takes_addresses_and_http_urls() {
+        use super::parse_api;
+        let ok = |s: &str| parse_api(s).unwrap_or_else(|e| panic!("{e}")).to_string();
+        assert_eq!(ok("127.0.0.1:8053"), "127.0.0.1:8053");
+        assert_eq!(ok("http://127.0.0.1:8053"), "127.0.0.1:8053");
+        assert_eq!(ok("HTTP://127.0.0.1:8053/"), "127.0.0.1:8053");
+        assert_eq!(ok("http://[::1]:9"), "[::1]:9");
+        assert_eq!(ok("http://127.0.0.1"), "127.0.0.1:80");
+        assert_eq!(ok("http://[::1]"), "[::1]:80");
+        assert!(ok("localhost:8053").ends_with(":8053"));
+        assert!(ok("http://localhost").ends_with(":80"));
+        for bad in [
+            "https://127.0.0.1:8053",
+            "http://127.0.0.1:8053/v1",
+            "127.0.0.1",
+            "",
+        ] {
+            assert!(parse_api(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

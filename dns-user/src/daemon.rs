@@ -15,17 +15,19 @@ use std::{
 use hickory_proto::rr::{rdata::A, Name, RData, RecordType};
 use tokio::{
     net::{TcpListener, UdpSocket},
+    sync::mpsc,
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    api::{self, ApiState, ApiToken, TokenError},
+    api::{self, ApiState, ApiToken, TokenError, TokenSlot},
     engine::{Engine, EngineError, ImportError},
     fallback::{self, Fallback, FallbackConfig, FallbackStats},
     loader::{self, AttachMode, LoadError, Loaded},
     maps::FastPath,
+    sd_notify::{self, Notifier},
     store::{Store, StoreError},
     tsig::{KeyFileError, KeyRing},
     zone::{normalize, Change, Edit, ZoneSpec},
@@ -166,6 +168,15 @@ pub enum DaemonError {
     },
 }
 
+/// What a daemon takes from outside besides its config and sockets: where to tell systemd how
+/// start-up goes ([`notify`]), and the settings of each reload (SIGHUP), of which it applies
+/// the reloadable ones: the API token file and the zone files.
+#[derive(Debug, Default)]
+pub struct Control {
+    pub notify: Notifier,
+    pub reload: Option<mpsc::Receiver<Config>>,
+}
+
 /// Runs the daemon until `shutdown` is cancelled, then stops the servers and, unless
 /// [`Config::keep_xdp`], detaches the XDP program and removes its pins.
 ///
@@ -176,6 +187,17 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
+    run_with(config, listeners, shutdown, Control::default()).await
+}
+
+/// [`run`], notifying and reloading through `control`.
+pub async fn run_with(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+    control: Control,
+) -> Result<(), DaemonError> {
+    let notify = &control.notify;
     // Read the token and the zone files first: a mistake in either stops start-up before
     // anything is attached.
     let token = config
@@ -198,6 +220,7 @@ pub async fn run(
     let dns_addr = local("DNS", listeners.dns_udp.local_addr())?;
     let api_addr = local("API", listeners.api.local_addr())?;
 
+    notify.status("loading the store");
     let store = Store::open(&config.data_dir)
         .map_err(|source| DaemonError::OpenStore {
             dir: config.data_dir.clone(),
@@ -208,11 +231,13 @@ pub async fn run(
     let zones = store.load().map_err(DaemonError::LoadStore)?.zones;
     info!(path = %store.path().display(), zones = zones.len(), "store loaded");
 
+    notify.status("attaching the XDP program");
     let (loaded, fast) = attach(&config, dns_addr)?;
     let ready = Ready {
         dns: dns_addr,
         api: api_addr,
         loaded: loaded.as_ref(),
+        control,
     };
     let result = serve(
         &config,
@@ -266,11 +291,12 @@ fn attach(
     Ok((Some(loaded), Some(fast)))
 }
 
-/// What the "ready" log line tells.
+/// What the "ready" log line tells, and how to tell systemd and take reloads.
 struct Ready<'a> {
     dns: SocketAddr,
     api: SocketAddr,
     loaded: Option<&'a Loaded>,
+    control: Control,
 }
 
 /// Everything after the XDP program is attached: the maps filled, the zone files and `--zone`
@@ -289,9 +315,12 @@ async fn serve(
     zone_files: Vec<ZoneFile>,
     ready: Ready<'_>,
 ) -> Result<(), DaemonError> {
+    let Control { notify, reload } = ready.control;
+    notify.status("filling the fast path's maps");
     let report = engine.full_sync().map_err(DaemonError::Sync)?;
     info!(?report, "fast path in step with the store");
 
+    notify.status("loading zone files");
     for zf in zone_files {
         let (file, apex, records) = (zf.file().to_string(), zf.apex().clone(), zf.record_count());
         let imported = engine.import_zone(zf).await?;
@@ -346,6 +375,7 @@ async fn serve(
     } else {
         warn!(api = %ready.api, "no --api-token-file: the API takes changes from anyone who can reach it");
     }
+    let token_slot = api_state.token_slot();
     let app = api::router(api_state);
     let api_shutdown = shutdown.clone();
     let api_listener = listeners.api;
@@ -381,9 +411,94 @@ async fn serve(
         verified_insns = ?ready.loaded.and_then(|l| l.verified_insns),
         "ready"
     );
+    notify.send(&format!(
+        "READY=1\nSTATUS=serving DNS on {} and the API on {}",
+        ready.dns, ready.api
+    ));
+    spawn_control(&mut tasks, &notify, reload, shutdown, engine, token_slot);
     shutdown.cancelled().await;
     info!("shutting down");
+    notify.send("STOPPING=1");
     while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Starts the tasks that keep systemd's watchdog fed and apply reloads, until `shutdown`.
+fn spawn_control(
+    tasks: &mut JoinSet<()>,
+    notify: &Notifier,
+    reloads: Option<mpsc::Receiver<Config>>,
+    shutdown: &CancellationToken,
+    engine: Arc<Engine>,
+    token: TokenSlot,
+) {
+    if let Some(interval) = sd_notify::watchdog_interval().filter(|_| notify.is_enabled()) {
+        let (notify, stop) = (notify.clone(), shutdown.clone());
+        // Twice per interval, as sd_watchdog_enabled(3) advises; from the async workers, so a
+        // wedged runtime misses its pings and systemd restarts it.
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(interval / 2);
+            while stop.run_until_cancelled(tick.tick()).await.is_some() {
+                notify.send("WATCHDOG=1");
+            }
+        });
+    }
+    let Some(mut reloads) = reloads else { return };
+    let (notify, stop) = (notify.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        while let Some(Some(config)) = stop.run_until_cancelled(reloads.recv()).await {
+            notify.send(&format!(
+                "RELOADING=1\nMONOTONIC_USEC={}",
+                sd_notify::monotonic_usec()
+            ));
+            match reload(&engine, &token, &config).await {
+                Ok(()) => notify.send("READY=1\nSTATUS=serving (reloaded)"),
+                Err(e) => {
+                    warn!("reload: {}", crate::error_chain(&e));
+                    notify.send("READY=1\nSTATUS=serving (the last reload failed, see the log)");
+                }
+            }
+        }
+    });
+}
+
+/// Applies a reload's API token file and zone files. Both are read and checked first: a token
+/// file or zone file with a mistake changes nothing, and the running token stays.
+async fn reload(
+    engine: &Arc<Engine>,
+    slot: &TokenSlot,
+    config: &Config,
+) -> Result<(), DaemonError> {
+    // Reading and parsing a large zone file takes a while: not on the workers that answer.
+    let files = config.clone();
+    let (token, zone_files) = tokio::task::spawn_blocking(move || {
+        let token = files
+            .api_token_file
+            .as_deref()
+            .map(ApiToken::from_file)
+            .transpose()?;
+        let zone_files = files
+            .zone_file
+            .iter()
+            .map(|path| read_zone_file(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok::<_, DaemonError>((token, zone_files))
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    if token.is_none() && slot.load().is_some() {
+        warn!("reload: no api-token-file any more: the API takes changes from anyone who can reach it");
+    }
+    slot.store(token.map(Arc::new));
+    info!(
+        token = config.api_token_file.is_some(),
+        "reload: API token applied"
+    );
+    for zf in zone_files {
+        let (file, apex) = (zf.file().to_string(), zf.apex().clone());
+        let imported = engine.import_zone(zf).await?;
+        info!(%file, zone = %apex, serial = imported.serial, changed = imported.changed, "reload: zone file loaded");
+    }
     Ok(())
 }
 

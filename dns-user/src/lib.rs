@@ -13,10 +13,13 @@
 //! - [`zonefile`]: master-file parsing and printing, and the record text format the API takes.
 //! - [`webhook`]: the external-dns webhook provider protocol, onto the same write path.
 //! - [`cli`]: the operator commands, which talk to a running server's API.
-//! - [`daemon`]: the daemon assembled from a config and bound sockets (`edgedns serve`).
+//! - [`daemon`]: the daemon assembled from a config and bound sockets (`edgedns serve`);
+//!   [`config`]: its settings from flags, environment and a TOML file; [`sd_notify`]: systemd's
+//!   readiness protocol.
 pub mod api;
 pub mod cli;
 pub mod compile;
+pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod fallback;
@@ -24,6 +27,7 @@ pub mod journal;
 pub mod loader;
 pub mod maps;
 pub mod notify;
+pub mod sd_notify;
 pub mod store;
 pub mod tsig;
 pub mod webhook;

@@ -1,17 +1,38 @@
 //! `edgedns`: the daemon and its operator commands. Wiring only; the pieces live in the library.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{ffi::OsString, io::IsTerminal as _, path::PathBuf};
 
 use anyhow::{bail, Context as _};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use dns_user::{
+    api::ApiToken,
     cli::{self, ApiArgs, RecordCommand, ZoneCommand},
+    config::{self, LogFormat, ServeArgs},
     daemon::{self, Listeners},
     loader::{self, AttachMode},
+    sd_notify::Notifier,
+    zonefile,
 };
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::{
+    net::{TcpListener, UdpSocket},
+    signal::unix::{signal, Signal, SignalKind},
+    sync::mpsc,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use tracing_subscriber::{
+    fmt, layer::SubscriberExt as _, reload, util::SubscriberInitExt as _, EnvFilter, Registry,
+};
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check FILE as `serve --config FILE` would read it (the environment left out), with the
+    /// token and zone files it names, without starting anything: exit status 0 and a summary,
+    /// or the file, line and key at fault.
+    Check { file: PathBuf },
+    /// Print a configuration file with every key, its help and its default.
+    Example,
+}
 
 #[derive(Parser)]
 #[command(
@@ -27,7 +48,22 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: XDP fast path, fallback DNS server and update API.
+    ///
+    /// Settings come from flags, EDGEDNS_* environment variables and a configuration file
+    /// (--config), in that order of precedence. SIGHUP reloads the API token, the log level and
+    /// the zone files; SIGTERM and SIGINT stop the server.
     Serve(Box<ServeArgs>),
+    /// Check a configuration file, or print one with every key.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCommand,
+    },
+    /// Print a completion script for SHELL.
+    ///
+    /// E.g. `edgedns completions bash > /etc/bash_completion.d/edgedns`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff: `edgedns man | man -l -`).
+    Man,
     /// Print the fast path's counters (from a running server's API).
     Stats {
         #[command(flatten)]
@@ -67,34 +103,33 @@ enum Command {
     },
 }
 
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// DNS address and port (UDP and TCP); the fast path answers UDP to this address and port.
-    #[arg(long, default_value = "127.0.0.1:5300")]
-    dns_listen: SocketAddr,
-    /// Update API address.
-    #[arg(long, default_value = "127.0.0.1:8053")]
-    api_listen: SocketAddr,
-    /// Serve external-dns's webhook provider protocol on this address (off by default). It
-    /// takes changes without authentication (external-dns sends none): keep it on localhost,
-    /// next to external-dns.
-    #[arg(long, value_name = "ADDR")]
-    webhook_listen: Option<SocketAddr>,
-    #[command(flatten)]
-    daemon: daemon::Config,
-}
-
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let cli = Cli::parse();
+    let matches = command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let command = match cli.command {
+        Command::Serve(_) => return serve_main(),
+        Command::Config { cmd } => return config_command(cmd),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut command(), "edgedns", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Man => {
+            return clap_mangen::Man::new(command())
+                .render(&mut std::io::stdout())
+                .context("writing the manual page");
+        }
+        other => other,
+    };
+    init_logging(LogFormat::Text, "info")?;
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     rt.block_on(async move {
-        match cli.command {
-            Command::Serve(args) => serve(*args).await,
+        match command {
+            Command::Serve(_)
+            | Command::Config { .. }
+            | Command::Completions { .. }
+            | Command::Man => {
+                unreachable!("handled above")
+            }
             Command::Stats { api } => cli::stats(&api).await,
             Command::Record { api, cmd } => cli::record(&api, cmd).await,
             Command::Zone { api, cmd } => cli::zone(&api, cmd).await,
@@ -126,7 +161,74 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// The command line's definition, with every `serve` flag also read from `EDGEDNS_<FLAG>`.
+fn command() -> clap::Command {
+    Cli::command().mut_subcommand("serve", config::with_env)
+}
+
+/// `serve`'s definition, alone.
+fn serve_command() -> clap::Command {
+    command()
+        .find_subcommand("serve")
+        .cloned()
+        .expect("serve is a subcommand")
+}
+
+fn config_command(cmd: ConfigCommand) -> anyhow::Result<()> {
+    match cmd {
+        ConfigCommand::Check { file } => {
+            let args = config::check(&serve_command(), &file)?;
+            // What start-up reads before it attaches anything: the token and the zone files.
+            if let Some(path) = &args.daemon.api_token_file {
+                ApiToken::from_file(path)?;
+            }
+            for path in &args.daemon.zone_file {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                zonefile::parse(&path.display().to_string(), &text, None)?;
+            }
+            println!(
+                "{}: ok (DNS on {}, API on {}, data in {}, {} zone files)",
+                file.display(),
+                args.dns_listen,
+                args.api_listen,
+                args.daemon.data_dir.display(),
+                args.daemon.zone_file.len()
+            );
+        }
+        ConfigCommand::Example => print!("{}", config::example(&serve_command())),
+    }
+    Ok(())
+}
+
+/// `serve`: settings from flags, environment and file; logging; then the daemon until SIGTERM
+/// or SIGINT, reloading on SIGHUP.
+fn serve_main() -> anyhow::Result<()> {
+    let serve = serve_command();
+    // `serve` and what follows it: the settings are parsed again from these at each reload.
+    let argv: Vec<OsString> = std::env::args_os()
+        .skip(1)
+        .skip_while(|a| a != "serve")
+        .collect();
+    let settings = config::settings(&serve, &argv)?;
+    let log = init_logging(settings.args.log_format, &settings.args.log_level)?;
+    if let Some(file) = &settings.file {
+        info!(file = %file.display(), "configuration file read");
+    }
+    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    rt.block_on(serve_settings(Reloader {
+        serve,
+        argv,
+        started: settings,
+        log,
+        tx: None,
+    }))
+}
+
+async fn serve_settings(mut reloader: Reloader) -> anyhow::Result<()> {
+    // Handlers first: from here on no signal kills the daemon with its pins half-released.
+    let mut signals = Signals::new()?;
+    let args = reloader.started.args.clone();
     let listeners = Listeners {
         dns_udp: UdpSocket::bind(args.dns_listen)
             .await
@@ -147,14 +249,128 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     };
     let shutdown = CancellationToken::new();
+    let (tx, rx) = mpsc::channel(1);
+    reloader.tx = Some(tx);
     tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
-            shutdown_signal().await;
+            loop {
+                tokio::select! {
+                    _ = signals.int.recv() => { info!("SIGINT"); break }
+                    _ = signals.term.recv() => { info!("SIGTERM"); break }
+                    _ = signals.hup.recv() => reloader.reload(),
+                }
+            }
             shutdown.cancel();
         }
     });
-    Ok(daemon::run(args.daemon, listeners, shutdown).await?)
+    let control = daemon::Control {
+        notify: Notifier::from_env(),
+        reload: Some(rx),
+    };
+    Ok(daemon::run_with(args.daemon, listeners, shutdown, control).await?)
+}
+
+struct Signals {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        let on = |kind: SignalKind, name: &str| {
+            signal(kind).with_context(|| format!("installing the {name} handler"))
+        };
+        Ok(Self {
+            int: on(SignalKind::interrupt(), "SIGINT")?,
+            term: on(SignalKind::terminate(), "SIGTERM")?,
+            hup: on(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+}
+
+/// What a SIGHUP needs: how to read the settings again, the ones in force, the log filter, and
+/// the daemon's end of the reload channel.
+struct Reloader {
+    serve: clap::Command,
+    argv: Vec<OsString>,
+    /// The settings read at start: what needs a restart is compared with these, so that every
+    /// reload tells what is still waiting for one.
+    started: config::Settings,
+    log: LogHandle,
+    tx: Option<mpsc::Sender<daemon::Config>>,
+}
+
+impl Reloader {
+    fn reload(&mut self) {
+        info!("SIGHUP: reloading the configuration");
+        let new = match config::settings(&self.serve, &self.argv) {
+            Ok(new) => new,
+            Err(e) => {
+                warn!(
+                    "reload: keeping the running settings: {}",
+                    dns_user::error_chain(&e)
+                );
+                return;
+            }
+        };
+        for key in self.started.restart_only_changes(&self.serve, &new) {
+            warn!(
+                key,
+                "reload: setting changed, but it takes effect only at a restart"
+            );
+        }
+        match log_filter(&new.args.log_level) {
+            Ok(filter) => {
+                if let Err(e) = self.log.reload(filter) {
+                    warn!("reload: log-level: {e}");
+                }
+            }
+            Err(e) => warn!("reload: log-level: {e}"),
+        }
+        if let Some(tx) = &self.tx {
+            if tx.try_send(new.args.daemon).is_err() {
+                warn!(
+                    "reload: the previous reload is still being applied; send SIGHUP again later"
+                );
+            }
+        }
+    }
+}
+
+type LogHandle = reload::Handle<EnvFilter, Registry>;
+
+/// The log filter: RUST_LOG if it is set, else `level` (`serve --log-level`).
+fn log_filter(level: &str) -> anyhow::Result<EnvFilter> {
+    if std::env::var_os(EnvFilter::DEFAULT_ENV).is_some() {
+        return EnvFilter::try_from_default_env().context("RUST_LOG");
+    }
+    EnvFilter::try_new(level).with_context(|| format!("bad log level {level:?}"))
+}
+
+/// Logs to stderr, one line per event: text (coloured only on a terminal, so journald and
+/// files get no escape codes), or a JSON object with the fields `timestamp`, `level`,
+/// `target`, `message` and the event's own.
+fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<LogHandle> {
+    let (filter, handle) = reload::Layer::new(log_filter(level)?);
+    let registry = tracing_subscriber::registry().with(filter);
+    let layer = fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => registry
+            .with(layer.with_ansi(std::io::stderr().is_terminal()))
+            .init(),
+        LogFormat::Json => registry
+            .with(
+                layer
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false),
+            )
+            .init(),
+    }
+    Ok(handle)
 }
 
 async fn shutdown_signal() {

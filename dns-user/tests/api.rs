@@ -1065,13 +1065,18 @@ async fn metrics() {
             .unwrap_or_else(|| panic!("no {name}{{{labels}}} in\n{}", r.text))
     };
     for (family, kind) in [
-        ("dns_xdp_answered_total", "counter"),
-        ("dns_xdp_passed_total", "counter"),
-        ("dns_fallback_queries_total", "counter"),
-        ("dns_api_requests_total", "counter"),
-        ("dns_api_request_duration_seconds", "histogram"),
-        ("dns_zone_records", "gauge"),
-        ("dns_zone_serial", "gauge"),
+        ("edgedns_xdp_answered_total", "counter"),
+        ("edgedns_xdp_passed_total", "counter"),
+        ("edgedns_responses_total", "counter"),
+        ("edgedns_build_info", "gauge"),
+        ("edgedns_fast_path_enabled", "gauge"),
+        ("edgedns_process_resident_memory_bytes", "gauge"),
+        ("edgedns_process_open_fds", "gauge"),
+        ("edgedns_process_start_time_seconds", "gauge"),
+        ("edgedns_api_requests_total", "counter"),
+        ("edgedns_api_request_duration_seconds", "histogram"),
+        ("edgedns_zone_records", "gauge"),
+        ("edgedns_zone_serial", "gauge"),
     ] {
         assert!(
             types.iter().any(|(n, k)| n == family && k == kind),
@@ -1079,35 +1084,64 @@ async fn metrics() {
         );
     }
     // seeded(): one POST (201) and two PUTs (200); then a 404; the snapshot GETs are 200s.
-    assert_eq!(value("dns_api_requests_total", "code=\"201\""), 1.0);
-    assert!(value("dns_api_requests_total", "code=\"200\"") >= 2.0);
-    assert_eq!(value("dns_api_requests_total", "code=\"404\""), 1.0);
-    assert_eq!(value("dns_zone_records", "zone=\"t.example.net.\""), 4.0);
-    assert_eq!(value("dns_zone_serial", "zone=\"t.example.net.\""), 3.0);
+    assert_eq!(value("edgedns_api_requests_total", "code=\"201\""), 1.0);
+    assert!(value("edgedns_api_requests_total", "code=\"200\"") >= 2.0);
+    assert_eq!(value("edgedns_api_requests_total", "code=\"404\""), 1.0);
     assert_eq!(
-        value("dns_fallback_queries_total", "rcode=\"NOERROR\""),
+        value("edgedns_zone_records", "zone=\"t.example.net.\""),
+        4.0
+    );
+    assert_eq!(value("edgedns_zone_serial", "zone=\"t.example.net.\""), 3.0);
+    assert_eq!(
+        value(
+            "edgedns_responses_total",
+            "path=\"fallback\",transport=\"udp\",rcode=\"NOERROR\""
+        ),
         0.0
     );
-    assert_eq!(value("dns_xdp_attached", ""), 0.0);
+    assert_eq!(value("edgedns_fast_path_enabled", ""), 0.0);
+    assert_eq!(
+        value(
+            "edgedns_build_info",
+            &format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))
+        ),
+        1.0
+    );
+    assert!(value("edgedns_process_resident_memory_bytes", "") > 1e6);
+    assert!(value("edgedns_process_open_fds", "") >= 3.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let started = value("edgedns_process_start_time_seconds", "");
+    assert!(
+        started <= now + 1.0 && started > now - 3600.0,
+        "{started} vs {now}"
+    );
+    assert!(
+        samples.iter().all(|(n, _, _)| n.starts_with("edgedns_")),
+        "a metric without the edgedns_ prefix"
+    );
+    assert_eq!(value("edgedns_fast_path_attached", ""), 0.0);
     // Histogram: buckets cumulative, +Inf equal to _count.
     let buckets: Vec<f64> = samples
         .iter()
-        .filter(|(n, _, _)| n == "dns_api_request_duration_seconds_bucket")
+        .filter(|(n, _, _)| n == "edgedns_api_request_duration_seconds_bucket")
         .map(|s| s.2)
         .collect();
     assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
-    let count = value("dns_api_request_duration_seconds_count", "");
+    let count = value("edgedns_api_request_duration_seconds_count", "");
     assert_eq!(
-        value("dns_api_request_duration_seconds_bucket", "le=\"+Inf\""),
+        value("edgedns_api_request_duration_seconds_bucket", "le=\"+Inf\""),
         count
     );
     let total: f64 = samples
         .iter()
-        .filter(|(n, _, _)| n == "dns_api_requests_total")
+        .filter(|(n, _, _)| n == "edgedns_api_requests_total")
         .map(|s| s.2)
         .sum();
     assert_eq!(total, count);
-    assert!(value("dns_api_request_duration_seconds_sum", "") > 0.0);
+    assert!(value("edgedns_api_request_duration_seconds_sum", "") > 0.0);
 }
 
 const ZONE_FILE: &str = "\

@@ -123,10 +123,10 @@ pub(super) async fn require_token(
     req: Request,
     next: Next,
 ) -> Response {
-    let Some(token) = &st.token else {
+    let Some(token) = st.token() else {
         return next.run(req).await;
     };
-    if bearer_matches(token, req.headers()) {
+    if bearer_matches(&token, req.headers()) {
         return next.run(req).await;
     }
     let mut resp = ApiError::new(

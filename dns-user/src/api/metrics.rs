@@ -17,8 +17,8 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use dns_common::stat;
-use tracing::warn;
+use dns_common::{stat, Stat};
+use tracing::{debug, warn};
 
 use super::ApiState;
 use crate::zonefile::presentation::format_name;
@@ -79,29 +79,71 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// `GET /metrics`.
+/// What `edgedns_responses_total` counts an answer of the XDP program as. It answers from the
+/// maps with NOERROR (records, or none of the type) or NXDOMAIN; anything else it passes up.
+fn xdp_rcode(kind: &str) -> &'static str {
+    if kind == "nxdomain" {
+        "NXDOMAIN"
+    } else {
+        "NOERROR"
+    }
+}
+
+/// `GET /metrics`. Every name starts with `edgedns_`; the two answering paths share
+/// `edgedns_responses_total{path, transport, rcode}` with the same label values, so a sum over
+/// `path` is every response the server sent.
 pub(super) async fn render(State(st): State<ApiState>) -> Response {
     let mut out = String::new();
 
-    let xdp = match st.engine.with_fast(|f| f.stats()) {
-        Some(Ok(c)) => c,
-        Some(Err(e)) => {
-            warn!("reading the XDP counters: {e}");
-            Vec::new()
-        }
-        None => Vec::new(),
-    };
     family(
         &mut out,
-        "dns_xdp_attached",
+        "edgedns_build_info",
         "gauge",
-        "1 if the XDP fast path is loaded, 0 if the fallback answers everything.",
+        "Always 1; the version of the running binary in the label.",
     );
     let _ = writeln!(
         out,
-        "dns_xdp_attached {}",
+        "edgedns_build_info{{version=\"{}\"}} 1",
+        label(env!("CARGO_PKG_VERSION"))
+    );
+
+    // Without a fast path every XDP counter is 0: the label sets stay the same either way.
+    let (xdp, enabled) = match st.engine.with_fast(|f| (f.stats(), f.config())) {
+        Some((stats, config)) => {
+            let stats = stats.unwrap_or_else(|e| {
+                warn!("reading the XDP counters: {e}");
+                Vec::new()
+            });
+            let enabled = match config {
+                Ok(c) => c.enabled != 0,
+                Err(e) => {
+                    warn!("reading the XDP config map: {e}");
+                    false
+                }
+            };
+            (stats, enabled)
+        }
+        None => (Stat::ALL.iter().map(|s| (*s, 0)).collect(), false),
+    };
+    family(
+        &mut out,
+        "edgedns_fast_path_attached",
+        "gauge",
+        "1 if the XDP program is loaded, 0 if the fallback answers everything.",
+    );
+    let _ = writeln!(
+        out,
+        "edgedns_fast_path_attached {}",
         u8::from(st.engine.has_fast_path())
     );
+    family(
+        &mut out,
+        "edgedns_fast_path_enabled",
+        "gauge",
+        "1 if the XDP program answers from its maps (the config map's enabled), 0 if it passes \
+         everything up: not attached, or switched off after a failed map write.",
+    );
+    let _ = writeln!(out, "edgedns_fast_path_enabled {}", u8::from(enabled));
     for (metric, key, help) in [
         (
             stat::ANSWERED,
@@ -119,7 +161,7 @@ pub(super) async fn render(State(st): State<ApiState>) -> Response {
             "Frames the XDP program dropped half rewritten, by reason.",
         ),
     ] {
-        let name = format!("dns_xdp_{metric}_total");
+        let name = format!("edgedns_xdp_{metric}_total");
         family(&mut out, &name, "counter", help);
         for (stat, n) in &xdp {
             let (m, l) = stat.label();
@@ -132,32 +174,48 @@ pub(super) async fn render(State(st): State<ApiState>) -> Response {
     let fb = &st.fallback_stats;
     family(
         &mut out,
-        "dns_fallback_queries_total",
+        "edgedns_responses_total",
         "counter",
-        "Responses the fallback server sent, by RCODE.",
+        "DNS responses sent, by the path that answered (xdp, fallback), transport and RCODE.",
     );
-    for (rcode, n) in fb.snapshot() {
+    let mut xdp_by_rcode: BTreeMap<&str, u64> = BTreeMap::new();
+    for (stat, n) in &xdp {
+        if let ("answered", kind) = stat.label() {
+            *xdp_by_rcode.entry(xdp_rcode(kind)).or_default() += n;
+        }
+    }
+    for (rcode, n) in &xdp_by_rcode {
         let _ = writeln!(
             out,
-            "dns_fallback_queries_total{{rcode=\"{}\"}} {n}",
-            label(&rcode)
+            "edgedns_responses_total{{path=\"xdp\",transport=\"udp\",rcode=\"{rcode}\"}} {n}"
+        );
+    }
+    for (transport, rcode, n) in fb.by_transport() {
+        let _ = writeln!(
+            out,
+            "edgedns_responses_total{{path=\"fallback\",transport=\"{transport}\",rcode=\"{rcode}\"}} {n}"
         );
     }
     for (name, help, n) in [
         (
-            "dns_fallback_dropped_total",
+            "edgedns_fallback_dropped_total",
             "Messages the fallback did not answer (shorter than a header, or responses).",
             fb.dropped(),
         ),
         (
-            "dns_fallback_truncated_total",
+            "edgedns_fallback_truncated_total",
             "Responses the fallback sent truncated (TC=1).",
             fb.truncated(),
         ),
         (
-            "dns_fallback_tcp_rejected_total",
+            "edgedns_fallback_tcp_rejected_total",
             "TCP connections the fallback closed because all slots were taken.",
             fb.tcp_rejected(),
+        ),
+        (
+            "edgedns_fallback_tcp_evicted_total",
+            "Idle TCP connections the fallback closed to make room for new ones.",
+            fb.tcp_evicted(),
         ),
     ] {
         family(&mut out, name, "counter", help);
@@ -167,16 +225,16 @@ pub(super) async fn render(State(st): State<ApiState>) -> Response {
     let m = &st.metrics;
     family(
         &mut out,
-        "dns_api_requests_total",
+        "edgedns_api_requests_total",
         "counter",
         "API requests answered, by HTTP status code.",
     );
     for (code, n) in m.by_code.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        let _ = writeln!(out, "dns_api_requests_total{{code=\"{code}\"}} {n}");
+        let _ = writeln!(out, "edgedns_api_requests_total{{code=\"{code}\"}} {n}");
     }
     family(
         &mut out,
-        "dns_api_request_duration_seconds",
+        "edgedns_api_request_duration_seconds",
         "histogram",
         "Time to answer an API request (a change includes its fsync and map updates).",
     );
@@ -188,14 +246,14 @@ pub(super) async fn render(State(st): State<ApiState>) -> Response {
             .map_or_else(|| "+Inf".to_string(), |le| le.to_string());
         let _ = writeln!(
             out,
-            "dns_api_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            "edgedns_api_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
         );
     }
     let sum = m.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-    let _ = writeln!(out, "dns_api_request_duration_seconds_sum {sum}");
+    let _ = writeln!(out, "edgedns_api_request_duration_seconds_sum {sum}");
     let _ = writeln!(
         out,
-        "dns_api_request_duration_seconds_count {}",
+        "edgedns_api_request_duration_seconds_count {}",
         m.count.load(Ordering::Relaxed)
     );
 
@@ -233,26 +291,32 @@ pub(super) async fn render(State(st): State<ApiState>) -> Response {
     };
     family(
         &mut out,
-        "dns_zone_records",
+        "edgedns_zone_records",
         "gauge",
         "Records in the zone, the SOA left out.",
     );
     for (zone, records, _) in &zones {
         let _ = writeln!(
             out,
-            "dns_zone_records{{zone=\"{}\"}} {records}",
+            "edgedns_zone_records{{zone=\"{}\"}} {records}",
             label(zone)
         );
     }
     family(
         &mut out,
-        "dns_zone_serial",
+        "edgedns_zone_serial",
         "gauge",
         "The zone's SOA serial.",
     );
     for (zone, _, serial) in &zones {
-        let _ = writeln!(out, "dns_zone_serial{{zone=\"{}\"}} {serial}", label(zone));
+        let _ = writeln!(
+            out,
+            "edgedns_zone_serial{{zone=\"{}\"}} {serial}",
+            label(zone)
+        );
     }
+
+    process_metrics(&mut out);
 
     (
         [(
@@ -262,4 +326,80 @@ pub(super) async fn render(State(st): State<ApiState>) -> Response {
         out,
     )
         .into_response()
+}
+
+/// The process's resident memory, open files, CPU time and start time, from /proc/self. A file
+/// that can't be read leaves its metric out (and says so at debug level): /metrics still
+/// answers.
+fn process_metrics(out: &mut String) {
+    let status = std::fs::read_to_string("/proc/self/status");
+    let rss = status.as_ref().ok().and_then(|s| {
+        let kb = s.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+        kb.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()
+    });
+    if let Some(kb) = rss {
+        family(
+            out,
+            "edgedns_process_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the daemon (BPF maps are kernel memory, not counted here).",
+        );
+        let _ = writeln!(out, "edgedns_process_resident_memory_bytes {}", kb * 1024);
+    }
+    match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => {
+            family(
+                out,
+                "edgedns_process_open_fds",
+                "gauge",
+                "File descriptors the daemon has open (sockets, the store, BPF maps and links).",
+            );
+            let _ = writeln!(out, "edgedns_process_open_fds {}", dir.count());
+        }
+        Err(e) => debug!("/proc/self/fd: {e}"),
+    }
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let stat = std::fs::read_to_string("/proc/self/stat");
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|b| b.trim().parse::<u64>().ok())
+    });
+    if let (Ok(stat), true) = (stat, ticks > 0) {
+        let ticks = ticks as f64;
+        // The fields after the command name, which is in parentheses and may hold spaces:
+        // field 14 (utime) is index 11 here, 15 (stime) 12, 22 (starttime) 19.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        if let (Some(utime), Some(stime)) = (field(11), field(12)) {
+            family(
+                out,
+                "edgedns_process_cpu_seconds_total",
+                "counter",
+                "CPU time the daemon used, user and system (the XDP program's is not in it).",
+            );
+            let _ = writeln!(
+                out,
+                "edgedns_process_cpu_seconds_total {}",
+                (utime + stime) as f64 / ticks
+            );
+        }
+        if let (Some(start), Some(boot)) = (field(19), boot) {
+            family(
+                out,
+                "edgedns_process_start_time_seconds",
+                "gauge",
+                "When the daemon started, in seconds since the Unix epoch.",
+            );
+            let _ = writeln!(
+                out,
+                "edgedns_process_start_time_seconds {}",
+                boot as f64 + start as f64 / ticks
+            );
+        }
+    }
 }

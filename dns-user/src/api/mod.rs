@@ -71,7 +71,7 @@ pub const ZONEFILE_MAX_BYTES: usize = 64 << 20;
 pub struct ApiState {
     pub engine: Arc<Engine>,
     pub fallback_stats: Arc<FallbackStats>,
-    token: Option<Arc<ApiToken>>,
+    token: TokenSlot,
     metrics: Arc<ApiMetrics>,
     /// Largest zone-file body, in bytes.
     zonefile_max_bytes: usize,
@@ -83,7 +83,7 @@ impl ApiState {
         Self {
             engine,
             fallback_stats,
-            token: None,
+            token: TokenSlot::default(),
             metrics: Arc::new(ApiMetrics::default()),
             zonefile_max_bytes: ZONEFILE_MAX_BYTES,
         }
@@ -96,9 +96,25 @@ impl ApiState {
     }
 
     /// Requires `Authorization: Bearer <token>` on every `/v1/*` request.
-    pub fn with_token(mut self, token: ApiToken) -> Self {
-        self.token = Some(Arc::new(token));
+    pub fn with_token(self, token: ApiToken) -> Self {
+        self.token.store(Some(Arc::new(token)));
         self
+    }
+
+    /// The token requests are checked against, shared with the handlers: what is stored in it
+    /// applies from the next request on (a reload swaps the token without a restart).
+    pub fn token_slot(&self) -> TokenSlot {
+        self.token.clone()
+    }
+}
+
+/// The API token in force, or none (an open API); swapped whole, never half-written.
+pub type TokenSlot = Arc<arc_swap::ArcSwapOption<ApiToken>>;
+
+impl ApiState {
+    /// The token in force now.
+    fn token(&self) -> Option<Arc<ApiToken>> {
+        self.token.load_full()
     }
 }
 

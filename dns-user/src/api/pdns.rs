@@ -114,14 +114,14 @@ pub(super) fn routes(state: ApiState) -> Router<ApiState> {
 /// `Authorization: Bearer`, or with anything when no token is configured. Runs before the body
 /// is read, so a refused request changes nothing.
 async fn require_api_key(State(st): State<ApiState>, req: Request, next: Next) -> Response {
-    let Some(token) = &st.token else {
+    let Some(token) = st.token() else {
         return next.run(req).await;
     };
     let headers = req.headers();
     let key_ok = headers
         .get("x-api-key")
         .is_some_and(|v| token.matches(v.as_bytes().trim_ascii()));
-    if key_ok || auth::bearer_matches(token, headers) {
+    if key_ok || auth::bearer_matches(&token, headers) {
         return next.run(req).await;
     }
     let mut resp = PdnsError::new(

@@ -211,7 +211,7 @@ impl Fallback {
         };
         let answer = decide(&self.zones(), query, transport, &self.config, &auth);
         if let Answer::Now(reply) = &answer {
-            self.stats.record(reply);
+            self.stats.record(reply, transport);
         }
         answer
     }
@@ -219,8 +219,9 @@ impl Fallback {
     /// Applies an update and returns (and counts) its answer, once the change has landed.
     async fn apply_update(&self, pending: Box<Pending>) -> Option<Reply> {
         let handler = self.updates.as_ref()?.handler.clone();
+        let transport = pending.transport;
         let reply = Some(pending.run(handler).await);
-        self.stats.record(&reply);
+        self.stats.record(&reply, transport);
         reply
     }
 }

@@ -4,18 +4,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hickory_proto::op::ResponseCode;
 
-use super::response::Reply;
+use super::{response::Reply, Transport};
+
+/// The RCODEs `handle` produces, by the name `/metrics` and `/v1/stats` give them, in the order
+/// they are reported.
+const RCODES: [(&str, ResponseCode); 7] = [
+    ("NOERROR", ResponseCode::NoError),
+    ("NXDOMAIN", ResponseCode::NXDomain),
+    ("REFUSED", ResponseCode::Refused),
+    ("FORMERR", ResponseCode::FormErr),
+    ("NOTIMP", ResponseCode::NotImp),
+    ("SERVFAIL", ResponseCode::ServFail),
+    ("BADVERS", ResponseCode::BADVERS),
+];
+
+/// The transports, by the name `/metrics` gives them, in [`FallbackStats`]' order.
+pub const TRANSPORTS: [(&str, Transport); 2] = [("udp", Transport::Udp), ("tcp", Transport::Tcp)];
 
 /// Counters of the fallback server, shared by its tasks and read by `/metrics`.
 #[derive(Debug, Default)]
 pub struct FallbackStats {
-    noerror: AtomicU64,
-    nxdomain: AtomicU64,
-    refused: AtomicU64,
-    formerr: AtomicU64,
-    notimp: AtomicU64,
-    servfail: AtomicU64,
-    badvers: AtomicU64,
+    /// Responses sent, by transport ([`TRANSPORTS`]' order) and RCODE ([`RCODES`]' order).
+    responses: [[AtomicU64; RCODES.len()]; TRANSPORTS.len()],
     /// Messages not answered: shorter than a header, or responses (QR=1).
     dropped: AtomicU64,
     /// Responses sent truncated (TC=1).
@@ -32,27 +42,20 @@ impl FallbackStats {
         Self::default()
     }
 
-    fn counter(&self, rcode: ResponseCode) -> Option<&AtomicU64> {
-        Some(match rcode {
-            ResponseCode::NoError => &self.noerror,
-            ResponseCode::NXDomain => &self.nxdomain,
-            ResponseCode::Refused => &self.refused,
-            ResponseCode::FormErr => &self.formerr,
-            ResponseCode::NotImp => &self.notimp,
-            ResponseCode::ServFail => &self.servfail,
-            ResponseCode::BADVERS => &self.badvers,
-            // `handle` produces no other RCODE.
-            _ => return None,
-        })
+    fn counter(&self, transport: Transport, rcode: ResponseCode) -> Option<&AtomicU64> {
+        let t = TRANSPORTS.iter().position(|(_, t)| *t == transport)?;
+        // `handle` produces no other RCODE.
+        let r = RCODES.iter().position(|(_, r)| *r == rcode)?;
+        Some(&self.responses[t][r])
     }
 
-    pub(super) fn record(&self, reply: &Option<Reply>) {
+    pub(super) fn record(&self, reply: &Option<Reply>, transport: Transport) {
         match reply {
             None => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
             Some(reply) => {
-                if let Some(c) = self.counter(reply.rcode) {
+                if let Some(c) = self.counter(transport, reply.rcode) {
                     c.fetch_add(1, Ordering::Relaxed);
                 }
                 if reply.truncated {
@@ -62,20 +65,34 @@ impl FallbackStats {
         }
     }
 
-    /// Responses sent, by RCODE name, in a fixed order.
+    /// Responses sent, by RCODE name, over both transports, in a fixed order.
     pub fn snapshot(&self) -> Vec<(String, u64)> {
-        [
-            ("NOERROR", &self.noerror),
-            ("NXDOMAIN", &self.nxdomain),
-            ("REFUSED", &self.refused),
-            ("FORMERR", &self.formerr),
-            ("NOTIMP", &self.notimp),
-            ("SERVFAIL", &self.servfail),
-            ("BADVERS", &self.badvers),
-        ]
-        .into_iter()
-        .map(|(name, c)| (name.to_string(), c.load(Ordering::Relaxed)))
-        .collect()
+        RCODES
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| {
+                let n = self
+                    .responses
+                    .iter()
+                    .map(|t| t[i].load(Ordering::Relaxed))
+                    .sum();
+                (name.to_string(), n)
+            })
+            .collect()
+    }
+
+    /// Responses sent, as `(transport, RCODE name, count)`, in a fixed order.
+    pub fn by_transport(&self) -> Vec<(&'static str, &'static str, u64)> {
+        TRANSPORTS
+            .iter()
+            .zip(&self.responses)
+            .flat_map(|((t, _), counts)| {
+                RCODES
+                    .iter()
+                    .zip(counts)
+                    .map(move |((r, _), c)| (*t, *r, c.load(Ordering::Relaxed)))
+            })
+            .collect()
     }
 
     /// Messages not answered (too short, or QR=1).
@@ -120,7 +137,10 @@ mod tests {
             bytes(&query("big.example.com.", RecordType::AAAA)),
             vec![0; 5],
         ] {
-            stats.record(&respond(&zs, &q, Transport::Udp, &cfg, &Default::default()));
+            stats.record(
+                &respond(&zs, &q, Transport::Udp, &cfg, &Default::default()),
+                Transport::Udp,
+            );
         }
         let snap = stats.snapshot();
         let get = |k: &str| snap.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
@@ -130,5 +150,9 @@ mod tests {
         assert_eq!(snap.len(), 7);
         assert_eq!(stats.dropped(), 1);
         assert_eq!(stats.truncated(), 1);
+        let by = stats.by_transport();
+        assert_eq!(by.len(), 14);
+        assert!(by.contains(&("udp", "NOERROR", 2)), "{by:?}");
+        assert!(by.contains(&("tcp", "NOERROR", 0)), "{by:?}");
     }
 }
