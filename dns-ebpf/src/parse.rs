@@ -9,8 +9,8 @@ use dns_common::{
         DNS_HEADER_LEN, ETH_HLEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_UDP, IPV4_HLEN,
         IPV6_HLEN, OPTION_NSID, OPT_RR_LEN, UDP_HLEN, VLAN_HLEN,
     },
-    Scratch, Stat, XdpConfig, CLASS_IN, FAMILY_V4, FAMILY_V6, KEY_NAME_LEN, OPT_PASS_NSID,
-    QUERY_MAX, TYPE_OPT,
+    Scratch, Stat, XdpConfig, CLASS_IN, FAMILY_V4, FAMILY_V6, KEY_NAME_LEN, OPT_LOOPBACK,
+    OPT_PASS_NSID, QUERY_MAX, TYPE_OPT,
 };
 
 use crate::{
@@ -43,6 +43,8 @@ pub struct Udp {
     pub v6: bool,
     /// UDP length (header included) from the UDP header, checked against the IP length.
     pub udp_len: usize,
+    /// The frame came in on the loopback interface.
+    pub on_lo: bool,
 }
 
 impl Udp {
@@ -56,8 +58,7 @@ impl Udp {
 #[inline(always)]
 pub fn l2_l4(ctx: &XdpContext, cfg: &XdpConfig) -> Result<Udp, Pass> {
     let mut l3 = ETH_HLEN;
-    // SAFETY: `ctx.ctx` is the xdp_md the kernel passed in, valid for the whole run.
-    let on_lo = unsafe { (*ctx.ctx).ingress_ifindex } == LOOPBACK_IFINDEX;
+    let on_lo = cfg.options & OPT_LOOPBACK != 0;
     // SAFETY (this and the other dereferences of `ptr_at`): it checked that the bytes are inside
     // the packet; packet memory is valid for any bit pattern of these plain arrays and integers.
     let mut proto = u16::from_be(unsafe { *ptr_at::<u16>(ctx, ETH_HLEN - 2).map_err(|_| None)? });
@@ -150,11 +151,9 @@ pub fn l2_l4(ctx: &XdpContext, cfg: &XdpConfig) -> Result<Udp, Pass> {
         l4,
         v6,
         udp_len,
+        on_lo,
     })
 }
-
-/// The loopback interface's index, the same in every network namespace (`LOOPBACK_IFINDEX`).
-const LOOPBACK_IFINDEX: u32 = 1;
 
 /// Whether an IPv4 address with first octet `first` can't be a DNS client's on the wire, as a
 /// source or as the address it asked: 0.0.0.0/8, 224/4 and above (multicast, reserved,

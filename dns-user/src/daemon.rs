@@ -271,6 +271,9 @@ fn attach(
     if config.nsid.is_some() {
         cfg.options |= dns_common::OPT_PASS_NSID;
     }
+    if loader::is_loopback(&config.iface) {
+        cfg.options |= dns_common::OPT_LOOPBACK;
+    }
     let pin_dir = if config.no_pin {
         None
     } else {

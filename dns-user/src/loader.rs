@@ -194,6 +194,17 @@ pub fn xdp_config(listen: SocketAddr, udp_payload: u16, enabled: bool) -> XdpCon
     }
 }
 
+/// Whether `iface` is the loopback interface (index 1 in every network namespace), where the
+/// program must take loopback addresses and partial UDP checksums as they are
+/// ([`dns_common::OPT_LOOPBACK`]).
+pub fn is_loopback(iface: &str) -> bool {
+    let Ok(name) = std::ffi::CString::new(iface) else {
+        return false;
+    };
+    // SAFETY: `name` is a valid NUL-terminated string for the call's duration.
+    unsafe { libc::if_nametoindex(name.as_ptr()) == 1 }
+}
+
 /// Loads the object, verifies the program and attaches it to `iface`; returns the program and a
 /// [`FastPath`] that owns its maps. With `pin_dir`, maps and link found there are taken over
 /// (the maps keep their contents for the caller to reconcile) and new ones are pinned there.

@@ -453,13 +453,12 @@ fn special_endpoint(rng: &mut impl Rng, spec: &mut FrameSpec) {
 }
 
 /// Why the host's own stack would never hand `frame` to a UDP socket, or could not answer it on
-/// the wire, if it is one of those: a multicast, broadcast or 0.0.0.0/8 IPv4 source, a multicast
-/// IPv6 source (Linux drops these as martians: `ip_route_input_slow`, `ipv6_rcv`), a destination
-/// in 0.0.0.0/8, a multicast destination (no group is joined), an unspecified IPv6 address (a
-/// reply to `::` goes to the host itself), a source port of 0 (nothing can be sent to it). An
-/// answer to such a frame is one the fallback would never have put on the wire. Loopback
-/// addresses are not among them: BPF_PROG_TEST_RUN runs the program as if the frame came in on
-/// `lo`, where they are the host's own (the program passes them on other interfaces).
+/// the wire, if it is one of those: a multicast, broadcast, 0.0.0.0/8 or loopback IPv4 source, a
+/// multicast or loopback IPv6 source (Linux drops these as martians: `ip_route_input_slow`,
+/// `ipv6_rcv`), a destination in 0.0.0.0/8, a multicast destination (no group is joined), a
+/// loopback destination arriving on a real interface, an unspecified IPv6 address (a reply to
+/// `::` goes to the host itself), a source port of 0 (nothing can be sent to it). An answer to
+/// such a frame is one the fallback would never have put on the wire.
 pub fn host_drops(frame: &[u8]) -> Option<&'static str> {
     let p = parse_udp(frame)?;
     if p.sport == 0 {
@@ -471,6 +470,8 @@ pub fn host_drops(frame: &[u8]) -> Option<&'static str> {
                 Some("IPv4 source multicast or broadcast")
             } else if s.octets()[0] == 0 {
                 Some("IPv4 source in 0.0.0.0/8")
+            } else if s.is_loopback() || d.is_loopback() {
+                Some("IPv4 loopback address on the wire")
             } else if d.octets()[0] == 0 {
                 Some("IPv4 destination in 0.0.0.0/8")
             } else if d.is_multicast() {
@@ -482,6 +483,8 @@ pub fn host_drops(frame: &[u8]) -> Option<&'static str> {
         (IpAddr::V6(s), IpAddr::V6(d)) => {
             if s.is_multicast() {
                 Some("IPv6 source multicast")
+            } else if s.is_loopback() || d.is_loopback() {
+                Some("IPv6 loopback address on the wire")
             } else if s.is_unspecified() || d.is_unspecified() {
                 Some("IPv6 address unspecified")
             } else if d.is_multicast() {
@@ -1017,10 +1020,11 @@ mod tests {
             ("224.0.0.251:4000", "192.0.2.2:53"),
             ("255.255.255.255:4000", "192.0.2.2:53"),
             ("0.0.0.0:4000", "192.0.2.2:53"),
+            ("127.0.0.1:4000", "192.0.2.2:53"),
             ("192.0.2.1:4000", "239.1.2.3:53"),
             ("192.0.2.1:0", "192.0.2.2:53"),
             ("[ff02::1]:4000", "[2001:db8::2]:53"),
-            ("[::]:4000", "[2001:db8::2]:53"),
+            ("[::1]:4000", "[2001:db8::2]:53"),
             ("[2001:db8::1]:4000", "[ff05::1:3]:53"),
         ] {
             assert!(host_drops(&frame(src, dst)).is_some(), "{src} -> {dst}");

@@ -145,23 +145,28 @@ pub fn udp_limit(q: &QuerySpec, udp_payload: u16) -> usize {
     }
 }
 
+/// Whether the program must pass `f`'s frame up as a martian (written from the fast path's
+/// contract): a source or destination no DNS client has on the wire (IPv4 0.0.0.0/8, loopback,
+/// and 224/4 and above; IPv6 multicast, unspecified, loopback and IPv4-mapped) or source port 0.
+/// The runner's program is configured as for an interface other than `lo`.
+pub fn martian(f: &FrameSpec) -> bool {
+    let bad = |ip: &IpAddr| match ip {
+        IpAddr::V4(a) => a.octets()[0] == 0 || a.is_loopback() || a.octets()[0] >= 224,
+        IpAddr::V6(a) => {
+            a.is_multicast()
+                || a.is_unspecified()
+                || a.is_loopback()
+                || a.to_ipv4_mapped().is_some()
+        }
+    };
+    f.sport == 0 || bad(&f.src_ip) || bad(&f.dst_ip)
+}
+
 /// The oracle: what the program must do with `q` (a well-formed query: QR=0, opcode QUERY, one
 /// question, no answer/authority records, at most one OPT). Written from the fast path's
 /// contract, not from the program: A/AAAA/CNAME questions of class IN for names of at most
 /// [`KEY_NAME_LEN`] wire bytes, whose answer is not marked "pass" by the compiler and fits the
 /// client's limit, are answered; the rest goes up with its reason.
-/// Whether the program must pass `f`'s frame up as a martian (written from the fast path's
-/// contract): a source or destination no DNS client has on the wire (IPv4 0.0.0.0/8 and 224/4
-/// and above; IPv6 multicast, unspecified and IPv4-mapped) or source port 0. Loopback addresses
-/// are not: a test run's frame comes in on `lo`, where they are the host's own.
-pub fn martian(f: &FrameSpec) -> bool {
-    let bad = |ip: &IpAddr| match ip {
-        IpAddr::V4(a) => a.octets()[0] == 0 || a.octets()[0] >= 224,
-        IpAddr::V6(a) => a.is_multicast() || a.is_unspecified() || a.to_ipv4_mapped().is_some(),
-    };
-    f.sport == 0 || bad(&f.src_ip) || bad(&f.dst_ip)
-}
-
 pub fn expect(zones: &ZoneSet, q: &QuerySpec, udp_payload: u16) -> Expect {
     use Expect::*;
     if q.qname.len() > KEY_NAME_LEN {

@@ -279,13 +279,17 @@ pub struct XdpConfig {
     /// Which families are served: [`FAMILY_V4`] | [`FAMILY_V6`]. A daemon listening on one IPv4
     /// address must not answer IPv6 queries that no socket of its would get.
     pub families: u32,
-    /// Behaviour switches: [`OPT_PASS_NSID`].
+    /// Behaviour switches: [`OPT_PASS_NSID`], [`OPT_LOOPBACK`].
     pub options: u32,
 }
 
 /// [`XdpConfig::options`]: pass up queries that ask for the server's NSID (RFC 5001), which the
 /// fallback answers, so that the fast path never leaves it out.
 pub const OPT_PASS_NSID: u32 = 1;
+/// [`XdpConfig::options`]: the program is attached to the loopback interface, where loopback
+/// addresses are the host's own (elsewhere they are martians) and UDP checksums are left to
+/// offload (only the pseudo-header's sum is in the field; the kernel doesn't check them there).
+pub const OPT_LOOPBACK: u32 = 2;
 
 pub const FAMILY_V4: u32 = 1;
 pub const FAMILY_V6: u32 = 2;

@@ -15,18 +15,16 @@ use std::{
     time::Instant,
 };
 
-use dns_common::{Stat, OPT_PASS_NSID};
+use dns_common::{Stat, OPT_LOOPBACK, OPT_PASS_NSID};
 use dns_user::zone::ZoneSet;
 use rand::{Rng, SeedableRng};
 use tests::{
     dns_message::{
-        compare, header, name_text, opt_rr, wire_name, QuerySpec, CLASS_CH, FLAG_QR, FLAG_RD,
-        FLAG_TC, OPCODE_NOTIFY, OPCODE_UPDATE, TYPE_A,
+        header, name_text, opt_rr, wire_name, QuerySpec, CLASS_CH, FLAG_QR, FLAG_RD, FLAG_TC,
+        OPCODE_NOTIFY, OPCODE_UPDATE, TYPE_A,
     },
     fixture::{self, Gen, EXAMPLE},
-    packet::{
-        build_frame, check_response_frame, parse_udp, set_ipv4_checksum, udp_checksum_ok, FrameSpec,
-    },
+    packet::{build_frame, set_ipv4_checksum, udp_checksum_ok, FrameSpec},
     require_root,
     xdprun::{
         action_name, expect, fallback_udp, martian, Expect, Run, XdpRunner, XDP_PASS, XDP_TX,
@@ -76,13 +74,7 @@ fn spec(v6: bool, vlan: Option<u16>) -> FrameSpec {
 
 /// Checks one XDP_TX against the fallback: frame headers, then the DNS comparison.
 fn check_tx(zones: &ZoneSet, frame: &[u8], run: &Run) -> Result<Vec<u8>, String> {
-    let payload = check_response_frame(frame, &run.out)?;
-    let query = parse_udp(frame)
-        .ok_or("the query frame does not parse")?
-        .payload;
-    let fb = fallback_udp(zones, &query).ok_or("the fallback would not answer this at all")?;
-    compare(&query, &payload, &fb)?;
-    Ok(payload)
+    tests::fuzz::check_tx(zones, frame, &run.out)
 }
 
 fn describe(q: &QuerySpec, f: &FrameSpec) -> String {
@@ -921,23 +913,39 @@ fn xdp_checksums_are_verified_before_answering() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Frames no DNS client can send on the wire (a multicast, broadcast or 0.0.0.0/8 source, a
-/// multicast destination, source port 0, IPv6 multicast, unspecified or IPv4-mapped addresses)
-/// are passed up counted as martians, never answered: the host drops them, and an answer would
-/// go to a broadcast or multicast group. Loopback addresses are answered: a test run's frame
-/// comes in on `lo`, where they are the host's own.
+/// Frames no DNS client can send on the wire (a multicast, broadcast, 0.0.0.0/8 or loopback
+/// source, a multicast destination, source port 0, IPv6 multicast, unspecified, loopback or
+/// IPv4-mapped addresses) are passed up counted as martians, never answered: the host drops
+/// them, and an answer would go to a broadcast or multicast group. On the loopback interface
+/// (the `OPT_LOOPBACK` option), loopback addresses are the host's own and are answered, and the
+/// UDP checksum, which the kernel leaves to offload there, is not checked.
 #[test]
 fn xdp_passes_martian_frames() {
     let (mut runner, zones) = setup();
     let dns = good_dns();
-    let frame = |src: &str, dst: &str| {
-        build_frame(
-            &FrameSpec::udp(src.parse().expect("src"), dst.parse().expect("dst")),
-            &dns,
-        )
-    };
+    let spec =
+        |src: &str, dst: &str| FrameSpec::udp(src.parse().expect("src"), dst.parse().expect("dst"));
+    let frame = |src: &str, dst: &str| build_frame(&spec(src, dst), &dns);
     let mut failures = Vec::new();
-    let martians = [
+    let mut check = |runner: &mut XdpRunner, what: &str, f: &[u8], want: (u32, Stat)| {
+        let run = runner.run(f).expect("test run");
+        if (run.action, run.single()) != (want.0, Some(want.1)) {
+            failures.push(format!(
+                "{what}: {} counted {:?}, want {} counted {:?}",
+                action_name(run.action),
+                run.counted,
+                action_name(want.0),
+                want.1
+            ));
+        } else if run.action == XDP_TX {
+            if let Err(e) = check_tx(&zones, f, &run) {
+                failures.push(format!("{what}: answered wrongly: {e}"));
+            }
+        }
+    };
+    let martian = (XDP_PASS, Stat::PassMartian);
+    let answer = (XDP_TX, Stat::AnsweredAnswer);
+    for (src, dst) in [
         ("224.0.0.251:4000", "192.0.2.2:5300"),
         ("255.255.255.255:4000", "192.0.2.2:5300"),
         ("0.0.0.0:4000", "192.0.2.2:5300"),
@@ -950,34 +958,57 @@ fn xdp_passes_martian_frames() {
         ("[::ffff:192.0.2.1]:4000", "[2001:db8::2]:5300"),
         ("[2001:db8::1]:4000", "[ff05::1:3]:5300"),
         ("[2001:db8::1]:0", "[2001:db8::2]:5300"),
+    ] {
+        check(
+            &mut runner,
+            &format!("{src} -> {dst}"),
+            &frame(src, dst),
+            martian,
+        );
+    }
+    let loopback = [
+        ("127.0.0.1:4000", "127.0.0.1:5300"),
+        ("192.0.2.1:4000", "127.0.0.1:5300"),
+        ("[::1]:4000", "[::1]:5300"),
     ];
-    for (src, dst) in martians {
-        let run = runner.run(&frame(src, dst)).expect("test run");
-        if run.action != XDP_PASS || run.single() != Some(Stat::PassMartian) {
-            failures.push(format!(
-                "{src} -> {dst}: {} counted {:?}, want XDP_PASS counted martian",
-                action_name(run.action),
-                run.counted
-            ));
-        }
+    for (src, dst) in loopback {
+        check(
+            &mut runner,
+            &format!("{src} -> {dst}"),
+            &frame(src, dst),
+            martian,
+        );
     }
     for (src, dst) in [
         ("192.0.2.1:4000", "192.0.2.2:5300"),
-        ("127.0.0.1:4000", "127.0.0.1:5300"),
         ("[2001:db8::1]:4000", "[2001:db8::2]:5300"),
-        ("[::1]:4000", "[::1]:5300"),
     ] {
-        let f = frame(src, dst);
-        let run = runner.run(&f).expect("test run");
-        if run.action != XDP_TX || run.single() != Some(Stat::AnsweredAnswer) {
-            failures.push(format!(
-                "{src} -> {dst}: {} counted {:?}, want an answer",
-                action_name(run.action),
-                run.counted
-            ));
-        } else if let Err(e) = check_tx(&zones, &f, &run) {
-            failures.push(format!("{src} -> {dst}: answered wrongly: {e}"));
-        }
+        check(
+            &mut runner,
+            &format!("{src} -> {dst}"),
+            &frame(src, dst),
+            answer,
+        );
+    }
+
+    // On lo: loopback answered, and a UDP checksum that isn't whole (as lo leaves it) too.
+    let mut cfg = runner.fast.config().expect("config");
+    cfg.options |= OPT_LOOPBACK;
+    runner.fast.set_config(cfg).expect("set config");
+    for (src, dst) in loopback {
+        let what = format!("on lo: {src} -> {dst}");
+        check(&mut runner, &what, &frame(src, dst), answer);
+    }
+    let (src, dst) = ("127.0.0.1:4000", "127.0.0.1:5300");
+    let mut partial = frame(src, dst);
+    partial[spec(src, dst).l4() + 6] ^= 0x5a;
+    let run = runner.run(&partial).expect("test run");
+    if (run.action, run.single()) != (XDP_TX, Some(Stat::AnsweredAnswer)) {
+        failures.push(format!(
+            "on lo, a UDP checksum that isn't whole: {} counted {:?}, want an answer",
+            action_name(run.action),
+            run.counted
+        ));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
