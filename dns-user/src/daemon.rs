@@ -29,7 +29,7 @@ use crate::{
     maps::FastPath,
     sd_notify::{self, Notifier},
     store::{Store, StoreError},
-    tsig::{KeyFileError, KeyRing},
+    tsig::{Key, KeyFileError, KeyRing},
     zone::{normalize, Change, Edit, ZoneSpec},
     zonefile::{self, ZoneFile, ZoneFileError},
 };
@@ -154,6 +154,8 @@ pub enum DaemonError {
     Sync(#[source] EngineError),
     #[error(transparent)]
     Import(#[from] ImportError),
+    #[error("--notify-key {name:?} is not a key of --tsig-keys")]
+    NotifyKey { name: String },
     #[error("bad --zone {zone:?}")]
     BadZone {
         zone: String,
@@ -209,6 +211,15 @@ pub async fn run_with(
         Some(path) => KeyRing::load(path)?,
         None => KeyRing::default(),
     };
+    let notify_key = match &config.secondaries.notify_key {
+        None => None,
+        Some(name) => {
+            let key = Name::from_ascii(name)
+                .ok()
+                .and_then(|n| keys.get(&normalize(&n)).cloned());
+            Some(key.ok_or_else(|| DaemonError::NotifyKey { name: name.clone() })?)
+        }
+    };
     let zone_files = config
         .zone_file
         .iter()
@@ -244,8 +255,11 @@ pub async fn run_with(
         listeners,
         &shutdown,
         Engine::new(zones, fast, store),
-        token,
-        Arc::new(keys),
+        Credentials {
+            token,
+            keys: Arc::new(keys),
+            notify_key,
+        },
         zone_files,
         ready,
     )
@@ -302,22 +316,30 @@ struct Ready<'a> {
     control: Control,
 }
 
+/// The secrets `serve` starts with, read before anything was attached.
+struct Credentials {
+    token: Option<ApiToken>,
+    keys: Arc<KeyRing>,
+    /// The key NOTIFY is signed with (`--notify-key`).
+    notify_key: Option<Arc<Key>>,
+}
+
 /// Everything after the XDP program is attached: the maps filled, the zone files and `--zone`
 /// applied, the servers run until `shutdown`.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "what start-up read before attaching, handed on once"
-)]
 async fn serve(
     config: &Config,
     listeners: Listeners,
     shutdown: &CancellationToken,
     engine: Arc<Engine>,
-    token: Option<ApiToken>,
-    keys: Arc<KeyRing>,
+    credentials: Credentials,
     zone_files: Vec<ZoneFile>,
     ready: Ready<'_>,
 ) -> Result<(), DaemonError> {
+    let Credentials {
+        token,
+        keys,
+        notify_key,
+    } = credentials;
     let Control { notify, reload } = ready.control;
     notify.status("filling the fast path's maps");
     let report = engine.full_sync().map_err(DaemonError::Sync)?;
@@ -359,6 +381,7 @@ async fn serve(
         engine.shared_zones(),
         engine.subscribe(),
         config.secondaries.notify.clone(),
+        notify_key,
         shutdown.clone(),
     ));
     tasks.spawn(fallback::serve_udp(

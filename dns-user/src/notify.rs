@@ -10,6 +10,7 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
+    sync::Arc,
     time::Duration,
 };
 
@@ -25,6 +26,7 @@ use tracing::{debug, info, warn};
 use crate::{
     fallback::parse_prefix,
     journal::JournalLimits,
+    tsig::{self, Key},
     zone::{SharedZones, ZoneSet},
 };
 
@@ -40,6 +42,10 @@ pub struct SecondaryArgs {
     /// may be given more than once. Allow it to transfer with --transfer-allow.
     #[arg(long, value_name = "ADDR[:PORT]", value_parser = parse_target)]
     pub notify: Vec<SocketAddr>,
+    /// Sign NOTIFY with this key (one of --tsig-keys), for secondaries that only take signed
+    /// ones.
+    #[arg(long, value_name = "NAME")]
+    pub notify_key: Option<String>,
     /// Changes the IXFR journal keeps per zone (the oldest go first). A secondary older than
     /// the journal gets a full transfer; 0 keeps no journal (every IXFR gets the whole zone).
     #[arg(long, default_value_t = JournalLimits::default().max_entries)]
@@ -84,6 +90,7 @@ pub fn serve_notify(
     zones: SharedZones,
     mut published: watch::Receiver<u64>,
     targets: Vec<SocketAddr>,
+    key: Option<Arc<Key>>,
     shutdown: CancellationToken,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     // What the secondaries were told last (at start: what they can transfer already).
@@ -113,7 +120,8 @@ pub fn serve_notify(
                     if let Some(old) = sending.remove(&(apex.clone(), target)) {
                         old.abort();
                     }
-                    let task = tasks.spawn(notify(apex.clone(), zone.soa_record(), target));
+                    let task =
+                        tasks.spawn(notify(apex.clone(), zone.soa_record(), target, key.clone()));
                     sending.insert((apex.clone(), target), task);
                 }
             }
@@ -135,12 +143,12 @@ fn serials(zones: &ZoneSet) -> HashMap<Name, u32> {
 
 /// One NOTIFY (RFC 1996: a question for the zone's SOA, our SOA in the answer section as a hint),
 /// retried until answered or out of tries.
-async fn notify(apex: Name, soa: Record, target: SocketAddr) {
+async fn notify(apex: Name, soa: Record, target: SocketAddr, key: Option<Arc<Key>>) {
     let serial = match soa.data() {
         hickory_proto::rr::RData::SOA(s) => s.serial(),
         _ => 0,
     };
-    match send(&apex, soa, target).await {
+    match send(&apex, soa, target, key.as_deref()).await {
         Ok(Some(rcode)) => {
             debug!(zone = %apex, serial, %target, %rcode, "NOTIFY answered");
         }
@@ -156,6 +164,7 @@ async fn send(
     apex: &Name,
     soa: Record,
     target: SocketAddr,
+    key: Option<&Key>,
 ) -> std::io::Result<Option<hickory_proto::op::ResponseCode>> {
     let local: SocketAddr = if target.is_ipv4() {
         "0.0.0.0:0".parse().expect("address")
@@ -177,7 +186,13 @@ async fn send(
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     let mut buf = vec![0u8; 4096];
     for wait in WAITS {
-        sock.send(&bytes).await?;
+        // Signed anew for each try, so that its time stays within the receiver's fudge.
+        let signed = key.map(|k| {
+            let mut m = bytes.clone();
+            tsig::sign_request(&mut m, k, tsig::now(), NOTIFY_FUDGE);
+            m
+        });
+        sock.send(signed.as_deref().unwrap_or(&bytes)).await?;
         let answer = timeout(wait, async {
             loop {
                 // A refused port (ICMP) shows as an error here: wait out the try, then retry.
@@ -205,6 +220,9 @@ async fn send(
     Ok(None)
 }
 
+/// Fudge of a signed NOTIFY's time, in seconds (RFC 8945 recommends 300).
+const NOTIFY_FUDGE: u16 = 300;
+
 /// A message ID hard to guess from outside (it only needs to tell our answers from stray
 /// packets on a fresh socket).
 fn message_id() -> u16 {
@@ -218,6 +236,44 @@ mod tests {
 
     use super::*;
     use crate::zone::{Change, Edit, ZoneSpec};
+
+    /// With a key, each NOTIFY carries a TSIG that the secondary's copy of the key verifies.
+    #[tokio::test]
+    async fn a_notify_is_signed_with_its_key() {
+        use crate::tsig::{locate, verify, Algorithm, KeyRing};
+
+        let apex = Name::from_ascii("example.com.").unwrap();
+        let ns = Name::from_ascii("ns1.example.com.").unwrap();
+        let mut zs = ZoneSet::new();
+        zs.apply(Edit::CreateZone(ZoneSpec::new(
+            apex.clone(),
+            ns.clone(),
+            ns.clone(),
+            vec![ns],
+        )))
+        .unwrap();
+        let soa = zs.zone(&apex).unwrap().soa_record();
+        let key = Key::new("notify-key", Algorithm::HmacSha256, vec![7; 32]).unwrap();
+        let secondary = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let target = secondary.local_addr().unwrap();
+        let sending = tokio::spawn({
+            let (apex, key) = (apex.clone(), key.clone());
+            async move { send(&apex, soa, target, Some(&key)).await }
+        });
+        let mut buf = vec![0u8; 4096];
+        let len = timeout(Duration::from_secs(10), secondary.recv(&mut buf))
+            .await
+            .expect("a NOTIFY in time")
+            .unwrap();
+        let msg = &buf[..len];
+        let at = locate(msg).unwrap().expect("signed");
+        let theirs = KeyRing::new([key]);
+        assert!(verify(&theirs, msg, at, tsig::now()).is_ok());
+        let wrong =
+            KeyRing::new([Key::new("notify-key", Algorithm::HmacSha256, vec![8; 32]).unwrap()]);
+        assert!(verify(&wrong, msg, at, tsig::now()).is_err());
+        sending.abort();
+    }
 
     /// A secondary that answers the second NOTIFY it gets: the first goes unanswered (lost), the
     /// retry is answered; a change of serial sends again.
@@ -242,6 +298,7 @@ mod tests {
             zones.clone(),
             rx,
             vec![target],
+            None,
             shutdown.clone(),
         ));
 
