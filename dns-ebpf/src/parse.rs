@@ -163,7 +163,8 @@ pub fn l2_l4(ctx: &XdpContext, cfg: &XdpConfig) -> Result<Udp, Pass> {
 /// case.
 #[inline(always)]
 fn martian_v4(first: u8, on_lo: bool) -> bool {
-    first == 0 || first >= 224 || (first == 127 && !on_lo)
+    // `|` and `&`, not `||` and `&&`: one outcome to branch on, not a path per case.
+    (first == 0) | (first >= 224) | ((first == 127) & !on_lo)
 }
 
 /// [`martian_v4`] for IPv6 (`a` is 16 bytes): multicast (ff00::/8), unspecified (::),
@@ -296,9 +297,11 @@ fn parse_question(s: &mut Scratch, qlen: u64, arcount: u64, nsid: u64) -> Packed
         // With an OPT record, its options must be well framed: the fallback answers FORMERR if
         // not.
         Ok(f) if f.edns.is_some() => {
-            let options = check_options(s, (f.name_len + 4 + OPT_RR_LEN) as u64, qlen, nsid);
-            if options.is_err() {
-                options
+            let start = (f.name_len + 4 + OPT_RR_LEN) as u64;
+            if check_options(s, start, qlen).is_err() {
+                Packed::err(Some(Stat::PassMalformed))
+            } else if nsid != 0 && find_nsid(s, start, qlen).is_err() {
+                Packed::err(Some(Stat::PassNsid))
             } else {
                 Packed::question(f)
             }
@@ -310,27 +313,42 @@ fn parse_question(s: &mut Scratch, qlen: u64, arcount: u64, nsid: u64) -> Packed
 }
 
 /// RFC 6891 6.1.2: the OPT RDATA `s.q[start..end]` is a sequence of options, each a code, a
-/// length and that many bytes. A success if the options tile it exactly, unless `nsid` is
-/// non-zero and one of them is NSID (RFC 5001), which passes the query up.
+/// length and that many bytes. A success if the options tile it exactly.
 #[inline(never)]
-fn check_options(s: &mut Scratch, start: u64, end: u64, nsid: u64) -> Packed {
+fn check_options(s: &mut Scratch, start: u64, end: u64) -> Packed {
     let end = end as usize;
     let mut pos = start as usize;
     let mut r = Packed::err(Some(Stat::PassMalformed));
-    let mut asks_nsid = false;
     // An option takes at least 4 bytes.
     for _ in 0..QUERY_MAX / 4 + 1 {
         if pos >= end {
             if pos == end {
-                r = if asks_nsid {
-                    Packed::err(Some(Stat::PassNsid))
-                } else {
-                    Packed::value(0)
-                };
+                r = Packed::value(0);
             }
             break;
         }
         // Bytes past `end` are stale, but then `pos` lands past `end` and the answer is no.
+        let (Some(hi), Some(lo)) = (s.q.get(pos + 2).copied(), s.q.get(pos + 3).copied()) else {
+            break;
+        };
+        pos += 4 + be16(&[hi, lo]) as usize;
+    }
+    launder(s, r)
+}
+
+/// Whether the options in `s.q[start..end]` (well framed: [`check_options`] said so) ask for the
+/// server's NSID (RFC 5001): an error then, to pass the query up. A loop of its own, run only
+/// when an NSID is configured, that stops at the first NSID: a flag carried through
+/// `check_options`' loop instead doubled the states the verifier walks.
+#[inline(never)]
+fn find_nsid(s: &mut Scratch, start: u64, end: u64) -> Packed {
+    let end = end as usize;
+    let mut pos = start as usize;
+    let mut r = Packed::value(0);
+    for _ in 0..QUERY_MAX / 4 + 1 {
+        if pos >= end {
+            break;
+        }
         let (Some(c0), Some(c1), Some(hi), Some(lo)) = (
             s.q.get(pos).copied(),
             s.q.get(pos + 1).copied(),
@@ -339,7 +357,10 @@ fn check_options(s: &mut Scratch, start: u64, end: u64, nsid: u64) -> Packed {
         ) else {
             break;
         };
-        asks_nsid |= nsid != 0 && be16(&[c0, c1]) == OPTION_NSID;
+        if be16(&[c0, c1]) == OPTION_NSID {
+            r = Packed::err(Some(Stat::PassNsid));
+            break;
+        }
         pos += 4 + be16(&[hi, lo]) as usize;
     }
     launder(s, r)
