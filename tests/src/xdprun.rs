@@ -17,7 +17,7 @@ use hickory_proto::op::{Message, ResponseCode};
 use crate::{
     dns_message::{fast_path_size, QuerySpec, CLASS_IN},
     fixture::name_from_wire,
-    packet::FrameSpec,
+    packet::parse_udp,
 };
 
 pub const XDP_ABORTED: u32 = 0;
@@ -145,11 +145,15 @@ pub fn udp_limit(q: &QuerySpec, udp_payload: u16) -> usize {
     }
 }
 
-/// Whether the program must pass `f`'s frame up as a martian (written from the fast path's
+/// Whether the program must pass `frame` up as a martian (written from the fast path's
 /// contract): a source or destination no DNS client has on the wire (IPv4 0.0.0.0/8, loopback,
 /// and 224/4 and above; IPv6 multicast, unspecified, loopback and IPv4-mapped) or source port 0.
-/// The runner's program is configured as for an interface other than `lo`.
-pub fn martian(f: &FrameSpec) -> bool {
+/// The runner's program is configured as for an interface other than `lo`. `false` for a frame
+/// that isn't UDP over IP.
+pub fn martian(frame: &[u8]) -> bool {
+    let Some(f) = parse_udp(frame) else {
+        return false;
+    };
     let bad = |ip: &IpAddr| match ip {
         IpAddr::V4(a) => a.octets()[0] == 0 || a.is_loopback() || a.octets()[0] >= 224,
         IpAddr::V6(a) => {

@@ -135,7 +135,7 @@ fn differential(seed: u64, count: usize) -> BTreeMap<String, usize> {
         let f = gen.frame();
         let dns = q.to_wire();
         let frame = build_frame(&f, &dns);
-        let want = if martian(&f) {
+        let want = if martian(&frame) {
             Expect::Passed(Stat::PassMartian)
         } else {
             expect(&zones, &q, PAYLOAD)
