@@ -142,9 +142,28 @@ pub struct Key {
     pub name: Name,
     pub algorithm: Algorithm,
     secret: Vec<u8>,
-    /// The zones the key may update (`zone "apex";` in its key statement, lowercase); empty:
-    /// every zone.
+    /// The zones the key may update and transfer (`zone "apex";` in its key statement,
+    /// lowercase); empty: every zone.
     pub zones: Vec<Name>,
+    /// What the key may do (`allow "update";`, `allow "transfer";` in its key statement): both
+    /// unless the statement names one.
+    pub ops: KeyOps,
+}
+
+/// What a key may be used for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyOps {
+    pub update: bool,
+    pub transfer: bool,
+}
+
+impl Default for KeyOps {
+    fn default() -> Self {
+        Self {
+            update: true,
+            transfer: true,
+        }
+    }
 }
 
 impl std::fmt::Debug for Key {
@@ -154,6 +173,7 @@ impl std::fmt::Debug for Key {
             .field("name", &self.name)
             .field("algorithm", &self.algorithm)
             .field("zones", &self.zones)
+            .field("ops", &self.ops)
             .finish_non_exhaustive()
     }
 }
@@ -161,6 +181,15 @@ impl std::fmt::Debug for Key {
 impl Key {
     /// Whether the key may update the zone at `apex` (lowercase).
     pub fn may_update(&self, apex: &Name) -> bool {
+        self.ops.update && self.covers(apex)
+    }
+
+    /// Whether the key may transfer the zone at `apex` (lowercase).
+    pub fn may_transfer(&self, apex: &Name) -> bool {
+        self.ops.transfer && self.covers(apex)
+    }
+
+    fn covers(&self, apex: &Name) -> bool {
         self.zones.is_empty() || self.zones.iter().any(|z| z == apex)
     }
 
@@ -178,6 +207,7 @@ impl Key {
             algorithm,
             secret,
             zones: Vec::new(),
+            ops: KeyOps::default(),
         })
     }
 }
@@ -243,7 +273,8 @@ impl KeyRing {
     /// ```
     ///
     /// with `#`, `//` and `/* */` comments, and optionally `zone "apex";` settings (repeatable)
-    /// that limit the zones the key may update; or as `keymgr -t` writes them (`key:` then
+    /// that limit the zones the key may update and transfer, and `allow "update";` or
+    /// `allow "transfer";` settings that limit it to that use; or as `keymgr -t` writes them (`key:` then
     /// `- id:`, `algorithm:`, `secret:`). Errors name `path` and the line.
     pub fn parse(text: &str, path: &Path) -> Result<Self, KeyFileError> {
         let err = |line: usize, reason: String| KeyFileError::Syntax {
@@ -265,6 +296,7 @@ impl KeyRing {
             algorithm: (alg_line, algorithm),
             secret: (secret_line, secret),
             zones,
+            allow,
         } in parsed
         {
             let algorithm = match Algorithm::from_name(&algorithm) {
@@ -304,6 +336,24 @@ impl KeyRing {
                     .map_err(|e| err(zone_line, format!("key {name:?}: bad zone {zone:?}: {e}")))?;
                 key.zones.push(crate::zone::normalize(&apex));
             }
+            if !allow.is_empty() {
+                key.ops = KeyOps {
+                    update: false,
+                    transfer: false,
+                };
+                for (allow_line, what) in allow {
+                    match what.as_str() {
+                        "update" => key.ops.update = true,
+                        "transfer" => key.ops.transfer = true,
+                        other => {
+                            return Err(err(
+                                allow_line,
+                                format!("key {name:?}: allow {other:?}: `update` or `transfer`"),
+                            ))
+                        }
+                    }
+                }
+            }
             let wire_name = wire(&key.name);
             if ring.keys.contains_key(&wire_name) {
                 return Err(err(line, format!("key {name:?} is defined twice")));
@@ -324,6 +374,8 @@ struct Parsed {
     algorithm: (usize, String),
     secret: (usize, String),
     zones: Vec<(usize, String)>,
+    /// `allow "update";` / `allow "transfer";` settings.
+    allow: Vec<(usize, String)>,
 }
 
 type ParsedKeys = Vec<Parsed>;
@@ -358,7 +410,8 @@ fn parse_bind(text: &str) -> Result<ParsedKeys, (usize, String)> {
             ));
         }
         i += 3;
-        let (mut algorithm, mut secret, mut zones) = (None, None, Vec::new());
+        let (mut algorithm, mut secret, mut zones, mut allow) =
+            (None, None, Vec::new(), Vec::new());
         loop {
             let (l, word) = expect(i, "`}`")?;
             if word == "}" {
@@ -375,6 +428,7 @@ fn parse_bind(text: &str) -> Result<ParsedKeys, (usize, String)> {
                 "algorithm" => algorithm = Some((vl, value)),
                 "secret" => secret = Some((vl, value)),
                 "zone" => zones.push((vl, value)),
+                "allow" => allow.push((vl, value)),
                 other => return Err((l, format!("unknown key setting {other:?}"))),
             }
             i += 3;
@@ -392,6 +446,7 @@ fn parse_bind(text: &str) -> Result<ParsedKeys, (usize, String)> {
             algorithm,
             secret,
             zones,
+            allow,
         });
     }
     Ok(out)
@@ -500,6 +555,7 @@ fn parse_yaml(text: &str) -> Result<ParsedKeys, (usize, String)> {
                 algorithm: alg,
                 secret,
                 zones: Vec::new(),
+                allow: Vec::new(),
             });
         }
         Ok(())

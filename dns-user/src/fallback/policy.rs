@@ -456,6 +456,22 @@ mod tests {
         let (code, answers) = rcode(&signed);
         assert_eq!(code, ResponseCode::NoError);
         assert!(answers > 1, "{answers} records");
+
+        // A key limited to updates may not transfer.
+        let mut updates_only = Key::new("upd-key", Algorithm::HmacSha256, secret).expect("key");
+        updates_only.ops.transfer = false;
+        let keys = KeyRing::new([updates_only.clone()]);
+        let auth = Auth {
+            keys: &keys,
+            ..auth
+        };
+        let mut signed = unsigned.clone();
+        sign_request(&mut signed, &updates_only, now, 300);
+        let Answer::Now(Some(reply)) = decide(&zs, &signed, Transport::Tcp, &cfg, &auth) else {
+            panic!("an answer");
+        };
+        let first = Message::from_vec(&reply.messages[0]).expect("parses");
+        assert_eq!(first.response_code(), ResponseCode::Refused);
     }
 
     /// A signed zone transfer: every message signed, the first over the request's MAC, each

@@ -49,7 +49,7 @@ pub fn parse_prefix(s: &str) -> Result<IpNet, String> {
 /// the addresses `--transfer-allow` names may.
 fn allowed(cfg: &FallbackConfig, client: &Client, apex: &Name) -> bool {
     cfg.allow_transfer
-        || client.key.is_some_and(|k| k.may_update(&normalize(apex)))
+        || client.key.is_some_and(|k| k.may_transfer(&normalize(apex)))
         || client.peer.is_some_and(|ip| {
             // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
             let ip = ip.to_canonical();

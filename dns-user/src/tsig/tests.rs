@@ -253,6 +253,27 @@ fn key_files_as_tsig_keygen_writes_them() {
     assert!(z.may_update(&Name::from_ascii("example.com.").unwrap()));
     assert!(z.may_update(&Name::from_ascii("b.example.").unwrap()));
     assert!(!z.may_update(&Name::from_ascii("c.example.").unwrap()));
+    assert!(z.may_transfer(&Name::from_ascii("example.com.").unwrap()));
+    assert!(!z.may_transfer(&Name::from_ascii("c.example.").unwrap()));
+    // `allow` limits a key to one use.
+    let uses = parse(&format!(
+        "key \"u\" {{ algorithm hmac-sha256; secret \"{SECRET}\"; allow \"update\"; }};\n\
+         key \"t\" {{ algorithm hmac-sha256; secret \"{SECRET}\"; allow transfer; zone a.example; }};"
+    ))
+    .unwrap();
+    let apex = Name::from_ascii("a.example.").unwrap();
+    let u = uses.get(&Name::from_ascii("u").unwrap()).unwrap();
+    assert!(u.may_update(&apex) && !u.may_transfer(&apex));
+    let t = uses.get(&Name::from_ascii("t").unwrap()).unwrap();
+    assert!(t.may_transfer(&apex) && !t.may_update(&apex));
+    assert!(!t.may_transfer(&Name::from_ascii("b.example.").unwrap()));
+    let bad = parse(&format!(
+        "key \"x\" {{ algorithm hmac-sha256; secret \"{SECRET}\";\n allow query; }};"
+    ));
+    assert!(
+        matches!(&bad, Err(KeyFileError::Syntax { line: 2, reason, .. }) if reason.contains("update")),
+        "{bad:?}"
+    );
     // The secret never shows in logs.
     assert!(!format!("{k:?}").contains("AAEC"));
 }
