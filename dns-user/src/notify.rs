@@ -237,11 +237,8 @@ mod tests {
     use super::*;
     use crate::zone::{Change, Edit, ZoneSpec};
 
-    /// With a key, each NOTIFY carries a TSIG that the secondary's copy of the key verifies.
-    #[tokio::test]
-    async fn a_notify_is_signed_with_its_key() {
-        use crate::tsig::{locate, verify, Algorithm, KeyRing};
-
+    /// A zone set holding example.com, and its apex.
+    fn one_zone() -> (Name, ZoneSet) {
         let apex = Name::from_ascii("example.com.").unwrap();
         let ns = Name::from_ascii("ns1.example.com.").unwrap();
         let mut zs = ZoneSet::new();
@@ -252,6 +249,15 @@ mod tests {
             vec![ns],
         )))
         .unwrap();
+        (apex, zs)
+    }
+
+    /// With a key, each NOTIFY carries a TSIG that the secondary's copy of the key verifies.
+    #[tokio::test]
+    async fn a_notify_is_signed_with_its_key() {
+        use crate::tsig::{locate, verify, Algorithm, KeyRing};
+
+        let (apex, zs) = one_zone();
         let soa = zs.zone(&apex).unwrap().soa_record();
         let key = Key::new("notify-key", Algorithm::HmacSha256, vec![7; 32]).unwrap();
         let secondary = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -279,16 +285,7 @@ mod tests {
     /// retry is answered; a change of serial sends again.
     #[tokio::test]
     async fn notifies_on_serial_change_and_retries() {
-        let apex = Name::from_ascii("example.com.").unwrap();
-        let ns = Name::from_ascii("ns1.example.com.").unwrap();
-        let mut zs = ZoneSet::new();
-        zs.apply(Edit::CreateZone(ZoneSpec::new(
-            apex.clone(),
-            ns.clone(),
-            ns.clone(),
-            vec![ns],
-        )))
-        .unwrap();
+        let (apex, mut zs) = one_zone();
         let zones = SharedZones::new(zs.clone());
         let (tick, rx) = watch::channel(0u64);
         let secondary = UdpSocket::bind("127.0.0.1:0").await.unwrap();

@@ -913,6 +913,30 @@ fn xdp_checksums_are_verified_before_answering() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Runs `frame` and checks the action and the one counter that moved against `want`, and an
+/// XDP_TX against the fallback.
+fn run_expecting(
+    runner: &mut XdpRunner,
+    zones: &ZoneSet,
+    frame: &[u8],
+    want: (u32, Stat),
+) -> Result<(), String> {
+    let run = runner.run(frame).expect("test run");
+    if (run.action, run.single()) != (want.0, Some(want.1)) {
+        return Err(format!(
+            "{} counted {:?}, want {} counted {:?}",
+            action_name(run.action),
+            run.counted,
+            action_name(want.0),
+            want.1
+        ));
+    }
+    if run.action == XDP_TX {
+        check_tx(zones, frame, &run).map_err(|e| format!("answered wrongly: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Frames no DNS client can send on the wire (a multicast, broadcast, 0.0.0.0/8 or loopback
 /// source, a multicast destination, source port 0, IPv6 multicast, unspecified, loopback or
 /// IPv4-mapped addresses) are passed up counted as martians, never answered: the host drops
@@ -927,20 +951,9 @@ fn xdp_passes_martian_frames() {
         |src: &str, dst: &str| FrameSpec::udp(src.parse().expect("src"), dst.parse().expect("dst"));
     let frame = |src: &str, dst: &str| build_frame(&spec(src, dst), &dns);
     let mut failures = Vec::new();
-    let mut check = |runner: &mut XdpRunner, what: &str, f: &[u8], want: (u32, Stat)| {
-        let run = runner.run(f).expect("test run");
-        if (run.action, run.single()) != (want.0, Some(want.1)) {
-            failures.push(format!(
-                "{what}: {} counted {:?}, want {} counted {:?}",
-                action_name(run.action),
-                run.counted,
-                action_name(want.0),
-                want.1
-            ));
-        } else if run.action == XDP_TX {
-            if let Err(e) = check_tx(&zones, f, &run) {
-                failures.push(format!("{what}: answered wrongly: {e}"));
-            }
+    let mut check = |runner: &mut XdpRunner, what: &str, frame: &[u8], want: (u32, Stat)| {
+        if let Err(e) = run_expecting(runner, &zones, frame, want) {
+            failures.push(format!("{what}: {e}"));
         }
     };
     let martian = (XDP_PASS, Stat::PassMartian);
@@ -1029,19 +1042,8 @@ fn xdp_passes_nsid_queries_when_an_nsid_is_configured() {
     let cookie = query(vec![(10, vec![7; 8])]);
     let mut failures = Vec::new();
     let mut check = |runner: &mut XdpRunner, what: &str, frame: &[u8], want: (u32, Stat)| {
-        let run = runner.run(frame).expect("test run");
-        if (run.action, run.single()) != (want.0, Some(want.1)) {
-            failures.push(format!(
-                "{what}: {} counted {:?}, want {} counted {:?}",
-                action_name(run.action),
-                run.counted,
-                action_name(want.0),
-                want.1
-            ));
-        } else if run.action == XDP_TX {
-            if let Err(e) = check_tx(&zones, frame, &run) {
-                failures.push(format!("{what}: answered wrongly: {e}"));
-            }
+        if let Err(e) = run_expecting(runner, &zones, frame, want) {
+            failures.push(format!("{what}: {e}"));
         }
     };
     let answer = (XDP_TX, Stat::AnsweredAnswer);
