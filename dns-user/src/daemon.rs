@@ -24,7 +24,7 @@ use tracing::{info, warn};
 use crate::{
     api::{self, ApiState, ApiToken, TokenError, TokenSlot},
     engine::{Engine, EngineError, ImportError},
-    fallback::{self, Fallback, FallbackConfig, FallbackStats},
+    fallback::{self, Fallback, FallbackConfig, FallbackStats, KeySlot},
     loader::{self, AttachMode, LoadError, Loaded},
     maps::FastPath,
     sd_notify::{self, Notifier},
@@ -340,6 +340,7 @@ async fn serve(
         keys,
         notify_key,
     } = credentials;
+    let key_slot: KeySlot = Arc::new(arc_swap::ArcSwap::new(keys));
     let Control { notify, reload } = ready.control;
     notify.status("filling the fast path's maps");
     let report = engine.full_sync().map_err(DaemonError::Sync)?;
@@ -370,7 +371,7 @@ async fn serve(
             fallback_stats.clone(),
         )
         .with_journal(engine.clone())
-        .with_keys(keys)
+        .with_keys(key_slot.clone())
         .with_updates(fallback::Updates {
             handler: engine.clone(),
             allow_unsigned: config.update_allow.clone(),
@@ -441,12 +442,28 @@ async fn serve(
         "READY=1\nSTATUS=serving DNS on {} and the API on {}",
         ready.dns, ready.api
     ));
-    spawn_control(&mut tasks, &notify, reload, shutdown, engine, token_slot);
+    spawn_control(
+        &mut tasks,
+        &notify,
+        reload,
+        shutdown,
+        engine,
+        Slots {
+            token: token_slot,
+            keys: key_slot,
+        },
+    );
     shutdown.cancelled().await;
     info!("shutting down");
     notify.send("STOPPING=1");
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// What a reload swaps while the servers run.
+struct Slots {
+    token: TokenSlot,
+    keys: KeySlot,
 }
 
 /// Starts the tasks that keep systemd's watchdog fed and apply reloads, until `shutdown`.
@@ -456,7 +473,7 @@ fn spawn_control(
     reloads: Option<mpsc::Receiver<Config>>,
     shutdown: &CancellationToken,
     engine: Arc<Engine>,
-    token: TokenSlot,
+    slots: Slots,
 ) {
     if let Some(interval) = sd_notify::watchdog_interval().filter(|_| notify.is_enabled()) {
         let (notify, stop) = (notify.clone(), shutdown.clone());
@@ -477,7 +494,7 @@ fn spawn_control(
                 "RELOADING=1\nMONOTONIC_USEC={}",
                 sd_notify::monotonic_usec()
             ));
-            match reload(&engine, &token, &config).await {
+            match reload(&engine, &slots, &config).await {
                 Ok(()) => notify.send("READY=1\nSTATUS=serving (reloaded)"),
                 Err(e) => {
                     warn!("reload: {}", crate::error_chain(&e));
@@ -488,27 +505,28 @@ fn spawn_control(
     });
 }
 
-/// Applies a reload's API token file and zone files. Both are read and checked first: a token
-/// file or zone file with a mistake changes nothing, and the running token stays.
-async fn reload(
-    engine: &Arc<Engine>,
-    slot: &TokenSlot,
-    config: &Config,
-) -> Result<(), DaemonError> {
+/// Applies a reload's API token file, TSIG key file and zone files. All are read and checked
+/// first: a file with a mistake changes nothing, and the running token and keys stay.
+async fn reload(engine: &Arc<Engine>, slots: &Slots, config: &Config) -> Result<(), DaemonError> {
+    let slot = &slots.token;
     // Reading and parsing a large zone file takes a while: not on the workers that answer.
     let files = config.clone();
-    let (token, zone_files) = tokio::task::spawn_blocking(move || {
+    let (token, keys, zone_files) = tokio::task::spawn_blocking(move || {
         let token = files
             .api_token_file
             .as_deref()
             .map(ApiToken::from_file)
             .transpose()?;
+        let keys = match &files.tsig_keys {
+            Some(path) => KeyRing::load(path)?,
+            None => KeyRing::default(),
+        };
         let zone_files = files
             .zone_file
             .iter()
             .map(|path| read_zone_file(path))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok::<_, DaemonError>((token, zone_files))
+        Ok::<_, DaemonError>((token, keys, zone_files))
     })
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
@@ -520,6 +538,9 @@ async fn reload(
         token = config.api_token_file.is_some(),
         "reload: API token applied"
     );
+    let key_count = keys.len();
+    slots.keys.store(Arc::new(keys));
+    info!(keys = key_count, "reload: TSIG keys applied");
     for zf in zone_files {
         let (file, apex) = (zf.file().to_string(), zf.apex().clone());
         let imported = engine.import_zone(zf).await?;

@@ -489,6 +489,7 @@ async fn sighup_swaps_token_and_zone_file_without_losing_a_query() {
         infos,
         [
             "reload: API token applied",
+            "reload: TSIG keys applied",
             "change applied",
             "reload: zone file loaded"
         ],
@@ -801,5 +802,90 @@ fn text_logs_to_a_pipe_have_no_escape_codes() {
             break;
         }
     }
+    d.stop();
+}
+
+/// SIGHUP re-reads `--tsig-keys`: a request signed with the new key is answered (signed), one
+/// signed with a key the file no longer holds gets NOTAUTH (BADKEY). A key file with a mistake
+/// keeps the keys in force.
+#[tokio::test]
+async fn sighup_reloads_tsig_keys() {
+    use dns_user::tsig::{sign_request, Algorithm, Key};
+
+    let dir = TempDir::new().expect("tempdir");
+    let p = |name: &str| dir.path().join(name);
+    let secret_a = "YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE=";
+    let secret_b = "YmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmI=";
+    let keyfile = |name: &str, secret: &str| {
+        format!("key \"{name}\" {{ algorithm hmac-sha256; secret \"{secret}\"; }};\n")
+    };
+    write(&p("keys.conf"), &keyfile("key-a", secret_a));
+    write(
+        &p("edgedns.toml"),
+        &format!(
+            "data-dir = \"{}\"\nxdp-mode = \"off\"\ndns-listen = \"127.0.0.1:0\"\n\
+             api-listen = \"127.0.0.1:0\"\nlog-format = \"json\"\ntsig-keys = \"{}\"\n",
+            p("data").display(),
+            p("keys.conf").display()
+        ),
+    );
+    let mut d = Daemon::start(
+        dir.path(),
+        &["--config", p("edgedns.toml").to_str().expect("utf-8")],
+        None,
+    );
+    let (dns, _) = d.wait_ready();
+    let key = |name: &str, secret: &str| {
+        let secret = data_encoding::BASE64
+            .decode(secret.as_bytes())
+            .expect("base64");
+        Key::new(name, Algorithm::HmacSha256, secret).expect("key")
+    };
+    let (a, b) = (key("key-a", secret_a), key("key-b", secret_b));
+    let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let signed_rcode = |k: Key, id: u16| {
+        let sock = &sock;
+        async move {
+            let mut q = query("demo.t.example.net.", RecordType::A, id);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_secs();
+            sign_request(&mut q, &k, now, 300);
+            sock.send_to(&q, dns).await.expect("send");
+            let mut buf = vec![0u8; 4096];
+            let (len, _) = timeout(WAIT, sock.recv_from(&mut buf))
+                .await
+                .expect("an answer in time")
+                .expect("recv");
+            Message::from_vec(&buf[..len])
+                .expect("answer parses")
+                .response_code()
+        }
+    };
+    assert_eq!(signed_rcode(a.clone(), 1).await, ResponseCode::NoError);
+    assert_eq!(signed_rcode(b.clone(), 2).await, ResponseCode::NotAuth);
+
+    write(&p("keys.conf"), &keyfile("key-b", secret_b));
+    d.signal(libc::SIGHUP);
+    d.wait_log("the keys applied", |v| {
+        v["message"] == "reload: TSIG keys applied"
+    });
+    assert_eq!(signed_rcode(b.clone(), 3).await, ResponseCode::NoError);
+    assert_eq!(signed_rcode(a.clone(), 4).await, ResponseCode::NotAuth);
+
+    // A broken file: the reload fails and key-b stays.
+    write(
+        &p("keys.conf"),
+        "key \"broken\" { algorithm hmac-sha256; };\n",
+    );
+    d.signal(libc::SIGHUP);
+    d.wait_log("the failed reload", |v| {
+        v["level"] == "WARN"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("reload:"))
+    });
+    assert_eq!(signed_rcode(b, 5).await, ResponseCode::NoError);
     d.stop();
 }

@@ -124,14 +124,18 @@ impl Default for FallbackConfig {
 
 /// The fallback server: the zones it answers from, its settings and its counters, shared (in an
 /// `Arc`) by the UDP and TCP loops.
+/// The TSIG keys in force, shared by the fallback and the reload that swaps them.
+pub type KeySlot = Arc<arc_swap::ArcSwap<KeyRing>>;
+
 pub struct Fallback {
     zones: SharedZones,
     config: FallbackConfig,
     stats: Arc<FallbackStats>,
     /// The IXFR journal; without it IXFR gets full transfers.
     journal: Option<Arc<dyn JournalSource>>,
-    /// TSIG keys requests may be signed with (none: every signed request is BADKEY).
-    keys: Arc<KeyRing>,
+    /// TSIG keys requests may be signed with (none: every signed request is BADKEY); a reload
+    /// swaps them.
+    keys: KeySlot,
     /// Who may update and what applies updates; `None`: UPDATE is NOTIMP.
     updates: Option<Updates>,
 }
@@ -143,7 +147,7 @@ impl std::fmt::Debug for Fallback {
             .field("config", &self.config)
             .field("stats", &self.stats)
             .field("journal", &self.journal.is_some())
-            .field("keys", &self.keys)
+            .field("keys", &self.keys.load())
             .field("updates", &self.updates.is_some())
             .finish()
     }
@@ -157,7 +161,7 @@ impl Fallback {
             config,
             stats,
             journal: None,
-            keys: Arc::default(),
+            keys: KeySlot::default(),
             updates: None,
         }
     }
@@ -168,8 +172,9 @@ impl Fallback {
         self
     }
 
-    /// Verifies signed requests with `keys` and signs their answers.
-    pub fn with_keys(mut self, keys: Arc<KeyRing>) -> Self {
+    /// Verifies signed requests with the keys in `keys` (which a reload may swap) and signs
+    /// their answers.
+    pub fn with_keys(mut self, keys: KeySlot) -> Self {
         self.keys = keys;
         self
     }
@@ -180,9 +185,9 @@ impl Fallback {
         self
     }
 
-    /// The TSIG keys, for whoever else verifies signed messages (zone transfers).
-    pub fn keys(&self) -> &Arc<KeyRing> {
-        &self.keys
+    /// The TSIG keys now, for whoever else verifies signed messages.
+    pub fn keys(&self) -> Arc<KeyRing> {
+        self.keys.load_full()
     }
 
     /// The zones for reading: every read of the zones in the fallback goes through here. The
@@ -202,8 +207,9 @@ impl Fallback {
     /// Answers one message that came over `transport` from `peer`, and counts the answer; an
     /// update is answered by [`Fallback::apply_update`].
     fn answer(&self, query: &[u8], transport: Transport, peer: IpAddr) -> Answer {
+        let keys = self.keys.load_full();
         let auth = Auth {
-            keys: &self.keys,
+            keys: &keys,
             updates: self.updates.as_ref(),
             peer: Some(peer),
             journal: self.journal.as_deref(),
