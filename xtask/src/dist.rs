@@ -272,8 +272,9 @@ fn control(version: &str, arch: &str, libc: &str, installed_kib: u64) -> String 
          Priority: optional\n\
          Description: authoritative DNS server with an XDP fast path\n \
          edgedns answers DNS queries from BPF maps in an XDP program attached to the\n \
-         network interface; a daemon keeps the records in a durable store, serves an\n \
-         update API (HTTP, RFC 2136, external-dns webhook) and answers what XDP passes up.\n \
+         network interface; a daemon keeps the records in a durable store, takes\n \
+         changes (HTTP API, RFC 2136 updates, external-dns webhook) and answers what\n \
+         XDP passes up.\n \
          .\n \
          The service is enabled on installation but not started: edit\n \
          /etc/edgedns/edgedns.toml, then `systemctl start edgedns`.\n"
