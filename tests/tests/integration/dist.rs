@@ -8,6 +8,7 @@ use std::{
     collections::BTreeMap,
     ffi::OsStr,
     fs,
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -199,6 +200,7 @@ fn dist_package_installs_and_serves() {
     );
     let prerm = fs::read_to_string(control.join("prerm")).expect("read prerm");
     assert!(prerm.contains("stop edgedns.service"), "{prerm}");
+    scripts_manage_the_unit(&control, tmp.path());
 
     // Unpacked, the files are what the binary generates.
     let root = tmp.path().join("root");
@@ -288,6 +290,59 @@ fn dist_package_installs_and_serves() {
     assert_eq!(a.status, "NOERROR", "{}", a.raw);
     assert_eq!(a.rdata("A"), [DEMO_A], "{}", a.raw);
     assert_eq!(daemon.http("GET", "/healthz", None).0, 200);
+}
+
+/// Runs postinst and postrm as dpkg would on a first install and a purge, with
+/// `deb-systemd-helper` and `systemctl` replaced by scripts that log their arguments (dpkg -i
+/// would change this host's systemd): the first install enables the unit and starts nothing,
+/// the purge forgets it.
+fn scripts_manage_the_unit(control: &Path, dir: &Path) {
+    let bin = dir.join("stub-bin");
+    let log = dir.join("stub.log");
+    fs::create_dir_all(&bin).expect("create the stub dir");
+    for tool in ["deb-systemd-helper", "systemctl"] {
+        let stub = bin.join(tool);
+        fs::write(
+            &stub,
+            format!("#!/bin/sh\necho \"{tool} $*\" >> '{}'\n", log.display()),
+        )
+        .expect("write a stub");
+        fs::set_permissions(&stub, fs::Permissions::from_mode(0o755)).expect("chmod a stub");
+    }
+    let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display());
+    let calls = |script: &str, args: &[&str]| -> Vec<String> {
+        let _ = fs::remove_file(&log);
+        run_ok(
+            Command::new("sh")
+                .arg(control.join(script))
+                .args(args)
+                .env("PATH", &path),
+        );
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+
+    let install = calls("postinst", &["configure", ""]);
+    assert!(
+        install
+            .iter()
+            .any(|c| c == "deb-systemd-helper enable edgedns.service"),
+        "{install:?}"
+    );
+    assert!(
+        !install.iter().any(|c| c.contains("start")),
+        "a first install starts the service: {install:?}"
+    );
+    let purge = calls("postrm", &["purge"]);
+    assert!(
+        purge
+            .iter()
+            .any(|c| c == "deb-systemd-helper purge edgedns.service"),
+        "{purge:?}"
+    );
 }
 
 /// `systemd-analyze verify` on the unpacked unit, when systemd-analyze is installed. verify wants
