@@ -1,5 +1,5 @@
-//! `cargo xtask dist`: a Debian package of the release daemon, `target/dist/edgedns_<version>_<arch>.deb`,
-//! for an edge host's provisioning to install.
+//! `cargo xtask dist`: a Debian package of the release daemon,
+//! `target/dist/edgedns_<version>_<arch>.deb`, for an edge host's provisioning to install.
 //!
 //! The package tree is laid out by hand and packed with `dpkg-deb` (no debhelper): the binary, the
 //! systemd unit from `contrib/systemd`, an example configuration (a conffile), the manual page and
@@ -198,8 +198,8 @@ fn packaged_unit() -> Result<String> {
         path.display()
     );
     Ok(format!(
-        "# Installed by the edgedns Debian package, which puts the binary at /{BIN_PATH}; the notes\n\
-         # below are for installing it by hand.\n{}",
+        "# Installed by the edgedns Debian package, which puts the binary at /{BIN_PATH};\n\
+         # the notes below are for installing it by hand.\n{}",
         unit.replace(&from, &to)
     ))
 }
@@ -327,7 +327,9 @@ if [ -z "${DPKG_ROOT:-}" ] && [ "$1" = remove ] && [ -d /run/systemd/system ]; t
 	# here. The settings come from the configuration as far as a shell can read it.
 	conf=/etc/edgedns/edgedns.toml
 	setting() {
-		[ -r "$conf" ] && sed -n "s/^[[:space:]]*$1[[:space:]]*=[[:space:]]*\"\([^\"]*\)\".*/\1/p" "$conf" | tail -n 1
+		[ -r "$conf" ] || return 0
+		sed -n "s/^[[:space:]]*$1[[:space:]]*=[[:space:]]*\"\([^\"]*\)\".*/\1/p" \
+			"$conf" | tail -n 1
 	}
 	set --
 	for key in iface data-dir bpffs; do
