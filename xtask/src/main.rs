@@ -7,6 +7,7 @@
 mod bench;
 mod bootstrap;
 mod build;
+mod dist;
 mod exec;
 mod run;
 mod test;
@@ -32,6 +33,8 @@ enum Command {
     Run(run::Options),
     /// Unit tests, then the integration tests (root, network namespaces) against the built daemon.
     Test(test::Options),
+    /// Build the release daemon and a Debian package of it: target/dist/edgedns_<version>_<arch>.deb.
+    Dist(dist::Options),
     /// Benchmarks side by side with Knot and NSD; writes BENCHMARKS.md.
     Bench(bench::Options),
 }
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Build(opts) => build::cmd(opts),
         Command::Run(opts) => run::cmd(opts),
         Command::Test(opts) => test::cmd(opts),
+        Command::Dist(opts) => dist::cmd(opts),
         Command::Bench(opts) => bench::cmd(opts),
     };
     match result {

@@ -4,6 +4,7 @@
 
 mod clients;
 mod defaults;
+mod dist;
 mod durability;
 mod failed_start;
 mod fallback;
