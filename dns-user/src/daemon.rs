@@ -519,7 +519,9 @@ async fn reload(
         let zone_files = files
             .zone_file
             .iter()
-            .map(|path| read_zone_file(path, &Reporter::default()))
+            // Silent: a reload's log is its own few lines, and the new log level only
+            // applies after the files are read.
+            .map(|path| read_zone_file(path, &Reporter::silent()))
             .collect::<Result<Vec<_>, _>>()?;
         Ok::<_, DaemonError>((token, zone_files))
     })
