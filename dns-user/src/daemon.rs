@@ -359,8 +359,9 @@ async fn serve(
         // One change through the write path: no count mid-way, but the start and the end
         // (with the rate) say where the time went.
         let mut stage = progress.start("importing zone file", Some(records as u64));
+        stage.report_now();
         let imported = engine.import_zone(zf).await?;
-        stage.add(records as u64);
+        stage.set_done(records as u64);
         stage.finish();
         info!(%file, zone = %apex, records, serial = imported.serial, changed = imported.changed, "zone file loaded");
     }

@@ -145,6 +145,11 @@ impl Progress {
         }
     }
 
+    /// Sets the count without a look at the clock: for a stage that finishes in one step.
+    pub fn set_done(&mut self, done: u64) {
+        self.done = done;
+    }
+
     pub fn done(&self) -> u64 {
         self.done
     }
@@ -153,6 +158,16 @@ impl Progress {
     fn check(&mut self, now: Instant) {
         self.next_check = self.done.saturating_add(CHECK_EVERY);
         if now.saturating_duration_since(self.last) >= self.reporter.interval {
+            self.last = now;
+            self.report(now, false);
+        }
+    }
+
+    /// Reports now, whatever the interval: the start of a stage that runs as one step, so that
+    /// the log says what the time until its end went to.
+    pub fn report_now(&mut self) {
+        if self.reporter.enabled {
+            let now = Instant::now();
             self.last = now;
             self.report(now, false);
         }
@@ -277,6 +292,18 @@ mod tests {
     }
 
     #[test]
+    fn report_now_ignores_the_interval() {
+        let (reporter, seen) = recording(Duration::from_secs(3600));
+        let mut p = reporter.start("importing zone file", Some(10));
+        p.report_now();
+        p.set_done(10);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["importing zone file: 0/10 records, 0/s"]
+        );
+    }
+
+    #[test]
     fn silent_reporter_never_reports() {
         let seen = Arc::new(Mutex::new(0));
         let sink = Arc::clone(&seen);
@@ -288,6 +315,7 @@ mod tests {
             p.add(1);
         }
         assert_eq!(p.done(), 3 * CHECK_EVERY);
+        p.report_now();
         p.finish();
         assert_eq!(*seen.lock().unwrap(), 0);
     }
