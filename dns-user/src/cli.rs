@@ -288,15 +288,17 @@ impl Body for Upload {
         let this = self.get_mut();
         let total = this.data.len();
         if this.sent >= total {
-            if let Some(m) = this.meter.take() {
-                m.finish(total as u64);
-            }
             return Poll::Ready(None);
         }
         let end = total.min(this.sent + Self::CHUNK);
         let chunk = this.data.slice(this.sent..end);
         this.sent = end;
-        if let Some(m) = &mut this.meter {
+        // The last piece closes the bar: hyper asks `is_end_stream` and polls no further.
+        if end == total {
+            if let Some(m) = this.meter.take() {
+                m.finish(total as u64);
+            }
+        } else if let Some(m) = &mut this.meter {
             m.update(end as u64, total as u64);
         }
         Poll::Ready(Some(Ok(Frame::data(chunk))))
