@@ -843,7 +843,7 @@ fn progress_lines<'a>(log: &'a [Value], stage: &str) -> Vec<&'a Value> {
 /// file and loading the store log `progress` lines while they run (done below the total, with
 /// the time left) and when they end, and tell systemd the same as STATUS=. The interval is set
 /// to 0 (`EDGEDNS_PROGRESS_INTERVAL_MS`) so that every 4096 records report however fast this
-/// machine is; the map fill needs XDP and is checked by the engine's tests.
+/// machine is; the map fill needs XDP (tests/tests/integration/progress.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_reports_progress_of_long_stages() {
     const RECORDS: u64 = 200_000;
