@@ -3,12 +3,19 @@
 //! path as any other client. A non-2xx answer is an error carrying the API's reason, which
 //! `main` turns into exit status 1.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    io::{IsTerminal as _, Write as _},
+    net::SocketAddr,
+    path::PathBuf,
+    pin::Pin,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context as _};
 use http_body_util::{BodyExt as _, Full};
 use hyper::{
-    body::Bytes,
+    body::{Body, Bytes, Frame, SizeHint},
     header::{AUTHORIZATION, CONTENT_TYPE, HOST},
     Method, Request, StatusCode,
 };
@@ -176,6 +183,27 @@ impl Client {
         path: &str,
         body: Option<(&str, Vec<u8>)>,
     ) -> anyhow::Result<Reply> {
+        let (ctype, bytes) = match body {
+            Some((ctype, bytes)) => (Some(ctype), bytes),
+            None => (None, Vec::new()),
+        };
+        self.send_body(method, path, ctype, Full::new(Bytes::from(bytes)))
+            .await
+    }
+
+    /// Sends one request with `body` as it comes (a large upload goes out in pieces, as the
+    /// connection takes them).
+    pub async fn send_body<B>(
+        &self,
+        method: Method,
+        path: &str,
+        ctype: Option<&str>,
+        body: B,
+    ) -> anyhow::Result<Reply>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let addr = self.addr;
         let stream = tokio::net::TcpStream::connect(addr)
             .await
@@ -193,16 +221,10 @@ impl Client {
         if let Some(t) = &self.token {
             req = req.header(AUTHORIZATION, format!("Bearer {t}"));
         }
-        let bytes = match body {
-            Some((ctype, bytes)) => {
-                req = req.header(CONTENT_TYPE, ctype);
-                bytes
-            }
-            None => Vec::new(),
-        };
-        let req = req
-            .body(Full::new(Bytes::from(bytes)))
-            .context("building the request")?;
+        if let Some(ctype) = ctype {
+            req = req.header(CONTENT_TYPE, ctype);
+        }
+        let req = req.body(body).context("building the request")?;
         let resp = sender
             .send_request(req)
             .await
@@ -231,6 +253,117 @@ impl Client {
         serde_json::from_slice(&reply.body)
             .with_context(|| format!("the answer to {method} {path} is not JSON"))
     }
+}
+
+/// A request body of bytes already in memory, handed to the connection one [`Upload::CHUNK`]
+/// at a time so that a [`Meter`] can follow it. Its exact length goes out as `Content-Length`
+/// (the server knows what is coming; a 413 from a server that stops reading at its limit ends
+/// the upload early).
+struct Upload {
+    data: Bytes,
+    sent: usize,
+    meter: Option<Meter>,
+}
+
+impl Upload {
+    const CHUNK: usize = 64 * 1024;
+
+    fn new(data: Bytes, meter: Option<Meter>) -> Self {
+        Self {
+            data,
+            sent: 0,
+            meter,
+        }
+    }
+}
+
+impl Body for Upload {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let total = this.data.len();
+        if this.sent >= total {
+            return Poll::Ready(None);
+        }
+        let end = total.min(this.sent + Self::CHUNK);
+        let chunk = this.data.slice(this.sent..end);
+        this.sent = end;
+        // The last piece closes the bar: hyper asks `is_end_stream` and polls no further.
+        if end == total {
+            if let Some(m) = this.meter.take() {
+                m.finish(total as u64);
+            }
+        } else if let Some(m) = &mut this.meter {
+            m.update(end as u64, total as u64);
+        }
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.sent >= self.data.len()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact((self.data.len() - self.sent) as u64)
+    }
+}
+
+/// An upload's progress bar on stderr (only made when stderr is a terminal): bytes sent of
+/// the total, and the rate, redrawn in place at most ten times a second.
+struct Meter {
+    started: Instant,
+    drawn: Option<Instant>,
+}
+
+impl Meter {
+    const REDRAW: Duration = Duration::from_millis(100);
+
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            drawn: None,
+        }
+    }
+
+    fn update(&mut self, sent: u64, total: u64) {
+        let now = Instant::now();
+        if self
+            .drawn
+            .is_some_and(|t| now.duration_since(t) < Self::REDRAW)
+        {
+            return;
+        }
+        self.drawn = Some(now);
+        let line = meter_line(sent, total, now.duration_since(self.started));
+        let _ = write!(std::io::stderr(), "\r{line}");
+    }
+
+    fn finish(self, total: u64) {
+        let line = meter_line(total, total, self.started.elapsed());
+        let _ = writeln!(std::io::stderr(), "\r{line}");
+    }
+}
+
+/// "uploading: 12.0/80.0 MiB (15%), 40.0 MiB/s".
+fn meter_line(sent: u64, total: u64, elapsed: Duration) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let pct = (sent * 100).checked_div(total).unwrap_or(100);
+    let secs = elapsed.as_secs_f64();
+    let rate = if secs > 0.0 {
+        sent as f64 / MIB / secs
+    } else {
+        0.0
+    };
+    format!(
+        "uploading: {:.1}/{:.1} MiB ({pct}%), {rate:.1} MiB/s",
+        sent as f64 / MIB,
+        total as f64 / MIB
+    )
 }
 
 /// `reply` if it is 2xx, else an error with the API's reason (and the field it names).
@@ -423,8 +556,8 @@ pub async fn zone(api: &ApiArgs, cmd: ZoneCommand) -> anyhow::Result<()> {
         ZoneCommand::Import { zone, file } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            // No size check here: the server's limit (`serve --zonefile-max-bytes`) is the one
-            // that counts, and its 413 says what it is.
+            // No size check here: the server's limit (`serve --zonefile-max-bytes`, 64 MiB by
+            // default) is the one that counts, and its 413 says what it is.
             // Check it here first: errors then name the file as the operator knows it.
             let apex = presentation::parse_name(&zone, None)
                 .map_err(|e| anyhow::anyhow!("bad zone name {zone:?}: {e}"))?;
@@ -434,8 +567,13 @@ pub async fn zone(api: &ApiArgs, cmd: ZoneCommand) -> anyhow::Result<()> {
                 .map(|f| f.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let path = format!("/v1/zones/{}/zonefile?source={}", seg(&zone), seg(&source));
+            // One request whatever the size, its body handed over in pieces with a progress
+            // bar for a person watching. The bytes sent are the ones just checked, not a
+            // second read of a file that may have changed since.
+            let meter = std::io::stderr().is_terminal().then(Meter::new);
+            let upload = Upload::new(Bytes::from(text.into_bytes()), meter);
             let reply = client
-                .send(Method::PUT, &path, Some((ZONE_FILE, text.into_bytes())))
+                .send_body(Method::PUT, &path, Some(ZONE_FILE), upload)
                 .await?;
             let reply = ok(reply, &Method::PUT, &path)?;
             let v: Value = serde_json::from_slice(&reply.body).context("the answer is not JSON")?;
@@ -489,6 +627,18 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn upload_meter_line() {
+        assert_eq!(
+            meter_line(12 * 1024 * 1024, 80 * 1024 * 1024, Duration::from_secs(2)),
+            "uploading: 12.0/80.0 MiB (15%), 6.0 MiB/s"
+        );
+        assert_eq!(
+            meter_line(0, 0, Duration::ZERO),
+            "uploading: 0.0/0.0 MiB (100%), 0.0 MiB/s"
+        );
+    }
 
     #[test]
     fn path_segments_are_encoded() {

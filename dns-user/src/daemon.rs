@@ -27,6 +27,7 @@ use crate::{
     fallback::{self, Fallback, FallbackConfig, FallbackStats, KeySlot},
     loader::{self, AttachMode, LoadError, Loaded},
     maps::FastPath,
+    progress::Reporter,
     sd_notify::{self, Notifier},
     store::{Store, StoreError},
     tsig::{Key, KeyFileError, KeyRing},
@@ -200,6 +201,7 @@ pub async fn run_with(
     control: Control,
 ) -> Result<(), DaemonError> {
     let notify = &control.notify;
+    let progress = progress_reporter(notify);
     // Read the token and the zone files first: a mistake in either stops start-up before
     // anything is attached.
     let token = config
@@ -223,7 +225,7 @@ pub async fn run_with(
     let zone_files = config
         .zone_file
         .iter()
-        .map(|path| read_zone_file(path))
+        .map(|path| read_zone_file(path, &progress))
         .collect::<Result<Vec<_>, _>>()?;
     let local = |what, r: std::io::Result<SocketAddr>| {
         r.map_err(|source| DaemonError::Listener { what, source })
@@ -239,7 +241,10 @@ pub async fn run_with(
         })?
         .with_journal_limits(config.secondaries.journal_limits());
     // Quarantined entries are logged by `load` and reported by /readyz and /metrics.
-    let zones = store.load().map_err(DaemonError::LoadStore)?.zones;
+    let zones = store
+        .load_with(&progress)
+        .map_err(DaemonError::LoadStore)?
+        .zones;
     info!(path = %store.path().display(), zones = zones.len(), "store loaded");
 
     notify.status("attaching the XDP program");
@@ -343,13 +348,22 @@ async fn serve(
     let key_slot: KeySlot = Arc::new(arc_swap::ArcSwap::new(keys));
     let Control { notify, reload } = ready.control;
     notify.status("filling the fast path's maps");
-    let report = engine.full_sync().map_err(DaemonError::Sync)?;
+    let progress = progress_reporter(&notify);
+    let report = engine
+        .full_sync_with(&progress)
+        .map_err(DaemonError::Sync)?;
     info!(?report, "fast path in step with the store");
 
     notify.status("loading zone files");
     for zf in zone_files {
         let (file, apex, records) = (zf.file().to_string(), zf.apex().clone(), zf.record_count());
+        // One change through the write path: no count mid-way, but the start and the end
+        // (with the rate) say where the time went.
+        let mut stage = progress.start("importing zone file", Some(records as u64));
+        stage.report_now();
         let imported = engine.import_zone(zf).await?;
+        stage.set_done(records as u64);
+        stage.finish();
         info!(%file, zone = %apex, records, serial = imported.serial, changed = imported.changed, "zone file loaded");
     }
 
@@ -524,7 +538,9 @@ async fn reload(engine: &Arc<Engine>, slots: &Slots, config: &Config) -> Result<
         let zone_files = files
             .zone_file
             .iter()
-            .map(|path| read_zone_file(path))
+            // Silent: a reload's log is its own few lines, and the new log level only
+            // applies after the files are read.
+            .map(|path| read_zone_file(path, &Reporter::silent()))
             .collect::<Result<Vec<_>, _>>()?;
         Ok::<_, DaemonError>((token, keys, zone_files))
     })
@@ -593,11 +609,26 @@ async fn ensure_zone(engine: &Arc<Engine>, zone: &str) -> Result<(), DaemonError
     Ok(())
 }
 
+/// Where start-up's long stages report: the log, and `STATUS=` for `systemctl status`.
+fn progress_reporter(notify: &Notifier) -> Reporter {
+    let reporter = Reporter::default();
+    if !notify.is_enabled() {
+        return reporter;
+    }
+    let notify = notify.clone();
+    reporter.with_status(move |s| notify.status(s))
+}
+
 /// Reads and checks a `--zone-file`; the zone is the one its SOA record names.
-fn read_zone_file(path: &Path) -> Result<ZoneFile, DaemonError> {
+fn read_zone_file(path: &Path, progress: &Reporter) -> Result<ZoneFile, DaemonError> {
     let text = std::fs::read_to_string(path).map_err(|source| DaemonError::ReadZoneFile {
         path: path.to_owned(),
         source,
     })?;
-    Ok(zonefile::parse(&path.display().to_string(), &text, None)?)
+    Ok(zonefile::parse_with(
+        &path.display().to_string(),
+        &text,
+        None,
+        progress,
+    )?)
 }

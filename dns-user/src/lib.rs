@@ -27,6 +27,7 @@ pub mod journal;
 pub mod loader;
 pub mod maps;
 pub mod notify;
+pub mod progress;
 pub mod sd_notify;
 pub mod store;
 pub mod tsig;

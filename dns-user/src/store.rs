@@ -50,6 +50,7 @@ use tracing::{error, info, warn};
 use crate::{
     error_chain,
     journal::{self, Diff, JournalLimits, JournalOp, JournalSource},
+    progress::{Progress, Reporter},
     zone::{ChangeSet, RrSet, SoaParams, Zone, ZoneError, ZoneSet, ZoneSpec},
     zonefile::presentation::format_name,
 };
@@ -248,6 +249,11 @@ impl Store {
     /// Reads every zone into a [`ZoneSet`]. An entry that can't be read, or whose zone the
     /// model refuses, is moved to quarantine and reported; the rest loads.
     pub fn load(&self) -> Result<Loaded, StoreError> {
+        self.load_with(&Reporter::silent())
+    }
+
+    /// [`Store::load`], reporting RRsets read to `progress` (stage "loading the store").
+    pub fn load_with(&self, progress: &Reporter) -> Result<Loaded, StoreError> {
         let mut guard = self.lock_db();
         let db = self.ensure_open(&mut guard)?;
         let mut bad = Vec::new();
@@ -255,11 +261,21 @@ impl Store {
             let tx = db.begin_read()?;
             let zones_t = tx.open_table(ZONES)?;
             let rrsets_t = tx.open_table(RRSETS)?;
+            // redb keeps each table's length in its header: no scan.
+            let mut progress = progress.start("loading the store", Some(rrsets_t.len()?));
             let mut set = ZoneSet::new();
             for entry in zones_t.iter()? {
                 let (k, v) = entry?;
-                load_zone(&mut set, &rrsets_t, k.value(), v.value(), &mut bad)?;
+                load_zone(
+                    &mut set,
+                    &rrsets_t,
+                    k.value(),
+                    v.value(),
+                    &mut bad,
+                    &mut progress,
+                )?;
             }
+            progress.finish();
             set
         };
         for b in &bad {
@@ -484,6 +500,7 @@ fn load_zone(
     apex_wire: &[u8],
     value: &[u8],
     bad: &mut Vec<Bad>,
+    progress: &mut Progress,
 ) -> Result<(), StoreError> {
     let spec = decode_name(apex_wire).and_then(|apex| {
         let (soa, serial) = decode_zone_meta(value)?;
@@ -512,6 +529,7 @@ fn load_zone(
         let mut keys = Vec::new();
         for row in zone_range(rrsets_t, apex_wire)? {
             let (k, v) = row?;
+            progress.add(1);
             let (_, owner, t) = k.value();
             if !skip.is_empty() && skip.contains(&(owner.to_vec(), t)) {
                 continue;

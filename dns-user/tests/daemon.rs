@@ -7,7 +7,7 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use clap::Parser;
 use dns_user::{
-    cli::{ApiArgs, Client},
+    cli::{self, ApiArgs, Client, ZoneCommand},
     daemon::{self, DaemonError, Listeners},
 };
 use hickory_proto::{
@@ -42,6 +42,8 @@ struct Running {
     udp: SocketAddr,
     tcp: SocketAddr,
     api: Client,
+    /// Where the API listens, for the CLI's commands.
+    api_args: ApiArgs,
 }
 
 impl Running {
@@ -69,11 +71,11 @@ impl Running {
         };
         let udp = listeners.dns_udp.local_addr().expect("udp addr");
         let tcp = listeners.dns_tcp.local_addr().expect("tcp addr");
-        let api = Client::new(&ApiArgs {
+        let api_args = ApiArgs {
             api: listeners.api.local_addr().expect("api addr"),
             token_file: None,
-        })
-        .expect("client");
+        };
+        let api = Client::new(&api_args).expect("client");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(daemon::run(config, listeners, shutdown.clone()));
         // The API is bound already; it answers once the store is loaded and the demo zone made.
@@ -95,6 +97,7 @@ impl Running {
             udp,
             tcp,
             api,
+            api_args,
         }
     }
 
@@ -357,5 +360,93 @@ async fn secondaries_get_notify_and_ixfr_from_the_journal() {
         assert_eq!(refused[0].response_code(), ResponseCode::Refused);
         assert!(refused[0].answers().is_empty());
     }
+    d.stop().await;
+}
+
+/// A zone file of `names` A records, each owner padded so the file is large for its count.
+fn big_zone_file(path: &Path, zone: &str, names: usize) -> u64 {
+    use std::fmt::Write as _;
+    let mut text = format!(
+        "$ORIGIN {zone}.\n$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 60\n@ NS ns\nns A 192.0.2.53\n"
+    );
+    for i in 0..names {
+        writeln!(
+            text,
+            "host-{i:06}-padding-to-make-the-file-larger A 198.51.{}.{}",
+            i / 256 % 256,
+            i % 256
+        )
+        .unwrap();
+    }
+    std::fs::write(path, &text).expect("write zone file");
+    text.len() as u64
+}
+
+/// `edgedns zone import` of a file over 1 MiB (the API's JSON limit) goes out as one streamed
+/// request and lands whole; a file over the server's zone-file limit is refused with the
+/// limit named, and changes nothing.
+#[tokio::test]
+async fn cli_import_streams_a_large_zone_file() {
+    let dir = TempDir::new().expect("temp dir");
+    let limit = 3 * 1024 * 1024;
+    let d = Running::start_with(
+        &dir.path().join("data"),
+        &["--zonefile-max-bytes", &limit.to_string()],
+    )
+    .await;
+    let zone = "big.example";
+    let file = dir.path().join("big.zone");
+    let names = 30_000;
+    let size = big_zone_file(&file, zone, names);
+    assert!(size > 1024 * 1024 && size < limit, "{size} bytes");
+
+    cli::zone(
+        &d.api_args,
+        ZoneCommand::Import {
+            zone: zone.into(),
+            file: file.clone(),
+        },
+    )
+    .await
+    .expect("zone import");
+    let shown = d
+        .api
+        .json(Method::GET, &format!("/v1/zones/{zone}"), None)
+        .await
+        .expect("GET zone");
+    // Every A record of the file, and the name server's.
+    assert_eq!(shown["records"], json!(names + 2), "{shown}");
+    let last = names - 1;
+    let m = ask_udp(
+        d.udp,
+        &format!("host-{last:06}-padding-to-make-the-file-larger.{zone}."),
+        RecordType::A,
+    )
+    .await;
+    assert_eq!(
+        addresses(&m),
+        [format!("198.51.{}.{}", last / 256 % 256, last % 256)]
+    );
+
+    // Over the limit: the server's 413 reason comes back, the zone stays as it was.
+    let huge = dir.path().join("huge.zone");
+    let size = big_zone_file(&huge, zone, 2 * names + 20_000);
+    assert!(size > limit, "{size} bytes");
+    let err = cli::zone(
+        &d.api_args,
+        ZoneCommand::Import {
+            zone: zone.into(),
+            file: huge,
+        },
+    )
+    .await
+    .expect_err("over the limit");
+    assert!(format!("{err:#}").contains("zonefile-max-bytes"), "{err:#}");
+    let after = d
+        .api
+        .json(Method::GET, &format!("/v1/zones/{zone}"), None)
+        .await
+        .expect("GET zone");
+    assert_eq!(after["serial"], shown["serial"], "{after}");
     d.stop().await;
 }

@@ -82,7 +82,17 @@ impl Daemon {
     /// The first log line from now on for which `pred` holds. Every line must be one JSON
     /// object with the stable fields.
     fn wait_log(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
+        self.wait_log_within(what, WAIT, pred)
+    }
+
+    /// [`Daemon::wait_log`], waiting up to `wait`.
+    fn wait_log_within(
+        &mut self,
+        what: &str,
+        wait: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match self.lines.recv_timeout(left) {
@@ -887,5 +897,148 @@ async fn sighup_reloads_tsig_keys() {
                 .is_some_and(|m| m.starts_with("reload:"))
     });
     assert_eq!(signed_rcode(b, 5).await, ResponseCode::NoError);
+    d.stop();
+}
+
+/// The `progress` lines of `stage` in `log`, checked: counts that only grow, a rate on every
+/// line, and a last line marked finished. Returns them.
+fn progress_lines<'a>(log: &'a [Value], stage: &str) -> Vec<&'a Value> {
+    let lines: Vec<&Value> = log
+        .iter()
+        .filter(|v| v["message"] == "progress" && v["stage"] == stage)
+        .collect();
+    let (last, _) = lines
+        .split_last()
+        .unwrap_or_else(|| panic!("no progress line for {stage:?}"));
+    let mut done = 0;
+    for v in &lines {
+        assert_eq!(v["level"], "INFO", "{v}");
+        let d = v["done"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no done in {v}"));
+        assert!(d >= done, "done went back: {lines:#?}");
+        done = d;
+        assert!(v["rate"].as_u64().is_some(), "no rate in {v}");
+    }
+    assert_eq!(last["finished"], true, "{lines:#?}");
+    assert_eq!(last["done"], last["total"], "{last}");
+    lines
+}
+
+/// Start-up with a 200,000-record zone file, then again from the store it filled: reading the
+/// file and loading the store log `progress` lines while they run (done below the total, with
+/// the time left) and when they end, and tell systemd the same as STATUS=. The interval is set
+/// to 0 (`EDGEDNS_PROGRESS_INTERVAL_MS`) so that every 4096 records report however fast this
+/// machine is; the map fill needs XDP (tests/tests/integration/progress.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_reports_progress_of_long_stages() {
+    const RECORDS: u64 = 200_000;
+    // Generous: a debug build on a shared 2-CPU machine.
+    const START: Duration = Duration::from_secs(120);
+    let dir = TempDir::new().expect("tempdir");
+    let zone = dir.path().join("big.zone");
+    let mut text = String::from(
+        "$ORIGIN big.example.\n$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 60\n@ NS ns\n",
+    );
+    for i in 0..RECORDS - 1 {
+        text.push_str(&format!(
+            "h{i} A 10.{}.{}.{}\n",
+            i >> 16,
+            (i >> 8) & 255,
+            i & 255
+        ));
+    }
+    write(&zone, &text);
+    let data = dir.path().join("data");
+    let args = vec![
+        "--xdp-mode",
+        "off",
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--api-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+        "--log-format",
+        "json",
+        "--log-level",
+        "info",
+    ];
+    let env = [(dns_user::progress::INTERVAL_ENV, "0")];
+    let (notify, notify_path) = notify_socket(&dir);
+    // Read systemd's messages as they come: a datagram socket nobody reads fills up, and the
+    // daemon's next send would wait for room.
+    let statuses = std::thread::spawn(move || {
+        let deadline = Instant::now() + START;
+        let mut messages: Vec<String> = Vec::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            let Ok(len) = notify.recv(&mut buf) else {
+                continue;
+            };
+            messages.push(String::from_utf8_lossy(&buf[..len]).into_owned());
+            if messages.last().is_some_and(|m| m.starts_with("READY=1")) {
+                break;
+            }
+        }
+        messages
+    });
+    let mut with_file = args.clone();
+    with_file.extend(["--zone-file", zone.to_str().expect("utf-8")]);
+    let mut d = Daemon::start_env(dir.path(), &with_file, Some(&notify_path), &env);
+    d.wait_log_within("ready", START, |v| v["message"] == "ready");
+
+    let read = progress_lines(&d.log, "reading zone file");
+    // Every line of the file is an entry: $ORIGIN, $TTL, the SOA, NS and A records.
+    assert_eq!(read.last().expect("lines")["total"], RECORDS + 3);
+    let midway: Vec<_> = read
+        .iter()
+        .filter(|v| v["finished"] == false && v["done"].as_u64() < v["total"].as_u64())
+        .collect();
+    assert!(!midway.is_empty(), "no line before the end: {read:#?}");
+    assert!(
+        midway.iter().all(|v| v["eta_s"].as_u64().is_some()),
+        "{midway:#?}"
+    );
+    let import = progress_lines(&d.log, "importing zone file");
+    // The A records and the NS record; the SOA is not counted. One step: its start, its end.
+    assert_eq!(import.len(), 2, "{import:#?}");
+    assert_eq!(import[0]["done"], 0, "{import:#?}");
+    assert_eq!(import[1]["total"], RECORDS);
+
+    // systemd heard the same, before READY=1.
+    let messages = statuses.join().expect("notify reader");
+    assert!(
+        messages.last().is_some_and(|m| m.starts_with("READY=1")),
+        "{messages:?}"
+    );
+    for stage in ["reading zone file", "importing zone file"] {
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.starts_with(&format!("STATUS={stage}: ")) && m.ends_with(", done")),
+            "no final STATUS for {stage}: {messages:?}"
+        );
+    }
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("STATUS=reading zone file: ") && m.ends_with(" s left")),
+        "no STATUS mid-way: {messages:?}"
+    );
+    d.stop();
+
+    // Again, from the store alone.
+    let mut d = Daemon::start_env(dir.path(), &args, None, &env);
+    d.wait_log_within("ready", START, |v| v["message"] == "ready");
+    let load = progress_lines(&d.log, "loading the store");
+    // The zone's A and NS RRsets, and the two of the demo zone `serve` made (NS, A); the SOA
+    // lives with the zone.
+    assert_eq!(load.last().expect("lines")["total"], RECORDS + 2);
+    assert!(
+        load.iter()
+            .any(|v| v["finished"] == false && v["done"].as_u64() < v["total"].as_u64()),
+        "no line before the end: {load:#?}"
+    );
     d.stop();
 }

@@ -22,6 +22,7 @@ use crate::{
     compile::{self, MapWriter, SyncReport},
     journal::{self, Diff, JournalOp, JournalSource},
     maps::{FastPath, MapWriteError},
+    progress::Reporter,
     store::{Store, StoreError},
     zone::{normalize, ChangeSet, Edit, SharedZones, ZoneError, ZoneSet},
 };
@@ -133,8 +134,13 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
 
     /// Makes the maps hold exactly what the zones compile to (start-up, over pinned maps).
     pub fn full_sync(&self) -> Result<SyncReport, EngineError> {
+        self.full_sync_with(&Reporter::silent())
+    }
+
+    /// [`Engine::full_sync`], reporting its progress to `progress`.
+    pub fn full_sync_with(&self, progress: &Reporter) -> Result<SyncReport, EngineError> {
         let zones = self.zones();
-        self.with_fast(|fast| compile::full_sync(fast, &zones))
+        self.with_fast(|fast| compile::full_sync_with(fast, &zones, progress))
             .unwrap_or(Ok(SyncReport::default()))
             .map_err(EngineError::FastPath)
     }

@@ -386,3 +386,47 @@ async fn apply_with_checks_and_applies_with_no_write_in_between() {
         serial
     );
 }
+
+/// The start-up map fill reports names compiled while it runs and at its end, and the total it
+/// announces is what ends up in the maps.
+#[tokio::test]
+async fn full_sync_reports_progress() {
+    use crate::progress::{Reporter, CHECK_EVERY};
+
+    let bed = Bed::new().await;
+    let mut text = format!("$ORIGIN {APEX}\n$TTL 60\n@ SOA ns1 h 2 3600 600 86400 60\n@ NS ns1\n");
+    for i in 0..3 * CHECK_EVERY {
+        text.push_str(&format!("h{i} A 192.0.2.{}\n", i % 256));
+    }
+    let zf = crate::zonefile::parse("big.zone", &text, None).expect("zone file");
+    let (_, spec, rrsets) = zf.into_parts();
+    bed.engine
+        .apply(Edit::ReplaceZone { spec, rrsets })
+        .await
+        .expect("zone replaced");
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let reporter = Reporter::default()
+        .with_interval(std::time::Duration::ZERO)
+        .with_status(move |s| sink.lock().unwrap().push(s.to_string()));
+    bed.engine.full_sync_with(&reporter).expect("full sync");
+
+    // The apex and the A owners (ns1 has no address here).
+    let total = 3 * CHECK_EVERY + 1;
+    assert_eq!(bed.maps.state().names.len() as u64, total);
+    let seen = seen.lock().unwrap();
+    let prefix = "filling the maps: ";
+    let midway = seen
+        .iter()
+        .filter(|s| s.starts_with(prefix) && s.ends_with(" s left"))
+        .count();
+    assert_eq!(midway, 3, "{seen:?}");
+    assert!(
+        seen.last().is_some_and(
+            |s| s.starts_with(&format!("{prefix}{total}/{total} records, "))
+                && s.ends_with(", done")
+        ),
+        "{seen:?}"
+    );
+}

@@ -23,7 +23,7 @@ mod parse;
 pub mod presentation;
 mod print;
 
-pub use parse::{parse, ZoneFile, ZoneFileError};
+pub use parse::{parse, parse_with, ZoneFile, ZoneFileError};
 pub use print::export;
 
 #[cfg(test)]

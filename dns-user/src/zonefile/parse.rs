@@ -11,9 +11,12 @@ use super::{
         is_absolute, parse_name, parse_rdata, parse_soa, parse_ttl, parse_type, unsupported,
     },
 };
-use crate::zone::{
-    normalize, RrSet, SoaParams, Zone, ZoneError, ZoneSet, ZoneSpec, DEFAULT_NS_TTL,
-    SUPPORTED_TYPES,
+use crate::{
+    progress::Reporter,
+    zone::{
+        normalize, RrSet, SoaParams, Zone, ZoneError, ZoneSet, ZoneSpec, DEFAULT_NS_TTL,
+        SUPPORTED_TYPES,
+    },
 };
 
 /// Where a zone-file error is: `file:line: reason`, or `file: reason` for the file as a whole.
@@ -111,6 +114,16 @@ impl ZoneFile {
 /// once (RFC 2181 §5: an RRset is a set). The result is checked by the zone model, so the
 /// errors it would find are reported here, with their line.
 pub fn parse(file: &str, text: &str, zone: Option<&Name>) -> Result<ZoneFile, ZoneFileError> {
+    parse_with(file, text, zone, &Reporter::silent())
+}
+
+/// [`parse`], reporting entries read to `progress` (stage "reading zone file").
+pub fn parse_with(
+    file: &str,
+    text: &str,
+    zone: Option<&Name>,
+    progress: &Reporter,
+) -> Result<ZoneFile, ZoneFileError> {
     let err = |line: Option<usize>, reason: String| ZoneFileError {
         file: file.to_string(),
         line,
@@ -127,7 +140,9 @@ pub fn parse(file: &str, text: &str, zone: Option<&Name>) -> Result<ZoneFile, Zo
     let mut lines = Vec::new();
     let mut index: HashMap<(Name, RecordType), usize> = HashMap::new();
 
+    let mut progress = progress.start("reading zone file", Some(entries.len() as u64));
     for entry in entries {
+        progress.add(1);
         let line = entry.line;
         let at = |reason: String| err(Some(line), reason);
         let toks = &entry.tokens;
@@ -261,6 +276,7 @@ pub fn parse(file: &str, text: &str, zone: Option<&Name>) -> Result<ZoneFile, Zo
         }
     }
 
+    progress.finish();
     let Some((soa_line, apex, soa_ttl, mut params, serial)) = soa else {
         return Err(err(None, "no SOA record".into()));
     };

@@ -11,6 +11,7 @@ mod fallback;
 mod fast_path;
 mod harness;
 mod metrics;
+mod progress;
 mod reload;
 mod rfc2136;
 mod secondary;

@@ -1,0 +1,99 @@
+//! Start-up progress with the real fast path: a daemon started on a store of 200,000 records
+//! fills the XDP maps and logs `progress` lines for it (JSON fields `stage`, `done`, `total`,
+//! `rate`, `eta_s`, `finished`) while it runs and when it ends.
+
+use std::{
+    fs,
+    path::Path,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tests::{edgedns_bin, NetNs, Process, TempDir};
+
+const RECORDS: u64 = 200_000;
+
+/// Generous: a shared machine, a 200,000-record import on the first start.
+const START: Duration = Duration::from_secs(90);
+
+/// `edgedns serve` in `ns` with the fast path on loopback, JSON logs and a progress report
+/// every 4096 records (`EDGEDNS_PROGRESS_INTERVAL_MS=0`, `dns_user::progress::INTERVAL_ENV`),
+/// waited on until it logs "ready".
+fn serve(ns: &NetNs, data: &Path, extra: &[&str], log: &Path) -> Process {
+    let mut cmd = ns.command(edgedns_bin());
+    cmd.arg("serve")
+        .args(["--xdp-mode", "generic", "--no-pin"])
+        .args(["--dns-listen", "127.0.0.1:53", "--log-format", "json"])
+        .arg("--data-dir")
+        .arg(data)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .env(dns_user::progress::INTERVAL_ENV, "0");
+    let mut p = Process::spawn("edgedns serve", cmd, log.to_owned());
+    let deadline = Instant::now() + START;
+    while !p.log_text().contains("\"message\":\"ready\"") {
+        p.assert_running();
+        assert!(Instant::now() < deadline, "not ready in {START:?}");
+        thread::sleep(Duration::from_millis(200));
+    }
+    p
+}
+
+#[test]
+fn start_up_reports_the_map_fill() {
+    let tmp = TempDir::new();
+    let zone = tmp.path().join("big.zone");
+    let mut text = String::from(
+        "$ORIGIN big.example.\n$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 60\n@ NS ns\n",
+    );
+    for i in 0..RECORDS - 1 {
+        text.push_str(&format!(
+            "h{i} A 10.{}.{}.{}\n",
+            i >> 16,
+            (i >> 8) & 255,
+            i & 255
+        ));
+    }
+    fs::write(&zone, text).expect("write the zone file");
+    let ns = NetNs::new("prog");
+    let data = tmp.path().join("data");
+
+    // The first start imports the file into the store.
+    let zone_arg = zone.to_str().expect("utf-8");
+    let mut first = serve(
+        &ns,
+        &data,
+        &["--zone-file", zone_arg],
+        &tmp.path().join("1.log"),
+    );
+    let exit = first.stop();
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
+    // The second fills the maps from the store.
+    let log = tmp.path().join("2.log");
+    let mut second = serve(&ns, &data, &[], &log);
+    let exit = second.stop();
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
+
+    let lines: Vec<Value> = fs::read_to_string(&log)
+        .expect("the log")
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &Value| v["message"] == "progress" && v["stage"] == "filling the maps")
+        .collect();
+    let last = lines.last().expect("progress lines for the map fill");
+    assert_eq!(last["finished"], true, "{lines:#?}");
+    assert_eq!(last["done"], last["total"], "{last}");
+    // Every name of the zone (the apex, ns and the A owners) and of the demo zone.
+    let total = last["total"].as_u64().expect("a total");
+    assert!(total > RECORDS, "{last}");
+    let midway: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["finished"] == false && v["done"].as_u64() < Some(total))
+        .collect();
+    assert!(!midway.is_empty(), "no line before the end: {lines:#?}");
+    for v in &midway {
+        assert!(v["rate"].as_u64().is_some(), "{v}");
+        assert!(v["eta_s"].as_u64().is_some(), "{v}");
+    }
+}
