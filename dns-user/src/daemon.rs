@@ -202,17 +202,9 @@ pub async fn run_with(
 ) -> Result<(), DaemonError> {
     let notify = &control.notify;
     let progress = progress_reporter(notify);
-    // Read the token and the zone files first: a mistake in either stops start-up before
+    // Read the token, keys and zone files first: a mistake in any stops start-up before
     // anything is attached.
-    let token = config
-        .api_token_file
-        .as_deref()
-        .map(ApiToken::from_file)
-        .transpose()?;
-    let keys = match &config.tsig_keys {
-        Some(path) => KeyRing::load(path)?,
-        None => KeyRing::default(),
-    };
+    let (token, keys) = read_secrets(&config)?;
     let notify_key = match &config.secondaries.notify_key {
         None => None,
         Some(name) => {
@@ -519,6 +511,20 @@ fn spawn_control(
     });
 }
 
+/// The API token and the TSIG keys the settings name, read and checked (none if not named).
+fn read_secrets(config: &Config) -> Result<(Option<ApiToken>, KeyRing), DaemonError> {
+    let token = config
+        .api_token_file
+        .as_deref()
+        .map(ApiToken::from_file)
+        .transpose()?;
+    let keys = match &config.tsig_keys {
+        Some(path) => KeyRing::load(path)?,
+        None => KeyRing::default(),
+    };
+    Ok((token, keys))
+}
+
 /// Applies a reload's API token file, TSIG key file and zone files. All are read and checked
 /// first: a file with a mistake changes nothing, and the running token and keys stay.
 async fn reload(engine: &Arc<Engine>, slots: &Slots, config: &Config) -> Result<(), DaemonError> {
@@ -526,15 +532,7 @@ async fn reload(engine: &Arc<Engine>, slots: &Slots, config: &Config) -> Result<
     // Reading and parsing a large zone file takes a while: not on the workers that answer.
     let files = config.clone();
     let (token, keys, zone_files) = tokio::task::spawn_blocking(move || {
-        let token = files
-            .api_token_file
-            .as_deref()
-            .map(ApiToken::from_file)
-            .transpose()?;
-        let keys = match &files.tsig_keys {
-            Some(path) => KeyRing::load(path)?,
-            None => KeyRing::default(),
-        };
+        let (token, keys) = read_secrets(&files)?;
         let zone_files = files
             .zone_file
             .iter()
