@@ -43,11 +43,14 @@ impl Task {
         const DIG: (&str, &str) = ("dig", "bind9-dnsutils");
         const CURL: (&str, &str) = ("curl", "curl");
         const IP: (&str, &str) = ("ip", "iproute2");
+        // etcd-client compiles etcd's protobuf definitions at build time.
+        const PROTOC: (&str, &str) = ("protoc", "protobuf-compiler");
         match self {
-            Task::Build => &[],
+            Task::Build => &[PROTOC],
             // The try-it lines `cargo xtask run` prints use dig and curl.
-            Task::Run => &[DIG, CURL, IP],
+            Task::Run => &[PROTOC, DIG, CURL, IP],
             Task::Test => &[
+                PROTOC,
                 IP,
                 DIG,
                 ("kdig", "knot-dnsutils"),
@@ -55,6 +58,8 @@ impl Task {
                 ("knotd", "knot"),
                 CURL,
                 ("ethtool", "ethtool"),
+                // The fleet tests run a real etcd cluster.
+                ("etcd", "etcd-server"),
             ],
         }
     }
@@ -234,7 +239,10 @@ pub(crate) fn ensure_programs(
     }
     let apt = |args: &[&str]| -> Result<()> {
         let mut cmd = as_root("apt-get", root)?;
-        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        // Another apt run (unattended upgrades on a fresh machine) may hold the dpkg lock: wait.
+        cmd.args(["-o", "DPkg::Lock::Timeout=600"])
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive");
         run(cmd.stdout(io::stderr()))
     };
     let r = apt(&["update", "-q"]).and_then(|()| {
