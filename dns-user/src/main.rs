@@ -62,8 +62,13 @@ enum Command {
     ///
     /// E.g. `edgedns completions bash > /etc/bash_completion.d/edgedns`.
     Completions { shell: clap_complete::Shell },
-    /// Print the manual page (roff: `edgedns man | man -l -`).
-    Man,
+    /// Print the manual page (roff: `edgedns man | man -l -`), or with `--dir` write it and one
+    /// page per subcommand (edgedns-serve.1, edgedns-zone-import.1, ...) into a directory.
+    Man {
+        /// Write every page into this directory instead of printing the top page.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Print the fast path's counters (from a running server's API).
     Stats {
         #[command(flatten)]
@@ -113,10 +118,14 @@ fn main() -> anyhow::Result<()> {
             clap_complete::generate(shell, &mut command(), "edgedns", &mut std::io::stdout());
             return Ok(());
         }
-        Command::Man => {
+        Command::Man { dir: None } => {
             return clap_mangen::Man::new(command())
                 .render(&mut std::io::stdout())
                 .context("writing the manual page");
+        }
+        Command::Man { dir: Some(dir) } => {
+            return clap_mangen::generate_to(command(), &dir)
+                .with_context(|| format!("writing the manual pages into {}", dir.display()));
         }
         other => other,
     };
@@ -127,7 +136,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(_)
             | Command::Config { .. }
             | Command::Completions { .. }
-            | Command::Man => {
+            | Command::Man { .. } => {
                 unreachable!("handled above")
             }
             Command::Stats { api } => cli::stats(&api).await,

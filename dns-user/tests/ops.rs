@@ -692,6 +692,21 @@ fn completions_and_man_page_cover_the_commands() {
     for word in ["serve", "completions", "config"] {
         assert!(man.contains(word), "the man page lacks {word}");
     }
+    // `--dir` writes a page per subcommand, each with its own flags.
+    let pages = TempDir::new().expect("tempdir");
+    let out = Command::new(BIN)
+        .arg("man")
+        .arg("--dir")
+        .arg(pages.path())
+        .output()
+        .expect("run edgedns");
+    assert!(out.status.success(), "{out:?}");
+    let serve = std::fs::read_to_string(pages.path().join("edgedns-serve.1")).expect("serve page");
+    assert!(
+        serve.contains("dns\\-listen"),
+        "the serve page lacks its flags"
+    );
+    assert!(pages.path().join("edgedns-zone-import.1").exists());
     let bad = Command::new(BIN)
         .args(["completions", "tcsh"])
         .output()

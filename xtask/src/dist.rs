@@ -27,7 +27,8 @@ const BIN_PATH: &str = "usr/bin/edgedns";
 const UNIT_BIN_PATH: &str = "/usr/local/bin/edgedns";
 const UNIT_PATH: &str = "lib/systemd/system/edgedns.service";
 const CONFIG_PATH: &str = "etc/edgedns/edgedns.toml";
-const MAN_PATH: &str = "usr/share/man/man1/edgedns.1.gz";
+/// `edgedns man --dir` writes edgedns.1 and a page per subcommand here; each is gzipped.
+const MAN_DIR: &str = "usr/share/man/man1";
 /// `edgedns completions SHELL` and where Debian's shells look for a package's completions.
 const COMPLETIONS: [(&str, &str); 3] = [
     ("bash", "usr/share/bash-completion/completions/edgedns"),
@@ -157,13 +158,17 @@ fn lay_out(bin: &Path, root: &Path, version: &str, arch: &str) -> Result<()> {
     for (shell, path) in COMPLETIONS {
         write(root, path, &generated(&["completions", shell])?, 0o644)?;
     }
-    let man = MAN_PATH
-        .strip_suffix(".gz")
-        .expect("the man path ends in .gz");
-    write(root, man, &generated(&["man"])?, 0o644)?;
-    // -n: no name or time stamp in the header, so the same page packs to the same bytes.
-    run(Command::new("gzip").args(["-9n"]).arg(root.join(man)))?;
-    chmod(&root.join(MAN_PATH), 0o644)?;
+    let man_dir = root.join(MAN_DIR);
+    create_parent(root, &man_dir.join("edgedns.1"))?;
+    run(Command::new(bin).arg("man").arg("--dir").arg(&man_dir))?;
+    for page in fs::read_dir(&man_dir).with_context(|| format!("reading {}", man_dir.display()))? {
+        let page = page?.path();
+        // -n: no name or time stamp in the header, so the same page packs to the same bytes.
+        run(Command::new("gzip").args(["-9n"]).arg(&page))?;
+        let mut packed = page.into_os_string();
+        packed.push(".gz");
+        chmod(Path::new(&packed), 0o644)?;
+    }
 
     let installed_kib = tree_size(root)?.div_ceil(1024);
     write(

@@ -23,11 +23,14 @@ use tests::{
 const DIST_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Each packaged file and the mode `dpkg-deb --contents` must show for it.
-const FILES: [(&str, &str); 7] = [
+const FILES: [(&str, &str); 9] = [
     ("usr/bin/edgedns", "-rwxr-xr-x"),
     ("lib/systemd/system/edgedns.service", "-rw-r--r--"),
     ("etc/edgedns/edgedns.toml", "-rw-r--r--"),
     ("usr/share/man/man1/edgedns.1.gz", "-rw-r--r--"),
+    // A page per subcommand, so `man edgedns-serve` lists every flag.
+    ("usr/share/man/man1/edgedns-serve.1.gz", "-rw-r--r--"),
+    ("usr/share/man/man1/edgedns-zone-import.1.gz", "-rw-r--r--"),
     (
         "usr/share/bash-completion/completions/edgedns",
         "-rw-r--r--",
@@ -224,6 +227,16 @@ fn dist_package_installs_and_serves() {
             .arg(root.join("usr/share/man/man1/edgedns.1.gz")),
     );
     assert!(man.contains(".TH edgedns 1"), "{man}");
+    let serve = run_ok(
+        Command::new("gzip")
+            .arg("-dc")
+            .arg(root.join("usr/share/man/man1/edgedns-serve.1.gz")),
+    );
+    assert!(serve.contains(".TH edgedns-serve 1"), "{serve}");
+    assert!(
+        serve.contains("dns\\-listen"),
+        "the serve page lists its flags"
+    );
     for (shell, path) in [
         ("bash", "usr/share/bash-completion/completions/edgedns"),
         ("zsh", "usr/share/zsh/vendor-completions/_edgedns"),
