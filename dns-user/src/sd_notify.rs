@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// Where to send notifications; cheap to clone.
 #[derive(Clone, Debug, Default)]
@@ -35,7 +35,10 @@ impl Notifier {
             }
             None => SocketAddr::from_pathname(&name),
         };
-        match addr.and_then(|addr| Ok((UnixDatagram::unbound()?, addr))) {
+        // Non-blocking: the daemon sends from async tasks, and a notify socket whose queue is
+        // full (systemd busy or gone) must cost a logged failure, not a stalled worker.
+        let socket = UnixDatagram::unbound().and_then(|s| s.set_nonblocking(true).map(|()| s));
+        match addr.and_then(|addr| Ok((socket?, addr))) {
             Ok(target) => Self {
                 target: Some(Arc::new(target)),
             },
@@ -50,8 +53,12 @@ impl Notifier {
     /// otherwise ignored: systemd's bookkeeping must not stop the server.
     pub fn send(&self, msg: &str) {
         if let Some(t) = &self.target {
-            if let Err(e) = t.0.send_to_addr(msg.as_bytes(), &t.1) {
-                debug!("sd_notify {msg:?}: {e}");
+            match t.0.send_to_addr(msg.as_bytes(), &t.1) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    warn!("sd_notify {msg:?} dropped: the notify socket's queue is full");
+                }
+                Err(e) => debug!("sd_notify {msg:?}: {e}"),
             }
         }
     }
