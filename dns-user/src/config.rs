@@ -22,7 +22,15 @@ use crate::daemon;
 pub const DEFAULT_PATH: &str = "/etc/edgedns/edgedns.toml";
 
 /// Settings a SIGHUP re-reads and applies; any other change needs a restart.
-pub const RELOADABLE: [&str; 4] = ["api-token-file", "log-level", "tsig-keys", "zone-file"];
+pub const RELOADABLE: [&str; 7] = [
+    "api-token-file",
+    "log-level",
+    "tsig-keys",
+    "allow-axfr",
+    "transfer-allow",
+    "update-allow",
+    "zone-file",
+];
 
 /// Everything `edgedns serve` takes.
 #[derive(Clone, Debug, clap::Args)]
