@@ -349,11 +349,11 @@ async fn serve(
     notify.status("loading zone files");
     for zf in zone_files {
         let (file, apex, records) = (zf.file().to_string(), zf.apex().clone(), zf.record_count());
-        // One change through the write path: no count mid-way, but the start and the end
-        // (with the rate) say where the time went.
+        // One change through the write path: its start and end (with the rate) say where the
+        // time went, and its map fill reports as it goes.
         let mut stage = progress.start("importing zone file", Some(records as u64));
         stage.report_now();
-        let imported = engine.import_zone(zf).await?;
+        let imported = engine.import_zone_with(zf, &progress).await?;
         stage.set_done(records as u64);
         stage.finish();
         info!(%file, zone = %apex, records, serial = imported.serial, changed = imported.changed, "zone file loaded");
@@ -556,9 +556,8 @@ async fn reload(engine: &Arc<Engine>, slots: &Slots, config: &Config) -> Result<
         let zone_files = files
             .zone_file
             .iter()
-            // Silent: a reload's log is its own few lines, and the new log level only
-            // applies after the files are read.
-            .map(|path| read_zone_file(path, &Reporter::silent()))
+            // A large file is read with progress lines, as at start.
+            .map(|path| read_zone_file(path, &Reporter::default()))
             .collect::<Result<Vec<_>, _>>()?;
         Ok::<_, DaemonError>((token, keys, zone_files))
     })

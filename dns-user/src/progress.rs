@@ -1,7 +1,8 @@
-//! Progress of long start-up work (loading the store, filling the maps, reading and importing
-//! zone files), as operators of Knot or NSD expect: every few seconds a log line with how many
+//! Progress of long work (at start-up: loading the store, filling the maps; at any time:
+//! reading a zone file and filling the maps for it, whether it comes with `--zone-file`, a reload
+//! or the API), as operators of Knot or NSD expect: every few seconds a log line with how many
 //! records are done, the rate and the time left, and the same as systemd's `STATUS=` when the
-//! daemon runs under systemd.
+//! daemon runs under systemd (at start-up).
 //!
 //! The loops call [`Progress::add`] per record; it only compares two integers, and reads the
 //! clock once every [`CHECK_EVERY`] records, so a loop of millions of records pays nothing
@@ -66,8 +67,8 @@ impl Default for Reporter {
 }
 
 impl Reporter {
-    /// Reports nothing: for the same work done where nobody waits on a log (an API import, the
-    /// CLI's local check of a file).
+    /// Reports nothing: for the same work done where nobody waits on a log (the CLI's local
+    /// check of a file, a change that is not an import).
     pub fn silent() -> Self {
         Self {
             enabled: false,
@@ -80,6 +81,11 @@ impl Reporter {
     pub fn with_status(mut self, status: impl Fn(&str) + Send + Sync + 'static) -> Self {
         self.status = Some(Arc::new(status));
         self
+    }
+
+    /// Whether this reporter reports at all (not [`Reporter::silent`]).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
     }
 
     pub fn with_interval(mut self, interval: Duration) -> Self {
