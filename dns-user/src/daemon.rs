@@ -556,8 +556,8 @@ async fn reload(engine: &Arc<Engine>, slots: &Slots, config: &Config) -> Result<
         let zone_files = files
             .zone_file
             .iter()
-            // A large file is read with progress lines, as at start.
-            .map(|path| read_zone_file(path, &Reporter::default()))
+            // A large file is read with progress lines, as at start; a small one without.
+            .map(|path| read_zone_file(path, &Reporter::default().long_only()))
             .collect::<Result<Vec<_>, _>>()?;
         Ok::<_, DaemonError>((token, keys, zone_files))
     })

@@ -500,6 +500,7 @@ async fn sighup_swaps_token_and_zone_file_without_losing_a_query() {
         [
             "reload: API token applied",
             "reload: TSIG keys applied",
+            "reload: access lists unchanged",
             "change applied",
             "reload: zone file loaded"
         ],

@@ -263,9 +263,15 @@ pub(super) async fn import(
     let source = source_label(&query);
     // Parsing a large file takes a while: keep it off the async workers.
     let parse_apex = apex.clone();
-    // A large file logs its progress as it is read, and as the maps are filled.
+    // A large file logs its progress as it is read, and as the maps are filled (a small one
+    // says nothing of it).
     let zf = tokio::task::spawn_blocking(move || {
-        zonefile::parse_with(&source, &text, Some(&parse_apex), &Reporter::default())
+        zonefile::parse_with(
+            &source,
+            &text,
+            Some(&parse_apex),
+            &Reporter::default().long_only(),
+        )
     })
     .await
     .map_err(|e| ApiError::internal(&e))??;

@@ -33,9 +33,10 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
     /// Replaces the zone with the file's contents in one change (creating it if missing). The
     /// serial only moves forward ([`crate::zone::import_serial`]); a file whose data the zone
     /// already holds changes nothing. The map fill of a large zone logs its progress every few
-    /// seconds ([`Reporter::default`]).
+    /// seconds ([`Reporter::long_only`]: nothing for a small one).
     pub async fn import_zone(self: &Arc<Self>, zf: ZoneFile) -> Result<Imported, ImportError> {
-        self.import_zone_with(zf, &Reporter::default()).await
+        self.import_zone_with(zf, &Reporter::default().long_only())
+            .await
     }
 
     /// [`Engine::import_zone`], reporting the map fill to `progress`.
