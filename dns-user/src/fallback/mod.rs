@@ -320,6 +320,48 @@ mod tests {
 
     use super::{testutil::*, *};
 
+    /// A reload's access lists apply to the next message; the other settings stay, and a reload
+    /// that changes no list reports none.
+    #[test]
+    fn set_access_swaps_the_lists_alone() {
+        let fallback = Fallback::new(
+            SharedZones::new(zones()),
+            FallbackConfig {
+                nsid: Some(b"edge1".to_vec()),
+                ..FallbackConfig::default()
+            },
+            Arc::new(FallbackStats::new()),
+        );
+        let axfr = bytes(&query("example.com.", RecordType::AXFR));
+        let peer: IpAddr = "192.0.2.53".parse().expect("address");
+        let rcode = |f: &Fallback| match f.answer(&axfr, Transport::Tcp, peer) {
+            Answer::Now(Some(reply)) => reply.rcode,
+            _ => panic!("an answer now"),
+        };
+        assert_eq!(rcode(&fallback), ResponseCode::Refused);
+
+        let new = FallbackConfig {
+            transfer_allow: vec![parse_prefix("192.0.2.0/24").expect("prefix")],
+            update_allow: vec!["10.0.0.0/8".parse().expect("prefix")],
+            ..FallbackConfig::default()
+        };
+        assert_eq!(
+            fallback.set_access(&new),
+            ["transfer-allow", "update-allow"]
+        );
+        assert_eq!(rcode(&fallback), ResponseCode::NoError);
+        let now = fallback.config();
+        assert_eq!(now.update_allow, new.update_allow);
+        assert_eq!(now.nsid.as_deref(), Some(&b"edge1"[..]), "nsid kept");
+        assert!(fallback.set_access(&new).is_empty());
+
+        assert_eq!(
+            fallback.set_access(&FallbackConfig::default()),
+            ["transfer-allow", "update-allow"]
+        );
+        assert_eq!(rcode(&fallback), ResponseCode::Refused);
+    }
+
     #[tokio::test]
     async fn serves_udp_and_tcp() {
         let zones = SharedZones::new(zones());
