@@ -44,7 +44,13 @@ pub static SCRATCH: PerCpuArray<Scratch> = per_cpu_array(map::SCRATCH);
 /// Adds one to a counter; returns its new value on this CPU.
 #[inline(always)]
 pub fn count(stat: Stat) -> u64 {
-    match STATS.get_ptr_mut(stat as u32) {
+    count_slot(stat as u32)
+}
+
+/// Adds one to the counter in `slot` of the STATS map (a [`Stat`], or a per-qtype slot).
+#[inline(always)]
+pub fn count_slot(slot: u32) -> u64 {
+    match STATS.get_ptr_mut(slot) {
         // SAFETY: a per-CPU slot, only this CPU writes it while the program runs.
         Some(c) => unsafe {
             *c += 1;

@@ -10,6 +10,7 @@ use aya_ebpf::{
 };
 use dns_common::{
     csum::{at_offset, fold, sum_bytes, udp_field},
+    stat::qtype_slot,
     wire::{DNS_HEADER_LEN, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN, OPT_RR_LEN, UDP_HLEN},
     Scratch, Stat, XdpConfig, KEY_NAME_LEN, TYPE_OPT,
 };
@@ -17,7 +18,7 @@ use dns_common::{
 use crate::{
     answer::Answer,
     csum::{sum_scratch, Kept},
-    maps::count,
+    maps::{count, count_slot},
     parse::{Query, Udp},
     verifier::helper_len,
     Pass,
@@ -124,6 +125,9 @@ pub fn respond(
     ) {
         Ok(()) => {
             count(a.stat);
+            if let Some(slot) = qtype_slot(a.stat, q.seg) {
+                count_slot(slot);
+            }
             Ok(xdp_action::XDP_TX)
         }
         Err(()) => Ok(drop_frame()),

@@ -381,9 +381,20 @@ pub fn sync(
     zones: &ZoneSet,
     changes: &ChangeSet,
 ) -> Result<SyncReport, MapWriteError> {
+    sync_with(fast, zones, changes, &Reporter::silent())
+}
+
+/// [`sync`], reporting the names of each zone compiled whole (a zone created or replaced: a
+/// zone-file import) to `progress` (stage "filling the maps for a zone").
+pub fn sync_with(
+    fast: &mut impl MapWriter,
+    zones: &ZoneSet,
+    changes: &ChangeSet,
+    progress: &Reporter,
+) -> Result<SyncReport, MapWriteError> {
     let mut report = SyncReport::default();
     for apex in &changes.zones_full {
-        sync_zone_full(fast, zones, apex, &mut report)?;
+        sync_zone_full(fast, zones, apex, &mut report, progress)?;
     }
     for apex in changes.zones_soa.difference(&changes.zones_full) {
         if let Some(zone) = zones.zone(apex) {
@@ -419,6 +430,7 @@ fn sync_zone_full(
     zones: &ZoneSet,
     apex: &Name,
     report: &mut SyncReport,
+    progress: &Reporter,
 ) -> Result<(), MapWriteError> {
     let apex_key = name_key(apex);
     let in_zone = |k: &NameKey| apex_key.is_some_and(|a| key_is_under(k, &a));
@@ -428,13 +440,21 @@ fn sync_zone_full(
             fast.set_zone(&k, &v)?;
             report.zones_written += 1;
         }
+        // Counting the names first is one cheap pass next to compiling each; a silent reporter
+        // skips it.
+        let total = progress
+            .is_enabled()
+            .then(|| zone.existing_names().count() as u64);
+        let mut progress = progress.start("filling the maps for a zone", total);
         for name in zone.existing_names() {
+            progress.add(1);
             if let Some((k, e)) = compile_name(zones, zone, &name) {
                 fast.set_name(&k, &e)?;
                 keep.insert(k.name);
                 report.names_written += 1;
             }
         }
+        progress.finish();
     } else if let Some(k) = apex_key {
         fast.remove_zone(&k)?;
         report.zones_removed += 1;

@@ -22,7 +22,15 @@ use crate::daemon;
 pub const DEFAULT_PATH: &str = "/etc/edgedns/edgedns.toml";
 
 /// Settings a SIGHUP re-reads and applies; any other change needs a restart.
-pub const RELOADABLE: [&str; 4] = ["api-token-file", "log-level", "tsig-keys", "zone-file"];
+pub const RELOADABLE: [&str; 7] = [
+    "api-token-file",
+    "log-level",
+    "tsig-keys",
+    "allow-axfr",
+    "transfer-allow",
+    "update-allow",
+    "zone-file",
+];
 
 /// Everything `edgedns serve` takes.
 #[derive(Clone, Debug, clap::Args)]
@@ -339,10 +347,11 @@ pub fn check(serve: &Command, path: &Path) -> Result<ServeArgs, ConfigError> {
 /// flags. Keys with a default are set to it (so the file checks every value's syntax); the
 /// others are commented out.
 pub fn example(serve: &Command) -> String {
-    let mut out = String::from(
+    let mut out = format!(
         "# edgedns serve configuration (TOML). Keys are serve's long flags; a flag or an\n\
          # EDGEDNS_* environment variable given at start overrides the key. A SIGHUP re-reads\n\
-         # api-token-file, log-level and zone-file; other keys take effect at a restart.\n",
+         # {}; other keys take effect at a restart.\n",
+        RELOADABLE.join(", ")
     );
     for arg in serve.get_arguments() {
         let Some(long) = arg.get_long() else { continue };

@@ -173,7 +173,7 @@ pub enum DaemonError {
 
 /// What a daemon takes from outside besides its config and sockets: where to tell systemd how
 /// start-up goes ([`notify`]), and the settings of each reload (SIGHUP), of which it applies
-/// the reloadable ones: the API token file and the zone files.
+/// the reloadable ones ([`crate::config::RELOADABLE`]).
 #[derive(Debug, Default)]
 pub struct Control {
     pub notify: Notifier,
@@ -349,11 +349,11 @@ async fn serve(
     notify.status("loading zone files");
     for zf in zone_files {
         let (file, apex, records) = (zf.file().to_string(), zf.apex().clone(), zf.record_count());
-        // One change through the write path: no count mid-way, but the start and the end
-        // (with the rate) say where the time went.
+        // One change through the write path: its start and end (with the rate) say where the
+        // time went, and its map fill reports as it goes.
         let mut stage = progress.start("importing zone file", Some(records as u64));
         stage.report_now();
-        let imported = engine.import_zone(zf).await?;
+        let imported = engine.import_zone_with(zf, &progress).await?;
         stage.set_done(records as u64);
         stage.finish();
         info!(%file, zone = %apex, records, serial = imported.serial, changed = imported.changed, "zone file loaded");
@@ -367,20 +367,13 @@ async fn serve(
     let fallback = Arc::new(
         Fallback::new(
             engine.shared_zones(),
-            FallbackConfig {
-                udp_payload: config.udp_payload,
-                allow_transfer: config.allow_axfr,
-                transfer_allow: config.secondaries.transfer_allow.clone(),
-                nsid: config.nsid.as_ref().map(|id| id.as_bytes().to_vec()),
-                ..FallbackConfig::default()
-            },
+            fallback_config(config),
             fallback_stats.clone(),
         )
         .with_journal(engine.clone())
         .with_keys(key_slot.clone())
         .with_updates(fallback::Updates {
             handler: engine.clone(),
-            allow_unsigned: config.update_allow.clone(),
         }),
     );
     let mut tasks = JoinSet::new();
@@ -398,7 +391,7 @@ async fn serve(
     ));
     tasks.spawn(fallback::serve_tcp(
         listeners.dns_tcp,
-        fallback,
+        fallback.clone(),
         shutdown.clone(),
     ));
     let mut api_state = ApiState::new(engine.clone(), fallback_stats)
@@ -457,6 +450,7 @@ async fn serve(
         Slots {
             token: token_slot,
             keys: key_slot,
+            fallback,
         },
     );
     shutdown.cancelled().await;
@@ -470,6 +464,31 @@ async fn serve(
 struct Slots {
     token: TokenSlot,
     keys: KeySlot,
+    /// Its access lists.
+    fallback: Arc<Fallback>,
+}
+
+/// The fallback's settings from the daemon's.
+fn fallback_config(config: &Config) -> FallbackConfig {
+    FallbackConfig {
+        udp_payload: config.udp_payload,
+        allow_transfer: config.allow_axfr,
+        transfer_allow: config.secondaries.transfer_allow.clone(),
+        update_allow: config.update_allow.clone(),
+        nsid: config.nsid.as_ref().map(|id| id.as_bytes().to_vec()),
+        ..FallbackConfig::default()
+    }
+}
+
+/// A list of prefixes for the log: `192.0.2.0/24, 2001:db8::1/128`, or `none`.
+fn prefixes<T: std::fmt::Display>(list: &[T]) -> String {
+    if list.is_empty() {
+        return "none".to_owned();
+    }
+    list.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Starts the tasks that keep systemd's watchdog fed and apply reloads, until `shutdown`.
@@ -525,8 +544,9 @@ fn read_secrets(config: &Config) -> Result<(Option<ApiToken>, KeyRing), DaemonEr
     Ok((token, keys))
 }
 
-/// Applies a reload's API token file, TSIG key file and zone files. All are read and checked
-/// first: a file with a mistake changes nothing, and the running token and keys stay.
+/// Applies a reload's API token file, TSIG key file, access lists (`--allow-axfr`,
+/// `--transfer-allow`, `--update-allow`) and zone files. The files are read and checked first: a
+/// file with a mistake changes nothing, and the running token, keys and lists stay.
 async fn reload(engine: &Arc<Engine>, slots: &Slots, config: &Config) -> Result<(), DaemonError> {
     let slot = &slots.token;
     // Reading and parsing a large zone file takes a while: not on the workers that answer.
@@ -536,9 +556,8 @@ async fn reload(engine: &Arc<Engine>, slots: &Slots, config: &Config) -> Result<
         let zone_files = files
             .zone_file
             .iter()
-            // Silent: a reload's log is its own few lines, and the new log level only
-            // applies after the files are read.
-            .map(|path| read_zone_file(path, &Reporter::silent()))
+            // A large file is read with progress lines, as at start; a small one without.
+            .map(|path| read_zone_file(path, &Reporter::default().long_only()))
             .collect::<Result<Vec<_>, _>>()?;
         Ok::<_, DaemonError>((token, keys, zone_files))
     })
@@ -555,6 +574,19 @@ async fn reload(engine: &Arc<Engine>, slots: &Slots, config: &Config) -> Result<
     let key_count = keys.len();
     slots.keys.store(Arc::new(keys));
     info!(keys = key_count, "reload: TSIG keys applied");
+    let access = fallback_config(config);
+    let changed = slots.fallback.set_access(&access);
+    if changed.is_empty() {
+        info!("reload: access lists unchanged");
+    } else {
+        info!(
+            changed = %changed.join(", "),
+            allow_axfr = access.allow_transfer,
+            transfer_allow = %prefixes(&access.transfer_allow),
+            update_allow = %prefixes(&access.update_allow),
+            "reload: access lists applied"
+        );
+    }
     for zf in zone_files {
         let (file, apex) = (zf.file().to_string(), zf.apex().clone());
         let imported = engine.import_zone(zf).await?;

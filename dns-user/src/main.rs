@@ -50,8 +50,9 @@ enum Command {
     /// Run the server: XDP fast path, fallback DNS server and update API.
     ///
     /// Settings come from flags, EDGEDNS_* environment variables and a configuration file
-    /// (--config), in that order of precedence. SIGHUP reloads the API token, the log level and
-    /// the zone files; SIGTERM and SIGINT stop the server.
+    /// (--config), in that order of precedence. SIGHUP reloads the API token, the TSIG keys, the
+    /// log level, the transfer and update access lists and the zone files; SIGTERM and SIGINT
+    /// stop the server.
     Serve(Box<ServeArgs>),
     /// Check a configuration file, or print one with every key.
     Config {

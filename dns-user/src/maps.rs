@@ -10,7 +10,7 @@ use std::collections::HashMap as StdHashMap;
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
 use dns_common::{
     map::{CONFIG, NAMES_LARGE, NAMES_SHORT, NAMES_SMALL, STATS, ZONES},
-    LargeValue, NameKey, ShortKey, SmallValue, Stat, XdpConfig, ZoneValue, IN_LARGE,
+    stat, LargeValue, NameKey, ShortKey, SmallValue, Stat, XdpConfig, ZoneValue, IN_LARGE,
 };
 
 /// A compiled answer set for one name, in whichever map it fits.
@@ -220,5 +220,21 @@ impl FastPath {
                 Ok((*s, per_cpu.iter().sum()))
             })
             .collect()
+    }
+
+    /// The program's answers by kind and query type (its per-qtype slots), summed over CPUs:
+    /// `(kind, qtype, count)` for each of [`stat::ANSWER_KINDS`] and [`stat::ANSWER_QTYPES`].
+    pub fn answers_by_qtype(&self) -> Result<Vec<(Stat, &'static str, u64)>, MapWriteError> {
+        let mut out = Vec::with_capacity(stat::QTYPE_SLOTS as usize);
+        for kind in stat::ANSWER_KINDS {
+            for (seg, qtype) in (dns_common::SEG_A..).zip(stat::ANSWER_QTYPES) {
+                let Some(slot) = stat::qtype_slot(kind, seg) else {
+                    continue;
+                };
+                let per_cpu = self.stats.get(&slot, 0).map_err(werr(STATS.name))?;
+                out.push((kind, qtype, per_cpu.iter().sum()));
+            }
+        }
+        Ok(out)
     }
 }

@@ -1,7 +1,8 @@
-//! Progress of long start-up work (loading the store, filling the maps, reading and importing
-//! zone files), as operators of Knot or NSD expect: every few seconds a log line with how many
+//! Progress of long work (at start-up: loading the store, filling the maps; at any time:
+//! reading a zone file and filling the maps for it, whether it comes with `--zone-file`, a reload
+//! or the API), as operators of Knot or NSD expect: every few seconds a log line with how many
 //! records are done, the rate and the time left, and the same as systemd's `STATUS=` when the
-//! daemon runs under systemd.
+//! daemon runs under systemd (at start-up).
 //!
 //! The loops call [`Progress::add`] per record; it only compares two integers, and reads the
 //! clock once every [`CHECK_EVERY`] records, so a loop of millions of records pays nothing
@@ -36,6 +37,8 @@ type StatusHook = Arc<dyn Fn(&str) + Send + Sync>;
 #[derive(Clone)]
 pub struct Reporter {
     enabled: bool,
+    /// Report a stage's end only if it reported part way (see [`Reporter::long_only`]).
+    long_only: bool,
     interval: Duration,
     status: Option<StatusHook>,
 }
@@ -44,6 +47,7 @@ impl std::fmt::Debug for Reporter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reporter")
             .field("enabled", &self.enabled)
+            .field("long_only", &self.long_only)
             .field("interval", &self.interval)
             .field("status", &self.status.is_some())
             .finish()
@@ -59,6 +63,7 @@ impl Default for Reporter {
             .map_or(DEFAULT_INTERVAL, Duration::from_millis);
         Self {
             enabled: true,
+            long_only: false,
             interval,
             status: None,
         }
@@ -66,11 +71,12 @@ impl Default for Reporter {
 }
 
 impl Reporter {
-    /// Reports nothing: for the same work done where nobody waits on a log (an API import, the
-    /// CLI's local check of a file).
+    /// Reports nothing: for the same work done where nobody waits on a log (the CLI's local
+    /// check of a file, a change that is not an import).
     pub fn silent() -> Self {
         Self {
             enabled: false,
+            long_only: false,
             interval: DEFAULT_INTERVAL,
             status: None,
         }
@@ -80,6 +86,19 @@ impl Reporter {
     pub fn with_status(mut self, status: impl Fn(&str) + Send + Sync + 'static) -> Self {
         self.status = Some(Arc::new(status));
         self
+    }
+
+    /// Says nothing of a stage that ends before its first report part way: for work that is
+    /// usually small and only sometimes long (a zone file loaded through the API or a reload),
+    /// so that the log of a small one stays its own few lines.
+    pub fn long_only(mut self) -> Self {
+        self.long_only = true;
+        self
+    }
+
+    /// Whether this reporter reports at all (not [`Reporter::silent`]).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
     }
 
     pub fn with_interval(mut self, interval: Duration) -> Self {
@@ -98,6 +117,7 @@ impl Reporter {
             next_check: if self.enabled { CHECK_EVERY } else { u64::MAX },
             started: now,
             last: now,
+            reported: false,
         }
     }
 }
@@ -113,6 +133,8 @@ pub struct Progress {
     started: Instant,
     /// When the last report went out.
     last: Instant,
+    /// Whether a report went out before the end.
+    reported: bool,
 }
 
 /// Rate and time left, from the count so far.
@@ -173,14 +195,16 @@ impl Progress {
         }
     }
 
-    /// Reports the stage's end (always, whatever the interval).
-    pub fn finish(self) {
-        if self.reporter.enabled {
+    /// Reports the stage's end (whatever the interval; with [`Reporter::long_only`], only if
+    /// the stage reported before).
+    pub fn finish(mut self) {
+        if self.reporter.enabled && (self.reported || !self.reporter.long_only) {
             self.report(Instant::now(), true);
         }
     }
 
-    fn report(&self, now: Instant, finished: bool) {
+    fn report(&mut self, now: Instant, finished: bool) {
+        self.reported = true;
         let est = Estimate::new(
             self.done,
             self.total,
@@ -301,6 +325,23 @@ mod tests {
             *seen.lock().unwrap(),
             ["importing zone file: 0/10 records, 0/s"]
         );
+    }
+
+    #[test]
+    fn long_only_reports_the_end_of_stages_that_reported_before() {
+        let (reporter, seen) = recording(Duration::ZERO);
+        let reporter = reporter.long_only();
+        let mut quick = reporter.start("reading zone file", Some(CHECK_EVERY - 1));
+        quick.add(CHECK_EVERY - 1);
+        quick.finish();
+        assert!(seen.lock().unwrap().is_empty());
+        let mut long = reporter.start("reading zone file", Some(CHECK_EVERY + 1));
+        long.add(CHECK_EVERY);
+        long.add(1);
+        long.finish();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(seen[1].ends_with(", done"), "{seen:?}");
     }
 
     #[test]

@@ -1095,7 +1095,7 @@ async fn metrics() {
     assert_eq!(
         value(
             "edgedns_responses_total",
-            "path=\"fallback\",transport=\"udp\",rcode=\"NOERROR\""
+            "path=\"fallback\",transport=\"udp\",rcode=\"NOERROR\",qtype=\"A\""
         ),
         0.0
     );

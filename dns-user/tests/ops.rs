@@ -500,6 +500,7 @@ async fn sighup_swaps_token_and_zone_file_without_losing_a_query() {
         [
             "reload: API token applied",
             "reload: TSIG keys applied",
+            "reload: access lists unchanged",
             "change applied",
             "reload: zone file loaded"
         ],
@@ -568,8 +569,8 @@ fn dashboard_metrics() -> Vec<String> {
     names
 }
 
-/// The fallback's responses are counted by transport and RCODE under the labels the XDP path
-/// uses too, and every metric the Grafana dashboard queries is in `/metrics`.
+/// The fallback's responses are counted by transport, RCODE and query type under the labels the
+/// XDP path uses too, and every metric the Grafana dashboard queries is in `/metrics`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_label_both_paths_alike_and_cover_the_dashboard() {
     let dir = TempDir::new().expect("tempdir");
@@ -614,18 +615,28 @@ async fn metrics_label_both_paths_alike_and_cover_the_dashboard() {
             .map(|s| s.2)
             .unwrap_or_else(|| panic!("no {name}{{{labels}}} in\n{text}"))
     };
-    let responses = |path: &str, transport: &str, rcode: &str| {
+    let responses = |path: &str, transport: &str, rcode: &str, qtype: &str| {
         value(
             "edgedns_responses_total",
-            &format!("path=\"{path}\",transport=\"{transport}\",rcode=\"{rcode}\""),
+            &format!(
+                "path=\"{path}\",transport=\"{transport}\",rcode=\"{rcode}\",qtype=\"{qtype}\""
+            ),
         )
     };
-    assert_eq!(responses("fallback", "udp", "NOERROR"), 2.0);
-    assert_eq!(responses("fallback", "udp", "NXDOMAIN"), 1.0);
-    assert_eq!(responses("fallback", "tcp", "NOERROR"), 0.0);
+    assert_eq!(responses("fallback", "udp", "NOERROR", "A"), 2.0);
+    assert_eq!(responses("fallback", "udp", "NXDOMAIN", "A"), 1.0);
+    assert_eq!(responses("fallback", "udp", "NOERROR", "AAAA"), 0.0);
+    assert_eq!(responses("fallback", "tcp", "NOERROR", "A"), 0.0);
+    assert_eq!(responses("fallback", "udp", "NOERROR", "other"), 0.0);
+    let fallback_total: f64 = all
+        .iter()
+        .filter(|(n, l, _)| n == "edgedns_responses_total" && l.starts_with("path=\"fallback\""))
+        .map(|s| s.2)
+        .sum();
+    assert_eq!(fallback_total, 3.0);
     // No fast path: its series are there, at 0, with the same label names.
-    assert_eq!(responses("xdp", "udp", "NOERROR"), 0.0);
-    assert_eq!(responses("xdp", "udp", "NXDOMAIN"), 0.0);
+    assert_eq!(responses("xdp", "udp", "NOERROR", "A"), 0.0);
+    assert_eq!(responses("xdp", "udp", "NXDOMAIN", "AAAA"), 0.0);
     assert_eq!(value("edgedns_fast_path_enabled", ""), 0.0);
     assert_eq!(
         value("edgedns_xdp_passed_total", "reason=\"disabled\""),

@@ -55,7 +55,7 @@ pub const DEFAULT_UDP_PAYLOAD: u16 = 1232;
 
 /// Version of the map layout. Pinned maps live in a directory named after it, so a daemon whose
 /// layout differs never takes over maps it can't read. Bump it with any change to the types here.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// Query types, as the index into [`NameValue::segs`]: 0 is the CNAME prefix copied before every
 /// answer at a name that holds a CNAME.

@@ -5,7 +5,9 @@
 
 use core::marker::PhantomData;
 
-use crate::{LargeValue, NameKey, Scratch, ShortKey, SmallValue, XdpConfig, ZoneValue, STAT_COUNT};
+use crate::{
+    stat::STAT_SLOTS, LargeValue, NameKey, Scratch, ShortKey, SmallValue, XdpConfig, ZoneValue,
+};
 
 /// `BPF_MAP_TYPE_*` of the maps used here.
 #[repr(u32)]
@@ -67,8 +69,9 @@ pub const ZONES_MAX: u32 = 4096;
 
 /// Program settings, one [`XdpConfig`] at index 0.
 pub const CONFIG: MapSpec<u32, XdpConfig> = MapSpec::new("CONFIG", MapKind::Array, 1, 0);
-/// Per-CPU counters, indexed by [`crate::Stat`].
-pub const STATS: MapSpec<u32, u64> = MapSpec::new("STATS", MapKind::PerCpuArray, STAT_COUNT, 0);
+/// Per-CPU counters, indexed by [`crate::Stat`], then the per-qtype answers
+/// ([`crate::stat::qtype_slot`]).
+pub const STATS: MapSpec<u32, u64> = MapSpec::new("STATS", MapKind::PerCpuArray, STAT_SLOTS, 0);
 /// Names of at most [`crate::SHORT_NAME_LEN`] wire bytes whose answers fit a small value, and
 /// the [`crate::IN_LARGE`] marker of short names whose answers don't.
 pub const NAMES_SHORT: MapSpec<ShortKey, SmallValue> =

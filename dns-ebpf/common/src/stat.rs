@@ -80,3 +80,69 @@ stats! {
     /// query nor the answer any more.
     DropWrite => (DROPPED, "write_failed"),
 }
+
+/// The kinds of answer the program gives, in the order of their per-qtype slots.
+pub const ANSWER_KINDS: [Stat; 3] = [
+    Stat::AnsweredAnswer,
+    Stat::AnsweredNxdomain,
+    Stat::AnsweredNodata,
+];
+
+/// The query types the program answers, as `/metrics` labels them, in the order of their segment
+/// indices ([`crate::SEG_A`], [`crate::SEG_AAAA`], [`crate::SEG_CNAME`]).
+pub const ANSWER_QTYPES: [&str; 3] = ["A", "AAAA", "CNAME"];
+
+/// Slots of [`crate::map::STATS`] after the [`Stat`] counters: the program's answers again, by
+/// kind and query type, so that `/metrics` can give them the `qtype` label the fallback's
+/// answers have. The kind alone doesn't tell the type (an NXDOMAIN may answer A or AAAA). They
+/// sit after the list, apart from it, so [`Stat::ALL`] still moves by one per packet.
+pub const QTYPE_SLOTS: u32 = (ANSWER_KINDS.len() * ANSWER_QTYPES.len()) as u32;
+
+/// Entries of [`crate::map::STATS`]: the [`Stat`] counters, then the per-qtype answers.
+pub const STAT_SLOTS: u32 = STAT_COUNT + QTYPE_SLOTS;
+
+/// The slot counting an answer of `kind` (one of [`ANSWER_KINDS`]) to a query whose type has
+/// segment index `seg`; `None` for anything else.
+#[inline(always)]
+pub const fn qtype_slot(kind: Stat, seg: usize) -> Option<u32> {
+    let k = match kind {
+        Stat::AnsweredAnswer => 0,
+        Stat::AnsweredNxdomain => 1,
+        Stat::AnsweredNodata => 2,
+        _ => return None,
+    };
+    if seg < crate::SEG_A || seg > crate::SEG_CNAME {
+        return None;
+    }
+    Some(STAT_COUNT + k * ANSWER_QTYPES.len() as u32 + (seg - crate::SEG_A) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qtype_slots_follow_the_kinds_and_types_and_fill_the_map() {
+        let mut seen = [false; QTYPE_SLOTS as usize];
+        for (k, kind) in ANSWER_KINDS.iter().enumerate() {
+            for (t, seg) in [crate::SEG_A, crate::SEG_AAAA, crate::SEG_CNAME]
+                .into_iter()
+                .enumerate()
+            {
+                assert_eq!(
+                    crate::seg_for_qtype([crate::TYPE_A, crate::TYPE_AAAA, crate::TYPE_CNAME][t]),
+                    Some(seg)
+                );
+                let slot = qtype_slot(*kind, seg).expect("a slot");
+                let i = (slot - STAT_COUNT) as usize;
+                assert_eq!(i, k * ANSWER_QTYPES.len() + t);
+                assert!(!seen[i]);
+                seen[i] = true;
+            }
+            assert_eq!(qtype_slot(*kind, crate::SEG_CNAME_PREFIX), None);
+            assert_eq!(qtype_slot(*kind, crate::SEG_CNAME + 1), None);
+        }
+        assert!(seen.iter().all(|s| *s));
+        assert_eq!(qtype_slot(Stat::PassQtype, crate::SEG_A), None);
+    }
+}

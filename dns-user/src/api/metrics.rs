@@ -90,8 +90,8 @@ fn xdp_rcode(kind: &str) -> &'static str {
 }
 
 /// `GET /metrics`. Every name starts with `edgedns_`; the two answering paths share
-/// `edgedns_responses_total{path, transport, rcode}` with the same label values, so a sum over
-/// `path` is every response the server sent.
+/// `edgedns_responses_total{path, transport, rcode, qtype}` with the same label values, so a sum
+/// over `path` is every response the server sent.
 pub(super) async fn render(State(st): State<ApiState>) -> Response {
     let mut out = String::new();
 
@@ -108,10 +108,17 @@ pub(super) async fn render(State(st): State<ApiState>) -> Response {
     );
 
     // Without a fast path every XDP counter is 0: the label sets stay the same either way.
-    let (xdp, enabled) = match st.engine.with_fast(|f| (f.stats(), f.config())) {
-        Some((stats, config)) => {
+    let (xdp, by_qtype, enabled) = match st
+        .engine
+        .with_fast(|f| (f.stats(), f.answers_by_qtype(), f.config()))
+    {
+        Some((stats, by_qtype, config)) => {
             let stats = stats.unwrap_or_else(|e| {
                 warn!("reading the XDP counters: {e}");
+                Vec::new()
+            });
+            let by_qtype = by_qtype.unwrap_or_else(|e| {
+                warn!("reading the XDP counters by qtype: {e}");
                 Vec::new()
             });
             let enabled = match config {
@@ -121,9 +128,16 @@ pub(super) async fn render(State(st): State<ApiState>) -> Response {
                     false
                 }
             };
-            (stats, enabled)
+            (stats, by_qtype, enabled)
         }
-        None => (Stat::ALL.iter().map(|s| (*s, 0)).collect(), false),
+        None => (
+            Stat::ALL.iter().map(|s| (*s, 0)).collect(),
+            stat::ANSWER_KINDS
+                .iter()
+                .flat_map(|k| stat::ANSWER_QTYPES.iter().map(|q| (*k, *q, 0)))
+                .collect(),
+            false,
+        ),
     };
     family(
         &mut out,
@@ -176,24 +190,26 @@ pub(super) async fn render(State(st): State<ApiState>) -> Response {
         &mut out,
         "edgedns_responses_total",
         "counter",
-        "DNS responses sent, by the path that answered (xdp, fallback), transport and RCODE.",
+        "DNS responses sent, by the path that answered (xdp, fallback), transport, RCODE and \
+         query type (A, AAAA, CNAME, MX, TXT, NS, SOA, SRV, CAA, PTR, HTTPS, SVCB, ANY, AXFR, IXFR \
+         or other).",
     );
-    let mut xdp_by_rcode: BTreeMap<&str, u64> = BTreeMap::new();
-    for (stat, n) in &xdp {
-        if let ("answered", kind) = stat.label() {
-            *xdp_by_rcode.entry(xdp_rcode(kind)).or_default() += n;
-        }
+    let mut xdp_by_label: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for (kind, qtype, n) in &by_qtype {
+        *xdp_by_label
+            .entry((xdp_rcode(kind.label().1), qtype))
+            .or_default() += n;
     }
-    for (rcode, n) in &xdp_by_rcode {
+    for ((rcode, qtype), n) in &xdp_by_label {
         let _ = writeln!(
             out,
-            "edgedns_responses_total{{path=\"xdp\",transport=\"udp\",rcode=\"{rcode}\"}} {n}"
+            "edgedns_responses_total{{path=\"xdp\",transport=\"udp\",rcode=\"{rcode}\",qtype=\"{qtype}\"}} {n}"
         );
     }
-    for (transport, rcode, n) in fb.by_transport() {
+    for (transport, rcode, qtype, n) in fb.by_qtype() {
         let _ = writeln!(
             out,
-            "edgedns_responses_total{{path=\"fallback\",transport=\"{transport}\",rcode=\"{rcode}\"}} {n}"
+            "edgedns_responses_total{{path=\"fallback\",transport=\"{transport}\",rcode=\"{rcode}\",qtype=\"{qtype}\"}} {n}"
         );
     }
     for (name, help, n) in [

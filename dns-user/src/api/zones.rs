@@ -17,6 +17,7 @@ use super::{
     parse_zone_name, ApiError, ApiState,
 };
 use crate::{
+    progress::Reporter,
     zone::{normalize, Edit, SoaChange, Zone, ZoneError, ZoneSpec},
     zonefile::{
         self,
@@ -262,10 +263,18 @@ pub(super) async fn import(
     let source = source_label(&query);
     // Parsing a large file takes a while: keep it off the async workers.
     let parse_apex = apex.clone();
-    let zf =
-        tokio::task::spawn_blocking(move || zonefile::parse(&source, &text, Some(&parse_apex)))
-            .await
-            .map_err(|e| ApiError::internal(&e))??;
+    // A large file logs its progress as it is read, and as the maps are filled (a small one
+    // says nothing of it).
+    let zf = tokio::task::spawn_blocking(move || {
+        zonefile::parse_with(
+            &source,
+            &text,
+            Some(&parse_apex),
+            &Reporter::default().long_only(),
+        )
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))??;
     let imported = st.engine.import_zone(zf).await?;
     let mut zone = with_zone(&st, &apex, zone_json)?;
     zone["changed"] = json!(imported.changed);

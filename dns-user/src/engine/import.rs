@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::{Engine, EngineError, MapWriter, Persist};
 use crate::{
+    progress::Reporter,
     zone::{serial_newer, Edit},
     zonefile::{ZoneFile, ZoneFileError},
 };
@@ -31,8 +32,19 @@ pub enum ImportError {
 impl<S: Persist, M: MapWriter> Engine<S, M> {
     /// Replaces the zone with the file's contents in one change (creating it if missing). The
     /// serial only moves forward ([`crate::zone::import_serial`]); a file whose data the zone
-    /// already holds changes nothing.
+    /// already holds changes nothing. The map fill of a large zone logs its progress every few
+    /// seconds ([`Reporter::long_only`]: nothing for a small one).
     pub async fn import_zone(self: &Arc<Self>, zf: ZoneFile) -> Result<Imported, ImportError> {
+        self.import_zone_with(zf, &Reporter::default().long_only())
+            .await
+    }
+
+    /// [`Engine::import_zone`], reporting the map fill to `progress`.
+    pub async fn import_zone_with(
+        self: &Arc<Self>,
+        zf: ZoneFile,
+        progress: &Reporter,
+    ) -> Result<Imported, ImportError> {
         // Comparing a large zone takes a while: keep it off the async workers.
         let zones = self.zones();
         let (zf, current) = tokio::task::spawn_blocking(move || {
@@ -53,7 +65,10 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
         // lock, so a write that lands between this check and the import can't make the serial
         // go back.
         let (locator, spec, rrsets) = zf.into_parts();
-        match self.apply(Edit::ReplaceZone { spec, rrsets }).await {
+        match self
+            .apply_reporting(Edit::ReplaceZone { spec, rrsets }, progress)
+            .await
+        {
             Ok(applied) => Ok(Imported {
                 serial: applied.serial,
                 changed: true,

@@ -151,7 +151,21 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
         let _writer = self.writer.lock().await;
         let this = Arc::clone(self);
         // Commit and map writes block (fsync, bpf syscalls): keep them off the async workers.
-        tokio::task::spawn_blocking(move || this.apply_blocking(edit))
+        tokio::task::spawn_blocking(move || this.apply_blocking(edit, &Reporter::silent()))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    /// [`Engine::apply`], reporting the compiling of a zone written whole (a zone-file import)
+    /// to `progress`.
+    pub async fn apply_reporting(
+        self: &Arc<Self>,
+        edit: Edit,
+        progress: &Reporter,
+    ) -> Result<Applied, EngineError> {
+        let _writer = self.writer.lock().await;
+        let (this, progress) = (Arc::clone(self), progress.clone());
+        tokio::task::spawn_blocking(move || this.apply_blocking(edit, &progress))
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
@@ -174,14 +188,16 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
             let Some(edit) = build(&this.zones())? else {
                 return Ok(None);
             };
-            this.apply_blocking(edit).map(Some).map_err(E::from)
+            this.apply_blocking(edit, &Reporter::silent())
+                .map(Some)
+                .map_err(E::from)
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
     /// [`Engine::apply`] under the writer lock.
-    fn apply_blocking(&self, edit: Edit) -> Result<Applied, EngineError> {
+    fn apply_blocking(&self, edit: Edit, progress: &Reporter) -> Result<Applied, EngineError> {
         let apex = normalize(edit.apex());
         let prev = self.zones();
         let mut next = ZoneSet::clone(&prev);
@@ -194,7 +210,8 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
         let next = Arc::new(next);
         self.zones.publish(Arc::clone(&next));
         let serial = next.zone(&apex).map_or(0, |z| z.serial());
-        let sync = match self.with_fast(|fast| compile::sync(fast, &next, &changes)) {
+        let sync = match self.with_fast(|fast| compile::sync_with(fast, &next, &changes, progress))
+        {
             None => SyncReport::default(),
             Some(Ok(r)) => r,
             Some(Err(e)) => {

@@ -430,3 +430,50 @@ async fn full_sync_reports_progress() {
         "{seen:?}"
     );
 }
+
+/// A zone-file import reports the map fill of its zone while it runs and at its end.
+#[tokio::test]
+async fn import_reports_the_map_fill() {
+    use crate::progress::{Reporter, CHECK_EVERY};
+
+    let bed = Bed::new().await;
+    let mut text = format!("$ORIGIN {APEX}\n$TTL 60\n@ SOA ns1 h 2 3600 600 86400 60\n@ NS ns1\n");
+    for i in 0..3 * CHECK_EVERY {
+        text.push_str(&format!("h{i} A 192.0.2.{}\n", i % 256));
+    }
+    let zf = crate::zonefile::parse("big.zone", &text, None).expect("zone file");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let reporter = Reporter::default()
+        .with_interval(std::time::Duration::ZERO)
+        .with_status(move |s| sink.lock().unwrap().push(s.to_string()));
+    let imported = bed
+        .engine
+        .import_zone_with(zf, &reporter)
+        .await
+        .expect("imported");
+    assert!(imported.changed);
+
+    // The apex and the A owners.
+    let total = 3 * CHECK_EVERY + 1;
+    assert_eq!(bed.maps.state().names.len() as u64, total);
+    let seen = seen.lock().unwrap();
+    let prefix = "filling the maps for a zone: ";
+    let midway: Vec<u64> = seen
+        .iter()
+        .filter(|s| s.ends_with(" s left"))
+        .filter_map(|s| s.strip_prefix(prefix)?.split('/').next()?.parse().ok())
+        .collect();
+    assert_eq!(
+        midway,
+        [CHECK_EVERY, 2 * CHECK_EVERY, 3 * CHECK_EVERY],
+        "{seen:?}"
+    );
+    assert!(
+        seen.last().is_some_and(
+            |s| s.starts_with(&format!("{prefix}{total}/{total} records, "))
+                && s.ends_with(", done")
+        ),
+        "{seen:?}"
+    );
+}

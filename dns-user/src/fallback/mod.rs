@@ -90,6 +90,9 @@ pub struct FallbackConfig {
     /// The clients that may transfer zones (over TCP) when [`FallbackConfig::allow_transfer`] is
     /// off.
     pub transfer_allow: Vec<IpNet>,
+    /// Sources allowed to send unsigned updates (when the fallback takes updates at all). Signed
+    /// ones need a known key only.
+    pub update_allow: Vec<Prefix>,
     /// How long a TCP connection may wait for its next query (RFC 7766 §6.2.3 suggests seconds).
     pub tcp_idle_timeout: Duration,
     /// How long reading the rest of a started TCP message, or writing a response, may take: a
@@ -113,6 +116,7 @@ impl Default for FallbackConfig {
             udp_payload: dns_common::DEFAULT_UDP_PAYLOAD,
             allow_transfer: false,
             transfer_allow: Vec::new(),
+            update_allow: Vec::new(),
             tcp_idle_timeout: Duration::from_secs(10),
             tcp_io_timeout: Duration::from_secs(5),
             tcp_max_connections: 256,
@@ -129,7 +133,8 @@ pub type KeySlot = Arc<arc_swap::ArcSwap<KeyRing>>;
 
 pub struct Fallback {
     zones: SharedZones,
-    config: FallbackConfig,
+    /// Swapped whole by a reload that changes the access lists; each message reads it once.
+    config: arc_swap::ArcSwap<FallbackConfig>,
     stats: Arc<FallbackStats>,
     /// The IXFR journal; without it IXFR gets full transfers.
     journal: Option<Arc<dyn JournalSource>>,
@@ -158,7 +163,7 @@ impl Fallback {
     pub fn new(zones: SharedZones, config: FallbackConfig, stats: Arc<FallbackStats>) -> Self {
         Self {
             zones,
-            config,
+            config: arc_swap::ArcSwap::from_pointee(config),
             stats,
             journal: None,
             keys: KeySlot::default(),
@@ -196,8 +201,36 @@ impl Fallback {
         self.zones.load()
     }
 
-    pub fn config(&self) -> &FallbackConfig {
-        &self.config
+    /// The settings now (a reload may change the access lists meanwhile).
+    pub fn config(&self) -> Arc<FallbackConfig> {
+        self.config.load_full()
+    }
+
+    /// Takes `new`'s access lists (who may transfer zones: [`FallbackConfig::allow_transfer`],
+    /// [`FallbackConfig::transfer_allow`]; who may send unsigned updates:
+    /// [`FallbackConfig::update_allow`]) in place of the running ones, for every message from
+    /// now on; the other settings stay. Returns the flags whose lists changed.
+    pub fn set_access(&self, new: &FallbackConfig) -> Vec<&'static str> {
+        let old = self.config.load_full();
+        let mut changed = Vec::new();
+        if old.allow_transfer != new.allow_transfer {
+            changed.push("allow-axfr");
+        }
+        if old.transfer_allow != new.transfer_allow {
+            changed.push("transfer-allow");
+        }
+        if old.update_allow != new.update_allow {
+            changed.push("update-allow");
+        }
+        if !changed.is_empty() {
+            self.config.store(Arc::new(FallbackConfig {
+                allow_transfer: new.allow_transfer,
+                transfer_allow: new.transfer_allow.clone(),
+                update_allow: new.update_allow.clone(),
+                ..FallbackConfig::clone(&old)
+            }));
+        }
+        changed
     }
 
     pub fn stats(&self) -> &Arc<FallbackStats> {
@@ -215,7 +248,8 @@ impl Fallback {
             journal: self.journal.as_deref(),
             now: tsig::now(),
         };
-        let answer = decide(&self.zones(), query, transport, &self.config, &auth);
+        let config = self.config.load();
+        let answer = decide(&self.zones(), query, transport, &config, &auth);
         if let Answer::Now(reply) = &answer {
             self.stats.record(reply, transport);
         }
@@ -285,6 +319,48 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::{testutil::*, *};
+
+    /// A reload's access lists apply to the next message; the other settings stay, and a reload
+    /// that changes no list reports none.
+    #[test]
+    fn set_access_swaps_the_lists_alone() {
+        let fallback = Fallback::new(
+            SharedZones::new(zones()),
+            FallbackConfig {
+                nsid: Some(b"edge1".to_vec()),
+                ..FallbackConfig::default()
+            },
+            Arc::new(FallbackStats::new()),
+        );
+        let axfr = bytes(&query("example.com.", RecordType::AXFR));
+        let peer: IpAddr = "192.0.2.53".parse().expect("address");
+        let rcode = |f: &Fallback| match f.answer(&axfr, Transport::Tcp, peer) {
+            Answer::Now(Some(reply)) => reply.rcode,
+            _ => panic!("an answer now"),
+        };
+        assert_eq!(rcode(&fallback), ResponseCode::Refused);
+
+        let new = FallbackConfig {
+            transfer_allow: vec![parse_prefix("192.0.2.0/24").expect("prefix")],
+            update_allow: vec!["10.0.0.0/8".parse().expect("prefix")],
+            ..FallbackConfig::default()
+        };
+        assert_eq!(
+            fallback.set_access(&new),
+            ["transfer-allow", "update-allow"]
+        );
+        assert_eq!(rcode(&fallback), ResponseCode::NoError);
+        let now = fallback.config();
+        assert_eq!(now.update_allow, new.update_allow);
+        assert_eq!(now.nsid.as_deref(), Some(&b"edge1"[..]), "nsid kept");
+        assert!(fallback.set_access(&new).is_empty());
+
+        assert_eq!(
+            fallback.set_access(&FallbackConfig::default()),
+            ["transfer-allow", "update-allow"]
+        );
+        assert_eq!(rcode(&fallback), ResponseCode::Refused);
+    }
 
     #[tokio::test]
     async fn serves_udp_and_tcp() {
@@ -506,12 +582,14 @@ mod tests {
         let fallback = Arc::new(
             Fallback::new(
                 zones,
-                FallbackConfig::default(),
+                FallbackConfig {
+                    update_allow: vec!["127.0.0.0/8".parse().expect("prefix")],
+                    ..FallbackConfig::default()
+                },
                 Arc::new(FallbackStats::new()),
             )
             .with_updates(Updates {
                 handler: gated.clone(),
-                allow_unsigned: vec!["127.0.0.0/8".parse().expect("prefix")],
             }),
         );
         let shutdown = CancellationToken::new();

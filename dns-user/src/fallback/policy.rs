@@ -130,8 +130,8 @@ pub(super) fn decide(
         d.opt = false;
         return Answer::Now(Some(d.finish(transport)));
     }
-    if let Some(updates) = auth.updates.filter(|_| is_update) {
-        return accept_update(zones, buf, req, signed, transport, cfg, updates, auth.peer);
+    if is_update {
+        return accept_update(zones, buf, req, signed, transport, cfg, auth.peer);
     }
     let key = signed.as_ref().and_then(|t| t.key()).map(|k| &**k);
     let reply = answer_query(zones, &req, buf, transport, cfg, auth, key);
@@ -153,10 +153,6 @@ fn sign(mut reply: Reply, t: &ResponseTsig, now: u64) -> Reply {
 
 /// An UPDATE: the checks that need no zone data (zone section, permission, form), then the
 /// rest waits for its turn at the writer.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the parts of one request, handed on once"
-)]
 fn accept_update(
     zones: &ZoneSet,
     buf: &[u8],
@@ -164,7 +160,6 @@ fn accept_update(
     signed: Option<ResponseTsig>,
     transport: Transport,
     cfg: &FallbackConfig,
-    updates: &Updates,
     peer: Option<IpAddr>,
 ) -> Answer {
     let now = |rcode| {
@@ -187,7 +182,7 @@ fn accept_update(
     // statement lists (every zone if none); without one, only the sources in `--update-allow`.
     let allowed = match signed.as_ref().and_then(|t| t.key()) {
         Some(key) => key.may_update(&normalize(&zone)),
-        None => peer.is_some_and(|p| updates.allow_unsigned.iter().any(|a| a.contains(p))),
+        None => peer.is_some_and(|p| cfg.update_allow.iter().any(|a| a.contains(p))),
     };
     if !allowed {
         debug!(id = req.id, ?peer, %zone, "unsigned UPDATE: REFUSED");

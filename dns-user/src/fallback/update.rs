@@ -145,19 +145,16 @@ impl fmt::Display for Prefix {
     }
 }
 
-/// Who may update, and what applies the updates.
+/// What applies the updates. Who may send them is [`super::FallbackConfig::update_allow`] (and
+/// the TSIG keys).
 #[derive(Clone)]
 pub struct Updates {
     pub handler: Arc<dyn UpdateHandler>,
-    /// Sources allowed to send unsigned updates. Signed ones need a known key only.
-    pub allow_unsigned: Vec<Prefix>,
 }
 
 impl fmt::Debug for Updates {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Updates")
-            .field("allow_unsigned", &self.allow_unsigned)
-            .finish_non_exhaustive()
+        f.debug_struct("Updates").finish_non_exhaustive()
     }
 }
 

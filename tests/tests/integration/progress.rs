@@ -1,6 +1,8 @@
-//! Start-up progress with the real fast path: a daemon started on a store of 200,000 records
-//! fills the XDP maps and logs `progress` lines for it (JSON fields `stage`, `done`, `total`,
-//! `rate`, `eta_s`, `finished`) while it runs and when it ends.
+//! Progress with the real fast path: a daemon started on a store of 200,000 records fills the
+//! XDP maps and logs `progress` lines for it (JSON fields `stage`, `done`, `total`, `rate`,
+//! `eta_s`, `finished`) while it runs and when it ends; and a zone file of 200,000 records loaded
+//! with `--zone-file` at start, or one of 20,000 through the API (`edgedns zone import`), logs
+//! its reading and its map fill the same way.
 
 use std::{
     fs,
@@ -10,9 +12,13 @@ use std::{
 };
 
 use serde_json::Value;
-use tests::{edgedns_bin, NetNs, Process, TempDir};
+use tests::{edgedns_bin, run_timeout, NetNs, Process, TempDir};
 
 const RECORDS: u64 = 200_000;
+
+/// The zone imported through the API: smaller (the test's time goes to the 200,000 at start),
+/// still several reports' worth at one per 4096 records.
+const API_RECORDS: u64 = 20_000;
 
 /// Generous: a shared machine, a 200,000-record import on the first start.
 const START: Duration = Duration::from_secs(90);
@@ -40,14 +46,11 @@ fn serve(ns: &NetNs, data: &Path, extra: &[&str], log: &Path) -> Process {
     p
 }
 
-#[test]
-fn start_up_reports_the_map_fill() {
-    let tmp = TempDir::new();
-    let zone = tmp.path().join("big.zone");
-    let mut text = String::from(
-        "$ORIGIN big.example.\n$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 60\n@ NS ns\n",
-    );
-    for i in 0..RECORDS - 1 {
+/// A zone of `records` records at `origin`: the SOA, one NS, and A records.
+fn big_zone(origin: &str, records: u64) -> String {
+    let mut text =
+        format!("$ORIGIN {origin}\n$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 60\n@ NS ns\n");
+    for i in 0..records - 2 {
         text.push_str(&format!(
             "h{i} A 10.{}.{}.{}\n",
             i >> 16,
@@ -55,7 +58,52 @@ fn start_up_reports_the_map_fill() {
             i & 255
         ));
     }
-    fs::write(&zone, text).expect("write the zone file");
+    text
+}
+
+/// The `progress` lines of `stage` in the JSON log at `log`.
+fn stage_lines(log: &Path, stage: &str) -> Vec<Value> {
+    fs::read_to_string(log)
+        .expect("the log")
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &Value| v["message"] == "progress" && v["stage"] == stage)
+        .collect()
+}
+
+/// `stage` of a load of a zone of `records` records ran once in the log at `log`: at least two
+/// lines part way, with counts growing and below the total, then one at the end with the total.
+fn assert_reported_midway(log: &Path, stage: &str, records: u64) {
+    let lines = stage_lines(log, stage);
+    let (last, midway) = lines
+        .split_last()
+        .unwrap_or_else(|| panic!("no {stage:?} progress in {}", log.display()));
+    assert_eq!(last["finished"], true, "{lines:#?}");
+    let total = last["total"].as_u64().expect("a total");
+    // Names (the apex and the A owners) or entries (records and directives).
+    assert!((records - 1..=records + 2).contains(&total), "{last}");
+    assert_eq!(last["done"].as_u64(), Some(total), "{last}");
+    let counts: Vec<u64> = midway
+        .iter()
+        .map(|v| {
+            assert_eq!(v["finished"], false, "{stage}: {v}");
+            assert!(v["rate"].as_u64().is_some(), "{v}");
+            assert!(v["eta_s"].as_u64().is_some(), "{v}");
+            v["done"].as_u64().expect("a count")
+        })
+        .collect();
+    assert!(counts.len() >= 2, "{stage}: {lines:#?}");
+    assert!(
+        counts.windows(2).all(|w| w[0] < w[1]) && counts.last() < Some(&total),
+        "{stage}: counts {counts:?} of {total}"
+    );
+}
+
+#[test]
+fn start_up_and_zone_file_loads_report_progress() {
+    let tmp = TempDir::new();
+    let zone = tmp.path().join("big.zone");
+    fs::write(&zone, big_zone("big.example.", RECORDS)).expect("write the zone file");
     let ns = NetNs::new("prog");
     let data = tmp.path().join("data");
 
@@ -69,18 +117,37 @@ fn start_up_reports_the_map_fill() {
     );
     let exit = first.stop();
     assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
+    // Reading the file and filling the maps for its zone both reported part way.
+    let first_log = tmp.path().join("1.log");
+    assert_reported_midway(&first_log, "reading zone file", RECORDS);
+    assert_reported_midway(&first_log, "filling the maps for a zone", RECORDS);
+
     // The second fills the maps from the store.
     let log = tmp.path().join("2.log");
     let mut second = serve(&ns, &data, &[], &log);
+    // An import through the API reports as one at start does.
+    let other = tmp.path().join("big2.zone");
+    fs::write(&other, big_zone("big2.example.", API_RECORDS)).expect("write the zone file");
+    let mut import = ns.command(edgedns_bin());
+    import
+        .args(["zone", "import", "big2.example."])
+        .arg(&other)
+        .env_remove("EDGEDNS_TOKEN_FILE");
+    let out = run_timeout(&mut import, START).expect("edgedns zone import");
+    assert!(
+        out.success(),
+        "edgedns zone import: {:?}\n{}{}\ndaemon log:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr,
+        second.log_text()
+    );
     let exit = second.stop();
     assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
+    assert_reported_midway(&log, "reading zone file", API_RECORDS);
+    assert_reported_midway(&log, "filling the maps for a zone", API_RECORDS);
 
-    let lines: Vec<Value> = fs::read_to_string(&log)
-        .expect("the log")
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .filter(|v: &Value| v["message"] == "progress" && v["stage"] == "filling the maps")
-        .collect();
+    let lines = stage_lines(&log, "filling the maps");
     let last = lines.last().expect("progress lines for the map fill");
     assert_eq!(last["finished"], true, "{lines:#?}");
     assert_eq!(last["done"], last["total"], "{last}");

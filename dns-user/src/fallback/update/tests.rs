@@ -455,6 +455,8 @@ struct Bed {
     engine: Arc<Engine<Store, FastPath>>,
     keys: KeyRing,
     updates: Updates,
+    /// `--update-allow`.
+    allow: Vec<Prefix>,
 }
 
 impl Bed {
@@ -475,13 +477,13 @@ impl Bed {
         let keys = KeyRing::new([key()]);
         let updates = Updates {
             handler: engine.clone(),
-            allow_unsigned: allow.iter().map(|p| p.parse().unwrap()).collect(),
         };
         Self {
             _dir: dir,
             engine,
             keys,
             updates,
+            allow: allow.iter().map(|p| p.parse().unwrap()).collect(),
         }
     }
 
@@ -493,7 +495,10 @@ impl Bed {
             journal: None,
             now,
         };
-        let cfg = FallbackConfig::default();
+        let cfg = FallbackConfig {
+            update_allow: self.allow.clone(),
+            ..FallbackConfig::default()
+        };
         let reply = match decide(&self.engine.zones(), msg, Transport::Udp, &cfg, &auth) {
             Answer::Now(reply) => reply.expect("an answer"),
             Answer::Update(p) => p.run(self.updates.handler.clone()).await,
