@@ -15,6 +15,7 @@ use std::{
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use aya::programs::Xdp;
 use dns_common::{Stat, PROGRAM_NAME};
+use dns_user::zone::{ZoneSet, ZoneSpec};
 use dns_user::{
     compile::full_sync,
     loader::{load_detached, xdp_config},
@@ -22,7 +23,7 @@ use dns_user::{
 };
 use hickory_proto::{
     op::{Message, ResponseCode},
-    rr::{RData, RecordType},
+    rr::{rdata::A, Name, RData, RecordType},
     serialize::binary::BinDecodable as _,
 };
 use serde_json::{json, Value};
@@ -71,7 +72,7 @@ fn cases() -> Vec<Case> {
     let v6 = |name: &str, t: RecordType| {
         frame("[fd00:212::2]:40000", "[fd00:212::1]:53", name, t, false)
     };
-    vec![
+    let mut cases = vec![
         Case {
             key: "a_hit",
             label: "A hit (IPv4, no EDNS)",
@@ -112,7 +113,90 @@ fn cases() -> Vec<Case> {
             rcode: ResponseCode::NoError,
             answers: 1,
         },
-    ]
+        Case {
+            key: "nodata",
+            label: "NODATA (AAAA at an A-only name, 3 labels)",
+            frame: v4(&format!("n4242.{APEX}"), RecordType::AAAA, false),
+            stat: Stat::AnsweredNodata,
+            rcode: ResponseCode::NoError,
+            answers: 0,
+        },
+    ];
+    // Negative answers by the number of labels in the name, over the zones `add_deep_names`
+    // adds: `tld.` for two labels, the benchmark zone below.
+    for labels in [2usize, 4, 6, 10] {
+        let (nx, nodata) = deep_names(labels);
+        cases.push(Case {
+            key: leak(format!("a_hit_{labels}")),
+            label: leak(format!("A hit, {labels} labels")),
+            frame: v4(&nodata, RecordType::A, false),
+            stat: Stat::AnsweredAnswer,
+            rcode: ResponseCode::NoError,
+            answers: 1,
+        });
+        cases.push(Case {
+            key: leak(format!("nxdomain_{labels}")),
+            label: leak(format!("NXDOMAIN, {labels} labels")),
+            frame: v4(&nx, RecordType::A, false),
+            stat: Stat::AnsweredNxdomain,
+            rcode: ResponseCode::NXDomain,
+            answers: 0,
+        });
+        cases.push(Case {
+            key: leak(format!("nodata_{labels}")),
+            label: leak(format!("NODATA, {labels} labels")),
+            frame: v4(&nodata, RecordType::AAAA, false),
+            stat: Stat::AnsweredNodata,
+            rcode: ResponseCode::NoError,
+            answers: 0,
+        });
+    }
+    cases
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// The one-label zone of the two-label cases.
+const TLD: &str = "tld.";
+
+/// `(missing name, name with an A record only)` of `labels` labels: under [`TLD`] for two,
+/// under the benchmark zone for more (`x.`, `x.x.`, ... before the zone's two labels).
+fn deep_names(labels: usize) -> (String, String) {
+    if labels == 2 {
+        return (format!("nope4242.{TLD}"), format!("www.{TLD}"));
+    }
+    let middle = "x.".repeat(labels - 3);
+    (
+        format!("nope4242.{middle}{APEX}"),
+        format!("d{labels}.{middle}{APEX}"),
+    )
+}
+
+/// Adds what the label-count cases ask about: the zone [`TLD`] with `www` and the names of
+/// [`deep_names`] in the benchmark zone, each with an A record.
+fn add_deep_names(zones: &mut ZoneSet) -> Result<()> {
+    let tld = Name::from_ascii(TLD)?;
+    let ns = Name::from_ascii(format!("ns1.{APEX}"))?;
+    let spec = ZoneSpec::new(
+        tld.clone(),
+        ns.clone(),
+        Name::from_ascii(format!("hostmaster.{TLD}"))?,
+        vec![ns],
+    );
+    let err = |e| anyhow!("adding the label-count names: {e}");
+    zones.create_zone(spec).map_err(err)?;
+    let apex = Name::from_ascii(APEX)?;
+    for labels in [2usize, 4, 6, 10] {
+        let (_, name) = deep_names(labels);
+        let zone = if labels == 2 { &tld } else { &apex };
+        let a = vec![RData::A(A::new(192, 0, 2, labels as u8))];
+        zones
+            .set_rrset(zone, &Name::from_ascii(&name)?, RecordType::A, 60, a)
+            .map_err(err)?;
+    }
+    Ok(())
 }
 
 fn stat_map(fast: &FastPath) -> Result<Vec<(Stat, u64)>> {
@@ -155,7 +239,8 @@ pub fn run(opts: &Opts) -> Result<Value> {
         names: 10_000,
         extras: true,
     };
-    let zones = zonegen::zone_set(shape)?;
+    let mut zones = zonegen::zone_set(shape)?;
+    add_deep_names(&mut zones)?;
     let listen: SocketAddr = "[::]:53".parse().expect("address");
     let (mut ebpf, mut fast) = load_detached(xdp_config(listen, 1232, true))
         .map_err(|e| anyhow::anyhow!("{:#}", anyhow::Error::new(e)))
@@ -330,6 +415,7 @@ pub fn run(opts: &Opts) -> Result<Value> {
         .collect();
 
     let ret = ns["ret_tx"];
+    let a_hit_net = ns["edgedns_a_hit"] - (ns["wrap_ret_v4"] - ret) - ret;
     let mut rows = Vec::new();
     for c in &cases {
         let fam = if c.key == "ipv6" { "v6" } else { "v4" };
@@ -348,6 +434,7 @@ pub fn run(opts: &Opts) -> Result<Value> {
             "net_ns": cost - ret,
             "net_floor_ns": floor - ret,
             "net_ratio": (cost - ret) / (floor - ret).max(0.1),
+            "vs_a_hit": (cost - ret) / a_hit_net.max(0.1),
             "min_max_wrapped": spread[&format!("edgedns_{}", c.key)],
         }));
     }

@@ -2,15 +2,15 @@
 //! the zone a negative answer comes from.
 
 use dns_common::{
-    LargeValue, Scratch, ShortKey, SmallValue, Stat, ZoneValue, IN_LARGE, KEY_NAME_LEN,
+    LargeValue, Scratch, ShortKey, SmallValue, Stat, ZoneLens, ZoneValue, IN_LARGE, KEY_NAME_LEN,
     SHORT_NAME_LEN, ZONE_NEG_PASS,
 };
 
 use crate::{
     key::zero_prefix,
-    maps::{NAMES_LARGE, NAMES_SHORT, NAMES_SMALL, ZONES},
+    maps::{NAMES_LARGE, NAMES_SHORT, NAMES_SMALL, ZONES, ZONES_SHORT, ZONE_LENS},
     parse::Query,
-    verifier::{launder, Packed},
+    verifier::{launder, launder_keep, Packed},
     Pass,
 };
 
@@ -29,12 +29,8 @@ pub enum Hit<'a> {
 #[inline(always)]
 pub fn name<'a>(s: &Scratch, q: &Query) -> Result<Hit<'a>, Pass> {
     if q.name_len <= SHORT_NAME_LEN {
-        // SAFETY: the last SHORT_NAME_LEN bytes of the key, which is all a short name fills;
-        // `ShortKey` is a byte array, so any alignment and bit pattern will do.
-        let short = unsafe {
-            &*(s.key.name.as_ptr().add(KEY_NAME_LEN - SHORT_NAME_LEN) as *const ShortKey)
-        };
-        let Some(v) = NAMES_SHORT.get_ptr(short) else {
+        // The short key is all a short name fills.
+        let Some(v) = NAMES_SHORT.get_ptr(short_key(s)) else {
             // Every short name has a short entry, so this name doesn't exist.
             return Ok(Hit::Absent);
         };
@@ -64,53 +60,112 @@ pub fn name<'a>(s: &Scratch, q: &Query) -> Result<Hit<'a>, Pass> {
 /// the apex's key in `s.key`.
 #[inline(always)]
 pub fn zone_at<'a>(s: &mut Scratch, apex_len: usize) -> Result<&'a ZoneValue, Pass> {
-    zero_prefix(s, (KEY_NAME_LEN - apex_len) as u64);
-    let zone = ZONES.get_ptr(&s.key).ok_or(Some(Stat::PassNoZone))?;
+    zero_prefix(s, KEY_NAME_LEN.wrapping_sub(apex_len) as u64);
+    zone_of_key(s, apex_len).ok_or(Some(Stat::PassNoZone))
+}
+
+/// The zone whose apex, `apex_len` bytes long, has its key in `s.key`: in the short zone map if
+/// it is short, else in the full one.
+#[inline(always)]
+fn zone_of_key<'a>(s: &Scratch, apex_len: usize) -> Option<&'a ZoneValue> {
+    let zone = if apex_len <= SHORT_NAME_LEN {
+        ZONES_SHORT.get_ptr(short_key(s))?
+    } else {
+        ZONES.get_ptr(&s.key)?
+    };
     // SAFETY: as for the name maps above.
-    Ok(unsafe { &*zone })
+    Some(unsafe { &*zone })
+}
+
+/// The last [`SHORT_NAME_LEN`] bytes of the key in `s.key`: the short key of a name that short.
+#[inline(always)]
+fn short_key(s: &Scratch) -> &ShortKey {
+    // SAFETY: the last SHORT_NAME_LEN bytes of the key; `ShortKey` is a byte array, so any
+    // alignment and bit pattern will do.
+    unsafe { &*(s.key.name.as_ptr().add(KEY_NAME_LEN - SHORT_NAME_LEN) as *const ShortKey) }
 }
 
 /// The closest zone that encloses the name, and the offset of its apex in the name (a NXDOMAIN
 /// answer's zone).
 #[inline(always)]
 pub fn enclosing_zone<'a>(s: &mut Scratch, q: &Query) -> Result<(&'a ZoneValue, usize), Pass> {
-    let apex_off = find_zone(s, q.name_len as u64).get()? as usize;
-    if apex_off >= KEY_NAME_LEN {
+    let lens = ZONE_LENS.get(0).ok_or(Some(Stat::PassNoZone))?;
+    let (lo, hi) = (lens.bits[0], lens.bits[1]);
+    let last = last_candidate(s, q.name_len as u64, lo, hi).get()?;
+    let apex_off = find_zone(s, q.name_len as u64, lo, hi, last).get()? as usize;
+    if apex_off >= q.name_len {
         return Err(Some(Stat::PassMalformed));
     }
     // `find_zone` left the apex's key in `s.key`.
-    let zone = ZONES.get_ptr(&s.key).ok_or(Some(Stat::PassNoZone))?;
-    // SAFETY: as for the name maps above.
-    Ok((unsafe { &*zone }, apex_off))
+    let zone = zone_of_key(s, q.name_len - apex_off).ok_or(Some(Stat::PassNoZone))?;
+    if zone.flags & ZONE_NEG_PASS != 0 {
+        return Err(Some(Stat::PassNegative));
+    }
+    Ok((zone, apex_off))
 }
 
-/// Walks up the name's labels until a suffix is a zone; returns the suffix's offset in the name
-/// (its key left in `s.key`), or the reason to pass.
+/// The length of the name's shortest suffix that some zone's apex is as long as (`lo` and `hi`
+/// are the [`ZoneLens`] bits), or the reason to pass: [`find_zone`] returns that suffix without
+/// looking it up.
 #[inline(never)]
-fn find_zone(s: &mut Scratch, name_len: u64) -> Packed {
+fn last_candidate(s: &mut Scratch, name_len: u64, lo: u64, hi: u64) -> Packed {
+    let lens = ZoneLens { bits: [lo, hi] };
     let name_len = name_len as usize;
-    let start = KEY_NAME_LEN.wrapping_sub(name_len);
     let mut pos = 0usize;
-    let mut r = Packed::err(Some(Stat::PassNoZone));
+    // Kept in the scratch slot, not a register: the verifier then has one state per step of the
+    // loop, not one per value the length could have had.
+    launder(s, Packed::err(Some(Stat::PassNoZone)));
     for _ in 0..KEY_NAME_LEN / 2 {
         let Some(l) = s.q.get(pos).copied() else {
             break;
         };
-        if l == 0 || start > KEY_NAME_LEN {
+        if l == 0 {
             break;
         }
         pos += l as usize + 1;
         if pos >= name_len {
             break;
         }
-        zero_prefix(s, (start + pos) as u64);
-        if let Some(zone) = ZONES.get_ptr(&s.key) {
-            // SAFETY: as for the name maps above.
-            r = if unsafe { (*zone).flags } & ZONE_NEG_PASS != 0 {
-                Packed::err(Some(Stat::PassNegative))
-            } else {
-                Packed::value(pos as u64)
-            };
+        let len = name_len - pos;
+        if lens.has(len) {
+            launder(s, Packed::value(len as u64));
+        }
+    }
+    launder_keep(s)
+}
+
+/// Walks the name's suffixes, longest first, to the closest one that is a zone; returns its
+/// offset in the name, its key left in `s.key`, or the reason to pass. `lo` and `hi` are the
+/// [`ZoneLens`] bits: a suffix whose length no zone has is skipped without a lookup, and the
+/// shortest one some zone's length matches (`last`, from [`last_candidate`]) is returned without
+/// one (the caller's lookup of it, which it needs for the zone's value anyway, says whether it is
+/// a zone). So a name with one such suffix, in a single zone or among zones of different
+/// lengths, costs the caller's lookup alone, whatever its number of labels; only the longer of
+/// several candidates (zones nested in zones) get looked up here.
+#[inline(never)]
+fn find_zone(s: &mut Scratch, name_len: u64, lo: u64, hi: u64, last: u64) -> Packed {
+    let lens = ZoneLens { bits: [lo, hi] };
+    let name_len = name_len as usize;
+    let mut pos = 0usize;
+    let mut r = Packed::err(Some(Stat::PassNoZone));
+    for _ in 0..KEY_NAME_LEN / 2 {
+        let Some(l) = s.q.get(pos).copied() else {
+            break;
+        };
+        if l == 0 {
+            break;
+        }
+        pos += l as usize + 1;
+        if pos >= name_len {
+            break;
+        }
+        let len = name_len - pos;
+        if !lens.has(len) {
+            continue;
+        }
+        zero_prefix(s, KEY_NAME_LEN.wrapping_sub(len) as u64);
+        if len as u64 == last || zone_of_key(s, len).is_some() {
+            r = Packed::value(pos as u64);
             break;
         }
     }

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use dns_common::{
     map::{self, MapKind, MapSpec},
-    LargeValue, NameKey, Scratch, ShortKey, SmallValue, Stat, XdpConfig, ZoneValue,
+    LargeValue, NameKey, Scratch, ShortKey, SmallValue, Stat, XdpConfig, ZoneLens, ZoneValue,
 };
 
 const fn hash<K, V>(spec: MapSpec<K, V>) -> HashMap<K, V> {
@@ -38,6 +38,10 @@ pub static NAMES_SMALL: HashMap<NameKey, SmallValue> = hash(map::NAMES_SMALL);
 pub static NAMES_LARGE: HashMap<NameKey, LargeValue> = hash(map::NAMES_LARGE);
 #[map]
 pub static ZONES: HashMap<NameKey, ZoneValue> = hash(map::ZONES);
+#[map]
+pub static ZONES_SHORT: HashMap<ShortKey, ZoneValue> = hash(map::ZONES_SHORT);
+#[map]
+pub static ZONE_LENS: Array<ZoneLens> = array(map::ZONE_LENS);
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = per_cpu_array(map::SCRATCH);
 

@@ -31,6 +31,14 @@ pub fn launder(s: &mut Scratch, x: Packed) -> Packed {
     }
 }
 
+/// What the last [`launder`] left in the scratch slot: a value written there on some steps of a
+/// loop and read after it.
+#[inline(always)]
+pub fn launder_keep(s: &mut Scratch) -> Packed {
+    // SAFETY: as in `launder`.
+    Packed(unsafe { core::ptr::read_volatile(&s.tmp) })
+}
+
 /// Hides a value from LLVM's range analysis, so that masks meant for the verifier stay in.
 #[inline(always)]
 pub fn opaque(x: usize) -> usize {

@@ -20,7 +20,7 @@ use dns_common::{
 };
 use tracing::{info, warn};
 
-use crate::maps::FastPath;
+use crate::maps::{FastPath, ZoneMaps};
 
 /// The XDP object built by `build.rs`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dns-ebpf"));
@@ -430,14 +430,22 @@ fn load_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xd
 fn take_maps(ebpf: &mut Ebpf) -> Result<FastPath, LoadError> {
     let config = Array::try_from(take(ebpf, map::CONFIG)?).map_err(map_err(map::CONFIG.name))?;
     let stats = PerCpuArray::try_from(take(ebpf, map::STATS)?).map_err(map_err(map::STATS.name))?;
-    Ok(FastPath::new(
+    let zone_lens =
+        Array::try_from(take(ebpf, map::ZONE_LENS)?).map_err(map_err(map::ZONE_LENS.name))?;
+    let zones = ZoneMaps {
+        zones: take_hash(ebpf, map::ZONES)?,
+        zones_short: take_hash(ebpf, map::ZONES_SHORT)?,
+        zone_lens,
+    };
+    FastPath::new(
         config,
         stats,
         take_hash(ebpf, map::NAMES_SHORT)?,
         take_hash(ebpf, map::NAMES_SMALL)?,
         take_hash(ebpf, map::NAMES_LARGE)?,
-        take_hash(ebpf, map::ZONES)?,
-    ))
+        zones,
+    )
+    .map_err(LoadError::Config)
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> LoadError {

@@ -9,8 +9,9 @@ use std::collections::HashMap as StdHashMap;
 
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
 use dns_common::{
-    map::{CONFIG, NAMES_LARGE, NAMES_SHORT, NAMES_SMALL, STATS, ZONES},
-    stat, LargeValue, NameKey, ShortKey, SmallValue, Stat, XdpConfig, ZoneValue, IN_LARGE,
+    map::{CONFIG, NAMES_LARGE, NAMES_SHORT, NAMES_SMALL, STATS, ZONES, ZONES_SHORT, ZONE_LENS},
+    stat, LargeValue, NameKey, ShortKey, SmallValue, Stat, XdpConfig, ZoneLens, ZoneValue, IN_LARGE,
+    KEY_NAME_LEN,
 };
 
 /// A compiled answer set for one name, in whichever map it fits.
@@ -51,8 +52,25 @@ pub struct FastPath {
     small: HashMap<MapData, NameKey, SmallValue>,
     large: HashMap<MapData, NameKey, LargeValue>,
     zones: HashMap<MapData, NameKey, ZoneValue>,
+    zones_short: HashMap<MapData, ShortKey, ZoneValue>,
+    zone_lens: Array<MapData, ZoneLens>,
     /// Where each name currently is, so that a move deletes from the right map.
     shadow: StdHashMap<NameKey, Which>,
+    /// How many zones have an apex of each wire length: what ZONE_LENS is made from.
+    apex_lens: [u32; KEY_NAME_LEN + 1],
+}
+
+/// The zone maps, which the program reads together: ZONES_SHORT and ZONES by apex, ZONE_LENS
+/// for which apex lengths are there.
+pub struct ZoneMaps {
+    pub zones: HashMap<MapData, NameKey, ZoneValue>,
+    pub zones_short: HashMap<MapData, ShortKey, ZoneValue>,
+    pub zone_lens: Array<MapData, ZoneLens>,
+}
+
+/// Wire length of the name in a key (its bytes after the leading zeros).
+fn key_len(key: &NameKey) -> usize {
+    KEY_NAME_LEN - key.name.iter().take_while(|b| **b == 0).count()
 }
 
 impl FastPath {
@@ -62,8 +80,13 @@ impl FastPath {
         short: HashMap<MapData, ShortKey, SmallValue>,
         small: HashMap<MapData, NameKey, SmallValue>,
         large: HashMap<MapData, NameKey, LargeValue>,
-        zones: HashMap<MapData, NameKey, ZoneValue>,
-    ) -> Self {
+        zone_maps: ZoneMaps,
+    ) -> Result<Self, MapWriteError> {
+        let ZoneMaps {
+            zones,
+            zones_short,
+            zone_lens,
+        } = zone_maps;
         let mut shadow = StdHashMap::new();
         // Maps may come pinned from an earlier run: learn what they hold.
         for (k, v) in short.iter().flatten() {
@@ -80,15 +103,29 @@ impl FastPath {
         for k in large.keys().flatten() {
             shadow.entry(k).or_insert(Which::Large);
         }
-        Self {
+        let mut fast = Self {
             config,
             stats,
             short,
             small,
             large,
             zones,
+            zones_short,
+            zone_lens,
             shadow,
+            apex_lens: [0; KEY_NAME_LEN + 1],
+        };
+        for k in fast.zone_keys() {
+            fast.apex_lens[key_len(&k)] += 1;
         }
+        // Pinned maps carry their lengths already; new ones get them here.
+        fast.write_zone_lens()?;
+        Ok(fast)
+    }
+
+    fn write_zone_lens(&mut self) -> Result<(), MapWriteError> {
+        let lens = ZoneLens::of((0..=KEY_NAME_LEN).filter(|l| self.apex_lens[*l] > 0));
+        self.zone_lens.set(0, lens, 0).map_err(werr(ZONE_LENS.name))
     }
 
     pub fn set_config(&mut self, cfg: XdpConfig) -> Result<(), MapWriteError> {
@@ -190,14 +227,71 @@ impl FastPath {
         }
     }
 
+    /// Writes a zone. A new apex length goes into ZONE_LENS before the zone is written: the
+    /// program may then look a suffix of that length up and miss it (and go on to the shorter
+    /// ones, as if the zone were not there yet), but never skips a zone that is there.
     pub fn set_zone(&mut self, key: &NameKey, v: &ZoneValue) -> Result<(), MapWriteError> {
-        self.zones.insert(key, v, 0).map_err(werr(ZONES.name))
+        let len = key_len(key);
+        let new = !self.zone_keys_contain(key)?;
+        if new {
+            self.apex_lens[len] += 1;
+            if self.apex_lens[len] == 1 {
+                if let Err(e) = self.write_zone_lens() {
+                    self.apex_lens[len] -= 1;
+                    return Err(e);
+                }
+            }
+        }
+        let r = match key.short() {
+            Some(short) => self
+                .zones_short
+                .insert(short, v, 0)
+                .map_err(werr(ZONES_SHORT.name)),
+            None => self.zones.insert(key, v, 0).map_err(werr(ZONES.name)),
+        };
+        if r.is_err() && new {
+            // The length stays in ZONE_LENS (a lookup that misses); only the count is undone.
+            self.apex_lens[len] -= 1;
+        }
+        r
     }
 
+    fn zone_keys_contain(&self, key: &NameKey) -> Result<bool, MapWriteError> {
+        let r = match key.short() {
+            Some(short) => self.zones_short.get(&short, 0).map(|_| ()),
+            None => self.zones.get(key, 0).map(|_| ()),
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(werr(ZONES.name)(e)),
+        }
+    }
+
+    /// Removes a zone (no error if it isn't there); its apex length leaves ZONE_LENS after it,
+    /// when no other zone has it.
     pub fn remove_zone(&mut self, key: &NameKey) -> Result<(), MapWriteError> {
-        match self.zones.remove(key) {
-            Err(MapError::KeyNotFound) => Ok(()),
-            r => r.map_err(werr(ZONES.name)),
+        let r = match key.short() {
+            Some(short) => self
+                .zones_short
+                .remove(&short)
+                .map_err(werr(ZONES_SHORT.name)),
+            None => self.zones.remove(key).map_err(werr(ZONES.name)),
+        };
+        match r {
+            Err(MapWriteError {
+                source: MapError::KeyNotFound,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(e),
+            Ok(()) => {
+                let len = key_len(key);
+                self.apex_lens[len] = self.apex_lens[len].saturating_sub(1);
+                if self.apex_lens[len] == 0 {
+                    self.write_zone_lens()?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -208,7 +302,15 @@ impl FastPath {
 
     /// Every zone key in the maps.
     pub fn zone_keys(&self) -> Vec<NameKey> {
-        self.zones.keys().flatten().collect()
+        let short = self.zones_short.keys().flatten();
+        let mut keys: Vec<NameKey> = short.map(|k| NameKey::from_short(&k)).collect();
+        keys.extend(self.zones.keys().flatten());
+        keys
+    }
+
+    /// The apex lengths the program is told about (ZONE_LENS).
+    pub fn zone_lens(&self) -> Result<ZoneLens, MapWriteError> {
+        self.zone_lens.get(&0, 0).map_err(werr(ZONE_LENS.name))
     }
 
     /// Counters summed over CPUs.

@@ -12,9 +12,10 @@
 //! program lowercases the query name into a [`NameKey`] (right-aligned, see there) and looks it
 //! up: a name of at most [`SHORT_NAME_LEN`] wire bytes in [`map::NAMES_SHORT`], a longer one in
 //! [`map::NAMES_SMALL`], then, if the answers are too big for a small value, in
-//! [`map::NAMES_LARGE`]. A name found nowhere makes it walk the name's suffixes through
-//! [`map::ZONES`] to find the zone and answer NXDOMAIN with the zone's SOA; a name found without
-//! the asked type gets NODATA with the same SOA. [`map::CONFIG`] holds the program's settings,
+//! [`map::NAMES_LARGE`]. A name found nowhere makes it find the closest enclosing zone among the
+//! name's suffixes, looking up only those whose length [`map::ZONE_LENS`] says some zone has, in
+//! [`map::ZONES_SHORT`] (apexes of at most [`SHORT_NAME_LEN`] bytes) or [`map::ZONES`], and answer
+//! NXDOMAIN with the zone's SOA; a name found without the asked type gets NODATA with the same SOA. [`map::CONFIG`] holds the program's settings,
 //! [`map::STATS`] its counters and [`map::SCRATCH`] its per-packet working memory.
 #![no_std]
 
@@ -237,7 +238,8 @@ impl<const N: usize> NameValue<N> {
 /// zone has wildcards or delegations that the map does not model.
 pub const ZONE_NEG_PASS: u32 = 1;
 
-/// One served zone, keyed by its apex [`NameKey`].
+/// One served zone, keyed by its apex: a [`ShortKey`] in [`map::ZONES_SHORT`] for an apex of at
+/// most [`SHORT_NAME_LEN`] wire bytes, a [`NameKey`] in [`map::ZONES`] for a longer one.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ZoneValue {
@@ -259,6 +261,56 @@ impl ZoneValue {
             soa_sum: 0,
             soa: [0; SOA_BLOB],
         }
+    }
+}
+
+/// Which apex lengths the served zones have, at index 0 of [`map::ZONE_LENS`]: bit `n` (of
+/// `bits[n / 64]`, bit `n % 64`) is set when some zone's apex is `n` wire bytes long. A name's
+/// suffix of any other length is no zone, so the program looks up only the suffixes whose length
+/// is set: one lookup for a name in a zone of its own length, whatever its number of labels.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ZoneLens {
+    pub bits: [u64; 2],
+}
+
+impl ZoneLens {
+    /// The set of the given apex lengths (wire bytes; those over [`KEY_NAME_LEN`] are left out:
+    /// the program never looks such a suffix up).
+    pub fn of(lens: impl IntoIterator<Item = usize>) -> Self {
+        let mut z = Self::default();
+        for len in lens {
+            if len <= KEY_NAME_LEN {
+                z.bits[len / 64] |= 1 << (len % 64);
+            }
+        }
+        z
+    }
+
+    /// Whether some zone's apex is `len` wire bytes long. (Branches, not `bits[len / 64]`: the
+    /// program calls this, and the verifier can't bound an index into the stack it can't follow.)
+    #[inline(always)]
+    pub fn has(&self, len: usize) -> bool {
+        let word = if len < 64 { self.bits[0] } else { self.bits[1] };
+        len < 128 && (word >> (len & 63)) & 1 != 0
+    }
+
+    /// Whether some zone's apex is shorter than `len` wire bytes.
+    #[inline(always)]
+    pub fn any_below(&self, len: usize) -> bool {
+        if len >= 128 {
+            return self.bits[0] | self.bits[1] != 0;
+        }
+        if len <= 64 {
+            // `len == 64` takes all of the low word; a shift by 64 would overflow.
+            let mask = if len == 64 {
+                u64::MAX
+            } else {
+                (1u64 << (len & 63)) - 1
+            };
+            return self.bits[0] & mask != 0;
+        }
+        self.bits[0] != 0 || self.bits[1] & ((1u64 << ((len - 64) & 63)) - 1) != 0
     }
 }
 
@@ -317,6 +369,7 @@ const _: () = assert!(core::mem::size_of::<SmallValue>() == 4 + 32 + BLOB_SMALL)
 const _: () = assert!(core::mem::size_of::<LargeValue>() == 4 + 32 + BLOB_LARGE);
 const _: () = assert!(core::mem::size_of::<ZoneValue>() == 8 + SOA_BLOB);
 const _: () = assert!(core::mem::size_of::<XdpConfig>() == 36);
+const _: () = assert!(core::mem::size_of::<ZoneLens>() == 16);
 const _: () = assert!(KEY_NAME_LEN <= 255 && KEY_NAME_LEN.is_multiple_of(8));
 
 #[cfg(feature = "user")]
@@ -329,6 +382,7 @@ mod pod {
     unsafe impl aya::Pod for LargeValue {}
     unsafe impl aya::Pod for ZoneValue {}
     unsafe impl aya::Pod for XdpConfig {}
+    unsafe impl aya::Pod for ZoneLens {}
 }
 
 #[cfg(test)]
@@ -344,6 +398,22 @@ mod tests {
         assert!(NameKey::from_wire(&wire32).unwrap().short().is_some());
         let wire33 = [&[31u8][..], &[b'a'; 31], &[0]].concat();
         assert!(NameKey::from_wire(&wire33).unwrap().short().is_none());
+    }
+
+    #[test]
+    fn zone_lens_say_which_lengths_are_there_and_below() {
+        let z = ZoneLens::of([1, 15, 32, 33, 63, 64, 65, 96, 97, 255]);
+        for len in 0..=200 {
+            let want = [1, 15, 32, 33, 63, 64, 65, 96].contains(&len);
+            assert_eq!(z.has(len), want, "has({len})");
+        }
+        let only = |l: usize| ZoneLens::of([l]);
+        for l in [1usize, 2, 31, 32, 33, 63, 64, 65, 95, 96] {
+            for len in 0..=130 {
+                assert_eq!(only(l).any_below(len), l < len, "{l} below {len}");
+            }
+        }
+        assert!(!ZoneLens::default().any_below(200));
     }
 
     #[test]

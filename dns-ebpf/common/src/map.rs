@@ -6,7 +6,8 @@
 use core::marker::PhantomData;
 
 use crate::{
-    stat::STAT_SLOTS, LargeValue, NameKey, Scratch, ShortKey, SmallValue, XdpConfig, ZoneValue,
+    stat::STAT_SLOTS, LargeValue, NameKey, Scratch, ShortKey, SmallValue, XdpConfig, ZoneLens,
+    ZoneValue,
 };
 
 /// `BPF_MAP_TYPE_*` of the maps used here.
@@ -82,19 +83,28 @@ pub const NAMES_SMALL: MapSpec<NameKey, SmallValue> =
 /// Names whose answers need a large value.
 pub const NAMES_LARGE: MapSpec<NameKey, LargeValue> =
     MapSpec::new("NAMES_LARGE", MapKind::Hash, NAMES_LARGE_MAX, F_NO_PREALLOC);
-/// Zones by apex: the negative-answer SOA and flags.
+/// Zones whose apex is longer than [`crate::SHORT_NAME_LEN`] wire bytes, by apex: the
+/// negative-answer SOA and flags.
 pub const ZONES: MapSpec<NameKey, ZoneValue> =
     MapSpec::new("ZONES", MapKind::Hash, ZONES_MAX, F_NO_PREALLOC);
+/// Zones whose apex is at most [`crate::SHORT_NAME_LEN`] wire bytes, by the apex's short key (a
+/// third of the hashing of a full key, for most zones).
+pub const ZONES_SHORT: MapSpec<ShortKey, ZoneValue> =
+    MapSpec::new("ZONES_SHORT", MapKind::Hash, ZONES_MAX, F_NO_PREALLOC);
+/// The apex lengths of the zones in [`ZONES`] and [`ZONES_SHORT`], one [`ZoneLens`] at index 0.
+pub const ZONE_LENS: MapSpec<u32, ZoneLens> = MapSpec::new("ZONE_LENS", MapKind::Array, 1, 0);
 /// Per-CPU working memory for one packet (the BPF stack is 512 bytes).
 pub const SCRATCH: MapSpec<u32, Scratch> = MapSpec::new("SCRATCH", MapKind::PerCpuArray, 1, 0);
 
 /// The maps that outlive the daemon when it pins them in bpffs (see the loader): all but
 /// [`SCRATCH`], which holds nothing between packets.
-pub const PINNED: [&str; 6] = [
+pub const PINNED: [&str; 8] = [
     CONFIG.name,
     STATS.name,
     NAMES_SHORT.name,
     NAMES_SMALL.name,
     NAMES_LARGE.name,
     ZONES.name,
+    ZONES_SHORT.name,
+    ZONE_LENS.name,
 ];

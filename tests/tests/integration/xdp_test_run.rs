@@ -1182,3 +1182,187 @@ fn resolve_cname_into_a_nested_zone() {
         "CNAME to www.sub.example.com (which exists in zone sub.example.com) answered NXDOMAIN:\n{m}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Negative answers: the closest enclosing zone
+
+/// Zones nested three deep around the short/full zone-map boundary: `nest.test.` (11 wire
+/// bytes), its children of 32 bytes (the short zone map's longest apex) and 33 bytes (the full
+/// map's shortest), a grandchild of 60 and a great-grandchild of 94 (names under it reach the
+/// 96-byte key limit at one more label). `decoy` is a name in the top zone as long as the
+/// 32-byte child, so the names under it have a suffix of a zone's length that is no zone.
+struct Nest {
+    zones: ZoneSet,
+    apexes: Vec<String>,
+    decoy: String,
+}
+
+fn nest() -> Nest {
+    let top = "nest.test.".to_string();
+    let short = fixture::name_of_len("s", &top, 32);
+    let long = fixture::name_of_len("l", &top, 33);
+    let deep = fixture::name_of_len("d", &short, 60);
+    let edge = fixture::name_of_len("e", &deep, 94);
+    let decoy = fixture::name_of_len("q", &top, 32);
+    let apexes = vec![top.clone(), short, long, deep, edge];
+    let mut zones = ZoneSet::new();
+    let n = fixture::n;
+    for apex in &apexes {
+        let spec = dns_user::zone::ZoneSpec::new(
+            n(apex),
+            n(&format!("ns1.{top}")),
+            n(&format!("hostmaster.{apex}")),
+            vec![n(&format!("ns1.{top}"))],
+        );
+        zones.create_zone(spec).expect("create zone");
+    }
+    let a = |i: u8| {
+        vec![hickory_proto::rr::RData::A(
+            hickory_proto::rr::rdata::A::new(192, 0, 2, i),
+        )]
+    };
+    zones
+        .set_rrset(
+            &n(&top),
+            &n(&format!("ns1.{top}")),
+            hickory_proto::rr::RecordType::A,
+            60,
+            a(1),
+        )
+        .expect("ns1");
+    zones
+        .set_rrset(
+            &n(&top),
+            &n(&decoy),
+            hickory_proto::rr::RecordType::A,
+            60,
+            a(2),
+        )
+        .expect("decoy");
+    for (i, apex) in apexes.iter().enumerate() {
+        let host = format!("h.{apex}");
+        if tests::dns_message::wire_name(&host).len() <= 96 {
+            zones
+                .set_rrset(
+                    &n(apex),
+                    &n(&host),
+                    hickory_proto::rr::RecordType::A,
+                    60,
+                    a(10 + i as u8),
+                )
+                .expect("host");
+        }
+    }
+    Nest {
+        zones,
+        apexes,
+        decoy,
+    }
+}
+
+/// Names of 1 to 12 labels before `apex` (`x`, `a.x`, `a.a.x`, ...), and `h` (which exists in
+/// each zone where it fits).
+fn names_below(apex: &str) -> Vec<String> {
+    let mut names: Vec<String> = (0..12)
+        .map(|k| format!("{}x.{apex}", "a.".repeat(k)))
+        .collect();
+    names.push(format!("h.{apex}"));
+    names
+}
+
+/// Runs A and AAAA queries for `names` against the oracle and the fallback; returns the tally of
+/// outcomes.
+fn check_names(
+    runner: &mut XdpRunner,
+    zones: &ZoneSet,
+    names: &[String],
+    fails: &mut Failures,
+) -> BTreeMap<String, usize> {
+    let mut tally = BTreeMap::new();
+    for name in names {
+        for qtype in [TYPE_A, tests::dns_message::TYPE_AAAA] {
+            let q = QuerySpec::new(7, name, qtype);
+            let frame = build_frame(&spec(false, None), &q.to_wire());
+            let want = expect(zones, &q, PAYLOAD);
+            let run = runner.run(&frame).expect("test run");
+            let got = match (run.action, run.single()) {
+                (XDP_TX, Some(s)) => Expect::Answered(s),
+                (XDP_PASS, Some(s)) => Expect::Passed(s),
+                (a, _) => {
+                    fails.add(
+                        format!("{} {:?}", action_name(a), run.counted),
+                        name.clone(),
+                    );
+                    continue;
+                }
+            };
+            *tally.entry(format!("{got:?}")).or_default() += 1;
+            if got != want {
+                fails.add(format!("oracle {want:?}, program {got:?}"), name.clone());
+            } else if run.action == XDP_TX {
+                if let Err(e) = check_tx(zones, &frame, &run) {
+                    fails.add("XDP_TX differs from the fallback", format!("{name}:\n{e}"));
+                }
+            }
+        }
+    }
+    tally
+}
+
+/// NXDOMAIN and NODATA carry the SOA of the closest enclosing zone (the longest apex that is a
+/// suffix of the name), on names of 1 to 12 labels below each zone of the nest, up to and past
+/// the 96-byte key, below a name as long as a zone's apex that is no zone, and after a zone is
+/// removed (its apex length then leaves the program's hint, and its names fall to the parent).
+#[test]
+fn xdp_negative_answers_come_from_the_closest_zone() {
+    require_root();
+    let Nest {
+        mut zones,
+        apexes,
+        decoy,
+    } = nest();
+    let mut runner = XdpRunner::load(any_listen(), PAYLOAD);
+    runner.sync(&zones);
+    let lens = runner.fast.zone_lens().expect("ZONE_LENS");
+    for apex in &apexes {
+        let len = tests::dns_message::wire_name(apex).len();
+        assert!(lens.has(len), "ZONE_LENS lacks {len} ({apex})");
+    }
+    let mut names: Vec<String> = apexes.iter().flat_map(|a| names_below(a)).collect();
+    names.extend(names_below(&decoy));
+    let mut fails = Failures::default();
+    let tally = check_names(&mut runner, &zones, &names, &mut fails);
+    eprintln!("nested zones: {tally:#?}");
+    assert!(fails.total() == 0, "{}", fails.report());
+    // Every kind came up: the test can't pass by passing everything up.
+    for k in [
+        "Answered(AnsweredNxdomain)",
+        "Answered(AnsweredNodata)",
+        "Answered(AnsweredAnswer)",
+        "Passed(PassLongName)",
+    ] {
+        assert!(tally.get(k).copied().unwrap_or(0) > 0, "no {k}: {tally:?}");
+    }
+
+    // The 33-byte child goes: its names are answered from the top zone, and its length (no
+    // other zone has it) leaves ZONE_LENS.
+    let long = &apexes[2];
+    zones.delete_zone(&fixture::n(long)).expect("delete zone");
+    runner.sync(&zones);
+    let lens = runner.fast.zone_lens().expect("ZONE_LENS");
+    assert!(!lens.has(33), "ZONE_LENS keeps the removed zone's length");
+    assert!(
+        lens.has(32) && lens.has(11),
+        "ZONE_LENS lost a zone's length"
+    );
+    let tally = check_names(&mut runner, &zones, &names_below(long), &mut fails);
+    assert!(fails.total() == 0, "{}", fails.report());
+    assert!(
+        tally
+            .get("Answered(AnsweredNxdomain)")
+            .copied()
+            .unwrap_or(0)
+            >= 10,
+        "names of the removed zone: {tally:?}"
+    );
+}
