@@ -102,6 +102,9 @@ pub struct Config {
     /// given more than once. Off by default: unsigned updates are REFUSED.
     #[arg(long, value_name = "PREFIX")]
     pub update_allow: Vec<fallback::Prefix>,
+    /// Response-rate limiting and DNS cookies.
+    #[command(flatten)]
+    pub limits: crate::limit::LimitArgs,
 }
 
 /// The sockets the daemon serves on, bound by the caller (port 0 in tests). The XDP program
@@ -151,6 +154,10 @@ pub enum DaemonError {
         #[source]
         source: Box<LoadError>,
     },
+    #[error(transparent)]
+    Limit(#[from] crate::limit::LimitError),
+    #[error("writing the rate limiter's maps")]
+    LimitMaps(#[source] crate::maps::MapWriteError),
     #[error("filling the fast path's maps")]
     Sync(#[source] EngineError),
     #[error(transparent)]
@@ -239,8 +246,9 @@ pub async fn run_with(
         .zones;
     info!(path = %store.path().display(), zones = zones.len(), "store loaded");
 
+    let limits = Arc::new(crate::limit::Limits::from_args(&config.limits)?);
     notify.status("attaching the XDP program");
-    let (loaded, fast) = attach(&config, dns_addr)?;
+    let (loaded, fast) = attach(&config, dns_addr, &limits)?;
     let ready = Ready {
         dns: dns_addr,
         api: api_addr,
@@ -256,6 +264,7 @@ pub async fn run_with(
             token,
             keys: Arc::new(keys),
             notify_key,
+            limits,
         },
         zone_files,
         ready,
@@ -274,6 +283,7 @@ pub async fn run_with(
 fn attach(
     config: &Config,
     dns_addr: SocketAddr,
+    limits: &crate::limit::Limits,
 ) -> Result<(Option<Loaded>, Option<FastPath>), DaemonError> {
     if config.xdp_mode == AttachMode::Off {
         return Ok((None, None));
@@ -302,6 +312,16 @@ fn attach(
                 source: Box::new(source),
             },
         )?;
+    let mut fast = fast;
+    fast.set_limits(limits.map_config())
+        .map_err(DaemonError::LimitMaps)?;
+    for net in &limits.exempt {
+        let r = match net {
+            ipnet::IpNet::V4(n) => fast.add_exempt(&n.network().octets(), n.prefix_len()),
+            ipnet::IpNet::V6(n) => fast.add_exempt(&n.network().octets(), n.prefix_len()),
+        };
+        r.map_err(DaemonError::LimitMaps)?;
+    }
     Ok((Some(loaded), Some(fast)))
 }
 
@@ -319,6 +339,8 @@ struct Credentials {
     keys: Arc<KeyRing>,
     /// The key NOTIFY is signed with (`--notify-key`).
     notify_key: Option<Arc<Key>>,
+    /// Rate limiting and the cookie secrets.
+    limits: Arc<crate::limit::Limits>,
 }
 
 /// Everything after the XDP program is attached: the maps filled, the zone files and `--zone`
@@ -336,6 +358,7 @@ async fn serve(
         token,
         keys,
         notify_key,
+        limits,
     } = credentials;
     let key_slot: KeySlot = Arc::new(arc_swap::ArcSwap::new(keys));
     let Control { notify, reload } = ready.control;
@@ -378,6 +401,7 @@ async fn serve(
         )
         .with_journal(engine.clone())
         .with_keys(key_slot.clone())
+        .with_limits(limits.clone())
         .with_updates(fallback::Updates {
             handler: engine.clone(),
             allow_unsigned: config.update_allow.clone(),
@@ -457,6 +481,7 @@ async fn serve(
         Slots {
             token: token_slot,
             keys: key_slot,
+            limits,
         },
     );
     shutdown.cancelled().await;
@@ -470,6 +495,7 @@ async fn serve(
 struct Slots {
     token: TokenSlot,
     keys: KeySlot,
+    limits: Arc<crate::limit::Limits>,
 }
 
 /// Starts the tasks that keep systemd's watchdog fed and apply reloads, until `shutdown`.
@@ -492,6 +518,17 @@ fn spawn_control(
             }
         });
     }
+    // The program stamps cookies with the monotonic clock plus an offset to Unix time; the
+    // offset moves when the wall clock is stepped or slewed, so it is written again each minute.
+    let (limits, stop, writer) = (slots.limits.clone(), shutdown.clone(), engine.clone());
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        while stop.run_until_cancelled(tick.tick()).await.is_some() {
+            if let Some(Err(e)) = writer.with_fast(|f| f.set_limits(limits.map_config())) {
+                warn!("writing the cookie clock: {}", crate::error_chain(&e));
+            }
+        }
+    });
     let Some(mut reloads) = reloads else { return };
     let (notify, stop) = (notify.clone(), shutdown.clone());
     tasks.spawn(async move {
@@ -555,6 +592,13 @@ async fn reload(engine: &Arc<Engine>, slots: &Slots, config: &Config) -> Result<
     let key_count = keys.len();
     slots.keys.store(Arc::new(keys));
     info!(keys = key_count, "reload: TSIG keys applied");
+    if let Some(path) = &config.limits.cookie_secret_file {
+        let secret = crate::limit::read_secret(path)?;
+        slots.limits.rotate(secret);
+        let written = engine.with_fast(|f| f.set_limits(slots.limits.map_config()));
+        written.transpose().map_err(DaemonError::LimitMaps)?;
+        info!("reload: cookie secret applied (the previous one is still accepted)");
+    }
     for zf in zone_files {
         let (file, apex) = (zf.file().to_string(), zf.apex().clone());
         let imported = engine.import_zone(zf).await?;

@@ -430,6 +430,9 @@ fn load_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xd
 fn take_maps(ebpf: &mut Ebpf) -> Result<FastPath, LoadError> {
     let config = Array::try_from(take(ebpf, map::CONFIG)?).map_err(map_err(map::CONFIG.name))?;
     let stats = PerCpuArray::try_from(take(ebpf, map::STATS)?).map_err(map_err(map::STATS.name))?;
+    let limits = Array::try_from(take(ebpf, map::LIMITS)?).map_err(map_err(map::LIMITS.name))?;
+    let exempt = aya::maps::LpmTrie::try_from(take(ebpf, map::RRL_EXEMPT)?)
+        .map_err(map_err(map::RRL_EXEMPT.name))?;
     Ok(FastPath::new(
         config,
         stats,
@@ -437,7 +440,8 @@ fn take_maps(ebpf: &mut Ebpf) -> Result<FastPath, LoadError> {
         take_hash(ebpf, map::NAMES_SMALL)?,
         take_hash(ebpf, map::NAMES_LARGE)?,
         take_hash(ebpf, map::ZONES)?,
-    ))
+    )
+    .with_limits(limits, exempt))
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> LoadError {
@@ -458,7 +462,9 @@ fn take<K, V>(ebpf: &mut Ebpf, spec: MapSpec<K, V>) -> Result<Map, LoadError> {
     let data = match (&m, spec.kind) {
         (Map::HashMap(d), MapKind::Hash)
         | (Map::Array(d), MapKind::Array)
-        | (Map::PerCpuArray(d), MapKind::PerCpuArray) => d,
+        | (Map::PerCpuArray(d), MapKind::PerCpuArray)
+        | (Map::LruHashMap(d), MapKind::LruHash)
+        | (Map::LpmTrie(d), MapKind::LpmTrie) => d,
         _ => {
             return Err(LoadError::Map {
                 name,

@@ -7,9 +7,13 @@
 
 use std::collections::HashMap as StdHashMap;
 
-use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
+use aya::maps::{
+    lpm_trie::{Key as LpmKey, LpmTrie},
+    Array, HashMap, MapData, MapError, PerCpuArray,
+};
 use dns_common::{
-    map::{CONFIG, NAMES_LARGE, NAMES_SHORT, NAMES_SMALL, STATS, ZONES},
+    limit::{ExemptData, ExemptKey, LimitConfig},
+    map::{CONFIG, LIMITS, NAMES_LARGE, NAMES_SHORT, NAMES_SMALL, RRL_EXEMPT, STATS, ZONES},
     LargeValue, NameKey, ShortKey, SmallValue, Stat, XdpConfig, ZoneValue, IN_LARGE,
 };
 
@@ -43,6 +47,12 @@ fn werr(map: &'static str) -> impl FnOnce(MapError) -> MapWriteError {
     move |source| MapWriteError { map, source }
 }
 
+/// The rate limiter's settings (one value) and its exempt prefixes.
+type LimitMaps = (
+    Array<MapData, LimitConfig>,
+    LpmTrie<MapData, ExemptData, u8>,
+);
+
 /// The program's maps, and a shadow of which name sits in which map.
 pub struct FastPath {
     config: Array<MapData, XdpConfig>,
@@ -53,6 +63,8 @@ pub struct FastPath {
     zones: HashMap<MapData, NameKey, ZoneValue>,
     /// Where each name currently is, so that a move deletes from the right map.
     shadow: StdHashMap<NameKey, Which>,
+    /// Rate limiting and cookie settings, and the prefixes exempt from rate limiting.
+    limits: Option<LimitMaps>,
 }
 
 impl FastPath {
@@ -88,7 +100,37 @@ impl FastPath {
             large,
             zones,
             shadow,
+            limits: None,
         }
+    }
+
+    /// Adds the rate limiter's maps: settings and exempt prefixes.
+    pub fn with_limits(
+        mut self,
+        config: Array<MapData, LimitConfig>,
+        exempt: LpmTrie<MapData, ExemptData, u8>,
+    ) -> Self {
+        self.limits = Some((config, exempt));
+        self
+    }
+
+    /// Writes the rate limiting and cookie settings.
+    pub fn set_limits(&mut self, cfg: LimitConfig) -> Result<(), MapWriteError> {
+        match &mut self.limits {
+            Some((config, _)) => config.set(0, cfg, 0).map_err(werr(LIMITS.name)),
+            None => Ok(()),
+        }
+    }
+
+    /// Adds a prefix exempt from rate limiting (`addr` 4 or 16 bytes, `bits` of it).
+    pub fn add_exempt(&mut self, addr: &[u8], bits: u8) -> Result<(), MapWriteError> {
+        let Some((_, exempt)) = &mut self.limits else {
+            return Ok(());
+        };
+        let k = ExemptKey::new(addr, bits);
+        exempt
+            .insert(&LpmKey::new(k.prefix_len, k.data), 1, 0)
+            .map_err(werr(RRL_EXEMPT.name))
     }
 
     pub fn set_config(&mut self, cfg: XdpConfig) -> Result<(), MapWriteError> {

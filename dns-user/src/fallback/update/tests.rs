@@ -492,6 +492,7 @@ impl Bed {
             peer: Some(peer.parse::<IpAddr>().unwrap()),
             journal: None,
             now,
+            limits: None,
         };
         let cfg = FallbackConfig::default();
         let reply = match decide(&self.engine.zones(), msg, Transport::Udp, &cfg, &auth) {
