@@ -160,6 +160,13 @@ pub(super) async fn render(State(st): State<ApiState>) -> Response {
             "reason",
             "Frames the XDP program dropped half rewritten, by reason.",
         ),
+        (
+            stat::RRL,
+            "outcome",
+            "Response-rate limiting in the XDP program: responses limited (not sent), slipped \
+             (sent truncated), and sent unlimited because the source is exempt or brought a \
+             valid server cookie.",
+        ),
     ] {
         let name = format!("edgedns_xdp_{metric}_total");
         family(&mut out, &name, "counter", help);
@@ -180,8 +187,11 @@ pub(super) async fn render(State(st): State<ApiState>) -> Response {
     );
     let mut xdp_by_rcode: BTreeMap<&str, u64> = BTreeMap::new();
     for (stat, n) in &xdp {
-        if let ("answered", kind) = stat.label() {
-            *xdp_by_rcode.entry(xdp_rcode(kind)).or_default() += n;
+        match stat.label() {
+            ("answered", kind) => *xdp_by_rcode.entry(xdp_rcode(kind)).or_default() += n,
+            // A slip is a response too: TC set, NOERROR.
+            ("rrl", "slipped") => *xdp_by_rcode.entry("NOERROR").or_default() += n,
+            _ => {}
         }
     }
     for (rcode, n) in &xdp_by_rcode {
@@ -216,6 +226,16 @@ pub(super) async fn render(State(st): State<ApiState>) -> Response {
             "edgedns_fallback_tcp_evicted_total",
             "Idle TCP connections the fallback closed to make room for new ones.",
             fb.tcp_evicted(),
+        ),
+        (
+            "edgedns_fallback_rate_limited_total",
+            "UDP responses the fallback's rate limiter dropped.",
+            fb.rate_limited(),
+        ),
+        (
+            "edgedns_fallback_slipped_total",
+            "UDP responses over the rate the fallback sent truncated (TC=1).",
+            fb.slipped(),
         ),
     ] {
         family(&mut out, name, "counter", help);
