@@ -221,3 +221,100 @@ fn xdp_cookies_are_rfc9018_and_a_valid_one_exempts_from_rrl() {
     let run = r.run(&frame(src, &with_cookie(&[0; 9]))).expect("run");
     assert_eq!(run.single(), Some(Stat::PassMalformed), "{run:?}");
 }
+
+/// The real daemon over the wire, rate 5 a second: a client cookie gets a server cookie from
+/// the fast path; sent back it exempts from the limit, a forged one doesn't; a restarted daemon
+/// with the same secret file (as a second edge sharing it would) accepts the first one's
+/// cookie; TCP and the API answer while the limit drops UDP.
+#[test]
+fn wire_cookies_and_rrl_with_the_real_daemon() {
+    use std::net::UdpSocket;
+
+    use tests::{
+        dns_client::{tcp_connect, tcp_exchange, udp_exchange},
+        enter_netns, TestBed, DNS_PORT, SERVER_V4,
+    };
+
+    let secret_file = std::env::temp_dir().join(format!("edgedns-rrl-{}", std::process::id()));
+    let hex: String = SECRET.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&secret_file, hex).expect("writing the cookie secret");
+    let secret = secret_file.to_str().expect("UTF-8 path").to_owned();
+    let mut bed = TestBed::with_daemon_on(
+        &format!("{SERVER_V4}:{DNS_PORT}"),
+        &["--rrl-rate", "5", "--cookie-secret-file", &secret],
+    );
+    let server = SocketAddr::new(SERVER_V4.parse().unwrap(), DNS_PORT);
+    let client = [9u8, 8, 7, 6, 5, 4, 3, 2];
+    let q = |cookie: &[u8], id: u16| {
+        let mut q = with_cookie(cookie);
+        q.qname = tests::dns_message::wire_name("demo.t.example.net.");
+        q.id = id;
+        q.to_wire()
+    };
+    // Sends the queries from the client namespace; the answers (None: none within 300 ms).
+    let send = |bed: &TestBed, queries: Vec<Vec<u8>>| -> Vec<Option<Vec<u8>>> {
+        let ns = bed.client.name().to_owned();
+        std::thread::spawn(move || {
+            enter_netns(&ns).expect("client namespace");
+            let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            queries
+                .iter()
+                .map(|m| udp_exchange(&sock, server, m, Duration::from_millis(300)).expect("udp"))
+                .collect()
+        })
+        .join()
+        .expect("client thread")
+    };
+
+    let before = bed.daemon().stats();
+    let first = send(&bed, vec![q(&client, 1)]);
+    let answer = first[0].as_ref().expect("an answer");
+    let after = bed.daemon().stats();
+    assert_eq!(
+        after.get(Stat::AnsweredAnswer),
+        before.get(Stat::AnsweredAnswer) + 1,
+        "the fast path answered"
+    );
+    let n = answer.len();
+    assert_eq!(answer[n - 28..n - 24], [0, 10, 0, 24], "{answer:02x?}");
+    let cookie = answer[n - 24..].to_vec();
+    assert_eq!(cookie[..8], client);
+
+    // Sent back, 30 times at once: all answered (the rate is 5), counted as proved.
+    let got = send(&bed, (0..30).map(|i| q(&cookie, 100 + i)).collect());
+    assert!(
+        got.iter().all(Option::is_some),
+        "all answered with a valid cookie"
+    );
+    assert!(bed.daemon().stats().get(Stat::RrlCookie) >= 30);
+
+    // Forged: limited like no cookie at all (burst of 5, then dropped or slipped).
+    let mut forged = cookie.clone();
+    forged[23] ^= 0x55;
+    let got = send(&bed, (0..30).map(|i| q(&forged, 200 + i)).collect());
+    let answered = got.iter().flatten().count();
+    assert!(answered < 30, "a forged cookie is not accepted");
+    let limited = bed.daemon().stats().get(Stat::RrlLimited);
+    assert!(limited > 0, "limited counted");
+    // TCP is never limited, and the API answers meanwhile.
+    let ns = bed.client.name().to_owned();
+    let tcp = std::thread::spawn(move || {
+        enter_netns(&ns).expect("client namespace");
+        let mut c = tcp_connect(server, Duration::from_secs(5)).expect("connect");
+        (0..10)
+            .map(|i| tcp_exchange(&mut c, &q(&forged, 300 + i)).expect("TCP answer"))
+            .count()
+    })
+    .join()
+    .expect("tcp thread");
+    assert_eq!(tcp, 10);
+
+    // The same secret in another daemon instance: the first cookie is still good.
+    bed.restart_daemon();
+    let got = send(&bed, (0..20).map(|i| q(&cookie, 400 + i)).collect());
+    assert!(
+        got.iter().all(Option::is_some),
+        "the cookie is accepted after the restart"
+    );
+    let _ = std::fs::remove_file(&secret_file);
+}
