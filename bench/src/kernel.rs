@@ -247,6 +247,19 @@ pub fn run(opts: &Opts) -> Result<Value> {
         .context("loading the XDP program (BPF_PROG_TEST_RUN needs root)")?;
     let report = full_sync(&mut fast, &zones).context("filling the maps")?;
     ensure!(report.names_written > 10_000, "maps not filled: {report:?}");
+    // EDGEDNS_BENCH_RRL_RATE=N runs the same cases with response-rate limiting on at N a second
+    // per prefix (and cookies on): a rate above what the loop sends never limits, so the figures
+    // are the cost of the bucket lookup and update on every answer.
+    if let Some(rate) = std::env::var("EDGEDNS_BENCH_RRL_RATE")
+        .ok()
+        .and_then(|r| r.parse::<u32>().ok())
+    {
+        let mut cfg = dns_common::limit::LimitConfig::zeroed();
+        cfg.set_rate(rate, 2, 24, 56);
+        cfg.flags = dns_common::limit::LIMIT_COOKIES;
+        fast.set_limits(cfg).context("writing LIMITS")?;
+        eprintln!("bench: kernel: RRL on at {rate}/s per prefix");
+    }
     let prog: &mut Xdp = ebpf
         .program_mut(PROGRAM_NAME)
         .context("no program in the object")?

@@ -34,6 +34,7 @@ pub struct Answer {
     pub sum: u16,
     /// For negative answers: the SOA owner pointer to write over the first two bytes.
     pub soa_ptr: Option<u16>,
+    /// The RCODE; a slipped answer (see `rrl`) carries the TC bit here too.
     pub rcode: u16,
     pub ancount: u16,
     pub nscount: u16,

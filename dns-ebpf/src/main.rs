@@ -15,12 +15,14 @@
 )]
 
 mod answer;
+mod cookie;
 mod csum;
 mod key;
 mod lookup;
 mod maps;
 mod parse;
 mod reply;
+mod rrl;
 mod verifier;
 
 use aya_ebpf::{
@@ -28,7 +30,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use aya_log_ebpf::warn;
-use dns_common::Stat;
+use dns_common::{
+    limit::{COOKIE_OPTION_LEN, LIMIT_COOKIES},
+    Stat,
+};
 
 /// Why a packet goes up: `None` for traffic that isn't ours (not counted).
 type Pass = Option<Stat>;
@@ -71,16 +76,27 @@ fn try_edgedns(ctx: &XdpContext) -> Result<u32, Pass> {
     if cfg.enabled == 0 {
         return Err(Some(Stat::PassDisabled));
     }
+    let lim = maps::LIMITS.get(0).ok_or(None)?;
+    let cookies = lim.flags & LIMIT_COOKIES != 0;
     let h = parse::header(ctx, &udp)?;
     let s = maps::scratch().ok_or(None)?;
     parse::load_question(ctx, &udp, &h, s)?;
     let rest_sum = csum::sum_scratch(s, h.qlen)?;
     let kept = csum::verify(ctx, &udp, rest_sum)?;
-    let q = parse::question(s, &h, rest_sum, cfg)?;
+    let q = parse::question(s, &h, rest_sum, cfg, cookies)?;
     key::build(ctx, &udp, s, &q)?;
     let hit = lookup::name(s, &q)?;
-    let a = answer::answer(s, &q, hit)?;
-    reply::respond(ctx, cfg, &udp, s, &q, &a, &kept)
+    let mut a = answer::answer(s, &q, hit)?;
+    let x = rrl::stage(ctx, &udp, s, &q, lim, &a)?;
+    if x & rrl::DROP != 0 {
+        return Ok(xdp_action::XDP_DROP);
+    }
+    if x & rrl::SLIP != 0 {
+        rrl::slip(&mut a);
+    }
+    // Our COOKIE option's length, without a branch: both ways are one path for the verifier.
+    let cookie_len = (x & rrl::COOKIE) as usize * COOKIE_OPTION_LEN;
+    reply::respond(ctx, cfg, &udp, s, &q, &a, &kept, cookie_len)
 }
 
 #[cfg(not(test))]

@@ -4,9 +4,10 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use dns_common::{
+    limit::{ExemptData, ExemptKey, LimitConfig, RrlBucket, RrlKey},
     map::{self, MapKind, MapSpec},
     LargeValue, NameKey, Scratch, ShortKey, SmallValue, Stat, XdpConfig, ZoneLens, ZoneValue,
 };
@@ -24,6 +25,22 @@ const fn array<V>(spec: MapSpec<u32, V>) -> Array<V> {
 const fn per_cpu_array<V>(spec: MapSpec<u32, V>) -> PerCpuArray<V> {
     assert!(matches!(spec.kind, MapKind::PerCpuArray));
     PerCpuArray::with_max_entries(spec.max_entries, spec.flags)
+}
+
+const fn lru<K, V>(spec: MapSpec<K, V>) -> LruHashMap<K, V> {
+    assert!(matches!(spec.kind, MapKind::LruHash));
+    LruHashMap::with_max_entries(spec.max_entries, spec.flags)
+}
+
+/// An LPM trie keyed by `ExemptKey` (aya's `Key<ExemptData>` has the same layout); aya adds
+/// the `BPF_F_NO_PREALLOC` the kernel requires of tries, which the spec's flags say.
+const fn lpm(spec: MapSpec<ExemptKey, u8>) -> LpmTrie<ExemptData, u8> {
+    assert!(matches!(spec.kind, MapKind::LpmTrie));
+    assert!(
+        core::mem::size_of::<ExemptKey>()
+            == core::mem::size_of::<aya_ebpf::maps::lpm_trie::Key<ExemptData>>()
+    );
+    LpmTrie::with_max_entries(spec.max_entries, 0)
 }
 
 #[map]
@@ -44,6 +61,12 @@ pub static ZONES_SHORT: HashMap<ShortKey, ZoneValue> = hash(map::ZONES_SHORT);
 pub static ZONE_LENS: Array<ZoneLens> = array(map::ZONE_LENS);
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = per_cpu_array(map::SCRATCH);
+#[map]
+pub static LIMITS: Array<LimitConfig> = array(map::LIMITS);
+#[map]
+pub static RRL: LruHashMap<RrlKey, RrlBucket> = lru(map::RRL);
+#[map]
+pub static RRL_EXEMPT: LpmTrie<ExemptData, u8> = lpm(map::RRL_EXEMPT);
 
 /// Adds one to a counter; returns its new value on this CPU.
 #[inline(always)]

@@ -4,6 +4,7 @@
 
 use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
 use dns_common::{
+    limit::{cookie_len_ok, OPTION_COOKIE},
     seg_for_qtype,
     wire::{
         DNS_HEADER_LEN, ETH_HLEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_UDP, IPV4_HLEN,
@@ -264,44 +265,70 @@ pub struct Query {
     pub seg: usize,
     /// Client's EDNS UDP payload size and DO bit, if it sent an OPT record.
     pub edns: Option<(u16, bool)>,
+    /// Where the data of the query's COOKIE option starts in `s.q`, and its length (0: none, or
+    /// cookies are off).
+    pub cookie_at: usize,
+    pub cookie_len: usize,
     /// Sum of the message after the header, as in `s.q` ([`crate::csum::sum_scratch`]), taken to
     /// verify the query's UDP checksum.
     pub rest_sum: u16,
 }
 
-/// Parses the question in `s.q` (see [`parse_question`]).
+/// [`question`]'s `opts`: a configured NSID, cookies on.
+const PARSE_NSID: u64 = 1;
+const PARSE_COOKIES: u64 = 2;
+
+/// Parses the question in `s.q` (see [`parse_question`]); with `cookies`, finds the query's
+/// COOKIE option.
 #[inline(always)]
 pub fn question(
     s: &mut Scratch,
     h: &Header,
     rest_sum: u16,
     cfg: &XdpConfig,
+    cookies: bool,
 ) -> Result<Query, Pass> {
-    let nsid = u64::from(cfg.options & OPT_PASS_NSID != 0);
-    let f = parse_question(s, h.qlen as u64, h.arcount as u64, nsid).unpack_question()?;
+    let opts = if cfg.options & OPT_PASS_NSID != 0 {
+        PARSE_NSID
+    } else {
+        0
+    } | if cookies { PARSE_COOKIES } else { 0 };
+    let f = parse_question(s, h.qlen as u64, h.arcount as u64, opts).unpack_question()?;
     Ok(Query {
         id: h.id,
         flags: h.flags,
         name_len: f.name_len,
         seg: f.seg,
         edns: f.edns,
+        cookie_at: f.cookie_at,
+        cookie_len: f.cookie_len,
         rest_sum,
     })
 }
 
-/// Parses the question (and an OPT record) from `s.q[..qlen]`. With `nsid` non-zero, a query
-/// asking for the server's NSID goes up: the fallback adds it.
+/// Parses the question (and an OPT record) from `s.q[..qlen]`. With [`PARSE_NSID`] in `opts`,
+/// a query asking for the server's NSID goes up: the fallback adds it. With [`PARSE_COOKIES`],
+/// the first COOKIE option is found (a malformed one goes up: the fallback answers FORMERR).
 #[inline(never)]
-fn parse_question(s: &mut Scratch, qlen: u64, arcount: u64, nsid: u64) -> Packed {
+fn parse_question(s: &mut Scratch, qlen: u64, arcount: u64, opts: u64) -> Packed {
     let r = match parse_question_inner(s, qlen as usize, arcount as u16) {
         // With an OPT record, its options must be well framed: the fallback answers FORMERR if
         // not.
-        Ok(f) if f.edns.is_some() => {
+        Ok(mut f) if f.edns.is_some() => {
             let start = (f.name_len + 4 + OPT_RR_LEN) as u64;
             if check_options(s, start, qlen).is_err() {
                 Packed::err(Some(Stat::PassMalformed))
-            } else if nsid != 0 && find_nsid(s, start, qlen).is_err() {
+            } else if opts & PARSE_NSID != 0 && find_nsid(s, start, qlen).is_err() {
                 Packed::err(Some(Stat::PassNsid))
+            } else if opts & PARSE_COOKIES != 0 && start < qlen {
+                match find_cookie(s, start, qlen).get() {
+                    Ok(c) => {
+                        f.cookie_at = (c & 0x3ff) as usize;
+                        f.cookie_len = ((c >> 16) & 0x3f) as usize;
+                        Packed::question(f)
+                    }
+                    Err(p) => Packed::err(p),
+                }
             } else {
                 Packed::question(f)
             }
@@ -362,6 +389,40 @@ fn find_nsid(s: &mut Scratch, start: u64, end: u64) -> Packed {
             break;
         }
         pos += 4 + be16(&[hi, lo]) as usize;
+    }
+    launder(s, r)
+}
+
+/// The first COOKIE option in the options `s.q[start..end]` (well framed: [`check_options`] said
+/// so): its data's offset in bits 0..10 and its length in bits 16..22, or 0 if there is none.
+/// A cookie of a length RFC 7873 §5.2.2 forbids is an error: the fallback answers FORMERR.
+#[inline(never)]
+fn find_cookie(s: &mut Scratch, start: u64, end: u64) -> Packed {
+    let end = end as usize;
+    let mut pos = start as usize;
+    let mut r = Packed::value(0);
+    for _ in 0..QUERY_MAX / 4 + 1 {
+        if pos >= end {
+            break;
+        }
+        let (Some(c0), Some(c1), Some(hi), Some(lo)) = (
+            s.q.get(pos).copied(),
+            s.q.get(pos + 1).copied(),
+            s.q.get(pos + 2).copied(),
+            s.q.get(pos + 3).copied(),
+        ) else {
+            break;
+        };
+        let len = be16(&[hi, lo]) as usize;
+        if be16(&[c0, c1]) == OPTION_COOKIE {
+            r = if cookie_len_ok(len) {
+                Packed::value((pos + 4) as u64 | (len as u64) << 16)
+            } else {
+                Packed::err(Some(Stat::PassMalformed))
+            };
+            break;
+        }
+        pos += 4 + len;
     }
     launder(s, r)
 }
@@ -441,5 +502,7 @@ fn parse_question_inner(s: &Scratch, qlen: usize, arcount: u16) -> Result<Questi
         name_len,
         seg,
         edns,
+        cookie_at: 0,
+        cookie_len: 0,
     })
 }

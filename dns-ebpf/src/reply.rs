@@ -10,6 +10,7 @@ use aya_ebpf::{
 };
 use dns_common::{
     csum::{at_offset, fold, sum_bytes, udp_field},
+    limit::COOKIE_OPTION_LEN,
     stat::qtype_slot,
     wire::{DNS_HEADER_LEN, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN, OPT_RR_LEN, UDP_HLEN},
     Scratch, Stat, XdpConfig, KEY_NAME_LEN, TYPE_OPT,
@@ -17,6 +18,7 @@ use dns_common::{
 
 use crate::{
     answer::Answer,
+    cookie::COOKIE_OUT,
     csum::{sum_scratch, Kept},
     maps::{count, count_slot},
     parse::{Query, Udp},
@@ -26,10 +28,16 @@ use crate::{
 
 /// Where the answer section may start at the most: header, longest key name, type and class.
 const MAX_ANSWER_OFF: usize = DNS_HEADER_LEN + KEY_NAME_LEN + 4;
-/// Where our OPT record sits in `Scratch::out`, after the header.
-const OPT_OUT: usize = 16;
+/// Where our OPT record sits in `Scratch::out`, after the header (our COOKIE option, if any,
+/// follows it: see `cookie::COOKIE_OUT`).
+pub const OPT_OUT: usize = 16;
 
-/// Rewrites the query into the response in place and sends it back.
+/// Rewrites the query into the response in place and sends it back. `cookie_len` bytes of our
+/// COOKIE option (in `s.out` after the OPT record: all of it, or 0) go into the OPT record.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the stages' results, each handed on once"
+)]
 #[inline(always)]
 pub fn respond(
     ctx: &XdpContext,
@@ -39,10 +47,17 @@ pub fn respond(
     q: &Query,
     a: &Answer,
     kept: &Kept,
+    cookie_len: usize,
 ) -> Result<u32, Pass> {
     let qn = q.name_len + 4;
     let ans_len = a.len();
-    let opt_len = if q.edns.is_some() { OPT_RR_LEN } else { 0 };
+    // Masked for the verifier: at most 63, so the OPT record stays within its 64 bytes of `s.out`.
+    let rdlen = cookie_len & 0x3f;
+    let opt_len = if q.edns.is_some() {
+        OPT_RR_LEN + rdlen
+    } else {
+        0
+    };
     let dns_len = DNS_HEADER_LEN + qn + ans_len + opt_len;
     // RFC 6891 6.2.5: a payload size below 512 is treated as 512.
     let limit = match q.edns {
@@ -74,6 +89,7 @@ pub fn respond(
     let mut osum = 0u32;
     if let Some((_, dnssec_ok)) = q.edns {
         let size = cfg.udp_payload.to_be_bytes();
+        let rdlen_be = (rdlen as u16).to_be_bytes();
         let opt: [u8; 12] = [
             0,
             0,
@@ -84,12 +100,20 @@ pub fn respond(
             0,
             if dnssec_ok { 0x80 } else { 0 },
             0,
-            0,
-            0,
+            rdlen_be[0],
+            rdlen_be[1],
             0,
         ];
-        s.out[OPT_OUT..OPT_OUT + 12].copy_from_slice(&opt);
-        osum = at_offset(fold(sum_bytes(&opt)), (qn + ans_len) & 1 != 0) as u32;
+        s.out[OPT_OUT..OPT_OUT + OPT_RR_LEN].copy_from_slice(&opt[..OPT_RR_LEN]);
+        let mut sum = sum_bytes(&opt);
+        // The option starts 11 bytes into the OPT record: at an odd offset from it. Added under
+        // a mask rather than a branch (`rdlen` is 0 or the option's length), so that the rest
+        // of the answer is one path for the verifier either way.
+        if let Some(c) = s.out[COOKIE_OUT..].first_chunk::<COOKIE_OPTION_LEN>() {
+            let mask = 0u32.wrapping_sub((rdlen != 0) as u32);
+            sum += at_offset(fold(sum_bytes(c)), true) as u32 & mask;
+        }
+        osum = at_offset(fold(sum), (qn + ans_len) & 1 != 0) as u32;
     }
 
     // The question as the client sent it: the answer echoes it.
@@ -121,6 +145,7 @@ pub fn respond(
         a,
         qn,
         dns_len,
+        opt_len,
         payload_sum + kept.addrs + kept.ports,
     ) {
         Ok(()) => {
@@ -222,6 +247,10 @@ fn store(ctx: &XdpContext, off: usize, src: *const u8, len: usize, max: usize) -
     }
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of the response, each handed on once"
+)]
 #[inline(always)]
 fn write_response(
     ctx: &XdpContext,
@@ -230,6 +259,7 @@ fn write_response(
     a: &Answer,
     qn: usize,
     dns_len: usize,
+    opt_len: usize,
     kept_sum: u32,
 ) -> Result<(), ()> {
     let dns = udp.dns();
@@ -244,8 +274,8 @@ fn write_response(
         let b = ptr.to_be_bytes();
         store(ctx, dns + DNS_HEADER_LEN + qn, b.as_ptr(), 2, 2)?;
     }
-    if dns_len > DNS_HEADER_LEN + qn + a.len() {
-        store(ctx, off, s.out[OPT_OUT..].as_ptr(), OPT_RR_LEN, 16)?;
+    if opt_len > 0 {
+        store(ctx, off, s.out[OPT_OUT..].as_ptr(), opt_len, 64)?;
     }
 
     let udp_len = (UDP_HLEN + dns_len) as u16;

@@ -55,7 +55,9 @@ pub fn opaque(x: usize) -> usize {
 /// | 8..10 | | segment index of the qtype | |
 /// | 16 | | an OPT record came | |
 /// | 17 | | its DO bit | |
+/// | 18..28 | | offset of a COOKIE option's data in `Scratch::q` | |
 /// | 32..48 | | its UDP payload size | |
+/// | 48..54 | | the COOKIE option's length (0: none) | |
 #[repr(transparent)]
 #[derive(Clone, Copy)]
 pub struct Packed(u64);
@@ -98,7 +100,10 @@ impl Packed {
     /// A parsed question.
     #[inline(always)]
     pub fn question(f: QuestionFields) -> Self {
-        let mut x = f.name_len as u64 | (f.seg as u64) << 8;
+        let mut x = f.name_len as u64
+            | (f.seg as u64) << 8
+            | ((f.cookie_at as u64) & 0x3ff) << 18
+            | ((f.cookie_len as u64) & 0x3f) << 48;
         if let Some((size, dnssec_ok)) = f.edns {
             x |= Self::EDNS | (dnssec_ok as u64) << 17 | (size as u64) << 32;
         }
@@ -122,6 +127,8 @@ impl Packed {
             name_len,
             seg: ((x >> 8) & 3) as usize,
             edns,
+            cookie_at: ((x >> 18) & 0x3ff) as usize,
+            cookie_len: ((x >> 48) & 0x3f) as usize,
         })
     }
 }
@@ -134,4 +141,8 @@ pub struct QuestionFields {
     pub seg: usize,
     /// The client's EDNS UDP payload size and DO bit, if it sent an OPT record.
     pub edns: Option<(u16, bool)>,
+    /// Where the data of its COOKIE option starts in `Scratch::q`, and its length (0: no
+    /// cookie, or cookies are off).
+    pub cookie_at: usize,
+    pub cookie_len: usize,
 }

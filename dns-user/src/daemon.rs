@@ -102,6 +102,9 @@ pub struct Config {
     /// given more than once. Off by default: unsigned updates are REFUSED.
     #[arg(long, value_name = "PREFIX")]
     pub update_allow: Vec<fallback::Prefix>,
+    /// Response-rate limiting and DNS cookies.
+    #[command(flatten)]
+    pub limits: crate::limit::LimitArgs,
 }
 
 /// The sockets the daemon serves on, bound by the caller (port 0 in tests). The XDP program
@@ -151,6 +154,10 @@ pub enum DaemonError {
         #[source]
         source: Box<LoadError>,
     },
+    #[error(transparent)]
+    Limit(#[from] crate::limit::LimitError),
+    #[error("writing the rate limiter's maps")]
+    LimitMaps(#[source] crate::maps::MapWriteError),
     #[error("filling the fast path's maps")]
     Sync(#[source] EngineError),
     #[error(transparent)]
@@ -239,8 +246,9 @@ pub async fn run_with(
         .zones;
     info!(path = %store.path().display(), zones = zones.len(), "store loaded");
 
+    let limits = Arc::new(crate::limit::Limits::from_args(&config.limits)?);
     notify.status("attaching the XDP program");
-    let (loaded, fast) = attach(&config, dns_addr)?;
+    let (loaded, fast) = attach(&config, dns_addr, &limits)?;
     let ready = Ready {
         dns: dns_addr,
         api: api_addr,
@@ -256,6 +264,7 @@ pub async fn run_with(
             token,
             keys: Arc::new(keys),
             notify_key,
+            limits,
         },
         zone_files,
         ready,
@@ -274,6 +283,7 @@ pub async fn run_with(
 fn attach(
     config: &Config,
     dns_addr: SocketAddr,
+    limits: &crate::limit::Limits,
 ) -> Result<(Option<Loaded>, Option<FastPath>), DaemonError> {
     if config.xdp_mode == AttachMode::Off {
         return Ok((None, None));
@@ -302,6 +312,16 @@ fn attach(
                 source: Box::new(source),
             },
         )?;
+    let mut fast = fast;
+    fast.set_limits(limits.map_config())
+        .map_err(DaemonError::LimitMaps)?;
+    for net in &limits.exempt {
+        let r = match net {
+            ipnet::IpNet::V4(n) => fast.add_exempt(&n.network().octets(), n.prefix_len()),
+            ipnet::IpNet::V6(n) => fast.add_exempt(&n.network().octets(), n.prefix_len()),
+        };
+        r.map_err(DaemonError::LimitMaps)?;
+    }
     Ok((Some(loaded), Some(fast)))
 }
 
@@ -319,6 +339,8 @@ struct Credentials {
     keys: Arc<KeyRing>,
     /// The key NOTIFY is signed with (`--notify-key`).
     notify_key: Option<Arc<Key>>,
+    /// Rate limiting and the cookie secrets.
+    limits: Arc<crate::limit::Limits>,
 }
 
 /// Everything after the XDP program is attached: the maps filled, the zone files and `--zone`
@@ -336,6 +358,7 @@ async fn serve(
         token,
         keys,
         notify_key,
+        limits,
     } = credentials;
     let key_slot: KeySlot = Arc::new(arc_swap::ArcSwap::new(keys));
     let Control { notify, reload } = ready.control;
@@ -372,6 +395,7 @@ async fn serve(
         )
         .with_journal(engine.clone())
         .with_keys(key_slot.clone())
+        .with_limits(limits.clone())
         .with_updates(fallback::Updates {
             handler: engine.clone(),
         }),
@@ -451,6 +475,7 @@ async fn serve(
             token: token_slot,
             keys: key_slot,
             fallback,
+            limits,
         },
     );
     shutdown.cancelled().await;
@@ -466,6 +491,7 @@ struct Slots {
     keys: KeySlot,
     /// Its access lists.
     fallback: Arc<Fallback>,
+    limits: Arc<crate::limit::Limits>,
 }
 
 /// The fallback's settings from the daemon's.
@@ -511,6 +537,17 @@ fn spawn_control(
             }
         });
     }
+    // The program stamps cookies with the monotonic clock plus an offset to Unix time; the
+    // offset moves when the wall clock is stepped or slewed, so it is written again each minute.
+    let (limits, stop, writer) = (slots.limits.clone(), shutdown.clone(), engine.clone());
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        while stop.run_until_cancelled(tick.tick()).await.is_some() {
+            if let Some(Err(e)) = writer.with_fast(|f| f.set_limits(limits.map_config())) {
+                warn!("writing the cookie clock: {}", crate::error_chain(&e));
+            }
+        }
+    });
     let Some(mut reloads) = reloads else { return };
     let (notify, stop) = (notify.clone(), shutdown.clone());
     tasks.spawn(async move {
@@ -551,15 +588,22 @@ async fn reload(engine: &Arc<Engine>, slots: &Slots, config: &Config) -> Result<
     let slot = &slots.token;
     // Reading and parsing a large zone file takes a while: not on the workers that answer.
     let files = config.clone();
-    let (token, keys, zone_files) = tokio::task::spawn_blocking(move || {
+    // Everything is read before anything is applied, so a bad file changes nothing.
+    let (token, keys, cookie_secret, zone_files) = tokio::task::spawn_blocking(move || {
         let (token, keys) = read_secrets(&files)?;
+        let cookie_secret = files
+            .limits
+            .cookie_secret_file
+            .as_deref()
+            .map(crate::limit::read_secret)
+            .transpose()?;
         let zone_files = files
             .zone_file
             .iter()
             // A large file is read with progress lines, as at start; a small one without.
             .map(|path| read_zone_file(path, &Reporter::default().long_only()))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok::<_, DaemonError>((token, keys, zone_files))
+        Ok::<_, DaemonError>((token, keys, cookie_secret, zone_files))
     })
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
@@ -586,6 +630,12 @@ async fn reload(engine: &Arc<Engine>, slots: &Slots, config: &Config) -> Result<
             update_allow = %prefixes(&access.update_allow),
             "reload: access lists applied"
         );
+    }
+    if let Some(secret) = cookie_secret {
+        slots.limits.rotate(secret);
+        let written = engine.with_fast(|f| f.set_limits(slots.limits.map_config()));
+        written.transpose().map_err(DaemonError::LimitMaps)?;
+        info!("reload: cookie secret applied (the previous one is still accepted)");
     }
     for zf in zone_files {
         let (file, apex) = (zf.file().to_string(), zf.apex().clone());

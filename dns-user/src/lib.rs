@@ -24,6 +24,7 @@ pub mod daemon;
 pub mod engine;
 pub mod fallback;
 pub mod journal;
+pub mod limit;
 pub mod loader;
 pub mod maps;
 pub mod notify;

@@ -437,7 +437,10 @@ fn take_maps(ebpf: &mut Ebpf) -> Result<FastPath, LoadError> {
         zones_short: take_hash(ebpf, map::ZONES_SHORT)?,
         zone_lens,
     };
-    FastPath::new(
+    let limits = Array::try_from(take(ebpf, map::LIMITS)?).map_err(map_err(map::LIMITS.name))?;
+    let exempt = aya::maps::LpmTrie::try_from(take(ebpf, map::RRL_EXEMPT)?)
+        .map_err(map_err(map::RRL_EXEMPT.name))?;
+    Ok(FastPath::new(
         config,
         stats,
         take_hash(ebpf, map::NAMES_SHORT)?,
@@ -445,7 +448,8 @@ fn take_maps(ebpf: &mut Ebpf) -> Result<FastPath, LoadError> {
         take_hash(ebpf, map::NAMES_LARGE)?,
         zones,
     )
-    .map_err(LoadError::Config)
+    .map_err(LoadError::Config)?
+    .with_limits(limits, exempt))
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> LoadError {
@@ -466,7 +470,9 @@ fn take<K, V>(ebpf: &mut Ebpf, spec: MapSpec<K, V>) -> Result<Map, LoadError> {
     let data = match (&m, spec.kind) {
         (Map::HashMap(d), MapKind::Hash)
         | (Map::Array(d), MapKind::Array)
-        | (Map::PerCpuArray(d), MapKind::PerCpuArray) => d,
+        | (Map::PerCpuArray(d), MapKind::PerCpuArray)
+        | (Map::LruHashMap(d), MapKind::LruHash)
+        | (Map::LpmTrie(d), MapKind::LpmTrie) => d,
         _ => {
             return Err(LoadError::Map {
                 name,

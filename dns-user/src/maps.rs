@@ -7,9 +7,16 @@
 
 use std::collections::HashMap as StdHashMap;
 
-use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
+use aya::maps::{
+    lpm_trie::{Key as LpmKey, LpmTrie},
+    Array, HashMap, MapData, MapError, PerCpuArray,
+};
 use dns_common::{
-    map::{CONFIG, NAMES_LARGE, NAMES_SHORT, NAMES_SMALL, STATS, ZONES, ZONES_SHORT, ZONE_LENS},
+    limit::{ExemptData, ExemptKey, LimitConfig},
+    map::{
+        CONFIG, LIMITS, NAMES_LARGE, NAMES_SHORT, NAMES_SMALL, RRL_EXEMPT, STATS, ZONES,
+        ZONES_SHORT, ZONE_LENS,
+    },
     stat, LargeValue, NameKey, ShortKey, SmallValue, Stat, XdpConfig, ZoneLens, ZoneValue, IN_LARGE,
     KEY_NAME_LEN,
 };
@@ -44,6 +51,12 @@ fn werr(map: &'static str) -> impl FnOnce(MapError) -> MapWriteError {
     move |source| MapWriteError { map, source }
 }
 
+/// The rate limiter's settings (one value) and its exempt prefixes.
+type LimitMaps = (
+    Array<MapData, LimitConfig>,
+    LpmTrie<MapData, ExemptData, u8>,
+);
+
 /// The program's maps, and a shadow of which name sits in which map.
 pub struct FastPath {
     config: Array<MapData, XdpConfig>,
@@ -58,6 +71,8 @@ pub struct FastPath {
     shadow: StdHashMap<NameKey, Which>,
     /// How many zones have an apex of each wire length: what ZONE_LENS is made from.
     apex_lens: [u32; KEY_NAME_LEN + 1],
+    /// Rate limiting and cookie settings, and the prefixes exempt from rate limiting.
+    limits: Option<LimitMaps>,
 }
 
 /// The zone maps, which the program reads together: ZONES_SHORT and ZONES by apex, ZONE_LENS
@@ -114,6 +129,7 @@ impl FastPath {
             zone_lens,
             shadow,
             apex_lens: [0; KEY_NAME_LEN + 1],
+            limits: None,
         };
         for k in fast.zone_keys() {
             fast.apex_lens[key_len(&k)] += 1;
@@ -126,6 +142,35 @@ impl FastPath {
     fn write_zone_lens(&mut self) -> Result<(), MapWriteError> {
         let lens = ZoneLens::of((0..=KEY_NAME_LEN).filter(|l| self.apex_lens[*l] > 0));
         self.zone_lens.set(0, lens, 0).map_err(werr(ZONE_LENS.name))
+    }
+
+    /// Adds the rate limiter's maps: settings and exempt prefixes.
+    pub fn with_limits(
+        mut self,
+        config: Array<MapData, LimitConfig>,
+        exempt: LpmTrie<MapData, ExemptData, u8>,
+    ) -> Self {
+        self.limits = Some((config, exempt));
+        self
+    }
+
+    /// Writes the rate limiting and cookie settings.
+    pub fn set_limits(&mut self, cfg: LimitConfig) -> Result<(), MapWriteError> {
+        match &mut self.limits {
+            Some((config, _)) => config.set(0, cfg, 0).map_err(werr(LIMITS.name)),
+            None => Ok(()),
+        }
+    }
+
+    /// Adds a prefix exempt from rate limiting (`addr` 4 or 16 bytes, `bits` of it).
+    pub fn add_exempt(&mut self, addr: &[u8], bits: u8) -> Result<(), MapWriteError> {
+        let Some((_, exempt)) = &mut self.limits else {
+            return Ok(());
+        };
+        let k = ExemptKey::new(addr, bits);
+        exempt
+            .insert(&LpmKey::new(k.prefix_len, k.data), 1, 0)
+            .map_err(werr(RRL_EXEMPT.name))
     }
 
     pub fn set_config(&mut self, cfg: XdpConfig) -> Result<(), MapWriteError> {

@@ -694,7 +694,7 @@ impl Daemon {
 /// The XDP counters from `GET /v1/stats`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// `xdp.answered` and `xdp.passed`, by label (see [`Stat::label`]).
+    /// `xdp.answered`, `xdp.passed` and `xdp.rrl`, by label (see [`Stat::label`]).
     pub counters: BTreeMap<(String, String), u64>,
 }
 
@@ -704,7 +704,7 @@ impl Stats {
         let v: serde_json::Value = serde_json::from_str(json)
             .unwrap_or_else(|e| panic!("stats are not JSON ({e}): {json}"));
         let mut counters = BTreeMap::new();
-        for metric in ["answered", "passed"] {
+        for metric in ["answered", "passed", "rrl"] {
             let map = v["xdp"][metric]
                 .as_object()
                 .unwrap_or_else(|| panic!("stats have no xdp.{metric} object: {json}"));

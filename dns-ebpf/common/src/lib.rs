@@ -20,6 +20,7 @@
 #![no_std]
 
 pub mod csum;
+pub mod limit;
 pub mod map;
 pub mod stat;
 pub mod wire;
@@ -355,8 +356,16 @@ pub struct Scratch {
     /// The query's DNS payload after the header ([`DNS_HEADER_LEN`]).
     pub q: [u8; QUERY_MAX],
     /// Response header ([`DNS_HEADER_LEN`]) and, from byte 16, our OPT record
-    /// ([`wire::OPT_RR_LEN`], padded).
-    pub out: [u8; 32],
+    /// ([`wire::OPT_RR_LEN`]) followed by our COOKIE option, if any (padded).
+    pub out: [u8; 80],
+    /// The client's address (IPv4 in the first 4 bytes), for the rate limiter and cookies.
+    pub src: [u8; 16],
+    /// A cookie hash's input ([`limit::CookieInputV6`] at most).
+    pub hash_in: [u8; 32],
+    /// The rate limiter's keys and a new bucket (off the 512-byte stack).
+    pub rrl_key: limit::RrlKey,
+    pub exempt_key: limit::ExemptKey,
+    pub bucket: limit::RrlBucket,
     /// A value passed through map memory, which the verifier treats as unknown: joins the states
     /// of a loop's many exits into one (see `launder` in dns-ebpf).
     pub tmp: u64,
@@ -383,6 +392,10 @@ mod pod {
     unsafe impl aya::Pod for ZoneValue {}
     unsafe impl aya::Pod for XdpConfig {}
     unsafe impl aya::Pod for ZoneLens {}
+    unsafe impl aya::Pod for limit::LimitConfig {}
+    unsafe impl aya::Pod for limit::RrlKey {}
+    unsafe impl aya::Pod for limit::RrlBucket {}
+    unsafe impl aya::Pod for limit::ExemptKey {}
 }
 
 #[cfg(test)]

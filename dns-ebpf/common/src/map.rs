@@ -6,8 +6,9 @@
 use core::marker::PhantomData;
 
 use crate::{
-    stat::STAT_SLOTS, LargeValue, NameKey, Scratch, ShortKey, SmallValue, XdpConfig, ZoneLens,
-    ZoneValue,
+    limit::{LimitConfig, RrlBucket, RrlKey},
+    stat::STAT_SLOTS,
+    LargeValue, NameKey, Scratch, ShortKey, SmallValue, XdpConfig, ZoneLens, ZoneValue,
 };
 
 /// `BPF_MAP_TYPE_*` of the maps used here.
@@ -17,6 +18,8 @@ pub enum MapKind {
     Hash = 1,
     Array = 2,
     PerCpuArray = 6,
+    LruHash = 9,
+    LpmTrie = 11,
 }
 
 /// `BPF_F_NO_PREALLOC`: a hash map's memory follows its number of entries, not its capacity.
@@ -96,8 +99,21 @@ pub const ZONE_LENS: MapSpec<u32, ZoneLens> = MapSpec::new("ZONE_LENS", MapKind:
 /// Per-CPU working memory for one packet (the BPF stack is 512 bytes).
 pub const SCRATCH: MapSpec<u32, Scratch> = MapSpec::new("SCRATCH", MapKind::PerCpuArray, 1, 0);
 
+/// Response-rate limiting and cookie settings, one [`LimitConfig`] at index 0.
+pub const LIMITS: MapSpec<u32, LimitConfig> = MapSpec::new("LIMITS", MapKind::Array, 1, 0);
+/// Capacity of the RRL buckets: the least recently used are evicted, as Knot's and NSD's
+/// fixed tables overwrite theirs.
+pub const RRL_MAX: u32 = 128 * 1024;
+/// RRL token buckets by source prefix and response class.
+pub const RRL: MapSpec<RrlKey, RrlBucket> = MapSpec::new("RRL", MapKind::LruHash, RRL_MAX, 0);
+/// Prefixes exempt from RRL (an LPM trie; the key is the kernel's `{prefix_len, data}`).
+pub const RRL_EXEMPT: MapSpec<crate::limit::ExemptKey, u8> =
+    MapSpec::new("RRL_EXEMPT", MapKind::LpmTrie, 1024, F_NO_PREALLOC);
+
 /// The maps that outlive the daemon when it pins them in bpffs (see the loader): all but
-/// [`SCRATCH`], which holds nothing between packets.
+/// [`SCRATCH`], which holds nothing between packets, and the rate limiter's ([`LIMITS`], [`RRL`],
+/// [`RRL_EXEMPT`]): a start writes its settings anew, and buckets lost with a restart only let a
+/// second's burst through.
 pub const PINNED: [&str; 8] = [
     CONFIG.name,
     STATS.name,

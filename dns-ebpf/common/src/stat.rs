@@ -8,8 +8,12 @@ pub const PASSED: &str = "passed";
 /// The metric of counters for frames the program dropped, by reason: it does so only when a frame
 /// was already partly rewritten and can be neither sent nor passed up.
 pub const DROPPED: &str = "dropped";
+/// The metric of response-rate limiting's counters: responses limited (dropped), slipped (sent
+/// truncated, so a real resolver retries over TCP), and sent because the source is exempt or
+/// proved its address with a server cookie.
+pub const RRL: &str = "rrl";
 /// Every metric, in the order they are reported.
-pub const METRICS: [&str; 3] = [ANSWERED, PASSED, DROPPED];
+pub const METRICS: [&str; 4] = [ANSWERED, PASSED, DROPPED, RRL];
 
 macro_rules! stats {
     ($($(#[$doc:meta])* $name:ident => ($metric:ident, $label:literal),)+) => {
@@ -79,13 +83,23 @@ stats! {
     /// The frame was resized for the answer and then a write into it failed: it is neither the
     /// query nor the answer any more.
     DropWrite => (DROPPED, "write_failed"),
+    /// Over its prefix's rate: not sent.
+    RrlLimited => (RRL, "limited"),
+    /// Over its prefix's rate, and the `slip`-th: sent with TC=1 and no records.
+    RrlSlipped => (RRL, "slipped"),
+    /// From a prefix exempt from rate limiting: sent.
+    RrlExempt => (RRL, "exempt"),
+    /// With a valid server cookie (the source address is proved): sent, never limited.
+    RrlCookie => (RRL, "cookie"),
 }
 
 /// The kinds of answer the program gives, in the order of their per-qtype slots.
-pub const ANSWER_KINDS: [Stat; 3] = [
+pub const ANSWER_KINDS: [Stat; 4] = [
     Stat::AnsweredAnswer,
     Stat::AnsweredNxdomain,
     Stat::AnsweredNodata,
+    // A slip is a response too (TC set, NOERROR, no records).
+    Stat::RrlSlipped,
 ];
 
 /// The query types the program answers, as `/metrics` labels them, in the order of their segment
@@ -109,6 +123,7 @@ pub const fn qtype_slot(kind: Stat, seg: usize) -> Option<u32> {
         Stat::AnsweredAnswer => 0,
         Stat::AnsweredNxdomain => 1,
         Stat::AnsweredNodata => 2,
+        Stat::RrlSlipped => 3,
         _ => return None,
     };
     if seg < crate::SEG_A || seg > crate::SEG_CNAME {

@@ -174,6 +174,13 @@ pub(super) async fn render(State(st): State<ApiState>) -> Response {
             "reason",
             "Frames the XDP program dropped half rewritten, by reason.",
         ),
+        (
+            stat::RRL,
+            "outcome",
+            "Response-rate limiting in the XDP program: responses limited (not sent), slipped \
+             (sent truncated), and sent unlimited because the source is exempt or brought a \
+             valid server cookie.",
+        ),
     ] {
         let name = format!("edgedns_xdp_{metric}_total");
         family(&mut out, &name, "counter", help);
@@ -232,6 +239,16 @@ pub(super) async fn render(State(st): State<ApiState>) -> Response {
             "edgedns_fallback_tcp_evicted_total",
             "Idle TCP connections the fallback closed to make room for new ones.",
             fb.tcp_evicted(),
+        ),
+        (
+            "edgedns_fallback_rate_limited_total",
+            "UDP responses the fallback's rate limiter dropped.",
+            fb.rate_limited(),
+        ),
+        (
+            "edgedns_fallback_slipped_total",
+            "UDP responses over the rate the fallback sent truncated (TC=1).",
+            fb.slipped(),
         ),
     ] {
         family(&mut out, name, "counter", help);

@@ -214,6 +214,7 @@ async fn stats(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let mut answered = serde_json::Map::new();
     let mut passed = serde_json::Map::new();
     let mut dropped = serde_json::Map::new();
+    let mut rrl = serde_json::Map::new();
     if let Some(r) = st.engine.with_fast(|f| f.stats()) {
         let counters = r.map_err(|e| ApiError::internal(&e))?;
         for (stat, n) in counters {
@@ -221,6 +222,7 @@ async fn stats(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
             let m = match metric {
                 dns_common::stat::ANSWERED => &mut answered,
                 dns_common::stat::DROPPED => &mut dropped,
+                dns_common::stat::RRL => &mut rrl,
                 _ => &mut passed,
             };
             m.insert(label.to_owned(), json!(n));
@@ -233,7 +235,7 @@ async fn stats(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
         .map(|(k, v)| (k, json!(v)))
         .collect();
     Ok(Json(json!({
-        "xdp": { "answered": answered, "passed": passed, "dropped": dropped },
+        "xdp": { "answered": answered, "passed": passed, "dropped": dropped, "rrl": rrl },
         "fallback": fallback,
     })))
 }

@@ -43,6 +43,8 @@ mod testutil;
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
+use dns_common::limit::{Verdict, CLASS_NODATA, CLASS_NXDOMAIN, CLASS_OTHER, CLASS_POSITIVE};
+use hickory_proto::op::{Message, ResponseCode};
 use ipnet::IpNet;
 
 use self::{
@@ -59,6 +61,7 @@ pub use self::{
 };
 use crate::{
     journal::JournalSource,
+    limit::Limits,
     tsig::{self, KeyRing},
     zone::{SharedZones, ZoneSet},
 };
@@ -143,6 +146,9 @@ pub struct Fallback {
     keys: KeySlot,
     /// Who may update and what applies updates; `None`: UPDATE is NOTIMP.
     updates: Option<Updates>,
+    /// Cookies and response-rate limiting; `None`: COOKIE options are ignored, nothing is
+    /// limited.
+    limits: Option<Arc<Limits>>,
 }
 
 impl std::fmt::Debug for Fallback {
@@ -168,7 +174,14 @@ impl Fallback {
             journal: None,
             keys: KeySlot::default(),
             updates: None,
+            limits: None,
         }
+    }
+
+    /// Answers cookies and limits UDP responses with `limits` (shared with the map writer).
+    pub fn with_limits(mut self, limits: Arc<Limits>) -> Self {
+        self.limits = Some(limits);
+        self
     }
 
     /// Answers IXFR from `journal` (the engine's).
@@ -247,13 +260,63 @@ impl Fallback {
             peer: Some(peer),
             journal: self.journal.as_deref(),
             now: tsig::now(),
+            limits: self.limits.as_deref(),
         };
         let config = self.config.load();
-        let answer = decide(&self.zones(), query, transport, &config, &auth);
+        let mut answer = decide(&self.zones(), query, transport, &config, &auth);
+        if let (Answer::Now(reply), Some(limits), Transport::Udp) =
+            (&mut answer, &self.limits, transport)
+        {
+            if self.rate_limit(limits, reply, peer) {
+                return answer;
+            }
+        }
         if let Answer::Now(reply) = &answer {
             self.stats.record(reply, transport);
         }
         answer
+    }
+
+    /// Response-rate limiting over UDP, with the XDP program's buckets and slip (see
+    /// [`crate::limit`]): the reply goes, goes truncated, or is dropped (`true`: counted here).
+    fn rate_limit(&self, limits: &Limits, reply: &mut Option<Reply>, peer: IpAddr) -> bool {
+        let Some(r) = reply else {
+            return false;
+        };
+        let Some(msg) = r.messages.first() else {
+            return false;
+        };
+        if msg.len() < HEADER_LEN {
+            return false;
+        }
+        let ancount = u16::from_be_bytes([msg[6], msg[7]]);
+        let aa = msg[2] & 0x04 != 0;
+        let class = match r.rcode {
+            ResponseCode::NXDomain => CLASS_NXDOMAIN,
+            ResponseCode::NoError if ancount > 0 => CLASS_POSITIVE,
+            ResponseCode::NoError if aa => CLASS_NODATA,
+            _ => CLASS_OTHER,
+        };
+        match limits.admit(peer, class, r.proved) {
+            Verdict::Send => false,
+            Verdict::Drop => {
+                self.stats.count_rate_limited();
+                *reply = None;
+                true
+            }
+            Verdict::Slip => {
+                match slipped(msg) {
+                    Some(m) => {
+                        self.stats.count_slipped();
+                        r.messages = vec![m];
+                        r.rcode = ResponseCode::NoError;
+                        r.truncated = true;
+                    }
+                    None => *reply = None,
+                }
+                false
+            }
+        }
     }
 
     /// Applies an update and returns (and counts) its answer, once the change has landed.
@@ -264,6 +327,18 @@ impl Fallback {
         self.stats.record(&reply, transport);
         reply
     }
+}
+
+/// The slip of a response: TC set, NOERROR, the question and OPT kept, no records (as the XDP
+/// program sends it).
+fn slipped(msg: &[u8]) -> Option<Vec<u8>> {
+    let mut m = Message::from_vec(msg).ok()?;
+    m.take_answers();
+    m.take_name_servers();
+    m.take_additionals();
+    m.set_truncated(true)
+        .set_response_code(hickory_proto::op::ResponseCode::NoError);
+    m.to_vec().ok()
 }
 
 /// Answers one DNS message. `None`: send nothing.

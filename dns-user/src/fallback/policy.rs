@@ -19,6 +19,7 @@ use super::{
 };
 use crate::{
     journal::JournalSource,
+    limit::Limits,
     tsig::{self, Key, KeyRing, Rejection, ResponseTsig},
     zone::{normalize, ZoneSet},
 };
@@ -34,6 +35,8 @@ pub(super) struct Auth<'a> {
     pub journal: Option<&'a dyn JournalSource>,
     /// Seconds since the epoch, for TSIG.
     pub now: u64,
+    /// Cookies (and the rate limiter); `None`: COOKIE options are ignored.
+    pub limits: Option<&'a Limits>,
 }
 
 /// The answer to a message: now, or once an update has been applied.
@@ -59,6 +62,7 @@ pub(super) fn respond(
         peer: client.peer,
         journal: client.journal,
         now: tsig::now(),
+        limits: None,
     };
     match decide(zones, buf, transport, cfg, &auth) {
         Answer::Now(reply) => reply,
@@ -210,7 +214,29 @@ fn answer_query(
     auth: &Auth<'_>,
     key: Option<&Key>,
 ) -> Option<Reply> {
-    let error = |rcode| Some(Draft::new(req, cfg, rcode).finish(transport));
+    // RFC 7873 §5.2: every answer to a query with a client cookie carries our server cookie; a
+    // server cookie that isn't a valid one of ours is as if none came (§5.2.3).
+    let mut cookie = None;
+    if let (Some(limits), Some(c), Some(peer)) =
+        (auth.limits, req.edns.and_then(|e| e.cookie), auth.peer)
+    {
+        // RFC 7873 §5.2.2: a COOKIE option of another length is FORMERR.
+        if !c.well_formed {
+            debug!(id = req.id, "FORMERR: malformed COOKIE option");
+            return Some(Draft::new(req, cfg, ResponseCode::FormErr).finish(transport));
+        }
+        let (server, valid) = limits.cookie(peer, &c.client, c.server(), crate::limit::unix_now());
+        let mut data = [0u8; 24];
+        data[..8].copy_from_slice(&c.client);
+        data[8..].copy_from_slice(&server);
+        cookie = Some((data, valid));
+    }
+    let draft = |rcode| {
+        let mut d = Draft::new(req, cfg, rcode);
+        d.cookie = cookie;
+        d
+    };
+    let error = |rcode| Some(draft(rcode).finish(transport));
     // RFC 9619: "In the DNS, QDCOUNT is (usually) at most one"; every server we mimic
     // answers anything else with FORMERR.
     if req.qdcount != 1 {
@@ -253,7 +279,7 @@ fn answer_query(
     if q.query_type() == RecordType::ANY && transport == Transport::Udp {
         minimal_any(&mut res.answers);
     }
-    let mut d = Draft::new(req, cfg, res.rcode);
+    let mut d = draft(res.rcode);
     d.aa = res.aa;
     d.answers = res.answers;
     d.authority = res.authority;
@@ -436,6 +462,7 @@ mod tests {
             peer: Some("192.0.2.99".parse().expect("ip")),
             journal: None,
             now,
+            limits: None,
         };
         let rcode = |q: &[u8]| match decide(&zs, q, Transport::Tcp, &cfg, &auth) {
             Answer::Now(Some(reply)) => {
@@ -506,6 +533,7 @@ mod tests {
             peer: None,
             journal: None,
             now,
+            limits: None,
         };
         let Answer::Now(Some(reply)) = decide(&zs, &q, Transport::Tcp, &cfg, &auth) else {
             panic!("an answer");

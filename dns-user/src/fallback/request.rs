@@ -7,6 +7,8 @@ use hickory_proto::{
     serialize::binary::{BinDecodable, BinDecoder},
 };
 
+use dns_common::limit::{cookie_len_ok, OPTION_COOKIE};
+
 use super::HEADER_LEN;
 
 /// The client's OPT record (RFC 6891 §6.1.3), as far as we use it.
@@ -18,6 +20,24 @@ pub(super) struct ClientEdns {
     pub dnssec_ok: bool,
     /// The query carries an NSID option (RFC 5001): the server's identifier is asked for.
     pub nsid: bool,
+    /// Its first COOKIE option (RFC 7873), if any.
+    pub cookie: Option<ClientCookie>,
+}
+
+/// A COOKIE option's data: the client cookie and the server cookie, if one came.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ClientCookie {
+    /// Of a length RFC 7873 §5.2.2 allows (else the query gets FORMERR when cookies are on).
+    pub well_formed: bool,
+    pub client: [u8; 8],
+    server: [u8; 32],
+    server_len: u8,
+}
+
+impl ClientCookie {
+    pub fn server(&self) -> Option<&[u8]> {
+        (self.server_len > 0).then(|| &self.server[..usize::from(self.server_len)])
+    }
 }
 
 /// The query, parsed as far as it goes.
@@ -101,12 +121,13 @@ fn parse_body(buf: &[u8], req: &mut Request) -> Result<(), String> {
         if !name.is_root() {
             return Err("OPT owner is not the root".into());
         }
-        let nsid = check_options(rdata)?;
+        let (nsid, cookie) = check_options(rdata)?;
         req.edns = Some(ClientEdns {
             payload: class,
             version: (ttl >> 16) as u8,
             dnssec_ok: ttl & 0x8000 != 0,
             nsid,
+            cookie,
         });
     }
     Ok(())
@@ -131,21 +152,39 @@ fn read_record<'a>(
 }
 
 /// Checks that the OPT RDATA is a well-framed list of {code, length, data}; says whether one of
-/// them is NSID. The other options (cookies, padding, ...) are ignored.
-fn check_options(mut rdata: &[u8]) -> Result<bool, String> {
+/// them is NSID, and returns the first COOKIE. The other options (padding, ...) are ignored.
+fn check_options(mut rdata: &[u8]) -> Result<(bool, Option<ClientCookie>), String> {
     let mut nsid = false;
+    let mut cookie = None;
     while !rdata.is_empty() {
         if rdata.len() < 4 {
             return Err("truncated EDNS option".into());
         }
-        nsid |= be16(rdata, 0) == dns_common::wire::OPTION_NSID;
+        let code = be16(rdata, 0);
+        nsid |= code == dns_common::wire::OPTION_NSID;
         let len = usize::from(be16(rdata, 2));
         if rdata.len() < 4 + len {
             return Err("EDNS option longer than the OPT record".into());
         }
+        let data = &rdata[4..4 + len];
+        if code == OPTION_COOKIE && cookie.is_none() {
+            let mut c = ClientCookie {
+                well_formed: cookie_len_ok(len),
+                client: [0; 8],
+                server: [0; 32],
+                server_len: 0,
+            };
+            if c.well_formed {
+                c.client.copy_from_slice(&data[..8]);
+                let server = &data[8..];
+                c.server[..server.len()].copy_from_slice(server);
+                c.server_len = server.len() as u8;
+            }
+            cookie = Some(c);
+        }
         rdata = &rdata[4 + len..];
     }
-    Ok(nsid)
+    Ok((nsid, cookie))
 }
 
 #[cfg(test)]

@@ -16,6 +16,9 @@ pub(super) struct Reply {
     pub messages: Vec<Vec<u8>>,
     pub rcode: ResponseCode,
     pub truncated: bool,
+    /// The query brought a valid server cookie: its source address is proved, and the response
+    /// is not rate limited.
+    pub proved: bool,
 }
 
 /// A response under construction.
@@ -30,6 +33,9 @@ pub(super) struct Draft<'a> {
     pub answers: Vec<Record>,
     pub authority: Vec<Record>,
     pub additional: Vec<Record>,
+    /// Our COOKIE option's data (client cookie and server cookie), and whether the query's
+    /// server cookie was valid.
+    pub cookie: Option<([u8; 24], bool)>,
 }
 
 impl<'a> Draft<'a> {
@@ -46,6 +52,7 @@ impl<'a> Draft<'a> {
             answers: Vec::new(),
             authority: Vec::new(),
             additional: Vec::new(),
+            cookie: None,
         }
     }
 
@@ -95,6 +102,13 @@ impl<'a> Draft<'a> {
                     id.clone(),
                 ));
             }
+            // RFC 7873 §5.2: a query with a client cookie gets our server cookie back.
+            if let Some((data, _)) = &self.cookie {
+                edns.options_mut().insert(EdnsOption::Unknown(
+                    dns_common::limit::OPTION_COOKIE,
+                    data.to_vec(),
+                ));
+            }
             msg.set_edns(edns);
         }
         msg
@@ -137,6 +151,7 @@ impl<'a> Draft<'a> {
             messages: vec![bytes],
             rcode: self.rcode,
             truncated,
+            proved: self.cookie.is_some_and(|(_, valid)| valid),
         }
     }
 
@@ -150,6 +165,7 @@ impl<'a> Draft<'a> {
             messages: d.message(true).to_vec().into_iter().collect(),
             rcode: ResponseCode::ServFail,
             truncated: false,
+            proved: false,
         }
     }
 }

@@ -62,6 +62,10 @@ pub struct FallbackStats {
     pub(super) tcp_rejected: AtomicU64,
     /// Idle TCP connections closed to make room for a new one.
     pub(super) tcp_evicted: AtomicU64,
+    /// UDP responses not sent: over their source's rate.
+    rate_limited: AtomicU64,
+    /// UDP responses over their source's rate sent truncated (the slip).
+    slipped: AtomicU64,
 }
 
 /// The index in [`QTYPES`] (or of [`OTHER_QTYPE`]) of the question's type in `msg`, a message
@@ -119,6 +123,24 @@ impl FallbackStats {
         // `handle` produces no other RCODE.
         let r = RCODES.iter().position(|(_, r)| *r == rcode)?;
         self.responses[t][r].get(qtype)
+    }
+
+    pub(super) fn count_rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn count_slipped(&self) {
+        self.slipped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// UDP responses the rate limiter dropped.
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
+    }
+
+    /// UDP responses the rate limiter sent truncated.
+    pub fn slipped(&self) -> u64 {
+        self.slipped.load(Ordering::Relaxed)
     }
 
     pub(super) fn record(&self, reply: &Option<Reply>, transport: Transport) {

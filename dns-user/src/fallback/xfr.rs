@@ -219,6 +219,7 @@ fn messages(records: Vec<Record>, req: &Request, cfg: &FallbackConfig) -> Reply 
         messages,
         rcode: ResponseCode::NoError,
         truncated: false,
+        proved: false,
     }
 }
 

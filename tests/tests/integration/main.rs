@@ -14,6 +14,7 @@ mod metrics;
 mod progress;
 mod reload;
 mod rfc2136;
+mod rrl;
 mod secondary;
 mod systemd_unit;
 mod wire_diff;

@@ -33,7 +33,7 @@ use tests::{
     enter_netns,
     fixture::{n, name_of_len, random_case, to_wire},
     xdprun::{expect, full_answer, udp_limit, Expect},
-    TestBed, DNS_PORT, SERVER_V4, SERVER_V6, ZONE,
+    TestBed, CLIENT_V4, CLIENT_V6, DNS_PORT, SERVER_V4, SERVER_V6, ZONE,
 };
 
 const APEX: &str = "t.example.net.";
@@ -230,9 +230,62 @@ fn compare_udp_tcp(q: &QuerySpec, udp: &[u8], tcp: &[u8]) -> Result<&'static str
     compare(&q.to_wire(), udp, tcp).map(|()| "same")
 }
 
+/// The daemon's cookie secret in this test.
+const COOKIE_SECRET: [u8; 16] = *b"wire-diff-secret";
+
+/// A query with a client cookie gets an RFC 9018 server cookie from either path, stamped with
+/// the second it was answered in: it is checked against the secret, then its timestamp and hash
+/// are blanked so that the rest of the UDP and TCP answers compare byte for byte.
+fn check_cookie(q: &QuerySpec, six: bool, msg: &mut [u8]) -> Result<(), String> {
+    let Some(client) = q.edns.as_ref().and_then(|e| {
+        e.options
+            .iter()
+            .find(|(code, data)| *code == 10 && data.len() == 8)
+            .map(|(_, d)| d.clone())
+    }) else {
+        return Ok(());
+    };
+    let n = msg.len();
+    if n < 40 || msg[n - 28..n - 24] != [0, 10, 0, 24] || msg[n - 24..n - 16] != client[..] {
+        return Err(format!(
+            "no server cookie for our client cookie: {msg:02x?}"
+        ));
+    }
+    let ts = u32::from_be_bytes([msg[n - 12], msg[n - 11], msg[n - 10], msg[n - 9]]);
+    let addr: IpAddr = if six {
+        CLIENT_V6.parse().unwrap()
+    } else {
+        CLIENT_V4.parse().unwrap()
+    };
+    let addr = match addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let client: [u8; 8] = client.try_into().expect("8 bytes");
+    let want = dns_common::limit::server_cookie(&COOKIE_SECRET, &client, ts, &addr);
+    if msg[n - 16..] != want {
+        return Err(format!(
+            "server cookie {:02x?}, RFC 9018 says {want:02x?}",
+            &msg[n - 16..]
+        ));
+    }
+    msg[n - 12..].fill(0);
+    Ok(())
+}
+
 #[test]
 fn wire_udp_and_tcp_answers_agree() {
-    let bed = TestBed::with_daemon_on(&format!("[::]:{DNS_PORT}"), &[]);
+    let secret_file =
+        std::env::temp_dir().join(format!("edgedns-wire-diff-{}", std::process::id()));
+    let hex: String = COOKIE_SECRET.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&secret_file, hex).expect("writing the cookie secret");
+    let bed = TestBed::with_daemon_on(
+        &format!("[::]:{DNS_PORT}"),
+        &[
+            "--cookie-secret-file",
+            secret_file.to_str().expect("UTF-8 path"),
+        ],
+    );
     let daemon = bed.daemon();
     for (name, t, ttl, rds) in records() {
         let rds: Vec<&str> = rds.iter().map(String::as_str).collect();
@@ -340,6 +393,12 @@ fn wire_udp_and_tcp_answers_agree() {
             fails.push(format!("{what}: no UDP answer"));
             continue;
         };
+        let (mut u, mut t) = (u.clone(), t.clone());
+        if let Err(e) = check_cookie(q, *six, &mut u).and_then(|()| check_cookie(q, *six, &mut t)) {
+            fails.push(format!("{what}: {e}"));
+            continue;
+        }
+        let (u, t) = (&u, &t);
         match compare_udp_tcp(q, u, t) {
             Ok(k) => *kinds.entry(k).or_default() += 1,
             Err(e) => fails.push(format!("{what}:\n{e}")),

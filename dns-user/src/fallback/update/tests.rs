@@ -494,6 +494,7 @@ impl Bed {
             peer: Some(peer.parse::<IpAddr>().unwrap()),
             journal: None,
             now,
+            limits: None,
         };
         let cfg = FallbackConfig {
             update_allow: self.allow.clone(),
