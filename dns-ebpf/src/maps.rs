@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use dns_common::{
     map::{self, MapKind, MapSpec},
-    LargeValue, NameKey, Scratch, ShortKey, SmallValue, Stat, XdpConfig, ZoneValue,
+    LargeValue, NameKey, Scratch, ServedKey, ShortKey, SmallValue, Stat, XdpConfig, ZoneValue,
 };
 
 const fn hash<K, V>(spec: MapSpec<K, V>) -> HashMap<K, V> {
@@ -28,6 +28,8 @@ const fn per_cpu_array<V>(spec: MapSpec<u32, V>) -> PerCpuArray<V> {
 
 #[map]
 pub static CONFIG: Array<XdpConfig> = array(map::CONFIG);
+#[map]
+pub static SERVED: HashMap<ServedKey, u32> = hash(map::SERVED);
 #[map]
 pub static STATS: PerCpuArray<u64> = per_cpu_array(map::STATS);
 #[map]
@@ -61,4 +63,11 @@ pub fn scratch() -> Option<&'static mut Scratch> {
     // SAFETY: the per-CPU slot, valid for the program's run; only this CPU uses it, and only
     // through the one reference the program's path holds.
     Some(unsafe { &mut *p })
+}
+
+/// Whether the daemon listens on `key` (family, destination address and port of a query), on
+/// that address or on the family's wildcard.
+#[inline(always)]
+pub fn served(key: &ServedKey) -> bool {
+    SERVED.get_ptr(key).is_some() || SERVED.get_ptr(&key.wildcard()).is_some()
 }

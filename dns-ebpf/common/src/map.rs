@@ -5,7 +5,9 @@
 
 use core::marker::PhantomData;
 
-use crate::{LargeValue, NameKey, Scratch, ShortKey, SmallValue, XdpConfig, ZoneValue, STAT_COUNT};
+use crate::{
+    LargeValue, NameKey, Scratch, ServedKey, ShortKey, SmallValue, XdpConfig, ZoneValue, STAT_COUNT,
+};
 
 /// `BPF_MAP_TYPE_*` of the maps used here.
 #[repr(u32)]
@@ -64,9 +66,14 @@ pub const NAMES_SHORT_MAX: u32 = 2 * 1024 * 1024;
 pub const NAMES_SMALL_MAX: u32 = 1024 * 1024;
 pub const NAMES_LARGE_MAX: u32 = 256 * 1024;
 pub const ZONES_MAX: u32 = 4096;
+/// Capacity of [`SERVED`]: listen addresses and ports.
+pub const SERVED_MAX: u32 = 256;
 
 /// Program settings, one [`XdpConfig`] at index 0.
 pub const CONFIG: MapSpec<u32, XdpConfig> = MapSpec::new("CONFIG", MapKind::Array, 1, 0);
+/// The (family, address, port) the program answers, with wildcard entries (see [`ServedKey`]);
+/// the value is unused (1).
+pub const SERVED: MapSpec<ServedKey, u32> = MapSpec::new("SERVED", MapKind::Hash, SERVED_MAX, 0);
 /// Per-CPU counters, indexed by [`crate::Stat`].
 pub const STATS: MapSpec<u32, u64> = MapSpec::new("STATS", MapKind::PerCpuArray, STAT_COUNT, 0);
 /// Names of at most [`crate::SHORT_NAME_LEN`] wire bytes whose answers fit a small value, and
@@ -87,8 +94,9 @@ pub const SCRATCH: MapSpec<u32, Scratch> = MapSpec::new("SCRATCH", MapKind::PerC
 
 /// The maps that outlive the daemon when it pins them in bpffs (see the loader): all but
 /// [`SCRATCH`], which holds nothing between packets.
-pub const PINNED: [&str; 6] = [
+pub const PINNED: [&str; 7] = [
     CONFIG.name,
+    SERVED.name,
     STATS.name,
     NAMES_SHORT.name,
     NAMES_SMALL.name,
