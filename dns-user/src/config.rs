@@ -384,6 +384,16 @@ pub fn example(serve: &Command) -> String {
             ArgAction::SetTrue => {
                 let _ = writeln!(out, "{long} = false");
             }
+            // One default as a plain value (a single value works for a list key too), so
+            // that the common case reads as it always has.
+            ArgAction::Append if defaults.len() == 1 => match defaults[0].to_str() {
+                Some(d) => {
+                    let _ = writeln!(out, "{long} = {}", toml_value(d));
+                }
+                None => {
+                    let _ = writeln!(out, "# {long} = [\"{}\", ...]", value_name(arg));
+                }
+            },
             ArgAction::Append if !defaults.is_empty() => {
                 let list: Vec<String> = defaults
                     .iter()
