@@ -18,7 +18,7 @@ use dns_common::{Stat, PROGRAM_NAME};
 use dns_user::zone::{ZoneSet, ZoneSpec};
 use dns_user::{
     compile::full_sync,
-    loader::{load_detached, xdp_config},
+    loader::{load_detached, served_keys, xdp_config},
     maps::FastPath,
 };
 use hickory_proto::{
@@ -242,7 +242,7 @@ pub fn run(opts: &Opts) -> Result<Value> {
     let mut zones = zonegen::zone_set(shape)?;
     add_deep_names(&mut zones)?;
     let listen: SocketAddr = "[::]:53".parse().expect("address");
-    let (mut ebpf, mut fast) = load_detached(xdp_config(listen, 1232, true))
+    let (mut ebpf, mut fast) = load_detached(xdp_config(1232, true), &served_keys(&[listen]))
         .map_err(|e| anyhow::anyhow!("{:#}", anyhow::Error::new(e)))
         .context("loading the XDP program (BPF_PROG_TEST_RUN needs root)")?;
     let report = full_sync(&mut fast, &zones).context("filling the maps")?;

@@ -3,6 +3,7 @@
 //! programs and starts the servers it compares; everything it creates is removed when it ends,
 //! also on error.
 
+mod fallback;
 mod fuzz;
 mod kernel;
 mod memory;
@@ -26,8 +27,8 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use serde_json::{json, Value};
 
-pub const SECTIONS: [&str; 7] = [
-    "kernel", "wire", "cpu", "update", "memory", "writes", "fuzz",
+pub const SECTIONS: [&str; 8] = [
+    "kernel", "wire", "cpu", "update", "memory", "writes", "fuzz", "fallback",
 ];
 
 #[derive(Parser, Debug, Clone)]
@@ -36,7 +37,8 @@ pub struct Opts {
     /// Fewer and shorter runs; 100k names instead of 1M for the memory figures.
     #[arg(long)]
     pub quick: bool,
-    /// Run only these sections: kernel, wire, cpu, update, memory, writes, fuzz (comma-separated).
+    /// Run only these sections: kernel, wire, cpu, update, memory, writes, fuzz, fallback
+    /// (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// The daemon to measure (a release build).
@@ -58,6 +60,10 @@ pub struct Opts {
     /// Names in the served zone.
     #[arg(long, default_value_t = 10_000)]
     pub names: u32,
+    /// An earlier edgedns build whose fallback section 8 measures too, for a before/after in
+    /// one run.
+    #[arg(long)]
+    pub fallback_baseline: Option<PathBuf>,
     /// The fuzz section's seed (default: from the clock); every run prints and records its own,
     /// so a mismatch can be replayed.
     #[arg(long)]
@@ -110,7 +116,7 @@ fn main() -> Result<()> {
         );
         timings.insert("fuzz".into(), json!(t.elapsed().as_secs_f64()));
     }
-    if ["wire", "cpu", "update", "memory", "writes"]
+    if ["wire", "cpu", "update", "memory", "writes", "fallback"]
         .iter()
         .any(|s| want(s))
     {
@@ -118,7 +124,7 @@ fn main() -> Result<()> {
         let _ = fs::remove_dir_all(&dir);
         let r = (|| -> Result<()> {
             let mut bed = sys::Bed::new(&dir)?;
-            if want("wire") || want("cpu") || want("update") || want("writes") {
+            if want("wire") || want("cpu") || want("update") || want("writes") || want("fallback") {
                 let setup = servers::Setup::new(
                     &dir,
                     &edgedns,
@@ -163,6 +169,17 @@ fn main() -> Result<()> {
                     let p = writes::WritesParams::new(&opts);
                     results.insert("writes".into(), section(writes::run(&bed, &setup, &p)));
                     timings.insert("writes".into(), json!(t.elapsed().as_secs_f64()));
+                }
+                if want("fallback") {
+                    let t = Instant::now();
+                    eprintln!("bench: section 8: the fallback on every core, against NSD");
+                    let p = fallback::FallbackParams::new(&opts);
+                    let base = opts.fallback_baseline.as_deref();
+                    results.insert(
+                        "fallback".into(),
+                        section(fallback::run(&bed, &setup, &p, base)),
+                    );
+                    timings.insert("fallback".into(), json!(t.elapsed().as_secs_f64()));
                 }
             }
             if want("memory") {
@@ -299,22 +316,29 @@ fn render(r: &Value, summary: &str) -> String {
     out.push_str("\n## 7. Fuzzing\n\n");
     out.push_str(METHOD_FUZZ);
     out.push_str(&report::fuzz_table(r));
-    let errors: Vec<String> = ["kernel", "wire", "update", "memory", "writes", "fuzz"]
-        .iter()
-        .filter_map(|k| r[*k]["error"].as_str().map(|e| format!("- {k}: {e}")))
-        .collect();
+    out.push_str("\n## 8. The fallback on every core\n\n");
+    out.push_str(METHOD_FALLBACK);
+    out.push_str(&report::fallback_table(r));
+    let errors: Vec<String> = [
+        "kernel", "wire", "update", "memory", "writes", "fuzz", "fallback",
+    ]
+    .iter()
+    .filter_map(|k| r[*k]["error"].as_str().map(|e| format!("- {k}: {e}")))
+    .collect();
     if !errors.is_empty() {
         out.push_str("\n## Errors in this run\n\n");
         out.push_str(&errors.join("\n"));
         out.push('\n');
     }
-    out.push_str("\n## Reproduce\n\n```sh\ncargo xtask bench                 # everything, writes BENCHMARKS.md\ncargo xtask bench --quick         # shorter runs, 100k names for the memory figures\ncargo xtask bench --only kernel   # one section: kernel, wire, cpu, update, memory, writes, fuzz\n```\n\nRaw results of the last run: `target/edgedns-bench/results.json`.\n");
+    out.push_str("\n## Reproduce\n\n```sh\ncargo xtask bench                 # everything, writes BENCHMARKS.md\ncargo xtask bench --quick         # shorter runs, 100k names for the memory figures\ncargo xtask bench --only kernel   # one section: kernel, wire, cpu, update, memory, writes, fuzz, fallback\n```\n\nRaw results of the last run: `target/edgedns-bench/results.json`.\n");
     out
 }
 
 fn num(v: &Value) -> String {
     v.as_u64().map(|n| n.to_string()).unwrap_or("?".into())
 }
+
+const METHOD_FALLBACK: &str = "The fallback alone: queries the fast path passes up take this path, and with `--xdp-mode off` every query does. edgedns `serve --xdp-mode off` on port 53 and NSD (one server process, RRL off, minimal responses) on port 5301 run at once in the server namespace, unpinned, serving the same zone of 10,000 names; dnsperf in the client namespace (8 sockets, up to 400 queries outstanding) asks for the query file's A records. *CPU per answer*: dnsperf at a fixed 50,000 q/s against edgedns, then NSD, in turn; a server's CPU is utime + stime from `/proc/PID/stat` (all its threads, and NSD's child processes) over the run, divided by the answers dnsperf counted. edgedns runs its default: one UDP socket (SO_REUSEPORT) and one thread per core. The kernel's receive work for the veth (softirq) is charged to whichever task it interrupts, mostly dnsperf's on the sending CPU, for both servers alike. *Throughput*: dnsperf as fast as it goes against edgedns started with `--udp-workers 1`, then `--udp-workers 2`, and against NSD. dnsperf shares the two CPUs with the server, so these are throughputs of the pair on this box, not of the server alone.\n\n";
 
 const METHOD_WRITES: &str = "edgedns `serve --xdp-mode driver`, not pinned (the writer and the fallback may each take a CPU), serving the zone its `--zone` flag creates. A prober in the client namespace asks the fallback for the zone's SOA (the fast path passes SOA up) once a millisecond, each probe waiting up to 2 s for its answer; its figures are taken over the probes sent while each write ran. The writes, from the server namespace: one `POST /v1/zones/{zone}/changes` of 10,000 A records (one transaction), then `PUT /v1/zones/{zone}/zonefile` replacing the zone with a master file of N A records (`--zonefile-max-bytes` raised for it). Targets: the batch within 0.5 s, fallback p99 within 5 ms while it runs, and no probe waiting over 5 ms during the import.\n\n";
 

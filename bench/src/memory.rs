@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use dns_user::{
     compile::{compile_name, full_sync},
-    loader::{load_detached, xdp_config},
+    loader::{load_detached, served_keys, xdp_config},
     store::Store,
 };
 use hickory_proto::rr::RecordType;
@@ -111,7 +111,7 @@ pub fn run(bed: &Bed, edgedns: &Path, names: u32) -> Result<Value> {
     // Maps filled in this process, as the daemon fills them at start.
     let before = meminfo();
     let listen: SocketAddr = "[::]:53".parse().expect("address");
-    let (ebpf, mut fast) = load_detached(xdp_config(listen, 1232, true))
+    let (ebpf, mut fast) = load_detached(xdp_config(1232, true), &served_keys(&[listen]))
         .map_err(|e| anyhow::anyhow!("{:#}", anyhow::Error::new(e)))?;
     let me = std::process::id();
     let maps_empty = named_maps(me);

@@ -183,6 +183,37 @@ pub fn summary(r: &Value) -> String {
             }
         );
     }
+    let fb = &r["fallback"];
+    if let (Some(e), Some(n)) = (
+        f(&fb["cpu"]["edgedns"]["ns_per_answer"]),
+        f(&fb["cpu"]["nsd"]["ns_per_answer"]),
+    ) {
+        let _ = writeln!(
+            s,
+            "| fallback CPU per answer at {} q/s (utime + stime) | {} ns | NSD {} ns | {} | ≤ 1 | {} |",
+            num(f(&fb["cpu"]["rate"]), 0),
+            num(Some(e), 0),
+            num(Some(n), 0),
+            num(Some(e / n), 2),
+            verdict(Some(e <= n))
+        );
+    }
+    let qps = |w: &str| {
+        fb["max"]
+            .as_array()
+            .and_then(|a| a.iter().find(|m| m["workers"].as_str() == Some(w)))
+            .and_then(|m| f(&m["median"]["qps"]))
+    };
+    if let (Some(one), Some(two)) = (qps("1"), qps("2")) {
+        let _ = writeln!(
+            s,
+            "| fallback answers/s, --udp-workers 2 against 1 | {} | 1 worker {} | {}× | grows | {} |",
+            num(Some(two), 0),
+            num(Some(one), 0),
+            num(Some(two / one.max(1.0)), 2),
+            verdict(Some(two > one * 1.05))
+        );
+    }
     s
 }
 
@@ -614,4 +645,95 @@ pub fn fuzz_table(r: &Value) -> String {
         n(&x["answered_bad_checksum"])
     );
     s
+}
+
+/// Section 8: the fallback's CPU per answer against NSD, and its throughput by UDP workers.
+pub fn fallback_table(r: &Value) -> String {
+    let fb = &r["fallback"];
+    if fb.is_null() || !fb["error"].is_null() {
+        return "Not run.\n".into();
+    }
+    let mut out = String::new();
+    let cpu = &fb["cpu"];
+    let _ = writeln!(
+        out,
+        "CPU per answer at {} q/s for {} s (median of the runs by CPU per answer; edgedns with one UDP socket and thread per core, {} here):\n",
+        num(f(&cpu["rate"]), 0),
+        num(f(&cpu["secs"]), 0),
+        num(f(&cpu["cores"]), 0)
+    );
+    out.push_str("| server | answers | lost | CPU ms | ns per answer | every run's ns per answer |\n|---|---:|---:|---:|---:|---|\n");
+    for (label, key) in [
+        ("edgedns fallback (--xdp-mode off)", "edgedns"),
+        ("NSD 4.6, one server process", "nsd"),
+    ] {
+        let m = &cpu[key];
+        let all: Vec<String> = cpu[format!("{key}_runs")]
+            .as_array()
+            .map(|a| a.iter().map(|x| num(f(&x["ns_per_answer"]), 0)).collect())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "| {label} | {} | {} | {} | {} | {} |",
+            num(f(&m["answers"]), 0),
+            num(f(&m["lost"]), 0),
+            num(f(&m["cpu_ms"]), 1),
+            num(f(&m["ns_per_answer"]), 0),
+            all.join(", ")
+        );
+    }
+    let ratio = f(&cpu["edgedns"]["ns_per_answer"])
+        .zip(f(&cpu["nsd"]["ns_per_answer"]))
+        .map(|(e, n)| e / n);
+    let _ = writeln!(
+        out,
+        "\nedgedns / NSD: {} (target: at or below 1).\n",
+        num(ratio, 2)
+    );
+    let base = &fb["baseline"];
+    if !base.is_null() {
+        let all = |k: &str| -> String {
+            base[k]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|x| num(f(&x["ns_per_answer"]), 0))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default()
+        };
+        let _ = writeln!(
+            out,
+            "Before and after, one UDP socket each, same rate: the earlier build (`{}`: one tokio task) {} ns per answer ({}); this build with `--udp-workers 1` (one thread, recvmmsg/sendmmsg) {} ns per answer ({}).\n",
+            base["binary"].as_str().unwrap_or("?"),
+            num(f(&base["baseline"]["ns_per_answer"]), 0),
+            all("baseline_runs"),
+            num(f(&base["one_worker"]["ns_per_answer"]), 0),
+            all("one_worker_runs"),
+        );
+    }
+    out.push_str("Throughput, dnsperf as fast as it goes (median of the runs by answers/s):\n\n| server | answers/s | lost | CPU ms | ns per answer | every run's answers/s |\n|---|---:|---:|---:|---:|---|\n");
+    for m in fb["max"].as_array().into_iter().flatten() {
+        let label = match m["workers"].as_str() {
+            Some("nsd") => "NSD 4.6, one server process".to_owned(),
+            Some(w) => format!("edgedns fallback, --udp-workers {w}"),
+            None => "?".to_owned(),
+        };
+        let med = &m["median"];
+        let all: Vec<String> = m["runs"]
+            .as_array()
+            .map(|a| a.iter().map(|x| num(f(&x["qps"]), 0)).collect())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "| {label} | {} | {} | {} | {} | {} |",
+            num(f(&med["qps"]), 0),
+            num(f(&med["lost"]), 0),
+            num(f(&med["cpu_ms"]), 1),
+            num(f(&med["ns_per_answer"]), 0),
+            all.join(", ")
+        );
+    }
+    out
 }

@@ -9,7 +9,8 @@ use aya_ebpf::{
 use dns_common::{
     limit::{ExemptData, ExemptKey, LimitConfig, RrlBucket, RrlKey},
     map::{self, MapKind, MapSpec},
-    LargeValue, NameKey, Scratch, ShortKey, SmallValue, Stat, XdpConfig, ZoneLens, ZoneValue,
+    LargeValue, NameKey, Scratch, ServedKey, ShortKey, SmallValue, Stat, XdpConfig, ZoneLens,
+    ZoneValue,
 };
 
 const fn hash<K, V>(spec: MapSpec<K, V>) -> HashMap<K, V> {
@@ -45,6 +46,8 @@ const fn lpm(spec: MapSpec<ExemptKey, u8>) -> LpmTrie<ExemptData, u8> {
 
 #[map]
 pub static CONFIG: Array<XdpConfig> = array(map::CONFIG);
+#[map]
+pub static SERVED: HashMap<ServedKey, u32> = hash(map::SERVED);
 #[map]
 pub static STATS: PerCpuArray<u64> = per_cpu_array(map::STATS);
 #[map]
@@ -94,4 +97,11 @@ pub fn scratch() -> Option<&'static mut Scratch> {
     // SAFETY: the per-CPU slot, valid for the program's run; only this CPU uses it, and only
     // through the one reference the program's path holds.
     Some(unsafe { &mut *p })
+}
+
+/// Whether the daemon listens on `key` (family, destination address and port of a query), on
+/// that address or on the family's wildcard.
+#[inline(always)]
+pub fn served(key: &ServedKey) -> bool {
+    SERVED.get_ptr(key).is_some() || SERVED.get_ptr(&key.wildcard()).is_some()
 }

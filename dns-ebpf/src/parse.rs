@@ -10,14 +10,18 @@ use dns_common::{
         DNS_HEADER_LEN, ETH_HLEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_UDP, IPV4_HLEN,
         IPV6_HLEN, OPTION_NSID, OPT_RR_LEN, UDP_HLEN, VLAN_HLEN,
     },
-    Scratch, Stat, XdpConfig, CLASS_IN, FAMILY_V4, FAMILY_V6, KEY_NAME_LEN, OPT_LOOPBACK,
-    OPT_PASS_NSID, QUERY_MAX, TYPE_OPT,
+    Scratch, ServedKey, Stat, XdpConfig, CLASS_IN, FAMILY_V4, FAMILY_V6, KEY_NAME_LEN,
+    OPT_LOOPBACK, OPT_PASS_NSID, QUERY_MAX, TYPE_OPT,
 };
 
 use crate::{
+    maps,
     verifier::{helper_len, launder, Packed, QuestionFields},
     Pass,
 };
+
+/// The loopback interface's index in every network namespace (`LOOPBACK_IFINDEX`).
+const LOOPBACK_IFINDEX: u32 = 1;
 
 /// A bounds-checked pointer to a `T` at `off` in the packet.
 #[inline(always)]
@@ -59,7 +63,11 @@ impl Udp {
 #[inline(always)]
 pub fn l2_l4(ctx: &XdpContext, cfg: &XdpConfig) -> Result<Udp, Pass> {
     let mut l3 = ETH_HLEN;
-    let on_lo = cfg.options & OPT_LOOPBACK != 0;
+    // One program serves every interface it is attached to: the loopback rules apply to the
+    // frames that came in on lo, when lo is one of them.
+    // SAFETY: `ctx.ctx` is the program's context, valid for its run.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let on_lo = (cfg.options & OPT_LOOPBACK != 0) & (ifindex == LOOPBACK_IFINDEX);
     // SAFETY (this and the other dereferences of `ptr_at`): it checked that the bytes are inside
     // the packet; packet memory is valid for any bit pattern of these plain arrays and integers.
     let mut proto = u16::from_be(unsafe { *ptr_at::<u16>(ctx, ETH_HLEN - 2).map_err(|_| None)? });
@@ -68,7 +76,7 @@ pub fn l2_l4(ctx: &XdpContext, cfg: &XdpConfig) -> Result<Udp, Pass> {
         proto = u16::from_be(unsafe { *ptr_at::<u16>(ctx, ETH_HLEN + 2).map_err(|_| None)? });
         l3 = ETH_HLEN + VLAN_HLEN;
     }
-    let (l4, v6, ip_payload) = if proto == ETH_P_IPV4 && cfg.families & FAMILY_V4 != 0 {
+    let (l4, v6, ip_payload) = if proto == ETH_P_IPV4 {
         // SAFETY: as above.
         let ip = unsafe { &*ptr_at::<[u8; IPV4_HLEN]>(ctx, l3).map_err(|_| None)? };
         if ip[9] != IPPROTO_UDP || ip[0] >> 4 != 4 {
@@ -84,7 +92,14 @@ pub fn l2_l4(ctx: &XdpContext, cfg: &XdpConfig) -> Result<Udp, Pass> {
         }
         // SAFETY: as above.
         let dport = unsafe { *ptr_at::<u16>(ctx, l3 + (ihl & 0x3c) + 2).map_err(|_| None)? };
-        if dport != cfg.port_be {
+        let dst = [ip[16], ip[17], ip[18], ip[19]];
+        let mut key = ServedKey {
+            family: FAMILY_V4,
+            port_be: dport,
+            addr: [0; 16],
+        };
+        key.addr[..4].copy_from_slice(&dst);
+        if !maps::served(&key) {
             return Err(None);
         }
         if more_fragments {
@@ -92,10 +107,6 @@ pub fn l2_l4(ctx: &XdpContext, cfg: &XdpConfig) -> Result<Udp, Pass> {
         }
         if ihl != IPV4_HLEN {
             return Err(Some(Stat::PassIpOptions));
-        }
-        let dst = [ip[16], ip[17], ip[18], ip[19]];
-        if cfg.ipv4 != [0; 4] && dst != cfg.ipv4 {
-            return Err(None);
         }
         if martian_v4(ip[12], on_lo) || martian_v4(dst[0], on_lo) {
             return Err(Some(Stat::PassMartian));
@@ -105,7 +116,7 @@ pub fn l2_l4(ctx: &XdpContext, cfg: &XdpConfig) -> Result<Udp, Pass> {
             return Err(Some(Stat::PassMalformed));
         }
         (l3 + IPV4_HLEN, false, tot - IPV4_HLEN)
-    } else if proto == ETH_P_IPV6 && cfg.families & FAMILY_V6 != 0 {
+    } else if proto == ETH_P_IPV6 {
         // SAFETY: as above.
         let ip = unsafe { &*ptr_at::<[u8; IPV6_HLEN]>(ctx, l3).map_err(|_| None)? };
         if ip[0] >> 4 != 6 {
@@ -121,12 +132,14 @@ pub fn l2_l4(ctx: &XdpContext, cfg: &XdpConfig) -> Result<Udp, Pass> {
         }
         // SAFETY: as above.
         let dport = unsafe { *ptr_at::<u16>(ctx, l3 + IPV6_HLEN + 2).map_err(|_| None)? };
-        if dport != cfg.port_be {
-            return Err(None);
-        }
         let mut dst = [0u8; 16];
         dst.copy_from_slice(&ip[24..40]);
-        if cfg.ipv6 != [0; 16] && dst != cfg.ipv6 {
+        let key = ServedKey {
+            family: FAMILY_V6,
+            port_be: dport,
+            addr: dst,
+        };
+        if !maps::served(&key) {
             return Err(None);
         }
         if martian_v6(&ip[8..24], on_lo) || martian_v6(&dst, on_lo) {

@@ -40,9 +40,15 @@ pub struct ServeArgs {
     /// it. Without it, /etc/edgedns/edgedns.toml is read if it exists.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// DNS address and port (UDP and TCP); the fast path answers UDP to this address and port.
-    #[arg(long, default_value = "127.0.0.1:5300")]
-    pub dns_listen: SocketAddr,
+    /// DNS address and port (UDP and TCP); may be given more than once (or as a comma-separated
+    /// list), IPv4 and IPv6, addresses or wildcards (0.0.0.0, [::]). The fast path answers UDP to
+    /// exactly these addresses and ports; a wildcard's answers leave from the address asked.
+    #[arg(long, default_value = "127.0.0.1:5300", value_delimiter = ',')]
+    pub dns_listen: Vec<SocketAddr>,
+    /// UDP sockets (SO_REUSEPORT), each with a thread of its own, per --dns-listen address
+    /// (default: one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub udp_workers: Option<u16>,
     /// Update API address.
     #[arg(long, default_value = "127.0.0.1:8053")]
     pub api_listen: SocketAddr,
@@ -387,6 +393,23 @@ pub fn example(serve: &Command) -> String {
             ArgAction::SetTrue => {
                 let _ = writeln!(out, "{long} = false");
             }
+            // One default as a plain value (a single value works for a list key too), so
+            // that the common case reads as it always has.
+            ArgAction::Append if defaults.len() == 1 => match defaults[0].to_str() {
+                Some(d) => {
+                    let _ = writeln!(out, "{long} = {}", toml_value(d));
+                }
+                None => {
+                    let _ = writeln!(out, "# {long} = [\"{}\", ...]", value_name(arg));
+                }
+            },
+            ArgAction::Append if !defaults.is_empty() => {
+                let list: Vec<String> = defaults
+                    .iter()
+                    .map(|d| toml_value(&d.to_string_lossy()))
+                    .collect();
+                let _ = writeln!(out, "{long} = [{}]", list.join(", "));
+            }
             ArgAction::Append => {
                 let name = value_name(arg);
                 let _ = writeln!(out, "# {long} = [\"{name}\", ...]");
@@ -479,6 +502,53 @@ mod tests {
         assert!(s.args.daemon.keep_xdp);
         assert_eq!(s.args.daemon.zone_file.len(), 2);
         assert_eq!(s.file.as_deref(), Some(path.as_path()));
+    }
+
+    #[test]
+    fn listen_addresses_and_interfaces_take_a_list_or_one_value() {
+        let p = Path::new("x.toml");
+        let listen = |text: &str, extra: &[&str]| {
+            let file = ConfigFile::parse(p, text, &serve()).expect("parses");
+            let cmd = without_env(&serve());
+            let given = cmd
+                .clone()
+                .try_get_matches_from(argv(&[&["serve"], extra].concat()))
+                .expect("given");
+            let words: Vec<OsString> = argv(&[&["serve"], extra].concat())
+                .into_iter()
+                .chain(file.args(&given))
+                .collect();
+            let m = cmd.try_get_matches_from(words).expect("matches");
+            let args = ServeArgs::from_arg_matches(&m).expect("args");
+            (
+                args.dns_listen
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
+                args.daemon.iface,
+            )
+        };
+        let (addrs, ifaces) = listen(
+            "dns-listen = [\"192.0.2.53:53\", \"[2001:db8::53]:53\"]\niface = [\"veth0\", \"veth1\"]\n",
+            &[],
+        );
+        assert_eq!(addrs, ["192.0.2.53:53", "[2001:db8::53]:53"]);
+        assert_eq!(ifaces, ["veth0", "veth1"]);
+        let (addrs, ifaces) = listen("dns-listen = \"192.0.2.53:53\"\niface = \"eth0\"\n", &[]);
+        assert_eq!(addrs, ["192.0.2.53:53"]);
+        assert_eq!(ifaces, ["eth0"]);
+        // The command line replaces the file's list whole, and takes a comma-separated one.
+        let (addrs, _) = listen(
+            "dns-listen = [\"192.0.2.53:53\", \"[2001:db8::53]:53\"]\n",
+            &["--dns-listen", "0.0.0.0:53,[::1]:53"],
+        );
+        assert_eq!(addrs, ["0.0.0.0:53", "[::1]:53"]);
+        let (addrs, ifaces) = listen("", &[]);
+        assert_eq!(addrs, ["127.0.0.1:5300"]);
+        assert_eq!(ifaces, ["lo"]);
+        let e = ConfigFile::parse(p, "dns-listen = [\"192.0.2.53:53\", \"nope\"]\n", &serve())
+            .expect_err("bad address in the list");
+        assert!(e.to_string().starts_with("x.toml:1: `dns-listen`: "), "{e}");
     }
 
     #[test]

@@ -13,11 +13,7 @@ use std::{
 };
 
 use hickory_proto::rr::{rdata::A, Name, RData, RecordType};
-use tokio::{
-    net::{TcpListener, UdpSocket},
-    sync::mpsc,
-    task::JoinSet,
-};
+use tokio::{net::TcpListener, sync::mpsc, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -42,9 +38,10 @@ pub const DEMO_ZONE: &str = "t.example.net.";
 /// What `edgedns serve` takes, but for the addresses to listen on (see [`Listeners`]).
 #[derive(Clone, Debug, clap::Args)]
 pub struct Config {
-    /// Interface the XDP program attaches to.
-    #[arg(long, default_value = "lo")]
-    pub iface: String,
+    /// Interface the XDP program attaches to; may be given more than once (or as a
+    /// comma-separated list): the one program, with one set of maps, is attached to each.
+    #[arg(long, default_value = "lo", value_delimiter = ',')]
+    pub iface: Vec<String>,
     /// auto: native (driver) mode, else generic; off: no XDP, the fallback answers everything.
     #[arg(long, value_enum, default_value = "auto")]
     pub xdp_mode: AttachMode,
@@ -108,10 +105,13 @@ pub struct Config {
 }
 
 /// The sockets the daemon serves on, bound by the caller (port 0 in tests). The XDP program
-/// answers UDP to the address and port of `dns_udp`.
+/// answers UDP to the addresses and ports of `dns_udp`, and to nothing else.
 pub struct Listeners {
-    pub dns_udp: UdpSocket,
-    pub dns_tcp: TcpListener,
+    /// Each served by a thread of its own: several per address ([`fallback::bind_udp`]'s
+    /// `SO_REUSEPORT` sockets), for as many addresses as are served.
+    pub dns_udp: Vec<std::net::UdpSocket>,
+    /// One per address.
+    pub dns_tcp: Vec<TcpListener>,
     pub api: TcpListener,
     /// The external-dns webhook provider's, if it is served.
     pub webhook: Option<TcpListener>,
@@ -229,7 +229,13 @@ pub async fn run_with(
     let local = |what, r: std::io::Result<SocketAddr>| {
         r.map_err(|source| DaemonError::Listener { what, source })
     };
-    let dns_addr = local("DNS", listeners.dns_udp.local_addr())?;
+    let mut dns_addrs = Vec::new();
+    for socket in &listeners.dns_udp {
+        let addr = local("DNS", socket.local_addr())?;
+        if !dns_addrs.contains(&addr) {
+            dns_addrs.push(addr);
+        }
+    }
     let api_addr = local("API", listeners.api.local_addr())?;
 
     notify.status("loading the store");
@@ -248,9 +254,9 @@ pub async fn run_with(
 
     let limits = Arc::new(crate::limit::Limits::from_args(&config.limits)?);
     notify.status("attaching the XDP program");
-    let (loaded, fast) = attach(&config, dns_addr, &limits)?;
+    let (loaded, fast) = attach(&config, &dns_addrs, &limits)?;
     let ready = Ready {
-        dns: dns_addr,
+        dns: dns_addrs,
         api: api_addr,
         loaded: loaded.as_ref(),
         control,
@@ -279,22 +285,25 @@ pub async fn run_with(
     result
 }
 
-/// Loads and attaches the XDP program, unless `--xdp-mode off`.
+/// Loads and attaches the XDP program to every `--iface`, answering the addresses of
+/// `dns_addrs`, unless `--xdp-mode off`.
 fn attach(
     config: &Config,
-    dns_addr: SocketAddr,
+    dns_addrs: &[SocketAddr],
     limits: &crate::limit::Limits,
 ) -> Result<(Option<Loaded>, Option<FastPath>), DaemonError> {
     if config.xdp_mode == AttachMode::Off {
         return Ok((None, None));
     }
-    let mut cfg = loader::xdp_config(dns_addr, config.udp_payload, true);
+    let mut cfg = loader::xdp_config(config.udp_payload, true);
     if config.nsid.is_some() {
         cfg.options |= dns_common::OPT_PASS_NSID;
     }
-    if loader::is_loopback(&config.iface) {
+    // The program applies the loopback rules to the frames that came in on lo only.
+    if config.iface.iter().any(|i| loader::is_loopback(i)) {
         cfg.options |= dns_common::OPT_LOOPBACK;
     }
+    let served = loader::served_keys(dns_addrs);
     let pin_dir = if config.no_pin {
         None
     } else {
@@ -305,13 +314,17 @@ fn attach(
             &config.iface,
         ))
     };
-    let (loaded, fast) =
-        loader::load_and_attach(&config.iface, config.xdp_mode, cfg, pin_dir.as_deref()).map_err(
-            |source| DaemonError::Xdp {
-                iface: config.iface.clone(),
-                source: Box::new(source),
-            },
-        )?;
+    let (loaded, fast) = loader::load_and_attach(
+        &config.iface,
+        config.xdp_mode,
+        cfg,
+        &served,
+        pin_dir.as_deref(),
+    )
+    .map_err(|source| DaemonError::Xdp {
+        iface: config.iface.join(","),
+        source: Box::new(source),
+    })?;
     let mut fast = fast;
     fast.set_limits(limits.map_config())
         .map_err(DaemonError::LimitMaps)?;
@@ -327,7 +340,7 @@ fn attach(
 
 /// What the "ready" log line tells, and how to tell systemd and take reloads.
 struct Ready<'a> {
-    dns: SocketAddr,
+    dns: Vec<SocketAddr>,
     api: SocketAddr,
     loaded: Option<&'a Loaded>,
     control: Control,
@@ -408,6 +421,7 @@ async fn serve(
         notify_key,
         shutdown.clone(),
     ));
+    let udp_sockets = listeners.dns_udp.len();
     tasks.spawn(fallback::serve_udp(
         listeners.dns_udp,
         fallback.clone(),
@@ -452,18 +466,25 @@ async fn serve(
             }
         });
     }
+    let dns = ready
+        .dns
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     info!(
-        dns = %ready.dns,
+        %dns,
+        udp_sockets,
         api = %ready.api,
         webhook = ?webhook_addr,
-        iface = %config.iface,
-        mode = ?ready.loaded.map(|l| l.mode),
+        iface = %config.iface.join(","),
+        mode = ?ready.loaded.map(|l| &l.modes),
         verified_insns = ?ready.loaded.and_then(|l| l.verified_insns),
         "ready"
     );
     notify.send(&format!(
-        "READY=1\nSTATUS=serving DNS on {} and the API on {}",
-        ready.dns, ready.api
+        "READY=1\nSTATUS=serving DNS on {dns} and the API on {}",
+        ready.api
     ));
     spawn_control(
         &mut tasks,

@@ -1,6 +1,7 @@
 //! Loads the XDP program and attaches it to an interface.
 
 use std::{
+    collections::BTreeSet,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
 };
@@ -16,7 +17,7 @@ use aya::{
 };
 use dns_common::{
     map::{self, MapKind, MapSpec},
-    XdpConfig, FAMILY_V4, FAMILY_V6, PASS_PROGRAM_NAME, PROGRAM_NAME,
+    ServedKey, XdpConfig, FAMILY_V4, FAMILY_V6, PASS_PROGRAM_NAME, PROGRAM_NAME,
 };
 use tracing::{info, warn};
 
@@ -93,7 +94,8 @@ pub enum AttachMode {
 pub struct Loaded {
     /// Kept alive: dropping it detaches and unloads the program unless the link is pinned.
     pub ebpf: Ebpf,
-    pub mode: XdpMode,
+    /// The attach mode on each interface, in the order given.
+    pub modes: Vec<XdpMode>,
     pub verified_insns: Option<u32>,
     /// Where the maps and the link are pinned, if they are.
     pub pin_dir: Option<PathBuf>,
@@ -112,14 +114,17 @@ impl Loaded {
     }
 }
 
-/// File name of the pinned XDP link in the pin directory.
-const LINK_PIN: &str = "link";
+/// File name of the pinned XDP link of interface `iface` in the pin directory.
+fn link_pin(iface: &str) -> String {
+    format!("link-{iface}")
+}
 /// bpffs magic (linux/magic.h BPF_FS_MAGIC).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// The pin directory of a daemon instance: one per data directory and interface, and per map
-/// layout, so that an upgrade that changes the layout starts with fresh maps.
-pub fn pin_dir(bpffs: &Path, data_dir: &Path, iface: &str) -> PathBuf {
+/// The pin directory of a daemon instance: one per data directory, set of interfaces and map
+/// layout, so that an upgrade that changes the layout starts with fresh maps. It holds the maps,
+/// which every interface's attachment of the one program shares, and one link per interface.
+pub fn pin_dir(bpffs: &Path, data_dir: &Path, ifaces: &[String]) -> PathBuf {
     let canonical = data_dir
         .canonicalize()
         .unwrap_or_else(|_| data_dir.to_owned());
@@ -128,9 +133,12 @@ pub fn pin_dir(bpffs: &Path, data_dir: &Path, iface: &str) -> PathBuf {
     for b in canonical.as_os_str().as_encoded_bytes() {
         h = (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3);
     }
+    // Sorted and deduplicated: the same interfaces in another order are the same instance.
+    let ifaces: BTreeSet<&str> = ifaces.iter().map(String::as_str).collect();
+    let ifaces = ifaces.into_iter().collect::<Vec<_>>().join("+");
     bpffs
         .join("edgedns")
-        .join(format!("{h:016x}-{iface}-v{}", dns_common::LAYOUT_VERSION))
+        .join(format!("{h:016x}-{ifaces}-v{}", dns_common::LAYOUT_VERSION))
 }
 
 /// Mounts bpffs at `path` if it isn't mounted there.
@@ -172,26 +180,58 @@ pub fn ensure_bpffs(path: &Path) -> Result<(), LoadError> {
 }
 
 /// Settings the program reads from its CONFIG map.
-pub fn xdp_config(listen: SocketAddr, udp_payload: u16, enabled: bool) -> XdpConfig {
-    // A socket bound to [::] takes IPv4 too (IPV6_V6ONLY is off by default on Linux); one bound
-    // to an IPv4 address or 0.0.0.0 takes only IPv4.
-    let (ipv4, ipv6, families) = match listen.ip() {
-        IpAddr::V4(a) => (a.octets(), [0; 16], FAMILY_V4),
-        IpAddr::V6(a) if a.is_unspecified() => ([0; 4], [0; 16], FAMILY_V4 | FAMILY_V6),
-        IpAddr::V6(a) => match a.to_ipv4_mapped() {
-            Some(v4) => (v4.octets(), [0; 16], FAMILY_V4),
-            None => ([0; 4], a.octets(), FAMILY_V6),
-        },
-    };
+pub fn xdp_config(udp_payload: u16, enabled: bool) -> XdpConfig {
     XdpConfig {
-        port_be: listen.port().to_be(),
         udp_payload,
+        _pad: 0,
         enabled: enabled as u32,
-        ipv4,
-        ipv6,
-        families,
         options: 0,
     }
+}
+
+/// The entries of the SERVED map for the addresses the daemon listens on: the program answers
+/// exactly the (address, port) pairs a socket of the daemon would receive.
+///
+/// A socket bound to [::] takes IPv4 too (IPV6_V6ONLY is off by default on Linux, and the daemon
+/// leaves it so); one bound to 0.0.0.0 takes only IPv4; one bound to an IPv4-mapped IPv6
+/// address takes that IPv4 address.
+pub fn served_keys(listen: &[SocketAddr]) -> BTreeSet<ServedKey> {
+    let mut keys = BTreeSet::new();
+    for addr in listen {
+        let port_be = addr.port().to_be();
+        let v4 = |a: [u8; 4]| {
+            let mut addr = [0; 16];
+            addr[..4].copy_from_slice(&a);
+            ServedKey {
+                family: FAMILY_V4,
+                port_be,
+                addr,
+            }
+        };
+        let v6 = |addr: [u8; 16]| ServedKey {
+            family: FAMILY_V6,
+            port_be,
+            addr,
+        };
+        match addr.ip() {
+            IpAddr::V4(a) => {
+                keys.insert(v4(a.octets()));
+            }
+            IpAddr::V6(a) if a.is_unspecified() => {
+                keys.insert(v4([0; 4]));
+                keys.insert(v6([0; 16]));
+            }
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(m) => {
+                    keys.insert(v4(m.octets()));
+                }
+                None => {
+                    keys.insert(v6(a.octets()));
+                }
+            },
+        }
+    }
+    keys
 }
 
 /// Whether `iface` is the loopback interface (index 1 in every network namespace), where the
@@ -205,18 +245,22 @@ pub fn is_loopback(iface: &str) -> bool {
     unsafe { libc::if_nametoindex(name.as_ptr()) == 1 }
 }
 
-/// Loads the object, verifies the program and attaches it to `iface`; returns the program and a
-/// [`FastPath`] that owns its maps. With `pin_dir`, maps and link found there are taken over
-/// (the maps keep their contents for the caller to reconcile) and new ones are pinned there.
+/// Loads the object, verifies the program and attaches it to every interface of `ifaces`;
+/// returns the program and a [`FastPath`] that owns its maps. The program answers the
+/// (address, port) pairs of `served` (see [`served_keys`]). With `pin_dir`, maps and links
+/// found there are taken over (the maps keep their contents for the caller to reconcile) and new
+/// ones are pinned there. If an interface refuses the program, what this start attached and
+/// pinned on the others is undone too.
 pub fn load_and_attach(
-    iface: &str,
+    ifaces: &[String],
     mode: AttachMode,
     config: XdpConfig,
+    served: &BTreeSet<ServedKey>,
     pin_dir: Option<&Path>,
 ) -> Result<(Loaded, FastPath), LoadError> {
     let mut loader = EbpfLoader::new();
     // Dropped on every error return below: removes what this start pinned.
-    let pins = pin_dir.map(NewPins::make).transpose()?;
+    let pins = pin_dir.map(|d| NewPins::make(d, ifaces)).transpose()?;
     if let Some(dir) = pin_dir {
         for name in map::PINNED {
             loader.map_pin_path(name, dir.join(name));
@@ -227,7 +271,10 @@ pub fn load_and_attach(
         Ok(logger) => spawn_logger(logger),
         Err(e) => warn!("eBPF logger not started: {e}"),
     }
-    // Fill the config before attaching so the first packet sees it.
+    // Fill the config before attaching so the first packet sees it. The SERVED map's handle
+    // stays open until the program is loaded: the program refers to the map by this fd.
+    let mut served_map = take_hash(&mut ebpf, map::SERVED)?;
+    set_served(&mut served_map, served)?;
     let mut fast = take_maps(&mut ebpf)?;
     fast.set_config(config)?;
     let prog = load_program(&mut ebpf, PROGRAM_NAME)?;
@@ -235,11 +282,35 @@ pub fn load_and_attach(
         .info()
         .ok()
         .and_then(|i| i.verified_instruction_count());
+    let mut modes = Vec::with_capacity(ifaces.len());
+    for iface in ifaces {
+        let link_pin = pin_dir.map(|d| d.join(link_pin(iface)));
+        let m = attach_one(prog, iface, mode, link_pin.as_deref())?;
+        info!(iface, mode = ?m, verified_insns, "XDP program attached");
+        modes.push(m);
+    }
+    pins.into_iter().for_each(NewPins::keep);
+    Ok((
+        Loaded {
+            ebpf,
+            modes,
+            verified_insns,
+            pin_dir: pin_dir.map(Path::to_owned),
+        },
+        fast,
+    ))
+}
 
-    // Take over a pinned link: the kernel swaps the program atomically, no packet goes
-    // unanswered in between.
-    let link_pin = pin_dir.map(|d| d.join(LINK_PIN));
-    if let Some(path) = link_pin.as_deref().filter(|p| p.exists()) {
+/// Attaches the loaded `prog` to `iface`: into the link pinned at `link_pin` if there is one (the
+/// kernel swaps the program atomically, no packet goes unanswered in between), else anew, pinning
+/// the new link there. Returns the mode (`Default` for a swapped link: the old attach's).
+fn attach_one(
+    prog: &mut Xdp,
+    iface: &str,
+    mode: AttachMode,
+    link_pin: Option<&Path>,
+) -> Result<XdpMode, LoadError> {
+    if let Some(path) = link_pin.filter(|p| p.exists()) {
         match PinnedLink::from_pin(path)
             .map(FdLink::from)
             .map_err(|e| e.to_string())
@@ -249,17 +320,8 @@ pub fn load_and_attach(
                 Ok(id) => {
                     // Keep the link's fd with the program; the pin keeps the link itself.
                     let _ = id;
-                    info!(iface, link = %path.display(), verified_insns, "XDP program swapped into the pinned link");
-                    pins.into_iter().for_each(NewPins::keep);
-                    return Ok((
-                        Loaded {
-                            ebpf,
-                            mode: XdpMode::Default,
-                            verified_insns,
-                            pin_dir: pin_dir.map(Path::to_owned),
-                        },
-                        fast,
-                    ));
+                    info!(iface, link = %path.display(), "XDP program swapped into the pinned link");
+                    return Ok(XdpMode::Default);
                 }
                 Err(e) => {
                     warn!(link = %path.display(), "can't update the pinned link ({e}); attaching anew")
@@ -302,7 +364,7 @@ pub fn load_and_attach(
         mode: XdpMode::Default,
         source: aya::programs::ProgramError::AlreadyAttached,
     })?;
-    if let Some(path) = &link_pin {
+    if let Some(path) = link_pin {
         // Pin the link so that it outlives this process. A netlink (pre-bpf_link) attachment
         // can't be pinned: then the program goes when the daemon does.
         let pinned = prog
@@ -317,17 +379,27 @@ pub fn load_and_attach(
             }
         }
     }
-    info!(iface, ?mode, verified_insns, "XDP program attached");
-    pins.into_iter().for_each(NewPins::keep);
-    Ok((
-        Loaded {
-            ebpf,
-            mode,
-            verified_insns,
-            pin_dir: pin_dir.map(Path::to_owned),
-        },
-        fast,
-    ))
+    Ok(mode)
+}
+
+/// Makes the SERVED map hold exactly `served`: entries a pinned map kept from an earlier start
+/// with other addresses are removed.
+fn set_served(
+    m: &mut HashMap<MapData, ServedKey, u32>,
+    served: &BTreeSet<ServedKey>,
+) -> Result<(), LoadError> {
+    let err = |source| LoadError::Map {
+        name: map::SERVED.name,
+        source,
+    };
+    let stale: Vec<ServedKey> = m.keys().flatten().filter(|k| !served.contains(k)).collect();
+    for key in served {
+        m.insert(key, 1, 0).map_err(err)?;
+    }
+    for key in &stale {
+        m.remove(key).map_err(err)?;
+    }
+    Ok(())
 }
 
 /// The pins a start makes, removed again if it fails: a start refused (on an interface busy with
@@ -335,6 +407,8 @@ pub fn load_and_attach(
 /// belong to the instance that made them (`--keep-xdp`, or a crash) and stay.
 struct NewPins {
     dir: PathBuf,
+    /// The interfaces whose links are pinned here.
+    ifaces: Vec<String>,
     /// The pins that existed before this start.
     found: Vec<PathBuf>,
     /// The directories this start created, deepest first.
@@ -344,7 +418,7 @@ struct NewPins {
 }
 
 impl NewPins {
-    fn make(dir: &Path) -> Result<Self, LoadError> {
+    fn make(dir: &Path, ifaces: &[String]) -> Result<Self, LoadError> {
         let made_dirs = dir
             .ancestors()
             .take_while(|d| !d.exists())
@@ -354,20 +428,23 @@ impl NewPins {
             path: dir.to_owned(),
             source,
         })?;
-        let found = Self::names(dir).filter(|p| p.exists()).collect();
-        Ok(Self {
+        let mut pins = Self {
             dir: dir.to_owned(),
-            found,
+            ifaces: ifaces.to_vec(),
+            found: Vec::new(),
             made_dirs,
             kept: false,
-        })
+        };
+        pins.found = pins.names().filter(|p| p.exists()).collect();
+        Ok(pins)
     }
 
-    fn names(dir: &Path) -> impl Iterator<Item = PathBuf> + '_ {
+    fn names(&self) -> impl Iterator<Item = PathBuf> + '_ {
         map::PINNED
             .into_iter()
-            .chain([LINK_PIN])
-            .map(|name| dir.join(name))
+            .map(str::to_owned)
+            .chain(self.ifaces.iter().map(|i| link_pin(i)))
+            .map(|name| self.dir.join(name))
     }
 
     /// The start succeeded: the pins stay.
@@ -382,7 +459,7 @@ impl Drop for NewPins {
             return;
         }
         let mut removed = 0;
-        for pin in Self::names(&self.dir).filter(|p| !self.found.contains(p)) {
+        for pin in self.names().filter(|p| !self.found.contains(p)) {
             match std::fs::remove_file(&pin) {
                 Ok(()) => removed += 1,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -402,10 +479,15 @@ impl Drop for NewPins {
 
 /// Loads and verifies the program without attaching it: for `BPF_PROG_TEST_RUN` (tests and the
 /// per-packet benchmark). The program is `ebpf.program_mut(PROGRAM_NAME)`.
-pub fn load_detached(config: XdpConfig) -> Result<(Ebpf, FastPath), LoadError> {
+pub fn load_detached(
+    config: XdpConfig,
+    served: &BTreeSet<ServedKey>,
+) -> Result<(Ebpf, FastPath), LoadError> {
     let mut ebpf = EbpfLoader::new()
         .load(EBPF_OBJECT)
         .map_err(LoadError::Object)?;
+    let mut served_map = take_hash(&mut ebpf, map::SERVED)?;
+    set_served(&mut served_map, served)?;
     let mut fast = take_maps(&mut ebpf)?;
     fast.set_config(config)?;
     load_program(&mut ebpf, PROGRAM_NAME)?;
@@ -547,4 +629,94 @@ pub fn attach_pass(iface: &str, mode: AttachMode) -> Result<Ebpf, LoadError> {
         source,
     })?;
     Ok(ebpf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(listen: &[&str]) -> Vec<(u16, u16, Vec<u8>)> {
+        let addrs: Vec<SocketAddr> = listen.iter().map(|a| a.parse().expect("addr")).collect();
+        served_keys(&addrs)
+            .into_iter()
+            .map(|k| {
+                let len = if k.family == FAMILY_V4 { 4 } else { 16 };
+                (k.family, u16::from_be(k.port_be), k.addr[..len].to_vec())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn served_keys_follow_what_each_socket_receives() {
+        // An address: that address and port only.
+        assert_eq!(
+            keys(&["192.0.2.53:53"]),
+            [(FAMILY_V4, 53, vec![192, 0, 2, 53])]
+        );
+        let v6: std::net::Ipv6Addr = "2001:db8::53".parse().expect("v6");
+        assert_eq!(
+            keys(&["[2001:db8::53]:5300"]),
+            [(FAMILY_V6, 5300, v6.octets().to_vec())]
+        );
+        // 0.0.0.0: any IPv4 address; [::]: any address of both families (a dual-stack socket).
+        assert_eq!(keys(&["0.0.0.0:53"]), [(FAMILY_V4, 53, vec![0; 4])]);
+        assert_eq!(
+            keys(&["[::]:53"]),
+            [(FAMILY_V4, 53, vec![0; 4]), (FAMILY_V6, 53, vec![0; 16])]
+        );
+        // An IPv4-mapped address is that IPv4 address.
+        assert_eq!(
+            keys(&["[::ffff:192.0.2.53]:53"]),
+            [(FAMILY_V4, 53, vec![192, 0, 2, 53])]
+        );
+        // Several: each pair once, ports kept apart.
+        assert_eq!(
+            keys(&[
+                "192.0.2.53:53",
+                "192.0.2.53:53",
+                "192.0.2.54:5300",
+                "[2001:db8::53]:53"
+            ]),
+            [
+                (FAMILY_V4, 53, vec![192, 0, 2, 53]),
+                (FAMILY_V4, 5300, vec![192, 0, 2, 54]),
+                (FAMILY_V6, 53, v6.octets().to_vec()),
+            ]
+        );
+        assert!(keys(&[]).is_empty());
+    }
+
+    #[test]
+    fn served_key_wildcard_keeps_family_and_port() {
+        let k = *served_keys(&["192.0.2.53:53".parse().expect("addr")])
+            .first()
+            .expect("one key");
+        let w = k.wildcard();
+        assert_eq!(
+            (w.family, w.port_be, w.addr),
+            (k.family, k.port_be, [0; 16])
+        );
+    }
+
+    #[test]
+    fn pin_dir_names_the_set_of_interfaces() {
+        let (bpffs, data) = (Path::new("/sys/fs/bpf"), Path::new("/nonexistent/data"));
+        let one = pin_dir(bpffs, data, &["veth0".to_owned()]);
+        let two = pin_dir(bpffs, data, &["veth1".to_owned(), "veth0".to_owned()]);
+        assert_eq!(
+            two,
+            pin_dir(bpffs, data, &["veth0".to_owned(), "veth1".to_owned()]),
+            "the order given doesn't matter"
+        );
+        assert_ne!(one, two);
+        let name = two
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            name.ends_with(&format!("-veth0+veth1-v{}", dns_common::LAYOUT_VERSION)),
+            "{name}"
+        );
+    }
 }

@@ -9,12 +9,13 @@ use dns_user::{
     cli::{self, ApiArgs, RecordCommand, ZoneCommand},
     config::{self, LogFormat, ServeArgs},
     daemon::{self, Listeners},
+    fallback,
     loader::{self, AttachMode},
     sd_notify::Notifier,
     zonefile,
 };
 use tokio::{
-    net::{TcpListener, UdpSocket},
+    net::TcpListener,
     signal::unix::{signal, Signal, SignalKind},
     sync::mpsc,
 };
@@ -100,8 +101,9 @@ enum Command {
     /// Detach a fast path left answering by `serve --keep-xdp` (or a crash) and free its maps:
     /// removes the pins of the instance with this data directory and interface.
     XdpDetach {
-        #[arg(long, default_value = "lo")]
-        iface: String,
+        /// The serve's interfaces, all of them (repeatable, or comma-separated).
+        #[arg(long, default_value = "lo", value_delimiter = ',')]
+        iface: Vec<String>,
         #[arg(long, default_value = "/var/lib/edgedns")]
         data_dir: PathBuf,
         #[arg(long, default_value = "/sys/fs/bpf")]
@@ -200,7 +202,11 @@ fn config_command(cmd: ConfigCommand) -> anyhow::Result<()> {
             println!(
                 "{}: ok (DNS on {}, API on {}, data in {}, {} zone files)",
                 file.display(),
-                args.dns_listen,
+                args.dns_listen
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 args.api_listen,
                 args.daemon.data_dir.display(),
                 args.daemon.zone_file.len()
@@ -239,13 +245,24 @@ async fn serve_settings(mut reloader: Reloader) -> anyhow::Result<()> {
     // Handlers first: from here on no signal kills the daemon with its pins half-released.
     let mut signals = Signals::new()?;
     let args = reloader.started.args.clone();
+    let workers = args.udp_workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
+    let (mut dns_udp, mut dns_tcp) = (Vec::new(), Vec::new());
+    for addr in &args.dns_listen {
+        dns_udp.extend(
+            fallback::bind_udp(*addr, workers).with_context(|| format!("binding UDP {addr}"))?,
+        );
+        dns_tcp.push(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding TCP {addr}"))?,
+        );
+    }
     let listeners = Listeners {
-        dns_udp: UdpSocket::bind(args.dns_listen)
-            .await
-            .with_context(|| format!("binding UDP {}", args.dns_listen))?,
-        dns_tcp: TcpListener::bind(args.dns_listen)
-            .await
-            .with_context(|| format!("binding TCP {}", args.dns_listen))?,
+        dns_udp,
+        dns_tcp,
         api: TcpListener::bind(args.api_listen)
             .await
             .with_context(|| format!("binding the API on {}", args.api_listen))?,

@@ -65,12 +65,13 @@ impl Running {
         let config = Serve::parse_from(args).config;
         let listeners = Listeners {
             webhook: None,
-            dns_udp: UdpSocket::bind("127.0.0.1:0").await.expect("bind udp"),
-            dns_tcp: TcpListener::bind("127.0.0.1:0").await.expect("bind tcp"),
+            dns_udp: dns_user::fallback::bind_udp("127.0.0.1:0".parse().expect("addr"), 2)
+                .expect("bind udp"),
+            dns_tcp: vec![TcpListener::bind("127.0.0.1:0").await.expect("bind tcp")],
             api: TcpListener::bind("127.0.0.1:0").await.expect("bind api"),
         };
-        let udp = listeners.dns_udp.local_addr().expect("udp addr");
-        let tcp = listeners.dns_tcp.local_addr().expect("tcp addr");
+        let udp = listeners.dns_udp[0].local_addr().expect("udp addr");
+        let tcp = listeners.dns_tcp[0].local_addr().expect("tcp addr");
         let api_args = ApiArgs {
             api: listeners.api.local_addr().expect("api addr"),
             token_file: None,

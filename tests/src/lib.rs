@@ -345,6 +345,12 @@ pub struct Veth {
 
 impl Veth {
     pub fn new(server: &NetNs, client: &NetNs) -> Self {
+        Self::with_addrs(server, client, [SERVER_V4, SERVER_V6, CLIENT_V4, CLIENT_V6])
+    }
+
+    /// A pair addressed `[server v4, server v6, client v4, client v6]` (another subnet than the
+    /// bed's first pair, for a second pair between the same namespaces).
+    pub fn with_addrs(server: &NetNs, client: &NetNs, addrs: [&str; 4]) -> Self {
         let id = unique("ve", 'x');
         let veth = Self {
             server_if: format!("{id}s"),
@@ -365,9 +371,10 @@ impl Veth {
             "netns",
             client.name(),
         ]);
+        let [server_v4, server_v6, client_v4, client_v6] = addrs;
         for (ns, ifname, v4, v6) in [
-            (server, &veth.server_if, SERVER_V4, SERVER_V6),
-            (client, &veth.client_if, CLIENT_V4, CLIENT_V6),
+            (server, &veth.server_if, server_v4, server_v6),
+            (client, &veth.client_if, client_v4, client_v6),
         ] {
             configure_if(ns, ifname, v4, v6);
         }
@@ -997,6 +1004,12 @@ impl TestBed {
         .collect();
         bed.start_daemon();
         bed
+    }
+
+    /// Sets the arguments of `edgedns serve` (before `--data-dir`) that [`TestBed::start_daemon`]
+    /// uses: for a bed made with [`TestBed::network`].
+    pub fn set_daemon_args(&mut self, args: &[&str]) {
+        self.daemon_args = args.iter().map(|s| (*s).to_owned()).collect();
     }
 
     /// Starts the daemon with the arguments the bed was made with, on the same data directory.

@@ -8,7 +8,7 @@ use dns_common::{seg_for_qtype, Stat, KEY_NAME_LEN, PROGRAM_NAME};
 use dns_user::{
     compile::{compile_name, full_sync},
     fallback::{handle, FallbackConfig, Transport},
-    loader::{load_detached, xdp_config},
+    loader::{load_detached, served_keys, xdp_config},
     maps::{FastPath, NameEntry},
     zone::ZoneSet,
 };
@@ -66,7 +66,7 @@ impl XdpRunner {
     /// Loads the program (the verifier runs here) with the configuration the daemon would give
     /// it for `listen`.
     pub fn load(listen: SocketAddr, udp_payload: u16) -> Self {
-        let (ebpf, fast) = load_detached(xdp_config(listen, udp_payload, true))
+        let (ebpf, fast) = load_detached(xdp_config(udp_payload, true), &served_keys(&[listen]))
             .unwrap_or_else(|e| panic!("loading the XDP program: {:#}", anyhow::Error::new(e)));
         Self { ebpf, fast }
     }

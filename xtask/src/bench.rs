@@ -25,8 +25,8 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("taskset", "util-linux"),
 ];
 
-const SECTIONS: [&str; 7] = [
-    "kernel", "wire", "cpu", "update", "memory", "writes", "fuzz",
+const SECTIONS: [&str; 8] = [
+    "kernel", "wire", "cpu", "update", "memory", "writes", "fuzz", "fallback",
 ];
 
 #[derive(clap::Args)]
@@ -35,12 +35,16 @@ pub struct Options {
     /// quarter of an hour); the report goes to target/edgedns-bench/.
     #[arg(long)]
     quick: bool,
-    /// Only these sections (comma-separated): kernel, wire, cpu, update, memory, fuzz.
+    /// Only these sections (comma-separated): kernel, wire, cpu, update, memory, writes, fuzz,
+    /// fallback.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The fuzz section's seed, to replay a run (each run prints and records its own).
     #[arg(long)]
     seed: Option<u64>,
+    /// An earlier edgedns binary whose fallback the fallback section measures too.
+    #[arg(long)]
+    fallback_baseline: Option<std::path::PathBuf>,
 }
 
 pub fn cmd(opts: Options) -> Result<()> {
@@ -100,6 +104,9 @@ pub fn cmd(opts: Options) -> Result<()> {
     }
     if let Some(seed) = opts.seed {
         cmd.arg("--seed").arg(seed.to_string());
+    }
+    if let Some(bin) = &opts.fallback_baseline {
+        cmd.arg("--fallback-baseline").arg(bin);
     }
     eprintln!("xtask: {}", cmdline(&cmd));
     run(&mut cmd)?;

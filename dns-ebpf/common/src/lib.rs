@@ -315,25 +315,54 @@ impl ZoneLens {
     }
 }
 
-/// Program settings, at index 0 of [`map::CONFIG`].
+/// Program settings, at index 0 of [`map::CONFIG`]. What is answered (addresses and ports) is
+/// in [`map::SERVED`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct XdpConfig {
-    /// UDP port served, network byte order.
-    pub port_be: u16,
     /// UDP payload size advertised in our OPT record.
     pub udp_payload: u16,
+    pub _pad: u16,
     /// 1: answer from the maps; 0: pass everything up (the fallback answers alone).
     pub enabled: u32,
-    /// IPv4 address served, network byte order as in the packet; 0 = any.
-    pub ipv4: [u8; 4],
-    /// IPv6 address served; all zero = any.
-    pub ipv6: [u8; 16],
-    /// Which families are served: [`FAMILY_V4`] | [`FAMILY_V6`]. A daemon listening on one IPv4
-    /// address must not answer IPv6 queries that no socket of its would get.
-    pub families: u32,
     /// Behaviour switches: [`OPT_PASS_NSID`], [`OPT_LOOPBACK`].
     pub options: u32,
+}
+
+/// Key of [`map::SERVED`]: one (family, address, port) the daemon listens on. The program
+/// answers a query only if its destination is in the map, exactly or through the wildcard entry
+/// of its family and port (`addr` all zero): a socket bound to 0.0.0.0 or [::] takes every
+/// address of the host, one bound to an address only that one, and the fast path must answer
+/// exactly what a socket of the daemon would get.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServedKey {
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u16,
+    /// UDP port, network byte order as in the packet.
+    pub port_be: u16,
+    /// The address as in the packet: IPv4 in the first four bytes, the rest zero; all zero for
+    /// any address of the family.
+    pub addr: [u8; 16],
+}
+
+impl ServedKey {
+    pub const fn zeroed() -> Self {
+        Self {
+            family: 0,
+            port_be: 0,
+            addr: [0; 16],
+        }
+    }
+
+    /// The wildcard entry of this key's family and port.
+    pub const fn wildcard(&self) -> Self {
+        Self {
+            family: self.family,
+            port_be: self.port_be,
+            addr: [0; 16],
+        }
+    }
 }
 
 /// [`XdpConfig::options`]: pass up queries that ask for the server's NSID (RFC 5001), which the
@@ -344,8 +373,9 @@ pub const OPT_PASS_NSID: u32 = 1;
 /// offload (only the pseudo-header's sum is in the field; the kernel doesn't check them there).
 pub const OPT_LOOPBACK: u32 = 2;
 
-pub const FAMILY_V4: u32 = 1;
-pub const FAMILY_V6: u32 = 2;
+/// [`ServedKey::family`].
+pub const FAMILY_V4: u16 = 1;
+pub const FAMILY_V6: u16 = 2;
 
 /// Per-CPU scratch space (one slot): the stack is 512 bytes in all.
 #[repr(C)]
@@ -377,7 +407,8 @@ const _: () = assert!(core::mem::size_of::<Seg>() == 8);
 const _: () = assert!(core::mem::size_of::<SmallValue>() == 4 + 32 + BLOB_SMALL);
 const _: () = assert!(core::mem::size_of::<LargeValue>() == 4 + 32 + BLOB_LARGE);
 const _: () = assert!(core::mem::size_of::<ZoneValue>() == 8 + SOA_BLOB);
-const _: () = assert!(core::mem::size_of::<XdpConfig>() == 36);
+const _: () = assert!(core::mem::size_of::<XdpConfig>() == 12);
+const _: () = assert!(core::mem::size_of::<ServedKey>() == 20);
 const _: () = assert!(core::mem::size_of::<ZoneLens>() == 16);
 const _: () = assert!(KEY_NAME_LEN <= 255 && KEY_NAME_LEN.is_multiple_of(8));
 
@@ -396,6 +427,7 @@ mod pod {
     unsafe impl aya::Pod for limit::RrlKey {}
     unsafe impl aya::Pod for limit::RrlBucket {}
     unsafe impl aya::Pod for limit::ExemptKey {}
+    unsafe impl aya::Pod for ServedKey {}
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use core::marker::PhantomData;
 use crate::{
     limit::{LimitConfig, RrlBucket, RrlKey},
     stat::STAT_SLOTS,
-    LargeValue, NameKey, Scratch, ShortKey, SmallValue, XdpConfig, ZoneLens, ZoneValue,
+    LargeValue, NameKey, Scratch, ServedKey, ShortKey, SmallValue, XdpConfig, ZoneLens, ZoneValue,
 };
 
 /// `BPF_MAP_TYPE_*` of the maps used here.
@@ -70,9 +70,14 @@ pub const NAMES_SHORT_MAX: u32 = 2 * 1024 * 1024;
 pub const NAMES_SMALL_MAX: u32 = 1024 * 1024;
 pub const NAMES_LARGE_MAX: u32 = 256 * 1024;
 pub const ZONES_MAX: u32 = 4096;
+/// Capacity of [`SERVED`]: listen addresses and ports.
+pub const SERVED_MAX: u32 = 256;
 
 /// Program settings, one [`XdpConfig`] at index 0.
 pub const CONFIG: MapSpec<u32, XdpConfig> = MapSpec::new("CONFIG", MapKind::Array, 1, 0);
+/// The (family, address, port) the program answers, with wildcard entries (see [`ServedKey`]);
+/// the value is unused (1).
+pub const SERVED: MapSpec<ServedKey, u32> = MapSpec::new("SERVED", MapKind::Hash, SERVED_MAX, 0);
 /// Per-CPU counters, indexed by [`crate::Stat`], then the per-qtype answers
 /// ([`crate::stat::qtype_slot`]).
 pub const STATS: MapSpec<u32, u64> = MapSpec::new("STATS", MapKind::PerCpuArray, STAT_SLOTS, 0);
@@ -114,8 +119,9 @@ pub const RRL_EXEMPT: MapSpec<crate::limit::ExemptKey, u8> =
 /// [`SCRATCH`], which holds nothing between packets, and the rate limiter's ([`LIMITS`], [`RRL`],
 /// [`RRL_EXEMPT`]): a start writes its settings anew, and buckets lost with a restart only let a
 /// second's burst through.
-pub const PINNED: [&str; 8] = [
+pub const PINNED: [&str; 9] = [
     CONFIG.name,
+    SERVED.name,
     STATS.name,
     NAMES_SHORT.name,
     NAMES_SMALL.name,

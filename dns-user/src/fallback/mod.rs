@@ -55,7 +55,7 @@ use self::{
 pub use self::{
     stats::FallbackStats,
     tcp::serve_tcp,
-    udp::serve_udp,
+    udp::{bind_udp, serve_udp},
     update::{Prefix, UpdateError, UpdateHandler, Updates},
     xfr::{parse_prefix, Client},
 };
@@ -446,12 +446,12 @@ mod tests {
             Arc::new(FallbackStats::new()),
         ));
         let shutdown = CancellationToken::new();
-        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
         let udp_addr = udp.local_addr().expect("addr");
         let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind tcp");
         let tcp_addr = tcp.local_addr().expect("addr");
-        let u = tokio::spawn(serve_udp(udp, fallback.clone(), shutdown.clone()));
-        let t = tokio::spawn(serve_tcp(tcp, fallback.clone(), shutdown.clone()));
+        let u = tokio::spawn(serve_udp(vec![udp], fallback.clone(), shutdown.clone()));
+        let t = tokio::spawn(serve_tcp(vec![tcp], fallback.clone(), shutdown.clone()));
         let wait = Duration::from_secs(5);
 
         let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
@@ -551,7 +551,7 @@ mod tests {
             Arc::new(FallbackStats::new()),
         ));
         let shutdown = CancellationToken::new();
-        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
         let port = udp.local_addr().expect("addr").port();
         // TCP on the same port, as dig expects; the port is free for TCP nearly always, else
         // another is taken.
@@ -560,8 +560,8 @@ mod tests {
             Err(_) => TcpListener::bind("127.0.0.1:0").await.expect("bind tcp"),
         };
         let tcp_addr = tcp.local_addr().expect("addr");
-        let u = tokio::spawn(serve_udp(udp, fallback.clone(), shutdown.clone()));
-        let t = tokio::spawn(serve_tcp(tcp, fallback.clone(), shutdown.clone()));
+        let u = tokio::spawn(serve_udp(vec![udp], fallback.clone(), shutdown.clone()));
+        let t = tokio::spawn(serve_tcp(vec![tcp], fallback.clone(), shutdown.clone()));
         let wait = Duration::from_secs(5);
 
         let any = bytes(&with_edns(
@@ -668,9 +668,9 @@ mod tests {
             }),
         );
         let shutdown = CancellationToken::new();
-        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
         let addr = udp.local_addr().expect("addr");
-        let u = tokio::spawn(serve_udp(udp, fallback, shutdown.clone()));
+        let u = tokio::spawn(serve_udp(vec![udp], fallback, shutdown.clone()));
         let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
         let mut update = raw(
             0x2800,

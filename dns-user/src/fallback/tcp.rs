@@ -30,34 +30,37 @@ use tracing::{debug, info, warn};
 use super::FallbackConfig;
 use super::{stats::FallbackStats, Answer, Fallback, Transport};
 
-/// Serves DNS over TCP (RFC 7766) on `listener` until `shutdown` is cancelled, then waits for the
-/// open connections to finish the message they are on.
+/// Serves DNS over TCP (RFC 7766) on `listeners` until `shutdown` is cancelled, then waits for
+/// the open connections to finish the message they are on. The connection slots are shared by
+/// all the listeners.
 ///
 /// Several queries per connection are answered in order, pipelined ones included. A connection
 /// closes after [`FallbackConfig::tcp_idle_timeout`] without a query, or earlier when its slot
 /// is needed (see the module documentation).
 pub async fn serve_tcp(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     fallback: Arc<Fallback>,
     shutdown: CancellationToken,
 ) {
-    if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "fallback serving TCP");
-    }
     let cfg = fallback.config();
     let slots = Arc::new(Slots::new(cfg.tcp_max_connections, cfg.tcp_max_per_source));
     let mut connections = JoinSet::new();
+    // One accept loop per listener, feeding this one, which holds the slots.
+    let (tx, mut accepted) = tokio::sync::mpsc::channel(64);
+    let mut accepts = JoinSet::new();
+    for listener in listeners {
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "fallback serving TCP");
+        }
+        accepts.spawn(accept(listener, tx.clone(), shutdown.clone()));
+    }
+    drop(tx);
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(v) => v,
-                Err(e) => {
-                    // E.g. out of file descriptors: back off instead of spinning.
-                    warn!("fallback TCP accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+            r = accepted.recv() => match r {
+                Some(v) => v,
+                None => break,
             },
         };
         while connections.try_join_next().is_some() {}
@@ -76,9 +79,36 @@ pub async fn serve_tcp(
             }
         });
     }
-    drop(listener);
+    drop(accepted);
+    while accepts.join_next().await.is_some() {}
     while connections.join_next().await.is_some() {}
     info!("fallback TCP stopped");
+}
+
+/// Accepts connections on `listener` and hands them on until `shutdown` (or the receiver is
+/// gone); the listener is closed when it returns.
+async fn accept(
+    listener: TcpListener,
+    to: tokio::sync::mpsc::Sender<(TcpStream, SocketAddr)>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let conn = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    warn!("fallback TCP accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        if to.send(conn).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Why a TCP connection ended early.
@@ -347,7 +377,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind tcp");
         let addr = tcp.local_addr().expect("addr");
-        let t = tokio::spawn(serve_tcp(tcp, fallback.clone(), shutdown.clone()));
+        let t = tokio::spawn(serve_tcp(vec![tcp], fallback.clone(), shutdown.clone()));
         (addr, fallback, shutdown, t)
     }
 

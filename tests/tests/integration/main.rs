@@ -10,6 +10,7 @@ mod failed_start;
 mod fallback;
 mod fast_path;
 mod harness;
+mod listen;
 mod metrics;
 mod progress;
 mod reload;

@@ -169,7 +169,8 @@ fn metrics_count_xdp_and_fallback_answers_alike() {
 
     // Switched off the way the engine does it after a failed map write: `enabled` = 0 in the
     // config map. The program then passes everything up, and the gauge follows.
-    let pin = dns_user::loader::pin_dir(bpffs.path(), &data, "lo").join(map::CONFIG.name);
+    let pin =
+        dns_user::loader::pin_dir(bpffs.path(), &data, &["lo".to_owned()]).join(map::CONFIG.name);
     let map = MapData::from_pin(&pin).unwrap_or_else(|e| panic!("{}: {e}", pin.display()));
     let mut config: Array<MapData, XdpConfig> =
         Array::try_from(Map::Array(map)).expect("CONFIG is an array");
