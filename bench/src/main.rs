@@ -3,6 +3,8 @@
 //! programs and starts the servers it compares; everything it creates is removed when it ends,
 //! also on error.
 
+mod delay;
+mod fleet;
 mod fuzz;
 mod kernel;
 mod memory;
@@ -26,8 +28,8 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use serde_json::{json, Value};
 
-pub const SECTIONS: [&str; 7] = [
-    "kernel", "wire", "cpu", "update", "memory", "writes", "fuzz",
+pub const SECTIONS: [&str; 8] = [
+    "kernel", "wire", "cpu", "update", "memory", "writes", "fuzz", "fleet",
 ];
 
 #[derive(Parser, Debug, Clone)]
@@ -36,7 +38,8 @@ pub struct Opts {
     /// Fewer and shorter runs; 100k names instead of 1M for the memory figures.
     #[arg(long)]
     pub quick: bool,
-    /// Run only these sections: kernel, wire, cpu, update, memory, writes, fuzz (comma-separated).
+    /// Run only these sections: kernel, wire, cpu, update, memory, writes, fuzz, fleet
+    /// (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// The daemon to measure (a release build).
@@ -62,6 +65,9 @@ pub struct Opts {
     /// so a mismatch can be replayed.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// The fleet section only for these systems (knot, edgedns; default both).
+    #[arg(long, value_delimiter = ',')]
+    pub fleet_systems: Vec<String>,
 }
 
 fn main() -> Result<()> {
@@ -109,6 +115,18 @@ fn main() -> Result<()> {
             section(fuzz::run(&fuzz::FuzzParams::new(&opts))),
         );
         timings.insert("fuzz".into(), json!(t.elapsed().as_secs_f64()));
+    }
+    if want("fleet") {
+        let t = Instant::now();
+        eprintln!("bench: section 8: the fleet (etcd and edges; Knot primary and secondaries)");
+        let p = fleet::FleetParams::new(&opts);
+        let sys =
+            |s: &str| opts.fleet_systems.is_empty() || opts.fleet_systems.iter().any(|x| x == s);
+        results.insert(
+            "fleet".into(),
+            section(fleet::run(&edgedns, &p, sys("knot"), sys("edgedns"))),
+        );
+        timings.insert("fleet".into(), json!(t.elapsed().as_secs_f64()));
     }
     if ["wire", "cpu", "update", "memory", "writes"]
         .iter()
@@ -299,22 +317,29 @@ fn render(r: &Value, summary: &str) -> String {
     out.push_str("\n## 7. Fuzzing\n\n");
     out.push_str(METHOD_FUZZ);
     out.push_str(&report::fuzz_table(r));
-    let errors: Vec<String> = ["kernel", "wire", "update", "memory", "writes", "fuzz"]
-        .iter()
-        .filter_map(|k| r[*k]["error"].as_str().map(|e| format!("- {k}: {e}")))
-        .collect();
+    out.push_str("\n## 8. The fleet\n\n");
+    out.push_str(METHOD_FLEET);
+    out.push_str(&fleet::table(r));
+    let errors: Vec<String> = [
+        "kernel", "wire", "update", "memory", "writes", "fuzz", "fleet",
+    ]
+    .iter()
+    .filter_map(|k| r[*k]["error"].as_str().map(|e| format!("- {k}: {e}")))
+    .collect();
     if !errors.is_empty() {
         out.push_str("\n## Errors in this run\n\n");
         out.push_str(&errors.join("\n"));
         out.push('\n');
     }
-    out.push_str("\n## Reproduce\n\n```sh\ncargo xtask bench                 # everything, writes BENCHMARKS.md\ncargo xtask bench --quick         # shorter runs, 100k names for the memory figures\ncargo xtask bench --only kernel   # one section: kernel, wire, cpu, update, memory, writes, fuzz\n```\n\nRaw results of the last run: `target/edgedns-bench/results.json`.\n");
+    out.push_str("\n## Reproduce\n\n```sh\ncargo xtask bench                 # everything, writes BENCHMARKS.md\ncargo xtask bench --quick         # shorter runs, 100k names for the memory figures\ncargo xtask bench --only kernel   # one section: kernel, wire, cpu, update, memory, writes, fuzz, fleet\n```\n\nRaw results of the last run: `target/edgedns-bench/results.json`.\n");
     out
 }
 
 fn num(v: &Value) -> String {
     v.as_u64().map(|n| n.to_string()).unwrap_or("?".into())
 }
+
+const METHOD_FLEET: &str = include_str!("fleet-method.md");
 
 const METHOD_WRITES: &str = "edgedns `serve --xdp-mode driver`, not pinned (the writer and the fallback may each take a CPU), serving the zone its `--zone` flag creates. A prober in the client namespace asks the fallback for the zone's SOA (the fast path passes SOA up) once a millisecond, each probe waiting up to 2 s for its answer; its figures are taken over the probes sent while each write ran. The writes, from the server namespace: one `POST /v1/zones/{zone}/changes` of 10,000 A records (one transaction), then `PUT /v1/zones/{zone}/zonefile` replacing the zone with a master file of N A records (`--zonefile-max-bytes` raised for it). Targets: the batch within 0.5 s, fallback p99 within 5 ms while it runs, and no probe waiting over 5 ms during the import.\n\n";
 

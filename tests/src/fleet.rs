@@ -58,6 +58,7 @@ pub struct Edge {
     etcd_ns: String,
     /// `serve` arguments of the last start, for restarts.
     args: Vec<String>,
+    bin: PathBuf,
     data_dir: PathBuf,
     pub veth: Veth,
     pub client: NetNs,
@@ -96,7 +97,7 @@ impl Edge {
         assert!(self.daemon.is_none(), "{} is already running", self.id);
         assert!(!self.args.is_empty(), "{} was never started", self.id);
         self.daemon = Some(Daemon::start(
-            &edgedns_bin(),
+            &self.bin,
             &self.ns,
             &self.args,
             &self.data_dir,
@@ -111,7 +112,7 @@ impl Edge {
         timeout: Duration,
     ) -> (Option<ExitStatus>, String) {
         let listen = format!("{SERVER_V4}:{DNS_PORT}");
-        let mut cmd = self.ns.command(edgedns_bin());
+        let mut cmd = self.ns.command(&self.bin);
         cmd.args([
             "serve",
             "--iface",
@@ -256,6 +257,7 @@ fn run_ip(args: &[&str]) {
 /// ([`FleetNet::start_etcd`]), so that the benchmark can put Knot there instead.
 pub struct FleetNet {
     pub edges: Vec<Edge>,
+    bin: PathBuf,
     pub etcd: Option<EtcdCluster>,
     pub etcd_ns: NetNs,
     pub tmp: TempDir,
@@ -264,12 +266,19 @@ pub struct FleetNet {
 impl FleetNet {
     /// The namespaces and links for `edges` edges, with `edgedns xdp-pass` on every client end.
     pub fn new(edges: usize) -> Self {
+        Self::with_binary(&edgedns_bin(), edges)
+    }
+
+    /// [`FleetNet::new`] with the daemon binary given (the benchmark's), not `EDGEDNS_BIN`.
+    pub fn with_binary(bin: &Path, edges: usize) -> Self {
+        crate::require_root();
         assert!(edges <= 250, "one /24 uplink per edge: at most 250");
         let tmp = TempDir::new();
         let etcd_ns = NetNs::new("etcd");
         etcd_ns.ip(&["addr", "add", &format!("{ETCD_V4}/32"), "dev", "lo"]);
         let mut net = Self {
             edges: Vec::new(),
+            bin: bin.to_owned(),
             etcd: None,
             etcd_ns,
             tmp,
@@ -318,7 +327,7 @@ impl FleetNet {
         ]);
         let dir = self.tmp.path().join(format!("edge-{i}"));
         fs::create_dir_all(&dir).expect("edge directory");
-        let pass = PassGuard::start(&edgedns_bin(), &client, &veth.client_if, &dir);
+        let pass = PassGuard::start(&self.bin, &client, &veth.client_if, &dir);
         Edge {
             daemon: None,
             pass: Some(pass),
@@ -328,6 +337,7 @@ impl FleetNet {
             uplink_etcd_if,
             etcd_ns: self.etcd_ns.name().to_owned(),
             args: Vec::new(),
+            bin: self.bin.clone(),
             data_dir: dir.join("data"),
             veth,
             client,

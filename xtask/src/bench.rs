@@ -25,8 +25,8 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("taskset", "util-linux"),
 ];
 
-const SECTIONS: [&str; 7] = [
-    "kernel", "wire", "cpu", "update", "memory", "writes", "fuzz",
+const SECTIONS: [&str; 8] = [
+    "kernel", "wire", "cpu", "update", "memory", "writes", "fuzz", "fleet",
 ];
 
 #[derive(clap::Args)]
@@ -35,7 +35,8 @@ pub struct Options {
     /// quarter of an hour); the report goes to target/edgedns-bench/.
     #[arg(long)]
     quick: bool,
-    /// Only these sections (comma-separated): kernel, wire, cpu, update, memory, fuzz.
+    /// Only these sections (comma-separated): kernel, wire, cpu, update, memory, writes, fuzz,
+    /// fleet.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The fuzz section's seed, to replay a run (each run prints and records its own).
