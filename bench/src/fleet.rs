@@ -63,14 +63,29 @@ impl FleetParams {
         }
     }
 
-    /// Names per scenario: 1,000 for 3 edges in one region; fewer where each name takes longer
-    /// (8 edges share 2 CPUs; at 50 ms a name costs several round trips).
+    /// Names per scenario for edgedns: 1,000 for 3 edges in one region; fewer where each name
+    /// takes longer (8 edges share 2 CPUs; at 50 ms a name costs several round trips).
     pub fn names(&self, edges: usize, delay_ms: u64) -> u32 {
         let n = match (edges, delay_ms) {
             (e, 0) if e <= 3 => 1000,
             (_, 0) => 400,
             (_, 10) => 200,
             _ => 100,
+        };
+        if self.quick {
+            n / 5
+        } else {
+            n
+        }
+    }
+
+    /// Names per scenario for Knot, which takes about a second a name (its primary sends the
+    /// NOTIFY for a dynamic update about a second after it).
+    pub fn knot_names(&self, delay_ms: u64) -> u32 {
+        let n = match delay_ms {
+            0 => 60,
+            10 => 30,
+            _ => 20,
         };
         if self.quick {
             n / 5
@@ -93,15 +108,16 @@ pub fn run(edgedns: &Path, p: &FleetParams, knot: bool, edge: bool) -> Result<Va
     let mut rows_edge = Vec::new();
     for &edges in &p.edges {
         for &d in &p.delays_ms {
-            let names = p.names(edges, d);
             let delay = Duration::from_millis(d);
             if knot {
+                let names = p.knot_names(d);
                 eprintln!("bench: fleet: Knot, {edges} secondaries, {d} ms, {names} names");
                 let r = unwind(|| knot_scenario(&mut net, edges, delay, names))
                     .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
                 rows_knot.push(with_scenario(r, edges, d, names));
             }
             if edge {
+                let names = p.names(edges, d);
                 eprintln!("bench: fleet: edgedns, {edges} edges, {d} ms, {names} names");
                 let r = unwind(|| edgedns_scenario(&mut net, edges, delay, names))
                     .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
