@@ -646,3 +646,70 @@ async fn a_bad_etcd_certificate_stops_start_up() {
     let text = dns_user::error_chain(&e);
     assert!(text.contains("ca.pem: no certificate"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_single_host_store_seeds_an_empty_prefix_once() {
+    use dns_user::{
+        cli::{self, ApiArgs, FleetCommand},
+        engine::Engine,
+        fleet::EtcdArgs,
+        maps::FastPath,
+        store::Store,
+        zone::{Change, Edit, ZoneSet, ZoneSpec},
+    };
+    let (_tmp, data) = dirs(2);
+    // A single host's store: a zone and a record, written through its own engine.
+    {
+        let store = Store::open(&data[0]).expect("store");
+        let engine = Engine::<Store, FastPath>::new(ZoneSet::new(), None, store);
+        let apex = Name::from_ascii(format!("{ZONE}.")).expect("apex");
+        let ns = Name::from_ascii(format!("ns1.{ZONE}.")).expect("ns");
+        let spec = ZoneSpec::new(apex.clone(), ns.clone(), ns.clone(), vec![ns]);
+        engine.apply(Edit::CreateZone(spec)).await.expect("zone");
+        let change = Change::Set {
+            name: Name::from_ascii(format!("seeded.{ZONE}.")).expect("name"),
+            rtype: RecordType::A,
+            ttl: 60,
+            records: vec![RData::A("192.0.2.99".parse().expect("addr"))],
+        };
+        engine
+            .apply(Edit::Rrset(apex, change))
+            .await
+            .expect("record");
+    }
+    let etcd = Etcd::start().await;
+    let seed = || FleetCommand::Seed {
+        etcd: EtcdArgs {
+            etcd: vec![etcd.url.clone()],
+            etcd_prefix: "/edgedns/v1".into(),
+            ..EtcdArgs::default()
+        },
+        data_dir: data[0].clone(),
+    };
+    let api = ApiArgs {
+        api: "127.0.0.1:1".parse().expect("addr"),
+        token_file: None,
+    };
+    cli::fleet(&api, seed())
+        .await
+        .expect("seed an empty prefix");
+
+    // An edge with an empty store serves what the single host had.
+    let edge = start_edge(&data[1], &etcd.url, "edge-a", &[]).await;
+    assert_eq!(answer(&edge, "seeded").await, Ok(vec!["192.0.2.99".into()]));
+    let status = ApiArgs {
+        api: edge.api,
+        token_file: None,
+    };
+    cli::fleet(&status, FleetCommand::Status { json: false })
+        .await
+        .expect("fleet status");
+
+    // A second seed finds data there and changes nothing.
+    let e = cli::fleet(&api, seed())
+        .await
+        .expect_err("a second seed is refused");
+    assert!(e.to_string().contains("already holds data"), "{e}");
+    assert_eq!(answer(&edge, "seeded").await, Ok(vec!["192.0.2.99".into()]));
+    edge.stop().await;
+}

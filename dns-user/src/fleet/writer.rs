@@ -444,13 +444,14 @@ pub async fn seed(args: &EtcdArgs, data_dir: &Path) -> Result<Seeded, SeedError>
             None,
         ));
         for chunk in ops.chunks(MAX_OPS) {
-            let mut txn = Txn::new().and_then(chunk.to_vec());
-            if first {
-                // Nobody else seeds or writes meanwhile: the prefix is still empty.
-                txn = txn.when(vec![
-                    Compare::version(data.as_str(), CompareOp::Equal, 0).with_prefix()
-                ]);
-            }
+            // The first transaction checks that nobody else seeded or wrote meanwhile: the
+            // prefix is still empty.
+            let guard = if first {
+                vec![Compare::version(data.as_str(), CompareOp::Equal, 0).with_prefix()]
+            } else {
+                Vec::new()
+            };
+            let txn = Txn::new().when(guard).and_then(chunk.to_vec());
             let resp = request(kv.txn(txn)).await?;
             if !resp.succeeded() {
                 return Err(SeedError::NotEmpty { prefix: data });
