@@ -386,6 +386,29 @@ async fn a_write_through_one_edge_is_answered_by_every_edge() {
             assert_eq!(answer(e, &format!("w{i}")).await, Ok(vec![addr.clone()]));
         }
     }
+    // Writers on different edges racing for the same zone: each validates against its own
+    // version, etcd orders them, the losers retry; every write lands once.
+    let writes = (0..24).map(|i| {
+        let e = edges[i % 3];
+        async move {
+            e.put_a(&format!("race{i}"), &format!("192.0.2.{}", 100 + i))
+                .await
+        }
+    });
+    for (i, (status, _, body)) in futures_join(writes).await.into_iter().enumerate() {
+        assert_eq!(status, StatusCode::OK, "race{i}: {body}");
+    }
+    for i in 0..24 {
+        let want = Ok(vec![format!("192.0.2.{}", 100 + i)]);
+        for e in edges {
+            assert_eq!(answer(e, &format!("race{i}")).await, want, "race{i}");
+        }
+    }
+    // The serial moved once per write, the same on every edge.
+    let (_, zone_a) = a.ok_get(&format!("/v1/zones/{ZONE}")).await;
+    let (_, zone_c) = c.ok_get(&format!("/v1/zones/{ZONE}")).await;
+    assert_eq!(zone_a["serial"], zone_c["serial"]);
+
     // A batch through one edge, a delete through another.
     let (rev, _) = b
         .ok(
@@ -456,12 +479,73 @@ async fn a_write_through_one_edge_is_answered_by_every_edge() {
     );
     assert_eq!(answer(&a, "big0").await, Err(ResponseCode::NXDomain));
 
+    // The watches held throughout: no reconnects, no resyncs.
+    for e in edges {
+        let metrics = e.metrics().await;
+        for line in [
+            "edgedns_fleet_watch_reconnects_total 0",
+            "edgedns_fleet_resyncs_total 0",
+            "edgedns_fleet_edges_live 3",
+            "edgedns_fleet_connected 1",
+            "edgedns_fleet_stale 0",
+        ] {
+            assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+        }
+    }
     for e in [a, b, c] {
         e.stop().await;
     }
 }
 
+/// Runs the futures at once (on this task) and returns their outputs in order.
+async fn futures_join<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|o| o.expect("done")).collect()
+}
+
 impl Edge {
+    async fn metrics(&self) -> String {
+        let stream = TcpStream::connect(self.api).await.expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        let conn = tokio::spawn(conn);
+        let req = Request::get("/metrics")
+            .header("host", self.api.to_string())
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = timeout(WAIT, sender.send_request(req))
+            .await
+            .expect("in time")
+            .expect("GET /metrics");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        conn.abort();
+        String::from_utf8(body.to_vec()).expect("utf-8")
+    }
+
     async fn ok_get(&self, path: &str) -> (Option<i64>, Value) {
         let (status, rev, json) = self.call(Method::GET, path, None, &[]).await.expect("GET");
         assert_eq!(status, StatusCode::OK, "GET {path}: {json}");

@@ -41,7 +41,8 @@ pub use self::{
 };
 use crate::{engine::Engine, fallback::StaleMisses, store::Store};
 
-/// Fleet writes wait at most this long for this edge's own follower to apply them.
+/// A write that lost a race waits at most this long for this edge's follower to catch up
+/// before validating again.
 const LOCAL_APPLY_WAIT: Duration = Duration::from_secs(10);
 /// Longest a single etcd request may take before it counts as unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -140,8 +141,8 @@ pub enum FleetError {
     },
     #[error("other writers kept changing zone {zone}; try again")]
     Contended { zone: String },
-    #[error("this edge has not applied revision {revision} yet; it is committed and other edges have it")]
-    NotAppliedHere { revision: i64 },
+    #[error("this edge could not catch up with etcd (revision {revision}) to check the change against; nothing changed")]
+    Behind { revision: i64 },
     #[error("encoding {what}: {reason}")]
     Encode { what: String, reason: String },
     #[error("the edge is stopping")]
@@ -160,8 +161,10 @@ impl FleetError {
         match self {
             FleetError::TooManyOps { .. } | FleetError::TooLarge { .. } => 413,
             FleetError::PreconditionFailed { .. } | FleetError::Contended { .. } => 409,
-            FleetError::Unavailable(_) | FleetError::Timeout(_) | FleetError::Stopped => 503,
-            FleetError::NotAppliedHere { .. } => 202,
+            FleetError::Unavailable(_)
+            | FleetError::Timeout(_)
+            | FleetError::Stopped
+            | FleetError::Behind { .. } => 503,
             _ => 500,
         }
     }
@@ -295,6 +298,8 @@ pub struct Fleet {
     edge_id: String,
     edge_address: String,
     applied: tokio::sync::Mutex<Applied>,
+    /// This edge's writers take turns (see the writer).
+    write_turn: tokio::sync::Mutex<()>,
     /// The revision this edge has applied (and its maps answer), for the publisher and waiters.
     applied_tx: watch::Sender<i64>,
     /// The live edges, as their registrations in etcd say.
@@ -359,6 +364,7 @@ impl Fleet {
                 revision: start_revision,
                 zone_mods: Default::default(),
             }),
+            write_turn: tokio::sync::Mutex::new(()),
             applied_tx: watch::Sender::new(start_revision),
             edges_tx: watch::Sender::new(Default::default()),
             last_contact: Mutex::new(None),

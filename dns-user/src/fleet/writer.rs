@@ -240,6 +240,10 @@ async fn write(fleet: &Arc<Fleet>, mut build: RemoteBuild) -> Result<Option<Appl
     let started = Instant::now();
     let mut last_zone = String::new();
     for attempt in 0..MAX_ATTEMPTS {
+        // One transaction in flight per edge: this edge's writers would only race each other
+        // (every write to a zone moves its key). Held until this edge has applied the write, so
+        // the next one validates against it; not while the other edges confirm.
+        let turn = fleet.write_turn.lock().await;
         // The version and the zone keys' mod revisions it was made from, as one pair.
         let (zones, mods) = {
             let applied = fleet.applied.lock().await;
@@ -284,7 +288,10 @@ async fn write(fleet: &Arc<Fleet>, mut build: RemoteBuild) -> Result<Option<Appl
         let revision = resp.header().map_or(0, |h| h.revision());
         if resp.succeeded() {
             debug!(zone = %apex, revision, attempt, "fleet write committed");
-            wait_applied(fleet, revision).await?;
+            // Committed: whatever happens now, the answer is a success. If this edge hasn't
+            // applied it within the wait, it is one of the edges behind (202).
+            let _ = wait_applied(fleet, revision, fleet.confirm_wait()).await;
+            drop(turn);
             let behind = confirm(fleet, revision).await;
             fleet.stats.observe_confirm(started.elapsed().as_secs_f64());
             let _ = WRITE.try_with(|c| {
@@ -327,21 +334,27 @@ async fn write(fleet: &Arc<Fleet>, mut build: RemoteBuild) -> Result<Option<Appl
             }
         }
         debug!(zone = %apex, revision, newest, attempt, "fleet write lost a race; catching up");
-        wait_applied(fleet, if newest == 0 { revision } else { newest }).await?;
+        let needed = if newest == 0 { revision } else { newest };
+        wait_applied(fleet, needed, LOCAL_APPLY_WAIT).await?;
+        drop(turn);
     }
     Err(FleetError::Contended { zone: last_zone }.into())
 }
 
-/// Waits until this edge has applied `revision`.
-async fn wait_applied(fleet: &Fleet, revision: i64) -> Result<(), FleetError> {
+/// Waits (at most `wait`) until this edge has applied `revision`.
+async fn wait_applied(
+    fleet: &Fleet,
+    revision: i64,
+    wait: std::time::Duration,
+) -> Result<(), FleetError> {
     let mut rx = fleet.applied_tx.subscribe();
-    let reached = tokio::time::timeout(LOCAL_APPLY_WAIT, rx.wait_for(|a| *a >= revision))
+    let reached = tokio::time::timeout(wait, rx.wait_for(|a| *a >= revision))
         .await
         .is_ok_and(|r| r.is_ok());
     if reached {
         Ok(())
     } else {
-        Err(FleetError::NotAppliedHere { revision })
+        Err(FleetError::Behind { revision })
     }
 }
 
