@@ -28,7 +28,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use aya_log_ebpf::warn;
-use dns_common::Stat;
+use dns_common::{Stat, OPT_STALE_MISSES};
 
 /// Why a packet goes up: `None` for traffic that isn't ours (not counted).
 type Pass = Option<Stat>;
@@ -80,6 +80,11 @@ fn try_edgedns(ctx: &XdpContext) -> Result<u32, Pass> {
     key::build(ctx, &udp, s, &q)?;
     let hit = lookup::name(s, &q)?;
     let a = answer::answer(s, &q, hit)?;
+    // A fleet edge cut off from its source of truth can't tell a miss from a name created since
+    // it lost touch: negative answers go up (counted as `disabled`), the fallback says SERVFAIL.
+    if a.soa_ptr.is_some() && cfg.options & OPT_STALE_MISSES != 0 {
+        return Err(Some(Stat::PassDisabled));
+    }
     reply::respond(ctx, cfg, &udp, s, &q, &a, &kept)
 }
 

@@ -279,7 +279,7 @@ pub struct XdpConfig {
     /// Which families are served: [`FAMILY_V4`] | [`FAMILY_V6`]. A daemon listening on one IPv4
     /// address must not answer IPv6 queries that no socket of its would get.
     pub families: u32,
-    /// Behaviour switches: [`OPT_PASS_NSID`], [`OPT_LOOPBACK`].
+    /// Behaviour switches: [`OPT_PASS_NSID`], [`OPT_LOOPBACK`], [`OPT_STALE_MISSES`].
     pub options: u32,
 }
 
@@ -290,6 +290,9 @@ pub const OPT_PASS_NSID: u32 = 1;
 /// addresses are the host's own (elsewhere they are martians) and UDP checksums are left to
 /// offload (only the pseudo-header's sum is in the field; the kernel doesn't check them there).
 pub const OPT_LOOPBACK: u32 = 2;
+/// [`XdpConfig::options`]: pass up negative answers (NXDOMAIN, NODATA): a fleet edge cut off
+/// from etcd answers them SERVFAIL from the fallback.
+pub const OPT_STALE_MISSES: u32 = 4;
 
 pub const FAMILY_V4: u32 = 1;
 pub const FAMILY_V6: u32 = 2;
