@@ -124,10 +124,15 @@ const CATCH_UP: Duration = Duration::from_secs(30);
 /// A 3-member etcd cluster and `edges` edges serving as a fleet (`--etcd`, `--lease-ttl 2`,
 /// then `extra`), all ready, with [`FZONE`] created through edge 0.
 fn fleet(edges: usize, extra: &[&str]) -> FleetNet {
+    fleet_with_lease(edges, LEASE, extra)
+}
+
+/// [`fleet`] with another lease.
+fn fleet_with_lease(edges: usize, lease: Duration, extra: &[&str]) -> FleetNet {
     let mut net = FleetNet::new(edges);
     net.start_etcd(3, None);
     let urls = net.etcd().endpoints_arg();
-    let lease = LEASE.as_secs().to_string();
+    let lease = lease.as_secs().to_string();
     let mut args = vec!["--etcd", &urls, "--lease-ttl", &lease, "--no-pin"];
     args.extend_from_slice(extra);
     for e in &mut net.edges {
@@ -223,7 +228,7 @@ fn live_edges(edge: &Edge) -> Vec<String> {
 fn zone_records(edge: &Edge) -> Vec<Value> {
     let r = edge.http(
         "GET",
-        &format!("/v1/zones/{FZONE}/records?limit=10000"),
+        &format!("/v1/zones/{FZONE}/records?limit=1000"),
         None,
         &[],
     );
@@ -276,7 +281,6 @@ fn api(edge: &Edge) -> Http {
 /// A PUT through edge A returns 200 only once every edge has the name: the first query to each
 /// edge right after the 200 is answered from its maps, 200 times over.
 #[test]
-#[ignore = "needs the fleet daemon (`--etcd`), not merged yet"]
 fn fleet_put_is_answered_at_xdp_on_every_edge_right_after_200() {
     let net = fleet(3, &[]);
     let mut dns = clients(&net);
@@ -324,27 +328,38 @@ fn fleet_put_is_answered_at_xdp_on_every_edge_right_after_200() {
     }
 }
 
-/// One etcd member's crash stops nothing; an edge's crash drops it from the live edges after
-/// its lease and writes go on confirmed by the others; restarted, it reconciles every kind of
-/// change it missed and is live again.
+/// One etcd member's crash stops nothing: writes through every edge go on and are confirmed.
 #[test]
-#[ignore = "needs the fleet daemon (`--etcd`), not merged yet"]
-fn fleet_member_crash_and_edge_restart() {
+#[ignore = "the daemon's etcd client sends some requests to the dead member and answers 503 (fleet-bugs.md, 02:27)"]
+fn fleet_etcd_member_crash_keeps_writes_going() {
+    let mut net = fleet(3, &[]);
+    net.etcd_mut().kill_member(2);
+    for k in 0..10 {
+        for e in &net.edges {
+            let name = format!("m{k}-{}", e.index);
+            put_ok(e, &name, "192.0.2.4");
+            for other in &net.edges {
+                assert_eq!(
+                    answer(other, &name),
+                    ("NOERROR".into(), vec!["192.0.2.4".into()]),
+                    "{}",
+                    other.id
+                );
+            }
+        }
+    }
+    net.etcd_mut().restart_member(2);
+}
+
+/// An edge's crash drops it from the live edges after its lease and writes go on confirmed by
+/// the others; restarted, it reconciles every kind of change it missed (add, replace, remove)
+/// and is live again.
+#[test]
+fn fleet_edge_crash_and_restart() {
     let mut net = fleet(3, &[]);
     put_ok(&net.edges[0], "keep", "192.0.2.1");
     put_ok(&net.edges[0], "replace", "192.0.2.2");
     put_ok(&net.edges[0], "remove", "192.0.2.3");
-
-    net.etcd_mut().kill_member(2);
-    put_ok(&net.edges[1], "after-member-crash", "192.0.2.4");
-    for e in &net.edges {
-        assert_eq!(
-            answer(e, "after-member-crash"),
-            ("NOERROR".into(), vec!["192.0.2.4".into()]),
-            "{}",
-            e.id
-        );
-    }
 
     net.edges[2].kill();
     let live = wait_until(LEASE * 5, "edge-2 drops out of GET /v1/edges", || {
@@ -353,7 +368,7 @@ fn fleet_member_crash_and_edge_restart() {
     });
     assert_eq!(live, ["edge-0", "edge-1"]);
     put_ok(&net.edges[0], "added", "192.0.2.5");
-    put_ok(&net.edges[0], "replace", "192.0.2.22");
+    put_ok(&net.edges[1], "replace", "192.0.2.22");
     let r = net.edges[0].http("DELETE", &put_path("remove"), None, &[]);
     assert_eq!(r.status, 200, "DELETE: {}", r.body);
 
@@ -384,13 +399,11 @@ fn fleet_member_crash_and_edge_restart() {
         answer(c, "back"),
         ("NOERROR".into(), vec!["192.0.2.6".into()])
     );
-    net.etcd_mut().restart_member(2);
 }
 
 /// An edge whose revision was compacted away while it was stopped re-reads everything on start
 /// and ends exactly equal to the others.
 #[test]
-#[ignore = "needs the fleet daemon (`--etcd`), not merged yet"]
 fn fleet_compaction_while_an_edge_is_stopped() {
     let mut net = fleet(3, &[]);
     for k in 0..5 {
@@ -429,7 +442,6 @@ fn fleet_compaction_while_an_edge_is_stopped() {
 /// is SERVFAIL (its "no such name" may be stale) while hits still answer; reconnected, it
 /// catches up and answers misses normally again.
 #[test]
-#[ignore = "needs the fleet daemon (`--etcd`), not merged yet"]
 fn fleet_partition_then_reconnect() {
     let net = fleet(3, &[]);
     put_ok(&net.edges[0], "there", "192.0.2.1");
@@ -481,10 +493,9 @@ fn fleet_partition_then_reconnect() {
 /// A write that a live edge cannot confirm within `--confirm-wait-ms` gets 202 with a change
 /// id naming it; the change turns INSYNC once the edge has it.
 #[test]
-#[ignore = "needs the fleet daemon (`--etcd`), not merged yet"]
 fn fleet_unconfirmed_write_is_202_then_insync() {
     // A lease long enough that the frozen edge stays live through the write.
-    let net = fleet(3, &["--confirm-wait-ms", "500", "--lease-ttl", "10"]);
+    let net = fleet_with_lease(3, Duration::from_secs(10), &["--confirm-wait-ms", "500"]);
     let c = &net.edges[2];
     let pid = c.daemon().process.pid().to_string();
     run_ok(Command::new("kill").args(["-STOP", &pid]));
@@ -513,14 +524,13 @@ fn fleet_unconfirmed_write_is_202_then_insync() {
     );
 }
 
-/// Bad input changes nothing: a batch over etcd's limits (413), a stale precondition (409),
-/// etcd out of reach at write time (503).
+/// Bad input changes nothing: a batch over etcd's limits (413), a stale precondition (409).
 #[test]
-#[ignore = "needs the fleet daemon (`--etcd`), not merged yet"]
 fn fleet_refusals_write_nothing() {
     let net = fleet(3, &[]);
     let a = &net.edges[0];
-    let before = net.etcd().revision();
+    let data = || net.etcd().get_prefix(b"/edgedns/v1/data/");
+    let before = data();
 
     let changes: Vec<Value> = (0..129)
         .map(|k| json!({"op": "set", "name": format!("b{k}"), "type": "A", "ttl": 60, "records": ["192.0.2.1"]}))
@@ -537,11 +547,7 @@ fn fleet_refusals_write_nothing() {
         reason.contains("128"),
         "the reason names the limit: {reason}"
     );
-    assert_eq!(
-        net.etcd().revision(),
-        before,
-        "the refused batch wrote to etcd"
-    );
+    assert_eq!(data(), before, "the refused batch wrote to etcd");
     assert_eq!(answer(a, "b0").0, "NXDOMAIN");
 
     let rev = put_ok(a, "guarded", "192.0.2.1");
@@ -568,18 +574,24 @@ fn fleet_refusals_write_nothing() {
         &[("If-Match", &format!("\"{current}\""))],
     );
     assert_eq!(r.status, 200, "a current precondition: {}", r.body);
+}
 
-    let before = net.etcd().revision();
+/// etcd out of reach at write time: 503 with a reason, and nothing written, then or later.
+#[test]
+#[ignore = "a write answered 503 while cut off is committed later, once the link is back (fleet-bugs.md, 02:32)"]
+fn fleet_etcd_unreachable_at_write_is_503_and_nothing_written() {
+    let net = fleet(3, &[]);
+    let a = &net.edges[0];
+    let data = || net.etcd().get_prefix(b"/edgedns/v1/data/");
+    let before = data();
     a.cut();
     let r = put(a, "unreachable", "192.0.2.5", &[]);
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.json()["error"].is_string(), "{}", r.body);
     a.reconnect();
-    assert_eq!(
-        net.etcd().revision(),
-        before,
-        "the write refused with 503 reached etcd"
-    );
+    // Long enough for anything the edge still held to reach etcd once the link is back.
+    thread::sleep(LEASE * 2);
+    assert_eq!(data(), before, "the write refused with 503 reached etcd");
     for e in &net.edges[1..] {
         assert_eq!(answer(e, "unreachable").0, "NXDOMAIN", "{}", e.id);
     }
@@ -589,33 +601,17 @@ fn fleet_refusals_write_nothing() {
     });
 }
 
-/// etcd over TLS with client certificates: an edge with the CA, its certificate and key works;
-/// one with a certificate from another CA fails to start, saying why.
+/// etcd over TLS with client certificates: an edge with the CA, its certificate and key works.
 #[test]
-#[ignore = "needs the fleet daemon (`--etcd`), not merged yet"]
 fn fleet_etcd_over_tls() {
     require_root();
     let mut net = FleetNet::new(2);
     let tls = Tls::generate(&net.tmp.path().join("tls"), &[ETCD_V4]);
-    let other = Tls::generate(&net.tmp.path().join("other"), &[ETCD_V4]);
     net.start_etcd(3, Some(&tls));
     let urls = net.etcd().endpoints_arg();
     assert!(urls.starts_with("https://"), "{urls}");
-    let args = |t: &Tls| -> Vec<String> {
-        vec![
-            "--etcd".into(),
-            urls.clone(),
-            "--no-pin".into(),
-            "--etcd-ca".into(),
-            tls.ca.display().to_string(),
-            "--etcd-cert".into(),
-            t.client_cert.display().to_string(),
-            "--etcd-key".into(),
-            t.client_key.display().to_string(),
-        ]
-    };
-    let good = args(&tls);
-    let good: Vec<&str> = good.iter().map(String::as_str).collect();
+    let args = tls_args(&urls, &tls, &tls);
+    let good: Vec<&str> = args.iter().map(String::as_str).collect();
     net.edges[0].start(&good);
     net.edges[0].wait_ready(CATCH_UP);
     let r = net.edges[0].http(
@@ -635,10 +631,36 @@ fn fleet_etcd_over_tls() {
         answer(&net.edges[0], "tls"),
         ("NOERROR".into(), vec!["192.0.2.8".into()])
     );
+}
 
-    let bad = args(&other);
+/// `serve` arguments for etcd over TLS: `ca` to trust the server, `client`'s certificate and key.
+fn tls_args(urls: &str, ca: &Tls, client: &Tls) -> Vec<String> {
+    vec![
+        "--etcd".into(),
+        urls.to_owned(),
+        "--no-pin".into(),
+        "--etcd-ca".into(),
+        ca.ca.display().to_string(),
+        "--etcd-cert".into(),
+        client.client_cert.display().to_string(),
+        "--etcd-key".into(),
+        client.client_key.display().to_string(),
+    ]
+}
+
+/// A client certificate etcd refuses (another CA's) is a start-up error that says so.
+#[test]
+#[ignore = "the daemon starts and retries for ever, logging etcd as unreachable (fleet-bugs.md, 02:27)"]
+fn fleet_etcd_bad_client_certificate_is_a_start_up_error() {
+    require_root();
+    let mut net = FleetNet::new(1);
+    let tls = Tls::generate(&net.tmp.path().join("tls"), &[ETCD_V4]);
+    let other = Tls::generate(&net.tmp.path().join("other"), &[ETCD_V4]);
+    net.start_etcd(1, Some(&tls));
+    let urls = net.etcd().endpoints_arg();
+    let bad = tls_args(&urls, &tls, &other);
     let bad: Vec<&str> = bad.iter().map(String::as_str).collect();
-    let (status, out) = net.edges[1].start_failing(&bad, Duration::from_secs(60));
+    let (status, out) = net.edges[0].start_failing(&bad, Duration::from_secs(60));
     let status = status.unwrap_or_else(|| panic!("still running 60 s after start:\n{out}"));
     assert!(!status.success(), "started with a bad certificate:\n{out}");
     let lower = out.to_ascii_lowercase();
