@@ -429,9 +429,17 @@ async fn a_write_through_one_edge_is_answered_by_every_edge() {
     let (_, view) = c.ok_get("/v1/edges").await;
     let rows = view["edges"].as_array().expect("edges");
     assert_eq!(rows.len(), 3, "{view}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
     for row in rows {
         assert!(row["applied_revision"].as_i64() >= Some(rev), "{view}");
         assert_eq!(row["live"], true);
+        assert_eq!(row["lag_revisions"], 0, "{view}");
+        // Leases are renewed every 2/3 s here.
+        let contact = row["last_contact"].as_f64().expect("last_contact");
+        assert!((now - contact).abs() < 3.0, "{now} {view}");
     }
 
     // If-Match: a revision older than the zone's last change is refused, and nothing changes.
