@@ -314,12 +314,17 @@ impl Edge {
 }
 
 async fn ask(server: SocketAddr, name: &str) -> Message {
-    let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let mut m = Message::new();
     m.set_id(0x5eed).add_query(Query::query(
         Name::from_ascii(name).expect("name"),
         RecordType::A,
     ));
+    exchange(server, &m).await
+}
+
+/// Sends `m` over UDP and returns the answer.
+async fn exchange(server: SocketAddr, m: &Message) -> Message {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     sock.send_to(&m.to_vec().expect("encode"), server)
         .await
         .expect("send");
@@ -429,9 +434,17 @@ async fn a_write_through_one_edge_is_answered_by_every_edge() {
     let (_, view) = c.ok_get("/v1/edges").await;
     let rows = view["edges"].as_array().expect("edges");
     assert_eq!(rows.len(), 3, "{view}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
     for row in rows {
         assert!(row["applied_revision"].as_i64() >= Some(rev), "{view}");
         assert_eq!(row["live"], true);
+        assert_eq!(row["lag_revisions"], 0, "{view}");
+        // Leases are renewed every 2/3 s here.
+        let contact = row["last_contact"].as_f64().expect("last_contact");
+        assert!((now - contact).abs() < 3.0, "{now} {view}");
     }
 
     // If-Match: a revision older than the zone's last change is refused, and nothing changes.
@@ -796,4 +809,42 @@ async fn a_single_host_store_seeds_an_empty_prefix_once() {
     assert!(e.to_string().contains("already holds data"), "{e}");
     assert_eq!(answer(&edge, "seeded").await, Ok(vec!["192.0.2.99".into()]));
     edge.stop().await;
+}
+
+/// A dynamic update (RFC 2136) to one edge goes through etcd like an API write: once the edge
+/// answers NOERROR, the other edge answers the record too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dynamic_update_through_one_edge_reaches_every_edge() {
+    use hickory_proto::{
+        op::OpCode,
+        rr::{rdata::A, Record},
+    };
+    let etcd = Etcd::start().await;
+    let (_tmp, data) = dirs(2);
+    let a = start_edge(
+        &data[0],
+        &etcd.url,
+        "edge-a",
+        &["--update-allow", "127.0.0.1"],
+    )
+    .await;
+    let b = start_edge(&data[1], &etcd.url, "edge-b", &[]).await;
+    let mut m = Message::new();
+    m.set_id(0x0a0a)
+        .set_op_code(OpCode::Update)
+        .add_query(Query::query(
+            Name::from_ascii(format!("{ZONE}.")).expect("zone"),
+            RecordType::SOA,
+        ))
+        .add_name_server(Record::from_rdata(
+            Name::from_ascii(format!("upd.{ZONE}.")).expect("name"),
+            60,
+            RData::A(A::new(192, 0, 2, 77)),
+        ));
+    let reply = exchange(a.udp, &m).await;
+    assert_eq!(reply.response_code(), ResponseCode::NoError, "{reply}");
+    assert_eq!(answer(&b, "upd").await, Ok(vec!["192.0.2.77".into()]));
+    assert_eq!(answer(&a, "upd").await, Ok(vec!["192.0.2.77".into()]));
+    a.stop().await;
+    b.stop().await;
 }

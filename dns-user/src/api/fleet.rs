@@ -93,7 +93,7 @@ fn fleet_of(st: &ApiState) -> Result<&Arc<Fleet>, ApiError> {
 /// `GET /v1/edges`.
 pub(super) async fn edges(State(st): State<ApiState>) -> Result<Response, ApiError> {
     let fleet = fleet_of(&st)?;
-    Ok(Json(fleet.edges()).into_response())
+    Ok(Json(fleet.edges_with_contact().await).into_response())
 }
 
 /// `GET /v1/changes/{id}`: whether every live edge has applied the revision `id`.

@@ -95,7 +95,8 @@ pub struct FleetArgs {
     pub edge_address: Option<String>,
     /// Seconds of the edge's lease: an edge not heard from for this long drops out of the live
     /// edges, and an edge that can't reach etcd for this long answers misses as --stale-misses.
-    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 5, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub lease_ttl: u32,
     /// How long a write waits for every live edge to apply it before answering 202 with a
     /// change id (`GET /v1/changes/{id}`).
@@ -498,6 +499,11 @@ impl Fleet {
     /// The edges as the registry sees them, with lags against the newest applied revision.
     pub fn edges(&self) -> EdgeView {
         registry::view(self)
+    }
+
+    /// [`Fleet::edges`], each edge's last contact read from its lease (a request per edge).
+    pub async fn edges_with_contact(&self) -> EdgeView {
+        registry::view_with_contact(self).await
     }
 }
 

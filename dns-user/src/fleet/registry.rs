@@ -27,10 +27,11 @@ pub struct EdgeInfo {
     pub updated: f64,
 }
 
-/// A live edge: its registration (which goes with its lease).
+/// A live edge: its registration and the lease it goes with.
 #[derive(Clone, Debug)]
 pub struct EdgeRecord {
     pub info: EdgeInfo,
+    pub lease: i64,
 }
 
 /// The live edges, as of an etcd revision.
@@ -61,8 +62,8 @@ pub struct EdgeRow {
     pub applied_revision: i64,
     pub lag_revisions: i64,
     pub lag_seconds: f64,
-    /// When the edge last renewed its lease (or wrote its registration), seconds since the
-    /// Unix epoch.
+    /// When the edge last renewed its lease or wrote its registration, seconds since the Unix
+    /// epoch.
     pub last_contact: f64,
     pub live: bool,
 }
@@ -109,6 +110,34 @@ pub(super) fn view(fleet: &Fleet) -> EdgeView {
     }
 }
 
+/// [`view`], with each edge's last contact taken from its lease: an edge renews it every third
+/// of its TTL, so the time left tells when it last did (to a second, etcd's resolution),
+/// whether or not its registration changed since.
+pub(super) async fn view_with_contact(fleet: &Fleet) -> EdgeView {
+    let mut view = view(fleet);
+    let leases: BTreeMap<String, i64> = fleet
+        .edges_tx
+        .borrow()
+        .map
+        .iter()
+        .map(|(id, r)| (id.clone(), r.lease))
+        .collect();
+    let mut client = fleet.client.lease_client();
+    let now = unix_now();
+    for row in &mut view.edges {
+        let Some(&lease) = leases.get(&row.id).filter(|l| **l != 0) else {
+            continue;
+        };
+        if let Ok(ttl) = request(client.time_to_live(lease, None)).await {
+            if ttl.ttl() > 0 {
+                let renewed = now - (ttl.granted_ttl() - ttl.ttl()) as f64;
+                row.last_contact = row.last_contact.max(renewed);
+            }
+        }
+    }
+    view
+}
+
 /// Keeps [`Fleet::edges_tx`] in step with the registrations in etcd: read them, then watch; set
 /// up again whenever the watch ends.
 pub(super) async fn watch_edges(fleet: Arc<Fleet>, shutdown: CancellationToken) {
@@ -130,7 +159,10 @@ pub(super) async fn watch_edges(fleet: Arc<Fleet>, shutdown: CancellationToken) 
 
 fn record(kv: &etcd_client::KeyValue) -> Option<EdgeRecord> {
     let info: EdgeInfo = serde_json::from_slice(kv.value()).ok()?;
-    Some(EdgeRecord { info })
+    Some(EdgeRecord {
+        info,
+        lease: kv.lease(),
+    })
 }
 
 /// Reads the registrations whole; the map takes them if they are newer than what it has.
