@@ -608,7 +608,13 @@ async fn a_cut_off_edge_holds_writes_until_its_lease_expires_then_resyncs() {
     .await;
     assert_eq!(answer(&b, "before").await, Ok(vec!["192.0.2.1".into()]));
     let (_, ready) = b.ok_get("/readyz").await;
-    assert_eq!(ready["fleet"], "stale", "{ready}");
+    assert_eq!(ready["fleet"], "disconnected", "{ready}");
+    assert_eq!(ready["fleet_stale"], true, "{ready}");
+    assert!(b
+        .metrics()
+        .await
+        .lines()
+        .any(|l| l == "edgedns_fleet_stale 1"));
     assert_eq!(
         answer(&a, "nothing-here").await,
         Err(ResponseCode::NXDomain)
@@ -644,6 +650,7 @@ async fn a_cut_off_edge_holds_writes_until_its_lease_expires_then_resyncs() {
     .await;
     let (_, ready) = b.ok_get("/readyz").await;
     assert_eq!(ready["fleet"], "connected", "{ready}");
+    assert_eq!(ready["fleet_stale"], false, "{ready}");
     // And it is live again: a write waits for it and gets its 200.
     let (status, _, body) = a.put_a("last", "192.0.2.4").await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -703,10 +710,7 @@ async fn a_restarted_edge_reconciles_adds_replaces_and_removes() {
     let b = start_edge(&data[1], &etcd.url, "edge-b", &[]).await;
     assert_eq!(answer(&b, "replace").await, Ok(vec!["192.0.2.5".into()]));
     let (_, ready) = b.ok_get("/readyz").await;
-    assert!(
-        ready["fleet"] == "disconnected" || ready["fleet"] == "stale",
-        "{ready}"
-    );
+    assert_eq!(ready["fleet"], "disconnected", "{ready}");
     b.stop().await;
 }
 

@@ -206,9 +206,10 @@ async fn readyz(State(st): State<ApiState>) -> Response {
         "store": status,
     });
     if let Some(f) = fleet {
-        // `connected`, `disconnected` (serving the local copy), `stale` (misses are SERVFAIL)
-        // or `syncing`.
+        // `connected`, `disconnected` (serving the local copy) or `syncing`; `fleet_stale`:
+        // misses in our zones are answered SERVFAIL (cut off longer than the lease).
         body["fleet"] = Value::String(f.state.to_string());
+        body["fleet_stale"] = Value::Bool(f.stale);
         body["fleet_revision"] = json!(f.applied_revision);
     }
     match reason {

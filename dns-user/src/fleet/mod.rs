@@ -39,7 +39,7 @@ pub use self::{
     registry::{EdgeInfo, EdgeView},
     writer::{seed, Outcome, SeedError, Seeded, WriteContext, MAX_BYTES, MAX_OPS, WRITE},
 };
-use crate::{engine::Engine, fallback::StaleMisses, store::Store};
+use crate::{engine::Engine, fallback::StaleMisses};
 
 /// A write that lost a race waits at most this long for this edge's follower to catch up
 /// before validating again.
@@ -324,7 +324,8 @@ pub struct Fleet {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct FleetStatus {
     pub edge_id: String,
-    /// `syncing`, `connected`, `disconnected` or `stale`.
+    /// `syncing` (not yet reconciled), `connected`, or `disconnected` (serving the local copy;
+    /// see `stale`).
     pub state: &'static str,
     pub applied_revision: i64,
     pub synced: bool,
@@ -368,7 +369,9 @@ impl Fleet {
             write_turn: tokio::sync::Mutex::new(()),
             applied_tx: watch::Sender::new(start_revision),
             edges_tx: watch::Sender::new(Default::default()),
-            last_contact: Mutex::new(None),
+            // Cut off "for longer than the lease" counts from the start: the local copy is
+            // as old as it is, but this edge only knows etcd is out of reach from now.
+            last_contact: Mutex::new(Some(Instant::now())),
             synced: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             stale,
@@ -421,14 +424,12 @@ impl Fleet {
         let synced = self.synced.load(Ordering::Relaxed);
         let connected = self.connected.load(Ordering::Relaxed);
         let stale = self.stale.is_set();
-        let state = if stale {
-            "stale"
-        } else if !connected && synced {
-            "disconnected"
-        } else if !synced {
+        let state = if !synced {
             "syncing"
-        } else {
+        } else if connected {
             "connected"
+        } else {
+            "disconnected"
         };
         FleetStatus {
             edge_id: self.edge_id.clone(),
@@ -540,9 +541,4 @@ fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// The store a seed reads.
-pub fn open_store(dir: &std::path::Path) -> Result<Store, crate::store::StoreError> {
-    Store::open(dir)
 }
