@@ -3,7 +3,9 @@
 //! programs and starts the servers it compares; everything it creates is removed when it ends,
 //! also on error.
 
+mod delay;
 mod fallback;
+mod fleet;
 mod fuzz;
 mod kernel;
 mod memory;
@@ -27,8 +29,8 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use serde_json::{json, Value};
 
-pub const SECTIONS: [&str; 8] = [
-    "kernel", "wire", "cpu", "update", "memory", "writes", "fuzz", "fallback",
+pub const SECTIONS: [&str; 9] = [
+    "kernel", "wire", "cpu", "update", "memory", "writes", "fuzz", "fallback", "fleet",
 ];
 
 #[derive(Parser, Debug, Clone)]
@@ -37,7 +39,7 @@ pub struct Opts {
     /// Fewer and shorter runs; 100k names instead of 1M for the memory figures.
     #[arg(long)]
     pub quick: bool,
-    /// Run only these sections: kernel, wire, cpu, update, memory, writes, fuzz, fallback
+    /// Run only these sections: kernel, wire, cpu, update, memory, writes, fuzz, fallback, fleet
     /// (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -68,6 +70,9 @@ pub struct Opts {
     /// so a mismatch can be replayed.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// The fleet section only for these systems (knot, edgedns; default both).
+    #[arg(long, value_delimiter = ',')]
+    pub fleet_systems: Vec<String>,
 }
 
 fn main() -> Result<()> {
@@ -115,6 +120,18 @@ fn main() -> Result<()> {
             section(fuzz::run(&fuzz::FuzzParams::new(&opts))),
         );
         timings.insert("fuzz".into(), json!(t.elapsed().as_secs_f64()));
+    }
+    if want("fleet") {
+        let t = Instant::now();
+        eprintln!("bench: section 9: the fleet (etcd and edges; Knot primary and secondaries)");
+        let p = fleet::FleetParams::new(&opts);
+        let sys =
+            |s: &str| opts.fleet_systems.is_empty() || opts.fleet_systems.iter().any(|x| x == s);
+        results.insert(
+            "fleet".into(),
+            section(fleet::run(&edgedns, &p, sys("knot"), sys("edgedns"))),
+        );
+        timings.insert("fleet".into(), json!(t.elapsed().as_secs_f64()));
     }
     if ["wire", "cpu", "update", "memory", "writes", "fallback"]
         .iter()
@@ -319,8 +336,11 @@ fn render(r: &Value, summary: &str) -> String {
     out.push_str("\n## 8. The fallback on every core\n\n");
     out.push_str(METHOD_FALLBACK);
     out.push_str(&report::fallback_table(r));
+    out.push_str("\n## 9. The fleet\n\n");
+    out.push_str(METHOD_FLEET);
+    out.push_str(&fleet::table(r));
     let errors: Vec<String> = [
-        "kernel", "wire", "update", "memory", "writes", "fuzz", "fallback",
+        "kernel", "wire", "update", "memory", "writes", "fuzz", "fallback", "fleet",
     ]
     .iter()
     .filter_map(|k| r[*k]["error"].as_str().map(|e| format!("- {k}: {e}")))
@@ -330,7 +350,7 @@ fn render(r: &Value, summary: &str) -> String {
         out.push_str(&errors.join("\n"));
         out.push('\n');
     }
-    out.push_str("\n## Reproduce\n\n```sh\ncargo xtask bench                 # everything, writes BENCHMARKS.md\ncargo xtask bench --quick         # shorter runs, 100k names for the memory figures\ncargo xtask bench --only kernel   # one section: kernel, wire, cpu, update, memory, writes, fuzz, fallback\n```\n\nRaw results of the last run: `target/edgedns-bench/results.json`.\n");
+    out.push_str("\n## Reproduce\n\n```sh\ncargo xtask bench                 # everything, writes BENCHMARKS.md\ncargo xtask bench --quick         # shorter runs, 100k names for the memory figures\ncargo xtask bench --only kernel   # one section: kernel, wire, cpu, update, memory, writes, fuzz, fallback, fleet\n```\n\nRaw results of the last run: `target/edgedns-bench/results.json`.\n");
     out
 }
 
@@ -339,6 +359,7 @@ fn num(v: &Value) -> String {
 }
 
 const METHOD_FALLBACK: &str = "The fallback alone: queries the fast path passes up take this path, and with `--xdp-mode off` every query does. edgedns `serve --xdp-mode off` on port 53 and NSD (one server process, RRL off, minimal responses) on port 5301 run at once in the server namespace, unpinned, serving the same zone of 10,000 names; dnsperf in the client namespace (8 sockets, up to 400 queries outstanding) asks for the query file's A records. *CPU per answer*: dnsperf at a fixed 50,000 q/s against edgedns, then NSD, in turn; a server's CPU is utime + stime from `/proc/PID/stat` (all its threads, and NSD's child processes) over the run, divided by the answers dnsperf counted. edgedns runs its default: one UDP socket (SO_REUSEPORT) and one thread per core. The kernel's receive work for the veth (softirq) is charged to whichever task it interrupts, mostly dnsperf's on the sending CPU, for both servers alike. *Throughput*: dnsperf as fast as it goes against edgedns started with `--udp-workers 1`, then `--udp-workers 2`, and against NSD. dnsperf shares the two CPUs with the server, so these are throughputs of the pair on this box, not of the server alone.\n\n";
+const METHOD_FLEET: &str = include_str!("fleet-method.md");
 
 const METHOD_WRITES: &str = "edgedns `serve --xdp-mode driver`, not pinned (the writer and the fallback may each take a CPU), serving the zone its `--zone` flag creates. A prober in the client namespace asks the fallback for the zone's SOA (the fast path passes SOA up) once a millisecond, each probe waiting up to 2 s for its answer; its figures are taken over the probes sent while each write ran. The writes, from the server namespace: one `POST /v1/zones/{zone}/changes` of 10,000 A records (one transaction), then `PUT /v1/zones/{zone}/zonefile` replacing the zone with a master file of N A records (`--zonefile-max-bytes` raised for it). Targets: the batch within 0.5 s, fallback p99 within 5 ms while it runs, and no probe waiting over 5 ms during the import.\n\n";
 

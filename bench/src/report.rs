@@ -214,7 +214,54 @@ pub fn summary(r: &Value) -> String {
             verdict(Some(two > one * 1.05))
         );
     }
+    fleet_summary(&mut s, &r["fleet"]);
     s
+}
+
+/// Section 8's targets: every edge within 10 ms p99 at 8 edges in one region, and no NXDOMAIN
+/// after a write returned.
+fn fleet_summary(s: &mut String, fl: &Value) {
+    let rows = |sys: &str| fl[sys].as_array().cloned().unwrap_or_default();
+    let one_region = |sys: &str| {
+        rows(sys)
+            .into_iter()
+            .filter(|r| r["delay_ms"].as_u64() == Some(0))
+            .max_by_key(|r| r["edges"].as_u64().unwrap_or(0))
+    };
+    if let Some(e) = one_region("edgedns") {
+        if let Some(p99) = f(&e["visible_all"]["p99_ms"]) {
+            let knot = one_region("knot")
+                .and_then(|k| f(&k["visible_all"]["p99_ms"]))
+                .map(|k| format!("Knot secondaries {} ms", num(Some(k), 0)))
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "| fleet: every edge answers a new name, p99, {} edges in one region (section 8) | {} ms | {knot} | | ≤ 10 ms | {} |",
+                e["edges"],
+                num(Some(p99), 1),
+                verdict(Some(p99 <= 10.0))
+            );
+        }
+    }
+    let windows = |sys: &str| {
+        let rs = rows(sys);
+        let names: u64 = rs.iter().filter_map(|r| r["names"].as_u64()).sum();
+        let w: u64 = rs
+            .iter()
+            .filter_map(|r| r["nxdomain_windows"].as_u64())
+            .sum();
+        (rs.iter().any(|r| r["nxdomain_windows"].is_u64())).then_some((w, names))
+    };
+    if let Some((w, n)) = windows("edgedns") {
+        let knot = windows("knot")
+            .map(|(kw, kn)| format!("Knot {kw} of {kn}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "| fleet: names with an NXDOMAIN after the write returned (section 8) | {w} of {n} | {knot} | | 0 | {} |",
+            verdict(Some(w == 0))
+        );
+    }
 }
 
 /// Whether edgedns's XDP path answered (nearly) everything kxdpgun sent: then the generator,

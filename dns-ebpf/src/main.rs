@@ -32,7 +32,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use dns_common::{
     limit::{COOKIE_OPTION_LEN, LIMIT_COOKIES},
-    Stat,
+    Stat, OPT_STALE_MISSES,
 };
 
 /// Why a packet goes up: `None` for traffic that isn't ours (not counted).
@@ -87,6 +87,11 @@ fn try_edgedns(ctx: &XdpContext) -> Result<u32, Pass> {
     key::build(ctx, &udp, s, &q)?;
     let hit = lookup::name(s, &q)?;
     let mut a = answer::answer(s, &q, hit)?;
+    // A fleet edge cut off from its source of truth can't tell a miss from a name created since
+    // it lost touch: negative answers go up (counted as `disabled`), the fallback says SERVFAIL.
+    if a.soa_ptr.is_some() && cfg.options & OPT_STALE_MISSES != 0 {
+        return Err(Some(Stat::PassDisabled));
+    }
     let x = rrl::stage(ctx, &udp, s, &q, lim, &a)?;
     if x & rrl::DROP != 0 {
         return Ok(xdp_action::XDP_DROP);

@@ -647,3 +647,81 @@ mod tests {
         assert_eq!(seg("a b/c?d%"), "a%20b%2Fc%3Fd%25");
     }
 }
+
+/// `edgedns fleet`: a fleet of edges on etcd.
+#[derive(Debug, clap::Subcommand)]
+pub enum FleetCommand {
+    /// Push a single host's store into an empty etcd prefix, so that edges started with
+    /// `serve --etcd` serve its zones. Refused if the prefix holds data.
+    Seed {
+        #[command(flatten)]
+        etcd: crate::fleet::EtcdArgs,
+        /// The single host's data directory (stop its daemon first).
+        #[arg(long, default_value = "/var/lib/edgedns")]
+        data_dir: PathBuf,
+    },
+    /// Print the fleet's edges, their applied revisions and lag (any edge's API answers).
+    Status {
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn fleet(api: &ApiArgs, cmd: FleetCommand) -> anyhow::Result<()> {
+    match cmd {
+        FleetCommand::Seed { etcd, data_dir } => {
+            if etcd.etcd.is_empty() {
+                bail!("fleet seed needs --etcd URL[,URL...]");
+            }
+            let seeded = crate::fleet::seed(&etcd, &data_dir)
+                .await
+                .map_err(|e| anyhow::anyhow!(crate::error_chain(&e)))?;
+            println!(
+                "seeded {} zones ({} record sets) into {} at revision {}",
+                seeded.zones, seeded.rrsets, etcd.etcd_prefix, seeded.revision
+            );
+            Ok(())
+        }
+        FleetCommand::Status { json } => {
+            let client = Client::new(api)?;
+            let view = client.json(Method::GET, "/v1/edges", None).await?;
+            if json {
+                return print_json(&view);
+            }
+            let mut text = format!(
+                "revision {}\n{:<20} {:<22} {:<10} {:<10} {:>10} {:>6} {:>8} {:>12}\n",
+                view["revision"],
+                "EDGE",
+                "ADDRESS",
+                "REGION",
+                "VERSION",
+                "APPLIED",
+                "LAG",
+                "LAG_S",
+                "CONTACT_AGO"
+            );
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            for e in view["edges"].as_array().into_iter().flatten() {
+                let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
+                let ago = e["last_contact"]
+                    .as_f64()
+                    .map_or(0.0, |t| (now - t).max(0.0));
+                text.push_str(&format!(
+                    "{:<20} {:<22} {:<10} {:<10} {:>10} {:>6} {:>8.1} {:>11.1}s\n",
+                    s("id"),
+                    s("address"),
+                    s("region"),
+                    s("version"),
+                    e["applied_revision"],
+                    e["lag_revisions"],
+                    e["lag_seconds"].as_f64().unwrap_or(0.0),
+                    ago
+                ));
+            }
+            emit(&text)
+        }
+    }
+}

@@ -20,7 +20,8 @@ use tracing::{info, warn};
 use crate::{
     api::{self, ApiState, ApiToken, TokenError, TokenSlot},
     engine::{Engine, EngineError, ImportError},
-    fallback::{self, Fallback, FallbackConfig, FallbackStats, KeySlot},
+    fallback::{self, Fallback, FallbackConfig, FallbackStats, KeySlot, StaleMisses},
+    fleet::{Fleet, FleetArgs, FleetError},
     loader::{self, AttachMode, LoadError, Loaded},
     maps::FastPath,
     progress::Reporter,
@@ -102,6 +103,9 @@ pub struct Config {
     /// Response-rate limiting and DNS cookies.
     #[command(flatten)]
     pub limits: crate::limit::LimitArgs,
+    /// A fleet of edges on etcd (off without --etcd).
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 /// The sockets the daemon serves on, bound by the caller (port 0 in tests). The XDP program
@@ -170,6 +174,8 @@ pub enum DaemonError {
         #[source]
         source: hickory_proto::ProtoError,
     },
+    #[error("joining the fleet")]
+    Fleet(#[source] FleetError),
     #[error("creating zone {zone}")]
     CreateZone {
         zone: String,
@@ -382,6 +388,30 @@ async fn serve(
         .map_err(DaemonError::Sync)?;
     info!(?report, "fast path in step with the store");
 
+    let mut tasks = JoinSet::new();
+    let stale = StaleMisses::default();
+    let fleet = if config.fleet.enabled() {
+        notify.status("joining the fleet");
+        let fleet = Fleet::start(
+            config.fleet.clone(),
+            // What `GET /v1/edges` shows unless --edge-address says otherwise: the first listener.
+            ready
+                .dns
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            engine.clone(),
+            stale.clone(),
+            &mut tasks,
+            shutdown.clone(),
+        )
+        .await
+        .map_err(DaemonError::Fleet)?;
+        Some(fleet)
+    } else {
+        None
+    };
+
     notify.status("loading zone files");
     for zf in zone_files {
         let (file, apex, records) = (zf.file().to_string(), zf.apex().clone(), zf.record_count());
@@ -389,21 +419,42 @@ async fn serve(
         // time went, and its map fill reports as it goes.
         let mut stage = progress.start("importing zone file", Some(records as u64));
         stage.report_now();
-        let imported = engine.import_zone_with(zf, &progress).await?;
+        let imported = match engine.import_zone_with(zf, &progress).await {
+            Ok(imported) => imported,
+            // An edge serves what the fleet has even when its own files can't go in now.
+            Err(e) if fleet.is_some() => {
+                warn!(%file, zone = %apex, "zone file not loaded into the fleet: {}", crate::error_chain(&e));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         stage.set_done(records as u64);
         stage.finish();
         info!(%file, zone = %apex, records, serial = imported.serial, changed = imported.changed, "zone file loaded");
     }
 
     if let Some(zone) = &config.zone {
-        ensure_zone(&engine, zone).await?;
+        match ensure_zone(&engine, zone).await {
+            // Another edge may be creating it at the same time, or etcd be out of reach.
+            Err(e) if fleet.is_some() => {
+                warn!(
+                    zone,
+                    "zone not created in the fleet: {}",
+                    crate::error_chain(&e)
+                );
+            }
+            r => r?,
+        }
     }
 
     let fallback_stats = Arc::new(FallbackStats::new());
     let fallback = Arc::new(
         Fallback::new(
             engine.shared_zones(),
-            fallback_config(config),
+            FallbackConfig {
+                stale_misses: stale,
+                ..fallback_config(config)
+            },
             fallback_stats.clone(),
         )
         .with_journal(engine.clone())
@@ -413,7 +464,6 @@ async fn serve(
             handler: engine.clone(),
         }),
     );
-    let mut tasks = JoinSet::new();
     tasks.spawn(crate::notify::serve_notify(
         engine.shared_zones(),
         engine.subscribe(),
@@ -434,6 +484,9 @@ async fn serve(
     ));
     let mut api_state = ApiState::new(engine.clone(), fallback_stats)
         .with_zonefile_max_bytes(config.zonefile_max_bytes);
+    if let Some(fleet) = &fleet {
+        api_state = api_state.with_fleet(fleet.clone());
+    }
     if let Some(token) = token {
         api_state = api_state.with_token(token);
     } else {
@@ -458,7 +511,11 @@ async fn serve(
             warn!(webhook = ?addr, "the webhook provider takes changes from anyone who can reach it; keep it on localhost");
         }
         webhook_addr = addr;
-        let (app, stop) = (crate::webhook::router(engine.clone()), shutdown.clone());
+        let mut app = crate::webhook::router(engine.clone());
+        if let Some(fleet) = &fleet {
+            app = api::track_fleet_writes(app, fleet.clone());
+        }
+        let stop = shutdown.clone();
         tasks.spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(e) = serve.await {

@@ -12,6 +12,8 @@
 //!   the flags for them.
 //! - [`zonefile`]: master-file parsing and printing, and the record text format the API takes.
 //! - [`webhook`]: the external-dns webhook provider protocol, onto the same write path.
+//! - [`fleet`]: with `--etcd`, the daemon is an edge of a fleet whose source of truth is etcd:
+//!   writes go there, and every edge applies its revisions through the engine.
 //! - [`cli`]: the operator commands, which talk to a running server's API.
 //! - [`daemon`]: the daemon assembled from a config and bound sockets (`edgedns serve`);
 //!   [`config`]: its settings from flags, environment and a TOML file; [`sd_notify`]: systemd's
@@ -23,6 +25,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod fallback;
+pub mod fleet;
 pub mod journal;
 pub mod limit;
 pub mod loader;

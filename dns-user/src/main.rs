@@ -90,6 +90,13 @@ enum Command {
         #[command(subcommand)]
         cmd: ZoneCommand,
     },
+    /// A fleet of edges on etcd: seed it from a single host's store, show its edges.
+    Fleet {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        cmd: cli::FleetCommand,
+    },
     /// Attach a pass-everything XDP program to an interface until interrupted: the peer end of a
     /// veth pair needs one for XDP_TX frames to be delivered.
     XdpPass {
@@ -145,6 +152,7 @@ fn main() -> anyhow::Result<()> {
             Command::Stats { api } => cli::stats(&api).await,
             Command::Record { api, cmd } => cli::record(&api, cmd).await,
             Command::Zone { api, cmd } => cli::zone(&api, cmd).await,
+            Command::Fleet { api, cmd } => cli::fleet(&api, cmd).await,
             Command::XdpDetach {
                 iface,
                 data_dir,

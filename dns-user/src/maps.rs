@@ -17,8 +17,8 @@ use dns_common::{
         CONFIG, LIMITS, NAMES_LARGE, NAMES_SHORT, NAMES_SMALL, RRL_EXEMPT, STATS, ZONES,
         ZONES_SHORT, ZONE_LENS,
     },
-    stat, LargeValue, NameKey, ShortKey, SmallValue, Stat, XdpConfig, ZoneLens, ZoneValue, IN_LARGE,
-    KEY_NAME_LEN,
+    stat, LargeValue, NameKey, ShortKey, SmallValue, Stat, XdpConfig, ZoneLens, ZoneValue,
+    IN_LARGE, KEY_NAME_LEN,
 };
 
 /// A compiled answer set for one name, in whichever map it fits.

@@ -59,6 +59,9 @@ use crate::{
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const FORMAT_KEY: &str = "format";
 const FORMAT: u64 = 2;
+/// `"fleet_revision"`: in a fleet, the etcd revision the store's data is a copy of, written in
+/// the same transaction as the change that brought it.
+const FLEET_REVISION_KEY: &str = "fleet_revision";
 const ZONES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("zones_v2");
 /// `(apex, owner, type)`, names in wire form.
 type RrsetCols = (&'static [u8], &'static [u8], u16);
@@ -330,13 +333,34 @@ impl Store {
         changes: &ChangeSet,
         journal: &[JournalOp],
     ) -> Result<(), StoreError> {
+        self.persist_revision(zones, changes, journal, None)
+    }
+
+    /// [`Store::persist_journaled`], recording in the same transaction the fleet revision
+    /// (etcd's) the data now is a copy of, if given.
+    pub fn persist_revision(
+        &self,
+        zones: &ZoneSet,
+        changes: &ChangeSet,
+        journal: &[JournalOp],
+        revision: Option<u64>,
+    ) -> Result<(), StoreError> {
         let mut guard = self.lock_db();
         let limits = self.journal_limits;
         let result = self
             .ensure_open(&mut guard)
-            .and_then(|db| write(db, zones, changes, journal, limits));
+            .and_then(|db| write(db, zones, changes, journal, limits, revision));
         self.after_write(&mut guard, &result);
         result
+    }
+
+    /// The fleet revision the data is a copy of (see [`Store::persist_revision`]), if any.
+    pub fn fleet_revision(&self) -> Result<Option<u64>, StoreError> {
+        let mut guard = self.lock_db();
+        let db = self.ensure_open(&mut guard)?;
+        let tx = db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        Ok(meta.get(FLEET_REVISION_KEY)?.map(|v| v.value()))
     }
 
     /// Records how a write went: a storage failure closes the database and makes the store
@@ -681,7 +705,7 @@ fn show_quarantine_key(table: &str, key: &[u8]) -> String {
 }
 
 /// The length of the wire-form name at the start of `b`, if there is one.
-fn wire_name_len(b: &[u8]) -> Option<usize> {
+pub(crate) fn wire_name_len(b: &[u8]) -> Option<usize> {
     let mut at = 0;
     loop {
         let len = usize::from(*b.get(at)?);
@@ -699,9 +723,13 @@ fn write(
     changes: &ChangeSet,
     journal: &[JournalOp],
     limits: JournalLimits,
+    revision: Option<u64>,
 ) -> Result<(), StoreError> {
     let tx = db.begin_write()?;
     write_journal(&tx, journal, limits)?;
+    if let Some(revision) = revision {
+        tx.open_table(META)?.insert(FLEET_REVISION_KEY, revision)?;
+    }
     {
         let mut zones_t = tx.open_table(ZONES)?;
         let mut rrsets_t = tx.open_table(RRSETS)?;

@@ -35,7 +35,9 @@ use dns_common::Stat;
 
 pub mod dns_client;
 pub mod dns_message;
+pub mod etcd;
 pub mod fixture;
+pub mod fleet;
 pub mod fuzz;
 pub mod http_client;
 pub mod packet;
@@ -73,7 +75,7 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A name unique to this process and call: `<prefix><pid in hex><sep><n>`, at most 15 bytes for
 /// the prefixes used here (interface names are limited to 15).
-fn unique(prefix: &str, sep: char) -> String {
+pub(crate) fn unique(prefix: &str, sep: char) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}{:x}{sep}{n}", std::process::id())
 }
@@ -214,7 +216,7 @@ fn run_limited(cmd: &mut Command) -> Output {
 }
 
 /// `ip ARGS`.
-fn ip(args: &[&str]) -> String {
+pub(crate) fn ip(args: &[&str]) -> String {
     run_ok(Command::new("ip").args(args))
 }
 
@@ -556,6 +558,17 @@ impl Process {
             thread::sleep(Duration::from_millis(20));
         }
         eprintln!("cleanup: {} ignored SIGTERM; killing it", self.what);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+
+    /// Sends SIGKILL (a crash: no clean-up of its own) and waits for it. Returns the exit
+    /// status if it had already exited.
+    pub fn kill(&mut self) -> Option<ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         None

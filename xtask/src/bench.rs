@@ -25,8 +25,8 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("taskset", "util-linux"),
 ];
 
-const SECTIONS: [&str; 8] = [
-    "kernel", "wire", "cpu", "update", "memory", "writes", "fuzz", "fallback",
+const SECTIONS: [&str; 9] = [
+    "kernel", "wire", "cpu", "update", "memory", "writes", "fuzz", "fallback", "fleet",
 ];
 
 #[derive(clap::Args)]
@@ -36,7 +36,7 @@ pub struct Options {
     #[arg(long)]
     quick: bool,
     /// Only these sections (comma-separated): kernel, wire, cpu, update, memory, writes, fuzz,
-    /// fallback.
+    /// fallback, fleet.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The fuzz section's seed, to replay a run (each run prints and records its own).

@@ -58,8 +58,10 @@ impl Task {
                 ("knotd", "knot"),
                 CURL,
                 ("ethtool", "ethtool"),
-                // The fleet tests run a real etcd cluster.
+                // The fleet tests run a real etcd cluster, over TLS too (certificates made with
+                // openssl).
                 ("etcd", "etcd-server"),
+                ("openssl", "openssl"),
             ],
         }
     }

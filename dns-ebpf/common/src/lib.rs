@@ -325,7 +325,7 @@ pub struct XdpConfig {
     pub _pad: u16,
     /// 1: answer from the maps; 0: pass everything up (the fallback answers alone).
     pub enabled: u32,
-    /// Behaviour switches: [`OPT_PASS_NSID`], [`OPT_LOOPBACK`].
+    /// Behaviour switches: [`OPT_PASS_NSID`], [`OPT_LOOPBACK`], [`OPT_STALE_MISSES`].
     pub options: u32,
 }
 
@@ -372,6 +372,9 @@ pub const OPT_PASS_NSID: u32 = 1;
 /// addresses are the host's own (elsewhere they are martians) and UDP checksums are left to
 /// offload (only the pseudo-header's sum is in the field; the kernel doesn't check them there).
 pub const OPT_LOOPBACK: u32 = 2;
+/// [`XdpConfig::options`]: pass up negative answers (NXDOMAIN, NODATA): a fleet edge cut off
+/// from etcd answers them SERVFAIL from the fallback.
+pub const OPT_STALE_MISSES: u32 = 4;
 
 /// [`ServedKey::family`].
 pub const FAMILY_V4: u16 = 1;

@@ -139,6 +139,10 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::Invalid(z) => z.into(),
             e @ (EngineError::Store(_) | EngineError::FastPath(_)) => Self::internal(&e),
+            EngineError::Fleet(f) => Self::new(
+                StatusCode::from_u16(f.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                crate::error_chain(&f),
+            ),
         }
     }
 }

@@ -349,6 +349,10 @@ pub(super) async fn render(State(st): State<ApiState>) -> Response {
         );
     }
 
+    if let Some(fleet) = &st.fleet {
+        super::fleet::metrics(&mut out, fleet);
+    }
+
     process_metrics(&mut out);
 
     (

@@ -25,6 +25,7 @@
 mod auth;
 mod error;
 mod extract;
+mod fleet;
 mod metrics;
 mod pdns;
 mod records;
@@ -49,6 +50,7 @@ pub use self::{
     auth::{ApiToken, TokenError},
     error::ApiError,
     extract::{JSON, ZONE_FILE},
+    fleet::{track_fleet_writes, REVISION_HEADER},
     metrics::ApiMetrics,
 };
 use crate::{
@@ -75,6 +77,8 @@ pub struct ApiState {
     metrics: Arc<ApiMetrics>,
     /// Largest zone-file body, in bytes.
     zonefile_max_bytes: usize,
+    /// The fleet this server is an edge of (`serve --etcd`); `None` for a single host.
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl ApiState {
@@ -86,7 +90,15 @@ impl ApiState {
             token: TokenSlot::default(),
             metrics: Arc::new(ApiMetrics::default()),
             zonefile_max_bytes: ZONEFILE_MAX_BYTES,
+            fleet: None,
         }
+    }
+
+    /// Makes this API an edge's: writes are tracked as fleet writes, `/v1/edges` and
+    /// `/v1/changes/{id}` answer, `/readyz` and `/metrics` tell the fleet's state.
+    pub fn with_fleet(mut self, fleet: Arc<crate::fleet::Fleet>) -> Self {
+        self.fleet = Some(fleet);
+        self
     }
 
     /// Sets the largest zone file a zone-file import takes (JSON bodies keep [`BODY_LIMIT`]).
@@ -139,16 +151,21 @@ pub fn router(state: ApiState) -> Router {
                 .delete(records::delete_rrset),
         )
         .route("/v1/zones/{zone}/changes", post(records::batch))
+        .route("/v1/edges", get(fleet::edges))
+        .route("/v1/changes/{id}", get(fleet::change))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
         ));
+    let mut writes = v1.merge(pdns::routes(state.clone()));
+    if let Some(fleet) = &state.fleet {
+        writes = writes.route_layer(middleware::from_fn_with_state(fleet.clone(), fleet::track));
+    }
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
-        .merge(v1)
-        .merge(pdns::routes(state.clone()))
+        .merge(writes)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -173,18 +190,28 @@ async fn readyz(State(st): State<ApiState>) -> Response {
         Ok(s) => s,
         Err(e) => return ApiError::internal(&e).into_response(),
     };
+    let fleet = st.fleet.as_ref().map(|f| f.status());
     let reason = if !status.loaded {
         Some("the store is not loaded yet".to_string())
+    } else if fleet.as_ref().is_some_and(|f| !f.synced) {
+        Some("the edge has not reconciled with the fleet (etcd) yet".to_string())
     } else {
         status
             .error
             .as_ref()
             .map(|e| format!("the store is not writable: {e}"))
     };
-    let body = json!({
+    let mut body = json!({
         "status": if reason.is_some() { "not ready" } else { "ready" },
         "store": status,
     });
+    if let Some(f) = fleet {
+        // `connected`, `disconnected` (serving the local copy) or `syncing`; `fleet_stale`:
+        // misses in our zones are answered SERVFAIL (cut off longer than the lease).
+        body["fleet"] = Value::String(f.state.to_string());
+        body["fleet_stale"] = Value::Bool(f.stale);
+        body["fleet_revision"] = json!(f.applied_revision);
+    }
     match reason {
         None => (StatusCode::OK, Json(body)).into_response(),
         Some(r) => {

@@ -91,6 +91,10 @@ impl From<EngineError> for PdnsError {
                 format!("Could not find domain '{apex}'"),
             ),
             EngineError::Invalid(z) => Self::unprocessable(z.to_string()),
+            EngineError::Fleet(f) => Self::new(
+                StatusCode::from_u16(f.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                crate::error_chain(&f),
+            ),
             e => Self::new(StatusCode::INTERNAL_SERVER_ERROR, crate::error_chain(&e)),
         }
     }

@@ -44,6 +44,19 @@ pub trait Persist: Send + Sync + 'static {
         changes: &ChangeSet,
         journal: &[JournalOp],
     ) -> Result<(), StoreError>;
+
+    /// [`Persist::persist`], recording the fleet revision the data now is a copy of in the
+    /// same transaction. Stores with nowhere to keep it just persist.
+    fn persist_at(
+        &self,
+        zones: &ZoneSet,
+        changes: &ChangeSet,
+        journal: &[JournalOp],
+        revision: u64,
+    ) -> Result<(), StoreError> {
+        let _ = revision;
+        self.persist(zones, changes, journal)
+    }
 }
 
 impl Persist for Store {
@@ -55,6 +68,43 @@ impl Persist for Store {
     ) -> Result<(), StoreError> {
         Store::persist_journaled(self, zones, changes, journal)
     }
+
+    fn persist_at(
+        &self,
+        zones: &ZoneSet,
+        changes: &ChangeSet,
+        journal: &[JournalOp],
+        revision: u64,
+    ) -> Result<(), StoreError> {
+        Store::persist_revision(self, zones, changes, journal, Some(revision))
+    }
+}
+
+/// Where changes go instead of the local store when the daemon is an edge of a fleet: the
+/// fleet's source of truth ([`crate::fleet`]). It commits the edit there and returns once this
+/// edge has applied it (through [`Engine::apply_remote`]), so the caller sees it as it would
+/// a local change.
+pub trait RemoteWriter: Send + Sync + 'static {
+    /// Builds the edit from the zones as this edge has them and commits it; `build` may run
+    /// again (on a newer version) when another writer got there first. `build` returning
+    /// `None` means it refused (its error is the caller's); `Some(None)`: nothing to change.
+    fn write(&self, build: RemoteBuild) -> BoxFuture<Result<Option<Applied>, EngineError>>;
+}
+
+/// An edit built from a version of the zones (see [`RemoteWriter::write`]).
+pub type RemoteBuild = Box<dyn FnMut(&ZoneSet) -> Option<Option<Edit>> + Send>;
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// One revision of a fleet's data, as an edge applies it: edits through the zone model, then
+/// the zones' SOA settings and serials as the source of truth has them.
+#[derive(Debug, Default)]
+pub struct RemoteChange {
+    pub edits: Vec<Edit>,
+    /// `(apex, SOA settings, serial)`, set without a serial bump after the edits.
+    pub zone_meta: Vec<(Name, crate::zone::SoaParams, u32)>,
+    /// The revision the zones are a copy of afterwards (kept in the store's meta table).
+    pub revision: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +115,9 @@ pub enum EngineError {
     Store(#[source] StoreError),
     #[error("the change is stored and served by the fallback, but the fast path could not be updated and is switched off")]
     FastPath(#[source] MapWriteError),
+    /// In a fleet: the source of truth refused or could not take the change.
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
 }
 
 /// What a change did.
@@ -88,6 +141,9 @@ pub struct Engine<S = Store, M = FastPath> {
     /// serials (NOTIFY): a watch never blocks the writer, and a slow reader just sees the latest
     /// count.
     published: watch::Sender<u64>,
+    /// In a fleet, where [`Engine::apply`] sends changes; the engine then only applies what
+    /// the fleet's revisions bring ([`Engine::apply_remote`]).
+    remote: std::sync::OnceLock<Arc<dyn RemoteWriter>>,
 }
 
 impl<S: Persist, M: MapWriter> Engine<S, M> {
@@ -98,6 +154,7 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
             store,
             writer: tokio::sync::Mutex::new(()),
             published: watch::Sender::new(0),
+            remote: std::sync::OnceLock::new(),
         })
     }
 
@@ -145,9 +202,28 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
             .map_err(EngineError::FastPath)
     }
 
+    /// Sends every later change to `remote` (a fleet's source of truth) instead of applying it
+    /// here. Set once, at start-up.
+    pub fn set_remote(&self, remote: Arc<dyn RemoteWriter>) {
+        if self.remote.set(remote).is_err() {
+            error!("the engine's remote writer is set already");
+        }
+    }
+
     /// Applies one change end to end; returns once it is on disk, served by the fallback and in
-    /// the maps.
+    /// the maps. In a fleet the change is committed to the fleet's source of truth first and
+    /// applied here as the revision it made.
     pub async fn apply(self: &Arc<Self>, edit: Edit) -> Result<Applied, EngineError> {
+        if let Some(remote) = self.remote.get() {
+            let applied = remote
+                .write(Box::new(move |_| Some(Some(edit.clone()))))
+                .await?;
+            let serial = applied.map_or(0, |a| a.serial);
+            return Ok(applied.unwrap_or(Applied {
+                serial,
+                sync: SyncReport::default(),
+            }));
+        }
         let _writer = self.writer.lock().await;
         let this = Arc::clone(self);
         // Commit and map writes block (fsync, bpf syscalls): keep them off the async workers.
@@ -174,13 +250,34 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
     /// with no other write in between: a check `build` makes of the current data (a dynamic
     /// update's prerequisites, RFC 2136 §3.2) still holds when its edit lands. `Ok(None)` from
     /// `build`: nothing to change, nothing applied.
+    ///
+    /// In a fleet `build` may run more than once: again on a newer version when another writer
+    /// committed first.
     pub async fn apply_with<E>(
         self: &Arc<Self>,
-        build: impl FnOnce(&ZoneSet) -> Result<Option<Edit>, E> + Send + 'static,
+        mut build: impl FnMut(&ZoneSet) -> Result<Option<Edit>, E> + Send + 'static,
     ) -> Result<Option<Applied>, E>
     where
         E: From<EngineError> + Send + 'static,
     {
+        if let Some(remote) = self.remote.get() {
+            // The build's own error is kept here: the remote writer only hears that it refused.
+            let refused = Arc::new(Mutex::new(None));
+            let slot = Arc::clone(&refused);
+            let result = remote
+                .write(Box::new(move |zones| match build(zones) {
+                    Ok(edit) => Some(edit),
+                    Err(e) => {
+                        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        None
+                    }
+                }))
+                .await;
+            if let Some(e) = refused.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                return Err(e);
+            }
+            return result.map_err(E::from);
+        }
         let _writer = self.writer.lock().await;
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
@@ -194,6 +291,75 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    /// Applies one revision of a fleet's data: its edits and zone settings on a copy, then the
+    /// store (with the revision, in the same transaction), the served version and the maps, as
+    /// one change. An edit the zone model refuses (data the source of truth should never hold)
+    /// is logged and left out; the rest goes in.
+    pub async fn apply_remote(self: &Arc<Self>, change: RemoteChange) -> Result<(), EngineError> {
+        let _writer = self.writer.lock().await;
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || this.apply_remote_blocking(change))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    fn apply_remote_blocking(&self, change: RemoteChange) -> Result<(), EngineError> {
+        let prev = self.zones();
+        let mut next = ZoneSet::clone(&prev);
+        let mut changes = ChangeSet::default();
+        for edit in change.edits {
+            let apex = edit.apex().clone();
+            match next.apply(edit) {
+                Ok(c) => changes.merge(c),
+                Err(e) => {
+                    error!(zone = %apex, revision = change.revision, "fleet change refused by the zone model; left out: {e}")
+                }
+            }
+        }
+        for (apex, soa, serial) in change.zone_meta {
+            match next.set_zone_meta(&apex, soa, serial) {
+                Ok(c) => changes.merge(c),
+                Err(e) => {
+                    error!(zone = %apex, revision = change.revision, "fleet zone settings refused; left out: {e}")
+                }
+            }
+        }
+        let journal = journal::diff(&prev, &next, &changes);
+        if let Err(e) = self
+            .store
+            .persist_at(&next, &changes, &journal, change.revision)
+        {
+            error!(
+                revision = change.revision,
+                "commit of a fleet revision failed: {e:#}"
+            );
+            return Err(EngineError::Store(e));
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let next = Arc::new(next);
+        self.zones.publish(Arc::clone(&next));
+        let synced = self.with_fast(|fast| compile::sync(fast, &next, &changes));
+        self.published.send_modify(|n| *n += 1);
+        if let Some(Err(e)) = synced {
+            error!("fast-path map write failed; switching the fast path off: {e:#}");
+            self.with_fast(|fast| {
+                if let Err(e) = fast.disable() {
+                    error!("switching the fast path off failed too: {e:#}");
+                }
+            });
+            return Err(EngineError::FastPath(e));
+        }
+        info!(
+            revision = change.revision,
+            zones = changes.zones_soa.len(),
+            "fleet revision applied"
+        );
+        reclaim(prev);
+        Ok(())
     }
 
     /// [`Engine::apply`] under the writer lock.

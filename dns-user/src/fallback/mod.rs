@@ -111,7 +111,35 @@ pub struct FallbackConfig {
     pub tcp_max_per_source: usize,
     /// This server's identifier, sent in an NSID option (RFC 5001) to queries that ask for it.
     pub nsid: Option<Vec<u8>>,
+    /// Set while a fleet edge is cut off from its source of truth: misses in our zones are
+    /// answered SERVFAIL.
+    pub stale_misses: StaleMisses,
 }
+
+/// A switch the fleet flips while this edge can't know whether a name it lacks was created
+/// since it lost touch with etcd: NXDOMAIN and NODATA become SERVFAIL, so resolvers ask another
+/// server rather than cache a wrong negative answer.
+#[derive(Clone, Debug, Default)]
+pub struct StaleMisses(Arc<std::sync::atomic::AtomicBool>);
+
+impl StaleMisses {
+    pub fn set(&self, on: bool) {
+        self.0.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Settings compare equal when they share the same switch.
+impl PartialEq for StaleMisses {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for StaleMisses {}
 
 impl Default for FallbackConfig {
     fn default() -> Self {
@@ -125,6 +153,7 @@ impl Default for FallbackConfig {
             tcp_max_connections: 256,
             tcp_max_per_source: 64,
             nsid: None,
+            stale_misses: StaleMisses::default(),
         }
     }
 }
@@ -633,7 +662,7 @@ mod tests {
         impl UpdateHandler for Gated {
             fn apply_update(
                 self: Arc<Self>,
-                build: update::Build,
+                mut build: update::Build,
             ) -> std::pin::Pin<
                 Box<
                     dyn std::future::Future<

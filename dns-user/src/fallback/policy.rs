@@ -21,7 +21,7 @@ use crate::{
     journal::JournalSource,
     limit::Limits,
     tsig::{self, Key, KeyRing, Rejection, ResponseTsig},
-    zone::{normalize, ZoneSet},
+    zone::{normalize, ResolutionKind, ZoneSet},
 };
 
 /// What the answer to a message needs beyond the zones and settings.
@@ -276,6 +276,12 @@ fn answer_query(
     }
 
     let mut res = zones.resolve(q.name(), q.query_type());
+    if matches!(res.kind, ResolutionKind::Nxdomain | ResolutionKind::Nodata)
+        && cfg.stale_misses.is_set()
+    {
+        debug!(id = req.id, "SERVFAIL: a miss while cut off from the fleet");
+        return error(ResponseCode::ServFail);
+    }
     if q.query_type() == RecordType::ANY && transport == Transport::Udp {
         minimal_any(&mut res.answers);
     }

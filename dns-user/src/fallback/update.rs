@@ -48,8 +48,9 @@ pub trait UpdateHandler: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Result<Option<Applied>, UpdateError>> + Send>>;
 }
 
-/// Builds the edit of an update from the zones it will be applied to.
-pub type Build = Box<dyn FnOnce(&ZoneSet) -> Result<Option<Edit>, UpdateError> + Send>;
+/// Builds the edit of an update from the zones it will be applied to. In a fleet it may run
+/// again, on a newer version, when another writer committed first.
+pub type Build = Box<dyn FnMut(&ZoneSet) -> Result<Option<Edit>, UpdateError> + Send>;
 
 impl<S: Persist, M: MapWriter> UpdateHandler for Engine<S, M> {
     fn apply_update(
@@ -188,7 +189,7 @@ enum Op {
 
 /// An update message, checked as far as it can be without the zone's data (RFC 2136 §3.1,
 /// §3.2.1-§3.2.4's form checks, §3.4.1's prescan).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct Update {
     zone: Name,
     prereqs: Vec<Prereq>,
@@ -580,7 +581,7 @@ impl Pending {
             .and_then(|t| t.key())
             .map(|k| k.name.to_string());
         let rcode = match handler
-            .apply_update(Box::new(move |zones| update.build(zones)))
+            .apply_update(Box::new(move |zones| update.clone().build(zones)))
             .await
         {
             Ok(Some(applied)) => {

@@ -435,6 +435,25 @@ impl ZoneSet {
             })
     }
 
+    /// Sets a zone's SOA settings and serial as they are, with no serial bump: a fleet edge
+    /// takes both from the fleet's source of truth, where the writer's edit already bumped it.
+    pub(crate) fn set_zone_meta(
+        &mut self,
+        apex: &Name,
+        soa: SoaParams,
+        serial: u32,
+    ) -> Result<ChangeSet, ZoneError> {
+        let apex = CanonName::new(apex);
+        let zone = self.zone_mut(&apex)?;
+        soa.validate()?;
+        zone.soa = soa.normalized();
+        zone.serial = serial;
+        let mut changes = ChangeSet::default();
+        changes.names.insert(apex.name().clone());
+        changes.zones_soa.insert(apex.name().clone());
+        Ok(changes)
+    }
+
     /// [`Edit::PatchSoa`]: the fields not in `patch` keep their current values.
     fn patch_soa(&mut self, apex: &CanonName, patch: &SoaChange) -> Result<ChangeSet, ZoneError> {
         let zone = self.zone_mut(apex)?;

@@ -9,6 +9,7 @@ mod durability;
 mod failed_start;
 mod fallback;
 mod fast_path;
+mod fleet;
 mod harness;
 mod listen;
 mod metrics;

@@ -15,13 +15,13 @@ use std::{
     time::Instant,
 };
 
-use dns_common::{Stat, OPT_LOOPBACK, OPT_PASS_NSID};
+use dns_common::{Stat, OPT_LOOPBACK, OPT_PASS_NSID, OPT_STALE_MISSES};
 use dns_user::zone::ZoneSet;
 use rand::{Rng, SeedableRng};
 use tests::{
     dns_message::{
         header, name_text, opt_rr, wire_name, QuerySpec, CLASS_CH, FLAG_QR, FLAG_RD, FLAG_TC,
-        OPCODE_NOTIFY, OPCODE_UPDATE, TYPE_A,
+        OPCODE_NOTIFY, OPCODE_UPDATE, TYPE_A, TYPE_AAAA,
     },
     fixture::{self, Gen, EXAMPLE},
     packet::{build_frame, set_ipv4_checksum, udp_checksum_ok, FrameSpec},
@@ -1365,4 +1365,63 @@ fn xdp_negative_answers_come_from_the_closest_zone() {
             >= 10,
         "names of the removed zone: {tally:?}"
     );
+}
+
+/// A fleet edge cut off from etcd sets `OPT_STALE_MISSES`: NXDOMAIN and NODATA go up (counted as
+/// `disabled`) for the fallback's SERVFAIL, while names with data are still answered at XDP;
+/// cleared, negative answers are given at XDP again.
+#[test]
+fn xdp_passes_misses_up_while_stale() {
+    let (mut runner, zones) = setup();
+    let query = |name: &str, qtype: u16| {
+        build_frame(
+            &spec(false, None),
+            &QuerySpec::new(0x3456, name, qtype).to_wire(),
+        )
+    };
+    let nxdomain = query("no-such-name.example.com.", TYPE_A);
+    let nodata = query("a1.example.com.", TYPE_AAAA);
+    let hit = query("a1.example.com.", TYPE_A);
+    let mut failures = Vec::new();
+    let mut check = |runner: &mut XdpRunner, what: &str, frame: &[u8], want: (u32, Stat)| {
+        if let Err(e) = run_expecting(runner, &zones, frame, want) {
+            failures.push(format!("{what}: {e}"));
+        }
+    };
+    let answer = (XDP_TX, Stat::AnsweredAnswer);
+    let set = |runner: &mut XdpRunner, on: bool| {
+        let mut cfg = runner.fast.config().expect("config");
+        if on {
+            cfg.options |= OPT_STALE_MISSES;
+        } else {
+            cfg.options &= !OPT_STALE_MISSES;
+        }
+        runner.fast.set_config(cfg).expect("set config");
+    };
+    check(
+        &mut runner,
+        "NXDOMAIN",
+        &nxdomain,
+        (XDP_TX, Stat::AnsweredNxdomain),
+    );
+    check(
+        &mut runner,
+        "NODATA",
+        &nodata,
+        (XDP_TX, Stat::AnsweredNodata),
+    );
+    set(&mut runner, true);
+    let passed = (XDP_PASS, Stat::PassDisabled);
+    check(&mut runner, "stale NXDOMAIN", &nxdomain, passed);
+    check(&mut runner, "stale NODATA", &nodata, passed);
+    check(&mut runner, "stale answer", &hit, answer);
+    set(&mut runner, false);
+    check(
+        &mut runner,
+        "NXDOMAIN again",
+        &nxdomain,
+        (XDP_TX, Stat::AnsweredNxdomain),
+    );
+    check(&mut runner, "answer", &hit, answer);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

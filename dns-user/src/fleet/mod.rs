@@ -1,0 +1,544 @@
+//! A fleet of edges on etcd: etcd is the source of truth for zones and RRsets, every edge
+//! applies the same history to its own store, maps and fallback, and a write is confirmed once
+//! every live edge answers it.
+//!
+//! ```text
+//! API (any edge) -> Edit -> ZoneSet::apply on this edge's version -> keys to put/delete
+//!    -> one etcd transaction, guarded by the zones' mod revisions (writer.rs)
+//! etcd watch (every edge) -> one revision's events -> Engine::apply_remote
+//!    -> store (+ revision) -> served version -> maps -> publish the applied revision (follower.rs)
+//! edges' registrations under leases -> all live edges >= the write's revision -> 200 (registry.rs)
+//! ```
+//!
+//! The engine stays the one local writer: the follower turns each etcd revision into one engine
+//! change. Without `--etcd` none of this runs and the daemon is the single host it always was.
+
+mod codec;
+mod follower;
+mod registry;
+mod writer;
+
+use std::{
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use hickory_proto::rr::Name;
+use rustls_pki_types::pem::PemObject as _;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use self::{
+    codec::{DataKey, Keys, Value},
+    registry::{EdgeInfo, EdgeView},
+    writer::{seed, Outcome, SeedError, Seeded, WriteContext, MAX_BYTES, MAX_OPS, WRITE},
+};
+use crate::{engine::Engine, fallback::StaleMisses};
+
+/// A write that lost a race waits at most this long for this edge's follower to catch up
+/// before validating again.
+const LOCAL_APPLY_WAIT: Duration = Duration::from_secs(10);
+/// Longest a single etcd request may take before it counts as unreachable.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where etcd is and how to reach it: `serve`'s and `fleet seed`'s flags.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct EtcdArgs {
+    /// etcd endpoints (comma-separated, e.g. http://10.0.0.1:2379,http://10.0.0.2:2379): makes
+    /// the daemon an edge of a fleet whose zones and records live in etcd. Without it the daemon
+    /// is a single host with its own store.
+    #[arg(long, value_delimiter = ',', value_name = "URL")]
+    pub etcd: Vec<String>,
+    /// The key prefix the fleet's data lives under in etcd.
+    #[arg(long, default_value = "/edgedns/v1")]
+    pub etcd_prefix: String,
+    /// CA certificate (PEM) that signed the etcd servers' certificates (https:// endpoints).
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd.
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+}
+
+/// What an edge answers for a name it has no data for while it is cut off from etcd.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum MissPolicy {
+    /// SERVFAIL: the name may have been created since; resolvers try another edge.
+    #[default]
+    Servfail,
+    /// NXDOMAIN/NODATA as usual, from the data the edge has.
+    Nxdomain,
+}
+
+/// `serve`'s fleet flags.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct FleetArgs {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// This edge's name in the fleet (default: the host name).
+    #[arg(long, value_name = "ID")]
+    pub edge_id: Option<String>,
+    /// The region `GET /v1/edges` shows for this edge.
+    #[arg(long, default_value = "", value_name = "NAME")]
+    pub region: String,
+    /// The address `GET /v1/edges` shows for this edge (default: the DNS listen address).
+    #[arg(long, value_name = "ADDR")]
+    pub edge_address: Option<String>,
+    /// Seconds of the edge's lease: an edge not heard from for this long drops out of the live
+    /// edges, and an edge that can't reach etcd for this long answers misses as --stale-misses.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub lease_ttl: u32,
+    /// How long a write waits for every live edge to apply it before answering 202 with a
+    /// change id (`GET /v1/changes/{id}`).
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    pub confirm_wait_ms: u64,
+    /// How an edge cut off from etcd for longer than its lease answers names it has no data
+    /// for in its zones.
+    #[arg(long, value_enum, default_value = "servfail")]
+    pub stale_misses: MissPolicy,
+}
+
+impl FleetArgs {
+    pub fn enabled(&self) -> bool {
+        !self.etcd.etcd.is_empty()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("reading {}", path.display())]
+    ReadTls {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {reason}", path.display())]
+    BadTls { path: PathBuf, reason: String },
+    #[error("bad etcd client settings (endpoints, certificates)")]
+    Connect(#[source] etcd_client::Error),
+    #[error("etcd is unreachable; nothing changed")]
+    Unavailable(#[source] etcd_client::Error),
+    #[error("etcd did not answer within {0:?}; nothing changed")]
+    Timeout(Duration),
+    #[error("the change needs {needed} etcd operations; one transaction takes at most {limit}: split it into smaller batches")]
+    TooManyOps { needed: usize, limit: usize },
+    #[error("the change is {bytes} bytes; one etcd transaction takes at most {limit} bytes: split it into smaller batches")]
+    TooLarge { bytes: usize, limit: usize },
+    #[error("zone {zone} changed after revision {if_match} (now at revision {current})")]
+    PreconditionFailed {
+        zone: String,
+        if_match: i64,
+        current: i64,
+    },
+    #[error("other writers kept changing zone {zone}; try again")]
+    Contended { zone: String },
+    #[error("this edge could not catch up with etcd (revision {revision}) to check the change against; nothing changed")]
+    Behind { revision: i64 },
+    #[error("encoding {what}: {reason}")]
+    Encode { what: String, reason: String },
+    #[error("the edge is stopping")]
+    Stopped,
+    #[error("applying revision {revision} here")]
+    Apply {
+        revision: i64,
+        #[source]
+        source: Box<crate::engine::EngineError>,
+    },
+}
+
+impl FleetError {
+    /// The HTTP status the API answers this with.
+    pub fn status(&self) -> u16 {
+        match self {
+            FleetError::TooManyOps { .. } | FleetError::TooLarge { .. } => 413,
+            FleetError::PreconditionFailed { .. } | FleetError::Contended { .. } => 409,
+            FleetError::Unavailable(_)
+            | FleetError::Timeout(_)
+            | FleetError::Stopped
+            | FleetError::Behind { .. } => 503,
+            _ => 500,
+        }
+    }
+}
+
+/// Connects a client (no request is made yet: a refused certificate or bad URL fails here,
+/// an unreachable server at the first request).
+pub async fn connect(args: &EtcdArgs) -> Result<Client, FleetError> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|source| FleetError::ReadTls {
+            path: path.clone(),
+            source,
+        })
+    };
+    let mut options = ConnectOptions::new()
+        // HTTP/2 pings notice a silent partition (a dead peer never resets the connection);
+        // the follower's watch and the lease then fail and are set up again.
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        .with_keep_alive_while_idle(true)
+        .with_connect_timeout(Duration::from_secs(3))
+        // A watch on a member that lost its leader would hear nothing: be told instead.
+        .with_require_leader(true);
+    if args.etcd_ca.is_some() || args.etcd_cert.is_some() {
+        let mut tls = TlsOptions::new();
+        if let Some(ca) = &args.etcd_ca {
+            let pem = read(ca)?;
+            check_certificates(ca, &pem)?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        if let (Some(cert), Some(key)) = (&args.etcd_cert, &args.etcd_key) {
+            let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+            check_certificates(cert, &cert_pem)?;
+            if let Err(e) = rustls_pki_types::PrivateKeyDer::from_pem_slice(&key_pem) {
+                return Err(FleetError::BadTls {
+                    path: key.clone(),
+                    reason: format!("no private key in PEM form ({e:?})"),
+                });
+            }
+            tls = tls.identity(Identity::from_pem(cert_pem, key_pem));
+        }
+        options = options.with_tls(tls);
+    }
+    Client::connect(&args.etcd, Some(options))
+        .await
+        .map_err(FleetError::Connect)
+}
+
+/// A PEM file must hold certificates, all readable: tonic takes a file without any and only
+/// fails at the handshake, which would look like etcd being down.
+fn check_certificates(path: &std::path::Path, pem: &[u8]) -> Result<(), FleetError> {
+    use rustls_pki_types::CertificateDer;
+    let bad = |reason: String| FleetError::BadTls {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut count = 0;
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        cert.map_err(|e| bad(format!("unreadable certificate ({e:?})")))?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err(bad("no certificate in PEM form".into()));
+    }
+    Ok(())
+}
+
+/// Runs `f` against etcd within [`REQUEST_TIMEOUT`].
+async fn request<T>(
+    f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, FleetError> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
+        Ok(r) => r.map_err(FleetError::Unavailable),
+        Err(_) => Err(FleetError::Timeout(REQUEST_TIMEOUT)),
+    }
+}
+
+/// What this edge has applied: its version of the zones is etcd at `revision`, and each zone
+/// key's mod revision is what the writer guards its transactions with. Changed only by the
+/// follower, together with the engine's version (under [`Fleet::applied`]'s lock), so a writer
+/// reads a consistent pair.
+#[derive(Debug, Default)]
+struct Applied {
+    revision: i64,
+    zone_mods: std::collections::HashMap<Name, i64>,
+}
+
+/// Counters and gauges for `/metrics`.
+#[derive(Debug, Default)]
+pub struct FleetStats {
+    pub watch_reconnects: AtomicU64,
+    pub resyncs: AtomicU64,
+    /// Histogram of write confirmation times: counts per [`CONFIRM_BUCKETS`] bound, then +Inf.
+    confirm: Mutex<([u64; CONFIRM_BUCKETS.len() + 1], f64)>,
+}
+
+/// Upper bounds, in seconds, of the confirmation-time histogram's buckets.
+pub const CONFIRM_BUCKETS: [f64; 8] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+impl FleetStats {
+    fn observe_confirm(&self, seconds: f64) {
+        let mut h = self.confirm.lock().unwrap_or_else(|p| p.into_inner());
+        let i = CONFIRM_BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(CONFIRM_BUCKETS.len());
+        h.0[i] += 1;
+        h.1 += seconds;
+    }
+
+    /// Cumulative bucket counts (the last is +Inf, the total) and the sum.
+    pub fn confirm_histogram(&self) -> (Vec<u64>, f64) {
+        let h = self.confirm.lock().unwrap_or_else(|p| p.into_inner());
+        let mut acc = 0;
+        let counts =
+            h.0.iter()
+                .map(|c| {
+                    acc += c;
+                    acc
+                })
+                .collect();
+        (counts, h.1)
+    }
+}
+
+/// An edge of a fleet: the follower, the registry and the writer share this.
+pub struct Fleet {
+    client: Client,
+    keys: Keys,
+    engine: Arc<Engine>,
+    args: FleetArgs,
+    edge_id: String,
+    edge_address: String,
+    applied: tokio::sync::Mutex<Applied>,
+    /// This edge's writers take turns (see the writer).
+    write_turn: tokio::sync::Mutex<()>,
+    /// The revision this edge has applied (and its maps answer), for the publisher and waiters.
+    applied_tx: watch::Sender<i64>,
+    /// The live edges, as their registrations in etcd say.
+    edges_tx: watch::Sender<registry::Edges>,
+    /// When etcd last answered this edge.
+    last_contact: Mutex<Option<Instant>>,
+    /// The first reconcile with etcd finished (or, with etcd unreachable at start, the local
+    /// copy is what is served).
+    synced: AtomicBool,
+    connected: AtomicBool,
+    /// Misses in our zones are answered SERVFAIL (cut off longer than the lease).
+    stale: StaleMisses,
+    /// This edge's current lease (0: none).
+    lease: AtomicI64,
+    pub stats: FleetStats,
+    /// When each recent revision was first seen here, for the lag in seconds.
+    seen: Mutex<std::collections::VecDeque<(i64, SystemTime)>>,
+}
+
+/// What `/readyz` and `/metrics` show of the fleet.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FleetStatus {
+    pub edge_id: String,
+    /// `syncing` (not yet reconciled), `connected`, or `disconnected` (serving the local copy;
+    /// see `stale`).
+    pub state: &'static str,
+    pub applied_revision: i64,
+    pub synced: bool,
+    pub connected: bool,
+    pub stale: bool,
+}
+
+impl Fleet {
+    /// Connects to etcd, reconciles the engine's zones with it (within a few seconds; if etcd
+    /// can't be reached, the local copy is served and the follower keeps trying), registers
+    /// this edge and starts the follower, the registry watch and the presence tasks. From here
+    /// on the engine's writes go to etcd.
+    pub async fn start(
+        args: FleetArgs,
+        default_address: String,
+        engine: Arc<Engine>,
+        stale: StaleMisses,
+        tasks: &mut tokio::task::JoinSet<()>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Fleet>, FleetError> {
+        let client = connect(&args.etcd).await?;
+        let edge_id = args.edge_id.clone().unwrap_or_else(host_name);
+        let edge_address = args.edge_address.clone().unwrap_or(default_address);
+        let start_revision = engine
+            .store()
+            .fleet_revision()
+            .ok()
+            .flatten()
+            .and_then(|r| i64::try_from(r).ok())
+            .unwrap_or(0);
+        let fleet = Arc::new(Fleet {
+            client,
+            keys: Keys::new(&args.etcd.etcd_prefix),
+            engine: engine.clone(),
+            edge_id,
+            edge_address,
+            applied: tokio::sync::Mutex::new(Applied {
+                revision: start_revision,
+                zone_mods: Default::default(),
+            }),
+            write_turn: tokio::sync::Mutex::new(()),
+            applied_tx: watch::Sender::new(start_revision),
+            edges_tx: watch::Sender::new(Default::default()),
+            // Cut off "for longer than the lease" counts from the start: the local copy is
+            // as old as it is, but this edge only knows etcd is out of reach from now.
+            last_contact: Mutex::new(Some(Instant::now())),
+            synced: AtomicBool::new(false),
+            connected: AtomicBool::new(false),
+            stale,
+            lease: AtomicI64::new(0),
+            stats: FleetStats::default(),
+            seen: Mutex::new(Default::default()),
+            args,
+        });
+        engine.set_remote(Arc::new(writer::Writer(Arc::downgrade(&fleet))));
+        let (first_sync, synced) = tokio::sync::oneshot::channel();
+        let (first_registration, registered) = tokio::sync::oneshot::channel();
+        tasks.spawn(follower::run(fleet.clone(), first_sync, shutdown.clone()));
+        tasks.spawn(registry::watch_edges(fleet.clone(), shutdown.clone()));
+        tasks.spawn(registry::presence(
+            fleet.clone(),
+            first_registration,
+            shutdown.clone(),
+        ));
+        tasks.spawn(watch_partition(fleet.clone(), shutdown));
+        // etcd within reach: serve only once this edge has what the fleet has, and is
+        // registered (writes from then on wait for it).
+        let wait = Duration::from_secs(u64::from(fleet.args.lease_ttl).max(3));
+        let both = async { synced.await.is_ok() && registered.await.is_ok() };
+        match tokio::time::timeout(wait, both).await {
+            Ok(true) => {
+                info!(edge = %fleet.edge_id, revision = fleet.applied_revision(), "fleet: in step with etcd")
+            }
+            _ => {
+                warn!(edge = %fleet.edge_id, revision = start_revision, "fleet: etcd not reachable; serving the local copy until it is");
+                fleet.synced.store(true, Ordering::Relaxed);
+            }
+        }
+        Ok(fleet)
+    }
+
+    pub fn edge_id(&self) -> &str {
+        &self.edge_id
+    }
+
+    pub fn applied_revision(&self) -> i64 {
+        *self.applied_tx.borrow()
+    }
+
+    /// How long a write waits for the fleet.
+    pub fn confirm_wait(&self) -> Duration {
+        Duration::from_millis(self.args.confirm_wait_ms)
+    }
+
+    pub fn status(&self) -> FleetStatus {
+        let synced = self.synced.load(Ordering::Relaxed);
+        let connected = self.connected.load(Ordering::Relaxed);
+        let stale = self.stale.is_set();
+        let state = if !synced {
+            "syncing"
+        } else if connected {
+            "connected"
+        } else {
+            "disconnected"
+        };
+        FleetStatus {
+            edge_id: self.edge_id.clone(),
+            state,
+            applied_revision: self.applied_revision(),
+            synced,
+            connected,
+            stale,
+        }
+    }
+
+    /// Notes that etcd answered.
+    fn contact(&self) {
+        *self.last_contact.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    fn since_contact(&self) -> Option<Duration> {
+        self.last_contact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|t| t.elapsed())
+    }
+
+    /// Notes when a revision was first seen here (for lag in seconds).
+    fn saw(&self, revision: i64) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.back().is_none_or(|(r, _)| *r < revision) {
+            seen.push_back((revision, SystemTime::now()));
+            if seen.len() > 4096 {
+                seen.pop_front();
+            }
+        }
+    }
+
+    /// How long ago the first revision after `applied` was seen here (0 if none is known).
+    fn lag_seconds(&self, applied: i64) -> f64 {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.iter()
+            .find(|(r, _)| *r > applied)
+            .and_then(|(_, t)| t.elapsed().ok())
+            .map_or(0.0, |d| d.as_secs_f64())
+    }
+
+    /// Turns the SERVFAIL answers to misses on or off, on both paths: the fallback's switch and
+    /// the XDP program's option (which passes negative answers up to the fallback).
+    fn set_stale(&self, on: bool) {
+        self.stale.set(on);
+        self.engine.with_fast(|fast| {
+            let result = fast.config().and_then(|mut cfg| {
+                if on {
+                    cfg.options |= dns_common::OPT_STALE_MISSES;
+                } else {
+                    cfg.options &= !dns_common::OPT_STALE_MISSES;
+                }
+                fast.set_config(cfg)
+            });
+            if let Err(e) = result {
+                warn!("fleet: setting the fast path's stale-misses option: {e}");
+            }
+        });
+    }
+
+    /// The live edges that have not applied `revision` yet.
+    pub fn behind(&self, revision: i64) -> Vec<String> {
+        registry::behind(&self.edges_tx.borrow(), revision)
+    }
+
+    /// The edges as the registry sees them, with lags against the newest applied revision.
+    pub fn edges(&self) -> EdgeView {
+        registry::view(self)
+    }
+
+    /// [`Fleet::edges`], each edge's last contact read from its lease (a request per edge).
+    pub async fn edges_with_contact(&self) -> EdgeView {
+        registry::view_with_contact(self).await
+    }
+}
+
+/// Marks the edge stale once etcd has not answered for longer than the lease, and not stale
+/// once the follower has reconciled after reconnecting (the follower clears it).
+async fn watch_partition(fleet: Arc<Fleet>, shutdown: CancellationToken) {
+    let lease = Duration::from_secs(u64::from(fleet.args.lease_ttl));
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let cut_off = fleet.since_contact().is_none_or(|d| d > lease);
+        if cut_off {
+            fleet.connected.store(false, Ordering::Relaxed);
+        }
+        if cut_off && fleet.args.stale_misses == MissPolicy::Servfail && !fleet.stale.is_set() {
+            warn!(edge = %fleet.edge_id, "fleet: cut off from etcd longer than the lease; misses in our zones are answered SERVFAIL");
+            fleet.set_stale(true);
+        }
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "edge".into())
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

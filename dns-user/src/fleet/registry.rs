@@ -1,0 +1,345 @@
+//! The edges of the fleet: each registers under a lease (its key goes when it stops renewing
+//! it) and publishes the last revision it has applied, which its maps answer. Every edge watches
+//! the registrations; a write is confirmed once each live edge has published its revision.
+
+use std::{
+    collections::BTreeMap,
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use etcd_client::{EventType, GetOptions, PutOptions, WatchOptions};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{request, unix_now, Fleet};
+
+/// An edge's registration, as stored (JSON) under `{prefix}/edges/{id}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EdgeInfo {
+    pub id: String,
+    pub address: String,
+    pub region: String,
+    pub version: String,
+    pub applied_revision: i64,
+    /// When the edge wrote this, in seconds since the Unix epoch.
+    pub updated: f64,
+}
+
+/// A live edge: its registration and the lease it goes with.
+#[derive(Clone, Debug)]
+pub struct EdgeRecord {
+    pub info: EdgeInfo,
+    pub lease: i64,
+}
+
+/// The live edges, as of an etcd revision.
+#[derive(Clone, Debug, Default)]
+pub struct Edges {
+    pub map: BTreeMap<String, EdgeRecord>,
+    /// The etcd revision the map reflects: events at or before it are in it already.
+    pub revision: i64,
+}
+
+/// The live edges whose applied revision is older than `revision`.
+pub fn behind(edges: &Edges, revision: i64) -> Vec<String> {
+    edges
+        .map
+        .values()
+        .filter(|e| e.info.applied_revision < revision)
+        .map(|e| e.info.id.clone())
+        .collect()
+}
+
+/// One row of `GET /v1/edges`.
+#[derive(Clone, Debug, Serialize)]
+pub struct EdgeRow {
+    pub id: String,
+    pub address: String,
+    pub region: String,
+    pub version: String,
+    pub applied_revision: i64,
+    pub lag_revisions: i64,
+    pub lag_seconds: f64,
+    /// When the edge last renewed its lease or wrote its registration, seconds since the Unix
+    /// epoch.
+    pub last_contact: f64,
+    pub live: bool,
+}
+
+/// `GET /v1/edges`: the newest revision any live edge has applied, and every live edge.
+#[derive(Clone, Debug, Serialize)]
+pub struct EdgeView {
+    pub revision: i64,
+    pub edges: Vec<EdgeRow>,
+}
+
+pub(super) fn view(fleet: &Fleet) -> EdgeView {
+    let edges = fleet.edges_tx.borrow().map.clone();
+    let newest = edges
+        .values()
+        .map(|e| e.info.applied_revision)
+        .chain([fleet.applied_revision()])
+        .max()
+        .unwrap_or(0);
+    let rows = edges
+        .values()
+        .map(|e| {
+            let lag = (newest - e.info.applied_revision).max(0);
+            EdgeRow {
+                id: e.info.id.clone(),
+                address: e.info.address.clone(),
+                region: e.info.region.clone(),
+                version: e.info.version.clone(),
+                applied_revision: e.info.applied_revision,
+                lag_revisions: lag,
+                lag_seconds: if lag > 0 {
+                    fleet.lag_seconds(e.info.applied_revision)
+                } else {
+                    0.0
+                },
+                last_contact: e.info.updated,
+                live: true,
+            }
+        })
+        .collect();
+    EdgeView {
+        revision: newest,
+        edges: rows,
+    }
+}
+
+/// [`view`], with each edge's last contact taken from its lease: an edge renews it every third
+/// of its TTL, so the time left tells when it last did (to a second, etcd's resolution),
+/// whether or not its registration changed since.
+pub(super) async fn view_with_contact(fleet: &Fleet) -> EdgeView {
+    let mut view = view(fleet);
+    let leases: BTreeMap<String, i64> = fleet
+        .edges_tx
+        .borrow()
+        .map
+        .iter()
+        .map(|(id, r)| (id.clone(), r.lease))
+        .collect();
+    let mut client = fleet.client.lease_client();
+    let now = unix_now();
+    for row in &mut view.edges {
+        let Some(&lease) = leases.get(&row.id).filter(|l| **l != 0) else {
+            continue;
+        };
+        if let Ok(ttl) = request(client.time_to_live(lease, None)).await {
+            if ttl.ttl() > 0 {
+                let renewed = now - (ttl.granted_ttl() - ttl.ttl()) as f64;
+                row.last_contact = row.last_contact.max(renewed);
+            }
+        }
+    }
+    view
+}
+
+/// Keeps [`Fleet::edges_tx`] in step with the registrations in etcd: read them, then watch; set
+/// up again whenever the watch ends.
+pub(super) async fn watch_edges(fleet: Arc<Fleet>, shutdown: CancellationToken) {
+    let prefix = fleet.keys.edges();
+    loop {
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = follow_edges(&fleet, &prefix) => r,
+        };
+        if let Err(why) = result {
+            warn!(edge = %fleet.edge_id, "fleet: edge registry watch lost ({why}); reading again");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+        }
+    }
+}
+
+fn record(kv: &etcd_client::KeyValue) -> Option<EdgeRecord> {
+    let info: EdgeInfo = serde_json::from_slice(kv.value()).ok()?;
+    Some(EdgeRecord {
+        info,
+        lease: kv.lease(),
+    })
+}
+
+/// Reads the registrations whole; the map takes them if they are newer than what it has.
+/// Returns the revision read.
+pub(super) async fn refresh(fleet: &Fleet) -> Result<i64, String> {
+    let mut kv = fleet.client.kv_client();
+    let prefix = fleet.keys.edges();
+    let resp = request(kv.get(prefix, Some(GetOptions::new().with_prefix())))
+        .await
+        .map_err(|e| crate::error_chain(&e))?;
+    fleet.contact();
+    let revision = resp.header().map_or(0, |h| h.revision());
+    let map = resp
+        .kvs()
+        .iter()
+        .filter_map(record)
+        .map(|r| (r.info.id.clone(), r))
+        .collect();
+    fleet.edges_tx.send_if_modified(|edges| {
+        if revision <= edges.revision {
+            return false;
+        }
+        *edges = Edges { map, revision };
+        true
+    });
+    Ok(revision)
+}
+
+async fn follow_edges(fleet: &Fleet, prefix: &str) -> Result<(), String> {
+    let revision = refresh(fleet).await?;
+    let mut watch = fleet.client.watch_client();
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(revision + 1);
+    let mut stream = request(watch.watch(prefix, Some(options)))
+        .await
+        .map_err(|e| crate::error_chain(&e))?;
+    loop {
+        let resp = match stream.message().await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err("the watch closed".into()),
+            Err(e) => return Err(e.to_string()),
+        };
+        if resp.canceled() || resp.compact_revision() > 0 {
+            return Err("the watch was cancelled".into());
+        }
+        fleet.edges_tx.send_if_modified(|edges| {
+            let mut modified = false;
+            for ev in resp.events() {
+                let Some(kv) = ev.kv() else { continue };
+                // A whole read newer than the event has it already.
+                if kv.mod_revision() <= edges.revision {
+                    continue;
+                }
+                edges.revision = kv.mod_revision();
+                modified = true;
+                let id = String::from_utf8_lossy(kv.key())
+                    .trim_start_matches(prefix)
+                    .to_string();
+                match ev.event_type() {
+                    EventType::Delete => {
+                        edges.map.remove(&id);
+                    }
+                    EventType::Put => {
+                        if let Some(r) = record(kv) {
+                            edges.map.insert(id, r);
+                        }
+                    }
+                }
+            }
+            modified
+        });
+    }
+}
+
+/// Registers this edge under a lease, renews it, and publishes each revision it applies.
+/// A lost lease is granted again; a clean stop revokes it, so the fleet stops waiting for this
+/// edge at once.
+pub(super) async fn presence(
+    fleet: Arc<Fleet>,
+    registered: tokio::sync::oneshot::Sender<()>,
+    shutdown: CancellationToken,
+) {
+    let mut registered = Some(registered);
+    let ttl = i64::from(fleet.args.lease_ttl.max(1));
+    let key = fleet.keys.edge(&fleet.edge_id);
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        match hold_lease(&fleet, &key, ttl, &mut registered, &shutdown).await {
+            Ok(()) => {
+                // Stopping: let the others know now rather than when the lease runs out.
+                let lease = fleet.lease.swap(0, Ordering::Relaxed);
+                if lease != 0 {
+                    let mut client = fleet.client.lease_client();
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(1), client.revoke(lease)).await;
+                }
+                return;
+            }
+            Err(why) => {
+                warn!(edge = %fleet.edge_id, "fleet: lease lost ({why}); registering again")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+        }
+    }
+}
+
+async fn put_registration(fleet: &Fleet, key: &str, lease: i64) -> Result<(), String> {
+    let info = EdgeInfo {
+        id: fleet.edge_id.clone(),
+        address: fleet.edge_address.clone(),
+        region: fleet.args.region.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        applied_revision: fleet.applied_revision(),
+        updated: unix_now(),
+    };
+    let value = serde_json::to_vec(&info).map_err(|e| e.to_string())?;
+    let mut kv = fleet.client.kv_client();
+    request(kv.put(key, value, Some(PutOptions::new().with_lease(lease))))
+        .await
+        .map_err(|e| crate::error_chain(&e))?;
+    fleet.contact();
+    Ok(())
+}
+
+/// Holds one lease until it is lost (`Err`) or `shutdown` (`Ok`).
+async fn hold_lease(
+    fleet: &Fleet,
+    key: &str,
+    ttl: i64,
+    registered: &mut Option<tokio::sync::oneshot::Sender<()>>,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let mut leases = fleet.client.lease_client();
+    let grant = request(leases.grant(ttl, None))
+        .await
+        .map_err(|e| crate::error_chain(&e))?;
+    let lease = grant.id();
+    fleet.lease.store(lease, Ordering::Relaxed);
+    fleet.contact();
+    // Subscribe before the first put: a revision applied in between is published next.
+    let mut applied = fleet.applied_tx.subscribe();
+    applied.mark_unchanged();
+    put_registration(fleet, key, lease).await?;
+    info!(edge = %fleet.edge_id, lease, "fleet: edge registered");
+    if let Some(r) = registered.take() {
+        let _ = r.send(());
+    }
+    let (mut keeper, mut stream) = request(leases.keep_alive(lease))
+        .await
+        .map_err(|e| crate::error_chain(&e))?;
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        (u64::try_from(ttl).unwrap_or(1) * 1000 / 3).max(300),
+    ));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {
+                keeper.keep_alive().await.map_err(|e| e.to_string())?;
+            }
+            msg = stream.message() => match msg {
+                Ok(Some(r)) if r.ttl() > 0 => fleet.contact(),
+                Ok(Some(_)) => return Err("the lease expired".into()),
+                Ok(None) => return Err("the keep-alive stream closed".into()),
+                Err(e) => return Err(e.to_string()),
+            },
+            changed = applied.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                put_registration(fleet, key, lease).await?;
+            }
+        }
+    }
+}

@@ -1,0 +1,856 @@
+//! A fleet in process: a real `etcd` (started here on free ports, killed on drop) and two or
+//! three daemons (`serve --etcd ... --xdp-mode off`) on port 0, each with its own store. Writes
+//! go in through one edge's API and are read back over UDP from every edge; an edge's path to
+//! etcd runs through a TCP relay the test can cut, for partitions and lease expiry. Every wait is
+//! bounded.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use clap::Parser;
+use dns_user::daemon::{self, DaemonError, Listeners};
+use hickory_proto::{
+    op::{Message, Query, ResponseCode},
+    rr::{Name, RData, RecordType},
+};
+use http_body_util::{BodyExt as _, Full};
+use hyper::{body::Bytes, Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::{
+    net::{TcpListener, TcpStream, UdpSocket},
+    task::JoinHandle,
+    time::timeout,
+};
+use tokio_util::sync::CancellationToken;
+
+const ZONE: &str = "fleet.test";
+const WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Parser)]
+struct Serve {
+    #[command(flatten)]
+    config: daemon::Config,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// An etcd member of its own, killed (by PID) on drop.
+struct Etcd {
+    child: Child,
+    url: String,
+    _dir: TempDir,
+}
+
+impl Etcd {
+    async fn start() -> Self {
+        let dir = TempDir::new().expect("temp dir");
+        let (client, peer) = (free_port(), free_port());
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new("etcd")
+            .args(["--name", "m1", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("m1={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd starts (Debian's etcd-server)");
+        let etcd = Etcd {
+            child,
+            url,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "etcd did not answer in 30 s");
+            if let Ok(Ok(mut c)) = timeout(
+                Duration::from_secs(2),
+                etcd_client::Client::connect([&etcd.url], None),
+            )
+            .await
+            {
+                if let Ok(Ok(_)) = timeout(Duration::from_secs(2), c.get("probe", None)).await {
+                    return etcd;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect([&self.url], None)
+            .await
+            .expect("etcd client")
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP relay to etcd that the test can cut (connections closed, the port refusing) and
+/// restore on the same port: an edge behind it loses etcd and finds it again.
+struct Relay {
+    addr: SocketAddr,
+    upstream: String,
+    stop: CancellationToken,
+}
+
+impl Relay {
+    async fn start(upstream: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let addr = listener.local_addr().expect("relay addr");
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let stop = CancellationToken::new();
+        tokio::spawn(relay(listener, upstream.clone(), stop.clone()));
+        Relay {
+            addr,
+            upstream,
+            stop,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn cut(&mut self) {
+        self.stop.cancel();
+    }
+
+    async fn restore(&mut self) {
+        self.stop = CancellationToken::new();
+        let deadline = Instant::now() + WAIT;
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) => assert!(Instant::now() < deadline, "rebinding the relay: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        tokio::spawn(relay(listener, self.upstream.clone(), self.stop.clone()));
+    }
+}
+
+async fn relay(listener: TcpListener, upstream: String, stop: CancellationToken) {
+    loop {
+        let (mut down, _) = tokio::select! {
+            _ = stop.cancelled() => return,
+            a = listener.accept() => match a { Ok(a) => a, Err(_) => return },
+        };
+        let (upstream, stop) = (upstream.clone(), stop.clone());
+        tokio::spawn(async move {
+            let Ok(mut up) = TcpStream::connect(&upstream).await else {
+                return;
+            };
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+            }
+        });
+    }
+}
+
+/// A daemon running in this process as an edge.
+struct Edge {
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), DaemonError>>,
+    udp: SocketAddr,
+    api: SocketAddr,
+}
+
+/// `serve --xdp-mode off --data-dir DATA --etcd URL --edge-id ID --lease-ttl 2 ...`.
+async fn start_edge(data: &Path, etcd: &str, id: &str, extra: &[&str]) -> Edge {
+    let data = data.to_str().expect("utf-8 temp dir");
+    let mut args = vec![
+        "serve",
+        "--xdp-mode",
+        "off",
+        "--data-dir",
+        data,
+        "--etcd",
+        etcd,
+        "--edge-id",
+        id,
+        "--lease-ttl",
+        "2",
+        "--zone",
+        ZONE,
+    ];
+    args.extend(extra);
+    let config = Serve::parse_from(args).config;
+    let listeners = Listeners {
+        webhook: None,
+        dns_udp: dns_user::fallback::bind_udp("127.0.0.1:0".parse().expect("addr"), 1)
+            .expect("bind udp"),
+        dns_tcp: vec![TcpListener::bind("127.0.0.1:0").await.expect("bind tcp")],
+        api: TcpListener::bind("127.0.0.1:0").await.expect("bind api"),
+    };
+    let udp = listeners.dns_udp[0].local_addr().expect("udp addr");
+    let api = listeners.api.local_addr().expect("api addr");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(daemon::run(config, listeners, shutdown.clone()));
+    let edge = Edge {
+        shutdown,
+        task,
+        udp,
+        api,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if edge.task.is_finished() {
+            let result = edge.task.await.expect("edge task");
+            panic!("edge {id} stopped while starting: {result:?}");
+        }
+        if let Ok(r) = edge.call(Method::GET, "/readyz", None, &[]).await {
+            if r.0 == StatusCode::OK {
+                return edge;
+            }
+        }
+        assert!(Instant::now() < deadline, "edge {id} not ready in 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Edge {
+    /// One API request: status, `X-Edgedns-Revision`, JSON body (`Null` if none).
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, String)],
+    ) -> anyhow::Result<(StatusCode, Option<i64>, Value)> {
+        let stream = timeout(WAIT, TcpStream::connect(self.api)).await??;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let conn = tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.api.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let bytes = match &body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                b.to_string().into_bytes()
+            }
+            None => Vec::new(),
+        };
+        let resp = timeout(
+            Duration::from_secs(20),
+            sender.send_request(req.body(Full::new(Bytes::from(bytes)))?),
+        )
+        .await??;
+        let status = resp.status();
+        let revision = resp
+            .headers()
+            .get("x-edgedns-revision")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let body = resp.into_body().collect().await?.to_bytes();
+        conn.abort();
+        let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        Ok((status, revision, json))
+    }
+
+    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> (i64, Value) {
+        let (status, rev, json) = self
+            .call(method.clone(), path, body, &[])
+            .await
+            .expect("API request");
+        // 200, or 201 for a created zone: what a single host answers; never 202.
+        assert!(
+            status.is_success() && status != StatusCode::ACCEPTED,
+            "{method} {path}: {status} {json}"
+        );
+        (rev.expect("X-Edgedns-Revision on a write"), json)
+    }
+
+    async fn put_a(&self, name: &str, addr: &str) -> (StatusCode, Option<i64>, Value) {
+        self.call(
+            Method::PUT,
+            &format!("/v1/zones/{ZONE}/records/{name}/A"),
+            Some(json!({"ttl": 30, "records": [addr]})),
+            &[],
+        )
+        .await
+        .expect("PUT")
+    }
+
+    /// Cancels the token; the daemon must return `Ok` in time.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the edge stops in time")
+            .expect("edge task")
+            .expect("the edge ran without error");
+    }
+}
+
+async fn ask(server: SocketAddr, name: &str) -> Message {
+    let mut m = Message::new();
+    m.set_id(0x5eed).add_query(Query::query(
+        Name::from_ascii(name).expect("name"),
+        RecordType::A,
+    ));
+    exchange(server, &m).await
+}
+
+/// Sends `m` over UDP and returns the answer.
+async fn exchange(server: SocketAddr, m: &Message) -> Message {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    sock.send_to(&m.to_vec().expect("encode"), server)
+        .await
+        .expect("send");
+    let mut buf = vec![0u8; 4096];
+    let (len, _) = timeout(WAIT, sock.recv_from(&mut buf))
+        .await
+        .expect("a UDP answer in time")
+        .expect("recv");
+    Message::from_vec(&buf[..len]).expect("answer parses")
+}
+
+/// The A addresses answered, or the RCODE if not NOERROR.
+async fn answer(edge: &Edge, name: &str) -> Result<Vec<String>, ResponseCode> {
+    let m = ask(edge.udp, &format!("{name}.{ZONE}.")).await;
+    if m.response_code() != ResponseCode::NoError {
+        return Err(m.response_code());
+    }
+    Ok(m.answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::A(a) => Some(a.to_string()),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Polls `f` every 100 ms until it holds, for at most `limit`.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !f().await {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn dirs(n: usize) -> (TempDir, Vec<PathBuf>) {
+    let dir = TempDir::new().expect("temp dir");
+    let paths = (0..n)
+        .map(|i| dir.path().join(format!("edge{i}")))
+        .collect();
+    (dir, paths)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_through_one_edge_is_answered_by_every_edge() {
+    let etcd = Etcd::start().await;
+    let (_tmp, data) = dirs(3);
+    let a = start_edge(&data[0], &etcd.url, "edge-a", &[]).await;
+    let b = start_edge(&data[1], &etcd.url, "edge-b", &[]).await;
+    let c = start_edge(&data[2], &etcd.url, "edge-c", &[]).await;
+    let edges = [&a, &b, &c];
+
+    // A write through any edge: once it answers 200, every edge answers the record.
+    for (i, writer) in edges.iter().enumerate() {
+        let addr = format!("192.0.2.{}", 10 + i);
+        let (status, rev, body) = writer.put_a(&format!("w{i}"), &addr).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(rev.is_some_and(|r| r > 0), "a write carries its revision");
+        for e in edges {
+            assert_eq!(answer(e, &format!("w{i}")).await, Ok(vec![addr.clone()]));
+        }
+    }
+    // Writers on different edges racing for the same zone: each validates against its own
+    // version, etcd orders them, the losers retry; every write lands once.
+    let writes = (0..24).map(|i| {
+        let e = edges[i % 3];
+        async move {
+            e.put_a(&format!("race{i}"), &format!("192.0.2.{}", 100 + i))
+                .await
+        }
+    });
+    for (i, (status, _, body)) in futures_join(writes).await.into_iter().enumerate() {
+        assert_eq!(status, StatusCode::OK, "race{i}: {body}");
+    }
+    for i in 0..24 {
+        let want = Ok(vec![format!("192.0.2.{}", 100 + i)]);
+        for e in edges {
+            assert_eq!(answer(e, &format!("race{i}")).await, want, "race{i}");
+        }
+    }
+    // The serial moved once per write, the same on every edge.
+    let (_, zone_a) = a.ok_get(&format!("/v1/zones/{ZONE}")).await;
+    let (_, zone_c) = c.ok_get(&format!("/v1/zones/{ZONE}")).await;
+    assert_eq!(zone_a["serial"], zone_c["serial"]);
+
+    // A batch through one edge, a delete through another.
+    let (rev, _) = b
+        .ok(
+            Method::POST,
+            &format!("/v1/zones/{ZONE}/changes"),
+            Some(json!({"changes": [
+                {"op": "set", "name": "x", "type": "A", "ttl": 30, "records": ["192.0.2.20"]},
+                {"op": "delete", "name": "w0", "type": "A"},
+            ]})),
+        )
+        .await;
+    for e in edges {
+        assert_eq!(answer(e, "x").await, Ok(vec!["192.0.2.20".to_string()]));
+        assert_eq!(answer(e, "w0").await, Err(ResponseCode::NXDomain));
+    }
+    let (_, change) = c.ok_get(&format!("/v1/changes/{rev}")).await;
+    assert_eq!(change["status"], "INSYNC", "{change}");
+    let (_, view) = c.ok_get("/v1/edges").await;
+    let rows = view["edges"].as_array().expect("edges");
+    assert_eq!(rows.len(), 3, "{view}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    for row in rows {
+        assert!(row["applied_revision"].as_i64() >= Some(rev), "{view}");
+        assert_eq!(row["live"], true);
+        assert_eq!(row["lag_revisions"], 0, "{view}");
+        // Leases are renewed every 2/3 s here.
+        let contact = row["last_contact"].as_f64().expect("last_contact");
+        assert!((now - contact).abs() < 3.0, "{now} {view}");
+    }
+
+    // If-Match: a revision older than the zone's last change is refused, and nothing changes.
+    let (status, _, body) = a
+        .call(
+            Method::PUT,
+            &format!("/v1/zones/{ZONE}/records/m/A"),
+            Some(json!({"ttl": 30, "records": ["192.0.2.30"]})),
+            &[("if-match", format!("\"{}\"", rev - 1))],
+        )
+        .await
+        .expect("PUT");
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    assert_eq!(answer(&a, "m").await, Err(ResponseCode::NXDomain));
+    let (status, _, body) = a
+        .call(
+            Method::PUT,
+            &format!("/v1/zones/{ZONE}/records/m/A"),
+            Some(json!({"ttl": 30, "records": ["192.0.2.30"]})),
+            &[("if-match", format!("\"{rev}\""))],
+        )
+        .await
+        .expect("PUT");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(answer(&c, "m").await, Ok(vec!["192.0.2.30".to_string()]));
+
+    // A batch over etcd's 128 operations per transaction: 413, nothing written.
+    let changes: Vec<Value> = (0..130)
+        .map(|i| json!({"op": "set", "name": format!("big{i}"), "type": "A", "ttl": 30, "records": ["192.0.2.40"]}))
+        .collect();
+    let (status, _, body) = b
+        .call(
+            Method::POST,
+            &format!("/v1/zones/{ZONE}/changes"),
+            Some(json!({ "changes": changes })),
+            &[],
+        )
+        .await
+        .expect("POST");
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("128"),
+        "{body}"
+    );
+    assert_eq!(answer(&a, "big0").await, Err(ResponseCode::NXDomain));
+
+    // The watches held throughout: no reconnects, no resyncs.
+    for e in edges {
+        let metrics = e.metrics().await;
+        for line in [
+            "edgedns_fleet_watch_reconnects_total 0",
+            "edgedns_fleet_resyncs_total 0",
+            "edgedns_fleet_edges_live 3",
+            "edgedns_fleet_connected 1",
+            "edgedns_fleet_stale 0",
+        ] {
+            assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+        }
+    }
+    for e in [a, b, c] {
+        e.stop().await;
+    }
+}
+
+/// Runs the futures at once (on this task) and returns their outputs in order.
+async fn futures_join<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|o| o.expect("done")).collect()
+}
+
+impl Edge {
+    async fn metrics(&self) -> String {
+        let stream = TcpStream::connect(self.api).await.expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        let conn = tokio::spawn(conn);
+        let req = Request::get("/metrics")
+            .header("host", self.api.to_string())
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = timeout(WAIT, sender.send_request(req))
+            .await
+            .expect("in time")
+            .expect("GET /metrics");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        conn.abort();
+        String::from_utf8(body.to_vec()).expect("utf-8")
+    }
+
+    async fn ok_get(&self, path: &str) -> (Option<i64>, Value) {
+        let (status, rev, json) = self.call(Method::GET, path, None, &[]).await.expect("GET");
+        assert_eq!(status, StatusCode::OK, "GET {path}: {json}");
+        (rev, json)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cut_off_edge_holds_writes_until_its_lease_expires_then_resyncs() {
+    let etcd = Etcd::start().await;
+    let (_tmp, data) = dirs(2);
+    let mut relay = Relay::start(&etcd.url).await;
+    let a = start_edge(&data[0], &etcd.url, "edge-a", &["--confirm-wait-ms", "300"]).await;
+    let b = start_edge(&data[1], &relay.url(), "edge-b", &[]).await;
+    let (status, _, body) = a.put_a("before", "192.0.2.1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(answer(&b, "before").await, Ok(vec!["192.0.2.1".into()]));
+
+    // Edge b loses etcd. A write through a is committed, but b can't apply it: 202 with the
+    // change id and b behind, until b's lease (2 s) runs out and it is no longer live.
+    relay.cut();
+    let (status, rev, body) = a.put_a("during", "192.0.2.2").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "PENDING", "{body}");
+    assert_eq!(body["behind"], json!(["edge-b"]), "{body}");
+    let id = body["change_id"].as_str().expect("change id").to_string();
+    assert_eq!(Some(id.parse::<i64>().expect("numeric id")), rev);
+    let (_, change) = a.ok_get(&format!("/v1/changes/{id}")).await;
+    assert_eq!(change["status"], "PENDING", "{change}");
+    eventually(
+        Duration::from_secs(10),
+        "the change in sync once b's lease expired",
+        || async {
+            let (_, change) = a.ok_get(&format!("/v1/changes/{id}")).await;
+            change["status"] == "INSYNC"
+        },
+    )
+    .await;
+    // Dead edges are not waited for.
+    let (status, _, body) = a.put_a("after", "192.0.2.3").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Cut off longer than its lease, b answers what it has, and misses SERVFAIL.
+    eventually(Duration::from_secs(10), "b stale", || async {
+        answer(&b, "nothing-here").await == Err(ResponseCode::ServFail)
+    })
+    .await;
+    assert_eq!(answer(&b, "before").await, Ok(vec!["192.0.2.1".into()]));
+    let (_, ready) = b.ok_get("/readyz").await;
+    assert_eq!(ready["fleet"], "disconnected", "{ready}");
+    assert_eq!(ready["fleet_stale"], true, "{ready}");
+    assert!(b
+        .metrics()
+        .await
+        .lines()
+        .any(|l| l == "edgedns_fleet_stale 1"));
+    assert_eq!(
+        answer(&a, "nothing-here").await,
+        Err(ResponseCode::NXDomain)
+    );
+
+    // Meanwhile etcd compacts past b's revision.
+    let mut client = etcd.client().await;
+    let now = client
+        .get("x", None)
+        .await
+        .expect("get")
+        .header()
+        .expect("header")
+        .revision();
+    client
+        .compact(
+            now,
+            Some(etcd_client::CompactionOptions::new().with_physical()),
+        )
+        .await
+        .expect("compact");
+
+    // b finds etcd again: it reconciles, then answers as the others do.
+    relay.restore().await;
+    eventually(Duration::from_secs(15), "b in step again", || async {
+        answer(&b, "after").await == Ok(vec!["192.0.2.3".to_string()])
+            && answer(&b, "during").await == Ok(vec!["192.0.2.2".to_string()])
+    })
+    .await;
+    eventually(Duration::from_secs(10), "b not stale", || async {
+        answer(&b, "nothing-here").await == Err(ResponseCode::NXDomain)
+    })
+    .await;
+    let (_, ready) = b.ok_get("/readyz").await;
+    assert_eq!(ready["fleet"], "connected", "{ready}");
+    assert_eq!(ready["fleet_stale"], false, "{ready}");
+    // And it is live again: a write waits for it and gets its 200.
+    let (status, _, body) = a.put_a("last", "192.0.2.4").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(answer(&b, "last").await, Ok(vec!["192.0.2.4".into()]));
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_edge_reconciles_adds_replaces_and_removes() {
+    let mut etcd = Etcd::start().await;
+    let (_tmp, data) = dirs(2);
+    let a = start_edge(&data[0], &etcd.url, "edge-a", &[]).await;
+    let b = start_edge(&data[1], &etcd.url, "edge-b", &[]).await;
+    for (name, addr) in [
+        ("keep", "192.0.2.1"),
+        ("replace", "192.0.2.2"),
+        ("remove", "192.0.2.3"),
+    ] {
+        let (status, _, body) = a.put_a(name, addr).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    assert_eq!(answer(&b, "remove").await, Ok(vec!["192.0.2.3".into()]));
+    b.stop().await;
+
+    // While b is down: one add, one replace, one remove, and a new zone.
+    let (status, _, body) = a.put_a("add", "192.0.2.4").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, body) = a.put_a("replace", "192.0.2.5").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    a.ok(
+        Method::DELETE,
+        &format!("/v1/zones/{ZONE}/records/remove/A"),
+        None,
+    )
+    .await;
+    a.ok(
+        Method::POST,
+        "/v1/zones",
+        Some(json!({"zone": "second.test", "ns": ["ns1.second.test"]})),
+    )
+    .await;
+
+    let b = start_edge(&data[1], &etcd.url, "edge-b", &[]).await;
+    assert_eq!(answer(&b, "keep").await, Ok(vec!["192.0.2.1".into()]));
+    assert_eq!(answer(&b, "add").await, Ok(vec!["192.0.2.4".into()]));
+    assert_eq!(answer(&b, "replace").await, Ok(vec!["192.0.2.5".into()]));
+    assert_eq!(answer(&b, "remove").await, Err(ResponseCode::NXDomain));
+    let soa = ask(b.udp, "nothing.second.test.").await;
+    assert_eq!(soa.response_code(), ResponseCode::NXDomain, "{soa}");
+    b.stop().await;
+    a.stop().await;
+
+    // With etcd gone, an edge starts from its own copy and says so.
+    etcd.child.kill().expect("kill etcd");
+    etcd.child.wait().expect("etcd exits");
+    let b = start_edge(&data[1], &etcd.url, "edge-b", &[]).await;
+    assert_eq!(answer(&b, "replace").await, Ok(vec!["192.0.2.5".into()]));
+    let (_, ready) = b.ok_get("/readyz").await;
+    assert_eq!(ready["fleet"], "disconnected", "{ready}");
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_etcd_certificate_stops_start_up() {
+    let dir = TempDir::new().expect("temp dir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate").expect("write");
+    let config = Serve::parse_from([
+        "serve",
+        "--xdp-mode",
+        "off",
+        "--data-dir",
+        dir.path().join("data").to_str().expect("utf-8"),
+        "--etcd",
+        "https://127.0.0.1:1",
+        "--etcd-ca",
+        ca.to_str().expect("utf-8"),
+    ])
+    .config;
+    let listeners = Listeners {
+        webhook: None,
+        dns_udp: dns_user::fallback::bind_udp("127.0.0.1:0".parse().expect("addr"), 1)
+            .expect("bind udp"),
+        dns_tcp: vec![TcpListener::bind("127.0.0.1:0").await.expect("bind tcp")],
+        api: TcpListener::bind("127.0.0.1:0").await.expect("bind api"),
+    };
+    let result = timeout(
+        Duration::from_secs(20),
+        daemon::run(config, listeners, CancellationToken::new()),
+    )
+    .await
+    .expect("start-up ends in time");
+    let e = result.expect_err("a bad CA certificate is a start-up error");
+    let text = dns_user::error_chain(&e);
+    assert!(text.contains("ca.pem: no certificate"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_single_host_store_seeds_an_empty_prefix_once() {
+    use dns_user::{
+        cli::{self, ApiArgs, FleetCommand},
+        engine::Engine,
+        fleet::EtcdArgs,
+        maps::FastPath,
+        store::Store,
+        zone::{Change, Edit, ZoneSet, ZoneSpec},
+    };
+    let (_tmp, data) = dirs(2);
+    // A single host's store: a zone and a record, written through its own engine.
+    {
+        let store = Store::open(&data[0]).expect("store");
+        let engine = Engine::<Store, FastPath>::new(ZoneSet::new(), None, store);
+        let apex = Name::from_ascii(format!("{ZONE}.")).expect("apex");
+        let ns = Name::from_ascii(format!("ns1.{ZONE}.")).expect("ns");
+        let spec = ZoneSpec::new(apex.clone(), ns.clone(), ns.clone(), vec![ns]);
+        engine.apply(Edit::CreateZone(spec)).await.expect("zone");
+        let change = Change::Set {
+            name: Name::from_ascii(format!("seeded.{ZONE}.")).expect("name"),
+            rtype: RecordType::A,
+            ttl: 60,
+            records: vec![RData::A("192.0.2.99".parse().expect("addr"))],
+        };
+        engine
+            .apply(Edit::Rrset(apex, change))
+            .await
+            .expect("record");
+    }
+    let etcd = Etcd::start().await;
+    let seed = || FleetCommand::Seed {
+        etcd: EtcdArgs {
+            etcd: vec![etcd.url.clone()],
+            etcd_prefix: "/edgedns/v1".into(),
+            ..EtcdArgs::default()
+        },
+        data_dir: data[0].clone(),
+    };
+    let api = ApiArgs {
+        api: "127.0.0.1:1".parse().expect("addr"),
+        token_file: None,
+    };
+    cli::fleet(&api, seed())
+        .await
+        .expect("seed an empty prefix");
+
+    // An edge with an empty store serves what the single host had.
+    let edge = start_edge(&data[1], &etcd.url, "edge-a", &[]).await;
+    assert_eq!(answer(&edge, "seeded").await, Ok(vec!["192.0.2.99".into()]));
+    let status = ApiArgs {
+        api: edge.api,
+        token_file: None,
+    };
+    cli::fleet(&status, FleetCommand::Status { json: false })
+        .await
+        .expect("fleet status");
+
+    // A second seed finds data there and changes nothing.
+    let e = cli::fleet(&api, seed())
+        .await
+        .expect_err("a second seed is refused");
+    assert!(e.to_string().contains("already holds data"), "{e}");
+    assert_eq!(answer(&edge, "seeded").await, Ok(vec!["192.0.2.99".into()]));
+    edge.stop().await;
+}
+
+/// A dynamic update (RFC 2136) to one edge goes through etcd like an API write: once the edge
+/// answers NOERROR, the other edge answers the record too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dynamic_update_through_one_edge_reaches_every_edge() {
+    use hickory_proto::{
+        op::OpCode,
+        rr::{rdata::A, Record},
+    };
+    let etcd = Etcd::start().await;
+    let (_tmp, data) = dirs(2);
+    let a = start_edge(
+        &data[0],
+        &etcd.url,
+        "edge-a",
+        &["--update-allow", "127.0.0.1"],
+    )
+    .await;
+    let b = start_edge(&data[1], &etcd.url, "edge-b", &[]).await;
+    let mut m = Message::new();
+    m.set_id(0x0a0a)
+        .set_op_code(OpCode::Update)
+        .add_query(Query::query(
+            Name::from_ascii(format!("{ZONE}.")).expect("zone"),
+            RecordType::SOA,
+        ))
+        .add_name_server(Record::from_rdata(
+            Name::from_ascii(format!("upd.{ZONE}.")).expect("name"),
+            60,
+            RData::A(A::new(192, 0, 2, 77)),
+        ));
+    let reply = exchange(a.udp, &m).await;
+    assert_eq!(reply.response_code(), ResponseCode::NoError, "{reply}");
+    assert_eq!(answer(&b, "upd").await, Ok(vec!["192.0.2.77".into()]));
+    assert_eq!(answer(&a, "upd").await, Ok(vec!["192.0.2.77".into()]));
+    a.stop().await;
+    b.stop().await;
+}
