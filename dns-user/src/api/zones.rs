@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    extract::{ApiPath, ApiQuery, JsonBody, ZoneFileBody, ZONE_FILE},
+    extract::{ApiPath, ApiQuery, JsonBody, ZoneFileUpload, ZONE_FILE},
     parse_zone_name, ApiError, ApiState,
 };
 use crate::{
@@ -255,17 +255,14 @@ pub(super) async fn import(
     State(st): State<ApiState>,
     ApiPath(zone): ApiPath<String>,
     query: ApiQuery,
-    ZoneFileBody(text): ZoneFileBody,
+    upload: ZoneFileUpload,
 ) -> Result<Json<Value>, ApiError> {
     let apex = parse_zone_name(&zone, "zone")?;
     let query = query.only(&["source"])?;
     let source = source_label(&query);
-    // Parsing a large file takes a while: keep it off the async workers.
-    let parse_apex = apex.clone();
-    let zf =
-        tokio::task::spawn_blocking(move || zonefile::parse(&source, &text, Some(&parse_apex)))
-            .await
-            .map_err(|e| ApiError::internal(&e))??;
+    let zf = upload
+        .parse(zonefile::StreamParser::new(&source, Some(&apex)))
+        .await?;
     let imported = st.engine.import_zone(zf).await?;
     let mut zone = with_zone(&st, &apex, zone_json)?;
     zone["changed"] = json!(imported.changed);
