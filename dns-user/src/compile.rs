@@ -527,23 +527,53 @@ pub fn full_sync_with(
     // size of the zones (a hundred bytes a name) on every start.
     let mut stale: HashSet<NameKey> = fast.name_keys().into_iter().collect();
     let mut zone_keys = BTreeSet::new();
-    for zone in zones.zones() {
-        if let Some((k, v)) = compile_zone(zone) {
-            fast.set_zone(&k, &v)?;
-            zone_keys.insert(k.name);
-            report.zones_written += 1;
-        }
-        for name in zone.existing_names() {
-            progress.add(1);
-            if let Some((k, e)) = compile_name(zones, zone, &name) {
-                fast.set_name(&k, &e)?;
-                if !stale.is_empty() {
-                    stale.remove(&k);
+    // Compiling and writing take about as long as each other: a second thread compiles while
+    // this one writes, in the same order as one thread would. If a write fails, dropping the
+    // receiver stops the compiler at its next batch.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Compiled>>(4);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut batch = Vec::with_capacity(COMPILE_BATCH);
+            for zone in zones.zones() {
+                batch.push(Compiled::Zone(Box::new(compile_zone(zone))));
+                for name in zone.existing_names() {
+                    batch.push(Compiled::Name(compile_name(zones, zone, &name)));
+                    if batch.len() == COMPILE_BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(COMPILE_BATCH));
+                        if tx.send(full).is_err() {
+                            return;
+                        }
+                    }
                 }
-                report.names_written += 1;
+            }
+            let _ = tx.send(batch);
+        });
+        for batch in rx {
+            for compiled in batch {
+                match compiled {
+                    Compiled::Zone(zone) => {
+                        let Some((k, v)) = *zone else {
+                            continue;
+                        };
+                        fast.set_zone(&k, &v)?;
+                        zone_keys.insert(k.name);
+                        report.zones_written += 1;
+                    }
+                    Compiled::Name(name) => {
+                        progress.add(1);
+                        if let Some((k, e)) = name {
+                            fast.set_name(&k, &e)?;
+                            if !stale.is_empty() {
+                                stale.remove(&k);
+                            }
+                            report.names_written += 1;
+                        }
+                    }
+                }
             }
         }
-    }
+        Ok::<_, MapWriteError>(())
+    })?;
     progress.finish();
     for k in stale {
         fast.remove_name(&k)?;
@@ -558,6 +588,18 @@ pub fn full_sync_with(
     }
     Ok(report)
 }
+
+/// What the compiling thread of [`full_sync_with`] hands the writing one: a zone's value or a
+/// name's entry (`None`: nothing to write).
+enum Compiled {
+    /// Boxed: a zone's value is a kilobyte, and zones are few.
+    Zone(Box<Option<(NameKey, ZoneValue)>>),
+    Name(Option<(NameKey, NameEntry)>),
+}
+
+/// Entries handed over at a time: few enough hand-overs to cost nothing, small enough to hold
+/// little (a few hundred KiB).
+const COMPILE_BATCH: usize = 1024;
 
 /// Hands the heap's free pages back to the system. A start-up's temporaries (the store's rows
 /// decoded, the list of names compiled) are freed in small pieces that glibc keeps in its
