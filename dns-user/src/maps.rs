@@ -68,7 +68,7 @@ pub struct FastPath {
     zones_short: HashMap<MapData, ShortKey, ZoneValue>,
     zone_lens: Array<MapData, ZoneLens>,
     /// Where each name currently is, so that a move deletes from the right map.
-    shadow: StdHashMap<NameKey, Which>,
+    shadow: Shadow,
     /// How many zones have an apex of each wire length: what ZONE_LENS is made from.
     apex_lens: [u32; KEY_NAME_LEN + 1],
     /// Rate limiting and cookie settings, and the prefixes exempt from rate limiting.
@@ -88,6 +88,67 @@ fn key_len(key: &NameKey) -> usize {
     KEY_NAME_LEN - key.name.iter().take_while(|b| **b == 0).count()
 }
 
+/// Which map each name is in, kept in the daemon: one entry a name, so it is kept small. A
+/// short name's entry is keyed by its 32-byte short key (the 96-byte key made this table 200
+/// bytes a name at a million names, a fifth of the daemon's memory), and whether the name is
+/// short already says which two maps it can be in: one bit tells which.
+#[derive(Default)]
+struct Shadow {
+    /// Short names: `true` for [`Which::ShortLarge`], `false` for [`Which::Short`].
+    short: StdHashMap<ShortKey, bool>,
+    /// Longer names: `true` for [`Which::Large`], `false` for [`Which::Small`].
+    long: StdHashMap<NameKey, bool>,
+}
+
+impl Shadow {
+    fn get(&self, key: &NameKey) -> Option<Which> {
+        match key.short() {
+            Some(short) => self.short.get(&short).map(|&large| {
+                if large {
+                    Which::ShortLarge
+                } else {
+                    Which::Short
+                }
+            }),
+            None => self
+                .long
+                .get(key)
+                .map(|&large| if large { Which::Large } else { Which::Small }),
+        }
+    }
+
+    /// Records where `key` is; `which` must be one of the two maps its length allows.
+    fn insert(&mut self, key: &NameKey, which: Which) {
+        let large = matches!(which, Which::ShortLarge | Which::Large);
+        match key.short() {
+            Some(short) => {
+                debug_assert!(matches!(which, Which::Short | Which::ShortLarge));
+                self.short.insert(short, large);
+            }
+            None => {
+                debug_assert!(matches!(which, Which::Small | Which::Large));
+                self.long.insert(*key, large);
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &NameKey) -> Option<Which> {
+        let which = self.get(key)?;
+        match key.short() {
+            Some(short) => self.short.remove(&short),
+            None => self.long.remove(key),
+        };
+        Some(which)
+    }
+
+    fn keys(&self) -> Vec<NameKey> {
+        let mut keys = Vec::with_capacity(self.short.len() + self.long.len());
+        keys.extend(self.short.keys().map(NameKey::from_short));
+        keys.extend(self.long.keys().copied());
+        keys
+    }
+}
+
 impl FastPath {
     pub fn new(
         config: Array<MapData, XdpConfig>,
@@ -102,21 +163,26 @@ impl FastPath {
             zones_short,
             zone_lens,
         } = zone_maps;
-        let mut shadow = StdHashMap::new();
+        let mut shadow = Shadow::default();
         // Maps may come pinned from an earlier run: learn what they hold.
         for (k, v) in short.iter().flatten() {
-            let which = if v.pass_mask & IN_LARGE != 0 {
-                Which::ShortLarge
-            } else {
-                Which::Short
-            };
-            shadow.insert(NameKey::from_short(&k), which);
+            shadow.short.insert(k, v.pass_mask & IN_LARGE != 0);
         }
         for k in small.keys().flatten() {
-            shadow.insert(k, Which::Small);
+            shadow.long.insert(k, false);
         }
         for k in large.keys().flatten() {
-            shadow.entry(k).or_insert(Which::Large);
+            // A short name in NAMES_LARGE has its marker in NAMES_SHORT, seen above; without it
+            // (a start that stopped halfway) it is taken as being in both, which the next write
+            // or removal of the name cleans up.
+            match k.short() {
+                Some(short) => {
+                    shadow.short.entry(short).or_insert(true);
+                }
+                None => {
+                    shadow.long.entry(k).or_insert(true);
+                }
+            }
         }
         let mut fast = Self {
             config,
@@ -185,7 +251,7 @@ impl FastPath {
     /// the new entry is written before the old one is taken away, and the short map's entry, which
     /// the program reads first for a short name, is switched in one write.
     pub fn set_name(&mut self, key: &NameKey, entry: &NameEntry) -> Result<(), MapWriteError> {
-        let from = self.shadow.get(key).copied();
+        let from = self.shadow.get(key);
         let to = match (entry, key.short()) {
             (NameEntry::Small(v), Some(short)) => {
                 self.short
@@ -218,7 +284,7 @@ impl FastPath {
                 }
             }
         };
-        self.shadow.insert(*key, to);
+        self.shadow.insert(key, to);
         match (from, to) {
             // The short entry was overwritten in place: the value it held, or the marker.
             (Some(Which::Short), Which::ShortLarge) => Ok(()),
@@ -342,7 +408,7 @@ impl FastPath {
 
     /// Every name key in the maps.
     pub fn name_keys(&self) -> Vec<NameKey> {
-        self.shadow.keys().copied().collect()
+        self.shadow.keys()
     }
 
     /// Every zone key in the maps.

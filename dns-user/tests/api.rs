@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::{
-    body::{to_bytes, Body},
+    body::{to_bytes, Body, Bytes},
     http::{header, Method, Request, StatusCode},
     Router,
 };
@@ -1887,4 +1887,81 @@ async fn zone_files_over_a_mebibyte_import() {
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text);
     assert!(r.error().contains("1000"), "{}", r.text);
     assert_eq!(r.field(), "body");
+}
+
+/// A body that arrives in pieces of `size` bytes, as a large upload does: lines and records
+/// are cut anywhere.
+struct Pieces {
+    text: Bytes,
+    size: usize,
+}
+
+impl hyper::body::Body for Pieces {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if self.text.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.size.min(self.text.len());
+        let piece = self.text.split_to(n);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(piece))))
+    }
+}
+
+/// A zone file is parsed as it arrives: a body of many pieces, cut mid-line, imports whole; a
+/// mistake deep in it is a 400 naming its line, and changes nothing.
+#[tokio::test]
+async fn zone_files_are_parsed_as_they_stream_in() {
+    let (_dir, api) = seeded().await;
+    let uri = format!("/v1/zones/{ZONE}/zonefile");
+    let put = |text: String| {
+        let req = api
+            .request(Method::PUT, &uri)
+            .header(header::CONTENT_TYPE, "text/dns")
+            .body(Body::new(Pieces {
+                text: Bytes::from(text),
+                size: 1000,
+            }))
+            .expect("request");
+        api.raw(req)
+    };
+    let mut file = String::from(
+        "$ORIGIN t.example.net.\n@ 300 IN SOA ns1.example.net. hostmaster 5 3600 900 1209600 30\n\
+         @ 300 IN NS ns1.example.net.\n",
+    );
+    let header_lines = file.lines().count();
+    let names = 40_000u32;
+    for i in 0..names {
+        file.push_str(&format!(
+            "host{i} 300 IN A 192.0.{}.{}\n",
+            (i >> 8) & 255,
+            i & 255
+        ));
+    }
+    assert!(file.len() > api::BODY_LIMIT);
+    let r = put(file.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["records"], u64::from(names) + 1);
+    let before = api.get(&uri).await.text;
+    assert!(before.contains("host39999"), "{before}");
+
+    // A syntax error on line `bad` (a record that is not one), the records around it changed
+    // too: nothing of the file lands.
+    let bad = header_lines + 30_001;
+    let mut lines: Vec<String> = file
+        .lines()
+        .map(|l| l.replace("192.0.", "198.51."))
+        .collect();
+    lines[bad - 1] = "host30000 300 IN A not-an-address".to_string();
+    let r = put(lines.join("\n") + "\n").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.json["line"], bad, "{}", r.text);
+    assert!(r.error().contains(&format!(":{bad}:")), "{}", r.text);
+    assert_eq!(r.field(), "body");
+    assert_eq!(api.get(&uri).await.text, before);
 }

@@ -8,10 +8,15 @@ use axum::{
     extract::{FromRequest, FromRequestParts, Path, Query, Request},
     http::{header::CONTENT_TYPE, request::Parts, HeaderMap, StatusCode},
 };
+use http_body_util::BodyExt as _;
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 
 use super::{ApiError, ApiState};
+use crate::{
+    progress::Reporter,
+    zonefile::{StreamParser, ZoneFile},
+};
 
 /// The media type of JSON bodies.
 pub const JSON: &str = "application/json";
@@ -95,47 +100,96 @@ fn json_error(path: &str, e: &serde_json::Error) -> ApiError {
 }
 
 /// A zone file body (`Content-Type: text/dns`, UTF-8), at most the state's
-/// `zonefile_max_bytes` (the router's [`super::BODY_LIMIT`] is for JSON and doesn't apply).
-pub struct ZoneFileBody(pub String);
+/// `zonefile_max_bytes` (the router's [`super::BODY_LIMIT`] is for JSON and doesn't apply),
+/// parsed as it arrives: the text is never held whole, and a mistake is answered as soon as
+/// its line is in.
+pub struct ZoneFileUpload {
+    body: axum::body::Body,
+    limit: usize,
+    /// `Content-Length`, when the client sent one: the total for the progress lines.
+    length: Option<u64>,
+}
 
-impl FromRequest<ApiState> for ZoneFileBody {
+impl FromRequest<ApiState> for ZoneFileUpload {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &ApiState) -> Result<Self, ApiError> {
         require_type(req.headers(), ZONE_FILE)?;
-        let limit = state.zonefile_max_bytes;
-        let too_large = || {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the zone file is over the {limit}-byte limit for zone files (serve --zonefile-max-bytes)"
-                ),
-            )
-            .with_field("body")
-        };
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|e| {
-                let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-                while let Some(c) = cause {
-                    if c.is::<http_body_util::LengthLimitError>() {
-                        return too_large();
-                    }
-                    cause = c.source();
+        let length = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Ok(Self {
+            body: req.into_body(),
+            limit: state.zonefile_max_bytes,
+            length,
+        })
+    }
+}
+
+impl ZoneFileUpload {
+    /// Reads the body into `parser` piece by piece, on a blocking thread (parsing a large file
+    /// takes a while) that works while the next pieces arrive, reporting the bytes parsed to
+    /// `progress` (stage "reading zone file").
+    pub async fn parse(
+        self,
+        mut parser: StreamParser,
+        progress: &Reporter,
+    ) -> Result<ZoneFile, ApiError> {
+        let limit = self.limit;
+        let mut progress = progress.start("reading zone file", self.length);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+        let parse = tokio::task::spawn_blocking(move || {
+            while let Some(piece) = rx.blocking_recv() {
+                parser.push(&piece)?;
+                progress.add(piece.len() as u64);
+            }
+            let zf = parser.finish()?;
+            progress.finish();
+            Ok::<_, crate::zonefile::ZoneFileError>(zf)
+        });
+        let mut body = self.body;
+        let mut read = 0usize;
+        let mut refused = None;
+        while let Some(frame) = body.frame().await {
+            let piece = match frame {
+                // Trailers, if any, say nothing about the zone.
+                Ok(frame) => match frame.into_data() {
+                    Ok(piece) => piece,
+                    Err(_) => continue,
+                },
+                Err(e) => {
+                    refused = Some(ApiError::bad("body", format!("reading the body: {e}")));
+                    break;
                 }
-                ApiError::bad("body", format!("reading the body: {e}"))
-            })?;
-        String::from_utf8(bytes.to_vec())
-            .map(ZoneFileBody)
-            .map_err(|e| {
-                ApiError::bad(
-                    "body",
-                    format!(
-                        "the zone file is not UTF-8 (byte {}); write other bytes as \\DDD",
-                        e.utf8_error().valid_up_to()
-                    ),
-                )
-            })
+            };
+            read += piece.len();
+            if read > limit {
+                refused = Some(
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!(
+                            "the zone file is over the {limit}-byte limit for zone files (serve --zonefile-max-bytes)"
+                        ),
+                    )
+                    .with_field("body"),
+                );
+                break;
+            }
+            // A closed channel: the parser stopped at a mistake, which it returns below.
+            if tx.send(piece).await.is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        let parsed = parse.await.map_err(|e| ApiError::internal(&e))?;
+        // The body's own fault (too large, unreadable) comes first: a parse error of a body cut
+        // short would name a line that isn't wrong.
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(parsed?),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    extract::{ApiPath, ApiQuery, JsonBody, ZoneFileBody, ZONE_FILE},
+    extract::{ApiPath, ApiQuery, JsonBody, ZoneFileUpload, ZONE_FILE},
     parse_zone_name, ApiError, ApiState,
 };
 use crate::{
@@ -256,25 +256,19 @@ pub(super) async fn import(
     State(st): State<ApiState>,
     ApiPath(zone): ApiPath<String>,
     query: ApiQuery,
-    ZoneFileBody(text): ZoneFileBody,
+    upload: ZoneFileUpload,
 ) -> Result<Json<Value>, ApiError> {
     let apex = parse_zone_name(&zone, "zone")?;
     let query = query.only(&["source"])?;
     let source = source_label(&query);
-    // Parsing a large file takes a while: keep it off the async workers.
-    let parse_apex = apex.clone();
-    // A large file logs its progress as it is read, and as the maps are filled (a small one
-    // says nothing of it).
-    let zf = tokio::task::spawn_blocking(move || {
-        zonefile::parse_with(
-            &source,
-            &text,
-            Some(&parse_apex),
+    // A large file logs its progress as it is read (in bytes: the records are counted as they
+    // are parsed), and as the maps are filled; a small one says nothing of it.
+    let zf = upload
+        .parse(
+            zonefile::StreamParser::new(&source, Some(&apex)),
             &Reporter::default().long_only(),
         )
-    })
-    .await
-    .map_err(|e| ApiError::internal(&e))??;
+        .await?;
     let imported = st.engine.import_zone(zf).await?;
     let mut zone = with_zone(&st, &apex, zone_json)?;
     zone["changed"] = json!(imported.changed);

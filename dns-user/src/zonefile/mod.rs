@@ -5,7 +5,8 @@
 //! - [`presentation`]: names, TTLs and record data as text, both ways; the API's record text.
 //! - [`parse()`]: a master file into a [`ZoneFile`]: the zone's SOA settings and every RRset,
 //!   checked by the zone model before anything is applied, with errors that name the file and
-//!   line (`zone.db:12: ...`).
+//!   line (`zone.db:12: ...`); [`StreamParser`] the same for text that arrives in pieces (an
+//!   upload), parsed as it comes.
 //! - [`export`]: a zone as a master file that [`parse()`] reads back as the same data.
 //!
 //! Applying a parsed file to the served zones is the engine's ([`crate::engine::Engine::import_zone`]):
@@ -23,7 +24,7 @@ mod parse;
 pub mod presentation;
 mod print;
 
-pub use parse::{parse, parse_with, ZoneFile, ZoneFileError};
+pub use parse::{parse, parse_with, StreamParser, ZoneFile, ZoneFileError};
 pub use print::export;
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::{collections::HashMap, fmt};
 use hickory_proto::rr::{Name, RecordType};
 
 use super::{
-    lex::{lex, Mode},
+    lex::{lex, Entry, Lexer, Mode},
     presentation::{
         is_absolute, parse_name, parse_rdata, parse_soa, parse_ttl, parse_type, unsupported,
     },
@@ -124,31 +124,157 @@ pub fn parse_with(
     zone: Option<&Name>,
     progress: &Reporter,
 ) -> Result<ZoneFile, ZoneFileError> {
-    let err = |line: Option<usize>, reason: String| ZoneFileError {
-        file: file.to_string(),
-        line,
-        reason,
-    };
-    let entries = lex(text, Mode::File).map_err(|(l, e)| err(Some(l), e))?;
-    let zone = zone.map(normalize);
-    let mut origin = zone.clone();
-    let mut dollar_ttl: Option<u32> = None;
-    let mut last_ttl: Option<u32> = None;
-    let mut last_owner: Option<Name> = None;
-    let mut soa: Option<(usize, Name, u32, SoaParams, u32)> = None;
-    let mut rrsets: Vec<(Name, RecordType, RrSet)> = Vec::new();
-    let mut lines = Vec::new();
-    let mut index: HashMap<(Name, RecordType), usize> = HashMap::new();
-
+    let mut parser = Parser::new(file, zone);
+    let entries = lex(text, Mode::File).map_err(|(l, e)| parser.err(Some(l), e))?;
     let mut progress = progress.start("reading zone file", Some(entries.len() as u64));
     for entry in entries {
         progress.add(1);
+        parser.entry(entry)?;
+    }
+    progress.finish();
+    parser.finish()
+}
+
+/// [`parse`] for text that arrives in pieces (an upload): each piece is lexed and parsed as
+/// far as its last whole line, so the text is never held whole, and an error is found (with
+/// its line) as soon as its line has arrived.
+pub struct StreamParser {
+    lexer: Lexer,
+    parser: Parser,
+    /// The end of the last piece, after its last `\n`: the start of a line still arriving.
+    partial: Vec<u8>,
+    /// Bytes taken before `partial`, to say where text that is not UTF-8 is.
+    offset: usize,
+}
+
+impl StreamParser {
+    /// As [`parse`]'s `file` and `zone`.
+    pub fn new(file: &str, zone: Option<&Name>) -> Self {
+        Self {
+            lexer: Lexer::new(Mode::File),
+            parser: Parser::new(file, zone),
+            partial: Vec::new(),
+            offset: 0,
+        }
+    }
+
+    /// Takes the next piece of the text.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), ZoneFileError> {
+        let Some(last_newline) = bytes.iter().rposition(|&b| b == b'\n') else {
+            self.partial.extend_from_slice(bytes);
+            return Ok(());
+        };
+        let (whole, rest) = bytes.split_at(last_newline + 1);
+        if self.partial.is_empty() {
+            self.lines(whole)?;
+        } else {
+            let mut joined = std::mem::take(&mut self.partial);
+            joined.extend_from_slice(whole);
+            self.lines(&joined)?;
+        }
+        self.partial.extend_from_slice(rest);
+        Ok(())
+    }
+
+    /// The end of the text: the zone file, checked as [`parse`] checks it.
+    pub fn finish(mut self) -> Result<ZoneFile, ZoneFileError> {
+        let last = std::mem::take(&mut self.partial);
+        self.lines(&last)?;
+        let Self {
+            lexer, mut parser, ..
+        } = self;
+        for entry in lexer.finish().map_err(|(l, e)| parser.err(Some(l), e))? {
+            parser.entry(entry)?;
+        }
+        parser.finish()
+    }
+
+    /// Lexes and parses whole lines (the last one without its `\n` at the end of the text).
+    fn lines(&mut self, bytes: &[u8]) -> Result<(), ZoneFileError> {
+        for line in bytes.split_inclusive(|&b| b == b'\n') {
+            let text = std::str::from_utf8(line).map_err(|e| {
+                let at = self.offset + e.valid_up_to();
+                self.parser.err(
+                    Some(self.lexer.line()),
+                    format!("not UTF-8 (byte {at} of the file); write other bytes as \\DDD"),
+                )
+            })?;
+            self.offset += line.len();
+            self.lexer
+                .push_line(text)
+                .map_err(|(l, e)| self.parser.err(Some(l), e))?;
+        }
+        for entry in self.lexer.take_entries() {
+            self.parser.entry(entry)?;
+        }
+        Ok(())
+    }
+}
+
+/// The parser's state between entries: the directives in force, and what is read so far.
+struct Parser {
+    file: String,
+    /// The zone the file must be for, if given.
+    zone: Option<Name>,
+    origin: Option<Name>,
+    dollar_ttl: Option<u32>,
+    last_ttl: Option<u32>,
+    last_owner: Option<Name>,
+    soa: Option<(usize, Name, u32, SoaParams, u32)>,
+    rrsets: Vec<(Name, RecordType, RrSet)>,
+    lines: Vec<usize>,
+    index: HashMap<(Name, RecordType), usize>,
+}
+
+impl Parser {
+    fn new(file: &str, zone: Option<&Name>) -> Self {
+        let zone = zone.map(normalize);
+        Self {
+            file: file.to_string(),
+            origin: zone.clone(),
+            zone,
+            dollar_ttl: None,
+            last_ttl: None,
+            last_owner: None,
+            soa: None,
+            rrsets: Vec::new(),
+            lines: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    fn err(&self, line: Option<usize>, reason: String) -> ZoneFileError {
+        ZoneFileError {
+            file: self.file.clone(),
+            line,
+            reason,
+        }
+    }
+
+    /// One entry (a record or a directive).
+    fn entry(&mut self, entry: Entry) -> Result<(), ZoneFileError> {
+        let Self {
+            file,
+            origin,
+            dollar_ttl,
+            last_ttl,
+            last_owner,
+            soa,
+            rrsets,
+            lines,
+            index,
+            ..
+        } = self;
         let line = entry.line;
-        let at = |reason: String| err(Some(line), reason);
+        let at = |reason: String| ZoneFileError {
+            file: file.clone(),
+            line: Some(line),
+            reason,
+        };
         let toks = &entry.tokens;
         // "( )" alone makes an entry without tokens.
         let Some(first) = toks.first() else {
-            continue;
+            return Ok(());
         };
         if !entry.owner_blank && !first.quoted && first.text.starts_with('$') {
             let args = &toks[1..];
@@ -163,7 +289,7 @@ pub fn parse_with(
                             arg.text
                         )));
                     }
-                    origin = Some(normalize(
+                    *origin = Some(normalize(
                         &parse_name(&arg.text, origin.as_ref()).map_err(&at)?,
                     ));
                 }
@@ -171,12 +297,12 @@ pub fn parse_with(
                     let [arg] = args else {
                         return Err(at("$TTL takes one TTL".into()));
                     };
-                    dollar_ttl = Some(parse_ttl(&arg.text).map_err(&at)?);
+                    *dollar_ttl = Some(parse_ttl(&arg.text).map_err(&at)?);
                 }
                 "$INCLUDE" => return Err(at("$INCLUDE is not supported".into())),
                 other => return Err(at(format!("unknown directive {other}"))),
             }
-            continue;
+            return Ok(());
         }
 
         let mut rest = &toks[..];
@@ -223,25 +349,25 @@ pub fn parse_with(
             break parse_type(&tok.text).map_err(&at)?;
         };
         let explicit = ttl;
-        let Some(ttl) = explicit.or(dollar_ttl).or(last_ttl) else {
+        let Some(ttl) = explicit.or(*dollar_ttl).or(*last_ttl) else {
             return Err(at(
                 "no TTL, and no $TTL or earlier TTL to take it from".into()
             ));
         };
         if explicit.is_some() {
-            last_ttl = explicit;
+            *last_ttl = explicit;
         }
-        last_owner = Some(owner.clone());
+        *last_owner = Some(owner.clone());
 
         if rtype == RecordType::SOA {
-            if let Some((l, ..)) = &soa {
+            if let Some((l, ..)) = &*soa {
                 return Err(at(format!(
                     "a second SOA record (the first is on line {l})"
                 )));
             }
             let (params, serial) = parse_soa(rest, origin.as_ref(), ttl).map_err(&at)?;
-            soa = Some((line, owner, ttl, params, serial));
-            continue;
+            *soa = Some((line, owner, ttl, params, serial));
+            return Ok(());
         }
         if !SUPPORTED_TYPES.contains(&rtype) {
             return Err(at(unsupported(rtype)));
@@ -274,40 +400,56 @@ pub fn parse_with(
                 ));
             }
         }
+        Ok(())
     }
 
-    progress.finish();
-    let Some((soa_line, apex, soa_ttl, mut params, serial)) = soa else {
-        return Err(err(None, "no SOA record".into()));
-    };
-    if let Some(zone) = &zone {
-        if apex != *zone {
-            return Err(err(
-                Some(soa_line),
-                format!("the SOA record is for {apex}, not for zone {zone}"),
-            ));
+    /// The end of the file: the SOA found, the zone model's checks passed.
+    fn finish(self) -> Result<ZoneFile, ZoneFileError> {
+        let Self {
+            file,
+            zone,
+            soa,
+            rrsets,
+            lines,
+            ..
+        } = self;
+        let err = |line: Option<usize>, reason: String| ZoneFileError {
+            file: file.clone(),
+            line,
+            reason,
+        };
+        let Some((soa_line, apex, soa_ttl, mut params, serial)) = soa else {
+            return Err(err(None, "no SOA record".into()));
+        };
+        if let Some(zone) = &zone {
+            if apex != *zone {
+                return Err(err(
+                    Some(soa_line),
+                    format!("the SOA record is for {apex}, not for zone {zone}"),
+                ));
+            }
         }
+        params.ttl = soa_ttl;
+        let zf = ZoneFile {
+            spec: ZoneSpec {
+                apex,
+                soa: params,
+                serial,
+                ns: Vec::new(),
+                ns_ttl: DEFAULT_NS_TTL,
+            },
+            rrsets,
+            lines,
+            soa_line,
+            file: file.to_string(),
+        };
+        // The zone model's checks (names in the zone, CNAME rules, TTL range, apex NS), placed at
+        // their line, before anyone applies the file.
+        ZoneSet::new()
+            .load_zone(zf.spec.clone(), zf.rrsets.clone())
+            .map_err(|e| zf.locate(&e))?;
+        Ok(zf)
     }
-    params.ttl = soa_ttl;
-    let zf = ZoneFile {
-        spec: ZoneSpec {
-            apex,
-            soa: params,
-            serial,
-            ns: Vec::new(),
-            ns_ttl: DEFAULT_NS_TTL,
-        },
-        rrsets,
-        lines,
-        soa_line,
-        file: file.to_string(),
-    };
-    // The zone model's checks (names in the zone, CNAME rules, TTL range, apex NS), placed at
-    // their line, before anyone applies the file.
-    ZoneSet::new()
-        .load_zone(zf.spec.clone(), zf.rrsets.clone())
-        .map_err(|e| zf.locate(&e))?;
-    Ok(zf)
 }
 
 impl ZoneFile {
