@@ -93,7 +93,7 @@ fn cookies_inner(ctx: *mut xdp_md, s: &mut Scratch, lim: &LimitConfig, bits: u64
         return launder(s, Packed::value(0));
     }
     match cookie::make(s, lim, cookie_at, cookie_len, v6).get() {
-        Ok(v) => launder(s, Packed::value(COOKIE | (v & 1) * VALID)),
+        Ok(v) => launder(s, Packed::value(COOKIE | ((v & 1) * VALID))),
         Err(p) => launder(s, Packed::err(p)),
     }
 }
