@@ -121,7 +121,7 @@ pub fn limit(
     launder(s, Packed::value(r)).get()
 }
 
-/// Makes `a` a slip when `x` (the [`stage`]'s bits) has [`SLIP`]: TC=1, NOERROR, no records (the
+/// Makes `a` a slip when `x` ([`limit`]'s bits) has [`SLIP`]: TC=1, NOERROR, no records (the
 /// question and OPT stay). Without a branch: the lengths, counts and sum are masked, so a slipped
 /// and a sent answer are one path for the verifier through the rest of the program, not two.
 #[inline(always)]
