@@ -393,7 +393,8 @@ pub struct Scratch {
     pub out: [u8; 80],
     /// The client's address (IPv4 in the first 4 bytes), for the rate limiter and cookies.
     pub src: [u8; 16],
-    /// A cookie hash's input ([`limit::CookieInputV6`] at most).
+    /// A cookie hash's input ([`limit::CookieInputV6`] at most); earlier in the packet's path,
+    /// the served-address key.
     pub hash_in: [u8; 32],
     /// The rate limiter's keys and a new bucket (off the 512-byte stack).
     pub rrl_key: limit::RrlKey,
