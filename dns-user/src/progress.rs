@@ -179,6 +179,11 @@ impl Progress {
     #[cold]
     fn check(&mut self, now: Instant) {
         self.next_check = self.done.saturating_add(CHECK_EVERY);
+        // At the total the stage's end line says it (a last piece can bring the count there
+        // before the stage ends).
+        if self.total.is_some_and(|t| self.done >= t) {
+            return;
+        }
         if now.saturating_duration_since(self.last) >= self.reporter.interval {
             self.last = now;
             self.report(now, false);

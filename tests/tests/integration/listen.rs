@@ -122,10 +122,17 @@ fn two_interfaces_answer_exactly_the_addresses_listened_on() {
 
     // Not listened on, though the interfaces have them (a third address on the first
     // interface, and each interface's other family): neither XDP nor any socket answers.
+    // `ipv6_ext` is left out: it counts any IPv6 frame with extension headers, such as the
+    // MLD reports the interfaces send on their own.
+    let counted = |s: tests::Stats| {
+        let mut c = s.counters;
+        c.remove(&("passed".to_owned(), "ipv6_ext".to_owned()));
+        c
+    };
     for server in [OTHER_V4, SERVER_V6, SECOND_SERVER_V4] {
-        let before = daemon.stats();
+        let before = counted(daemon.stats());
         let got = Tool::Dig.try_query(&bed.client, server, DNS_PORT, DEMO_NAME, "A", &[]);
-        let after = daemon.stats();
+        let after = counted(daemon.stats());
         assert!(
             got.is_err(),
             "{server} is not listened on, yet answered: {got:?}"
