@@ -719,7 +719,8 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Parses `{"xdp": {"answered": {"answer": n, ...}, "passed": {"qtype": n, ...}}}`.
+    /// Parses `{"xdp": {"answered": {"answer": n, ...}, "passed": {"qtype": n, ...},
+    /// "rrl": {"limited": n, ...}}}`.
     pub fn parse(json: &str) -> Self {
         let v: serde_json::Value = serde_json::from_str(json)
             .unwrap_or_else(|e| panic!("stats are not JSON ({e}): {json}"));
@@ -1199,11 +1200,12 @@ t.example.net.\t60\tIN\tSOA\tns.t.example.net. hostmaster.t.example.net. 3 3600 
     fn stats() {
         let s = Stats::parse(
             r#"{"xdp": {"answered": {"answer": 3, "nxdomain": 1, "nodata": 0},
-                        "passed": {"qtype": 2, "no_zone": 5}}}"#,
+                        "passed": {"qtype": 2, "no_zone": 5}, "rrl": {"slipped": 4}}}"#,
         );
         assert_eq!(s.get(Stat::AnsweredAnswer), 3);
         assert_eq!(s.get(Stat::PassNoZone), 5);
         assert_eq!(s.get(Stat::PassTc), 0);
+        assert_eq!(s.get(Stat::RrlSlipped), 4);
         let mut after = s.clone();
         after.counters.insert(("passed".into(), "qtype".into()), 7);
         assert_eq!(after.delta(&s, Stat::PassQtype), 5);
