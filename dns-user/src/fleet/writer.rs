@@ -248,6 +248,7 @@ async fn write(fleet: &Arc<Fleet>, mut build: RemoteBuild) -> Result<Option<Appl
     let write_id = fleet.next_write_id();
     let marker = fleet.keys.write_marker(&fleet.edge_id);
     let mut unknown = Unknown::default();
+    let mut retry_pause = Duration::from_millis(50);
     let mut attempt = 0;
     while attempt < MAX_ATTEMPTS {
         // One transaction in flight per edge: this edge's writers would only race each other
@@ -322,7 +323,11 @@ async fn write(fleet: &Arc<Fleet>, mut build: RemoteBuild) -> Result<Option<Appl
                         return committed(fleet, turn, revision, &apex, started).await;
                     }
                     Landed::No => {
+                        // Again in a moment, when the client may have dropped a dead
+                        // endpoint or the edge holds a new lease.
                         drop(turn);
+                        tokio::time::sleep(retry_pause).await;
+                        retry_pause = super::next_backoff(retry_pause, Duration::ZERO);
                         continue;
                     }
                     Landed::Never(e) => return Err(e.into()),
