@@ -247,37 +247,126 @@ fn check_certificates(path: &std::path::Path, pem: &[u8]) -> Result<(), FleetErr
     Ok(())
 }
 
-/// With TLS, makes one request at start: a certificate etcd refuses (or a server certificate
-/// the CA doesn't vouch for) is a start-up error, not an etcd that looks down for ever. An etcd
-/// that is out of reach is no error here: the edge serves its local copy until it is back.
+/// With TLS, reads etcd once at start: a certificate etcd refuses (or a server certificate the
+/// CA doesn't vouch for) is a start-up error, not an etcd that looks down for ever. An etcd that
+/// is out of reach is no error here: the edge serves its local copy until it is back. A refused
+/// client certificate shows as an alert after the handshake, which the client mostly reports
+/// as the connection closed at once: a server that closes every connection that way is
+/// refusing this edge's TLS too.
 async fn check_tls(client: &Client, args: &EtcdArgs) -> Result<(), FleetError> {
     if args.etcd_ca.is_none() && args.etcd_cert.is_none() {
         return Ok(());
     }
-    let mut kv = client.kv_client();
-    let probe = kv.get(
-        Keys::new(&args.etcd_prefix).all(),
-        Some(
-            etcd_client::GetOptions::new()
-                .with_prefix()
-                .with_count_only(),
-        ),
-    );
-    let Ok(Err(e)) = tokio::time::timeout(REQUEST_TIMEOUT, probe).await else {
-        return Ok(());
-    };
-    let chain = crate::error_chain(&e).to_ascii_lowercase();
-    if ["certificate", "handshake", "alert"]
-        .iter()
-        .any(|w| chain.contains(w))
-    {
-        return Err(FleetError::TlsRefused {
+    let mut closed = None;
+    for _ in 0..6 {
+        let mut kv = client.kv_client();
+        let probe = kv.get(
+            Keys::new(&args.etcd_prefix).all(),
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only(),
+            ),
+        );
+        let e = match tokio::time::timeout(REQUEST_TIMEOUT, probe).await {
+            Ok(Ok(_)) | Err(_) => return Ok(()),
+            Ok(Err(e)) => e,
+        };
+        let chain = crate::error_chain(&e).to_ascii_lowercase();
+        if ["certificate", "handshake", "alert"]
+            .iter()
+            .any(|w| chain.contains(w))
+        {
+            return Err(FleetError::TlsRefused {
+                cert: args.etcd_cert.clone().unwrap_or_default(),
+                ca: args.etcd_ca.clone().unwrap_or_default(),
+                source: e,
+            });
+        }
+        if chain.contains("refused") || chain.contains("timed out") {
+            return Ok(());
+        }
+        closed = Some(e);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    match closed {
+        Some(source) => Err(FleetError::TlsRefused {
             cert: args.etcd_cert.clone().unwrap_or_default(),
             ca: args.etcd_ca.clone().unwrap_or_default(),
-            source: e,
-        });
+            source,
+        }),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// How often the endpoints' health is checked.
+const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Keeps the client's endpoints to the members that answer: the client's balancer would go on
+/// sending some requests to a dead member, and those fail. Each endpoint is asked for its
+/// status on its own connection; one that doesn't answer is taken out of the client, and put
+/// back once it answers again. All of them failing (this edge cut off) changes nothing.
+async fn prune_endpoints(fleet: Arc<Fleet>, shutdown: CancellationToken) {
+    let urls = fleet.args.etcd.etcd.clone();
+    let mut probes = Vec::new();
+    for url in &urls {
+        let args = EtcdArgs {
+            etcd: vec![url.clone()],
+            ..fleet.args.etcd.clone()
+        };
+        match connect(&args).await {
+            Ok(c) => probes.push((url.clone(), c)),
+            Err(e) => {
+                warn!(
+                    "fleet: no health checks of {url}: {}",
+                    crate::error_chain(&e)
+                );
+                return;
+            }
+        }
+    }
+    let mut live = vec![true; probes.len()];
+    let mut tick = tokio::time::interval(HEALTH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let mut answers = Vec::with_capacity(probes.len());
+        for (_, c) in &probes {
+            let mut m = c.maintenance_client();
+            answers.push(matches!(
+                tokio::time::timeout(Duration::from_millis(700), m.status()).await,
+                Ok(Ok(_))
+            ));
+        }
+        if !answers.iter().any(|a| *a) {
+            continue;
+        }
+        for (i, ok) in answers.into_iter().enumerate() {
+            if ok == live[i] {
+                continue;
+            }
+            let url = &probes[i].0;
+            let changed = if ok {
+                fleet.client.add_endpoint(url).await
+            } else {
+                fleet.client.remove_endpoint(url).await
+            };
+            match changed {
+                Ok(()) => {
+                    live[i] = ok;
+                    if ok {
+                        info!(edge = %fleet.edge_id, endpoint = %url, "fleet: etcd member answers again; using it");
+                    } else {
+                        warn!(edge = %fleet.edge_id, endpoint = %url, "fleet: etcd member does not answer; not using it until it does");
+                    }
+                }
+                Err(e) => warn!("fleet: changing the endpoint {url}: {e}"),
+            }
+        }
+    }
 }
 
 /// The next pause of a reconnect loop: doubled, or back to the start after a connection that
@@ -462,6 +551,9 @@ impl Fleet {
             first_registration,
             shutdown.clone(),
         ));
+        if fleet.args.etcd.etcd.len() > 1 {
+            tasks.spawn(prune_endpoints(fleet.clone(), shutdown.clone()));
+        }
         tasks.spawn(watch_partition(fleet.clone(), shutdown));
         // etcd within reach: serve only once this edge has what the fleet has, and is
         // registered (writes from then on wait for it).
