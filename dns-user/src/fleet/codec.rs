@@ -97,6 +97,13 @@ impl Keys {
         format!("{}{id}", self.edges())
     }
 
+    /// The key each of an edge's write transactions puts its write's id in, under the edge's
+    /// lease: how the edge finds out whether a transaction whose answer it lost was applied,
+    /// and why one that reaches etcd after the lease ran out is refused whole.
+    pub fn write_marker(&self, id: &str) -> String {
+        format!("{}/writes/{id}", self.prefix)
+    }
+
     pub fn zone(&self, apex: &Name) -> String {
         format!("{}z/{}", self.data(), hex(apex))
     }

@@ -49,7 +49,7 @@ pub(super) async fn run(
     shutdown: CancellationToken,
 ) {
     let mut first = Some(first);
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = super::BACKOFF_MIN;
     let mut reconciled_before = false;
     loop {
         let result = tokio::select! {
@@ -64,11 +64,10 @@ pub(super) async fn run(
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff = super::next_backoff(backoff, Duration::ZERO);
                 continue;
             }
         };
-        backoff = Duration::from_millis(200);
         if reconciled_before {
             fleet.stats.resyncs.fetch_add(1, Ordering::Relaxed);
         }
@@ -82,10 +81,19 @@ pub(super) async fn run(
         if let Some(f) = first.take() {
             let _ = f.send(());
         }
+        let following = std::time::Instant::now();
         let end = tokio::select! {
             _ = shutdown.cancelled() => return,
             e = follow(&fleet, revision + 1) => e,
         };
+        // A watch that fails at once again and again must not turn into a busy loop of reads.
+        backoff = super::next_backoff(backoff, following.elapsed());
+        if backoff > super::BACKOFF_MIN {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+        }
         match end {
             End::Compacted => {
                 warn!(edge = %fleet.edge_id, "fleet: the watch's revision was compacted; reading etcd again")

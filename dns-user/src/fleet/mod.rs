@@ -46,6 +46,11 @@ use crate::{engine::Engine, fallback::StaleMisses};
 const LOCAL_APPLY_WAIT: Duration = Duration::from_secs(10);
 /// Longest a single etcd request may take before it counts as unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// First pause of a reconnect loop; it doubles up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(3);
+/// A connection that lasted this long before it was lost starts its backoff afresh.
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
 
 /// Where etcd is and how to reach it: `serve`'s and `fleet seed`'s flags.
 #[derive(Clone, Debug, Default, clap::Args)]
@@ -130,6 +135,15 @@ pub enum FleetError {
     Unavailable(#[source] etcd_client::Error),
     #[error("etcd did not answer within {0:?}; nothing changed")]
     Timeout(Duration),
+    #[error("etcd refused the TLS connection with this edge's certificate (--etcd-cert {}, --etcd-ca {})", cert.display(), ca.display())]
+    TlsRefused {
+        cert: PathBuf,
+        ca: PathBuf,
+        #[source]
+        source: etcd_client::Error,
+    },
+    #[error("etcd is unreachable (this edge holds no lease); nothing changed")]
+    NoLease,
     #[error("the change needs {needed} etcd operations; one transaction takes at most {limit}: split it into smaller batches")]
     TooManyOps { needed: usize, limit: usize },
     #[error("the change is {bytes} bytes; one etcd transaction takes at most {limit} bytes: split it into smaller batches")]
@@ -163,6 +177,7 @@ impl FleetError {
             FleetError::TooManyOps { .. } | FleetError::TooLarge { .. } => 413,
             FleetError::PreconditionFailed { .. } | FleetError::Contended { .. } => 409,
             FleetError::Unavailable(_)
+            | FleetError::NoLease
             | FleetError::Timeout(_)
             | FleetError::Stopped
             | FleetError::Behind { .. } => 503,
@@ -230,6 +245,138 @@ fn check_certificates(path: &std::path::Path, pem: &[u8]) -> Result<(), FleetErr
         return Err(bad("no certificate in PEM form".into()));
     }
     Ok(())
+}
+
+/// With TLS, reads etcd once at start: a certificate etcd refuses (or a server certificate the
+/// CA doesn't vouch for) is a start-up error, not an etcd that looks down for ever. An etcd that
+/// is out of reach is no error here: the edge serves its local copy until it is back. A refused
+/// client certificate shows as an alert after the handshake, which the client mostly reports
+/// as the connection closed at once: a server that closes every connection that way is
+/// refusing this edge's TLS too.
+async fn check_tls(client: &Client, args: &EtcdArgs) -> Result<(), FleetError> {
+    if args.etcd_ca.is_none() && args.etcd_cert.is_none() {
+        return Ok(());
+    }
+    let mut closed = None;
+    for _ in 0..6 {
+        let mut kv = client.kv_client();
+        let probe = kv.get(
+            Keys::new(&args.etcd_prefix).all(),
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only(),
+            ),
+        );
+        let e = match tokio::time::timeout(REQUEST_TIMEOUT, probe).await {
+            Ok(Ok(_)) | Err(_) => return Ok(()),
+            Ok(Err(e)) => e,
+        };
+        let chain = crate::error_chain(&e).to_ascii_lowercase();
+        if ["certificate", "handshake", "alert"]
+            .iter()
+            .any(|w| chain.contains(w))
+        {
+            return Err(FleetError::TlsRefused {
+                cert: args.etcd_cert.clone().unwrap_or_default(),
+                ca: args.etcd_ca.clone().unwrap_or_default(),
+                source: e,
+            });
+        }
+        if chain.contains("refused") || chain.contains("timed out") {
+            return Ok(());
+        }
+        closed = Some(e);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    match closed {
+        Some(source) => Err(FleetError::TlsRefused {
+            cert: args.etcd_cert.clone().unwrap_or_default(),
+            ca: args.etcd_ca.clone().unwrap_or_default(),
+            source,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// How often the endpoints' health is checked.
+const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Keeps the client's endpoints to the members that answer: the client's balancer would go on
+/// sending some requests to a dead member, and those fail. Each endpoint is asked for its
+/// status on its own connection; one that doesn't answer is taken out of the client, and put
+/// back once it answers again. All of them failing (this edge cut off) changes nothing.
+async fn prune_endpoints(fleet: Arc<Fleet>, shutdown: CancellationToken) {
+    let urls = fleet.args.etcd.etcd.clone();
+    let mut probes = Vec::new();
+    for url in &urls {
+        let args = EtcdArgs {
+            etcd: vec![url.clone()],
+            ..fleet.args.etcd.clone()
+        };
+        match connect(&args).await {
+            Ok(c) => probes.push((url.clone(), c)),
+            Err(e) => {
+                warn!(
+                    "fleet: no health checks of {url}: {}",
+                    crate::error_chain(&e)
+                );
+                return;
+            }
+        }
+    }
+    let mut live = vec![true; probes.len()];
+    let mut tick = tokio::time::interval(HEALTH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let mut answers = Vec::with_capacity(probes.len());
+        for (_, c) in &probes {
+            let mut m = c.maintenance_client();
+            answers.push(matches!(
+                tokio::time::timeout(Duration::from_millis(700), m.status()).await,
+                Ok(Ok(_))
+            ));
+        }
+        if !answers.iter().any(|a| *a) {
+            continue;
+        }
+        for (i, ok) in answers.into_iter().enumerate() {
+            if ok == live[i] {
+                continue;
+            }
+            let url = &probes[i].0;
+            let changed = if ok {
+                fleet.client.add_endpoint(url).await
+            } else {
+                fleet.client.remove_endpoint(url).await
+            };
+            match changed {
+                Ok(()) => {
+                    live[i] = ok;
+                    if ok {
+                        info!(edge = %fleet.edge_id, endpoint = %url, "fleet: etcd member answers again; using it");
+                    } else {
+                        warn!(edge = %fleet.edge_id, endpoint = %url, "fleet: etcd member does not answer; not using it until it does");
+                    }
+                }
+                Err(e) => warn!("fleet: changing the endpoint {url}: {e}"),
+            }
+        }
+    }
+}
+
+/// The next pause of a reconnect loop: doubled, or back to the start after a connection that
+/// lasted a while.
+fn next_backoff(backoff: Duration, lasted: Duration) -> Duration {
+    if lasted >= BACKOFF_RESET_AFTER {
+        BACKOFF_MIN
+    } else {
+        (backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX)
+    }
 }
 
 /// Runs `f` against etcd within [`REQUEST_TIMEOUT`].
@@ -315,6 +462,12 @@ pub struct Fleet {
     stale: StaleMisses,
     /// This edge's current lease (0: none).
     lease: AtomicI64,
+    /// The latest each recent lease of this edge can run out at, by this edge's clock (the
+    /// time of its last renewal's answer plus the TTL): a write transaction put under a lease
+    /// that ran out is refused by etcd, so after that time a lost transaction can't land.
+    lease_expiry: Mutex<std::collections::VecDeque<(i64, Instant)>>,
+    /// Makes each write's id unique: this process's start time and a counter.
+    write_ids: (u128, AtomicU64),
     pub stats: FleetStats,
     /// When each recent revision was first seen here, for the lag in seconds.
     seen: Mutex<std::collections::VecDeque<(i64, SystemTime)>>,
@@ -347,6 +500,7 @@ impl Fleet {
         shutdown: CancellationToken,
     ) -> Result<Arc<Fleet>, FleetError> {
         let client = connect(&args.etcd).await?;
+        check_tls(&client, &args.etcd).await?;
         let edge_id = args.edge_id.clone().unwrap_or_else(host_name);
         let edge_address = args.edge_address.clone().unwrap_or(default_address);
         let start_revision = engine
@@ -376,6 +530,13 @@ impl Fleet {
             connected: AtomicBool::new(false),
             stale,
             lease: AtomicI64::new(0),
+            lease_expiry: Mutex::new(Default::default()),
+            write_ids: (
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+                AtomicU64::new(0),
+            ),
             stats: FleetStats::default(),
             seen: Mutex::new(Default::default()),
             args,
@@ -390,6 +551,9 @@ impl Fleet {
             first_registration,
             shutdown.clone(),
         ));
+        if fleet.args.etcd.etcd.len() > 1 {
+            tasks.spawn(prune_endpoints(fleet.clone(), shutdown.clone()));
+        }
         tasks.spawn(watch_partition(fleet.clone(), shutdown));
         // etcd within reach: serve only once this edge has what the fleet has, and is
         // registered (writes from then on wait for it).
@@ -409,6 +573,37 @@ impl Fleet {
 
     pub fn edge_id(&self) -> &str {
         &self.edge_id
+    }
+
+    /// A fresh id for one write (unique across this edge's writes and restarts).
+    fn next_write_id(&self) -> String {
+        let n = self.write_ids.1.fetch_add(1, Ordering::Relaxed);
+        format!("{}:{:x}:{n}", self.edge_id, self.write_ids.0)
+    }
+
+    /// Notes that `lease` holds until at least `ttl` seconds from now.
+    fn lease_renewed(&self, lease: i64, ttl: i64) {
+        let until = Instant::now() + Duration::from_secs(u64::try_from(ttl).unwrap_or(0));
+        let mut leases = self.lease_expiry.lock().unwrap_or_else(|p| p.into_inner());
+        match leases.iter_mut().find(|(id, _)| *id == lease) {
+            Some(l) => l.1 = l.1.max(until),
+            None => {
+                leases.push_back((lease, until));
+                if leases.len() > 8 {
+                    leases.pop_front();
+                }
+            }
+        }
+    }
+
+    /// When `lease` runs out at the latest (None: not known, so it may still hold).
+    fn lease_expires(&self, lease: i64) -> Option<Instant> {
+        self.lease_expiry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(id, _)| *id == lease)
+            .map(|(_, t)| *t)
     }
 
     pub fn applied_revision(&self) -> i64 {

@@ -142,17 +142,20 @@ pub(super) async fn view_with_contact(fleet: &Fleet) -> EdgeView {
 /// up again whenever the watch ends.
 pub(super) async fn watch_edges(fleet: Arc<Fleet>, shutdown: CancellationToken) {
     let prefix = fleet.keys.edges();
+    let mut backoff = super::BACKOFF_MIN;
     loop {
+        let started = std::time::Instant::now();
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = follow_edges(&fleet, &prefix) => r,
         };
+        backoff = super::next_backoff(backoff, started.elapsed());
         if let Err(why) = result {
-            warn!(edge = %fleet.edge_id, "fleet: edge registry watch lost ({why}); reading again");
+            warn!(edge = %fleet.edge_id, "fleet: edge registry watch lost ({why}); reading again in {backoff:?}");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            _ = tokio::time::sleep(backoff) => {}
         }
     }
 }
@@ -249,11 +252,15 @@ pub(super) async fn presence(
     let mut registered = Some(registered);
     let ttl = i64::from(fleet.args.lease_ttl.max(1));
     let key = fleet.keys.edge(&fleet.edge_id);
+    let mut backoff = super::BACKOFF_MIN;
     loop {
         if shutdown.is_cancelled() {
             return;
         }
-        match hold_lease(&fleet, &key, ttl, &mut registered, &shutdown).await {
+        let started = std::time::Instant::now();
+        let result = hold_lease(&fleet, &key, ttl, &mut registered, &shutdown).await;
+        backoff = super::next_backoff(backoff, started.elapsed());
+        match result {
             Ok(()) => {
                 // Stopping: let the others know now rather than when the lease runs out.
                 let lease = fleet.lease.swap(0, Ordering::Relaxed);
@@ -265,12 +272,12 @@ pub(super) async fn presence(
                 return;
             }
             Err(why) => {
-                warn!(edge = %fleet.edge_id, "fleet: lease lost ({why}); registering again")
+                warn!(edge = %fleet.edge_id, "fleet: lease lost ({why}); registering again in {backoff:?}")
             }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            _ = tokio::time::sleep(backoff) => {}
         }
     }
 }
@@ -306,6 +313,7 @@ async fn hold_lease(
         .await
         .map_err(|e| crate::error_chain(&e))?;
     let lease = grant.id();
+    fleet.lease_renewed(lease, grant.ttl());
     fleet.lease.store(lease, Ordering::Relaxed);
     fleet.contact();
     // Subscribe before the first put: a revision applied in between is published next.
@@ -329,7 +337,10 @@ async fn hold_lease(
                 keeper.keep_alive().await.map_err(|e| e.to_string())?;
             }
             msg = stream.message() => match msg {
-                Ok(Some(r)) if r.ttl() > 0 => fleet.contact(),
+                Ok(Some(r)) if r.ttl() > 0 => {
+                    fleet.lease_renewed(lease, r.ttl());
+                    fleet.contact();
+                }
                 Ok(Some(_)) => return Err("the lease expired".into()),
                 Ok(None) => return Err("the keep-alive stream closed".into()),
                 Err(e) => return Err(e.to_string()),

@@ -9,10 +9,12 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     path::Path,
     sync::{Arc, Mutex},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
-use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{
+    Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+};
 use hickory_proto::rr::Name;
 use tracing::{debug, info};
 
@@ -105,7 +107,8 @@ impl Plan {
     }
 
     fn check_limits(&self) -> Result<(), FleetError> {
-        let ops = self.ops();
+        // And the write's marker.
+        let ops = self.ops() + 1;
         if ops > MAX_OPS {
             return Err(FleetError::TooManyOps {
                 needed: ops,
@@ -239,7 +242,15 @@ async fn write(fleet: &Arc<Fleet>, mut build: RemoteBuild) -> Result<Option<Appl
     let if_match = WRITE.try_with(|c| c.if_match).ok().flatten();
     let started = Instant::now();
     let mut last_zone = String::new();
-    for attempt in 0..MAX_ATTEMPTS {
+    // Every transaction of this write puts this id in the edge's marker key: a transaction
+    // whose answer was lost is found out by reading the marker (or by a retry that loses on
+    // the zone's mod revision and reads it), so a write never applies twice.
+    let write_id = fleet.next_write_id();
+    let marker = fleet.keys.write_marker(&fleet.edge_id);
+    let mut unknown = Unknown::default();
+    let mut retry_pause = Duration::from_millis(50);
+    let mut attempt = 0;
+    while attempt < MAX_ATTEMPTS {
         // One transaction in flight per edge: this edge's writers would only race each other
         // (every write to a zone moves its key). Held until this edge has applied the write, so
         // the next one validates against it; not while the other edges confirm.
@@ -278,40 +289,68 @@ async fn write(fleet: &Arc<Fleet>, mut build: RemoteBuild) -> Result<Option<Appl
             }
             reads.push(TxnOp::get(key.as_str(), None));
         }
-        let txn = Txn::new()
-            .when(compares)
-            .and_then(plan.txn_ops())
-            .or_else(reads);
+        reads.push(TxnOp::get(marker.as_str(), None));
+        // Under the edge's lease: once the lease has run out, a transaction still on its way
+        // (queued in a connection cut off from etcd) is refused whole when it arrives.
+        let lease = fleet.lease.load(std::sync::atomic::Ordering::Relaxed);
+        if lease == 0 {
+            return Err(FleetError::NoLease.into());
+        }
+        let mut ops = plan.txn_ops();
+        ops.push(TxnOp::put(
+            marker.as_str(),
+            write_id.as_bytes().to_vec(),
+            Some(PutOptions::new().with_lease(lease)),
+        ));
+        let txn = Txn::new().when(compares).and_then(ops).or_else(reads);
         let mut kv = fleet.client.kv_client();
-        let resp = request(kv.txn(txn)).await.map_err(size_error)?;
+        let sent = tokio::time::timeout(ATTEMPT_TIMEOUT, kv.txn(txn)).await;
+        let resp = match sent.map(|r| r.map_err(|e| size_error(FleetError::Unavailable(e)))) {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e @ FleetError::TooLarge { .. })) => return Err(e.into()),
+            outcome => {
+                // The transaction may or may not have been applied (or may still be on its
+                // way): find out before answering, and retry on another connection if it
+                // was not.
+                let error = match outcome {
+                    Ok(Err(e)) => e,
+                    _ => FleetError::Timeout(ATTEMPT_TIMEOUT),
+                };
+                debug!(zone = %apex, attempt, "fleet write's outcome unknown: {}", crate::error_chain(&error));
+                unknown.note(lease, error);
+                match landed(fleet, &marker, &write_id, &mut unknown, started).await {
+                    Landed::Yes(revision) => {
+                        return committed(fleet, turn, revision, &apex, started).await;
+                    }
+                    Landed::No => {
+                        // Again in a moment, when the client may have dropped a dead
+                        // endpoint or the edge holds a new lease.
+                        drop(turn);
+                        tokio::time::sleep(retry_pause).await;
+                        retry_pause = super::next_backoff(retry_pause, Duration::ZERO);
+                        continue;
+                    }
+                    Landed::Never(e) => return Err(e.into()),
+                }
+            }
+        };
         fleet.contact();
         let revision = resp.header().map_or(0, |h| h.revision());
         if resp.succeeded() {
             debug!(zone = %apex, revision, attempt, "fleet write committed");
-            // Committed: whatever happens now, the answer is a success. If this edge hasn't
-            // applied it within the wait, it is one of the edges behind (202).
-            let _ = wait_applied(fleet, revision, fleet.confirm_wait()).await;
-            drop(turn);
-            let behind = confirm(fleet, revision).await;
-            fleet.stats.observe_confirm(started.elapsed().as_secs_f64());
-            let _ = WRITE.try_with(|c| {
-                *c.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(Outcome {
-                    revision,
-                    behind: behind.clone(),
-                });
-            });
-            if !behind.is_empty() {
-                info!(
-                    revision,
-                    ?behind,
-                    "fleet write committed; edges still behind"
-                );
+            return committed(fleet, turn, revision, &apex, started).await;
+        }
+        // An earlier transaction of this write whose answer was lost landed after all (and
+        // moved the zone's key, so this one lost).
+        for op in resp.op_responses() {
+            if let TxnOpResponse::Get(g) = op {
+                for kv in g.kvs() {
+                    if kv.key() == marker.as_bytes() && kv.value() == write_id.as_bytes() {
+                        let revision = kv.mod_revision();
+                        return committed(fleet, turn, revision, &apex, started).await;
+                    }
+                }
             }
-            let serial = fleet.engine.zones().zone(&apex).map_or(0, |z| z.serial());
-            return Ok(Some(Applied {
-                serial,
-                sync: SyncReport::default(),
-            }));
         }
         // Someone else changed a zone first (or this edge hadn't applied it yet): catch up to
         // the zone keys as they are now, then validate again.
@@ -319,6 +358,9 @@ async fn write(fleet: &Arc<Fleet>, mut build: RemoteBuild) -> Result<Option<Appl
         for op in resp.op_responses() {
             if let TxnOpResponse::Get(g) = op {
                 for kv in g.kvs() {
+                    if kv.key() == marker.as_bytes() {
+                        continue;
+                    }
                     newest = newest.max(kv.mod_revision());
                     if let Some(r) = if_match {
                         if kv.mod_revision() > r {
@@ -337,8 +379,174 @@ async fn write(fleet: &Arc<Fleet>, mut build: RemoteBuild) -> Result<Option<Appl
         let needed = if newest == 0 { revision } else { newest };
         wait_applied(fleet, needed, LOCAL_APPLY_WAIT).await?;
         drop(turn);
+        attempt += 1;
     }
     Err(FleetError::Contended { zone: last_zone }.into())
+}
+
+/// Longest one transaction may take before its outcome counts as unknown.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest one read of the marker may take.
+const MARKER_READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// Past the latest moment the edge's lease could run out by its own clock, how long to wait
+/// more before counting on it: etcd's leader measures it, and a new leader extends leases by
+/// an election timeout.
+const LEASE_MARGIN: Duration = Duration::from_secs(2);
+
+/// The transactions of one write whose outcome was unknown: the leases they were put under and
+/// the last error.
+#[derive(Default)]
+struct Unknown {
+    leases: Vec<i64>,
+    error: Option<FleetError>,
+    /// Those leases were revoked: nothing of this write can land any more.
+    fenced: bool,
+}
+
+impl Unknown {
+    fn note(&mut self, lease: i64, error: FleetError) {
+        if !self.leases.contains(&lease) {
+            self.leases.push(lease);
+        }
+        self.error = Some(error);
+    }
+
+    /// Whether none of the transactions can land any more: their leases were revoked, or have
+    /// surely run out by now.
+    fn settled(&self, fleet: &Fleet) -> bool {
+        self.fenced
+            || self.leases.iter().all(|lease| {
+                fleet
+                    .lease_expires(*lease)
+                    .is_some_and(|t| Instant::now() >= t + LEASE_MARGIN)
+            })
+    }
+
+    fn failure(&mut self) -> FleetError {
+        match self.error.take() {
+            Some(e @ FleetError::Unavailable(_)) => e,
+            _ => FleetError::Timeout(super::REQUEST_TIMEOUT),
+        }
+    }
+}
+
+enum Landed {
+    /// Applied at this revision.
+    Yes(i64),
+    /// Not applied yet: a retry is safe (if the earlier one lands first, the retry loses on
+    /// the zone's mod revision and reads the marker).
+    No,
+    /// Not applied, and can't be any more: the answer is that error.
+    Never(FleetError),
+}
+
+/// The marker's mod revision if it holds `write_id` (None: it doesn't; Err: etcd didn't answer).
+async fn read_marker(fleet: &Fleet, marker: &str, write_id: &str) -> Result<Option<i64>, ()> {
+    let mut kv = fleet.client.kv_client();
+    match tokio::time::timeout(MARKER_READ_TIMEOUT, kv.get(marker, None)).await {
+        Ok(Ok(resp)) => {
+            fleet.contact();
+            Ok(resp
+                .kvs()
+                .first()
+                .filter(|kv| kv.value() == write_id.as_bytes())
+                .map(|kv| kv.mod_revision()))
+        }
+        _ => Err(()),
+    }
+}
+
+/// Revokes the leases the write's lost transactions were put under: one still on its way is
+/// then refused when it arrives. The edge registers again under a new lease.
+async fn fence(fleet: &Fleet, leases: &[i64]) -> bool {
+    let mut client = fleet.client.lease_client();
+    for lease in leases {
+        match tokio::time::timeout(MARKER_READ_TIMEOUT, client.revoke(*lease)).await {
+            Ok(Ok(_)) => {}
+            // Already gone (ran out): as good.
+            Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.message().contains("not found") => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Finds out whether one of this write's transactions landed. Within the request timeout a
+/// "not yet" lets the write try again; after it, the answer is a failure only once nothing of
+/// the write can land any more (its leases revoked or run out), so a 503 means nothing was
+/// written, then or later. Bounded: the lease's end, or twice the request timeout.
+async fn landed(
+    fleet: &Fleet,
+    marker: &str,
+    write_id: &str,
+    unknown: &mut Unknown,
+    started: Instant,
+) -> Landed {
+    let mut backoff = super::BACKOFF_MIN;
+    let lease = Duration::from_secs(fleet.args.lease_ttl.into());
+    let give_up = started + (super::REQUEST_TIMEOUT * 2).max(lease + LEASE_MARGIN * 2);
+    loop {
+        let read = read_marker(fleet, marker, write_id).await;
+        let out_of_time = started.elapsed() >= super::REQUEST_TIMEOUT;
+        match read {
+            Ok(Some(revision)) => return Landed::Yes(revision),
+            Ok(None) if !out_of_time => return Landed::No,
+            Ok(None) if unknown.settled(fleet) => return Landed::Never(unknown.failure()),
+            Ok(None) => {
+                if fence(fleet, &unknown.leases).await {
+                    unknown.fenced = true;
+                    // It may have landed between the read and the revoke.
+                    match read_marker(fleet, marker, write_id).await {
+                        Ok(Some(revision)) => return Landed::Yes(revision),
+                        Ok(None) => return Landed::Never(unknown.failure()),
+                        Err(()) => {}
+                    }
+                }
+            }
+            Err(()) if out_of_time && unknown.settled(fleet) => {
+                return Landed::Never(unknown.failure());
+            }
+            Err(()) => {}
+        }
+        if Instant::now() >= give_up {
+            return Landed::Never(unknown.failure());
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = super::next_backoff(backoff, Duration::ZERO);
+    }
+}
+
+/// A committed write: whatever happens now, the answer is a success. If this edge hasn't
+/// applied it within the wait, it is one of the edges behind (202).
+async fn committed(
+    fleet: &Arc<Fleet>,
+    turn: tokio::sync::MutexGuard<'_, ()>,
+    revision: i64,
+    apex: &Name,
+    started: Instant,
+) -> Result<Option<Applied>, EngineError> {
+    let _ = wait_applied(fleet, revision, fleet.confirm_wait()).await;
+    drop(turn);
+    let behind = confirm(fleet, revision).await;
+    fleet.stats.observe_confirm(started.elapsed().as_secs_f64());
+    let _ = WRITE.try_with(|c| {
+        *c.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(Outcome {
+            revision,
+            behind: behind.clone(),
+        });
+    });
+    if !behind.is_empty() {
+        info!(
+            revision,
+            ?behind,
+            "fleet write committed; edges still behind"
+        );
+    }
+    let serial = fleet.engine.zones().zone(apex).map_or(0, |z| z.serial());
+    Ok(Some(Applied {
+        serial,
+        sync: SyncReport::default(),
+    }))
 }
 
 /// Waits (at most `wait`) until this edge has applied `revision`.

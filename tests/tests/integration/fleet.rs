@@ -330,7 +330,6 @@ fn fleet_put_is_answered_at_xdp_on_every_edge_right_after_200() {
 
 /// One etcd member's crash stops nothing: writes through every edge go on and are confirmed.
 #[test]
-#[ignore = "the daemon's etcd client sends some requests to the dead member and answers 503 (fleet-bugs.md, 02:27)"]
 fn fleet_etcd_member_crash_keeps_writes_going() {
     let mut net = fleet(3, &[]);
     net.etcd_mut().kill_member(2);
@@ -578,7 +577,6 @@ fn fleet_refusals_write_nothing() {
 
 /// etcd out of reach at write time: 503 with a reason, and nothing written, then or later.
 #[test]
-#[ignore = "a write answered 503 while cut off is committed later, once the link is back (fleet-bugs.md, 02:32)"]
 fn fleet_etcd_unreachable_at_write_is_503_and_nothing_written() {
     let net = fleet(3, &[]);
     let a = &net.edges[0];
@@ -650,7 +648,6 @@ fn tls_args(urls: &str, ca: &Tls, client: &Tls) -> Vec<String> {
 
 /// A client certificate etcd refuses (another CA's) is a start-up error that says so.
 #[test]
-#[ignore = "the daemon starts and retries for ever, logging etcd as unreachable (fleet-bugs.md, 02:27)"]
 fn fleet_etcd_bad_client_certificate_is_a_start_up_error() {
     require_root();
     let mut net = FleetNet::new(1);
