@@ -217,6 +217,8 @@ pub fn table(r: &Value) -> String {
         for server in SERVERS {
             let v = &r[server.key()];
             if let Some(e) = v["error"].as_str() {
+                // The first line only: a table cell holds no log.
+                let e = e.lines().next().unwrap_or("");
                 let _ = writeln!(s, "| {} | error: {e} | | | | | | |", server.label());
                 continue;
             }
