@@ -215,6 +215,9 @@ pub fn run(bed: &Bed, setup: &servers::Setup, p: &RrlParams) -> Result<Value> {
                 "sent": quiet.sent,
                 "answered": quiet_answered,
                 "slipped": sum(&quiet.slipped),
+                "unanswered": quiet.sent.saturating_sub(quiet_answered + sum(&quiet.slipped)),
+                "answered_per_s": steady(&quiet.answered),
+                "slipped_per_s": steady(&quiet.slipped),
                 "answered_fraction": if quiet.sent == 0 { 0.0 } else { quiet_answered as f64 / quiet.sent as f64 },
             },
             "xdp_rrl": {
