@@ -38,7 +38,10 @@ pub struct Answer {
     pub rcode: u16,
     pub ancount: u16,
     pub nscount: u16,
+    /// What to count once it is sent; a slipped answer is counted as [`Stat::RrlSlipped`].
     pub stat: Stat,
+    /// 1 if `rrl::slip` emptied the answer (its records' lengths are then 0), else 0.
+    pub slipped: u16,
 }
 
 impl Answer {
@@ -111,6 +114,7 @@ fn positive<const N: usize>(s: &mut Scratch, q: &Query, v: &NameValue<N>) -> Res
         ancount,
         nscount: 0,
         stat: Stat::AnsweredAnswer,
+        slipped: 0,
     })
 }
 
@@ -142,5 +146,6 @@ fn negative(zone: &ZoneValue, apex_off: usize, nxdomain: bool) -> Result<Answer,
         } else {
             Stat::AnsweredNodata
         },
+        slipped: 0,
     })
 }

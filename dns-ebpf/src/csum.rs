@@ -6,7 +6,7 @@
 use aya_ebpf::{helpers::generated::bpf_csum_diff, programs::XdpContext};
 use dns_common::{
     csum::{fold, verifies},
-    wire::{DNS_HEADER_LEN, IPPROTO_UDP},
+    wire::{DNS_HEADER_LEN, IPPROTO_UDP, IPV4_HLEN, UDP_HLEN},
     Scratch, Stat, QUERY_MAX,
 };
 
@@ -67,11 +67,17 @@ fn sum_words<const N: usize>(ctx: &XdpContext, off: usize) -> Result<u32, Pass> 
     // u16. Alignment: the frame starts 2-byte aligned and `off` is even, as the u16 reads of the
     // EtherType and ports in `parse` assume too.
     let w = unsafe { &*ptr_at::<[u16; N]>(ctx, off)? };
+    Ok(sum(w))
+}
+
+/// The sum of words read from the packet (see [`sum_words`]).
+#[inline(always)]
+fn sum(w: &[u16]) -> u32 {
     let mut acc = 0u32;
     for x in w.iter() {
         acc += *x as u32;
     }
-    Ok(acc)
+    acc
 }
 
 /// A folded little-endian-word sum as the big-endian one.
@@ -88,33 +94,35 @@ fn be(le: u32) -> u32 {
 #[inline(always)]
 pub fn verify(ctx: &XdpContext, udp: &Udp, rest_sum: u16) -> Result<Kept, Pass> {
     let bad = Err(Some(Stat::PassChecksum));
+    // Each header is read through one pointer, checked once: the offsets are not constants for
+    // the verifier (see `Udp::join`), and LLVM drops a check that an earlier one on an
+    // overlapping range implies, which the verifier can't follow from one pointer to another.
     let addrs = if udp.v6 {
         sum_words::<16>(ctx, udp.l3 + 8)?
     } else {
-        let addrs = sum_words::<4>(ctx, udp.l3 + 12)?;
+        // SAFETY: as in `sum_words`.
+        let ip = unsafe { &*ptr_at::<[u16; IPV4_HLEN / 2]>(ctx, udp.l3)? };
+        let (head, tail) = ip.split_at(6);
+        let addrs = sum(tail);
         // The answer's header checksum is updated from this one, so it must be right whatever
         // the UDP checksum says.
-        if !verifies(sum_words::<6>(ctx, udp.l3)? + addrs) {
+        if !verifies(sum(head) + addrs) {
             return bad;
         }
         addrs
     };
-    let ports = sum_words::<2>(ctx, udp.l4)?;
+    // SAFETY: as in `sum_words`.
+    let ud = unsafe { &*ptr_at::<[u16; (UDP_HLEN + DNS_HEADER_LEN) / 2]>(ctx, udp.l4)? };
+    let ports = sum(&ud[..2]);
     let kept = Kept {
         addrs: be(addrs),
         ports: be(ports),
     };
-    // SAFETY: `ptr_at` checked that it is inside the packet; aligned as in `sum_words`.
-    if unsafe { *ptr_at::<u16>(ctx, udp.l4 + 6)? } == 0 {
+    if ud[3] == 0 {
         return if udp.v6 { bad } else { Ok(kept) };
     }
     let pseudo = be(IPPROTO_UDP as u32 + udp.udp_len as u32);
-    let sum = addrs
-        + ports
-        + sum_words::<2>(ctx, udp.l4 + 4)?
-        + sum_words::<{ DNS_HEADER_LEN / 2 }>(ctx, udp.dns())?
-        + pseudo
-        + rest_sum.swap_bytes() as u32;
+    let sum = addrs + sum(&ud[..4]) + sum(&ud[4..]) + pseudo + rest_sum.swap_bytes() as u32;
     // On the loopback interface the UDP checksum is left to "offload": the field holds only the
     // pseudo-header's sum (CHECKSUM_PARTIAL), and the kernel doesn't check it either, since
     // nothing crossed a wire. The answer's checksum, updated from it, is partial alike and just

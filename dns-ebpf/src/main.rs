@@ -72,18 +72,20 @@ pub fn edgedns_pass(_ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn try_edgedns(ctx: &XdpContext) -> Result<u32, Pass> {
     let cfg = maps::CONFIG.get(0).ok_or(None)?;
-    let udp = parse::l2_l4(ctx, cfg)?;
+    let s = maps::scratch().ok_or(None)?;
+    let udp = parse::l2_l4(ctx, cfg, s)?;
     if cfg.enabled == 0 {
         return Err(Some(Stat::PassDisabled));
     }
+    let udp = udp.join(s);
     let lim = maps::LIMITS.get(0).ok_or(None)?;
     let cookies = lim.flags & LIMIT_COOKIES != 0;
     let h = parse::header(ctx, &udp)?;
-    let s = maps::scratch().ok_or(None)?;
     parse::load_question(ctx, &udp, &h, s)?;
     let rest_sum = csum::sum_scratch(s, h.qlen)?;
     let kept = csum::verify(ctx, &udp, rest_sum)?;
     let q = parse::question(s, &h, rest_sum, cfg, cookies)?;
+    let c = rrl::cookies(ctx, &udp, s, &q, lim)?;
     key::build(ctx, &udp, s, &q)?;
     let hit = lookup::name(s, &q)?;
     let mut a = answer::answer(s, &q, hit)?;
@@ -92,13 +94,11 @@ fn try_edgedns(ctx: &XdpContext) -> Result<u32, Pass> {
     if a.soa_ptr.is_some() && cfg.options & OPT_STALE_MISSES != 0 {
         return Err(Some(Stat::PassDisabled));
     }
-    let x = rrl::stage(ctx, &udp, s, &q, lim, &a)?;
+    let x = rrl::limit(s, lim, &udp, &a, c)?;
     if x & rrl::DROP != 0 {
         return Ok(xdp_action::XDP_DROP);
     }
-    if x & rrl::SLIP != 0 {
-        rrl::slip(&mut a);
-    }
+    rrl::slip(&mut a, x);
     // Our COOKIE option's length, without a branch: both ways are one path for the verifier.
     let cookie_len = (x & rrl::COOKIE) as usize * COOKIE_OPTION_LEN;
     reply::respond(ctx, cfg, &udp, s, &q, &a, &kept, cookie_len)

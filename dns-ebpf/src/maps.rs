@@ -100,8 +100,21 @@ pub fn scratch() -> Option<&'static mut Scratch> {
 }
 
 /// Whether the daemon listens on `key` (family, destination address and port of a query), on
-/// that address or on the family's wildcard.
+/// that address or on the family's wildcard. The keys are built in the scratch slot's hash input
+/// (unused until the cookie stage), not on the stack: the cookie's hash needs the stack's room.
 #[inline(always)]
-pub fn served(key: &ServedKey) -> bool {
-    SERVED.get_ptr(key).is_some() || SERVED.get_ptr(&key.wildcard()).is_some()
+pub fn served(s: &mut Scratch, key: ServedKey) -> bool {
+    const _: () = assert!(
+        core::mem::offset_of!(Scratch, hash_in) % core::mem::align_of::<ServedKey>() == 0
+            && core::mem::size_of::<ServedKey>() <= 32
+    );
+    // SAFETY: `hash_in` holds a `ServedKey` at a suitable alignment (checked above); both are
+    // plain bytes and integers, valid for any bit pattern.
+    let k = unsafe { &mut *(s.hash_in.as_mut_ptr() as *mut ServedKey) };
+    *k = key;
+    if SERVED.get_ptr(&*k).is_some() {
+        return true;
+    }
+    *k = key.wildcard();
+    SERVED.get_ptr(&*k).is_some()
 }

@@ -53,6 +53,27 @@ pub struct Udp {
 }
 
 impl Udp {
+    /// The same, passed through the scratch slot as one value (see `verifier::launder`): the
+    /// frame's four shapes (IPv4 or IPv6, with or without a VLAN tag) each leave constant
+    /// offsets, and without this the verifier would follow the whole rest of the program once
+    /// for each of them. Every packet access after this checks its bounds again.
+    #[inline(always)]
+    pub fn join(self, s: &mut Scratch) -> Udp {
+        let x = (self.l3 as u64 & 0xff)
+            | (self.l4 as u64 & 0xff) << 8
+            | (self.v6 as u64) << 16
+            | (self.on_lo as u64) << 17
+            | (self.udp_len as u64 & 0xffff) << 32;
+        let x = launder(s, Packed::value(x)).bits();
+        Udp {
+            l3: (x & 0xff) as usize,
+            l4: ((x >> 8) & 0xff) as usize,
+            v6: x & (1 << 16) != 0,
+            on_lo: x & (1 << 17) != 0,
+            udp_len: ((x >> 32) & 0xffff) as usize,
+        }
+    }
+
     /// Offset of the DNS message.
     #[inline(always)]
     pub fn dns(&self) -> usize {
@@ -61,7 +82,7 @@ impl Udp {
 }
 
 #[inline(always)]
-pub fn l2_l4(ctx: &XdpContext, cfg: &XdpConfig) -> Result<Udp, Pass> {
+pub fn l2_l4(ctx: &XdpContext, cfg: &XdpConfig, s: &mut Scratch) -> Result<Udp, Pass> {
     let mut l3 = ETH_HLEN;
     // One program serves every interface it is attached to: the loopback rules apply to the
     // frames that came in on lo, when lo is one of them.
@@ -99,7 +120,7 @@ pub fn l2_l4(ctx: &XdpContext, cfg: &XdpConfig) -> Result<Udp, Pass> {
             addr: [0; 16],
         };
         key.addr[..4].copy_from_slice(&dst);
-        if !maps::served(&key) {
+        if !maps::served(s, key) {
             return Err(None);
         }
         if more_fragments {
@@ -139,7 +160,7 @@ pub fn l2_l4(ctx: &XdpContext, cfg: &XdpConfig) -> Result<Udp, Pass> {
             port_be: dport,
             addr: dst,
         };
-        if !maps::served(&key) {
+        if !maps::served(s, key) {
             return Err(None);
         }
         if martian_v6(&ip[8..24], on_lo) || martian_v6(&dst, on_lo) {

@@ -90,22 +90,21 @@ pub fn respond(
     if let Some((_, dnssec_ok)) = q.edns {
         let size = cfg.udp_payload.to_be_bytes();
         let rdlen_be = (rdlen as u16).to_be_bytes();
-        let opt: [u8; 12] = [
-            0,
-            0,
-            TYPE_OPT as u8,
-            size[0],
-            size[1],
-            0,
-            0,
-            if dnssec_ok { 0x80 } else { 0 },
-            0,
-            rdlen_be[0],
-            rdlen_be[1],
-            0,
-        ];
-        s.out[OPT_OUT..OPT_OUT + OPT_RR_LEN].copy_from_slice(&opt[..OPT_RR_LEN]);
-        let mut sum = sum_bytes(&opt);
+        // Written in place (a local array would take the stack the cookie's hash needs), and
+        // summed from there: 11 bytes, the last one summed as if followed by a zero.
+        let opt = &mut s.out[OPT_OUT..OPT_OUT + OPT_RR_LEN];
+        opt[0] = 0;
+        opt[1] = 0;
+        opt[2] = TYPE_OPT as u8;
+        opt[3] = size[0];
+        opt[4] = size[1];
+        opt[5] = 0;
+        opt[6] = 0;
+        opt[7] = if dnssec_ok { 0x80 } else { 0 };
+        opt[8] = 0;
+        opt[9] = rdlen_be[0];
+        opt[10] = rdlen_be[1];
+        let mut sum = sum_bytes(opt);
         // The option starts 11 bytes into the OPT record: at an odd offset from it. Added under
         // a mask rather than a branch (`rdlen` is 0 or the option's length), so that the rest
         // of the answer is one path for the verifier either way.
@@ -149,8 +148,13 @@ pub fn respond(
         payload_sum + kept.addrs + kept.ports,
     ) {
         Ok(()) => {
-            count(a.stat);
-            if let Some(slot) = qtype_slot(a.stat, q.seg) {
+            let stat = if a.slipped != 0 {
+                Stat::RrlSlipped
+            } else {
+                a.stat
+            };
+            count(stat);
+            if let Some(slot) = qtype_slot(stat, q.seg) {
                 count_slot(slot);
             }
             Ok(xdp_action::XDP_TX)
@@ -230,6 +234,18 @@ fn grow_at_head(
     Ok(())
 }
 
+/// A pointer to a `T` at `off` in the packet (`data..end`), checked to lie inside it. The
+/// offsets are not constants for the verifier (see `Udp::join`): each access is checked on the
+/// pointer it uses.
+#[inline(always)]
+fn pkt_at<T>(data: usize, end: usize, off: usize) -> Result<*mut T, ()> {
+    let p = data + off;
+    if p + core::mem::size_of::<T>() > end {
+        return Err(());
+    }
+    Ok(p as *mut T)
+}
+
 #[inline(always)]
 fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
@@ -270,7 +286,8 @@ fn write_response(
             off += p.len;
         }
     }
-    if let Some(ptr) = a.soa_ptr {
+    // A slipped negative answer keeps its SOA pointer but not the SOA: nothing to point from.
+    if let (Some(ptr), true) = (a.soa_ptr, a.pieces[0].len != 0) {
         let b = ptr.to_be_bytes();
         store(ctx, dns + DNS_HEADER_LEN + qn, b.as_ptr(), 2, 2)?;
     }
@@ -282,12 +299,9 @@ fn write_response(
     let data = ctx.data();
     let end = ctx.data_end();
     // Ethernet: swap the MAC addresses (the first 12 bytes).
-    if data + udp.l4 + UDP_HLEN > end {
-        return Err(());
-    }
-    let eth = data as *mut [u8; 12];
-    // SAFETY: checked above: the headers up to UDP's end lie inside the packet.
-    let e = unsafe { &mut *eth };
+    // SAFETY (this and the other headers below): `pkt_at` checked that they lie inside the
+    // packet.
+    let e = unsafe { &mut *pkt_at::<[u8; 12]>(data, end, 0)? };
     let mut mac = [0u8; 6];
     mac.copy_from_slice(&e[0..6]);
     e.copy_within(6..12, 0);
@@ -295,11 +309,8 @@ fn write_response(
     // The addresses and ports are summed in `kept_sum` already: swapping them changes no sum.
     let sum = kept_sum + udp_len as u32 * 2 + IPPROTO_UDP as u32;
     if udp.v6 {
-        if data + udp.l3 + IPV6_HLEN > end {
-            return Err(());
-        }
-        // SAFETY: checked just above.
-        let ip = unsafe { &mut *((data + udp.l3) as *mut [u8; IPV6_HLEN]) };
+        // SAFETY: as above.
+        let ip = unsafe { &mut *pkt_at::<[u8; IPV6_HLEN]>(data, end, udp.l3)? };
         let mut tmp = [0u8; 16];
         tmp.copy_from_slice(&ip[8..24]);
         ip.copy_within(24..40, 8);
@@ -307,11 +318,8 @@ fn write_response(
         ip[4..6].copy_from_slice(&udp_len.to_be_bytes());
         ip[7] = 64;
     } else {
-        if data + udp.l3 + IPV4_HLEN > end {
-            return Err(());
-        }
-        // SAFETY: checked just above.
-        let ip = unsafe { &mut *((data + udp.l3) as *mut [u8; IPV4_HLEN]) };
+        // SAFETY: as above.
+        let ip = unsafe { &mut *pkt_at::<[u8; IPV4_HLEN]>(data, end, udp.l3)? };
         let mut tmp = [0u8; 4];
         tmp.copy_from_slice(&ip[12..16]);
         ip.copy_within(16..20, 12);
@@ -330,15 +338,13 @@ fn write_response(
         );
         ip[10..12].copy_from_slice(&c.to_be_bytes());
     }
-    if data + udp.l4 + UDP_HLEN + DNS_HEADER_LEN > end {
-        return Err(());
-    }
+    // The UDP and DNS headers, through one pointer checked once: two checks of overlapping
+    // ranges would be merged by LLVM into one the verifier can't apply to the other pointer.
+    // SAFETY: as above.
+    let udns = unsafe { &mut *pkt_at::<[u8; UDP_HLEN + DNS_HEADER_LEN]>(data, end, udp.l4)? };
+    let (uh, h) = udns.split_at_mut(UDP_HLEN);
     // The DNS header, written in place (fixed offset after UDP, no helper call needed).
-    // SAFETY: checked just above.
-    let h = unsafe { &mut *((data + dns) as *mut [u8; DNS_HEADER_LEN]) };
     h.copy_from_slice(&s.out[..DNS_HEADER_LEN]);
-    // SAFETY: checked above, with the Ethernet header.
-    let uh = unsafe { &mut *((data + udp.l4) as *mut [u8; UDP_HLEN]) };
     let mut ports = [0u8; 2];
     ports.copy_from_slice(&uh[0..2]);
     uh.copy_within(2..4, 0);

@@ -24,7 +24,7 @@ use dns_common::{
 };
 
 use crate::{
-    answer::{Answer, Piece},
+    answer::Answer,
     cookie,
     maps::{count, RRL, RRL_EXEMPT},
     parse::{Query, Udp},
@@ -35,47 +35,43 @@ use crate::{
 /// The TC bit of the header's flags, in [`Answer::rcode`] for a slipped answer.
 const TC: u16 = 0x0200;
 
-/// [`stage`]'s bits: our COOKIE option is in `Scratch::out`; the response is to be slipped, or
-/// dropped.
+/// The stages' bits: our COOKIE option is in `Scratch::out`; the response is to be slipped, or
+/// dropped; (from [`cookies`] only) the client's server cookie is valid.
 pub const COOKIE: u64 = 1;
 pub const SLIP: u64 = 2;
 pub const DROP: u64 = 4;
+pub const VALID: u64 = 8;
 
 const SEND: u64 = 0;
 
-/// Cookies, then rate limiting, for the answer `a`: the [`COOKIE`], [`SLIP`] and [`DROP`] bits.
+/// The first stage, before the lookup: the client's address into `s.src` and, if the query has a
+/// COOKIE option and cookies are on, its check and our cookie into `Scratch::out`. The [`COOKIE`]
+/// and [`VALID`] bits, for [`limit`]. It runs before the lookup because it doesn't need the
+/// answer: the hashes are then verified once, not once for every kind of answer.
 #[inline(always)]
-pub fn stage(
+pub fn cookies(
     ctx: &XdpContext,
     udp: &Udp,
     s: &mut Scratch,
     q: &Query,
     lim: &LimitConfig,
-    a: &Answer,
 ) -> Result<u64, Pass> {
-    let class = match a.stat {
-        Stat::AnsweredNxdomain => CLASS_NXDOMAIN,
-        Stat::AnsweredNodata => CLASS_NODATA,
-        _ => CLASS_POSITIVE,
-    };
     let bits = (q.cookie_at as u64 & 0x3ff)
         | (q.cookie_len as u64 & 0x3f) << 16
         | (udp.v6 as u64) << 24
-        | (udp.l3 as u64 & 0xff) << 32
-        | (class as u64) << 48;
-    stage_inner(ctx.ctx, s, lim, bits).get()
+        | (udp.l3 as u64 & 0xff) << 32;
+    cookies_inner(ctx.ctx, s, lim, bits).get()
 }
 
-/// [`stage`], every exit laundered: the answer that follows is one path for the verifier,
-/// whatever the cookie and the bucket said. Inlined, not a subprogram: the cookie's hash
-/// subprogram below it would take the stack of three frames past the verifier's 512 bytes.
+/// [`cookies`], every exit laundered: what follows is one path for the verifier, whatever the
+/// cookie said. Inlined, not a subprogram: the cookie's hash subprogram below it would take the
+/// stack of three frames past the verifier's 512 bytes.
 #[inline(always)]
-fn stage_inner(ctx: *mut xdp_md, s: &mut Scratch, lim: &LimitConfig, bits: u64) -> Packed {
+fn cookies_inner(ctx: *mut xdp_md, s: &mut Scratch, lim: &LimitConfig, bits: u64) -> Packed {
     let cookie_at = bits & 0x3ff;
     let cookie_len = (bits >> 16) & 0x3f;
     let v6 = (bits >> 24) & 1;
     let l3 = ((bits >> 32) & 0xff) as u32;
-    let class = (bits >> 48) & 0xff;
     let rrl = lim.rrl_interval_ns != 0;
     let cookies = cookie_len != 0 && lim.flags & LIMIT_COOKIES != 0;
     if !rrl && !cookies {
@@ -93,43 +89,54 @@ fn stage_inner(ctx: *mut xdp_md, s: &mut Scratch, lim: &LimitConfig, bits: u64) 
     if r != 0 {
         return launder(s, Packed::err(Some(Stat::PassMalformed)));
     }
-    let mut out = 0;
-    let mut valid = 0;
-    if cookies {
-        match cookie::make(s, lim, cookie_at, cookie_len, v6).get() {
-            Ok(v) => {
-                out |= COOKIE;
-                valid = v;
-            }
-            Err(p) => return launder(s, Packed::err(p)),
-        }
+    if !cookies {
+        return launder(s, Packed::value(0));
     }
-    if rrl {
-        match check(s, lim, class, v6, valid).get() {
-            Ok(DROP) => out |= DROP,
-            Ok(SLIP) => out |= SLIP,
-            Ok(_) => {}
-            Err(p) => return launder(s, Packed::err(p)),
-        }
+    match cookie::make(s, lim, cookie_at, cookie_len, v6).get() {
+        Ok(v) => launder(s, Packed::value(COOKIE | (v & 1) * VALID)),
+        Err(p) => launder(s, Packed::err(p)),
     }
-    launder(s, Packed::value(out))
 }
 
-/// Makes `a` a slip: TC=1, NOERROR, no records (the question and OPT stay).
+/// The second stage, after the answer: rate limiting for the answer `a`, given [`cookies`]'s
+/// bits `c`. The [`COOKIE`], [`SLIP`] and [`DROP`] bits, laundered into one value so that the
+/// reply that follows is one path for the verifier whatever the bucket said.
 #[inline(always)]
-pub fn slip(a: &mut Answer) {
-    let none = Piece {
-        ptr: core::ptr::null(),
-        len: 0,
-        max: 1,
-    };
-    a.pieces = [none, none];
-    a.sum = 0;
-    a.soa_ptr = None;
-    a.rcode = TC;
-    a.ancount = 0;
-    a.nscount = 0;
-    a.stat = Stat::RrlSlipped;
+pub fn limit(
+    s: &mut Scratch,
+    lim: &LimitConfig,
+    udp: &Udp,
+    a: &Answer,
+    c: u64,
+) -> Result<u64, Pass> {
+    let mut r = c & COOKIE;
+    if lim.rrl_interval_ns != 0 {
+        let class = match a.stat {
+            Stat::AnsweredNxdomain => CLASS_NXDOMAIN,
+            Stat::AnsweredNodata => CLASS_NODATA,
+            _ => CLASS_POSITIVE,
+        };
+        r |= check(s, lim, class as u64, udp.v6 as u64, c & VALID).get()? & (SLIP | DROP);
+    }
+    launder(s, Packed::value(r)).get()
+}
+
+/// Makes `a` a slip when `x` (the [`stage`]'s bits) has [`SLIP`]: TC=1, NOERROR, no records (the
+/// question and OPT stay). Without a branch: the lengths, counts and sum are masked, so a slipped
+/// and a sent answer are one path for the verifier through the rest of the program, not two.
+#[inline(always)]
+pub fn slip(a: &mut Answer, x: u64) {
+    let slipped = (x & SLIP) >> 1;
+    // All ones to keep the answer, zero to slip it.
+    let keep = slipped.wrapping_sub(1);
+    for p in a.pieces.iter_mut() {
+        p.len &= keep as usize;
+    }
+    a.sum &= keep as u16;
+    a.ancount &= keep as u16;
+    a.nscount &= keep as u16;
+    a.rcode = (a.rcode & keep as u16) | (TC & !keep as u16);
+    a.slipped = slipped as u16;
 }
 
 /// The verdict for one response of `class` to `s.src`: [`SEND`], [`DROP`] or [`SLIP`]. Counts

@@ -79,6 +79,12 @@ impl Packed {
         Self(v)
     }
 
+    /// All 64 bits, whatever they mean (for a value laundered whole, not a result).
+    #[inline(always)]
+    pub fn bits(self) -> u64 {
+        self.0
+    }
+
     #[inline(always)]
     pub fn is_err(self) -> bool {
         self.0 & Self::ERR != 0
