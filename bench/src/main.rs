@@ -6,11 +6,13 @@
 mod delay;
 mod fallback;
 mod fleet;
+mod flood;
 mod fuzz;
 mod kernel;
 mod memory;
 mod rawbpf;
 mod report;
+mod rrl;
 mod servers;
 mod sys;
 mod update;
@@ -29,8 +31,9 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use serde_json::{json, Value};
 
-pub const SECTIONS: [&str; 9] = [
-    "kernel", "wire", "cpu", "update", "memory", "writes", "fuzz", "fallback", "fleet",
+pub const SECTIONS: [&str; 11] = [
+    "kernel", "wire", "cpu", "update", "memory", "writes", "fuzz", "fallback", "fleet", "rrl",
+    "flood",
 ];
 
 #[derive(Parser, Debug, Clone)]
@@ -39,8 +42,8 @@ pub struct Opts {
     /// Fewer and shorter runs; 100k names instead of 1M for the memory figures.
     #[arg(long)]
     pub quick: bool,
-    /// Run only these sections: kernel, wire, cpu, update, memory, writes, fuzz, fallback, fleet
-    /// (comma-separated).
+    /// Run only these sections: kernel, wire, cpu, update, memory, writes, fuzz, fallback, fleet,
+    /// rrl, flood (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// The daemon to measure (a release build).
@@ -133,15 +136,22 @@ fn main() -> Result<()> {
         );
         timings.insert("fleet".into(), json!(t.elapsed().as_secs_f64()));
     }
-    if ["wire", "cpu", "update", "memory", "writes", "fallback"]
-        .iter()
-        .any(|s| want(s))
+    if [
+        "wire", "cpu", "update", "memory", "writes", "fallback", "rrl", "flood",
+    ]
+    .iter()
+    .any(|s| want(s))
     {
         let dir = std::env::temp_dir().join(format!("edgedns-bench-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let r = (|| -> Result<()> {
             let mut bed = sys::Bed::new(&dir)?;
-            if want("wire") || want("cpu") || want("update") || want("writes") || want("fallback") {
+            if [
+                "wire", "cpu", "update", "writes", "fallback", "rrl", "flood",
+            ]
+            .iter()
+            .any(|s| want(s))
+            {
                 let setup = servers::Setup::new(
                     &dir,
                     &edgedns,
@@ -197,6 +207,20 @@ fn main() -> Result<()> {
                         section(fallback::run(&bed, &setup, &p, base)),
                     );
                     timings.insert("fallback".into(), json!(t.elapsed().as_secs_f64()));
+                }
+                if want("rrl") {
+                    let t = Instant::now();
+                    eprintln!("bench: section 10: response-rate limiting at XDP");
+                    let p = rrl::RrlParams::new(&opts);
+                    results.insert("rrl".into(), section(rrl::run(&bed, &setup, &p)));
+                    timings.insert("rrl".into(), json!(t.elapsed().as_secs_f64()));
+                }
+                if want("flood") {
+                    let t = Instant::now();
+                    eprintln!("bench: section 11: the random-subdomain flood");
+                    let p = flood::FloodParams::new(&opts);
+                    results.insert("flood".into(), section(flood::run(&bed, &setup, &p)));
+                    timings.insert("flood".into(), json!(t.elapsed().as_secs_f64()));
                 }
             }
             if want("memory") {
@@ -339,8 +363,14 @@ fn render(r: &Value, summary: &str) -> String {
     out.push_str("\n## 9. The fleet\n\n");
     out.push_str(METHOD_FLEET);
     out.push_str(&fleet::table(r));
+    out.push_str("\n## 10. Response-rate limiting at XDP\n\n");
+    out.push_str(METHOD_RRL);
+    out.push_str(&rrl::table(r));
+    out.push_str("\n## 11. The random-subdomain flood\n\n");
+    out.push_str(METHOD_FLOOD);
+    out.push_str(&flood::table(r));
     let errors: Vec<String> = [
-        "kernel", "wire", "update", "memory", "writes", "fuzz", "fallback", "fleet",
+        "kernel", "wire", "update", "memory", "writes", "fuzz", "fallback", "fleet", "rrl", "flood",
     ]
     .iter()
     .filter_map(|k| r[*k]["error"].as_str().map(|e| format!("- {k}: {e}")))
@@ -350,7 +380,7 @@ fn render(r: &Value, summary: &str) -> String {
         out.push_str(&errors.join("\n"));
         out.push('\n');
     }
-    out.push_str("\n## Reproduce\n\n```sh\ncargo xtask bench                 # everything, writes BENCHMARKS.md\ncargo xtask bench --quick         # shorter runs, 100k names for the memory figures\ncargo xtask bench --only kernel   # one section: kernel, wire, cpu, update, memory, writes, fuzz, fallback, fleet\n```\n\nRaw results of the last run: `target/edgedns-bench/results.json`.\n");
+    out.push_str("\n## Reproduce\n\n```sh\ncargo xtask bench                 # everything, writes BENCHMARKS.md\ncargo xtask bench --quick         # shorter runs, 100k names for the memory figures\ncargo xtask bench --only kernel   # one section: kernel, wire, cpu, update, memory, writes, fuzz, fallback, fleet, rrl, flood\n```\n\nRaw results of the last run: `target/edgedns-bench/results.json`.\n");
     out
 }
 
@@ -360,6 +390,10 @@ fn num(v: &Value) -> String {
 
 const METHOD_FALLBACK: &str = "The fallback alone: queries the fast path passes up take this path, and with `--xdp-mode off` every query does. edgedns `serve --xdp-mode off` on port 53 and NSD (one server process, RRL off, minimal responses) on port 5301 run at once in the server namespace, unpinned, serving the same zone of 10,000 names; dnsperf in the client namespace (8 sockets, up to 400 queries outstanding) asks for the query file's A records. *CPU per answer*: dnsperf at a fixed 50,000 q/s against edgedns, then NSD, in turn; a server's CPU is utime + stime from `/proc/PID/stat` (all its threads, and NSD's child processes) over the run, divided by the answers dnsperf counted. edgedns runs its default: one UDP socket (SO_REUSEPORT) and one thread per core. The kernel's receive work for the veth (softirq) is charged to whichever task it interrupts, mostly dnsperf's on the sending CPU, for both servers alike. *Throughput*: dnsperf as fast as it goes against edgedns started with `--udp-workers 1`, then `--udp-workers 2`, and against NSD. dnsperf shares the two CPUs with the server, so these are throughputs of the pair on this box, not of the server alone.\n\n";
 const METHOD_FLEET: &str = include_str!("fleet-method.md");
+
+const METHOD_RRL: &str = "edgedns `serve --xdp-mode driver --rrl-rate 1000 --rrl-slip 2`, pinned to CPU 1, serving the zone of 10,000 names, with `edgedns xdp-pass` on the client end so XDP_TX answers arrive. From the client namespace two senders run at once for 5 s, each one UDP socket paced by the clock and asking for A records of names that exist (one response class, positive): the *loud* one from 10.212.0.2 offers 10,000 q/s, ten times the limit; the *quiet* one from a second /24 (10.213.7.2) offers 100 q/s. Replies are counted on the senders' sockets: a reply with TC=1 is a slip, any other an answer, a query without reply was dropped. The bucket starts full (a burst of one second's worth, as in Knot and NSD), so the loud prefix's answered/s is taken over the seconds after the first, when the burst is long spent; the whole-run counts are shown too. The daemon's own counters (`/v1/stats` `xdp.rrl`, the same as `edgedns_xdp_rrl_total{outcome}` in /metrics) over the run are shown beside them. Targets: the loud prefix answered within ±10 % of the limit, the quiet prefix answered in full.\n\n";
+
+const METHOD_FLOOD: &str = "The random-subdomain (\"water torture\") flood, on the bed of section 2 with threaded NAPI: kxdpgun from the client namespace with a query file of 100,000 queries, either all `<16 random hex digits>.bench.example. A` (no such name: every answer is NXDOMAIN) or half such names and half `n<i>.bench.example. A` for names that exist, interleaved. Servers as in section 2: edgedns `serve --xdp-mode driver`, Knot 3.2 with `xdp: listen` (AF_XDP) and NSD (RRL off), each pinned to CPU 1 and first checked with the sample of section 2. *answers/s*: kxdpgun at up to 2,000,000 q/s for 5 s; answers are the NXDOMAIN plus NOERROR replies kxdpgun counts (per rcode), and none if the sample check found a wrong answer. *CPU per answer*: kxdpgun at 50,000 q/s for 5 s, the server's threads plus the server end's NAPI thread as in section 3, divided by those answers. One run each.\n\n";
 
 const METHOD_WRITES: &str = "edgedns `serve --xdp-mode driver`, not pinned (the writer and the fallback may each take a CPU), serving the zone its `--zone` flag creates. A prober in the client namespace asks the fallback for the zone's SOA (the fast path passes SOA up) once a millisecond, each probe waiting up to 2 s for its answer; its figures are taken over the probes sent while each write ran. The writes, from the server namespace: one `POST /v1/zones/{zone}/changes` of 10,000 A records (one transaction), then `PUT /v1/zones/{zone}/zonefile` replacing the zone with a master file of N A records (`--zonefile-max-bytes` raised for it). Targets: the batch within 0.5 s, fallback p99 within 5 ms while it runs, and no probe waiting over 5 ms during the import.\n\n";
 

@@ -6,11 +6,11 @@ use serde_json::Value;
 
 use crate::servers::Server;
 
-fn f(v: &Value) -> Option<f64> {
+pub fn f(v: &Value) -> Option<f64> {
     v.as_f64()
 }
 
-fn num(v: Option<f64>, digits: usize) -> String {
+pub fn num(v: Option<f64>, digits: usize) -> String {
     match v {
         Some(x) if x.is_finite() => {
             if digits == 0 {
@@ -39,7 +39,7 @@ fn group(n: i64) -> String {
     }
 }
 
-fn verdict(ok: Option<bool>) -> &'static str {
+pub fn verdict(ok: Option<bool>) -> &'static str {
     match ok {
         Some(true) => "met",
         Some(false) => "**missed**",
@@ -215,6 +215,8 @@ pub fn summary(r: &Value) -> String {
         );
     }
     fleet_summary(&mut s, &r["fleet"]);
+    crate::rrl::summary(&mut s, &r["rrl"]);
+    crate::flood::summary(&mut s, &r["flood"]);
     s
 }
 

@@ -24,6 +24,7 @@ pub struct Kx {
     pub sent: u64,
     pub replies: u64,
     pub noerror: u64,
+    pub nxdomain: u64,
     pub secs: u64,
 }
 
@@ -60,6 +61,7 @@ pub fn kxdpgun(bed: &Bed, qfile: &Path, rate: u64, secs: u64) -> Result<Kx> {
         sent: field(&out, "total queries:"),
         replies: field(&out, "total replies:"),
         noerror: field(&out, "responded NOERROR:"),
+        nxdomain: field(&out, "responded NXDOMAIN:"),
         secs,
     })
 }
@@ -92,7 +94,7 @@ pub fn pin_napi() -> Result<()> {
 /// CPU time snapshot: the server's processes and the server end's NAPI threads (ns), and the
 /// server CPU's busy and softirq ticks.
 #[derive(Clone, Copy, Debug)]
-struct CpuSnap {
+pub struct CpuSnap {
     proc_ns: u64,
     napi_ns: u64,
     busy_ticks: u64,
@@ -100,7 +102,7 @@ struct CpuSnap {
     at: Instant,
 }
 
-fn cpu_snap(pid: Option<u32>) -> CpuSnap {
+pub fn cpu_snap(pid: Option<u32>) -> CpuSnap {
     let proc_ns = pid
         .map(|p| sys::tree(p).iter().map(|t| sys::process_ns(*t)).sum())
         .unwrap_or(0);
@@ -286,7 +288,7 @@ fn measure_server(
 }
 
 /// The run with the median CPU per answer, with every run's figure beside it.
-fn median_run(mut samples: Vec<Value>) -> Value {
+pub fn median_run(mut samples: Vec<Value>) -> Value {
     let key = |v: &Value| v["ns_per_answer"].as_f64().unwrap_or(f64::MAX);
     samples.sort_by(|a, b| key(a).total_cmp(&key(b)));
     let all: Vec<f64> = samples.iter().map(key).collect();
@@ -295,7 +297,7 @@ fn median_run(mut samples: Vec<Value>) -> Value {
     m
 }
 
-fn cpu_json(before: &CpuSnap, after: &CpuSnap, answers: u64, kx: &Kx, xdp_tx: u64) -> Value {
+pub fn cpu_json(before: &CpuSnap, after: &CpuSnap, answers: u64, kx: &Kx, xdp_tx: u64) -> Value {
     let proc_ns = after.proc_ns.saturating_sub(before.proc_ns);
     let napi_ns = after.napi_ns.saturating_sub(before.napi_ns);
     let busy_ms = (after.busy_ticks - before.busy_ticks) as f64 * 10.0;

@@ -25,8 +25,9 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("taskset", "util-linux"),
 ];
 
-const SECTIONS: [&str; 9] = [
-    "kernel", "wire", "cpu", "update", "memory", "writes", "fuzz", "fallback", "fleet",
+const SECTIONS: [&str; 11] = [
+    "kernel", "wire", "cpu", "update", "memory", "writes", "fuzz", "fallback", "fleet", "rrl",
+    "flood",
 ];
 
 #[derive(clap::Args)]
@@ -36,7 +37,7 @@ pub struct Options {
     #[arg(long)]
     quick: bool,
     /// Only these sections (comma-separated): kernel, wire, cpu, update, memory, writes, fuzz,
-    /// fallback, fleet.
+    /// fallback, fleet, rrl, flood.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The fuzz section's seed, to replay a run (each run prints and records its own).
