@@ -244,6 +244,18 @@ impl Edge {
         body: Option<Value>,
         headers: &[(&str, String)],
     ) -> anyhow::Result<(StatusCode, Option<i64>, Value)> {
+        let body = body.map(|b| ("application/json", b.to_string().into_bytes()));
+        self.send(method, path, body, headers).await
+    }
+
+    /// [`Edge::call`] with a body of any type: `(content type, bytes)`.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(&str, String)],
+    ) -> anyhow::Result<(StatusCode, Option<i64>, Value)> {
         let stream = timeout(WAIT, TcpStream::connect(self.api)).await??;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -255,10 +267,10 @@ impl Edge {
         for (k, v) in headers {
             req = req.header(*k, v);
         }
-        let bytes = match &body {
-            Some(b) => {
-                req = req.header("content-type", "application/json");
-                b.to_string().into_bytes()
+        let bytes = match body {
+            Some((content_type, bytes)) => {
+                req = req.header("content-type", content_type);
+                bytes
             }
             None => Vec::new(),
         };
@@ -853,4 +865,42 @@ async fn a_dynamic_update_through_one_edge_reaches_every_edge() {
     assert_eq!(answer(&a, "upd").await, Ok(vec!["192.0.2.77".into()]));
     a.stop().await;
     b.stop().await;
+}
+
+/// A zone file imported through one edge goes through etcd like any other write: every edge
+/// answers its names, and a restarted edge keeps them (the fleet has them, not only its store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_zone_file_imported_through_one_edge_reaches_every_edge() {
+    let etcd = Etcd::start().await;
+    let (_tmp, data) = dirs(2);
+    let a = start_edge(&data[0], &etcd.url, "edge-a", &[]).await;
+    let b = start_edge(&data[1], &etcd.url, "edge-b", &[]).await;
+    let text = format!(
+        "$ORIGIN {ZONE}.\n$TTL 300\n@ SOA ns1 hostmaster 7 3600 600 86400 60\n@ NS ns1\n\
+         ns1 A 192.0.2.1\nfile1 A 192.0.2.71\nfile2 A 192.0.2.72\n"
+    );
+    let (status, rev, body) = a
+        .send(
+            Method::PUT,
+            &format!("/v1/zones/{ZONE}/zonefile"),
+            Some(("text/dns", text.into_bytes())),
+            &[],
+        )
+        .await
+        .expect("PUT zonefile");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(rev.is_some_and(|r| r > 0), "an import carries its revision");
+    for e in [&a, &b] {
+        assert_eq!(answer(e, "file1").await, Ok(vec!["192.0.2.71".to_string()]));
+        assert_eq!(answer(e, "file2").await, Ok(vec!["192.0.2.72".to_string()]));
+    }
+    // Edge B restarts: its reconcile with etcd keeps the imported names.
+    b.stop().await;
+    let b = start_edge(&data[1], &etcd.url, "edge-b", &[]).await;
+    assert_eq!(
+        answer(&b, "file2").await,
+        Ok(vec!["192.0.2.72".to_string()])
+    );
+    b.stop().await;
+    a.stop().await;
 }

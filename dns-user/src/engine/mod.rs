@@ -239,6 +239,11 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
         edit: Edit,
         progress: &Reporter,
     ) -> Result<Applied, EngineError> {
+        // In a fleet the change goes to the source of truth like any other; the map fill then
+        // happens as this edge applies the revision.
+        if self.remote.get().is_some() {
+            return self.apply(edit).await;
+        }
         let _writer = self.writer.lock().await;
         let (this, progress) = (Arc::clone(self), progress.clone());
         tokio::task::spawn_blocking(move || this.apply_blocking(edit, &progress))
