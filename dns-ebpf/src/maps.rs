@@ -100,10 +100,12 @@ pub fn scratch() -> Option<&'static mut Scratch> {
 }
 
 /// Whether the daemon listens on `key` (family, destination address and port of a query), on
-/// that address or on the family's wildcard. The keys are built in the scratch slot's hash input
-/// (unused until the cookie stage), not on the stack: the cookie's hash needs the stack's room.
+/// that address or on the family's wildcard; the wildcard is looked up first when the family has
+/// one (`wildcard_first`), so the common case is one lookup either way. The keys are built in
+/// the scratch slot's hash input (unused until the cookie stage), not on the stack: the cookie's
+/// hash needs the stack's room.
 #[inline(always)]
-pub fn served(s: &mut Scratch, key: ServedKey) -> bool {
+pub fn served(s: &mut Scratch, key: ServedKey, wildcard_first: bool) -> bool {
     const _: () = assert!(
         core::mem::offset_of!(Scratch, hash_in) % core::mem::align_of::<ServedKey>() == 0
             && core::mem::size_of::<ServedKey>() <= 32
@@ -111,10 +113,15 @@ pub fn served(s: &mut Scratch, key: ServedKey) -> bool {
     // SAFETY: `hash_in` holds a `ServedKey` at a suitable alignment (checked above); both are
     // plain bytes and integers, valid for any bit pattern.
     let k = unsafe { &mut *(s.hash_in.as_mut_ptr() as *mut ServedKey) };
-    *k = key;
+    let (first, second) = if wildcard_first {
+        (key.wildcard(), key)
+    } else {
+        (key, key.wildcard())
+    };
+    *k = first;
     if SERVED.get_ptr(&*k).is_some() {
         return true;
     }
-    *k = key.wildcard();
+    *k = second;
     SERVED.get_ptr(&*k).is_some()
 }

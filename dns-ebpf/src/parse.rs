@@ -11,7 +11,7 @@ use dns_common::{
         IPV6_HLEN, OPTION_NSID, OPT_RR_LEN, UDP_HLEN, VLAN_HLEN,
     },
     Scratch, ServedKey, Stat, XdpConfig, CLASS_IN, FAMILY_V4, FAMILY_V6, KEY_NAME_LEN,
-    OPT_LOOPBACK, OPT_PASS_NSID, QUERY_MAX, TYPE_OPT,
+    OPT_LOOPBACK, OPT_PASS_NSID, OPT_WILDCARD_V4, OPT_WILDCARD_V6, QUERY_MAX, TYPE_OPT,
 };
 
 use crate::{
@@ -120,7 +120,7 @@ pub fn l2_l4(ctx: &XdpContext, cfg: &XdpConfig, s: &mut Scratch) -> Result<Udp, 
             addr: [0; 16],
         };
         key.addr[..4].copy_from_slice(&dst);
-        if !maps::served(s, key) {
+        if !maps::served(s, key, cfg.options & OPT_WILDCARD_V4 != 0) {
             return Err(None);
         }
         if more_fragments {
@@ -160,7 +160,7 @@ pub fn l2_l4(ctx: &XdpContext, cfg: &XdpConfig, s: &mut Scratch) -> Result<Udp, 
             port_be: dport,
             addr: dst,
         };
-        if !maps::served(s, key) {
+        if !maps::served(s, key, cfg.options & OPT_WILDCARD_V6 != 0) {
             return Err(None);
         }
         if martian_v6(&ip[8..24], on_lo) || martian_v6(&dst, on_lo) {

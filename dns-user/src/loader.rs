@@ -189,6 +189,19 @@ pub fn xdp_config(udp_payload: u16, enabled: bool) -> XdpConfig {
     }
 }
 
+/// The [`XdpConfig::options`] bits that tell the program which families have a wildcard entry
+/// in `served` (it looks those up first).
+pub fn wildcard_options(served: &BTreeSet<ServedKey>) -> u32 {
+    served
+        .iter()
+        .filter(|k| k.addr == [0; 16])
+        .map(|k| match k.family {
+            FAMILY_V4 => dns_common::OPT_WILDCARD_V4,
+            _ => dns_common::OPT_WILDCARD_V6,
+        })
+        .fold(0, |bits, b| bits | b)
+}
+
 /// The entries of the SERVED map for the addresses the daemon listens on: the program answers
 /// exactly the (address, port) pairs a socket of the daemon would receive.
 ///
@@ -276,7 +289,10 @@ pub fn load_and_attach(
     let mut served_map = take_hash(&mut ebpf, map::SERVED)?;
     set_served(&mut served_map, served)?;
     let mut fast = take_maps(&mut ebpf)?;
-    fast.set_config(config)?;
+    fast.set_config(XdpConfig {
+        options: config.options | wildcard_options(served),
+        ..config
+    })?;
     let prog = load_program(&mut ebpf, PROGRAM_NAME)?;
     let verified_insns = prog
         .info()
@@ -489,7 +505,10 @@ pub fn load_detached(
     let mut served_map = take_hash(&mut ebpf, map::SERVED)?;
     set_served(&mut served_map, served)?;
     let mut fast = take_maps(&mut ebpf)?;
-    fast.set_config(config)?;
+    fast.set_config(XdpConfig {
+        options: config.options | wildcard_options(served),
+        ..config
+    })?;
     load_program(&mut ebpf, PROGRAM_NAME)?;
     Ok((ebpf, fast))
 }
@@ -684,6 +703,19 @@ mod tests {
             ]
         );
         assert!(keys(&[]).is_empty());
+    }
+
+    #[test]
+    fn wildcard_options_name_the_families_with_a_wildcard() {
+        let opts = |l: &[&str]| {
+            let addrs: Vec<SocketAddr> = l.iter().map(|a| a.parse().expect("addr")).collect();
+            wildcard_options(&served_keys(&addrs))
+        };
+        use dns_common::{OPT_WILDCARD_V4 as V4, OPT_WILDCARD_V6 as V6};
+        assert_eq!(opts(&["192.0.2.53:53", "[2001:db8::53]:53"]), 0);
+        assert_eq!(opts(&["0.0.0.0:53"]), V4);
+        assert_eq!(opts(&["[::]:53"]), V4 | V6);
+        assert_eq!(opts(&["0.0.0.0:53", "[2001:db8::53]:53"]), V4);
     }
 
     #[test]

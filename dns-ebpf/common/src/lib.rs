@@ -325,7 +325,8 @@ pub struct XdpConfig {
     pub _pad: u16,
     /// 1: answer from the maps; 0: pass everything up (the fallback answers alone).
     pub enabled: u32,
-    /// Behaviour switches: [`OPT_PASS_NSID`], [`OPT_LOOPBACK`], [`OPT_STALE_MISSES`].
+    /// Behaviour switches: [`OPT_PASS_NSID`], [`OPT_LOOPBACK`], [`OPT_STALE_MISSES`],
+    /// [`OPT_WILDCARD_V4`], [`OPT_WILDCARD_V6`].
     pub options: u32,
 }
 
@@ -372,6 +373,12 @@ pub const OPT_PASS_NSID: u32 = 1;
 /// addresses are the host's own (elsewhere they are martians) and UDP checksums are left to
 /// offload (only the pseudo-header's sum is in the field; the kernel doesn't check them there).
 pub const OPT_LOOPBACK: u32 = 2;
+/// [`XdpConfig::options`]: the SERVED map has a wildcard entry for IPv4 (a socket on 0.0.0.0 or
+/// [::]), so the program looks the wildcard up first: a query to a wildcard listener then costs
+/// one hash lookup, not a missed exact one and then the wildcard.
+pub const OPT_WILDCARD_V4: u32 = 8;
+/// [`OPT_WILDCARD_V4`] for IPv6.
+pub const OPT_WILDCARD_V6: u32 = 16;
 /// [`XdpConfig::options`]: pass up negative answers (NXDOMAIN, NODATA): a fleet edge cut off
 /// from etcd answers them SERVFAIL from the fallback.
 pub const OPT_STALE_MISSES: u32 = 4;
