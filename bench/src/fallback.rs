@@ -24,7 +24,7 @@ use testkit::{
 };
 
 use crate::{
-    servers::{start_edgedns, EdgeOpts, Setup},
+    servers::{self, start_edgedns, EdgeOpts, Setup},
     sys::{self, Bed, SERVER},
     zonegen::APEX,
     Opts,
@@ -153,16 +153,7 @@ fn start_nsd(bed: &Bed, setup: &Setup) -> Result<Process> {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
     fs::copy(&setup.zonefile, dir.join(format!("{APEX}zone")))?;
-    let conf = format!(
-        "server:\n    ip-address: {SERVER}@{NSD_PORT}\n    server-count: 1\n    username: \"\"\n    \
-         chroot: \"\"\n    zonesdir: \"{d}\"\n    pidfile: \"{d}/nsd.pid\"\n    \
-         database: \"\"\n    zonelistfile: \"{d}/zone.list\"\n    xfrdfile: \"{d}/xfrd.state\"\n    \
-         xfrdir: \"{d}\"\n    rrl-ratelimit: 0\n    rrl-whitelist-ratelimit: 0\n    \
-         minimal-responses: yes\n    verbosity: 1\n\
-         remote-control:\n    control-enable: no\n\
-         zone:\n    name: {APEX}\n    zonefile: {APEX}zone\n",
-        d = dir.display()
-    );
+    let conf = servers::nsd_conf(&dir, NSD_PORT);
     let path = dir.join("nsd.conf");
     fs::write(&path, conf)?;
     let mut cmd = bed.exec(&bed.s, "nsd");

@@ -110,14 +110,7 @@ fn measure(
     files: &[(&str, std::path::PathBuf)],
 ) -> Result<Value> {
     let mut running = servers::start(bed, setup, server)?;
-    for pid in sys::tree(running.proc.pid()) {
-        let _ = sys::run_ok(std::process::Command::new("taskset").args([
-            "-a",
-            "-pc",
-            &SERVER_CPU.to_string(),
-            &pid.to_string(),
-        ]));
-    }
+    sys::pin_tree(running.proc.pid(), SERVER_CPU);
     let check = servers::check(bed, setup, server)?;
     let correct = check["wrong"].as_u64() == Some(0);
     let mut out = json!({ "check": check, "correct": correct });

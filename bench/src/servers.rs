@@ -203,16 +203,7 @@ pub fn start(bed: &Bed, setup: &Setup, server: Server) -> Result<Running> {
         }
         Server::Nsd => {
             fs::copy(&setup.zonefile, dir.join(format!("{APEX}zone")))?;
-            let conf = format!(
-                "server:\n    ip-address: {SERVER}@53\n    server-count: 1\n    username: \"\"\n    \
-                 chroot: \"\"\n    zonesdir: \"{d}\"\n    pidfile: \"{d}/nsd.pid\"\n    \
-                 database: \"\"\n    zonelistfile: \"{d}/zone.list\"\n    xfrdfile: \"{d}/xfrd.state\"\n    \
-                 xfrdir: \"{d}\"\n    rrl-ratelimit: 0\n    rrl-whitelist-ratelimit: 0\n    \
-                 minimal-responses: yes\n    verbosity: 1\n\
-                 remote-control:\n    control-enable: no\n\
-                 zone:\n    name: {APEX}\n    zonefile: {APEX}zone\n",
-                d = dir.display()
-            );
+            let conf = nsd_conf(&dir, 53);
             let path = dir.join("nsd.conf");
             fs::write(&path, conf)?;
             let mut cmd = bed.exec_on(&bed.s, SERVER_CPU, "nsd");
@@ -244,6 +235,21 @@ pub fn start(bed: &Bed, setup: &Setup, server: Server) -> Result<Running> {
         }
     }
     Ok(Running { proc, knot_conf })
+}
+
+/// NSD's configuration for the bench zone in `dir` (zone file `{APEX}zone` there), on the
+/// server address and `port`: one server process, RRL off, minimal responses.
+pub fn nsd_conf(dir: &Path, port: u16) -> String {
+    format!(
+        "server:\n    ip-address: {SERVER}@{port}\n    server-count: 1\n    username: \"\"\n    \
+         chroot: \"\"\n    zonesdir: \"{d}\"\n    pidfile: \"{d}/nsd.pid\"\n    \
+         database: \"\"\n    zonelistfile: \"{d}/zone.list\"\n    xfrdfile: \"{d}/xfrd.state\"\n    \
+         xfrdir: \"{d}\"\n    rrl-ratelimit: 0\n    rrl-whitelist-ratelimit: 0\n    \
+         minimal-responses: yes\n    verbosity: 1\n\
+         remote-control:\n    control-enable: no\n\
+         zone:\n    name: {APEX}\n    zonefile: {APEX}zone\n",
+        d = dir.display()
+    )
 }
 
 pub fn server_addr() -> SocketAddr {

@@ -280,6 +280,15 @@ pub fn pin_tasks(tids: &[u32], cpu: usize) -> Result<()> {
     Ok(())
 }
 
+/// Pins every thread of `pid` and of its children to `cpu` (`taskset -a -pc`), whatever
+/// affinity they set for themselves. Best effort: a task that is gone is skipped.
+pub fn pin_tree(pid: u32, cpu: usize) {
+    for pid in tree(pid) {
+        let _ =
+            run_ok(Command::new("taskset").args(["-a", "-pc", &cpu.to_string(), &pid.to_string()]));
+    }
+}
+
 /// Per-CPU `(busy, softirq)` in USER_HZ ticks from /proc/stat.
 pub fn cpu_ticks() -> Vec<(u64, u64)> {
     let s = fs::read_to_string("/proc/stat").unwrap_or_default();

@@ -230,14 +230,7 @@ fn measure_server(
 ) -> Result<Value> {
     let mut running = servers::start(bed, setup, server)?;
     // Every thread of the server on the server CPU, whatever affinity it set for itself.
-    for pid in sys::tree(running.proc.pid()) {
-        let _ = sys::run_ok(std::process::Command::new("taskset").args([
-            "-a",
-            "-pc",
-            &SERVER_CPU.to_string(),
-            &pid.to_string(),
-        ]));
-    }
+    sys::pin_tree(running.proc.pid(), SERVER_CPU);
     let check = servers::check(bed, setup, server)?;
     let correct = check["wrong"].as_u64() == Some(0);
     let mut out = json!({ "check": check, "correct": correct });
