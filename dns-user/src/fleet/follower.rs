@@ -261,6 +261,11 @@ fn replace(
 }
 
 /// Watches from `from` and applies each revision; returns when the watch ends.
+/// Why a watch is given up once the edge has been marked cut off. A watch can outlive a short
+/// cut (its TCP connection resumes and delivers what it missed), but the edge leaves its
+/// stale-misses state only through a full reconcile, so the watch must end for that to run.
+const CUT_OFF: &str = "cut off from etcd longer than the lease";
+
 async fn follow(fleet: &Fleet, from: i64) -> End {
     let mut client = fleet.client.watch_client();
     let options = WatchOptions::new()
@@ -282,6 +287,9 @@ async fn follow(fleet: &Fleet, from: i64) -> End {
             _ = tick.tick() => {
                 if heard.elapsed() > lease {
                     return End::Lost(format!("nothing heard for {lease:?}"));
+                }
+                if fleet.stale.is_set() {
+                    return End::Lost(CUT_OFF.into());
                 }
                 if let Err(e) = sender.request_progress().await {
                     return End::Lost(e.to_string());
@@ -318,6 +326,9 @@ async fn follow(fleet: &Fleet, from: i64) -> End {
                         return End::Lost(format!("applying revision {rev}: {}", crate::error_chain(&e)));
                     }
                     at = end;
+                }
+                if fleet.stale.is_set() {
+                    return End::Lost(CUT_OFF.into());
                 }
             }
         }
