@@ -350,9 +350,45 @@ impl Store {
         let limits = self.journal_limits;
         let result = self
             .ensure_open(&mut guard)
-            .and_then(|db| write(db, zones, changes, journal, limits, revision));
+            .and_then(|db| write(db, zones, changes, journal, limits, revision, true));
         self.after_write(&mut guard, &result);
         result
+    }
+
+    /// [`Store::persist_revision`] for a fleet's copy of etcd, without waiting for the disk:
+    /// the commit is consistent (data and revision together) but only durable once
+    /// [`Store::flush`] runs. A crash before that leaves the store at the last flushed
+    /// revision, which the edge brings up to date from etcd when it starts.
+    pub fn persist_copy(
+        &self,
+        zones: &ZoneSet,
+        changes: &ChangeSet,
+        journal: &[JournalOp],
+        revision: u64,
+    ) -> Result<(), StoreError> {
+        let mut guard = self.lock_db();
+        let limits = self.journal_limits;
+        let result = self
+            .ensure_open(&mut guard)
+            .and_then(|db| write(db, zones, changes, journal, limits, Some(revision), false));
+        self.after_write(&mut guard, &result);
+        result
+    }
+
+    /// Makes every commit so far durable (one commit with fsync; see [`Store::persist_copy`]).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let mut guard = self.lock_db();
+        let result = self.ensure_open(&mut guard).and_then(|db| {
+            db.begin_write()?.commit()?;
+            Ok(())
+        });
+        self.after_write(&mut guard, &result);
+        result
+    }
+
+    /// The directory the store's file is in (the daemon's data directory).
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
     }
 
     /// The fleet revision the data is a copy of (see [`Store::persist_revision`]), if any.
@@ -734,8 +770,12 @@ fn write(
     journal: &[JournalOp],
     limits: JournalLimits,
     revision: Option<u64>,
+    durable: bool,
 ) -> Result<(), StoreError> {
-    let tx = db.begin_write()?;
+    let mut tx = db.begin_write()?;
+    if !durable {
+        tx.set_durability(redb::Durability::None);
+    }
     write_journal(&tx, journal, limits)?;
     if let Some(revision) = revision {
         tx.open_table(META)?.insert(FLEET_REVISION_KEY, revision)?;

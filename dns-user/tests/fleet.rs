@@ -904,3 +904,87 @@ async fn a_zone_file_imported_through_one_edge_reaches_every_edge() {
     b.stop().await;
     a.stop().await;
 }
+
+/// Two daemons with one `--edge-id` would confirm writes for each other: a second edge taking
+/// the id of a live one stops at start-up, naming the id. The same edge started again after a
+/// crash (its registration still there under its old lease) takes its registration back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_edge_with_a_live_edges_id_stops_start_up() {
+    let etcd = Etcd::start().await;
+    let (_tmp, data) = dirs(3);
+    let a = start_edge(&data[0], &etcd.url, "edge-a", &[]).await;
+    let b = start_edge(&data[1], &etcd.url, "edge-b", &[]).await;
+
+    let config = Serve::parse_from([
+        "serve",
+        "--xdp-mode",
+        "off",
+        "--data-dir",
+        data[2].to_str().expect("utf-8"),
+        "--etcd",
+        &etcd.url,
+        "--edge-id",
+        "edge-a",
+        "--lease-ttl",
+        "2",
+        "--zone",
+        ZONE,
+    ])
+    .config;
+    let listeners = Listeners {
+        webhook: None,
+        dns_udp: dns_user::fallback::bind_udp("127.0.0.1:0".parse().expect("addr"), 1)
+            .expect("bind udp"),
+        dns_tcp: vec![TcpListener::bind("127.0.0.1:0").await.expect("bind tcp")],
+        api: TcpListener::bind("127.0.0.1:0").await.expect("bind api"),
+    };
+    let result = timeout(
+        Duration::from_secs(20),
+        daemon::run(config, listeners, CancellationToken::new()),
+    )
+    .await
+    .expect("start-up ends in time");
+    let e = result.expect_err("a duplicate edge id is a start-up error");
+    let text = dns_user::error_chain(&e);
+    assert!(
+        text.contains("\"edge-a\"") && text.contains("another live edge"),
+        "{text}"
+    );
+
+    // The first edge-a is still the one registered, and writes wait for it as before.
+    let (_, edges) = b.ok_get("/v1/edges").await;
+    let ids: Vec<&str> = edges["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["edge-a", "edge-b"], "{edges}");
+    let (status, _, body) = b.put_a("still", "192.0.2.8").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(answer(&a, "still").await, Ok(vec!["192.0.2.8".into()]));
+
+    // edge-a crashes: its registration stays until its lease runs out (made here as the crash
+    // leaves it, under a lease of its own). Started again from its own data directory, it
+    // takes that registration back.
+    a.stop().await;
+    let token = std::fs::read_to_string(data[0].join("fleet-edge-token")).expect("token");
+    let mut client = etcd.client().await;
+    let lease = client.lease_grant(30, None).await.expect("lease").id();
+    let left = json!({"id": "edge-a", "address": "127.0.0.1:53", "region": "", "version": "0",
+        "applied_revision": 0, "updated": 0.0, "instance": token.trim()});
+    client
+        .put(
+            "/edgedns/v1/edges/edge-a",
+            left.to_string(),
+            Some(etcd_client::PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .expect("put");
+    let a = start_edge(&data[0], &etcd.url, "edge-a", &[]).await;
+    let (status, _, body) = b.put_a("back", "192.0.2.9").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(answer(&a, "back").await, Ok(vec!["192.0.2.9".into()]));
+    a.stop().await;
+    b.stop().await;
+}

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use hickory_proto::rr::Name;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use crate::{
     compile::{self, MapWriter, SyncReport},
@@ -46,7 +46,8 @@ pub trait Persist: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// [`Persist::persist`], recording the fleet revision the data now is a copy of in the
-    /// same transaction. Stores with nowhere to keep it just persist.
+    /// same transaction. Stores with nowhere to keep it just persist. The commit need not be
+    /// durable before [`Persist::flush`]: the data is a copy of etcd's.
     fn persist_at(
         &self,
         zones: &ZoneSet,
@@ -56,6 +57,11 @@ pub trait Persist: Send + Sync + 'static {
     ) -> Result<(), StoreError> {
         let _ = revision;
         self.persist(zones, changes, journal)
+    }
+
+    /// Makes every [`Persist::persist_at`] so far durable.
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 
@@ -76,7 +82,11 @@ impl Persist for Store {
         journal: &[JournalOp],
         revision: u64,
     ) -> Result<(), StoreError> {
-        Store::persist_revision(self, zones, changes, journal, Some(revision))
+        Store::persist_copy(self, zones, changes, journal, revision)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Store::flush(self)
     }
 }
 
@@ -358,7 +368,8 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
             });
             return Err(EngineError::FastPath(e));
         }
-        info!(
+        // Per revision: debug, not info (a busy fleet would log every write on every edge).
+        debug!(
             revision = change.revision,
             zones = changes.zones_soa.len(),
             "fleet revision applied"

@@ -144,6 +144,8 @@ pub enum FleetError {
     },
     #[error("etcd is unreachable (this edge holds no lease); nothing changed")]
     NoLease,
+    #[error("etcd has not answered this edge for {:.1} s (longer than its lease); nothing changed", .0.as_secs_f64())]
+    CutOff(Duration),
     #[error("the change needs {needed} etcd operations; one transaction takes at most {limit}: split it into smaller batches")]
     TooManyOps { needed: usize, limit: usize },
     #[error("the change is {bytes} bytes; one etcd transaction takes at most {limit} bytes: split it into smaller batches")]
@@ -162,6 +164,14 @@ pub enum FleetError {
     Encode { what: String, reason: String },
     #[error("the edge is stopping")]
     Stopped,
+    #[error("edge id {id:?} is held by another live edge (registered from another data directory): give this edge its own --edge-id, or, if that edge is gone, start again once its lease ({ttl} s) has run out")]
+    DuplicateEdge { id: String, ttl: u32 },
+    #[error("reading or writing the edge's token {}", path.display())]
+    Instance {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("applying revision {revision} here")]
     Apply {
         revision: i64,
@@ -178,6 +188,7 @@ impl FleetError {
             FleetError::PreconditionFailed { .. } | FleetError::Contended { .. } => 409,
             FleetError::Unavailable(_)
             | FleetError::NoLease
+            | FleetError::CutOff(_)
             | FleetError::Timeout(_)
             | FleetError::Stopped
             | FleetError::Behind { .. } => 503,
@@ -445,6 +456,8 @@ pub struct Fleet {
     args: FleetArgs,
     edge_id: String,
     edge_address: String,
+    /// This edge's data directory's token (see [`EdgeInfo::instance`]).
+    instance: String,
     applied: tokio::sync::Mutex<Applied>,
     /// This edge's writers take turns (see the writer).
     write_turn: tokio::sync::Mutex<()>,
@@ -503,6 +516,7 @@ impl Fleet {
         check_tls(&client, &args.etcd).await?;
         let edge_id = args.edge_id.clone().unwrap_or_else(host_name);
         let edge_address = args.edge_address.clone().unwrap_or(default_address);
+        let instance = instance_token(engine.store().dir())?;
         let start_revision = engine
             .store()
             .fleet_revision()
@@ -516,6 +530,7 @@ impl Fleet {
             engine: engine.clone(),
             edge_id,
             edge_address,
+            instance,
             applied: tokio::sync::Mutex::new(Applied {
                 revision: start_revision,
                 zone_mods: Default::default(),
@@ -554,13 +569,21 @@ impl Fleet {
         if fleet.args.etcd.etcd.len() > 1 {
             tasks.spawn(prune_endpoints(fleet.clone(), shutdown.clone()));
         }
-        tasks.spawn(watch_partition(fleet.clone(), shutdown));
+        tasks.spawn(watch_partition(fleet.clone(), shutdown.clone()));
+        tasks.spawn(flush_copy(fleet.clone(), shutdown));
         // etcd within reach: serve only once this edge has what the fleet has, and is
         // registered (writes from then on wait for it).
         let wait = Duration::from_secs(u64::from(fleet.args.lease_ttl).max(3));
-        let both = async { synced.await.is_ok() && registered.await.is_ok() };
+        let both = async {
+            match registered.await {
+                Ok(Ok(())) => Ok(synced.await.is_ok()),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Ok(false),
+            }
+        };
         match tokio::time::timeout(wait, both).await {
-            Ok(true) => {
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(true)) => {
                 info!(edge = %fleet.edge_id, revision = fleet.applied_revision(), "fleet: in step with etcd")
             }
             _ => {
@@ -689,7 +712,11 @@ impl Fleet {
 
     /// The live edges that have not applied `revision` yet.
     pub fn behind(&self, revision: i64) -> Vec<String> {
-        registry::behind(&self.edges_tx.borrow(), revision)
+        registry::behind(
+            &self.edges_tx.borrow(),
+            revision,
+            (&self.edge_id, self.applied_revision()),
+        )
     }
 
     /// The edges as the registry sees them, with lags against the newest applied revision.
@@ -701,6 +728,40 @@ impl Fleet {
     pub async fn edges_with_contact(&self) -> EdgeView {
         registry::view_with_contact(self).await
     }
+}
+
+/// How long after applying a revision the local copy is made durable: revisions that come
+/// meanwhile share the one fsync.
+const FLUSH_DELAY: Duration = Duration::from_millis(200);
+
+/// Makes the local copy durable: the follower's commits don't wait for the disk (the copy is
+/// etcd's, and a commit per revision with fsync on every edge is the slowest step between etcd
+/// and the maps), so this flushes them [`FLUSH_DELAY`] after a revision is applied, and once
+/// more when the edge stops. A crash loses at most that much of the copy, never its
+/// consistency: the store holds the data and its revision together, as of the last flush, and
+/// the edge catches up from etcd when it starts.
+async fn flush_copy(fleet: Arc<Fleet>, shutdown: CancellationToken) {
+    let flush = |fleet: Arc<Fleet>| async move {
+        let engine = fleet.engine.clone();
+        let result = tokio::task::spawn_blocking(move || engine.store().flush()).await;
+        if let Ok(Err(e)) = result {
+            warn!(edge = %fleet.edge_id, "fleet: making the local copy durable: {}", crate::error_chain(&e));
+        }
+    };
+    let mut applied = fleet.applied_tx.subscribe();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = applied.changed() => if changed.is_err() { break },
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(FLUSH_DELAY) => {}
+        }
+        applied.mark_unchanged();
+        flush(fleet.clone()).await;
+    }
+    flush(fleet).await;
 }
 
 /// Marks the edge stale once etcd has not answered for longer than the lease, and not stale
@@ -722,6 +783,36 @@ async fn watch_partition(fleet: Arc<Fleet>, shutdown: CancellationToken) {
             fleet.set_stale(true);
         }
     }
+}
+
+/// The file in the data directory holding its token.
+const INSTANCE_FILE: &str = "fleet-edge-token";
+
+/// The data directory's token, made on first use. One directory is one daemon at a time (its
+/// store is locked), so the token tells this edge's own earlier registration from another's.
+fn instance_token(dir: &std::path::Path) -> Result<String, FleetError> {
+    let path = dir.join(INSTANCE_FILE);
+    let error = |source| FleetError::Instance {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(error(e)),
+    }
+    let mut random = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random))
+        .map_err(error)?;
+    let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    // Written whole or not at all: a torn token would not match the registration it made.
+    let tmp = dir.join(format!("{INSTANCE_FILE}.tmp"));
+    std::fs::write(&tmp, &token)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(error)?;
+    Ok(token)
 }
 
 fn host_name() -> String {

@@ -8,12 +8,14 @@ use std::{
     time::Duration,
 };
 
-use etcd_client::{EventType, GetOptions, PutOptions, WatchOptions};
+use etcd_client::{
+    Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{request, unix_now, Fleet};
+use super::{request, unix_now, Fleet, FleetError};
 
 /// An edge's registration, as stored (JSON) under `{prefix}/edges/{id}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -25,6 +27,11 @@ pub struct EdgeInfo {
     pub applied_revision: i64,
     /// When the edge wrote this, in seconds since the Unix epoch.
     pub updated: f64,
+    /// The registering daemon's data directory, as a token kept in it: a registration with
+    /// this edge's id and token is this edge's own from before a crash, one with another token
+    /// is another edge's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance: String,
 }
 
 /// A live edge: its registration and the lease it goes with.
@@ -42,12 +49,21 @@ pub struct Edges {
     pub revision: i64,
 }
 
-/// The live edges whose applied revision is older than `revision`.
-pub fn behind(edges: &Edges, revision: i64) -> Vec<String> {
+/// The live edges whose applied revision is older than `revision`. This edge (`here`, with
+/// what it has applied itself) counts by its own revision, which its registration only
+/// publishes a round trip through etcd later: its maps answer what it has applied.
+pub fn behind(edges: &Edges, revision: i64, here: (&str, i64)) -> Vec<String> {
     edges
         .map
         .values()
-        .filter(|e| e.info.applied_revision < revision)
+        .filter(|e| {
+            let applied = if e.info.id == here.0 {
+                e.info.applied_revision.max(here.1)
+            } else {
+                e.info.applied_revision
+            };
+            applied < revision
+        })
         .map(|e| e.info.id.clone())
         .collect()
 }
@@ -178,8 +194,14 @@ pub(super) async fn refresh(fleet: &Fleet) -> Result<i64, String> {
         .map_err(|e| crate::error_chain(&e))?;
     fleet.contact();
     let revision = resp.header().map_or(0, |h| h.revision());
-    let map = resp
-        .kvs()
+    take(fleet, resp.kvs(), revision);
+    Ok(revision)
+}
+
+/// The registrations as read whole at `revision`: the map takes them if they are newer than
+/// what it has.
+pub(super) fn take(fleet: &Fleet, kvs: &[etcd_client::KeyValue], revision: i64) {
+    let map = kvs
         .iter()
         .filter_map(record)
         .map(|r| (r.info.id.clone(), r))
@@ -191,7 +213,6 @@ pub(super) async fn refresh(fleet: &Fleet) -> Result<i64, String> {
         *edges = Edges { map, revision };
         true
     });
-    Ok(revision)
 }
 
 async fn follow_edges(fleet: &Fleet, prefix: &str) -> Result<(), String> {
@@ -246,7 +267,7 @@ async fn follow_edges(fleet: &Fleet, prefix: &str) -> Result<(), String> {
 /// edge at once.
 pub(super) async fn presence(
     fleet: Arc<Fleet>,
-    registered: tokio::sync::oneshot::Sender<()>,
+    registered: tokio::sync::oneshot::Sender<Result<(), FleetError>>,
     shutdown: CancellationToken,
 ) {
     let mut registered = Some(registered);
@@ -271,7 +292,18 @@ pub(super) async fn presence(
                 }
                 return;
             }
-            Err(why) => {
+            Err(Lost::Taken(e)) => match registered.take() {
+                // At start-up: the daemon stops with this error.
+                Some(r) => {
+                    let _ = r.send(Err(e));
+                    return;
+                }
+                None => {
+                    backoff = super::BACKOFF_MAX;
+                    tracing::error!(edge = %fleet.edge_id, "fleet: not registered: {}; trying again in {backoff:?}", crate::error_chain(&e));
+                }
+            },
+            Err(Lost::Other(why)) => {
                 warn!(edge = %fleet.edge_id, "fleet: lease lost ({why}); registering again in {backoff:?}")
             }
         }
@@ -282,7 +314,7 @@ pub(super) async fn presence(
     }
 }
 
-async fn put_registration(fleet: &Fleet, key: &str, lease: i64) -> Result<(), String> {
+fn registration(fleet: &Fleet) -> Result<Vec<u8>, String> {
     let info = EdgeInfo {
         id: fleet.edge_id.clone(),
         address: fleet.edge_address.clone(),
@@ -290,8 +322,79 @@ async fn put_registration(fleet: &Fleet, key: &str, lease: i64) -> Result<(), St
         version: env!("CARGO_PKG_VERSION").to_string(),
         applied_revision: fleet.applied_revision(),
         updated: unix_now(),
+        instance: fleet.instance.clone(),
     };
-    let value = serde_json::to_vec(&info).map_err(|e| e.to_string())?;
+    serde_json::to_vec(&info).map_err(|e| e.to_string())
+}
+
+/// Why a lease was given up.
+enum Lost {
+    /// Another live edge holds this edge's id.
+    Taken(FleetError),
+    Other(String),
+}
+
+impl From<String> for Lost {
+    fn from(why: String) -> Self {
+        Lost::Other(why)
+    }
+}
+
+impl From<&str> for Lost {
+    fn from(why: &str) -> Self {
+        Lost::Other(why.into())
+    }
+}
+
+/// Creates this edge's registration under `lease`, only if no live edge holds the id: two
+/// daemons with one id would confirm writes for each other. A registration left by this
+/// edge's own data directory (a crash, its lease not yet run out) is this edge's: its lease is
+/// revoked and the registration made again.
+async fn register(fleet: &Fleet, key: &str, lease: i64) -> Result<(), Lost> {
+    let mut kv = fleet.client.kv_client();
+    for _ in 0..3 {
+        let txn = Txn::new()
+            .when([Compare::version(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key,
+                registration(fleet)?,
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(key, None)]);
+        let resp = request(kv.txn(txn))
+            .await
+            .map_err(|e| crate::error_chain(&e))?;
+        fleet.contact();
+        if resp.succeeded() {
+            return Ok(());
+        }
+        let held = resp.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(g) => g.kvs().first().cloned(),
+            _ => None,
+        });
+        let Some(held) = held else { continue };
+        let mine = record(&held).is_some_and(|r| r.info.instance == fleet.instance);
+        if !mine {
+            return Err(Lost::Taken(FleetError::DuplicateEdge {
+                id: fleet.edge_id.clone(),
+                ttl: fleet.args.lease_ttl,
+            }));
+        }
+        info!(edge = %fleet.edge_id, lease = held.lease(), "fleet: this edge's registration from before is still there; taking it over");
+        let mut leases = fleet.client.lease_client();
+        match request(leases.revoke(held.lease())).await {
+            Ok(_) => {}
+            // Run out meanwhile: as good.
+            Err(FleetError::Unavailable(etcd_client::Error::GRpcStatus(s)))
+                if s.message().contains("not found") => {}
+            Err(e) => return Err(Lost::Other(crate::error_chain(&e))),
+        }
+    }
+    Err(Lost::Other("the registration kept changing".into()))
+}
+
+async fn put_registration(fleet: &Fleet, key: &str, lease: i64) -> Result<(), String> {
+    let value = registration(fleet)?;
     let mut kv = fleet.client.kv_client();
     request(kv.put(key, value, Some(PutOptions::new().with_lease(lease))))
         .await
@@ -305,9 +408,9 @@ async fn hold_lease(
     fleet: &Fleet,
     key: &str,
     ttl: i64,
-    registered: &mut Option<tokio::sync::oneshot::Sender<()>>,
+    registered: &mut Option<tokio::sync::oneshot::Sender<Result<(), FleetError>>>,
     shutdown: &CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), Lost> {
     let mut leases = fleet.client.lease_client();
     let grant = request(leases.grant(ttl, None))
         .await
@@ -319,10 +422,17 @@ async fn hold_lease(
     // Subscribe before the first put: a revision applied in between is published next.
     let mut applied = fleet.applied_tx.subscribe();
     applied.mark_unchanged();
-    put_registration(fleet, key, lease).await?;
+    if let Err(e) = register(fleet, key, lease).await {
+        // Not ours to hold: the lease goes (the next one is granted when registering again).
+        if matches!(e, Lost::Taken(_)) {
+            fleet.lease.store(0, Ordering::Relaxed);
+            let _ = request(leases.revoke(lease)).await;
+        }
+        return Err(e);
+    }
     info!(edge = %fleet.edge_id, lease, "fleet: edge registered");
     if let Some(r) = registered.take() {
-        let _ = r.send(());
+        let _ = r.send(Ok(()));
     }
     let (mut keeper, mut stream) = request(leases.keep_alive(lease))
         .await
@@ -343,7 +453,7 @@ async fn hold_lease(
                 }
                 Ok(Some(_)) => return Err("the lease expired".into()),
                 Ok(None) => return Err("the keep-alive stream closed".into()),
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.to_string().into()),
             },
             changed = applied.changed() => {
                 if changed.is_err() {

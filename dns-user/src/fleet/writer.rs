@@ -247,6 +247,7 @@ async fn write(fleet: &Arc<Fleet>, mut build: RemoteBuild) -> Result<Option<Appl
     // the zone's mod revision and reads it), so a write never applies twice.
     let write_id = fleet.next_write_id();
     let marker = fleet.keys.write_marker(&fleet.edge_id);
+    let edges = fleet.keys.edges();
     let mut unknown = Unknown::default();
     let mut retry_pause = Duration::from_millis(50);
     let mut attempt = 0;
@@ -296,12 +297,33 @@ async fn write(fleet: &Arc<Fleet>, mut build: RemoteBuild) -> Result<Option<Appl
         if lease == 0 {
             return Err(FleetError::NoLease.into());
         }
+        // Cut off from etcd for longer than the lease (its keep-alives and the watch's
+        // progress answer several times a lease when it is within reach): a transaction would
+        // only wait out its timeout and then the lease, to be sure it can't land. None is
+        // sent, so none can.
+        if let Some(silent) = fleet
+            .since_contact()
+            .filter(|d| *d > Duration::from_secs(fleet.args.lease_ttl.into()))
+        {
+            return Err(FleetError::CutOff(silent).into());
+        }
         let mut ops = plan.txn_ops();
         ops.push(TxnOp::put(
             marker.as_str(),
             write_id.as_bytes().to_vec(),
             Some(PutOptions::new().with_lease(lease)),
         ));
+        // The edges' registrations as of the write, read by the transaction itself: the
+        // confirmation waits for every edge registered by then without reading them again
+        // (a round trip to etcd's leader on every write). Left out of a batch at the
+        // operation limit, which then reads them after the commit.
+        let read_edges = ops.len() < MAX_OPS;
+        if read_edges {
+            ops.push(TxnOp::get(
+                edges.as_str(),
+                Some(GetOptions::new().with_prefix()),
+            ));
+        }
         let txn = Txn::new().when(compares).and_then(ops).or_else(reads);
         let mut kv = fleet.client.kv_client();
         let sent = tokio::time::timeout(ATTEMPT_TIMEOUT, kv.txn(txn)).await;
@@ -320,7 +342,7 @@ async fn write(fleet: &Arc<Fleet>, mut build: RemoteBuild) -> Result<Option<Appl
                 unknown.note(lease, error);
                 match landed(fleet, &marker, &write_id, &mut unknown, started).await {
                     Landed::Yes(revision) => {
-                        return committed(fleet, turn, revision, &apex, started).await;
+                        return committed(fleet, turn, revision, None, &apex, started).await;
                     }
                     Landed::No => {
                         // Again in a moment, when the client may have dropped a dead
@@ -338,7 +360,11 @@ async fn write(fleet: &Arc<Fleet>, mut build: RemoteBuild) -> Result<Option<Appl
         let revision = resp.header().map_or(0, |h| h.revision());
         if resp.succeeded() {
             debug!(zone = %apex, revision, attempt, "fleet write committed");
-            return committed(fleet, turn, revision, &apex, started).await;
+            let registrations = match resp.op_responses().pop() {
+                Some(TxnOpResponse::Get(g)) if read_edges => Some(g),
+                _ => None,
+            };
+            return committed(fleet, turn, revision, registrations, &apex, started).await;
         }
         // An earlier transaction of this write whose answer was lost landed after all (and
         // moved the zone's key, so this one lost).
@@ -347,7 +373,7 @@ async fn write(fleet: &Arc<Fleet>, mut build: RemoteBuild) -> Result<Option<Appl
                 for kv in g.kvs() {
                     if kv.key() == marker.as_bytes() && kv.value() == write_id.as_bytes() {
                         let revision = kv.mod_revision();
-                        return committed(fleet, turn, revision, &apex, started).await;
+                        return committed(fleet, turn, revision, None, &apex, started).await;
                     }
                 }
             }
@@ -472,9 +498,9 @@ async fn fence(fleet: &Fleet, leases: &[i64]) -> bool {
 }
 
 /// Finds out whether one of this write's transactions landed. Within the request timeout a
-/// "not yet" lets the write try again; after it, the answer is a failure only once nothing of
-/// the write can land any more (its leases revoked or run out), so a 503 means nothing was
-/// written, then or later. Bounded: the lease's end, or twice the request timeout.
+/// "not yet" lets the write try again; the answer is a failure only once nothing of the write
+/// can land any more (its leases revoked or run out), so a 503 means nothing was written,
+/// then or later. Bounded: the lease's end (with a margin), or twice the request timeout.
 async fn landed(
     fleet: &Fleet,
     marker: &str,
@@ -488,6 +514,10 @@ async fn landed(
     loop {
         let read = read_marker(fleet, marker, write_id).await;
         let out_of_time = started.elapsed() >= super::REQUEST_TIMEOUT;
+        // Nothing of the write can land any more: no need to wait for the request timeout.
+        if read.is_err() && unknown.settled(fleet) {
+            return Landed::Never(unknown.failure());
+        }
         match read {
             Ok(Some(revision)) => return Landed::Yes(revision),
             Ok(None) if !out_of_time => return Landed::No,
@@ -517,14 +547,25 @@ async fn landed(
 }
 
 /// A committed write: whatever happens now, the answer is a success. If this edge hasn't
-/// applied it within the wait, it is one of the edges behind (202).
+/// applied it within the wait, it is one of the edges behind (202). `registrations`: the
+/// edges' registrations as the write's transaction read them, if it did.
 async fn committed(
     fleet: &Arc<Fleet>,
     turn: tokio::sync::MutexGuard<'_, ()>,
     revision: i64,
+    registrations: Option<etcd_client::GetResponse>,
     apex: &Name,
     started: Instant,
 ) -> Result<Option<Applied>, EngineError> {
+    match &registrations {
+        Some(g) => super::registry::take(fleet, g.kvs(), revision),
+        // The registrations as of the write at least: an edge that registered just before it
+        // is waited for even if this edge's watch hasn't told of it yet. If etcd can't be
+        // read now, the watch's view is what there is.
+        None => {
+            let _ = super::registry::refresh(fleet).await;
+        }
+    }
     let _ = wait_applied(fleet, revision, fleet.confirm_wait()).await;
     drop(turn);
     let behind = confirm(fleet, revision).await;
@@ -567,22 +608,22 @@ async fn wait_applied(
 }
 
 /// Waits (up to `--confirm-wait-ms`) until every live edge has applied `revision`; returns the
-/// ones that hadn't by then.
+/// ones that hadn't by then. The registrations as of the write are in the map already.
 pub(super) async fn confirm(fleet: &Fleet, revision: i64) -> Vec<String> {
     let mut rx = fleet.edges_tx.subscribe();
-    // The registrations as of the write at least: an edge that registered just before it is
-    // waited for even if this edge's watch hasn't told of it yet. If etcd can't be read now,
-    // the watch's view is what there is.
-    let _ = super::registry::refresh(fleet).await;
     let deadline = tokio::time::Instant::now() + fleet.confirm_wait();
     loop {
-        let behind = super::registry::behind(&rx.borrow_and_update(), revision);
+        let behind = super::registry::behind(
+            &rx.borrow_and_update(),
+            revision,
+            (&fleet.edge_id, fleet.applied_revision()),
+        );
         if behind.is_empty() {
             return behind;
         }
         match tokio::time::timeout_at(deadline, rx.changed()).await {
             Ok(Ok(())) => {}
-            _ => return super::registry::behind(&rx.borrow(), revision),
+            _ => return fleet.behind(revision),
         }
     }
 }

@@ -467,6 +467,17 @@ fn fleet_partition_then_reconnect() {
         answer(c, "there"),
         ("NOERROR".into(), vec!["192.0.2.1".into()])
     );
+    // A write to the cut-off edge gets its 503 at once (it sends nothing to etcd, so nothing
+    // can land later), not after a transaction's timeout and the lease's end.
+    let data = || net.etcd().get_prefix(b"/edgedns/v1/data/");
+    let before = data();
+    let sent = Instant::now();
+    let r = put(c, "refused", "192.0.2.9", &[]);
+    let took = sent.elapsed();
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.json()["error"].is_string(), "{}", r.body);
+    assert!(took < Duration::from_secs(3), "503 after {took:?}");
+    assert_eq!(data(), before, "the refused write reached etcd");
     // The others go on without it (once it is not live, writes don't wait for it).
     wait_until(LEASE * 5, "edge-2 drops out", || {
         let live = live_edges(&net.edges[0]);
@@ -487,6 +498,9 @@ fn fleet_partition_then_reconnect() {
         let a = answer(c, "missing");
         (a.0 == "NXDOMAIN", a)
     });
+    for e in &net.edges {
+        assert_eq!(answer(e, "refused").0, "NXDOMAIN", "{}", e.id);
+    }
 }
 
 /// A write that a live edge cannot confirm within `--confirm-wait-ms` gets 202 with a change
