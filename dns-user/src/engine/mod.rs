@@ -374,7 +374,12 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
             zones = changes.zones_soa.len(),
             "fleet revision applied"
         );
-        reclaim(prev);
+        // The follower publishes the revision as applied when this returns: freeing the old
+        // version (which waits for its last readers) is not part of that.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || reclaim(prev))),
+            Err(_) => reclaim(prev),
+        }
         Ok(())
     }
 

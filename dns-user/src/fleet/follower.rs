@@ -224,6 +224,8 @@ async fn reconcile(fleet: &Fleet) -> Result<i64, FleetError> {
         }
     }
     let edits = change.edits.len();
+    // The engine frees the version it replaces once nobody holds it: not this copy.
+    drop(local);
     fleet
         .engine
         .apply_remote(change)
@@ -452,6 +454,8 @@ async fn apply_revision(
             }
         }
     }
+    // The engine frees the version it replaces once nobody holds it: not this copy.
+    drop(local);
     fleet
         .engine
         .apply_remote(change)

@@ -272,6 +272,9 @@ async fn write(fleet: &Arc<Fleet>, mut build: RemoteBuild) -> Result<Option<Appl
         let mut next = ZoneSet::clone(&zones);
         let changes = next.apply(edit)?;
         let plan = plan(&fleet.keys, &zones, &next, &changes)?;
+        // Not held while the write waits: the engine frees a version it replaces once nobody
+        // holds it, and waits a little for that before the edge publishes what it applied.
+        drop((zones, next, changes));
         plan.check_limits()?;
         let mut compares = Vec::new();
         let mut reads = Vec::new();
