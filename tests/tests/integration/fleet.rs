@@ -597,7 +597,10 @@ fn fleet_etcd_unreachable_at_write_is_503_and_nothing_written() {
     let data = || net.etcd().get_prefix(b"/edgedns/v1/data/");
     let before = data();
     a.cut();
+    let sent = Instant::now();
     let r = put(a, "unreachable", "192.0.2.5", &[]);
+    // Cut during its lease: the 503 waits until the lease has surely run out.
+    eprintln!("503 after {:?}", sent.elapsed());
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.json()["error"].is_string(), "{}", r.body);
     a.reconnect();
