@@ -323,6 +323,12 @@ pub fn compile_zone(zone: &Zone) -> Option<(NameKey, ZoneValue)> {
 /// tests use one that fails on demand.
 pub trait MapWriter: Send + 'static {
     fn set_name(&mut self, key: &NameKey, entry: &NameEntry) -> Result<(), MapWriteError>;
+    /// [`MapWriter::set_name`] for each of many distinct names, in order.
+    fn set_names(&mut self, entries: &[(NameKey, NameEntry)]) -> Result<(), MapWriteError> {
+        entries.iter().try_for_each(|(k, e)| self.set_name(k, e))
+    }
+    /// A hint that about `n` more names are coming.
+    fn reserve_names(&mut self, _n: usize) {}
     fn remove_name(&mut self, key: &NameKey) -> Result<(), MapWriteError>;
     fn set_zone(&mut self, key: &NameKey, value: &ZoneValue) -> Result<(), MapWriteError>;
     fn remove_zone(&mut self, key: &NameKey) -> Result<(), MapWriteError>;
@@ -337,6 +343,14 @@ pub trait MapWriter: Send + 'static {
 impl MapWriter for FastPath {
     fn set_name(&mut self, key: &NameKey, entry: &NameEntry) -> Result<(), MapWriteError> {
         FastPath::set_name(self, key, entry)
+    }
+
+    fn set_names(&mut self, entries: &[(NameKey, NameEntry)]) -> Result<(), MapWriteError> {
+        FastPath::set_names(self, entries)
+    }
+
+    fn reserve_names(&mut self, n: usize) {
+        FastPath::reserve_names(self, n)
     }
 
     fn remove_name(&mut self, key: &NameKey) -> Result<(), MapWriteError> {
@@ -529,72 +543,91 @@ pub fn full_sync(fast: &mut impl MapWriter, zones: &ZoneSet) -> Result<SyncRepor
     full_sync_with(fast, zones, &Reporter::silent())
 }
 
-/// [`full_sync`], reporting names compiled to `progress` (stage "filling the maps"). Counting
-/// the names first is one cheap pass next to compiling each.
+/// [`full_sync`], reporting names compiled to `progress` (stage "filling the maps").
+///
+/// Compiling a name (three `resolve`s) costs more than writing it, so the names are compiled
+/// on as many threads as there are CPUs while this one writes what they compiled, in batches
+/// (one syscall a map for each), in the order one thread would have: zone by zone, each zone's
+/// value before its names.
 pub fn full_sync_with(
     fast: &mut impl MapWriter,
     zones: &ZoneSet,
     progress: &Reporter,
 ) -> Result<SyncReport, MapWriteError> {
-    let total = zones
+    // The names of each zone, listed once for every compiling thread.
+    let lists: Vec<(&Zone, Vec<Name>)> = zones
         .zones()
-        .map(|z| z.existing_names().count() as u64)
-        .sum();
-    let mut progress = progress.start("filling the maps", Some(total));
+        .map(|z| (z, z.existing_names().collect()))
+        .collect();
+    let total: usize = lists.iter().map(|(_, names)| names.len()).sum();
+    let jobs: Vec<Job<'_>> = lists
+        .iter()
+        .flat_map(|(zone, names)| {
+            std::iter::once(Job::Zone(zone))
+                .chain(names.chunks(COMPILE_BATCH).map(|c| Job::Names(zone, c)))
+        })
+        .collect();
+    let mut progress = progress.start("filling the maps", Some(total as u64));
     let mut report = SyncReport::default();
     // What the maps held before (nothing, unless they were pinned by an earlier run), less what
     // is written now: what is left is stale. A set of the names written instead would be the
     // size of the zones (a hundred bytes a name) on every start.
     let mut stale: HashSet<NameKey> = fast.name_keys().into_iter().collect();
+    fast.reserve_names(total);
     let mut zone_keys = BTreeSet::new();
-    // Compiling and writing take about as long as each other: a second thread compiles while
-    // this one writes, in the same order as one thread would. If a write fails, dropping the
-    // receiver stops the compiler at its next batch.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Compiled>>(4);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, MAX_COMPILERS);
     std::thread::scope(|scope| {
-        scope.spawn(move || {
-            let mut batch = Vec::with_capacity(COMPILE_BATCH);
-            for zone in zones.zones() {
-                batch.push(Compiled::Zone(Box::new(compile_zone(zone))));
-                for name in zone.existing_names() {
-                    batch.push(Compiled::Name(compile_name(zones, zone, &name)));
-                    if batch.len() == COMPILE_BATCH {
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(COMPILE_BATCH));
-                        if tx.send(full).is_err() {
+        // Thread `t` compiles jobs `t`, `t + threads`, ... and hands them over in that order; the
+        // writer takes job `j` from thread `j % threads`. If a write fails, dropping the
+        // receivers stops the compilers at their next hand-over.
+        let receivers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Compiled>(2);
+                let jobs = &jobs;
+                scope.spawn(move || {
+                    for job in jobs.iter().skip(t).step_by(threads) {
+                        if tx.send(job.compile(zones)).is_err() {
                             return;
                         }
                     }
+                });
+                rx
+            })
+            .collect();
+        for j in 0..jobs.len() {
+            // A compiler only stops early when its receiver is gone, or by panicking (which
+            // the scope passes on).
+            let Ok(compiled) = receivers[j % threads].recv() else {
+                break;
+            };
+            match compiled {
+                Compiled::Zone(zone) => {
+                    let Some((k, v)) = *zone else {
+                        continue;
+                    };
+                    fast.set_zone(&k, &v)?;
+                    zone_keys.insert(k.name);
+                    report.zones_written += 1;
                 }
-            }
-            let _ = tx.send(batch);
-        });
-        for batch in rx {
-            for compiled in batch {
-                match compiled {
-                    Compiled::Zone(zone) => {
-                        let Some((k, v)) = *zone else {
-                            continue;
-                        };
-                        fast.set_zone(&k, &v)?;
-                        zone_keys.insert(k.name);
-                        report.zones_written += 1;
-                    }
-                    Compiled::Name(name) => {
-                        progress.add(1);
-                        if let Some((k, e)) = name {
-                            fast.set_name(&k, &e)?;
-                            if !stale.is_empty() {
-                                stale.remove(&k);
-                            }
-                            report.names_written += 1;
+                Compiled::Names { count, entries } => {
+                    fast.set_names(&entries)?;
+                    if !stale.is_empty() {
+                        for (k, _) in &entries {
+                            stale.remove(k);
                         }
                     }
+                    report.names_written += entries.len();
+                    progress.add(count as u64);
                 }
             }
         }
         Ok::<_, MapWriteError>(())
     })?;
     progress.finish();
+    drop(jobs);
+    drop(lists);
     for k in stale {
         fast.remove_name(&k)?;
         report.names_removed += 1;
@@ -609,16 +642,43 @@ pub fn full_sync_with(
     Ok(report)
 }
 
-/// What the compiling thread of [`full_sync_with`] hands the writing one: a zone's value or a
-/// name's entry (`None`: nothing to write).
-enum Compiled {
-    /// Boxed: a zone's value is a kilobyte, and zones are few.
-    Zone(Box<Option<(NameKey, ZoneValue)>>),
-    Name(Option<(NameKey, NameEntry)>),
+/// Most threads [`full_sync_with`] compiles on.
+const MAX_COMPILERS: usize = 8;
+
+/// A piece of [`full_sync_with`]'s work: a zone's value, or a run of its names.
+enum Job<'a> {
+    Zone(&'a Zone),
+    Names(&'a Zone, &'a [Name]),
 }
 
-/// Entries handed over at a time: few enough hand-overs to cost nothing, small enough to hold
-/// little (a few hundred KiB).
+impl Job<'_> {
+    fn compile(&self, zones: &ZoneSet) -> Compiled {
+        match self {
+            Job::Zone(zone) => Compiled::Zone(Box::new(compile_zone(zone))),
+            Job::Names(zone, names) => Compiled::Names {
+                count: names.len(),
+                entries: names
+                    .iter()
+                    .filter_map(|name| compile_name(zones, zone, name))
+                    .collect(),
+            },
+        }
+    }
+}
+
+/// What a compiling thread of [`full_sync_with`] hands the writing one.
+enum Compiled {
+    /// Boxed: a zone's value is a kilobyte, and zones are few. `None`: nothing to write.
+    Zone(Box<Option<(NameKey, ZoneValue)>>),
+    /// The entries of `count` names (those too long for the fast path have none).
+    Names {
+        count: usize,
+        entries: Vec<(NameKey, NameEntry)>,
+    },
+}
+
+/// Names in a job: few enough hand-overs to cost nothing, small enough to hold little (a few
+/// hundred KiB), and one batched map write each.
 const COMPILE_BATCH: usize = 1024;
 
 /// Hands the heap's free pages back to the system. A start-up's temporaries (the store's rows

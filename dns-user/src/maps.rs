@@ -5,11 +5,17 @@
 //! into the new map before it is deleted from the old one; the program looks in the large map
 //! last.
 
-use std::collections::HashMap as StdHashMap;
+use std::{
+    collections::HashMap as StdHashMap,
+    os::fd::{AsFd as _, AsRawFd as _},
+};
 
-use aya::maps::{
-    lpm_trie::{Key as LpmKey, LpmTrie},
-    Array, HashMap, MapData, MapError, PerCpuArray,
+use aya::{
+    maps::{
+        lpm_trie::{Key as LpmKey, LpmTrie},
+        Array, HashMap, IterableMap as _, MapData, MapError, PerCpuArray,
+    },
+    Pod,
 };
 use dns_common::{
     limit::{ExemptData, ExemptKey, LimitConfig},
@@ -73,6 +79,8 @@ pub struct FastPath {
     apex_lens: [u32; KEY_NAME_LEN + 1],
     /// Rate limiting and cookie settings, and the prefixes exempt from rate limiting.
     limits: Option<LimitMaps>,
+    /// Whether the kernel took `BPF_MAP_UPDATE_BATCH`; once refused, names go one by one.
+    batch_ok: bool,
 }
 
 /// The zone maps, which the program reads together: ZONES_SHORT and ZONES by apex, ZONE_LENS
@@ -196,6 +204,7 @@ impl FastPath {
             shadow,
             apex_lens: [0; KEY_NAME_LEN + 1],
             limits: None,
+            batch_ok: true,
         };
         for k in fast.zone_keys() {
             fast.apex_lens[key_len(&k)] += 1;
@@ -292,6 +301,90 @@ impl FastPath {
             (Some(from), to) if from != to => self.remove_from(key, from),
             _ => Ok(()),
         }
+    }
+
+    /// [`FastPath::set_name`] for many names, with one `BPF_MAP_UPDATE_BATCH` a map instead of
+    /// one syscall a name: at start-up, a million names cost a million syscalls otherwise.
+    ///
+    /// Each name's steps keep the order `set_name` gives them: every insert into NAMES_LARGE
+    /// comes before the NAMES_SHORT marker that points there, and every insert comes before
+    /// the removal from the map a name leaves. If a batch fails (or the kernel refuses the
+    /// command), the names are written again one by one, which is harmless for those the batch
+    /// did write and gives the error of the first that fails. The keys must be distinct.
+    pub fn set_names(&mut self, entries: &[(NameKey, NameEntry)]) -> Result<(), MapWriteError> {
+        if !self.batch_ok || entries.len() < 2 {
+            return entries.iter().try_for_each(|(k, e)| self.set_name(k, e));
+        }
+        let mut short = Batch::default();
+        let mut small = Batch::default();
+        let mut large = Batch::default();
+        let mut moves = Vec::new();
+        for (key, entry) in entries {
+            let from = self.shadow.get(key);
+            let to = match (entry, key.short()) {
+                (NameEntry::Small(v), Some(k)) => {
+                    short.push(k, *v);
+                    Which::Short
+                }
+                (NameEntry::Small(v), None) => {
+                    small.push(*key, *v);
+                    Which::Small
+                }
+                (NameEntry::Large(v), k) => {
+                    large.push(*key, **v);
+                    match k {
+                        Some(k) => {
+                            if from != Some(Which::ShortLarge) {
+                                let mut marker = SmallValue::zeroed();
+                                marker.pass_mask = IN_LARGE;
+                                short.push(k, marker);
+                            }
+                            Which::ShortLarge
+                        }
+                        None => Which::Large,
+                    }
+                }
+            };
+            if let Some(from) = from.filter(|f| *f != to) {
+                moves.push((*key, from, to));
+            }
+        }
+        let written = update_batch(&self.large, &large)
+            .and_then(|()| update_batch(&self.short, &short))
+            .and_then(|()| update_batch(&self.small, &small));
+        if let Err(e) = written {
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)
+            ) {
+                tracing::debug!("batched map updates refused ({e}): writing names one by one");
+                self.batch_ok = false;
+            }
+            return entries.iter().try_for_each(|(k, e)| self.set_name(k, e));
+        }
+        for (key, entry) in entries {
+            let to = match (entry, key.short()) {
+                (NameEntry::Small(_), Some(_)) => Which::Short,
+                (NameEntry::Small(_), None) => Which::Small,
+                (NameEntry::Large(_), Some(_)) => Which::ShortLarge,
+                (NameEntry::Large(_), None) => Which::Large,
+            };
+            self.shadow.insert(key, to);
+        }
+        for (key, from, to) in moves {
+            match (from, to) {
+                (Which::Short, Which::ShortLarge) => {}
+                (Which::ShortLarge, Which::Short) => self.remove_large(&key)?,
+                (from, _) => self.remove_from(&key, from)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Room in the shadow for `n` more names: a start fills it once instead of growing it
+    /// (and rehashing it) a score of times.
+    pub fn reserve_names(&mut self, n: usize) {
+        self.shadow.short.reserve(n);
     }
 
     fn remove_large(&mut self, key: &NameKey) -> Result<(), MapWriteError> {
@@ -450,4 +543,82 @@ impl FastPath {
         }
         Ok(out)
     }
+}
+
+/// The kernel's ENOTSUPP (not in libc): what a map without batch operations answers.
+const ENOTSUPP: i32 = 524;
+
+/// Keys and values for one `BPF_MAP_UPDATE_BATCH`, each an array as the kernel reads them.
+struct Batch<K, V> {
+    keys: Vec<K>,
+    values: Vec<V>,
+}
+
+impl<K, V> Default for Batch<K, V> {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+}
+
+impl<K, V> Batch<K, V> {
+    fn push(&mut self, k: K, v: V) {
+        self.keys.push(k);
+        self.values.push(v);
+    }
+}
+
+/// `union bpf_attr` as the `BPF_MAP_*_BATCH` commands read it (linux/bpf.h).
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+/// Writes every key and value of `batch` into `map` (`BPF_ANY`), in order, in one syscall
+/// (Linux 5.6 and later; aya has no call for it).
+fn update_batch<K: Pod, V: Pod>(
+    map: &HashMap<MapData, K, V>,
+    batch: &Batch<K, V>,
+) -> std::io::Result<()> {
+    if batch.keys.is_empty() {
+        return Ok(());
+    }
+    let count = u32::try_from(batch.keys.len()).map_err(std::io::Error::other)?;
+    let fd = map.map().fd().as_fd().as_raw_fd();
+    let mut attr = BatchAttr {
+        keys: batch.keys.as_ptr() as u64,
+        values: batch.values.as_ptr() as u64,
+        count,
+        map_fd: fd as u32,
+        ..BatchAttr::default()
+    };
+    // SAFETY: `attr` is the batch member of `union bpf_attr`, laid out as the kernel reads it
+    // and passed with its size (the kernel checks any bytes beyond are zero); `keys` and
+    // `values` point at `count` keys and values of the map's key and value sizes (aya checked
+    // the sizes of `K` and `V` against the map when it was opened), alive for the call. The
+    // kernel only reads them, and writes `attr.count`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_BATCH,
+            &mut attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -595,8 +595,6 @@ fn load_zone(
     let full_key = |(owner, t): (Vec<u8>, u16)| (apex_wire.to_vec(), owner, t);
     loop {
         let mut rrsets = Vec::new();
-        // Keys only (not values): a large zone is not held twice while it loads.
-        let mut keys = Vec::new();
         for row in zone_range(rrsets_t, apex_wire)? {
             let (k, v) = row?;
             progress.add(1);
@@ -606,25 +604,36 @@ fn load_zone(
             }
             let rtype = RecordType::from(t);
             match decode_name(owner).and_then(|o| Ok((o, decode_rrset(rtype, v.value())?))) {
-                Ok((owner_name, rrset)) => {
-                    rrsets.push((owner_name, rtype, rrset));
-                    keys.push((owner.to_vec(), t));
-                }
+                Ok((owner_name, rrset)) => rrsets.push((owner_name, rtype, rrset)),
                 Err(reason) => {
                     bad.push(Bad::rrset(full_key((owner.to_vec(), t)), v.value(), reason));
                     skip.insert((owner.to_vec(), t));
                 }
             }
         }
-        match set.load_zone(spec.clone(), rrsets) {
-            Ok(_) => return Ok(()),
-            Err(ZoneError::Batch { index, source }) if index < keys.len() => {
-                let key = keys.swap_remove(index);
-                let value = rrsets_t
-                    .get((apex_wire, key.0.as_slice(), key.1))?
-                    .map(|v| v.value().to_vec())
-                    .unwrap_or_default();
-                bad.push(Bad::rrset(full_key(key.clone()), &value, source));
+        match set.add_loaded_zone(spec.clone(), rrsets) {
+            Ok(()) => return Ok(()),
+            Err(ZoneError::Batch { index, source }) => {
+                // The RRset at `index` is the index-th row read above: those skipped before or
+                // found bad in that pass are now in `skip`, and no other row was left out. The
+                // keys are found again here rather than kept for every row on every load.
+                let mut kept = zone_range(rrsets_t, apex_wire)?.filter(|row| {
+                    row.as_ref().map_or(true, |(k, _)| {
+                        let (_, owner, t) = k.value();
+                        !skip.contains(&(owner.to_vec(), t))
+                    })
+                });
+                let Some(row) = kept.nth(index) else {
+                    // The store changed under a read transaction: it can't, but a zone that
+                    // can't be read twice alike is quarantined whole rather than looped on.
+                    bad.retain(|b| !matches!(&b.key, BadKey::Rrset(k) if k.0 == apex_wire));
+                    bad.push(Bad::zone(apex_wire, value, source));
+                    return quarantine_zone_rrsets(rrsets_t, apex_wire, bad);
+                };
+                let (k, v) = row?;
+                let (_, owner, t) = k.value();
+                let key = (owner.to_vec(), t);
+                bad.push(Bad::rrset(full_key(key.clone()), v.value(), source));
                 skip.insert(key);
             }
             Err(e) => {

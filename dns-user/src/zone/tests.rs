@@ -1790,3 +1790,14 @@ fn a_wildcard_apex_is_refused_at_creation_as_at_load() {
         .expect_err("load refuses it too");
     assert_eq!(e, ZoneError::WildcardApex);
 }
+
+#[test]
+fn fill_sorted_keeps_every_entry_in_order() {
+    // Odd and even counts, a leaf's worth and several levels of branches.
+    for n in [0usize, 1, 2, 15, 16, 17, 1000, 40_001] {
+        let entries: Vec<(usize, usize)> = (0..n).map(|i| (i, i * 3)).collect();
+        let map = super::change::fill_sorted(entries.clone());
+        assert_eq!(map.len(), n);
+        assert_eq!(map.into_iter().collect::<Vec<_>>(), entries, "{n} entries");
+    }
+}
