@@ -12,7 +12,10 @@
 //! or settings empties it, and so does reaching [`MAX_BYTES`] (a flood of distinct names can't
 //! grow it: it starts over).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Weak},
+};
 
 use hickory_proto::op::ResponseCode;
 
@@ -41,10 +44,11 @@ pub(super) struct PacketCache {
     /// [`MAX_BYTES`] but in tests.
     max_bytes: usize,
     /// What the kept answers were made with: the zones and settings (by address: a new version
-    /// is a new allocation, and the cache holds the `Arc`s so an address is never reused while
-    /// it is kept) and the stale-misses switch.
-    zones: Option<Arc<ZoneSet>>,
-    config: Option<Arc<FallbackConfig>>,
+    /// is a new allocation, and a `Weak` keeps the address from being reused while it is held,
+    /// without keeping an old version's data alive in an idle worker) and the stale-misses
+    /// switch.
+    zones: Weak<ZoneSet>,
+    config: Weak<FallbackConfig>,
     stale: bool,
 }
 
@@ -54,8 +58,8 @@ impl Default for PacketCache {
             answers: HashMap::new(),
             bytes: 0,
             max_bytes: MAX_BYTES,
-            zones: None,
-            config: None,
+            zones: Weak::new(),
+            config: Weak::new(),
             stale: false,
         }
     }
@@ -65,13 +69,13 @@ impl PacketCache {
     /// Empties the cache unless its answers were made from `zones` and `config` as they are now.
     pub fn check(&mut self, zones: &Arc<ZoneSet>, config: &Arc<FallbackConfig>) {
         let stale = config.stale_misses.is_set();
-        let same = self.zones.as_ref().is_some_and(|z| Arc::ptr_eq(z, zones))
-            && self.config.as_ref().is_some_and(|c| Arc::ptr_eq(c, config))
+        let same = std::ptr::eq(self.zones.as_ptr(), Arc::as_ptr(zones))
+            && std::ptr::eq(self.config.as_ptr(), Arc::as_ptr(config))
             && self.stale == stale;
         if !same {
             self.clear();
-            self.zones = Some(zones.clone());
-            self.config = Some(config.clone());
+            self.zones = Arc::downgrade(zones);
+            self.config = Arc::downgrade(config);
             self.stale = stale;
         }
     }
@@ -187,18 +191,16 @@ mod tests {
         cache.check(&zs, &cfg);
         assert!(cache.get(&q).is_some(), "the same versions keep it");
 
-        cache.check(&Arc::new(zones()), &cfg);
+        let zs = Arc::new(zones());
+        cache.check(&zs, &cfg);
         assert!(cache.get(&q).is_none(), "new zones");
         cache.insert(&q, &parse(&q), &reply_to(&zs, &q));
-        cache.check(
-            cache.zones.clone().as_ref().expect("zones"),
-            &Arc::new(FallbackConfig::default()),
-        );
+        let cfg = Arc::new(FallbackConfig::default());
+        cache.check(&zs, &cfg);
         assert!(cache.get(&q).is_none(), "new settings");
         cache.insert(&q, &parse(&q), &reply_to(&zs, &q));
-        let cfg = cache.config.clone().expect("config");
         cfg.stale_misses.set(true);
-        cache.check(cache.zones.clone().as_ref().expect("zones"), &cfg);
+        cache.check(&zs, &cfg);
         assert!(cache.get(&q).is_none(), "the stale-misses switch flipped");
     }
 
