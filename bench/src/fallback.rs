@@ -2,11 +2,13 @@
 //!
 //! Both servers run at once in the server namespace, unpinned, serving the benchmark zone:
 //! edgedns with `--xdp-mode off` (every query goes up to the fallback, as queries the fast path
-//! passes up do) on port 53, NSD on port 5301. dnsperf in the client namespace asks each in turn
-//! for the query file's A records. CPU per answer: dnsperf at a fixed rate, the server's CPU time
-//! from `/proc/PID/stat` (utime + stime, all its threads; NSD's child processes too) over the
-//! run, divided by the answers dnsperf counted. Throughput: dnsperf as fast as it goes against
-//! edgedns with `--udp-workers 1` and `--udp-workers 2`.
+//! passes up do) on port 53, NSD on port 5301 (one server process) and 5302 (one per core).
+//! dnsperf in the client namespace asks each in turn for the query file's A records. CPU per
+//! answer: dnsperf at a fixed rate, the server's CPU time from `/proc/PID/stat` (utime + stime,
+//! all its threads; NSD's child processes too) over the run, divided by the answers dnsperf
+//! counted; like for like, edgedns with N UDP sockets against NSD with N server processes, for
+//! N = the cores and N = 1. Throughput: dnsperf as fast as it goes against edgedns with
+//! `--udp-workers 1` and `--udp-workers 2`.
 
 use std::{
     fs,
@@ -30,8 +32,10 @@ use crate::{
     Opts,
 };
 
-/// NSD's port beside edgedns's 53.
+/// NSD's port beside edgedns's 53: one server process.
 const NSD_PORT: u16 = 5301;
+/// NSD with a server process per core.
+const NSD_PORT_N: u16 = 5302;
 
 pub struct FallbackParams {
     pub rate: u32,
@@ -148,18 +152,31 @@ fn wait_answering(bed: &Bed, port: u16, proc: &mut Process) -> Result<()> {
     }
 }
 
-fn start_nsd(bed: &Bed, setup: &Setup) -> Result<Process> {
-    let dir = bed.dir.join("fallback-nsd");
+/// NSD on `port` with `servers` server processes; several have a socket each (`reuseport`), as
+/// edgedns's UDP workers do.
+fn start_nsd(bed: &Bed, setup: &Setup, port: u16, servers: usize) -> Result<Process> {
+    let dir = bed.dir.join(format!("fallback-nsd-{servers}"));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
     fs::copy(&setup.zonefile, dir.join(format!("{APEX}zone")))?;
-    let conf = servers::nsd_conf(&dir, NSD_PORT);
+    let conf = servers::nsd_conf(&dir, port);
+    let conf = if servers > 1 {
+        conf.replace(
+            "server-count: 1\n",
+            &format!("server-count: {servers}\n    reuseport: yes\n"),
+        )
+    } else {
+        conf
+    };
+    if !conf.contains(&format!("server-count: {servers}\n")) {
+        bail!("no server-count line to set in the NSD configuration:\n{conf}");
+    }
     let path = dir.join("nsd.conf");
     fs::write(&path, conf)?;
     let mut cmd = bed.exec(&bed.s, "nsd");
     cmd.arg("-d").arg("-c").arg(&path);
     let mut p = Process::try_spawn("nsd", cmd, dir.join("nsd.log"))?;
-    wait_answering(bed, NSD_PORT, &mut p)?;
+    wait_answering(bed, port, &mut p)?;
     Ok(p)
 }
 
@@ -215,76 +232,76 @@ fn median_by(runs: &[Value], key: &str) -> Value {
 /// (with its own defaults), so a change to the fallback is compared in one run.
 pub fn run(bed: &Bed, setup: &Setup, p: &FallbackParams, baseline: Option<&Path>) -> Result<Value> {
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
-    let mut nsd = start_nsd(bed, setup)?;
+    let mut nsd = start_nsd(bed, setup, NSD_PORT, 1)?;
     let mut out = serde_json::Map::new();
 
-    // CPU per answer: edgedns with its default (one UDP socket and thread per core) and NSD,
-    // taking turns.
+    // CPU per answer, like for like: edgedns with N UDP sockets and threads against NSD with N
+    // server processes (a socket each), taking turns; N = the cores (edgedns's default), then 1.
     {
-        let cores_s = cores.to_string();
-        let mut edge = start_edge(
-            bed,
-            setup,
-            &setup.edgedns,
-            "default",
-            &["--udp-workers", &cores_s],
-        )?;
-        let (mut e_runs, mut n_runs) = (Vec::new(), Vec::new());
-        for i in 0..p.runs {
-            eprintln!(
-                "bench: fallback: CPU per answer at {} q/s, run {}",
-                p.rate,
-                i + 1
-            );
-            e_runs.push(cpu_run(bed, setup, p, edge.pid(), 53)?);
-            n_runs.push(cpu_run(bed, setup, p, nsd.pid(), NSD_PORT)?);
+        let mut pairs = Vec::new();
+        let sockets = if cores > 1 { vec![cores, 1] } else { vec![1] };
+        for n in sockets {
+            let n_s = n.to_string();
+            let (mut other, nsd_pid, nsd_port) = if n == 1 {
+                (None, nsd.pid(), NSD_PORT)
+            } else {
+                let p = start_nsd(bed, setup, NSD_PORT_N, n)?;
+                let pid = p.pid();
+                (Some(p), pid, NSD_PORT_N)
+            };
+            let mut edge = start_edge(
+                bed,
+                setup,
+                &setup.edgedns,
+                &format!("cpu-{n}"),
+                &["--udp-workers", &n_s],
+            )?;
+            let (mut e_runs, mut n_runs) = (Vec::new(), Vec::new());
+            for i in 0..p.runs {
+                eprintln!(
+                    "bench: fallback: CPU per answer at {} q/s, {n} socket(s) each, run {}",
+                    p.rate,
+                    i + 1
+                );
+                e_runs.push(cpu_run(bed, setup, p, edge.pid(), 53)?);
+                n_runs.push(cpu_run(bed, setup, p, nsd_pid, nsd_port)?);
+            }
+            edge.check_running()?;
+            if let Some(o) = other.as_mut() {
+                o.check_running()?;
+            }
+            drop(edge);
+            drop(other);
+            pairs.push(json!({
+                "sockets": n,
+                "edgedns": median_by(&e_runs, "ns_per_answer"),
+                "nsd": median_by(&n_runs, "ns_per_answer"),
+                "edgedns_runs": e_runs, "nsd_runs": n_runs,
+            }));
         }
-        edge.check_running()?;
-        nsd.check_running()?;
-        drop(edge);
         if let Some(bin) = baseline {
-            let mut base = start_edge(bed, setup, bin, "baseline", &[])?;
+            let cores_s = cores.to_string();
+            let mut base = start_edge(bed, setup, bin, "baseline", &["--udp-workers", &cores_s])?;
             let mut b_runs = Vec::new();
-            // One worker of this build too: the same socket count as the baseline's one task.
-            let mut one = Vec::new();
             for i in 0..p.runs {
                 eprintln!("bench: fallback: baseline at {} q/s, run {}", p.rate, i + 1);
                 b_runs.push(cpu_run(bed, setup, p, base.pid(), 53)?);
             }
             base.check_running()?;
             drop(base);
-            let mut edge1 = start_edge(bed, setup, &setup.edgedns, "one", &["--udp-workers", "1"])?;
-            for i in 0..p.runs {
-                eprintln!(
-                    "bench: fallback: --udp-workers 1 at {} q/s, run {}",
-                    p.rate,
-                    i + 1
-                );
-                one.push(cpu_run(bed, setup, p, edge1.pid(), 53)?);
-            }
-            edge1.check_running()?;
             out.insert(
                 "baseline".into(),
                 json!({
                     "binary": bin.display().to_string(),
+                    "sockets": cores,
                     "baseline": median_by(&b_runs, "ns_per_answer"),
                     "baseline_runs": b_runs,
-                    "one_worker": median_by(&one, "ns_per_answer"),
-                    "one_worker_runs": one,
                 }),
             );
         }
-        let (e, n) = (
-            median_by(&e_runs, "ns_per_answer"),
-            median_by(&n_runs, "ns_per_answer"),
-        );
         out.insert(
             "cpu".into(),
-            json!({
-                "rate": p.rate, "secs": p.secs, "cores": cores,
-                "edgedns": e, "nsd": n,
-                "edgedns_runs": e_runs, "nsd_runs": n_runs,
-            }),
+            json!({ "rate": p.rate, "secs": p.secs, "cores": cores, "pairs": pairs }),
         );
     }
 

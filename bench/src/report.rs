@@ -184,19 +184,22 @@ pub fn summary(r: &Value) -> String {
         );
     }
     let fb = &r["fallback"];
-    if let (Some(e), Some(n)) = (
-        f(&fb["cpu"]["edgedns"]["ns_per_answer"]),
-        f(&fb["cpu"]["nsd"]["ns_per_answer"]),
-    ) {
-        let _ = writeln!(
-            s,
-            "| fallback CPU per answer at {} q/s (utime + stime) | {} ns | NSD {} ns | {} | ≤ 1 | {} |",
-            num(f(&fb["cpu"]["rate"]), 0),
-            num(Some(e), 0),
-            num(Some(n), 0),
-            num(Some(e / n), 2),
-            verdict(Some(e <= n))
-        );
+    for pair in fb["cpu"]["pairs"].as_array().into_iter().flatten() {
+        if let (Some(e), Some(n)) = (
+            f(&pair["edgedns"]["ns_per_answer"]),
+            f(&pair["nsd"]["ns_per_answer"]),
+        ) {
+            let k = num(f(&pair["sockets"]), 0);
+            let _ = writeln!(
+                s,
+                "| fallback CPU per answer at {} q/s (utime + stime), {k} UDP socket(s) against NSD with {k} server process(es) | {} ns | NSD {} ns | {} | ≤ 1 | {} |",
+                num(f(&fb["cpu"]["rate"]), 0),
+                num(Some(e), 0),
+                num(Some(n), 0),
+                num(Some(e / n), 2),
+                verdict(Some(e <= n))
+            );
+        }
     }
     let qps = |w: &str| {
         fb["max"]
@@ -706,60 +709,62 @@ pub fn fallback_table(r: &Value) -> String {
     let cpu = &fb["cpu"];
     let _ = writeln!(
         out,
-        "CPU per answer at {} q/s for {} s (median of the runs by CPU per answer; edgedns with one UDP socket and thread per core, {} here):\n",
+        "CPU per answer at {} q/s for {} s (median of the runs by CPU per answer), like for like: edgedns with N UDP sockets and threads against NSD with N server processes, each with its socket; N = {} (the cores, edgedns's default), then 1:\n",
         num(f(&cpu["rate"]), 0),
         num(f(&cpu["secs"]), 0),
         num(f(&cpu["cores"]), 0)
     );
     out.push_str("| server | answers | lost | CPU ms | ns per answer | every run's ns per answer |\n|---|---:|---:|---:|---:|---|\n");
-    for (label, key) in [
-        ("edgedns fallback (--xdp-mode off)", "edgedns"),
-        ("NSD 4.6, one server process", "nsd"),
-    ] {
-        let m = &cpu[key];
-        let all: Vec<String> = cpu[format!("{key}_runs")]
-            .as_array()
-            .map(|a| a.iter().map(|x| num(f(&x["ns_per_answer"]), 0)).collect())
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "| {label} | {} | {} | {} | {} | {} |",
-            num(f(&m["answers"]), 0),
-            num(f(&m["lost"]), 0),
-            num(f(&m["cpu_ms"]), 1),
-            num(f(&m["ns_per_answer"]), 0),
-            all.join(", ")
-        );
+    let all = |runs: &Value| -> String {
+        runs.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| num(f(&x["ns_per_answer"]), 0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    let mut ratios = Vec::new();
+    for pair in cpu["pairs"].as_array().into_iter().flatten() {
+        let k = num(f(&pair["sockets"]), 0);
+        for (label, key) in [
+            (
+                format!("edgedns fallback (--xdp-mode off), --udp-workers {k}"),
+                "edgedns",
+            ),
+            (format!("NSD 4.6, server-count {k}"), "nsd"),
+        ] {
+            let m = &pair[key];
+            let _ = writeln!(
+                out,
+                "| {label} | {} | {} | {} | {} | {} |",
+                num(f(&m["answers"]), 0),
+                num(f(&m["lost"]), 0),
+                num(f(&m["cpu_ms"]), 1),
+                num(f(&m["ns_per_answer"]), 0),
+                all(&pair[format!("{key}_runs")])
+            );
+        }
+        let ratio = f(&pair["edgedns"]["ns_per_answer"])
+            .zip(f(&pair["nsd"]["ns_per_answer"]))
+            .map(|(e, n)| e / n);
+        ratios.push(format!("{} with {k}", num(ratio, 2)));
     }
-    let ratio = f(&cpu["edgedns"]["ns_per_answer"])
-        .zip(f(&cpu["nsd"]["ns_per_answer"]))
-        .map(|(e, n)| e / n);
     let _ = writeln!(
         out,
         "\nedgedns / NSD: {} (target: at or below 1).\n",
-        num(ratio, 2)
+        ratios.join(", ")
     );
     let base = &fb["baseline"];
     if !base.is_null() {
-        let all = |k: &str| -> String {
-            base[k]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|x| num(f(&x["ns_per_answer"]), 0))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default()
-        };
         let _ = writeln!(
             out,
-            "Before and after, one UDP socket each, same rate: the earlier build (`{}`: one tokio task) {} ns per answer ({}); this build with `--udp-workers 1` (one thread, recvmmsg/sendmmsg) {} ns per answer ({}).\n",
+            "Before and after, same rate, {} UDP sockets each: the earlier build (`{}`) {} ns per answer ({}).\n",
+            num(f(&base["sockets"]), 0),
             base["binary"].as_str().unwrap_or("?"),
             num(f(&base["baseline"]["ns_per_answer"]), 0),
-            all("baseline_runs"),
-            num(f(&base["one_worker"]["ns_per_answer"]), 0),
-            all("one_worker_runs"),
+            all(&base["baseline_runs"]),
         );
     }
     out.push_str("Throughput, dnsperf as fast as it goes (median of the runs by answers/s):\n\n| server | answers/s | lost | CPU ms | ns per answer | every run's answers/s |\n|---|---:|---:|---:|---:|---|\n");

@@ -29,6 +29,7 @@
 //! - minimal truncation: a UDP answer that doesn't fit goes out with TC=1 and only the header,
 //!   question and OPT, so the client retries over TCP.
 
+mod cache;
 mod policy;
 mod request;
 mod response;
@@ -48,6 +49,7 @@ use hickory_proto::op::{Message, ResponseCode};
 use ipnet::IpNet;
 
 use self::{
+    cache::PacketCache,
     policy::{decide, respond, Answer, Auth},
     response::Reply,
     update::Pending,
@@ -282,17 +284,40 @@ impl Fallback {
     /// Answers one message that came over `transport` from `peer`, and counts the answer; an
     /// update is answered by [`Fallback::apply_update`].
     fn answer(&self, query: &[u8], transport: Transport, peer: IpAddr) -> Answer {
-        let keys = self.keys.load_full();
-        let auth = Auth {
-            keys: &keys,
-            updates: self.updates.as_ref(),
-            peer: Some(peer),
-            journal: self.journal.as_deref(),
-            now: tsig::now(),
-            limits: self.limits.as_deref(),
-        };
-        let config = self.config.load();
-        let mut answer = decide(&self.zones(), query, transport, &config, &auth);
+        self.answer_cached(query, transport, peer, None)
+    }
+
+    /// [`Fallback::answer`], first looking in `cache` (a UDP worker's) for the answer to the
+    /// same bytes, and keeping there what may be kept.
+    fn answer_cached(
+        &self,
+        query: &[u8],
+        transport: Transport,
+        peer: IpAddr,
+        cache: Option<&mut PacketCache>,
+    ) -> Answer {
+        let zones = self.zones();
+        let config = self.config.load_full();
+        let mut keep = None;
+        let mut answer = match cache {
+            Some(cache) => {
+                cache.check(&zones, &config);
+                match cache.get(query) {
+                    Some(reply) => Some(Answer::Now(Some(reply))),
+                    None => {
+                        keep = Some(cache);
+                        None
+                    }
+                }
+            }
+            None => None,
+        }
+        .unwrap_or_else(|| self.decide(&zones, &config, query, transport, peer));
+        if let (Some(cache), Answer::Now(Some(reply))) = (keep, &answer) {
+            if query.len() >= HEADER_LEN && query[2] & 0x80 == 0 {
+                cache.insert(query, &request::parse(query), reply);
+            }
+        }
         if let (Answer::Now(reply), Some(limits), Transport::Udp) =
             (&mut answer, &self.limits, transport)
         {
@@ -304,6 +329,27 @@ impl Fallback {
             self.stats.record(reply, transport);
         }
         answer
+    }
+
+    /// The answer to one message, made from scratch.
+    fn decide(
+        &self,
+        zones: &ZoneSet,
+        config: &FallbackConfig,
+        query: &[u8],
+        transport: Transport,
+        peer: IpAddr,
+    ) -> Answer {
+        let keys = self.keys.load_full();
+        let auth = Auth {
+            keys: &keys,
+            updates: self.updates.as_ref(),
+            peer: Some(peer),
+            journal: self.journal.as_deref(),
+            now: tsig::now(),
+            limits: self.limits.as_deref(),
+        };
+        decide(zones, query, transport, config, &auth)
     }
 
     /// Response-rate limiting over UDP, with the XDP program's buckets and slip (see

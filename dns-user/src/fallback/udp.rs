@@ -24,12 +24,15 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Answer, Fallback, Transport, TCP_MAX};
+use super::{cache::PacketCache, Answer, Fallback, Transport, TCP_MAX};
 
 /// Datagrams taken per `recvmmsg`.
 const BATCH: usize = 32;
 /// How often a thread blocked in `recvmmsg` looks at the shutdown token.
 const WAKE: Duration = Duration::from_millis(100);
+/// Each UDP socket's receive buffer: room for some 8,000 queries (the kernel counts each
+/// datagram's buffer overhead too), a few tens of milliseconds at a high rate.
+const RCVBUF: usize = 4 << 20;
 /// Room for one `in6_pktinfo` control message (the larger of the two), 8-byte aligned.
 const CMSG_WORDS: usize = 8;
 
@@ -54,8 +57,33 @@ fn bind_one(addr: SocketAddr, reuse: bool) -> io::Result<UdpSocket> {
     if reuse {
         s.set_reuse_port(true)?;
     }
+    set_rcvbuf(s.as_raw_fd(), RCVBUF);
     s.bind(&addr.into())?;
     Ok(s.into())
+}
+
+/// Sets the socket's receive buffer to `bytes`, past `net.core.rmem_max` when the daemon may
+/// (`SO_RCVBUFFORCE` needs CAP_NET_ADMIN, which attaching XDP needs anyway); else as far as
+/// `SO_RCVBUF` goes. A buffer the size of the kernel's default fills within a scheduling
+/// delay at a few tens of thousands of queries a second, and the datagrams past it are lost.
+fn set_rcvbuf(fd: RawFd, bytes: usize) {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: `v` is a valid c_int for the call's duration, its size is passed.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            return;
+        }
+    }
+    debug!("fallback UDP: SO_RCVBUF: {}", io::Error::last_os_error());
 }
 
 /// Serves DNS over UDP on `sockets`, a thread each, until `shutdown` is cancelled; then waits
@@ -154,6 +182,7 @@ impl Worker {
         let fd = self.socket.as_raw_fd();
         let mut batch = RecvBatch::new();
         let mut replies: Vec<Outgoing> = Vec::with_capacity(BATCH);
+        let mut cache = PacketCache::default();
         while !shutdown.is_cancelled() {
             let received = match batch.recv(fd) {
                 Ok(got) => got,
@@ -174,10 +203,12 @@ impl Worker {
             };
             for r in &received {
                 let (peer, local) = (r.peer, r.local.filter(|_| self.wildcard));
-                match self
-                    .fallback
-                    .answer(batch.datagram(r), Transport::Udp, peer.ip())
-                {
+                match self.fallback.answer_cached(
+                    batch.datagram(r),
+                    Transport::Udp,
+                    peer.ip(),
+                    Some(&mut cache),
+                ) {
                     Answer::Now(reply) => {
                         if let Some(msg) = reply.and_then(|r| r.messages.into_iter().next()) {
                             replies.push(Outgoing { msg, peer, local });
@@ -540,6 +571,27 @@ mod tests {
             let (s, _) = to_sockaddr(a);
             assert_eq!(sockaddr(&s), Some(a));
         }
+    }
+
+    #[test]
+    fn bound_sockets_get_a_larger_receive_buffer() {
+        let sockets = bind_udp("127.0.0.1:0".parse().expect("addr"), 1).expect("bind");
+        let s = socket2::SockRef::from(&sockets[0]);
+        // Without CAP_NET_ADMIN the kernel caps SO_RCVBUF at rmem_max; either way it is more
+        // than a socket gets by default (and the kernel doubles what it is given).
+        let default = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+            .expect("socket")
+            .recv_buffer_size()
+            .expect("SO_RCVBUF");
+        let got = s.recv_buffer_size().expect("SO_RCVBUF");
+        let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(
+            got >= 2 * RCVBUF || (got >= 2 * rmem_max.min(RCVBUF) && got >= default),
+            "SO_RCVBUF {got}, default {default}, rmem_max {rmem_max}"
+        );
     }
 
     #[test]

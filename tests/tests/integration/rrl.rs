@@ -318,3 +318,128 @@ fn wire_cookies_and_rrl_with_the_real_daemon() {
     );
     let _ = std::fs::remove_file(&secret_file);
 }
+
+/// Edges of one fleet share a cookie secret file so that a resolver's server cookie from one
+/// edge is good at the next (RFC 9018 §4's shared secret): three daemons up at once, each in its
+/// own namespaces, rate 5 a second. A cookie got from edge A, sent to edge B (same secret), is
+/// valid there: every query gets its full answer, from B's fast path (counted as proved) and,
+/// for a type it passes up, from B's fallback too. A cookie got from edge C, whose secret
+/// differs, is no cookie at B: B limits it like any unproved source.
+#[test]
+fn two_edges_sharing_a_cookie_secret_accept_each_others_cookies() {
+    use std::net::UdpSocket;
+
+    use tests::{
+        dns_client::udp_exchange, dns_message::TYPE_TXT, enter_netns, TestBed, DNS_PORT, SERVER_V4,
+    };
+
+    let pid = std::process::id();
+    let write_secret = |tag: &str, secret: &[u8; 16]| {
+        let path = std::env::temp_dir().join(format!("edgedns-shared-secret-{tag}-{pid}"));
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&path, hex).expect("writing a cookie secret");
+        path
+    };
+    let shared = write_secret("shared", &SECRET);
+    let other = write_secret("other", b"another-secret!!");
+    let start = |secret: &std::path::Path| {
+        TestBed::with_daemon_on(
+            &format!("{SERVER_V4}:{DNS_PORT}"),
+            &[
+                "--rrl-rate",
+                "5",
+                "--cookie-secret-file",
+                secret.to_str().expect("UTF-8 path"),
+            ],
+        )
+    };
+    let (a, b, c) = (start(&shared), start(&shared), start(&other));
+    let server = SocketAddr::new(SERVER_V4.parse().unwrap(), DNS_PORT);
+    let client = [1u8, 2, 3, 4, 5, 6, 7, 8];
+    let q = |cookie: &[u8], qtype: u16, id: u16| {
+        let mut q = with_cookie(cookie);
+        q.qname = tests::dns_message::wire_name("demo.t.example.net.");
+        q.qtype = qtype;
+        q.id = id;
+        q.to_wire()
+    };
+    // Sends the queries from `bed`'s client namespace, one at a time; the answers (None: none
+    // within 300 ms).
+    let send = |bed: &TestBed, queries: Vec<Vec<u8>>| -> Vec<Option<Vec<u8>>> {
+        let ns = bed.client.name().to_owned();
+        std::thread::spawn(move || {
+            enter_netns(&ns).expect("client namespace");
+            let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            queries
+                .iter()
+                .map(|m| udp_exchange(&sock, server, m, Duration::from_millis(300)).expect("udp"))
+                .collect()
+        })
+        .join()
+        .expect("client thread")
+    };
+    // Answers in full: not dropped, not the slip (TC=1, no records).
+    let full = |got: &[Option<Vec<u8>>]| {
+        got.iter()
+            .flatten()
+            .filter(|m| m.len() > 2 && m[2] & 0x02 == 0)
+            .count()
+    };
+    // The server cookie the edge of `bed` gives our client cookie (the last 24 bytes of the
+    // answer: its OPT record comes last, with the COOKIE its only option).
+    let cookie_from = |bed: &TestBed| {
+        let got = send(bed, vec![q(&client, TYPE_A, 1)]);
+        let answer = got[0].clone().expect("an answer");
+        let n = answer.len();
+        assert_eq!(answer[n - 28..n - 24], [0, 10, 0, 24], "{answer:02x?}");
+        let cookie = answer[n - 24..].to_vec();
+        assert_eq!(cookie[..8], client);
+        cookie
+    };
+    let from_a = cookie_from(&a);
+    let from_c = cookie_from(&c);
+    assert_ne!(
+        from_a[8..],
+        from_c[8..],
+        "different secrets, different cookies"
+    );
+
+    // A's cookie at B: 30 A queries at once, all answered in full by the fast path as proved;
+    // 30 TXT queries (passed up), all answered in full by the fallback.
+    let before = b.daemon().stats();
+    let got = send(&b, (0..30).map(|i| q(&from_a, TYPE_A, 100 + i)).collect());
+    assert_eq!(full(&got), 30, "edge B takes edge A's cookie");
+    let after = b.daemon().stats();
+    assert!(after.delta(&before, Stat::RrlCookie) >= 30, "{after:?}");
+    let got = send(&b, (0..30).map(|i| q(&from_a, TYPE_TXT, 200 + i)).collect());
+    assert_eq!(full(&got), 30, "edge B's fallback takes edge A's cookie");
+    assert!(b.daemon().stats().delta(&after, Stat::PassQtype) >= 30);
+
+    // C's cookie at B: as no valid cookie, limited after the burst (fast path and fallback);
+    // B's answers carry a fresh cookie of B's instead.
+    let before = b.daemon().stats();
+    let got = send(&b, (0..30).map(|i| q(&from_c, TYPE_A, 300 + i)).collect());
+    assert!(
+        full(&got) < 30,
+        "edge B refuses edge C's cookie: {}",
+        full(&got)
+    );
+    let after = b.daemon().stats();
+    assert_eq!(after.delta(&before, Stat::RrlCookie), 0, "{after:?}");
+    assert!(after.delta(&before, Stat::RrlLimited) > 0, "{after:?}");
+    let answer = got[0].as_ref().expect("the first is within the burst");
+    assert_eq!(answer[answer.len() - 24..][..8], client);
+    assert_ne!(answer[answer.len() - 16..], from_c[8..]);
+    let got = send(&b, (0..30).map(|i| q(&from_c, TYPE_TXT, 400 + i)).collect());
+    assert!(
+        full(&got) < 30,
+        "edge B's fallback refuses edge C's cookie: {}",
+        full(&got)
+    );
+    // And C, by the same token, doesn't take A's.
+    let got = send(&c, (0..30).map(|i| q(&from_a, TYPE_A, 500 + i)).collect());
+    assert!(full(&got) < 30, "edge C refuses edge A's cookie");
+    drop((a, b, c));
+    let _ = std::fs::remove_file(&shared);
+    let _ = std::fs::remove_file(&other);
+}
