@@ -17,7 +17,7 @@ use std::{
     sync::{Arc, Weak},
 };
 
-use hickory_proto::op::ResponseCode;
+use hickory_proto::{op::ResponseCode, rr::RecordType};
 
 use super::{request::Request, response::Reply, FallbackConfig, HEADER_LEN};
 use crate::zone::ZoneSet;
@@ -131,6 +131,8 @@ impl PacketCache {
 }
 
 /// A query whose answer depends only on its bytes (but the ID), the zones and the settings.
+/// Not a transfer: whether IXFR over UDP gets the SOA or REFUSED depends on the client's
+/// address (`--transfer-allow`), which the key doesn't hold.
 fn keepable(query: &[u8], req: &Request) -> bool {
     query.len() >= HEADER_LEN
         && query.len() <= MAX_QUERY
@@ -138,12 +140,14 @@ fn keepable(query: &[u8], req: &Request) -> bool {
         && req.opcode == 0
         && req.tsig.is_none()
         && req.edns.is_none_or(|e| e.cookie.is_none())
+        && req
+            .question
+            .as_ref()
+            .is_some_and(|q| !matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR))
 }
 
 #[cfg(test)]
 mod tests {
-    use hickory_proto::rr::RecordType;
-
     use super::{
         super::{handle, request::parse, testutil::*, Transport},
         *,
@@ -232,6 +236,21 @@ mod tests {
         assert!(cache.get(&q).is_none());
         cache.insert(&plain, &parse(&plain), &reply_to(&zs, &plain));
         assert!(cache.get(&plain).is_some());
+    }
+
+    #[test]
+    fn transfers_are_not_kept() {
+        // Over UDP, IXFR gets the SOA or REFUSED by the client's address: a kept answer
+        // would hand one client's outcome to another.
+        let zs = Arc::new(zones());
+        let cfg = Arc::new(FallbackConfig::default());
+        let mut cache = PacketCache::default();
+        cache.check(&zs, &cfg);
+        for rtype in [RecordType::IXFR, RecordType::AXFR] {
+            let q = bytes(&query("example.com.", rtype));
+            cache.insert(&q, &parse(&q), &reply_to(&zs, &q));
+            assert!(cache.get(&q).is_none(), "{rtype} kept");
+        }
     }
 
     #[test]
