@@ -25,35 +25,31 @@ pub enum Hit<'a> {
 }
 
 /// Looks the key in `s.key` up: a short name in the short map, a longer one in the small map,
-/// then either in the large map.
+/// then, if that entry says [`IN_LARGE`], in the large map.
 #[inline(always)]
 pub fn name<'a>(s: &Scratch, q: &Query) -> Result<Hit<'a>, Pass> {
-    if q.name_len <= SHORT_NAME_LEN {
+    let v = if q.name_len <= SHORT_NAME_LEN {
         // The short key is all a short name fills.
-        let Some(v) = NAMES_SHORT.get_ptr(short_key(s)) else {
-            // Every short name has a short entry, so this name doesn't exist.
-            return Ok(Hit::Absent);
-        };
-        // SAFETY (this and the other map values below): the kernel keeps a looked-up hash map
-        // value alive for the rest of the program's run (RCU); the daemon replaces values whole,
-        // never in place.
-        let v = unsafe { &*v };
-        if v.pass_mask & IN_LARGE == 0 {
-            return Ok(Hit::Small(v));
-        }
-    } else if let Some(v) = NAMES_SMALL.get_ptr(&s.key) {
-        // SAFETY: as above.
-        return Ok(Hit::Small(unsafe { &*v }));
+        NAMES_SHORT.get_ptr(short_key(s))
+    } else {
+        NAMES_SMALL.get_ptr(&s.key)
+    };
+    let Some(v) = v else {
+        // Every name has an entry in the short or the small map, so this one doesn't exist.
+        return Ok(Hit::Absent);
+    };
+    // SAFETY (this and the large value below): the kernel keeps a looked-up hash map value alive
+    // for the rest of the program's run (RCU); the daemon replaces values whole, never in place.
+    let v = unsafe { &*v };
+    if v.pass_mask & IN_LARGE == 0 {
+        return Ok(Hit::Small(v));
     }
-    if let Some(v) = NAMES_LARGE.get_ptr(&s.key) {
+    match NAMES_LARGE.get_ptr(&s.key) {
         // SAFETY: as above.
-        return Ok(Hit::Large(unsafe { &*v }));
-    }
-    if q.name_len <= SHORT_NAME_LEN {
+        Some(v) => Ok(Hit::Large(unsafe { &*v })),
         // Marked as in the large map but not there: between two writes. Let the fallback say.
-        return Err(Some(Stat::PassRecord));
+        None => Err(Some(Stat::PassRecord)),
     }
-    Ok(Hit::Absent)
 }
 
 /// The zone whose apex is the last `apex_len` bytes of the name (a NODATA answer's zone). Leaves

@@ -11,8 +11,8 @@
 //! each type the fast path serves (A, AAAA, CNAME), ready to be copied after the question. The XDP
 //! program lowercases the query name into a [`NameKey`] (right-aligned, see there) and looks it
 //! up: a name of at most [`SHORT_NAME_LEN`] wire bytes in [`map::NAMES_SHORT`], a longer one in
-//! [`map::NAMES_SMALL`], then, if the answers are too big for a small value, in
-//! [`map::NAMES_LARGE`]. A name found nowhere makes it find the closest enclosing zone among the
+//! [`map::NAMES_SMALL`], then, if the answers are too big for a small value (the entry there is
+//! then only an [`IN_LARGE`] marker), in [`map::NAMES_LARGE`]. A name found nowhere makes it find the closest enclosing zone among the
 //! name's suffixes, looking up only those whose length [`map::ZONE_LENS`] says some zone has, in
 //! [`map::ZONES_SHORT`] (apexes of at most [`SHORT_NAME_LEN`] bytes) or [`map::ZONES`], and answer
 //! NXDOMAIN with the zone's SOA; a name found without the asked type gets NODATA with the same SOA. [`map::CONFIG`] holds the program's settings,
@@ -57,7 +57,7 @@ pub const DEFAULT_UDP_PAYLOAD: u16 = 1232;
 
 /// Version of the map layout. Pinned maps live in a directory named after it, so a daemon whose
 /// layout differs never takes over maps it can't read. Bump it with any change to the types here.
-pub const LAYOUT_VERSION: u32 = 8;
+pub const LAYOUT_VERSION: u32 = 9;
 
 /// Query types, as the index into [`NameValue::segs`]: 0 is the CNAME prefix copied before every
 /// answer at a name that holds a CNAME.
@@ -193,9 +193,10 @@ pub const fn pass_bit(seg: usize) -> u8 {
     1 << seg
 }
 
-/// `NameValue::pass_mask` of a [`map::NAMES_SHORT`] entry that only says "this short name's
-/// answers are in [`map::NAMES_LARGE`]": a short name that misses the short map then needs no
-/// second lookup to be known absent, which is most of the cost of an NXDOMAIN.
+/// `NameValue::pass_mask` of a [`map::NAMES_SHORT`] or [`map::NAMES_SMALL`] entry that only says
+/// "this name's answers are in [`map::NAMES_LARGE`]": a name that misses the short map (a short
+/// name) or the small map (a longer one) then needs no second lookup to be known absent, which
+/// is most of the cost of an NXDOMAIN.
 pub const IN_LARGE: u8 = 0x80;
 
 /// Answers at one name, compiled by the daemon. `N` is [`BLOB_SMALL`] or [`BLOB_LARGE`].
