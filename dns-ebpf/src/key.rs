@@ -2,7 +2,9 @@
 //! `dns_common::NameKey`), and the keys of its suffixes, made by zeroing its leading bytes.
 
 use aya_ebpf::{bindings::xdp_md, helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
-use dns_common::{fold_case_word, wire::DNS_HEADER_LEN, Scratch, Stat, KEY_NAME_LEN};
+use dns_common::{
+    fold_case_word, wire::DNS_HEADER_LEN, Scratch, Stat, KEY_NAME_LEN, SHORT_NAME_LEN,
+};
 
 use crate::{
     parse::{Query, Udp},
@@ -61,12 +63,26 @@ fn build_key(ctx: *mut xdp_md, s: &mut Scratch, name_len: u64, off: u64) -> Pack
     launder(s, Packed::value(0))
 }
 
-/// Zeroes the first `m` bytes of the key, turning it into the key of a suffix of the name.
+/// Zeroes the first `m` bytes of the key, turning it into the key of a suffix of the name. A
+/// suffix of at most [`SHORT_NAME_LEN`] bytes is looked up by its short key, the key's last
+/// bytes: only those are zeroed then (any suffix looked up after it is shorter still).
 #[inline(never)]
 pub fn zero_prefix(s: &mut Scratch, m: u64) -> Packed {
+    const SHORT_FROM: usize = (KEY_NAME_LEN - SHORT_NAME_LEN) / 8;
     let m = m as usize;
     let words = s.key.name.as_mut_ptr() as *mut u64;
-    for w in 0..KEY_NAME_LEN / 8 {
+    if m >= SHORT_FROM * 8 {
+        zero_words::<SHORT_FROM>(words, m);
+    } else {
+        zero_words::<0>(words, m);
+    }
+    launder(s, Packed::value(0))
+}
+
+/// Zeroes the bytes of the key below `m`, from word `FROM` on.
+#[inline(always)]
+fn zero_words<const FROM: usize>(words: *mut u64, m: usize) {
+    for w in FROM..KEY_NAME_LEN / 8 {
         let lo = w * 8;
         if m <= lo {
             break;
@@ -82,5 +98,4 @@ pub fn zero_prefix(s: &mut Scratch, m: u64) -> Packed {
             unsafe { *p &= u64::MAX << ((m - lo) * 8) };
         }
     }
-    launder(s, Packed::value(0))
 }

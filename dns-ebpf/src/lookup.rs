@@ -25,35 +25,31 @@ pub enum Hit<'a> {
 }
 
 /// Looks the key in `s.key` up: a short name in the short map, a longer one in the small map,
-/// then either in the large map.
+/// then, if that entry says [`IN_LARGE`], in the large map.
 #[inline(always)]
 pub fn name<'a>(s: &Scratch, q: &Query) -> Result<Hit<'a>, Pass> {
-    if q.name_len <= SHORT_NAME_LEN {
+    let v = if q.name_len <= SHORT_NAME_LEN {
         // The short key is all a short name fills.
-        let Some(v) = NAMES_SHORT.get_ptr(short_key(s)) else {
-            // Every short name has a short entry, so this name doesn't exist.
-            return Ok(Hit::Absent);
-        };
-        // SAFETY (this and the other map values below): the kernel keeps a looked-up hash map
-        // value alive for the rest of the program's run (RCU); the daemon replaces values whole,
-        // never in place.
-        let v = unsafe { &*v };
-        if v.pass_mask & IN_LARGE == 0 {
-            return Ok(Hit::Small(v));
-        }
-    } else if let Some(v) = NAMES_SMALL.get_ptr(&s.key) {
-        // SAFETY: as above.
-        return Ok(Hit::Small(unsafe { &*v }));
+        NAMES_SHORT.get_ptr(short_key(s))
+    } else {
+        NAMES_SMALL.get_ptr(&s.key)
+    };
+    let Some(v) = v else {
+        // Every name has an entry in the short or the small map, so this one doesn't exist.
+        return Ok(Hit::Absent);
+    };
+    // SAFETY (this and the large value below): the kernel keeps a looked-up hash map value alive
+    // for the rest of the program's run (RCU); the daemon replaces values whole, never in place.
+    let v = unsafe { &*v };
+    if v.pass_mask & IN_LARGE == 0 {
+        return Ok(Hit::Small(v));
     }
-    if let Some(v) = NAMES_LARGE.get_ptr(&s.key) {
+    match NAMES_LARGE.get_ptr(&s.key) {
         // SAFETY: as above.
-        return Ok(Hit::Large(unsafe { &*v }));
-    }
-    if q.name_len <= SHORT_NAME_LEN {
+        Some(v) => Ok(Hit::Large(unsafe { &*v })),
         // Marked as in the large map but not there: between two writes. Let the fallback say.
-        return Err(Some(Stat::PassRecord));
+        None => Err(Some(Stat::PassRecord)),
     }
-    Ok(Hit::Absent)
 }
 
 /// The zone whose apex is the last `apex_len` bytes of the name (a NODATA answer's zone). Leaves
@@ -91,12 +87,20 @@ fn short_key(s: &Scratch) -> &ShortKey {
 pub fn enclosing_zone<'a>(s: &mut Scratch, q: &Query) -> Result<(&'a ZoneValue, usize), Pass> {
     let lens = ZONE_LENS.get(0).ok_or(Some(Stat::PassNoZone))?;
     let (lo, hi) = (lens.bits[0], lens.bits[1]);
-    let last = last_candidate(s, q.name_len as u64, lo, hi).get()?;
-    let apex_off = find_zone(s, q.name_len as u64, lo, hi, last).get()? as usize;
+    let c = candidates(s, q.name_len as u64, lo, hi).get()?;
+    let last = c & 0xff;
+    let apex_off = if c & MORE_CANDIDATES != 0 {
+        find_zone(s, q.name_len as u64, lo, hi, last).get()? as usize
+    } else {
+        // The one suffix some zone's length matches: the caller's lookup below says whether it
+        // is a zone, no walk over the labels again.
+        zero_prefix(s, KEY_NAME_LEN.wrapping_sub(last as usize) as u64);
+        q.name_len.wrapping_sub(last as usize)
+    };
     if apex_off >= q.name_len {
         return Err(Some(Stat::PassMalformed));
     }
-    // `find_zone` left the apex's key in `s.key`.
+    // The apex's key is in `s.key` (left by `find_zone` or `zero_prefix`).
     let zone = zone_of_key(s, q.name_len - apex_off).ok_or(Some(Stat::PassNoZone))?;
     if zone.flags & ZONE_NEG_PASS != 0 {
         return Err(Some(Stat::PassNegative));
@@ -104,16 +108,20 @@ pub fn enclosing_zone<'a>(s: &mut Scratch, q: &Query) -> Result<(&'a ZoneValue, 
     Ok((zone, apex_off))
 }
 
+/// In what [`candidates`] returns: more than one suffix of the name has a zone's length.
+const MORE_CANDIDATES: u64 = 1 << 8;
+
 /// The length of the name's shortest suffix that some zone's apex is as long as (`lo` and `hi`
-/// are the [`ZoneLens`] bits), or the reason to pass: [`find_zone`] returns that suffix without
-/// looking it up.
+/// are the [`ZoneLens`] bits), with [`MORE_CANDIDATES`] if a longer suffix is too; or the reason
+/// to pass. With one candidate the caller looks it up alone; with more, [`find_zone`] walks them
+/// longest first and returns the shortest without looking it up.
 #[inline(never)]
-fn last_candidate(s: &mut Scratch, name_len: u64, lo: u64, hi: u64) -> Packed {
+fn candidates(s: &mut Scratch, name_len: u64, lo: u64, hi: u64) -> Packed {
     let lens = ZoneLens { bits: [lo, hi] };
     let name_len = name_len as usize;
     let mut pos = 0usize;
     // Kept in the scratch slot, not a register: the verifier then has one state per step of the
-    // loop, not one per value the length could have had.
+    // loop, not one per value the length (or the "more" flag) could have had.
     launder(s, Packed::err(Some(Stat::PassNoZone)));
     for _ in 0..KEY_NAME_LEN / 2 {
         let Some(l) = s.q.get(pos).copied() else {
@@ -128,7 +136,9 @@ fn last_candidate(s: &mut Scratch, name_len: u64, lo: u64, hi: u64) -> Packed {
         }
         let len = name_len - pos;
         if lens.has(len) {
-            launder(s, Packed::value(len as u64));
+            // A value already there (not the error it starts as) is a longer candidate.
+            let seen = !launder_keep(s).is_err() as u64;
+            launder(s, Packed::value(len as u64 | (seen * MORE_CANDIDATES)));
         }
     }
     launder_keep(s)
@@ -137,11 +147,10 @@ fn last_candidate(s: &mut Scratch, name_len: u64, lo: u64, hi: u64) -> Packed {
 /// Walks the name's suffixes, longest first, to the closest one that is a zone; returns its
 /// offset in the name, its key left in `s.key`, or the reason to pass. `lo` and `hi` are the
 /// [`ZoneLens`] bits: a suffix whose length no zone has is skipped without a lookup, and the
-/// shortest one some zone's length matches (`last`, from [`last_candidate`]) is returned without
+/// shortest one some zone's length matches (`last`, from [`candidates`]) is returned without
 /// one (the caller's lookup of it, which it needs for the zone's value anyway, says whether it is
-/// a zone). So a name with one such suffix, in a single zone or among zones of different
-/// lengths, costs the caller's lookup alone, whatever its number of labels; only the longer of
-/// several candidates (zones nested in zones) get looked up here.
+/// a zone). Only called when there are several candidates (zones nested in zones, or of the
+/// same length as a longer suffix): the longer ones get looked up here.
 #[inline(never)]
 fn find_zone(s: &mut Scratch, name_len: u64, lo: u64, hi: u64, last: u64) -> Packed {
     let lens = ZoneLens { bits: [lo, hi] };

@@ -100,12 +100,16 @@ pub fn scratch() -> Option<&'static mut Scratch> {
 }
 
 /// Whether the daemon listens on `key` (family, destination address and port of a query), on
-/// that address or on the family's wildcard; the wildcard is looked up first when the family has
-/// one (`wildcard_first`), so the common case is one lookup either way. The keys are built in
-/// the scratch slot's hash input (unused until the cookie stage), not on the stack: the cookie's
-/// hash needs the stack's room.
+/// that address or on the family's wildcard. The family's entry held in CONFIG (`one`) is
+/// checked first, without a lookup: it is all most servers have. Then the SERVED map, where the
+/// wildcard is looked up first when the family has one (`wildcard_first`), so the common case is
+/// one lookup either way. The keys are built in the scratch slot's hash input (unused until the
+/// cookie stage), not on the stack: the cookie's hash needs the stack's room.
 #[inline(always)]
-pub fn served(s: &mut Scratch, key: ServedKey, wildcard_first: bool) -> bool {
+pub fn served(s: &mut Scratch, one: &ServedKey, key: ServedKey, wildcard_first: bool) -> bool {
+    if one.covers(&key) {
+        return true;
+    }
     const _: () = assert!(
         core::mem::offset_of!(Scratch, hash_in) % core::mem::align_of::<ServedKey>() == 0
             && core::mem::size_of::<ServedKey>() <= 32

@@ -120,7 +120,7 @@ pub fn l2_l4(ctx: &XdpContext, cfg: &XdpConfig, s: &mut Scratch) -> Result<Udp, 
             addr: [0; 16],
         };
         key.addr[..4].copy_from_slice(&dst);
-        if !maps::served(s, key, cfg.options & OPT_WILDCARD_V4 != 0) {
+        if !maps::served(s, &cfg.served_v4, key, cfg.options & OPT_WILDCARD_V4 != 0) {
             return Err(None);
         }
         if more_fragments {
@@ -160,7 +160,7 @@ pub fn l2_l4(ctx: &XdpContext, cfg: &XdpConfig, s: &mut Scratch) -> Result<Udp, 
             port_be: dport,
             addr: dst,
         };
-        if !maps::served(s, key, cfg.options & OPT_WILDCARD_V6 != 0) {
+        if !maps::served(s, &cfg.served_v6, key, cfg.options & OPT_WILDCARD_V6 != 0) {
             return Err(None);
         }
         if martian_v6(&ip[8..24], on_lo) || martian_v6(&dst, on_lo) {

@@ -286,11 +286,6 @@ fn write_response(
             off += p.len;
         }
     }
-    // A slipped negative answer keeps its SOA pointer but not the SOA: nothing to point from.
-    if let (Some(ptr), true) = (a.soa_ptr, a.pieces[0].len != 0) {
-        let b = ptr.to_be_bytes();
-        store(ctx, dns + DNS_HEADER_LEN + qn, b.as_ptr(), 2, 2)?;
-    }
     if opt_len > 0 {
         store(ctx, off, s.out[OPT_OUT..].as_ptr(), opt_len, 64)?;
     }
@@ -298,6 +293,14 @@ fn write_response(
     let udp_len = (UDP_HLEN + dns_len) as u16;
     let data = ctx.data();
     let end = ctx.data_end();
+    // The SOA's owner, a pointer to the apex in the question, written over the first two bytes
+    // of the SOA in place (a helper call for two bytes costs more). A slipped negative answer
+    // keeps its SOA pointer but not the SOA: nothing to point from.
+    if let (Some(ptr), true) = (a.soa_ptr, a.pieces[0].len != 0) {
+        // SAFETY: `pkt_at` checked that the two bytes lie inside the packet.
+        let owner = unsafe { &mut *pkt_at::<[u8; 2]>(data, end, dns + DNS_HEADER_LEN + qn)? };
+        *owner = ptr.to_be_bytes();
+    }
     // Ethernet: swap the MAC addresses (the first 12 bytes).
     // SAFETY (this and the other headers below): `pkt_at` checked that they lie inside the
     // packet.

@@ -186,7 +186,33 @@ pub fn xdp_config(udp_payload: u16, enabled: bool) -> XdpConfig {
         _pad: 0,
         enabled: enabled as u32,
         options: 0,
+        served_v4: ServedKey::zeroed(),
+        served_v6: ServedKey::zeroed(),
     }
+}
+
+/// `config` with what the program reads of `served` from CONFIG: the families with a wildcard
+/// entry ([`wildcard_options`]) and one entry per family, checked before any lookup in SERVED
+/// ([`one_served`]).
+pub fn with_served(config: XdpConfig, served: &BTreeSet<ServedKey>) -> XdpConfig {
+    XdpConfig {
+        options: config.options | wildcard_options(served),
+        served_v4: one_served(served, FAMILY_V4),
+        served_v6: one_served(served, FAMILY_V6),
+        ..config
+    }
+}
+
+/// The entry of `served` the program checks first for `family`: the wildcard (of the first
+/// port that has one), which takes every address, else the first address; a zeroed key (family
+/// 0, which covers nothing) if the family has none. Any other entry is still in SERVED.
+pub fn one_served(served: &BTreeSet<ServedKey>, family: u16) -> ServedKey {
+    let mut of = served.iter().filter(|k| k.family == family);
+    of.clone()
+        .find(|k| k.addr == [0; 16])
+        .or_else(|| of.next())
+        .copied()
+        .unwrap_or(ServedKey::zeroed())
 }
 
 /// The [`XdpConfig::options`] bits that tell the program which families have a wildcard entry
@@ -289,10 +315,7 @@ pub fn load_and_attach(
     let mut served_map = take_hash(&mut ebpf, map::SERVED)?;
     set_served(&mut served_map, served)?;
     let mut fast = take_maps(&mut ebpf)?;
-    fast.set_config(XdpConfig {
-        options: config.options | wildcard_options(served),
-        ..config
-    })?;
+    fast.set_config(with_served(config, served))?;
     let prog = load_program(&mut ebpf, PROGRAM_NAME)?;
     let verified_insns = prog
         .info()
@@ -505,10 +528,7 @@ pub fn load_detached(
     let mut served_map = take_hash(&mut ebpf, map::SERVED)?;
     set_served(&mut served_map, served)?;
     let mut fast = take_maps(&mut ebpf)?;
-    fast.set_config(XdpConfig {
-        options: config.options | wildcard_options(served),
-        ..config
-    })?;
+    fast.set_config(with_served(config, served))?;
     load_program(&mut ebpf, PROGRAM_NAME)?;
     Ok((ebpf, fast))
 }
@@ -716,6 +736,34 @@ mod tests {
         assert_eq!(opts(&["0.0.0.0:53"]), V4);
         assert_eq!(opts(&["[::]:53"]), V4 | V6);
         assert_eq!(opts(&["0.0.0.0:53", "[2001:db8::53]:53"]), V4);
+    }
+
+    #[test]
+    fn one_served_is_the_wildcard_else_the_first_address() {
+        let one = |l: &[&str], family| {
+            let addrs: Vec<SocketAddr> = l.iter().map(|a| a.parse().expect("addr")).collect();
+            let k = one_served(&served_keys(&addrs), family);
+            (k.family, u16::from_be(k.port_be), k.addr)
+        };
+        let v4 = |a: [u8; 4]| {
+            let mut addr = [0; 16];
+            addr[..4].copy_from_slice(&a);
+            addr
+        };
+        assert_eq!(one(&["[::]:53"], FAMILY_V4), (FAMILY_V4, 53, [0; 16]));
+        assert_eq!(one(&["[::]:53"], FAMILY_V6), (FAMILY_V6, 53, [0; 16]));
+        assert_eq!(
+            one(&["192.0.2.53:53", "0.0.0.0:5300"], FAMILY_V4),
+            (FAMILY_V4, 5300, [0; 16])
+        );
+        assert_eq!(
+            one(&["192.0.2.54:53", "192.0.2.53:53"], FAMILY_V4),
+            (FAMILY_V4, 53, v4([192, 0, 2, 53]))
+        );
+        assert_eq!(one(&["192.0.2.53:53"], FAMILY_V6), (0, 0, [0; 16]));
+        // Every key the program checks first is one the SERVED map holds.
+        let keys = served_keys(&["192.0.2.53:53".parse().expect("addr")]);
+        assert!(keys.contains(&one_served(&keys, FAMILY_V4)));
     }
 
     #[test]

@@ -42,6 +42,8 @@ enum Which {
     /// NAMES_SHORT (so that a short name absent from NAMES_SHORT is absent, full stop).
     ShortLarge,
     Small,
+    /// A longer name whose value is large: in NAMES_LARGE, with an [`IN_LARGE`] marker in
+    /// NAMES_SMALL (as for a short name: absent from NAMES_SMALL is absent).
     Large,
 }
 
@@ -176,13 +178,13 @@ impl FastPath {
         for (k, v) in short.iter().flatten() {
             shadow.short.insert(k, v.pass_mask & IN_LARGE != 0);
         }
-        for k in small.keys().flatten() {
-            shadow.long.insert(k, false);
+        for (k, v) in small.iter().flatten() {
+            shadow.long.insert(k, v.pass_mask & IN_LARGE != 0);
         }
         for k in large.keys().flatten() {
-            // A short name in NAMES_LARGE has its marker in NAMES_SHORT, seen above; without it
-            // (a start that stopped halfway) it is taken as being in both, which the next write
-            // or removal of the name cleans up.
+            // A name in NAMES_LARGE has its marker in NAMES_SHORT or NAMES_SMALL, seen above;
+            // without it (a start that stopped halfway) it is taken as being in both, which the
+            // next write or removal of the name cleans up.
             match k.short() {
                 Some(short) => {
                     shadow.short.entry(short).or_insert(true);
@@ -278,26 +280,35 @@ impl FastPath {
                 self.large
                     .insert(key, v.as_ref(), 0)
                     .map_err(werr(NAMES_LARGE.name))?;
+                let mut marker = SmallValue::zeroed();
+                marker.pass_mask = IN_LARGE;
                 match short {
                     Some(short) => {
                         if from != Some(Which::ShortLarge) {
-                            let mut marker = SmallValue::zeroed();
-                            marker.pass_mask = IN_LARGE;
                             self.short
                                 .insert(short, marker, 0)
                                 .map_err(werr(NAMES_SHORT.name))?;
                         }
                         Which::ShortLarge
                     }
-                    None => Which::Large,
+                    None => {
+                        if from != Some(Which::Large) {
+                            self.small
+                                .insert(key, marker, 0)
+                                .map_err(werr(NAMES_SMALL.name))?;
+                        }
+                        Which::Large
+                    }
                 }
             }
         };
         self.shadow.insert(key, to);
         match (from, to) {
-            // The short entry was overwritten in place: the value it held, or the marker.
-            (Some(Which::Short), Which::ShortLarge) => Ok(()),
-            (Some(Which::ShortLarge), Which::Short) => self.remove_large(key),
+            // The short or small entry was overwritten in place: the value it held, or the marker.
+            (Some(Which::Short), Which::ShortLarge) | (Some(Which::Small), Which::Large) => Ok(()),
+            (Some(Which::ShortLarge), Which::Short) | (Some(Which::Large), Which::Small) => {
+                self.remove_large(key)
+            }
             (Some(from), to) if from != to => self.remove_from(key, from),
             _ => Ok(()),
         }
@@ -419,7 +430,14 @@ impl FastPath {
                 self.remove_large(key)
             }
             Which::Small => self.small.remove(key).map_err(werr(NAMES_SMALL.name)),
-            Which::Large => self.large.remove(key).map_err(werr(NAMES_LARGE.name)),
+            // The marker first, as above.
+            Which::Large => {
+                match self.small.remove(key) {
+                    Err(MapError::KeyNotFound) | Ok(()) => {}
+                    Err(e) => return Err(werr(NAMES_SMALL.name)(e)),
+                }
+                self.remove_large(key)
+            }
         };
         match r {
             // Already gone is what we wanted.

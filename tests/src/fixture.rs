@@ -3,7 +3,8 @@
 //!
 //! The zones hold every shape the fast path is meant to answer (A sets of 1, 2 and 8 addresses,
 //! AAAA, a CNAME to an in-zone name with A and AAAA, a CNAME leaving the zone, empty
-//! non-terminals, names of 94 to 97 wire bytes, names with 9 and 43 labels) and the shapes it
+//! non-terminals, names of 94 to 97 wire bytes, names with 9 and 43 labels, large answers at
+//! short and long names) and the shapes it
 //! must pass up (CNAME chains and loops, dangling CNAMEs, answers too big for a map value,
 //! wildcards, delegations, a name below a cut), in several zones, one nested in another.
 
@@ -332,6 +333,14 @@ pub fn zones() -> ZoneSet {
 
     let la = long_apex();
     set(&la, &format!("host.{la}"), RecordType::A, 30, vec![a(60)]);
+    // A large value at a name longer than a short key: in NAMES_LARGE, marked in NAMES_SMALL.
+    set(
+        &la,
+        &format!("aaaa8.{la}"),
+        RecordType::AAAA,
+        30,
+        (1..=8).map(aaaa).collect(),
+    );
     set(
         &la,
         &name_of_len("edge", &la, 96),

@@ -11,8 +11,8 @@
 //! each type the fast path serves (A, AAAA, CNAME), ready to be copied after the question. The XDP
 //! program lowercases the query name into a [`NameKey`] (right-aligned, see there) and looks it
 //! up: a name of at most [`SHORT_NAME_LEN`] wire bytes in [`map::NAMES_SHORT`], a longer one in
-//! [`map::NAMES_SMALL`], then, if the answers are too big for a small value, in
-//! [`map::NAMES_LARGE`]. A name found nowhere makes it find the closest enclosing zone among the
+//! [`map::NAMES_SMALL`], then, if the answers are too big for a small value (the entry there is
+//! then only an [`IN_LARGE`] marker), in [`map::NAMES_LARGE`]. A name found nowhere makes it find the closest enclosing zone among the
 //! name's suffixes, looking up only those whose length [`map::ZONE_LENS`] says some zone has, in
 //! [`map::ZONES_SHORT`] (apexes of at most [`SHORT_NAME_LEN`] bytes) or [`map::ZONES`], and answer
 //! NXDOMAIN with the zone's SOA; a name found without the asked type gets NODATA with the same SOA. [`map::CONFIG`] holds the program's settings,
@@ -57,7 +57,7 @@ pub const DEFAULT_UDP_PAYLOAD: u16 = 1232;
 
 /// Version of the map layout. Pinned maps live in a directory named after it, so a daemon whose
 /// layout differs never takes over maps it can't read. Bump it with any change to the types here.
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 9;
 
 /// Query types, as the index into [`NameValue::segs`]: 0 is the CNAME prefix copied before every
 /// answer at a name that holds a CNAME.
@@ -193,9 +193,10 @@ pub const fn pass_bit(seg: usize) -> u8 {
     1 << seg
 }
 
-/// `NameValue::pass_mask` of a [`map::NAMES_SHORT`] entry that only says "this short name's
-/// answers are in [`map::NAMES_LARGE`]": a short name that misses the short map then needs no
-/// second lookup to be known absent, which is most of the cost of an NXDOMAIN.
+/// `NameValue::pass_mask` of a [`map::NAMES_SHORT`] or [`map::NAMES_SMALL`] entry that only says
+/// "this name's answers are in [`map::NAMES_LARGE`]": a name that misses the short map (a short
+/// name) or the small map (a longer one) then needs no second lookup to be known absent, which
+/// is most of the cost of an NXDOMAIN.
 pub const IN_LARGE: u8 = 0x80;
 
 /// Answers at one name, compiled by the daemon. `N` is [`BLOB_SMALL`] or [`BLOB_LARGE`].
@@ -328,6 +329,13 @@ pub struct XdpConfig {
     /// Behaviour switches: [`OPT_PASS_NSID`], [`OPT_LOOPBACK`], [`OPT_STALE_MISSES`],
     /// [`OPT_WILDCARD_V4`], [`OPT_WILDCARD_V6`].
     pub options: u32,
+    /// One of the IPv4 entries of [`map::SERVED`] (`family` 0: none), which the program checks
+    /// before any lookup in the map: the family's wildcard if it has one, else its first
+    /// address. Most servers listen on one address or wildcard a family, and then a query
+    /// to them costs no hash lookup.
+    pub served_v4: ServedKey,
+    /// The same for IPv6.
+    pub served_v6: ServedKey,
 }
 
 /// Key of [`map::SERVED`]: one (family, address, port) the daemon listens on. The program
@@ -363,6 +371,26 @@ impl ServedKey {
             port_be: self.port_be,
             addr: [0; 16],
         }
+    }
+
+    /// Whether a query to `key` is served through this entry: same family and port, and this
+    /// entry's address is `key`'s or the wildcard. (Word by word, without a branch per byte or
+    /// a `memcmp`: the XDP program calls this.)
+    #[inline(always)]
+    pub fn covers(&self, key: &ServedKey) -> bool {
+        let word = |a: &[u8; 16], i: usize| {
+            u32::from_ne_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]])
+        };
+        let (mut mine, mut diff) = (0u32, 0u32);
+        for i in 0..4 {
+            let w = word(&self.addr, i);
+            mine |= w;
+            diff |= w ^ word(&key.addr, i);
+        }
+        self.family != 0
+            && self.family == key.family
+            && self.port_be == key.port_be
+            && (mine == 0 || diff == 0)
     }
 }
 
@@ -418,7 +446,7 @@ const _: () = assert!(core::mem::size_of::<Seg>() == 8);
 const _: () = assert!(core::mem::size_of::<SmallValue>() == 4 + 32 + BLOB_SMALL);
 const _: () = assert!(core::mem::size_of::<LargeValue>() == 4 + 32 + BLOB_LARGE);
 const _: () = assert!(core::mem::size_of::<ZoneValue>() == 8 + SOA_BLOB);
-const _: () = assert!(core::mem::size_of::<XdpConfig>() == 12);
+const _: () = assert!(core::mem::size_of::<XdpConfig>() == 52);
 const _: () = assert!(core::mem::size_of::<ServedKey>() == 20);
 const _: () = assert!(core::mem::size_of::<ZoneLens>() == 16);
 const _: () = assert!(KEY_NAME_LEN <= 255 && KEY_NAME_LEN.is_multiple_of(8));
@@ -454,6 +482,36 @@ mod tests {
         assert!(NameKey::from_wire(&wire32).unwrap().short().is_some());
         let wire33 = [&[31u8][..], &[b'a'; 31], &[0]].concat();
         assert!(NameKey::from_wire(&wire33).unwrap().short().is_none());
+    }
+
+    #[test]
+    fn a_served_entry_covers_its_address_or_any_with_a_wildcard() {
+        let key = |family, port: u16, last: u8| {
+            let mut addr = [0; 16];
+            addr[3] = last;
+            ServedKey {
+                family,
+                port_be: port.to_be(),
+                addr,
+            }
+        };
+        let exact = key(FAMILY_V4, 53, 1);
+        assert!(exact.covers(&key(FAMILY_V4, 53, 1)));
+        assert!(!exact.covers(&key(FAMILY_V4, 53, 2)));
+        assert!(!exact.covers(&key(FAMILY_V4, 5300, 1)));
+        assert!(!exact.covers(&key(FAMILY_V6, 53, 1)));
+        let any = exact.wildcard();
+        assert!(any.covers(&key(FAMILY_V4, 53, 1)));
+        assert!(any.covers(&key(FAMILY_V4, 53, 0)));
+        assert!(!any.covers(&key(FAMILY_V4, 5300, 1)));
+        assert!(!any.covers(&key(FAMILY_V6, 53, 1)));
+        let mut v6 = key(FAMILY_V6, 53, 1);
+        v6.addr[15] = 9;
+        let mut other = v6;
+        other.addr[12] = 1;
+        assert!(v6.covers(&v6) && !v6.covers(&other));
+        // No entry (family 0) covers nothing, not even a key of family 0.
+        assert!(!ServedKey::zeroed().covers(&ServedKey::zeroed()));
     }
 
     #[test]

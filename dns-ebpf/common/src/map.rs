@@ -85,7 +85,8 @@ pub const STATS: MapSpec<u32, u64> = MapSpec::new("STATS", MapKind::PerCpuArray,
 /// the [`crate::IN_LARGE`] marker of short names whose answers don't.
 pub const NAMES_SHORT: MapSpec<ShortKey, SmallValue> =
     MapSpec::new("NAMES_SHORT", MapKind::Hash, NAMES_SHORT_MAX, F_NO_PREALLOC);
-/// Longer names whose answers fit a small value.
+/// Longer names whose answers fit a small value, and the [`crate::IN_LARGE`] marker of longer
+/// names whose answers don't.
 pub const NAMES_SMALL: MapSpec<NameKey, SmallValue> =
     MapSpec::new("NAMES_SMALL", MapKind::Hash, NAMES_SMALL_MAX, F_NO_PREALLOC);
 /// Names whose answers need a large value.

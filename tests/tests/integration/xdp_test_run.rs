@@ -1425,3 +1425,82 @@ fn xdp_passes_misses_up_while_stale() {
     check(&mut runner, "answer", &hit, answer);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A large value at a name longer than a short key lives in NAMES_LARGE behind a marker in
+/// NAMES_SMALL, so that a long name missing from NAMES_SMALL is known absent: the name is
+/// answered (and NODATA for a type it lacks) as its value moves from small to large and back,
+/// and a long name that doesn't exist, or no longer does, is NXDOMAIN.
+#[test]
+fn xdp_answers_a_long_name_as_its_value_moves_between_small_and_large() {
+    use hickory_proto::rr::{rdata::AAAA, RData, RecordType};
+
+    let (mut runner, mut zones) = setup();
+    let apex = fixture::long_apex();
+    let name = format!("moving.{apex}");
+    assert!(wire_name(&name).len() > dns_common::SHORT_NAME_LEN);
+    let query = |name: &str, qtype| {
+        build_frame(
+            &spec(false, None),
+            &QuerySpec::new(0x5151, name, qtype).to_wire(),
+        )
+    };
+    let aaaa = |n: u16| -> Vec<RData> {
+        (1..=n)
+            .map(|i| RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 7, i)))
+            .collect()
+    };
+    let mut failures = Vec::new();
+    let mut check =
+        |runner: &mut XdpRunner, zones: &ZoneSet, what: &str, frame: &[u8], want: (u32, Stat)| {
+            if let Err(e) = run_expecting(runner, zones, frame, want) {
+                failures.push(format!("{what}: {e}"));
+            }
+        };
+    let (answer, nodata, nxdomain) = (
+        (XDP_TX, Stat::AnsweredAnswer),
+        (XDP_TX, Stat::AnsweredNodata),
+        (XDP_TX, Stat::AnsweredNxdomain),
+    );
+    let (n, a) = (fixture::n(&name), fixture::n(&apex));
+    check(
+        &mut runner,
+        &zones,
+        "missing",
+        &query(&name, TYPE_AAAA),
+        nxdomain,
+    );
+    for (count, what) in [
+        (1, "small"),
+        (8, "large"),
+        (1, "small again"),
+        (8, "large again"),
+    ] {
+        zones
+            .set_rrset(&a, &n, RecordType::AAAA, 30, aaaa(count))
+            .expect("set AAAA");
+        runner.sync(&zones);
+        check(&mut runner, &zones, what, &query(&name, TYPE_AAAA), answer);
+        let what = format!("{what}, A");
+        check(&mut runner, &zones, &what, &query(&name, TYPE_A), nodata);
+    }
+    zones
+        .delete_rrset(&a, &n, RecordType::AAAA)
+        .expect("delete AAAA");
+    runner.sync(&zones);
+    check(
+        &mut runner,
+        &zones,
+        "removed while large",
+        &query(&name, TYPE_AAAA),
+        nxdomain,
+    );
+    let fixed = format!("aaaa8.{apex}");
+    check(
+        &mut runner,
+        &zones,
+        "fixture's large",
+        &query(&fixed, TYPE_AAAA),
+        answer,
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
