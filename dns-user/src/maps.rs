@@ -318,7 +318,7 @@ impl FastPath {
     /// one syscall a name: at start-up, a million names cost a million syscalls otherwise.
     ///
     /// Each name's steps keep the order `set_name` gives them: every insert into NAMES_LARGE
-    /// comes before the NAMES_SHORT marker that points there, and every insert comes before
+    /// comes before the NAMES_SHORT or NAMES_SMALL marker that points there, and every insert comes before
     /// the removal from the map a name leaves. If a batch fails (or the kernel refuses the
     /// command), the names are written again one by one, which is harmless for those the batch
     /// did write and gives the error of the first that fails. The keys must be distinct.
@@ -343,16 +343,21 @@ impl FastPath {
                 }
                 (NameEntry::Large(v), k) => {
                     large.push(*key, **v);
+                    let mut marker = SmallValue::zeroed();
+                    marker.pass_mask = IN_LARGE;
                     match k {
                         Some(k) => {
                             if from != Some(Which::ShortLarge) {
-                                let mut marker = SmallValue::zeroed();
-                                marker.pass_mask = IN_LARGE;
                                 short.push(k, marker);
                             }
                             Which::ShortLarge
                         }
-                        None => Which::Large,
+                        None => {
+                            if from != Some(Which::Large) {
+                                small.push(*key, marker);
+                            }
+                            Which::Large
+                        }
                     }
                 }
             };
@@ -382,10 +387,14 @@ impl FastPath {
             };
             self.shadow.insert(key, to);
         }
+        // As in `set_name`: an entry overwritten in place (value by marker or marker by value)
+        // needs no removal, but a value that left NAMES_LARGE does.
         for (key, from, to) in moves {
             match (from, to) {
-                (Which::Short, Which::ShortLarge) => {}
-                (Which::ShortLarge, Which::Short) => self.remove_large(&key)?,
+                (Which::Short, Which::ShortLarge) | (Which::Small, Which::Large) => {}
+                (Which::ShortLarge, Which::Short) | (Which::Large, Which::Small) => {
+                    self.remove_large(&key)?
+                }
                 (from, _) => self.remove_from(&key, from)?,
             }
         }
