@@ -318,13 +318,27 @@ fn fleet_put_is_answered_at_xdp_on_every_edge_right_after_200() {
             "{}: XDP answered {answered} of {rounds}",
             edge.id
         );
-        let passed: u64 = after
+        // `ipv6_ext` is left out: it counts any IPv6 frame with extension headers, such as the
+        // MLD reports the interfaces send on their own, at random times after they come up.
+        let passed: Vec<(&str, u64)> = after
             .counters
             .iter()
-            .filter(|((metric, _), _)| metric == "passed")
-            .map(|(k, v)| v - before.counters.get(k).copied().unwrap_or(0))
-            .sum();
-        assert_eq!(passed, 0, "{} passed queries up to the fallback", edge.id);
+            .filter(|((metric, reason), _)| metric == "passed" && reason != "ipv6_ext")
+            .map(|((_, reason), v)| {
+                let was = before
+                    .counters
+                    .get(&("passed".to_owned(), reason.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                (reason.as_str(), v - was)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        assert!(
+            passed.is_empty(),
+            "{} passed queries up to the fallback: {passed:?}",
+            edge.id
+        );
     }
 }
 
