@@ -393,11 +393,20 @@ async fn register(fleet: &Fleet, key: &str, lease: i64) -> Result<(), Lost> {
     Err(Lost::Other("the registration kept changing".into()))
 }
 
-async fn put_registration(fleet: &Fleet, key: &str, lease: i64) -> Result<(), String> {
+/// Publishes this edge's registration (what it has applied) under `lease`, giving up after
+/// `within`.
+async fn put_registration(
+    fleet: &Fleet,
+    key: &str,
+    lease: i64,
+    within: Duration,
+) -> Result<(), String> {
     let value = registration(fleet)?;
     let mut kv = fleet.client.kv_client();
-    request(kv.put(key, value, Some(PutOptions::new().with_lease(lease))))
+    let put = request(kv.put(key, value, Some(PutOptions::new().with_lease(lease))));
+    tokio::time::timeout(within, put)
         .await
+        .map_err(|_| format!("etcd did not answer within {within:?}"))?
         .map_err(|e| crate::error_chain(&e))?;
     fleet.contact();
     Ok(())
@@ -434,33 +443,114 @@ async fn hold_lease(
     if let Some(r) = registered.take() {
         let _ = r.send(Ok(()));
     }
-    let (mut keeper, mut stream) = request(leases.keep_alive(lease))
-        .await
-        .map_err(|e| crate::error_chain(&e))?;
-    let mut tick = tokio::time::interval(Duration::from_millis(
-        (u64::try_from(ttl).unwrap_or(1) * 1000 / 3).max(300),
-    ));
+    let period = Duration::from_millis((u64::try_from(ttl).unwrap_or(1) * 1000 / 3).max(300));
+    let mut tick = tokio::time::interval(period);
+    // The lease is the cluster's, not one member's: a keep-alive stream that breaks (its member
+    // died or a leader changed) is opened again, through whichever member answers, for as long
+    // as the lease still holds by this edge's clock. Giving the lease up instead would leave the
+    // registration unable to publish what this edge applies until a new one is made, and a
+    // write would wait for this edge meanwhile. While the lease holds, a request that hangs (sent to a member that just died, before the
+    // client stops using it) is given up quickly and sent again: the lease runs out otherwise.
+    let quick =
+        Duration::from_millis((u64::try_from(ttl).unwrap_or(1) * 1000 / 4).clamp(250, 1000));
+    let mut unpublished = false;
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tick.tick() => {
-                keeper.keep_alive().await.map_err(|e| e.to_string())?;
+        let opened = tokio::time::timeout(quick, request(leases.keep_alive(lease))).await;
+        let (mut keeper, mut stream) = match opened {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                still_held(fleet, lease, crate::error_chain(&e))?;
+                pause(shutdown).await;
+                continue;
             }
-            msg = stream.message() => match msg {
-                Ok(Some(r)) if r.ttl() > 0 => {
-                    fleet.lease_renewed(lease, r.ttl());
-                    fleet.contact();
+            Err(_) => {
+                still_held(
+                    fleet,
+                    lease,
+                    "opening the keep-alive stream timed out".into(),
+                )?;
+                continue;
+            }
+        };
+        if unpublished {
+            unpublished = !publish(fleet, key, lease, quick, shutdown).await?;
+        }
+        // A member that stops answering without closing the stream is noticed too.
+        let mut answered = std::time::Instant::now();
+        let broke = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tick.tick() => {
+                    if answered.elapsed() > 2 * period {
+                        break format!("no keep-alive answer for {:?}", answered.elapsed());
+                    }
+                    if let Err(e) = keeper.keep_alive().await {
+                        break e.to_string();
+                    }
+                    if unpublished {
+                        unpublished = !publish(fleet, key, lease, quick, shutdown).await?;
+                    }
                 }
-                Ok(Some(_)) => return Err("the lease expired".into()),
-                Ok(None) => return Err("the keep-alive stream closed".into()),
-                Err(e) => return Err(e.to_string().into()),
-            },
-            changed = applied.changed() => {
-                if changed.is_err() {
-                    return Ok(());
+                msg = stream.message() => match msg {
+                    Ok(Some(r)) if r.ttl() > 0 => {
+                        answered = std::time::Instant::now();
+                        fleet.lease_renewed(lease, r.ttl());
+                        fleet.contact();
+                    }
+                    Ok(Some(_)) => return Err("the lease expired".into()),
+                    Ok(None) => break "the keep-alive stream closed".to_string(),
+                    Err(e) => break e.to_string(),
+                },
+                changed = applied.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    // Not published now (a member just died): again at each tick, since
+                    // writes wait for it.
+                    unpublished = !publish(fleet, key, lease, quick, shutdown).await?;
                 }
-                put_registration(fleet, key, lease).await?;
+            }
+        };
+        still_held(fleet, lease, broke.clone())?;
+        warn!(edge = %fleet.edge_id, lease, "fleet: the lease's keep-alive stream broke ({broke}); opening it again");
+        pause(shutdown).await;
+    }
+}
+
+/// Publishes the registration, trying a few times a short while apart while the lease holds.
+/// `Ok(false)`: not published yet, the lease still holds; `Err`: the lease is lost.
+async fn publish(
+    fleet: &Fleet,
+    key: &str,
+    lease: i64,
+    within: Duration,
+    shutdown: &CancellationToken,
+) -> Result<bool, Lost> {
+    for _ in 0..3 {
+        match put_registration(fleet, key, lease, within).await {
+            Ok(()) => return Ok(true),
+            Err(why) => {
+                still_held(fleet, lease, why.clone())?;
+                warn!(edge = %fleet.edge_id, "fleet: publishing what this edge applied: {why}; trying again");
+                pause(shutdown).await;
             }
         }
+    }
+    Ok(false)
+}
+
+/// Ok while `lease` holds by this edge's clock; else the lease is lost, for `why`.
+fn still_held(fleet: &Fleet, lease: i64, why: String) -> Result<(), Lost> {
+    match fleet.lease_expires(lease) {
+        Some(until) if until > std::time::Instant::now() => Ok(()),
+        _ => Err(Lost::Other(why)),
+    }
+}
+
+/// A short wait before asking etcd again (the client drops a member that doesn't answer).
+async fn pause(shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
     }
 }

@@ -342,26 +342,31 @@ fn fleet_put_is_answered_at_xdp_on_every_edge_right_after_200() {
     }
 }
 
-/// One etcd member's crash stops nothing: writes through every edge go on and are confirmed.
+/// An etcd member's crash stops nothing: writes through every edge go on and are confirmed.
 #[test]
 fn fleet_etcd_member_crash_keeps_writes_going() {
     let mut net = fleet(3, &[]);
-    net.etcd_mut().kill_member(2);
-    for k in 0..10 {
-        for e in &net.edges {
-            let name = format!("m{k}-{}", e.index);
-            put_ok(e, &name, "192.0.2.4");
-            for other in &net.edges {
-                assert_eq!(
-                    answer(other, &name),
-                    ("NOERROR".into(), vec!["192.0.2.4".into()]),
-                    "{}",
-                    other.id
-                );
+    // Each member in turn, so that every edge loses the member its watches and its lease's
+    // keep-alive stream went to (and the leader is among them): the edge carries on through
+    // the others, its lease and registration intact, and writes are confirmed (200) throughout.
+    for member in [2, 0, 1] {
+        net.etcd_mut().kill_member(member);
+        for k in 0..4 {
+            for e in &net.edges {
+                let name = format!("m{member}-{k}-{}", e.index);
+                put_ok(e, &name, "192.0.2.4");
+                for other in &net.edges {
+                    assert_eq!(
+                        answer(other, &name),
+                        ("NOERROR".into(), vec!["192.0.2.4".into()]),
+                        "{} after member {member} died",
+                        other.id
+                    );
+                }
             }
         }
+        net.etcd_mut().restart_member(member);
     }
-    net.etcd_mut().restart_member(2);
 }
 
 /// An edge's crash drops it from the live edges after its lease and writes go on confirmed by
