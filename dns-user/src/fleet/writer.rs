@@ -273,7 +273,7 @@ async fn write(fleet: &Arc<Fleet>, mut build: RemoteBuild) -> Result<Option<Appl
         let changes = next.apply(edit)?;
         let plan = plan(&fleet.keys, &zones, &next, &changes)?;
         // Not held while the write waits: the engine frees a version it replaces once nobody
-        // holds it, and waits a little for that before the edge publishes what it applied.
+        // holds it (on a blocking task, waiting a little for the last readers).
         drop((zones, next, changes));
         plan.check_limits()?;
         let mut compares = Vec::new();
@@ -297,18 +297,33 @@ async fn write(fleet: &Arc<Fleet>, mut build: RemoteBuild) -> Result<Option<Appl
         // Under the edge's lease: once the lease has run out, a transaction still on its way
         // (queued in a connection cut off from etcd) is refused whole when it arrives.
         let lease = fleet.lease.load(std::sync::atomic::Ordering::Relaxed);
-        if lease == 0 {
-            return Err(FleetError::NoLease.into());
-        }
         // Cut off from etcd for longer than the lease (its keep-alives and the watch's
         // progress answer several times a lease when it is within reach): a transaction would
         // only wait out its timeout and then the lease, to be sure it can't land. None is
         // sent, so none can.
-        if let Some(silent) = fleet
+        let silent = fleet
             .since_contact()
-            .filter(|d| *d > Duration::from_secs(fleet.args.lease_ttl.into()))
-        {
-            return Err(FleetError::CutOff(silent).into());
+            .filter(|d| *d > Duration::from_secs(fleet.args.lease_ttl.into()));
+        let refusal = match (lease, silent) {
+            (0, _) => Some(FleetError::NoLease),
+            (_, Some(silent)) => Some(FleetError::CutOff(silent)),
+            _ => None,
+        };
+        if let Some(refusal) = refusal {
+            if unknown.leases.is_empty() {
+                return Err(refusal.into());
+            }
+            // An earlier attempt's outcome is still unknown, and a 503 must mean that nothing
+            // of the write lands, then or later: wait until that is known.
+            loop {
+                match landed(fleet, &marker, &write_id, &mut unknown, started).await {
+                    Landed::Yes(revision) => {
+                        return committed(fleet, turn, revision, None, &apex, started).await;
+                    }
+                    Landed::Never(e) => return Err(e.into()),
+                    Landed::No => tokio::time::sleep(retry_pause).await,
+                }
+            }
         }
         let mut ops = plan.txn_ops();
         ops.push(TxnOp::put(
