@@ -449,8 +449,9 @@ async fn hold_lease(
     // died or a leader changed) is opened again, through whichever member answers, for as long
     // as the lease still holds by this edge's clock. Giving the lease up instead would leave the
     // registration unable to publish what this edge applies until a new one is made, and a
-    // write would wait for this edge meanwhile. While the lease holds, a request that hangs (sent to a member that just died, before the
-    // client stops using it) is given up quickly and sent again: the lease runs out otherwise.
+    // write would wait for this edge meanwhile. While the lease holds, a request that hangs
+    // (sent to a member that just died, before the client stops using it) is given up quickly
+    // and sent again: the lease runs out otherwise.
     let quick =
         Duration::from_millis((u64::try_from(ttl).unwrap_or(1) * 1000 / 4).clamp(250, 1000));
     let mut unpublished = false;
@@ -473,7 +474,7 @@ async fn hold_lease(
             }
         };
         if unpublished {
-            unpublished = !publish(fleet, key, lease, quick, shutdown).await?;
+            unpublished = !publish(fleet, key, lease, quick).await?;
         }
         // A member that stops answering without closing the stream is noticed too.
         let mut answered = std::time::Instant::now();
@@ -488,7 +489,7 @@ async fn hold_lease(
                         break e.to_string();
                     }
                     if unpublished {
-                        unpublished = !publish(fleet, key, lease, quick, shutdown).await?;
+                        unpublished = !publish(fleet, key, lease, quick).await?;
                     }
                 }
                 msg = stream.message() => match msg {
@@ -507,7 +508,7 @@ async fn hold_lease(
                     }
                     // Not published now (a member just died): again at each tick, since
                     // writes wait for it.
-                    unpublished = !publish(fleet, key, lease, quick, shutdown).await?;
+                    unpublished = !publish(fleet, key, lease, quick).await?;
                 }
             }
         };
@@ -517,26 +518,18 @@ async fn hold_lease(
     }
 }
 
-/// Publishes the registration, trying a few times a short while apart while the lease holds.
-/// `Ok(false)`: not published yet, the lease still holds; `Err`: the lease is lost.
-async fn publish(
-    fleet: &Fleet,
-    key: &str,
-    lease: i64,
-    within: Duration,
-    shutdown: &CancellationToken,
-) -> Result<bool, Lost> {
-    for _ in 0..3 {
-        match put_registration(fleet, key, lease, within).await {
-            Ok(()) => return Ok(true),
-            Err(why) => {
-                still_held(fleet, lease, why.clone())?;
-                warn!(edge = %fleet.edge_id, "fleet: publishing what this edge applied: {why}; trying again");
-                pause(shutdown).await;
-            }
+/// Publishes the registration once (bounded by `within`, so keep-alives are not held up).
+/// `Ok(false)`: not published, the lease still holds (the caller tries again at its next
+/// tick); `Err`: the lease is lost.
+async fn publish(fleet: &Fleet, key: &str, lease: i64, within: Duration) -> Result<bool, Lost> {
+    match put_registration(fleet, key, lease, within).await {
+        Ok(()) => Ok(true),
+        Err(why) => {
+            still_held(fleet, lease, why.clone())?;
+            warn!(edge = %fleet.edge_id, "fleet: publishing what this edge applied: {why}; trying again");
+            Ok(false)
         }
     }
-    Ok(false)
 }
 
 /// Ok while `lease` holds by this edge's clock; else the lease is lost, for `why`.
