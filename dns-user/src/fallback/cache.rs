@@ -80,6 +80,12 @@ impl PacketCache {
         }
     }
 
+    /// Whether the stale-misses switch is still as [`PacketCache::check`] found it: an answer
+    /// made while it flipped must not be kept under the old setting.
+    pub fn same_switch(&self, config: &FallbackConfig) -> bool {
+        config.stale_misses.is_set() == self.stale
+    }
+
     fn clear(&mut self) {
         self.answers.clear();
         self.bytes = 0;

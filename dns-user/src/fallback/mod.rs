@@ -314,7 +314,7 @@ impl Fallback {
         }
         .unwrap_or_else(|| self.decide(&zones, &config, query, transport, peer));
         if let (Some(cache), Answer::Now(Some(reply))) = (keep, &answer) {
-            if query.len() >= HEADER_LEN && query[2] & 0x80 == 0 {
+            if query.len() >= HEADER_LEN && query[2] & 0x80 == 0 && cache.same_switch(&config) {
                 cache.insert(query, &request::parse(query), reply);
             }
         }
