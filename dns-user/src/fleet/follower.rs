@@ -262,12 +262,12 @@ fn replace(
     }
 }
 
-/// Watches from `from` and applies each revision; returns when the watch ends.
 /// Why a watch is given up once the edge has been marked cut off. A watch can outlive a short
 /// cut (its TCP connection resumes and delivers what it missed), but the edge leaves its
 /// stale-misses state only through a full reconcile, so the watch must end for that to run.
 const CUT_OFF: &str = "cut off from etcd longer than the lease";
 
+/// Watches from `from` and applies each revision; returns when the watch ends.
 async fn follow(fleet: &Fleet, from: i64) -> End {
     let mut client = fleet.client.watch_client();
     let options = WatchOptions::new()
