@@ -951,15 +951,23 @@ async fn a_second_edge_with_a_live_edges_id_stops_start_up() {
         "{text}"
     );
 
-    // The first edge-a is still the one registered, and writes wait for it as before.
-    let (_, edges) = b.ok_get("/v1/edges").await;
-    let ids: Vec<&str> = edges["edges"]
-        .as_array()
-        .expect("edges")
-        .iter()
-        .filter_map(|e| e["id"].as_str())
-        .collect();
-    assert_eq!(ids, ["edge-a", "edge-b"], "{edges}");
+    // The first edge-a is still the one registered, and writes wait for it as before. Each
+    // edge sees the registrations through a watch: asked until its view has both (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, edges) = b.ok_get("/v1/edges").await;
+        let ids: Vec<&str> = edges["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .filter_map(|e| e["id"].as_str())
+            .collect();
+        if ids == ["edge-a", "edge-b"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not both edges in 10 s: {edges}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (status, _, body) = b.put_a("still", "192.0.2.8").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(answer(&a, "still").await, Ok(vec!["192.0.2.8".into()]));
