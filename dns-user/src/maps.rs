@@ -263,65 +263,35 @@ impl FastPath {
     /// the program reads first for a short name, is switched in one write.
     pub fn set_name(&mut self, key: &NameKey, entry: &NameEntry) -> Result<(), MapWriteError> {
         let from = self.shadow.get(key);
-        let to = match (entry, key.short()) {
-            (NameEntry::Small(v), Some(short)) => {
-                self.short
-                    .insert(short, v, 0)
-                    .map_err(werr(NAMES_SHORT.name))?;
-                Which::Short
-            }
-            (NameEntry::Small(v), None) => {
-                self.small
-                    .insert(key, v, 0)
-                    .map_err(werr(NAMES_SMALL.name))?;
-                Which::Small
-            }
-            (NameEntry::Large(v), short) => {
-                self.large
-                    .insert(key, v.as_ref(), 0)
-                    .map_err(werr(NAMES_LARGE.name))?;
-                let mut marker = SmallValue::zeroed();
-                marker.pass_mask = IN_LARGE;
-                match short {
-                    Some(short) => {
-                        if from != Some(Which::ShortLarge) {
-                            self.short
-                                .insert(short, marker, 0)
-                                .map_err(werr(NAMES_SHORT.name))?;
-                        }
-                        Which::ShortLarge
-                    }
-                    None => {
-                        if from != Some(Which::Large) {
-                            self.small
-                                .insert(key, marker, 0)
-                                .map_err(werr(NAMES_SMALL.name))?;
-                        }
-                        Which::Large
-                    }
-                }
-            }
-        };
-        self.shadow.insert(key, to);
-        match (from, to) {
-            // The short or small entry was overwritten in place: the value it held, or the marker.
-            (Some(Which::Short), Which::ShortLarge) | (Some(Which::Small), Which::Large) => Ok(()),
-            (Some(Which::ShortLarge), Which::Short) | (Some(Which::Large), Which::Small) => {
-                self.remove_large(key)
-            }
-            (Some(from), to) if from != to => self.remove_from(key, from),
-            _ => Ok(()),
+        let p = placement(key, entry, from);
+        if let Some(v) = p.large {
+            self.large
+                .insert(key, v, 0)
+                .map_err(werr(NAMES_LARGE.name))?;
         }
+        if let Some((short, v)) = p.short {
+            self.short
+                .insert(short, v, 0)
+                .map_err(werr(NAMES_SHORT.name))?;
+        }
+        if let Some(v) = p.small {
+            self.small
+                .insert(key, v, 0)
+                .map_err(werr(NAMES_SMALL.name))?;
+        }
+        self.shadow.insert(key, p.to);
+        self.leave(key, from, p.to)
     }
 
     /// [`FastPath::set_name`] for many names, with one `BPF_MAP_UPDATE_BATCH` a map instead of
     /// one syscall a name: at start-up, a million names cost a million syscalls otherwise.
     ///
     /// Each name's steps keep the order `set_name` gives them: every insert into NAMES_LARGE
-    /// comes before the NAMES_SHORT or NAMES_SMALL marker that points there, and every insert comes before
-    /// the removal from the map a name leaves. If a batch fails (or the kernel refuses the
-    /// command), the names are written again one by one, which is harmless for those the batch
-    /// did write and gives the error of the first that fails. The keys must be distinct.
+    /// comes before the NAMES_SHORT or NAMES_SMALL marker that points there, and every insert
+    /// comes before the removal from the map a name leaves. If a batch fails (or the kernel
+    /// refuses the command), the names are written again one by one, which is harmless for those
+    /// the batch did write and gives the error of the first that fails. The keys must be
+    /// distinct.
     pub fn set_names(&mut self, entries: &[(NameKey, NameEntry)]) -> Result<(), MapWriteError> {
         if !self.batch_ok || entries.len() < 2 {
             return entries.iter().try_for_each(|(k, e)| self.set_name(k, e));
@@ -329,41 +299,20 @@ impl FastPath {
         let mut short = Batch::default();
         let mut small = Batch::default();
         let mut large = Batch::default();
-        let mut moves = Vec::new();
+        let mut moves = Vec::with_capacity(entries.len());
         for (key, entry) in entries {
             let from = self.shadow.get(key);
-            let to = match (entry, key.short()) {
-                (NameEntry::Small(v), Some(k)) => {
-                    short.push(k, *v);
-                    Which::Short
-                }
-                (NameEntry::Small(v), None) => {
-                    small.push(*key, *v);
-                    Which::Small
-                }
-                (NameEntry::Large(v), k) => {
-                    large.push(*key, **v);
-                    let mut marker = SmallValue::zeroed();
-                    marker.pass_mask = IN_LARGE;
-                    match k {
-                        Some(k) => {
-                            if from != Some(Which::ShortLarge) {
-                                short.push(k, marker);
-                            }
-                            Which::ShortLarge
-                        }
-                        None => {
-                            if from != Some(Which::Large) {
-                                small.push(*key, marker);
-                            }
-                            Which::Large
-                        }
-                    }
-                }
-            };
-            if let Some(from) = from.filter(|f| *f != to) {
-                moves.push((*key, from, to));
+            let p = placement(key, entry, from);
+            if let Some(v) = p.large {
+                large.push(*key, *v);
             }
+            if let Some((k, v)) = p.short {
+                short.push(k, v);
+            }
+            if let Some(v) = p.small {
+                small.push(*key, v);
+            }
+            moves.push((from, p.to));
         }
         let written = update_batch(&self.large, &large)
             .and_then(|()| update_batch(&self.short, &short))
@@ -378,27 +327,32 @@ impl FastPath {
             }
             return entries.iter().try_for_each(|(k, e)| self.set_name(k, e));
         }
-        for (key, entry) in entries {
-            let to = match (entry, key.short()) {
-                (NameEntry::Small(_), Some(_)) => Which::Short,
-                (NameEntry::Small(_), None) => Which::Small,
-                (NameEntry::Large(_), Some(_)) => Which::ShortLarge,
-                (NameEntry::Large(_), None) => Which::Large,
-            };
-            self.shadow.insert(key, to);
+        for ((key, _), (_, to)) in entries.iter().zip(&moves) {
+            self.shadow.insert(key, *to);
         }
-        // As in `set_name`: an entry overwritten in place (value by marker or marker by value)
-        // needs no removal, but a value that left NAMES_LARGE does.
-        for (key, from, to) in moves {
-            match (from, to) {
-                (Which::Short, Which::ShortLarge) | (Which::Small, Which::Large) => {}
-                (Which::ShortLarge, Which::Short) | (Which::Large, Which::Small) => {
-                    self.remove_large(&key)?
-                }
-                (from, _) => self.remove_from(&key, from)?,
-            }
+        for ((key, _), (from, to)) in entries.iter().zip(moves) {
+            self.leave(key, from, to)?;
         }
         Ok(())
+    }
+
+    /// Takes a name's old entry away once its new one is written (`from` where it was, `to`
+    /// where it is now): an entry overwritten in place (a value by the marker or the marker by
+    /// a value) needs nothing more, but a value that left NAMES_LARGE is removed from it.
+    fn leave(
+        &mut self,
+        key: &NameKey,
+        from: Option<Which>,
+        to: Which,
+    ) -> Result<(), MapWriteError> {
+        match (from, to) {
+            (Some(Which::Short), Which::ShortLarge) | (Some(Which::Small), Which::Large) => Ok(()),
+            (Some(Which::ShortLarge), Which::Short) | (Some(Which::Large), Which::Small) => {
+                self.remove_large(key)
+            }
+            (Some(from), to) if from != to => self.remove_from(key, from),
+            _ => Ok(()),
+        }
     }
 
     /// Room in the shadow for `n` more names: a start fills it once instead of growing it
@@ -569,6 +523,52 @@ impl FastPath {
             }
         }
         Ok(out)
+    }
+}
+
+/// What writing one name takes, given where it is now (`from`): the value for NAMES_LARGE, if
+/// it has a large one; the entry for NAMES_SHORT or NAMES_SMALL (its small value, or the marker
+/// pointing at NAMES_LARGE, left out when the marker is there already); and where the name is
+/// then. [`FastPath::set_name`] and [`FastPath::set_names`] both write by it.
+struct Placement<'a> {
+    large: Option<&'a LargeValue>,
+    short: Option<(ShortKey, SmallValue)>,
+    small: Option<SmallValue>,
+    to: Which,
+}
+
+fn placement<'a>(key: &NameKey, entry: &'a NameEntry, from: Option<Which>) -> Placement<'a> {
+    let mut marker = SmallValue::zeroed();
+    marker.pass_mask = IN_LARGE;
+    let none = Placement {
+        large: None,
+        short: None,
+        small: None,
+        to: Which::Small,
+    };
+    match (entry, key.short()) {
+        (NameEntry::Small(v), Some(short)) => Placement {
+            short: Some((short, *v)),
+            to: Which::Short,
+            ..none
+        },
+        (NameEntry::Small(v), None) => Placement {
+            small: Some(*v),
+            to: Which::Small,
+            ..none
+        },
+        (NameEntry::Large(v), Some(short)) => Placement {
+            large: Some(v),
+            short: (from != Some(Which::ShortLarge)).then_some((short, marker)),
+            to: Which::ShortLarge,
+            ..none
+        },
+        (NameEntry::Large(v), None) => Placement {
+            large: Some(v),
+            small: (from != Some(Which::Large)).then_some(marker),
+            to: Which::Large,
+            ..none
+        },
     }
 }
 
