@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use super::{codec, request, DataKey, Fleet, FleetError, Value};
 use crate::{
     engine::RemoteChange,
-    zone::{normalize, Change, Edit, RrSet, SoaParams, ZoneSpec},
+    zone::{normalize, Change, Edit, RrSet, SoaParams, Zone, ZoneSpec},
 };
 
 /// Keys per page when reading the prefix.
@@ -203,16 +203,11 @@ async fn reconcile(fleet: &Fleet) -> Result<i64, FleetError> {
                     .filter(|(o, t, _, _)| !want.contains_key(&(o.clone(), *t)))
                     .map(|(name, rtype, _, _)| Change::Delete { name, rtype })
                     .collect();
-                for ((name, rtype), set) in want {
-                    if zone.rrset(&name, rtype) != Some(&set) {
-                        changes.push(Change::Set {
-                            name,
-                            rtype,
-                            ttl: set.ttl,
-                            records: set.records,
-                        });
-                    }
-                }
+                changes.extend(sets_that_differ(
+                    zone,
+                    want.into_iter()
+                        .map(|((name, rtype), set)| (name, rtype, set)),
+                ));
                 let changed = !changes.is_empty();
                 if changed {
                     change.edits.push(Edit::Batch(apex.clone(), changes));
@@ -260,6 +255,22 @@ fn replace(
         },
         rrsets,
     }
+}
+
+/// A `Change::Set` for each of `sets` that `zone` doesn't hold as it is: what the full
+/// reconcile and each watched revision both write.
+fn sets_that_differ<'a>(
+    zone: &'a Zone,
+    sets: impl IntoIterator<Item = (Name, RecordType, RrSet)> + 'a,
+) -> impl Iterator<Item = Change> + 'a {
+    sets.into_iter()
+        .filter(move |(name, rtype, set)| zone.rrset(name, *rtype) != Some(set))
+        .map(|(name, rtype, set)| Change::Set {
+            name,
+            rtype,
+            ttl: set.ttl,
+            records: set.records,
+        })
 }
 
 /// Why a watch is given up once the edge has been marked cut off. A watch can outlive a short
@@ -422,17 +433,7 @@ async fn apply_revision(
                     .filter(|(name, rtype)| zone.rrset(name, *rtype).is_some())
                     .map(|(name, rtype)| Change::Delete { name, rtype })
                     .collect();
-                changes.extend(
-                    z.sets
-                        .into_iter()
-                        .filter(|(name, rtype, set)| zone.rrset(name, *rtype) != Some(set))
-                        .map(|(name, rtype, set)| Change::Set {
-                            name,
-                            rtype,
-                            ttl: set.ttl,
-                            records: set.records,
-                        }),
-                );
+                changes.extend(sets_that_differ(zone, z.sets));
                 let changed = !changes.is_empty();
                 if changed {
                     change.edits.push(Edit::Batch(apex.clone(), changes));
