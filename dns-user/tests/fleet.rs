@@ -202,13 +202,7 @@ async fn start_edge(data: &Path, etcd: &str, id: &str, extra: &[&str]) -> Edge {
     ];
     args.extend(extra);
     let config = Serve::parse_from(args).config;
-    let listeners = Listeners {
-        webhook: None,
-        dns_udp: dns_user::fallback::bind_udp("127.0.0.1:0".parse().expect("addr"), 1)
-            .expect("bind udp"),
-        dns_tcp: vec![TcpListener::bind("127.0.0.1:0").await.expect("bind tcp")],
-        api: TcpListener::bind("127.0.0.1:0").await.expect("bind api"),
-    };
+    let listeners = loopback_listeners().await;
     let udp = listeners.dns_udp[0].local_addr().expect("udp addr");
     let api = listeners.api.local_addr().expect("api addr");
     let shutdown = CancellationToken::new();
@@ -233,6 +227,30 @@ async fn start_edge(data: &Path, etcd: &str, id: &str, extra: &[&str]) -> Edge {
         assert!(Instant::now() < deadline, "edge {id} not ready in 20 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Sockets for a daemon on loopback, every port chosen by the kernel.
+async fn loopback_listeners() -> Listeners {
+    Listeners {
+        webhook: None,
+        dns_udp: dns_user::fallback::bind_udp("127.0.0.1:0".parse().expect("addr"), 1)
+            .expect("bind udp"),
+        dns_tcp: vec![TcpListener::bind("127.0.0.1:0").await.expect("bind tcp")],
+        api: TcpListener::bind("127.0.0.1:0").await.expect("bind api"),
+    }
+}
+
+/// Starts a daemon that must fail to start (within 20 s): the error's text, causes included.
+async fn start_up_error(config: daemon::Config, what: &str) -> String {
+    let listeners = loopback_listeners().await;
+    let result = timeout(
+        Duration::from_secs(20),
+        daemon::run(config, listeners, CancellationToken::new()),
+    )
+    .await
+    .expect("start-up ends in time");
+    let e = result.expect_err(what);
+    dns_user::error_chain(&e)
 }
 
 impl Edge {
@@ -744,21 +762,7 @@ async fn a_bad_etcd_certificate_stops_start_up() {
         ca.to_str().expect("utf-8"),
     ])
     .config;
-    let listeners = Listeners {
-        webhook: None,
-        dns_udp: dns_user::fallback::bind_udp("127.0.0.1:0".parse().expect("addr"), 1)
-            .expect("bind udp"),
-        dns_tcp: vec![TcpListener::bind("127.0.0.1:0").await.expect("bind tcp")],
-        api: TcpListener::bind("127.0.0.1:0").await.expect("bind api"),
-    };
-    let result = timeout(
-        Duration::from_secs(20),
-        daemon::run(config, listeners, CancellationToken::new()),
-    )
-    .await
-    .expect("start-up ends in time");
-    let e = result.expect_err("a bad CA certificate is a start-up error");
-    let text = dns_user::error_chain(&e);
+    let text = start_up_error(config, "a bad CA certificate is a start-up error").await;
     assert!(text.contains("ca.pem: no certificate"), "{text}");
 }
 
@@ -931,21 +935,7 @@ async fn a_second_edge_with_a_live_edges_id_stops_start_up() {
         ZONE,
     ])
     .config;
-    let listeners = Listeners {
-        webhook: None,
-        dns_udp: dns_user::fallback::bind_udp("127.0.0.1:0".parse().expect("addr"), 1)
-            .expect("bind udp"),
-        dns_tcp: vec![TcpListener::bind("127.0.0.1:0").await.expect("bind tcp")],
-        api: TcpListener::bind("127.0.0.1:0").await.expect("bind api"),
-    };
-    let result = timeout(
-        Duration::from_secs(20),
-        daemon::run(config, listeners, CancellationToken::new()),
-    )
-    .await
-    .expect("start-up ends in time");
-    let e = result.expect_err("a duplicate edge id is a start-up error");
-    let text = dns_user::error_chain(&e);
+    let text = start_up_error(config, "a duplicate edge id is a start-up error").await;
     assert!(
         text.contains("\"edge-a\"") && text.contains("another live edge"),
         "{text}"
