@@ -141,7 +141,13 @@ fn fleet_with_lease(edges: usize, lease: Duration, extra: &[&str]) -> FleetNet {
     for e in &mut net.edges {
         e.wait_ready(CATCH_UP);
     }
-    let r = net.edges[0].http(
+    create_fzone(&net.edges[0]);
+    net
+}
+
+/// Creates [`FZONE`] through `edge` (201, or 200 if it is there already).
+fn create_fzone(edge: &Edge) {
+    let r = edge.http(
         "POST",
         "/v1/zones",
         Some(&json!({"zone": FZONE, "ns": [format!("ns1.{FZONE}")]}).to_string()),
@@ -153,7 +159,6 @@ fn fleet_with_lease(edges: usize, lease: Duration, extra: &[&str]) -> FleetNet {
         r.status,
         r.body
     );
-    net
 }
 
 fn put_path(name: &str) -> String {
@@ -648,18 +653,7 @@ fn fleet_etcd_over_tls() {
     let good: Vec<&str> = args.iter().map(String::as_str).collect();
     net.edges[0].start(&good);
     net.edges[0].wait_ready(CATCH_UP);
-    let r = net.edges[0].http(
-        "POST",
-        "/v1/zones",
-        Some(&json!({"zone": FZONE, "ns": [format!("ns1.{FZONE}")]}).to_string()),
-        &[],
-    );
-    assert!(
-        r.status == 200 || r.status == 201,
-        "{} {}",
-        r.status,
-        r.body
-    );
+    create_fzone(&net.edges[0]);
     put_ok(&net.edges[0], "tls", "192.0.2.8");
     assert_eq!(
         answer(&net.edges[0], "tls"),
