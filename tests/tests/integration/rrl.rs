@@ -228,10 +228,8 @@ fn xdp_cookies_are_rfc9018_and_a_valid_one_exempts_from_rrl() {
 /// cookie; TCP and the API answer while the limit drops UDP.
 #[test]
 fn wire_cookies_and_rrl_with_the_real_daemon() {
-    use std::net::UdpSocket;
-
     use tests::{
-        dns_client::{tcp_connect, tcp_exchange, udp_exchange},
+        dns_client::{tcp_connect, tcp_exchange},
         enter_netns, TestBed, DNS_PORT, SERVER_V4,
     };
 
@@ -251,20 +249,7 @@ fn wire_cookies_and_rrl_with_the_real_daemon() {
         q.id = id;
         q.to_wire()
     };
-    // Sends the queries from the client namespace; the answers (None: none within 300 ms).
-    let send = |bed: &TestBed, queries: Vec<Vec<u8>>| -> Vec<Option<Vec<u8>>> {
-        let ns = bed.client.name().to_owned();
-        std::thread::spawn(move || {
-            enter_netns(&ns).expect("client namespace");
-            let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
-            queries
-                .iter()
-                .map(|m| udp_exchange(&sock, server, m, Duration::from_millis(300)).expect("udp"))
-                .collect()
-        })
-        .join()
-        .expect("client thread")
-    };
+    let send = |bed: &TestBed, queries| send_from_client(bed, server, queries);
 
     let before = bed.daemon().stats();
     let first = send(&bed, vec![q(&client, 1)]);
@@ -327,11 +312,7 @@ fn wire_cookies_and_rrl_with_the_real_daemon() {
 /// differs, is no cookie at B: B limits it like any unproved source.
 #[test]
 fn two_edges_sharing_a_cookie_secret_accept_each_others_cookies() {
-    use std::net::UdpSocket;
-
-    use tests::{
-        dns_client::udp_exchange, dns_message::TYPE_TXT, enter_netns, TestBed, DNS_PORT, SERVER_V4,
-    };
+    use tests::{dns_message::TYPE_TXT, TestBed, DNS_PORT, SERVER_V4};
 
     let pid = std::process::id();
     let write_secret = |tag: &str, secret: &[u8; 16]| {
@@ -363,21 +344,7 @@ fn two_edges_sharing_a_cookie_secret_accept_each_others_cookies() {
         q.id = id;
         q.to_wire()
     };
-    // Sends the queries from `bed`'s client namespace, one at a time; the answers (None: none
-    // within 300 ms).
-    let send = |bed: &TestBed, queries: Vec<Vec<u8>>| -> Vec<Option<Vec<u8>>> {
-        let ns = bed.client.name().to_owned();
-        std::thread::spawn(move || {
-            enter_netns(&ns).expect("client namespace");
-            let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
-            queries
-                .iter()
-                .map(|m| udp_exchange(&sock, server, m, Duration::from_millis(300)).expect("udp"))
-                .collect()
-        })
-        .join()
-        .expect("client thread")
-    };
+    let send = |bed: &TestBed, queries| send_from_client(bed, server, queries);
     // Answers in full: not dropped, not the slip (TC=1, no records).
     let full = |got: &[Option<Vec<u8>>]| {
         got.iter()
@@ -442,4 +409,27 @@ fn two_edges_sharing_a_cookie_secret_accept_each_others_cookies() {
     drop((a, b, c));
     let _ = std::fs::remove_file(&shared);
     let _ = std::fs::remove_file(&other);
+}
+
+/// Sends `queries` to `server` from `bed`'s client namespace, one at a time, on one socket; the
+/// answers (None: none within 300 ms).
+fn send_from_client(
+    bed: &tests::TestBed,
+    server: SocketAddr,
+    queries: Vec<Vec<u8>>,
+) -> Vec<Option<Vec<u8>>> {
+    let ns = bed.client.name().to_owned();
+    std::thread::spawn(move || {
+        tests::enter_netns(&ns).expect("client namespace");
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+        queries
+            .iter()
+            .map(|m| {
+                tests::dns_client::udp_exchange(&sock, server, m, Duration::from_millis(300))
+                    .expect("udp")
+            })
+            .collect()
+    })
+    .join()
+    .expect("client thread")
 }
