@@ -151,6 +151,31 @@ impl Shadow {
         Some(which)
     }
 
+    /// The shadow of maps that hold `short`, `small` and `large`, and the keys in NAMES_LARGE
+    /// that the program can't reach: those without an [`IN_LARGE`] marker in NAMES_SHORT or
+    /// NAMES_SMALL, left by a run that stopped between a large value's insert and its marker, or
+    /// between a move to a small value and the large value's removal. The program takes a name
+    /// without a marker as absent from NAMES_LARGE, so such entries only hold memory; kept, the
+    /// shadow would have to guess where the name is, and a guess of "large" would make the next
+    /// write of it skip the marker it needs.
+    fn learn(
+        short: impl Iterator<Item = (ShortKey, SmallValue)>,
+        small: impl Iterator<Item = (NameKey, SmallValue)>,
+        large: impl Iterator<Item = NameKey>,
+    ) -> (Self, Vec<NameKey>) {
+        let mut shadow = Self::default();
+        for (k, v) in short {
+            shadow.short.insert(k, v.pass_mask & IN_LARGE != 0);
+        }
+        for (k, v) in small {
+            shadow.long.insert(k, v.pass_mask & IN_LARGE != 0);
+        }
+        let unreachable = large
+            .filter(|k| !matches!(shadow.get(k), Some(Which::ShortLarge | Which::Large)))
+            .collect();
+        (shadow, unreachable)
+    }
+
     fn keys(&self) -> Vec<NameKey> {
         let mut keys = Vec::with_capacity(self.short.len() + self.long.len());
         keys.extend(self.short.keys().map(NameKey::from_short));
@@ -165,7 +190,7 @@ impl FastPath {
         stats: PerCpuArray<MapData, u64>,
         short: HashMap<MapData, ShortKey, SmallValue>,
         small: HashMap<MapData, NameKey, SmallValue>,
-        large: HashMap<MapData, NameKey, LargeValue>,
+        mut large: HashMap<MapData, NameKey, LargeValue>,
         zone_maps: ZoneMaps,
     ) -> Result<Self, MapWriteError> {
         let ZoneMaps {
@@ -173,25 +198,16 @@ impl FastPath {
             zones_short,
             zone_lens,
         } = zone_maps;
-        let mut shadow = Shadow::default();
         // Maps may come pinned from an earlier run: learn what they hold.
-        for (k, v) in short.iter().flatten() {
-            shadow.short.insert(k, v.pass_mask & IN_LARGE != 0);
-        }
-        for (k, v) in small.iter().flatten() {
-            shadow.long.insert(k, v.pass_mask & IN_LARGE != 0);
-        }
-        for k in large.keys().flatten() {
-            // A name in NAMES_LARGE has its marker in NAMES_SHORT or NAMES_SMALL, seen above;
-            // without it (a start that stopped halfway) it is taken as being in both, which the
-            // next write or removal of the name cleans up.
-            match k.short() {
-                Some(short) => {
-                    shadow.short.entry(short).or_insert(true);
-                }
-                None => {
-                    shadow.long.entry(k).or_insert(true);
-                }
+        let (shadow, unreachable) = Shadow::learn(
+            short.iter().flatten(),
+            small.iter().flatten(),
+            large.keys().flatten(),
+        );
+        for k in &unreachable {
+            match large.remove(k) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(werr(NAMES_LARGE.name)(e)),
             }
         }
         let mut fast = Self {
@@ -358,7 +374,10 @@ impl FastPath {
     /// Room in the shadow for `n` more names: a start fills it once instead of growing it
     /// (and rehashing it) a score of times.
     pub fn reserve_names(&mut self, n: usize) {
-        self.shadow.short.reserve(n);
+        // `reserve` counts from the entries already there: maps taken over from a pin hold
+        // most of the names about to be written.
+        let held = self.shadow.short.len();
+        self.shadow.short.reserve(n.saturating_sub(held));
     }
 
     fn remove_large(&mut self, key: &NameKey) -> Result<(), MapWriteError> {
@@ -648,4 +667,64 @@ fn update_batch<K: Pod, V: Pod>(
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> NameKey {
+        let mut wire = Vec::new();
+        for label in name.split('.') {
+            wire.push(label.len() as u8);
+            wire.extend_from_slice(label.as_bytes());
+        }
+        wire.push(0);
+        NameKey::from_wire(&wire).expect("a valid name")
+    }
+
+    fn value(pass_mask: u8) -> SmallValue {
+        let mut v = SmallValue::zeroed();
+        v.pass_mask = pass_mask;
+        v
+    }
+
+    #[test]
+    fn large_entries_without_their_marker_are_dropped_when_pinned_maps_are_taken_over() {
+        let short_marked = key("a.test");
+        let short_unmarked = key("b.test");
+        let short_small = key("c.test");
+        let long = "a-label-long-enough-to-pass-32-bytes.test";
+        let long_marked = key(&format!("x.{long}"));
+        let long_unmarked = key(&format!("y.{long}"));
+        assert!(short_marked.short().is_some() && long_marked.short().is_none());
+
+        let short = [
+            (short_marked.short().unwrap(), value(IN_LARGE)),
+            (short_small.short().unwrap(), value(0)),
+        ];
+        let small = [(long_marked, value(IN_LARGE))];
+        let large = [
+            short_marked,
+            short_unmarked,
+            short_small,
+            long_marked,
+            long_unmarked,
+        ];
+        let (shadow, unreachable) =
+            Shadow::learn(short.into_iter(), small.into_iter(), large.into_iter());
+
+        assert_eq!(shadow.get(&short_marked), Some(Which::ShortLarge));
+        assert_eq!(shadow.get(&long_marked), Some(Which::Large));
+        assert_eq!(shadow.get(&short_small), Some(Which::Short));
+        // Not in the shadow: the next write of these names places them from scratch, marker
+        // and all.
+        assert_eq!(shadow.get(&short_unmarked), None);
+        assert_eq!(shadow.get(&long_unmarked), None);
+        let mut dropped = unreachable;
+        dropped.sort_by_key(|k| k.name);
+        let mut expected = vec![short_unmarked, short_small, long_unmarked];
+        expected.sort_by_key(|k| k.name);
+        assert!(dropped == expected, "dropped the wrong NAMES_LARGE entries");
+    }
 }
