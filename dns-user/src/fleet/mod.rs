@@ -390,6 +390,12 @@ fn next_backoff(backoff: Duration, lasted: Duration) -> Duration {
     }
 }
 
+/// Whether etcd refused a lease revoke because the lease is gone: it ran out, which is as good
+/// as revoked.
+fn lease_gone(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("not found"))
+}
+
 /// Runs `f` against etcd within [`REQUEST_TIMEOUT`].
 async fn request<T>(
     f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,

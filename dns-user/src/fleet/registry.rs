@@ -384,9 +384,7 @@ async fn register(fleet: &Fleet, key: &str, lease: i64) -> Result<(), Lost> {
         let mut leases = fleet.client.lease_client();
         match request(leases.revoke(held.lease())).await {
             Ok(_) => {}
-            // Run out meanwhile: as good.
-            Err(FleetError::Unavailable(etcd_client::Error::GRpcStatus(s)))
-                if s.message().contains("not found") => {}
+            Err(FleetError::Unavailable(e)) if super::lease_gone(&e) => {}
             Err(e) => return Err(Lost::Other(crate::error_chain(&e))),
         }
     }

@@ -507,8 +507,7 @@ async fn fence(fleet: &Fleet, leases: &[i64]) -> bool {
     for lease in leases {
         match tokio::time::timeout(MARKER_READ_TIMEOUT, client.revoke(*lease)).await {
             Ok(Ok(_)) => {}
-            // Already gone (ran out): as good.
-            Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.message().contains("not found") => {}
+            Ok(Err(e)) if super::lease_gone(&e) => {}
             _ => return false,
         }
     }
