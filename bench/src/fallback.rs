@@ -7,8 +7,8 @@
 //! answer: dnsperf at a fixed rate, the server's CPU time from `/proc/PID/stat` (utime + stime,
 //! all its threads; NSD's child processes too) over the run, divided by the answers dnsperf
 //! counted; like for like, edgedns with N UDP sockets against NSD with N server processes, for
-//! N = the cores and N = 1. Throughput: dnsperf as fast as it goes against edgedns with
-//! `--udp-workers 1` and `--udp-workers 2`.
+//! N = the cores and N = 1, then again with edgedns's packet cache off. Throughput: dnsperf as
+//! fast as it goes against edgedns with `--udp-workers 1` and `--udp-workers 2`.
 
 use std::{
     fs,
@@ -267,16 +267,41 @@ pub fn run(bed: &Bed, setup: &Setup, p: &FallbackParams, baseline: Option<&Path>
                 n_runs.push(cpu_run(bed, setup, p, nsd_pid, nsd_port)?);
             }
             edge.check_running()?;
+            drop(edge);
+            // The same with the packet cache off, against NSD again: the query file goes round
+            // its names, so with the cache most answers are repeats it answers without a
+            // lookup; this is what a lookup costs. (One daemon at a time: they share the store.)
+            let mut bare = start_edge(
+                bed,
+                setup,
+                &setup.edgedns,
+                &format!("cpu-{n}-nocache"),
+                &["--udp-workers", &n_s, "--packet-cache-bytes", "0"],
+            )?;
+            let (mut b_runs, mut nb_runs) = (Vec::new(), Vec::new());
+            for i in 0..p.runs {
+                eprintln!(
+                    "bench: fallback: CPU per answer at {} q/s, {n} socket(s) each, packet cache off, run {}",
+                    p.rate,
+                    i + 1
+                );
+                b_runs.push(cpu_run(bed, setup, p, bare.pid(), 53)?);
+                nb_runs.push(cpu_run(bed, setup, p, nsd_pid, nsd_port)?);
+            }
+            bare.check_running()?;
+            drop(bare);
             if let Some(o) = other.as_mut() {
                 o.check_running()?;
             }
-            drop(edge);
             drop(other);
             pairs.push(json!({
                 "sockets": n,
                 "edgedns": median_by(&e_runs, "ns_per_answer"),
                 "nsd": median_by(&n_runs, "ns_per_answer"),
                 "edgedns_runs": e_runs, "nsd_runs": n_runs,
+                "edgedns_nocache": median_by(&b_runs, "ns_per_answer"),
+                "nsd_nocache": median_by(&nb_runs, "ns_per_answer"),
+                "edgedns_nocache_runs": b_runs, "nsd_nocache_runs": nb_runs,
             }));
         }
         if let Some(bin) = baseline {

@@ -185,20 +185,25 @@ pub fn summary(r: &Value) -> String {
     }
     let fb = &r["fallback"];
     for pair in fb["cpu"]["pairs"].as_array().into_iter().flatten() {
-        if let (Some(e), Some(n)) = (
-            f(&pair["edgedns"]["ns_per_answer"]),
-            f(&pair["nsd"]["ns_per_answer"]),
-        ) {
-            let k = num(f(&pair["sockets"]), 0);
-            let _ = writeln!(
-                s,
-                "| fallback CPU per answer at {} q/s (utime + stime), {k} UDP socket(s) against NSD with {k} server process(es) | {} ns | NSD {} ns | {} | ≤ 1 | {} |",
-                num(f(&fb["cpu"]["rate"]), 0),
-                num(Some(e), 0),
-                num(Some(n), 0),
-                num(Some(e / n), 2),
-                verdict(Some(e <= n))
-            );
+        for (ours, theirs, how) in [
+            ("edgedns", "nsd", ""),
+            ("edgedns_nocache", "nsd_nocache", ", packet cache off"),
+        ] {
+            if let (Some(e), Some(n)) = (
+                f(&pair[ours]["ns_per_answer"]),
+                f(&pair[theirs]["ns_per_answer"]),
+            ) {
+                let k = num(f(&pair["sockets"]), 0);
+                let _ = writeln!(
+                    s,
+                    "| fallback CPU per answer at {} q/s (utime + stime), {k} UDP socket(s) against NSD with {k} server process(es){how} | {} ns | NSD {} ns | {} | ≤ 1 | {} |",
+                    num(f(&fb["cpu"]["rate"]), 0),
+                    num(Some(e), 0),
+                    num(Some(n), 0),
+                    num(Some(e / n), 2),
+                    verdict(Some(e <= n))
+                );
+            }
         }
     }
     let qps = |w: &str| {
@@ -734,7 +739,18 @@ pub fn fallback_table(r: &Value) -> String {
                 "edgedns",
             ),
             (format!("NSD 4.6, server-count {k}"), "nsd"),
+            (
+                format!("edgedns fallback, --udp-workers {k}, packet cache off"),
+                "edgedns_nocache",
+            ),
+            (
+                format!("NSD 4.6, server-count {k}, beside it"),
+                "nsd_nocache",
+            ),
         ] {
+            if pair[key].is_null() {
+                continue;
+            }
             let m = &pair[key];
             let _ = writeln!(
                 out,
@@ -750,6 +766,15 @@ pub fn fallback_table(r: &Value) -> String {
             .zip(f(&pair["nsd"]["ns_per_answer"]))
             .map(|(e, n)| e / n);
         ratios.push(format!("{} with {k}", num(ratio, 2)));
+        let bare = f(&pair["edgedns_nocache"]["ns_per_answer"])
+            .zip(f(&pair["nsd_nocache"]["ns_per_answer"]))
+            .map(|(e, n)| e / n);
+        if bare.is_some() {
+            ratios.push(format!(
+                "{} with {k} and the packet cache off",
+                num(bare, 2)
+            ));
+        }
     }
     let _ = writeln!(
         out,

@@ -89,6 +89,10 @@ pub struct Config {
     /// (`dig +nsid`). Queries that ask for it go to the fallback, which adds it.
     #[arg(long, value_name = "TEXT")]
     pub nsid: Option<String>,
+    /// Bytes of answers each UDP worker keeps, by query, to answer the same question again
+    /// without looking it up (0: none kept). A new version of the zones or settings empties it.
+    #[arg(long, value_name = "BYTES", default_value_t = fallback::PACKET_CACHE_BYTES)]
+    pub packet_cache_bytes: usize,
     /// Largest zone file `PUT /v1/zones/{zone}/zonefile` takes, in bytes (JSON bodies: 1 MiB).
     #[arg(long, default_value_t = api::ZONEFILE_MAX_BYTES)]
     pub zonefile_max_bytes: usize,
@@ -580,6 +584,7 @@ fn fallback_config(config: &Config) -> FallbackConfig {
         transfer_allow: config.secondaries.transfer_allow.clone(),
         update_allow: config.update_allow.clone(),
         nsid: config.nsid.as_ref().map(|id| id.as_bytes().to_vec()),
+        packet_cache_bytes: config.packet_cache_bytes,
         ..FallbackConfig::default()
     }
 }

@@ -9,8 +9,8 @@
 //! PowerDNS's packet cache does. The rate limiter and the counters still see every answer.
 //!
 //! Each UDP thread has its own cache (no lock, no shared cache line); a new version of the zones
-//! or settings empties it, and so does reaching [`MAX_BYTES`] (a flood of distinct names can't
-//! grow it: it starts over).
+//! or settings empties it, and so does reaching its size (`--packet-cache-bytes`: a flood of
+//! distinct names can't grow it, it starts over).
 
 use std::{
     collections::HashMap,
@@ -22,8 +22,6 @@ use hickory_proto::{op::ResponseCode, rr::RecordType};
 use super::{request::Request, response::Reply, FallbackConfig, HEADER_LEN};
 use crate::zone::ZoneSet;
 
-/// Most bytes (keys and answers) one worker's cache holds before it starts over.
-const MAX_BYTES: usize = 8 << 20;
 /// Queries longer than this aren't kept (a plain query with EDNS is well under it).
 const MAX_QUERY: usize = 300;
 
@@ -41,7 +39,8 @@ pub(super) struct PacketCache {
     answers: HashMap<Box<[u8]>, Kept>,
     /// Bytes of the keys and answers kept.
     bytes: usize,
-    /// [`MAX_BYTES`] but in tests.
+    /// Most bytes (keys and answers) it holds before it starts over: the settings'
+    /// `packet_cache_bytes`, taken when they change.
     max_bytes: usize,
     /// What the kept answers were made with: the zones and settings (by address: a new version
     /// is a new allocation, and a `Weak` keeps the address from being reused while it is held,
@@ -57,7 +56,7 @@ impl Default for PacketCache {
         Self {
             answers: HashMap::new(),
             bytes: 0,
-            max_bytes: MAX_BYTES,
+            max_bytes: 0,
             zones: Weak::new(),
             config: Weak::new(),
             stale: false,
@@ -77,6 +76,7 @@ impl PacketCache {
             self.zones = Arc::downgrade(zones);
             self.config = Arc::downgrade(config);
             self.stale = stale;
+            self.max_bytes = config.packet_cache_bytes;
         }
     }
 
@@ -118,6 +118,9 @@ impl PacketCache {
             return;
         }
         let size = query.len() - 2 + msg.len();
+        if size > self.max_bytes {
+            return;
+        }
         if self.bytes + size > self.max_bytes {
             self.clear();
         }
@@ -257,6 +260,21 @@ mod tests {
             cache.insert(&q, &parse(&q), &reply_to(&zs, &q));
             assert!(cache.get(&q).is_none(), "{rtype} kept");
         }
+    }
+
+    #[test]
+    fn a_size_of_zero_keeps_nothing() {
+        let zs = Arc::new(zones());
+        let cfg = Arc::new(FallbackConfig {
+            packet_cache_bytes: 0,
+            ..FallbackConfig::default()
+        });
+        let mut cache = PacketCache::default();
+        cache.check(&zs, &cfg);
+        let q = bytes(&query("www.example.com.", RecordType::A));
+        cache.insert(&q, &parse(&q), &reply_to(&zs, &q));
+        assert!(cache.get(&q).is_none());
+        assert_eq!(cache.bytes, 0);
     }
 
     #[test]

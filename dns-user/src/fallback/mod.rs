@@ -116,7 +116,13 @@ pub struct FallbackConfig {
     /// Set while a fleet edge is cut off from its source of truth: misses in our zones are
     /// answered SERVFAIL.
     pub stale_misses: StaleMisses,
+    /// Bytes of answers each UDP worker's packet cache holds before it starts over; 0 turns it
+    /// off.
+    pub packet_cache_bytes: usize,
 }
+
+/// Bytes of answers a UDP worker keeps by default: some 50,000 plain answers.
+pub const PACKET_CACHE_BYTES: usize = 8 << 20;
 
 /// A switch the fleet flips while this edge can't know whether a name it lacks was created
 /// since it lost touch with etcd: NXDOMAIN and NODATA become SERVFAIL, so resolvers ask another
@@ -156,6 +162,7 @@ impl Default for FallbackConfig {
             tcp_max_per_source: 64,
             nsid: None,
             stale_misses: StaleMisses::default(),
+            packet_cache_bytes: PACKET_CACHE_BYTES,
         }
     }
 }
