@@ -82,6 +82,43 @@ fn cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
+/// utime + stime of each of edgedns's UDP threads (`edgedns-udp-N`), in ns, by thread id.
+fn udp_threads_ns(pid: u32) -> Vec<(u32, u64)> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(u32, u64)> = tasks
+        .flatten()
+        .filter_map(|t| {
+            let tid: u32 = t.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(t.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            if !head.contains("(edgedns-udp") {
+                return None;
+            }
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = f.get(11)?.parse().ok()?;
+            let stime: u64 = f.get(12)?.parse().ok()?;
+            Some((tid, (utime + stime) * 1_000_000_000 / hz))
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// Each UDP thread's CPU ms between two [`udp_threads_ns`] snapshots.
+fn udp_threads_ms(before: &[(u32, u64)], after: &[(u32, u64)]) -> Vec<f64> {
+    after
+        .iter()
+        .map(|(tid, ns)| {
+            let was = before.iter().find(|(t, _)| t == tid).map_or(0, |(_, n)| *n);
+            (ns - was) as f64 / 1e6
+        })
+        .collect()
+}
+
 /// What one dnsperf run reported.
 #[derive(Debug, Clone, Copy)]
 struct Perf {
@@ -204,9 +241,12 @@ fn start_edge(bed: &Bed, setup: &Setup, bin: &Path, tag: &str, extra: &[&str]) -
 /// CPU per answer of the server `pid` on `port` at the fixed rate: one run.
 fn cpu_run(bed: &Bed, setup: &Setup, p: &FallbackParams, pid: u32, port: u16) -> Result<Value> {
     let before = cpu_ns(pid);
+    let threads = udp_threads_ns(pid);
     let perf = dnsperf(bed, &setup.qfile, port, p.secs, Some(p.rate))?;
     let cpu = cpu_ns(pid) - before;
+    let threads = udp_threads_ms(&threads, &udp_threads_ns(pid));
     Ok(json!({
+        "udp_threads_ms": threads,
         "answers": perf.completed,
         "lost": perf.lost,
         "qps": perf.qps,
@@ -347,12 +387,15 @@ pub fn run(bed: &Bed, setup: &Setup, p: &FallbackParams, baseline: Option<&Path>
                 i + 1
             );
             let before = cpu_ns(edge.pid());
+            let threads = udp_threads_ns(edge.pid());
             let perf = dnsperf(bed, &setup.qfile, 53, p.max_secs, None)?;
             let cpu = cpu_ns(edge.pid()) - before;
+            let threads = udp_threads_ms(&threads, &udp_threads_ns(edge.pid()));
             runs.push(json!({
                 "qps": perf.qps, "answers": perf.completed, "lost": perf.lost,
                 "cpu_ms": cpu as f64 / 1e6,
                 "ns_per_answer": cpu as f64 / perf.completed.max(1) as f64,
+                "udp_threads_ms": threads,
             }));
         }
         edge.check_running()?;

@@ -704,6 +704,21 @@ pub fn fuzz_table(r: &Value) -> String {
     s
 }
 
+/// Each UDP thread's CPU ms, `a / b`, or a dash for a server without them (NSD).
+fn thread_ms(v: &Value) -> String {
+    let ms: Vec<String> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| num(f(x), 0))
+        .collect();
+    if ms.is_empty() {
+        "–".into()
+    } else {
+        ms.join(" / ")
+    }
+}
+
 /// Section 8: the fallback's CPU per answer against NSD, and its throughput by UDP workers.
 pub fn fallback_table(r: &Value) -> String {
     let fb = &r["fallback"];
@@ -719,7 +734,7 @@ pub fn fallback_table(r: &Value) -> String {
         num(f(&cpu["secs"]), 0),
         num(f(&cpu["cores"]), 0)
     );
-    out.push_str("| server | answers | lost | CPU ms | ns per answer | every run's ns per answer |\n|---|---:|---:|---:|---:|---|\n");
+    out.push_str("| server | answers | lost | CPU ms | of it, each UDP thread's | ns per answer | every run's ns per answer |\n|---|---:|---:|---:|---|---:|---|\n");
     let all = |runs: &Value| -> String {
         runs.as_array()
             .map(|a| {
@@ -754,10 +769,11 @@ pub fn fallback_table(r: &Value) -> String {
             let m = &pair[key];
             let _ = writeln!(
                 out,
-                "| {label} | {} | {} | {} | {} | {} |",
+                "| {label} | {} | {} | {} | {} | {} | {} |",
                 num(f(&m["answers"]), 0),
                 num(f(&m["lost"]), 0),
                 num(f(&m["cpu_ms"]), 1),
+                thread_ms(&m["udp_threads_ms"]),
                 num(f(&m["ns_per_answer"]), 0),
                 all(&pair[format!("{key}_runs")])
             );
@@ -792,7 +808,7 @@ pub fn fallback_table(r: &Value) -> String {
             all(&base["baseline_runs"]),
         );
     }
-    out.push_str("Throughput, dnsperf as fast as it goes (median of the runs by answers/s):\n\n| server | answers/s | lost | CPU ms | ns per answer | every run's answers/s |\n|---|---:|---:|---:|---:|---|\n");
+    out.push_str("Throughput, dnsperf as fast as it goes (median of the runs by answers/s):\n\n| server | answers/s | lost | CPU ms | of it, each UDP thread's | ns per answer | every run's answers/s |\n|---|---:|---:|---:|---|---:|---|\n");
     for m in fb["max"].as_array().into_iter().flatten() {
         let label = match m["workers"].as_str() {
             Some("nsd") => "NSD 4.6, one server process".to_owned(),
@@ -806,10 +822,11 @@ pub fn fallback_table(r: &Value) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "| {label} | {} | {} | {} | {} | {} |",
+            "| {label} | {} | {} | {} | {} | {} | {} |",
             num(f(&med["qps"]), 0),
             num(f(&med["lost"]), 0),
             num(f(&med["cpu_ms"]), 1),
+            thread_ms(&med["udp_threads_ms"]),
             num(f(&med["ns_per_answer"]), 0),
             all.join(", ")
         );
