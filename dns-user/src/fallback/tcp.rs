@@ -118,12 +118,14 @@ enum ConnError {
     Io(#[from] std::io::Error),
     #[error("timed out in the middle of a message")]
     Timeout,
+    #[error("answering the query failed (panicked)")]
+    Answer,
 }
 
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
-    fallback: &Fallback,
+    fallback: &Arc<Fallback>,
     slot: &Slot,
 ) -> Result<(), ConnError> {
     let cfg = fallback.config();
@@ -155,9 +157,17 @@ async fn connection(
         timeout(cfg.tcp_io_timeout, rd.read_exact(&mut query))
             .await
             .map_err(|_| ConnError::Timeout)??;
+        // Answered on the blocking pool: a zone transfer encodes the whole zone, or reads the
+        // journal from the store, and must not hold up the runtime's workers (the API, the
+        // fleet's watch) while it does.
+        let answer = {
+            let fallback = Arc::clone(fallback);
+            let ip = peer.ip();
+            tokio::task::spawn_blocking(move || fallback.answer(&query, Transport::Tcp, ip)).await
+        };
         // An update is answered in turn once it has landed: later queries on this connection
         // wait for it, as their answers may depend on it; other connections don't.
-        let reply = match fallback.answer(&query, Transport::Tcp, peer.ip()) {
+        let reply = match answer.map_err(|_| ConnError::Answer)? {
             Answer::Now(reply) => reply,
             Answer::Update(pending) => fallback.apply_update(pending).await,
         };
