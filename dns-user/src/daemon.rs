@@ -50,7 +50,8 @@ pub struct Config {
     #[arg(long, default_value = "/var/lib/edgedns")]
     pub data_dir: PathBuf,
     /// Create this zone at start if it does not exist (default SOA and NS). The default zone
-    /// also gets a demo record, demo.t.example.net A 192.0.2.1.
+    /// also gets a demo record, demo.t.example.net A 192.0.2.1; an edge of a fleet doesn't
+    /// create it.
     #[arg(long, default_value = DEMO_ZONE)]
     pub zone: Option<String>,
     /// Where bpffs is (mounted there if it isn't): maps and the XDP link are pinned below it so
@@ -437,7 +438,14 @@ async fn serve(
         info!(%file, zone = %apex, records, serial = imported.serial, changed = imported.changed, "zone file loaded");
     }
 
-    if let Some(zone) = &config.zone {
+    // The demo zone is there so that a bare single host answers something; an edge would put
+    // it into the fleet's source of truth, where every edge then serves it.
+    let demo = |zone: &str| zone.trim_end_matches('.') == DEMO_ZONE.trim_end_matches('.');
+    let create = config
+        .zone
+        .as_deref()
+        .filter(|zone| fleet.is_none() || !demo(zone));
+    if let Some(zone) = create {
         match ensure_zone(&engine, zone).await {
             // Another edge may be creating it at the same time, or etcd be out of reach.
             Err(e) if fleet.is_some() => {

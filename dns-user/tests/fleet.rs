@@ -197,9 +197,11 @@ async fn start_edge(data: &Path, etcd: &str, id: &str, extra: &[&str]) -> Edge {
         id,
         "--lease-ttl",
         "2",
-        "--zone",
-        ZONE,
     ];
+    // The test's zone unless the test names one.
+    if !extra.contains(&"--zone") {
+        args.extend(["--zone", ZONE]);
+    }
     args.extend(extra);
     let config = Serve::parse_from(args).config;
     let listeners = loopback_listeners().await;
@@ -867,6 +869,40 @@ async fn a_dynamic_update_through_one_edge_reaches_every_edge() {
     assert_eq!(reply.response_code(), ResponseCode::NoError, "{reply}");
     assert_eq!(answer(&b, "upd").await, Ok(vec!["192.0.2.77".into()]));
     assert_eq!(answer(&a, "upd").await, Ok(vec!["192.0.2.77".into()]));
+    a.stop().await;
+    b.stop().await;
+}
+
+/// `GET /v1/zones`'s body, as text.
+async fn zone_list(edge: &Edge) -> String {
+    let (_, _, body) = edge
+        .call(Method::GET, "/v1/zones", None, &[])
+        .await
+        .expect("GET /v1/zones");
+    body.to_string()
+}
+
+/// `serve`'s demo zone is for a bare single host: an edge doesn't put it into the fleet, while
+/// another zone named by `--zone` is created there as on a single host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_edge_leaves_the_demo_zone_out_of_the_fleet() {
+    let etcd = Etcd::start().await;
+    let (_tmp, data) = dirs(2);
+    let a = start_edge(&data[0], &etcd.url, "edge-a", &["--zone", "t.example.net"]).await;
+    let b = start_edge(&data[1], &etcd.url, "edge-b", &[]).await;
+    eventually(
+        Duration::from_secs(10),
+        "edge-a sees edge-b's zone",
+        || async { zone_list(&a).await.contains(ZONE) },
+    )
+    .await;
+    for edge in [&a, &b] {
+        let z = zone_list(edge).await;
+        assert!(
+            !z.contains("t.example.net"),
+            "the demo zone is in the fleet: {z}"
+        );
+    }
     a.stop().await;
     b.stop().await;
 }
