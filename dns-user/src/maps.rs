@@ -55,6 +55,19 @@ pub struct MapWriteError {
     pub source: MapError,
 }
 
+/// Whether a removal took its key away (`false`: the key wasn't there). aya reports a missing
+/// key from `bpf_map_delete_elem` as the syscall's ENOENT; only lookups give `KeyNotFound`.
+fn removed(r: Result<(), MapError>) -> Result<bool, MapError> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(false)
+        }
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 fn werr(map: &'static str) -> impl FnOnce(MapError) -> MapWriteError {
     move |source| MapWriteError { map, source }
 }
@@ -205,10 +218,7 @@ impl FastPath {
             large.keys().flatten(),
         );
         for k in &unreachable {
-            match large.remove(k) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(werr(NAMES_LARGE.name)(e)),
-            }
+            removed(large.remove(k)).map_err(werr(NAMES_LARGE.name))?;
         }
         let mut fast = Self {
             config,
@@ -381,10 +391,9 @@ impl FastPath {
     }
 
     fn remove_large(&mut self, key: &NameKey) -> Result<(), MapWriteError> {
-        match self.large.remove(key) {
-            Err(MapError::KeyNotFound) => Ok(()),
-            r => r.map_err(werr(NAMES_LARGE.name)),
-        }
+        removed(self.large.remove(key))
+            .map(drop)
+            .map_err(werr(NAMES_LARGE.name))
     }
 
     /// Removes a name (no error if it isn't there).
@@ -395,39 +404,30 @@ impl FastPath {
         }
     }
 
+    /// Takes a name out of the map(s) `from` says; already gone is what was wanted.
     fn remove_from(&mut self, key: &NameKey, from: Which) -> Result<(), MapWriteError> {
-        let r = match from {
-            Which::Short => match key.short() {
-                Some(short) => self.short.remove(&short).map_err(werr(NAMES_SHORT.name)),
-                None => Ok(()),
-            },
+        match from {
+            Which::Short => {
+                if let Some(short) = key.short() {
+                    removed(self.short.remove(&short)).map_err(werr(NAMES_SHORT.name))?;
+                }
+                Ok(())
+            }
             // The marker first: from then on the name is absent, whatever NAMES_LARGE holds.
             Which::ShortLarge => {
                 if let Some(short) = key.short() {
-                    match self.short.remove(&short) {
-                        Err(MapError::KeyNotFound) | Ok(()) => {}
-                        Err(e) => return Err(werr(NAMES_SHORT.name)(e)),
-                    }
+                    removed(self.short.remove(&short)).map_err(werr(NAMES_SHORT.name))?;
                 }
                 self.remove_large(key)
             }
-            Which::Small => self.small.remove(key).map_err(werr(NAMES_SMALL.name)),
+            Which::Small => removed(self.small.remove(key))
+                .map(drop)
+                .map_err(werr(NAMES_SMALL.name)),
             // The marker first, as above.
             Which::Large => {
-                match self.small.remove(key) {
-                    Err(MapError::KeyNotFound) | Ok(()) => {}
-                    Err(e) => return Err(werr(NAMES_SMALL.name)(e)),
-                }
+                removed(self.small.remove(key)).map_err(werr(NAMES_SMALL.name))?;
                 self.remove_large(key)
             }
-        };
-        match r {
-            // Already gone is what we wanted.
-            Err(MapWriteError {
-                source: MapError::KeyNotFound,
-                ..
-            }) => Ok(()),
-            r => r,
         }
     }
 
@@ -476,27 +476,17 @@ impl FastPath {
     /// when no other zone has it.
     pub fn remove_zone(&mut self, key: &NameKey) -> Result<(), MapWriteError> {
         let r = match key.short() {
-            Some(short) => self
-                .zones_short
-                .remove(&short)
-                .map_err(werr(ZONES_SHORT.name)),
-            None => self.zones.remove(key).map_err(werr(ZONES.name)),
+            Some(short) => removed(self.zones_short.remove(&short)).map_err(werr(ZONES_SHORT.name)),
+            None => removed(self.zones.remove(key)).map_err(werr(ZONES.name)),
         };
-        match r {
-            Err(MapWriteError {
-                source: MapError::KeyNotFound,
-                ..
-            }) => Ok(()),
-            Err(e) => Err(e),
-            Ok(()) => {
-                let len = key_len(key);
-                self.apex_lens[len] = self.apex_lens[len].saturating_sub(1);
-                if self.apex_lens[len] == 0 {
-                    self.write_zone_lens()?;
-                }
-                Ok(())
+        if r? {
+            let len = key_len(key);
+            self.apex_lens[len] = self.apex_lens[len].saturating_sub(1);
+            if self.apex_lens[len] == 0 {
+                self.write_zone_lens()?;
             }
         }
+        Ok(())
     }
 
     /// Every name key in the maps.
@@ -687,6 +677,21 @@ mod tests {
         let mut v = SmallValue::zeroed();
         v.pass_mask = pass_mask;
         v
+    }
+
+    #[test]
+    fn a_removal_of_a_missing_key_is_no_error() {
+        // What aya 0.14 gives for `bpf_map_delete_elem` of a key the map doesn't hold.
+        let enoent = |errno| {
+            MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_delete_elem",
+                io_error: std::io::Error::from_raw_os_error(errno),
+            })
+        };
+        assert!(matches!(removed(Ok(())), Ok(true)));
+        assert!(matches!(removed(Err(enoent(libc::ENOENT))), Ok(false)));
+        assert!(matches!(removed(Err(MapError::KeyNotFound)), Ok(false)));
+        assert!(removed(Err(enoent(libc::E2BIG))).is_err());
     }
 
     #[test]
