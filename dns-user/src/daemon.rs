@@ -15,7 +15,7 @@ use std::{
 use hickory_proto::rr::{rdata::A, Name, RData, RecordType};
 use tokio::{net::TcpListener, sync::mpsc, task::JoinSet};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::{
     api::{self, ApiState, ApiToken, TokenError, TokenSlot},
@@ -167,8 +167,6 @@ pub enum DaemonError {
     Limit(#[from] crate::limit::LimitError),
     #[error("writing the rate limiter's maps")]
     LimitMaps(#[source] crate::maps::MapWriteError),
-    #[error("filling the fast path's maps")]
-    Sync(#[source] EngineError),
     #[error(transparent)]
     Import(#[from] ImportError),
     #[error("--notify-key {name:?} is not a key of --tsig-keys")]
@@ -388,10 +386,17 @@ async fn serve(
     let Control { notify, reload } = ready.control;
     notify.status("filling the fast path's maps");
     let progress = progress_reporter(&notify);
-    let report = engine
-        .full_sync_with(&progress)
-        .map_err(DaemonError::Sync)?;
-    info!(?report, "fast path in step with the store");
+    match engine.full_sync_with(&progress) {
+        Ok(report) => info!(?report, "fast path in step with the store"),
+        // The engine has switched the fast path off, as after a failed write: the program
+        // passes every query up and the fallback answers from the store. Stopping instead would
+        // leave no server at all, and a restart would meet the same maps (say, a store with
+        // more names than they hold).
+        Err(e) => error!(
+            "filling the fast path's maps failed; the fast path is off and the fallback answers every query: {}",
+            crate::error_chain(&e)
+        ),
+    }
 
     let mut tasks = JoinSet::new();
     let stale = StaleMisses::default();

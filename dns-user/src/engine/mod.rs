@@ -205,11 +205,21 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
     }
 
     /// [`Engine::full_sync`], reporting its progress to `progress`.
+    /// If it fails, the fast path is switched off (the program passes every query up), as
+    /// after a failed write: the maps may hold part of the store.
     pub fn full_sync_with(&self, progress: &Reporter) -> Result<SyncReport, EngineError> {
         let zones = self.zones();
-        self.with_fast(|fast| compile::full_sync_with(fast, &zones, progress))
-            .unwrap_or(Ok(SyncReport::default()))
-            .map_err(EngineError::FastPath)
+        let r = self
+            .with_fast(|fast| compile::full_sync_with(fast, &zones, progress))
+            .unwrap_or(Ok(SyncReport::default()));
+        if r.is_err() {
+            self.with_fast(|fast| {
+                if let Err(e) = fast.disable() {
+                    error!("switching the fast path off failed too: {e:#}");
+                }
+            });
+        }
+        r.map_err(EngineError::FastPath)
     }
 
     /// Sends every later change to `remote` (a fleet's source of truth) instead of applying it

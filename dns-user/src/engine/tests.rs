@@ -387,6 +387,20 @@ async fn apply_with_checks_and_applies_with_no_write_in_between() {
     );
 }
 
+/// A start-up map fill that fails (say, maps too small for the store) switches the fast path
+/// off, so that the program passes queries up to the fallback instead of answering from maps
+/// that hold part of the store.
+#[tokio::test]
+async fn a_failed_full_sync_switches_the_fast_path_off() {
+    let bed = Bed::new().await;
+    bed.maps.state().fail = true;
+    assert!(bed
+        .engine
+        .full_sync_with(&crate::progress::Reporter::default())
+        .is_err());
+    assert!(bed.maps.state().disabled);
+}
+
 /// The start-up map fill reports names compiled while it runs and at its end, and the total it
 /// announces is what ends up in the maps.
 #[tokio::test]
