@@ -1,7 +1,7 @@
 //! The sole writer of the XDP program's maps.
 //!
-//! Every write replaces a whole value with `bpf_map_update_elem`, so the program sees the old
-//! answer or the new one. A name that moves between maps (short or small, and large) is inserted
+//! Every write replaces a whole value with `bpf_map_update_elem`, so a lookup finds the old
+//! answer or the new one (but see ARCHITECTURE.md on the kernel reusing a replaced element). A name that moves between maps (short or small, and large) is inserted
 //! into the new map before it is deleted from the old one; the program looks in the large map
 //! last.
 
