@@ -90,8 +90,9 @@ pub struct Config {
     /// (`dig +nsid`). Queries that ask for it go to the fallback, which adds it.
     #[arg(long, value_name = "TEXT")]
     pub nsid: Option<String>,
-    /// Bytes of answers each UDP worker keeps, by query, to answer the same question again
-    /// without looking it up (0: none kept). A new version of the zones or settings empties it.
+    /// Bytes of queries and answers each UDP worker keeps to answer the same question again
+    /// without looking it up (0: none kept; the table's own overhead comes on top). A new
+    /// version of the zones or settings empties it.
     #[arg(long, value_name = "BYTES", default_value_t = fallback::PACKET_CACHE_BYTES)]
     pub packet_cache_bytes: usize,
     /// Largest zone file `PUT /v1/zones/{zone}/zonefile` takes, in bytes (JSON bodies: 1 MiB).

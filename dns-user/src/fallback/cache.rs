@@ -80,6 +80,12 @@ impl PacketCache {
         }
     }
 
+    /// Whether it keeps anything at all (`--packet-cache-bytes` above 0), as of the last
+    /// [`PacketCache::check`].
+    pub fn enabled(&self) -> bool {
+        self.max_bytes > 0
+    }
+
     /// Whether the stale-misses switch is still as [`PacketCache::check`] found it: an answer
     /// made while it flipped must not be kept under the old setting.
     pub fn same_switch(&self, config: &FallbackConfig) -> bool {

@@ -312,7 +312,8 @@ impl Fallback {
                 match cache.get(query) {
                     Some(reply) => Some(Answer::Now(Some(reply))),
                     None => {
-                        keep = Some(cache);
+                        // A cache that keeps nothing needs no second parse for its insert.
+                        keep = cache.enabled().then_some(cache);
                         None
                     }
                 }
