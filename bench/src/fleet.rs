@@ -456,10 +456,14 @@ fn measure(
         "bench: fleet: {names} names in {elapsed:.1?}, {} not seen by every edge",
         tally.not_seen
     );
-    let per_write = |d: Duration| (d.as_secs_f64() * 1000.0 / f64::from(names.max(1)) * 100.0).round() / 100.0;
+    let per_write =
+        |d: Duration| (d.as_secs_f64() * 1000.0 / f64::from(names.max(1)) * 100.0).round() / 100.0;
     let mut cpu_ms = serde_json::Map::new();
     for (i, label) in cpu.iter().map(|(l, _)| *l).chain(["bench"]).enumerate() {
-        cpu_ms.insert(label.into(), json!(per_write(cpu_after[i].saturating_sub(cpu_before[i]))));
+        cpu_ms.insert(
+            label.into(),
+            json!(per_write(cpu_after[i].saturating_sub(cpu_before[i]))),
+        );
     }
     let mut out = tally.json();
     out["cpu_ms_per_write"] = Value::Object(cpu_ms);
@@ -639,36 +643,44 @@ zone:
     let mut sock: Option<UdpSocket> = None;
     let primary = SocketAddr::from_str(&format!("{ETCD_V4}:{KNOT_PORT}"))?;
     let origin = Name::from_str(ZONE)?;
-    let r = measure(net, edges, names, "k", &etcd_ns, &[], move |_, name, addr| {
-        if sock.is_none() {
-            let s = UdpSocket::bind("0.0.0.0:0")?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))?;
-            sock = Some(s);
-        }
-        let sock = sock.as_ref().expect("bound");
-        let owner = Name::from_str(&format!("{name}.{ZONE}"))?;
-        let mut rrset = RecordSet::new(owner.clone(), RecordType::A, 0);
-        let mut rec = Record::from_rdata(owner, 300, RData::A(A::from_str(addr)?));
-        rec.set_dns_class(DNSClass::IN);
-        rrset.insert(rec, 0);
-        let msg = update_message::create(rrset, origin.clone(), false);
-        let bytes = msg.to_bytes()?;
-        let mut buf = [0u8; 1500];
-        let t0 = Instant::now();
-        sock.send_to(&bytes, primary)?;
-        let status = loop {
-            let (n, _) = sock
-                .recv_from(&mut buf)
-                .context("no answer to the UPDATE")?;
-            let Ok(m) = Message::from_bytes(&buf[..n]) else {
-                continue;
-            };
-            if m.id() == msg.id() {
-                break format!("{:?}", m.response_code());
+    let r = measure(
+        net,
+        edges,
+        names,
+        "k",
+        &etcd_ns,
+        &[],
+        move |_, name, addr| {
+            if sock.is_none() {
+                let s = UdpSocket::bind("0.0.0.0:0")?;
+                s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                sock = Some(s);
             }
-        };
-        Ok((t0, Instant::now(), status))
-    });
+            let sock = sock.as_ref().expect("bound");
+            let owner = Name::from_str(&format!("{name}.{ZONE}"))?;
+            let mut rrset = RecordSet::new(owner.clone(), RecordType::A, 0);
+            let mut rec = Record::from_rdata(owner, 300, RData::A(A::from_str(addr)?));
+            rec.set_dns_class(DNSClass::IN);
+            rrset.insert(rec, 0);
+            let msg = update_message::create(rrset, origin.clone(), false);
+            let bytes = msg.to_bytes()?;
+            let mut buf = [0u8; 1500];
+            let t0 = Instant::now();
+            sock.send_to(&bytes, primary)?;
+            let status = loop {
+                let (n, _) = sock
+                    .recv_from(&mut buf)
+                    .context("no answer to the UPDATE")?;
+                let Ok(m) = Message::from_bytes(&buf[..n]) else {
+                    continue;
+                };
+                if m.id() == msg.id() {
+                    break format!("{:?}", m.response_code());
+                }
+            };
+            Ok((t0, Instant::now(), status))
+        },
+    );
     for p in &mut procs {
         p.check_running()?;
     }
@@ -747,17 +759,25 @@ fn edgedns_scenario(
             ),
             ("etcd", net.etcd().pids()),
         ];
-        let r = measure(net, edges, names, "f", &api_ns, &cpu, move |_, name, addr| {
-            let body = json!({"ttl": 300, "records": [addr]}).to_string();
-            let path = format!("/v1/zones/{zone}/records/{name}/A");
-            let t0 = Instant::now();
-            let (code, body) = http.request("PUT", &path, Some(&body))?;
-            let t1 = Instant::now();
-            if code != 200 && code != 202 {
-                bail!("PUT {path}: {code} {body}");
-            }
-            Ok((t0, t1, code.to_string()))
-        })?;
+        let r = measure(
+            net,
+            edges,
+            names,
+            "f",
+            &api_ns,
+            &cpu,
+            move |_, name, addr| {
+                let body = json!({"ttl": 300, "records": [addr]}).to_string();
+                let path = format!("/v1/zones/{zone}/records/{name}/A");
+                let t0 = Instant::now();
+                let (code, body) = http.request("PUT", &path, Some(&body))?;
+                let t1 = Instant::now();
+                if code != 200 && code != 202 {
+                    bail!("PUT {path}: {code} {body}");
+                }
+                Ok((t0, t1, code.to_string()))
+            },
+        )?;
         for e in &mut net.edges[..edges] {
             if let Some(d) = e.daemon.as_mut() {
                 d.process.check_running()?;
