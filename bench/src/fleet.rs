@@ -811,7 +811,7 @@ pub fn table(r: &Value) -> String {
             .unwrap_or_else(|| "–".into())
     };
     let mut out = String::from(
-        "| system | edges | one-way delay | names | every edge answers: p50 / p99 / max ms | each edge: p50 / p99 ms | write returned: p50 / p99 ms | NXDOMAIN before / after the write returned | names with an NXDOMAIN window | last edge after the return | other answers | not seen in 10 s | write status |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| system | edges | one-way delay | names | every edge answers: p50 / p99 / max ms | each edge: p50 / p99 ms | write returned: p50 / p99 ms | NXDOMAIN before / after the write returned | names with an NXDOMAIN window | last edge after the return | other answers | not seen in 10 s | write status | CPU ms per write: edges / etcd / bench |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n",
     );
     for (sys, label) in [
         ("edgedns", "edgedns (etcd)"),
@@ -824,7 +824,7 @@ pub fn table(r: &Value) -> String {
             );
             if let Some(e) = row["error"].as_str() {
                 out.push_str(&format!(
-                    "{head}| failed: {} |||||||||\n",
+                    "{head}| failed: {} ||||||||||\n",
                     e.replace('|', "/").lines().next().unwrap_or("")
                 ));
                 continue;
@@ -834,6 +834,17 @@ pub fn table(r: &Value) -> String {
                 &row["visible_each"],
                 &row["write_returned"],
             );
+            let c = &row["cpu_ms_per_write"];
+            let cpu = if c.is_object() {
+                format!(
+                    "{} / {} / {}",
+                    ms(c, "edges"),
+                    ms(c, "etcd"),
+                    ms(c, "bench")
+                )
+            } else {
+                "–".into()
+            };
             let status = row["write_status"]
                 .as_object()
                 .map(|m| {
@@ -844,7 +855,7 @@ pub fn table(r: &Value) -> String {
                 })
                 .unwrap_or_default();
             out.push_str(&format!(
-                "{head}| {} / {} / {} | {} / {} | {} / {} | {} / {} | {} | {} | {} | {} | {status} |\n",
+                "{head}| {} / {} / {} | {} / {} | {} / {} | {} / {} | {} | {} | {} | {} | {status} | {cpu} |\n",
                 ms(a, "p50_ms"),
                 ms(a, "p99_ms"),
                 ms(a, "max_ms"),
