@@ -56,9 +56,12 @@ pub struct FleetParams {
 
 impl FleetParams {
     pub fn new(opts: &Opts) -> Self {
+        fn or<T: Clone>(given: &[T], default: &[T]) -> Vec<T> {
+            if given.is_empty() { default } else { given }.to_vec()
+        }
         Self {
-            edges: vec![3, 8],
-            delays_ms: vec![0, 10, 50],
+            edges: or(&opts.fleet_edges, &[3, 8]),
+            delays_ms: or(&opts.fleet_delays, &[0, 10, 50]),
             quick: opts.quick,
         }
     }
@@ -368,14 +371,38 @@ impl Tally {
     }
 }
 
+/// CPU time (user and system, all threads) `pid` has used so far; zero if it is gone.
+fn cpu_time(pid: u32) -> Duration {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    // The fields after the command (which may hold spaces), from the state on: utime and
+    // stime are the 12th and 13th, in clock ticks.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .unwrap_or(100)
+        .max(1);
+    Duration::from_nanos(ticks * 1_000_000_000 / hz)
+}
+
 /// Runs `names` writes one after another: `write(k)` in its own thread (returning the times
 /// just before the request and when the answer came, and a status word), polling meanwhile.
+/// `cpu`: groups of processes (a label and their ids) whose CPU time over the writes is
+/// reported per write, besides the bench's own (the poller and the writer).
 fn measure(
     net: &FleetNet,
     edges: usize,
     names: u32,
     prefix: &str,
     writer_ns: &str,
+    cpu: &[(&str, Vec<u32>)],
     mut write: impl FnMut(u32, &str, &str) -> Result<(Instant, Instant, String)> + Send + 'static,
 ) -> Result<Value> {
     let clients: Vec<String> = net.edges[..edges]
@@ -401,6 +428,14 @@ fn measure(
         }
     });
     let mut tally = Tally::default();
+    let own = std::process::id();
+    let used = || -> Vec<Duration> {
+        cpu.iter()
+            .map(|(_, pids)| pids.iter().map(|p| cpu_time(*p)).sum())
+            .chain([cpu_time(own)])
+            .collect()
+    };
+    let cpu_before = used();
     let t = Instant::now();
     for k in 0..names {
         let name = format!("{prefix}{k}");
@@ -413,14 +448,27 @@ fn measure(
             .context("the write did not return within 30 s")??;
         tally.add(t0, t1, &status, &polled);
     }
+    let cpu_after = used();
+    let elapsed = t.elapsed();
     drop(jobs);
     let _ = writer.join();
     eprintln!(
-        "bench: fleet: {names} names in {:.1?}, {} not seen by every edge",
-        t.elapsed(),
+        "bench: fleet: {names} names in {elapsed:.1?}, {} not seen by every edge",
         tally.not_seen
     );
-    Ok(tally.json())
+    let per_write =
+        |d: Duration| (d.as_secs_f64() * 1000.0 / f64::from(names.max(1)) * 100.0).round() / 100.0;
+    let mut cpu_ms = serde_json::Map::new();
+    for (i, label) in cpu.iter().map(|(l, _)| *l).chain(["bench"]).enumerate() {
+        cpu_ms.insert(
+            label.into(),
+            json!(per_write(cpu_after[i].saturating_sub(cpu_before[i]))),
+        );
+    }
+    let mut out = tally.json();
+    out["cpu_ms_per_write"] = Value::Object(cpu_ms);
+    out["wall_ms_per_write"] = json!(per_write(elapsed));
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -595,36 +643,44 @@ zone:
     let mut sock: Option<UdpSocket> = None;
     let primary = SocketAddr::from_str(&format!("{ETCD_V4}:{KNOT_PORT}"))?;
     let origin = Name::from_str(ZONE)?;
-    let r = measure(net, edges, names, "k", &etcd_ns, move |_, name, addr| {
-        if sock.is_none() {
-            let s = UdpSocket::bind("0.0.0.0:0")?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))?;
-            sock = Some(s);
-        }
-        let sock = sock.as_ref().expect("bound");
-        let owner = Name::from_str(&format!("{name}.{ZONE}"))?;
-        let mut rrset = RecordSet::new(owner.clone(), RecordType::A, 0);
-        let mut rec = Record::from_rdata(owner, 300, RData::A(A::from_str(addr)?));
-        rec.set_dns_class(DNSClass::IN);
-        rrset.insert(rec, 0);
-        let msg = update_message::create(rrset, origin.clone(), false);
-        let bytes = msg.to_bytes()?;
-        let mut buf = [0u8; 1500];
-        let t0 = Instant::now();
-        sock.send_to(&bytes, primary)?;
-        let status = loop {
-            let (n, _) = sock
-                .recv_from(&mut buf)
-                .context("no answer to the UPDATE")?;
-            let Ok(m) = Message::from_bytes(&buf[..n]) else {
-                continue;
-            };
-            if m.id() == msg.id() {
-                break format!("{:?}", m.response_code());
+    let r = measure(
+        net,
+        edges,
+        names,
+        "k",
+        &etcd_ns,
+        &[],
+        move |_, name, addr| {
+            if sock.is_none() {
+                let s = UdpSocket::bind("0.0.0.0:0")?;
+                s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                sock = Some(s);
             }
-        };
-        Ok((t0, Instant::now(), status))
-    });
+            let sock = sock.as_ref().expect("bound");
+            let owner = Name::from_str(&format!("{name}.{ZONE}"))?;
+            let mut rrset = RecordSet::new(owner.clone(), RecordType::A, 0);
+            let mut rec = Record::from_rdata(owner, 300, RData::A(A::from_str(addr)?));
+            rec.set_dns_class(DNSClass::IN);
+            rrset.insert(rec, 0);
+            let msg = update_message::create(rrset, origin.clone(), false);
+            let bytes = msg.to_bytes()?;
+            let mut buf = [0u8; 1500];
+            let t0 = Instant::now();
+            sock.send_to(&bytes, primary)?;
+            let status = loop {
+                let (n, _) = sock
+                    .recv_from(&mut buf)
+                    .context("no answer to the UPDATE")?;
+                let Ok(m) = Message::from_bytes(&buf[..n]) else {
+                    continue;
+                };
+                if m.id() == msg.id() {
+                    break format!("{:?}", m.response_code());
+                }
+            };
+            Ok((t0, Instant::now(), status))
+        },
+    );
     for p in &mut procs {
         p.check_running()?;
     }
@@ -693,17 +749,35 @@ fn edgedns_scenario(
             SocketAddr::from_str(testkit::API_ADDR)?,
             Duration::from_secs(30),
         );
-        let r = measure(net, edges, names, "f", &api_ns, move |_, name, addr| {
-            let body = json!({"ttl": 300, "records": [addr]}).to_string();
-            let path = format!("/v1/zones/{zone}/records/{name}/A");
-            let t0 = Instant::now();
-            let (code, body) = http.request("PUT", &path, Some(&body))?;
-            let t1 = Instant::now();
-            if code != 200 && code != 202 {
-                bail!("PUT {path}: {code} {body}");
-            }
-            Ok((t0, t1, code.to_string()))
-        })?;
+        let cpu = [
+            (
+                "edges",
+                net.edges[..edges]
+                    .iter()
+                    .filter_map(|e| e.daemon.as_ref().map(|d| d.process.pid()))
+                    .collect(),
+            ),
+            ("etcd", net.etcd().pids()),
+        ];
+        let r = measure(
+            net,
+            edges,
+            names,
+            "f",
+            &api_ns,
+            &cpu,
+            move |_, name, addr| {
+                let body = json!({"ttl": 300, "records": [addr]}).to_string();
+                let path = format!("/v1/zones/{zone}/records/{name}/A");
+                let t0 = Instant::now();
+                let (code, body) = http.request("PUT", &path, Some(&body))?;
+                let t1 = Instant::now();
+                if code != 200 && code != 202 {
+                    bail!("PUT {path}: {code} {body}");
+                }
+                Ok((t0, t1, code.to_string()))
+            },
+        )?;
         for e in &mut net.edges[..edges] {
             if let Some(d) = e.daemon.as_mut() {
                 d.process.check_running()?;
@@ -737,7 +811,7 @@ pub fn table(r: &Value) -> String {
             .unwrap_or_else(|| "–".into())
     };
     let mut out = String::from(
-        "| system | edges | one-way delay | names | every edge answers: p50 / p99 / max ms | each edge: p50 / p99 ms | write returned: p50 / p99 ms | NXDOMAIN before / after the write returned | names with an NXDOMAIN window | last edge after the return | other answers | not seen in 10 s | write status |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| system | edges | one-way delay | names | every edge answers: p50 / p99 / max ms | each edge: p50 / p99 ms | write returned: p50 / p99 ms | NXDOMAIN before / after the write returned | names with an NXDOMAIN window | last edge after the return | other answers | not seen in 10 s | write status | CPU ms per write: edges / etcd / bench |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n",
     );
     for (sys, label) in [
         ("edgedns", "edgedns (etcd)"),
@@ -750,7 +824,7 @@ pub fn table(r: &Value) -> String {
             );
             if let Some(e) = row["error"].as_str() {
                 out.push_str(&format!(
-                    "{head}| failed: {} |||||||||\n",
+                    "{head}| failed: {} ||||||||||\n",
                     e.replace('|', "/").lines().next().unwrap_or("")
                 ));
                 continue;
@@ -760,6 +834,17 @@ pub fn table(r: &Value) -> String {
                 &row["visible_each"],
                 &row["write_returned"],
             );
+            let c = &row["cpu_ms_per_write"];
+            let cpu = if c.is_object() {
+                format!(
+                    "{} / {} / {}",
+                    ms(c, "edges"),
+                    ms(c, "etcd"),
+                    ms(c, "bench")
+                )
+            } else {
+                "–".into()
+            };
             let status = row["write_status"]
                 .as_object()
                 .map(|m| {
@@ -770,7 +855,7 @@ pub fn table(r: &Value) -> String {
                 })
                 .unwrap_or_default();
             out.push_str(&format!(
-                "{head}| {} / {} / {} | {} / {} | {} / {} | {} / {} | {} | {} | {} | {} | {status} |\n",
+                "{head}| {} / {} / {} | {} / {} | {} / {} | {} / {} | {} | {} | {} | {} | {status} | {cpu} |\n",
                 ms(a, "p50_ms"),
                 ms(a, "p99_ms"),
                 ms(a, "max_ms"),

@@ -76,6 +76,12 @@ pub struct Opts {
     /// The fleet section only for these systems (knot, edgedns; default both).
     #[arg(long, value_delimiter = ',')]
     pub fleet_systems: Vec<String>,
+    /// The fleet section only with these numbers of edges (default 3,8).
+    #[arg(long, value_delimiter = ',')]
+    pub fleet_edges: Vec<usize>,
+    /// The fleet section only at these one-way delays to etcd, in ms (default 0,10,50).
+    #[arg(long, value_delimiter = ',')]
+    pub fleet_delays: Vec<u64>,
 }
 
 fn main() -> Result<()> {

@@ -364,6 +364,14 @@ impl EtcdCluster {
         self.wait_healthy(i);
     }
 
+    /// The running members' process ids, in member order.
+    pub fn pids(&self) -> Vec<u32> {
+        self.members
+            .iter()
+            .filter_map(|m| m.process.as_ref().map(Process::pid))
+            .collect()
+    }
+
     /// Whether member `i` runs.
     pub fn is_running(&self, i: usize) -> bool {
         self.members[i].process.is_some()

@@ -117,6 +117,45 @@ pub struct RemoteChange {
     pub revision: u64,
 }
 
+/// RRset changes up to which a revision's edits count as small (see [`RemoteChange::is_small`]).
+const SMALL_CHANGES: usize = 64;
+/// Names to recompile up to which a revision's map write counts as quick.
+const QUICK_NAMES: usize = 256;
+
+impl RemoteChange {
+    /// A few RRsets changed or a zone's settings: applying it to the (persistent, shared)
+    /// zone maps takes microseconds, whatever the zones' sizes. A zone created, replaced or
+    /// deleted is not small.
+    fn is_small(&self) -> bool {
+        let mut count = 0;
+        for edit in &self.edits {
+            count += match edit {
+                Edit::Rrset(..) | Edit::PatchSoa(..) => 1,
+                Edit::Batch(_, changes) => changes.len(),
+                _ => return false,
+            };
+        }
+        count <= SMALL_CHANGES
+    }
+}
+
+/// A fleet revision applied to a copy of the served version, not yet served or stored.
+struct StagedRemote {
+    /// The version it replaces.
+    prev: Arc<ZoneSet>,
+    next: Arc<ZoneSet>,
+    changes: ChangeSet,
+    journal: Vec<JournalOp>,
+    revision: u64,
+}
+
+impl StagedRemote {
+    /// Its map write touches a few names and recompiles no zone whole.
+    fn compiles_quickly(&self) -> bool {
+        self.changes.zones_full.is_empty() && self.changes.names.len() <= QUICK_NAMES
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
@@ -146,7 +185,9 @@ pub struct Engine<S = Store, M = FastPath> {
     fast: Option<Mutex<M>>,
     store: S,
     /// One writer at a time: a change goes through memory, disk and maps before the next starts.
-    writer: tokio::sync::Mutex<()>,
+    writer: Arc<tokio::sync::Mutex<()>>,
+    /// A fleet revision's changes whose store commit failed (see [`Engine::store_copy`]).
+    unstored: Mutex<Option<(ChangeSet, Vec<JournalOp>)>>,
     /// Counts published versions (ticked once the maps have them too), for whoever follows the
     /// serials (NOTIFY): a watch never blocks the writer, and a slow reader just sees the latest
     /// count.
@@ -162,7 +203,8 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
             zones: SharedZones::new(zones),
             fast: fast.map(Mutex::new),
             store,
-            writer: tokio::sync::Mutex::new(()),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+            unstored: Mutex::new(None),
             published: watch::Sender::new(0),
             remote: std::sync::OnceLock::new(),
         })
@@ -319,18 +361,83 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
     }
 
     /// Applies one revision of a fleet's data: its edits and zone settings on a copy, then the
-    /// store (with the revision, in the same transaction), the served version and the maps, as
-    /// one change. An edit the zone model refuses (data the source of truth should never hold)
-    /// is logged and left out; the rest goes in.
+    /// served version and the maps, then the store (with the revision, in the same
+    /// transaction). An edit the zone model refuses (data the source of truth should never
+    /// hold) is logged and left out; the rest goes in.
+    ///
+    /// Returns once the maps answer the revision: the store commit follows on a blocking
+    /// thread, holding the writer lock, so the next revision waits for it and commits land in
+    /// order. The store is this edge's copy of etcd's data: what it serves when it starts (until
+    /// it has caught up with etcd, or for as long as etcd is out of reach), and the journal
+    /// IXFR reads (whose watchers are told only once the commit is in). Its commits are not
+    /// durable before [`Engine::flush_copy`] anyway, so serving first gives up nothing a crash
+    /// would not. A revision is published as applied a commit sooner, and a small one is
+    /// applied right on the calling task rather than handed to a blocking thread and back:
+    /// with many edges on few CPUs each such hop is a wait for a thread to be scheduled.
     pub async fn apply_remote(self: &Arc<Self>, change: RemoteChange) -> Result<(), EngineError> {
-        let _writer = self.writer.lock().await;
-        let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || this.apply_remote_blocking(change))
+        let writer = Arc::clone(&self.writer).lock_owned().await;
+        let staged = if change.is_small() {
+            self.stage_remote(change)
+        } else {
+            let this = Arc::clone(self);
+            tokio::task::spawn_blocking(move || this.stage_remote(change))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        };
+        let (staged, served) = if staged.compiles_quickly() {
+            let served = self.serve_remote(&staged);
+            (staged, served)
+        } else {
+            let this = Arc::clone(self);
+            tokio::task::spawn_blocking(move || {
+                let served = this.serve_remote(&staged);
+                (staged, served)
+            })
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        };
+        let this = Arc::clone(self);
+        let commit = move || {
+            let StagedRemote {
+                prev,
+                next,
+                changes,
+                journal,
+                revision,
+            } = staged;
+            let changed = !changes.is_empty();
+            this.store_copy(&next, changes, journal, revision);
+            drop(writer);
+            if changed {
+                // Only now: a secondary told of the change asks for it by IXFR, from the
+                // journal this commit wrote.
+                this.published.send_modify(|n| *n += 1);
+                // Freeing the replaced version waits for its last readers: not in the
+                // writer's turn.
+                reclaim(prev);
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(commit)),
+            Err(_) => commit(),
+        }
+        served
     }
 
-    fn apply_remote_blocking(&self, change: RemoteChange) -> Result<(), EngineError> {
+    /// Waits for the fleet revisions' store commits under way, then makes them durable.
+    pub async fn flush_copy(self: &Arc<Self>) -> Result<(), StoreError> {
+        let writer = Arc::clone(&self.writer).lock_owned().await;
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let _writer = writer;
+            this.store.flush()
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    /// A fleet revision on a copy of the served version, with what it changed.
+    fn stage_remote(&self, change: RemoteChange) -> StagedRemote {
         let prev = self.zones();
         let mut next = ZoneSet::clone(&prev);
         let mut changes = ChangeSet::default();
@@ -352,23 +459,22 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
             }
         }
         let journal = journal::diff(&prev, &next, &changes);
-        if let Err(e) = self
-            .store
-            .persist_at(&next, &changes, &journal, change.revision)
-        {
-            error!(
-                revision = change.revision,
-                "commit of a fleet revision failed: {e:#}"
-            );
-            return Err(EngineError::Store(e));
+        StagedRemote {
+            prev,
+            next: Arc::new(next),
+            changes,
+            journal,
+            revision: change.revision,
         }
-        if changes.is_empty() {
+    }
+
+    /// Publishes a staged revision and writes it to the maps.
+    fn serve_remote(&self, staged: &StagedRemote) -> Result<(), EngineError> {
+        if staged.changes.is_empty() {
             return Ok(());
         }
-        let next = Arc::new(next);
-        self.zones.publish(Arc::clone(&next));
-        let synced = self.with_fast(|fast| compile::sync(fast, &next, &changes));
-        self.published.send_modify(|n| *n += 1);
+        self.zones.publish(Arc::clone(&staged.next));
+        let synced = self.with_fast(|fast| compile::sync(fast, &staged.next, &staged.changes));
         if let Some(Err(e)) = synced {
             error!("fast-path map write failed; switching the fast path off: {e:#}");
             self.with_fast(|fast| {
@@ -380,17 +486,40 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
         }
         // Per revision: debug, not info (a busy fleet would log every write on every edge).
         debug!(
-            revision = change.revision,
-            zones = changes.zones_soa.len(),
+            revision = staged.revision,
+            zones = staged.changes.zones_soa.len(),
             "fleet revision applied"
         );
-        // The follower publishes the revision as applied when this returns: freeing the old
-        // version (which waits for its last readers) is not part of that.
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => drop(rt.spawn_blocking(move || reclaim(prev))),
-            Err(_) => reclaim(prev),
-        }
         Ok(())
+    }
+
+    /// Commits a served revision to the store. A commit that fails (a full disk) leaves the
+    /// store as it was, at the revision before, and its changes go in with the next revision's:
+    /// the store never holds a revision without the data of every revision before it. The
+    /// edge meanwhile answers from etcd's data as every other edge does.
+    fn store_copy(
+        &self,
+        zones: &ZoneSet,
+        changes: ChangeSet,
+        journal: Vec<JournalOp>,
+        revision: u64,
+    ) {
+        let mut unstored = self.unstored.lock().unwrap_or_else(|p| p.into_inner());
+        let (changes, journal) = match unstored.take() {
+            Some((mut before, mut before_journal)) => {
+                before.merge(changes);
+                before_journal.extend(journal);
+                (before, before_journal)
+            }
+            None => (changes, journal),
+        };
+        if let Err(e) = self.store.persist_at(zones, &changes, &journal, revision) {
+            error!(
+                revision,
+                "commit of a fleet revision to the local copy failed; it goes in with the next one: {e:#}"
+            );
+            *unstored = Some((changes, journal));
+        }
     }
 
     /// [`Engine::apply`] under the writer lock.

@@ -41,6 +41,21 @@ impl Persist for FlakyStore {
         }
         self.inner.persist_journaled(zones, changes, journal)
     }
+
+    fn persist_at(
+        &self,
+        zones: &ZoneSet,
+        changes: &ChangeSet,
+        journal: &[JournalOp],
+        revision: u64,
+    ) -> Result<(), StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::from(redb::StorageError::Io(
+                std::io::Error::new(std::io::ErrorKind::StorageFull, "injected: disk full"),
+            )));
+        }
+        self.inner.persist_copy(zones, changes, journal, revision)
+    }
 }
 
 /// What the maps hold, shared with the test (the engine owns the writer).
@@ -229,6 +244,76 @@ async fn a_failed_commit_changes_nothing_anywhere_and_the_next_write_lands() {
         .expect("journaled");
     let added: Vec<_> = diffs[0].added.iter().map(|r| r.record_type()).collect();
     assert_eq!(added, [RecordType::SOA, RecordType::A]);
+    assert!(published.has_changed().expect("engine alive"));
+}
+
+/// One fleet revision that sets an A record.
+fn revision(revision: u64, name: &str, ip: [u8; 4]) -> RemoteChange {
+    RemoteChange {
+        edits: vec![Bed::set_a(name, ip)],
+        revision,
+        ..RemoteChange::default()
+    }
+}
+
+#[tokio::test]
+async fn a_fleet_revision_is_served_even_when_its_store_commit_fails_and_is_stored_with_the_next() {
+    let bed = Bed::new().await;
+    let serial = bed.engine.zones().zone(&n(APEX)).expect("zone").serial();
+    let store = &bed.engine.store.inner;
+
+    bed.store_fails(true);
+    bed.engine
+        .apply_remote(revision(10, "a.example.com.", [192, 0, 2, 1]))
+        .await
+        .expect("served although the copy's commit fails");
+    // Served and in the maps: the edge answers what etcd has.
+    assert!(has_a(&bed.engine.zones(), "a.example.com."));
+    let a = name_key(&n("a.example.com.")).expect("key");
+    assert!(bed.maps.state().names.contains_key(&a));
+    // The store is as it was, at the revision before, not at 10 without its data.
+    bed.engine.flush_copy().await.expect("flushed");
+    assert!(!has_a(&bed.on_disk(), "a.example.com."));
+    assert_eq!(store.fleet_revision().expect("meta"), None);
+
+    bed.store_fails(false);
+    bed.engine
+        .apply_remote(revision(11, "b.example.com.", [192, 0, 2, 2]))
+        .await
+        .expect("served");
+    bed.engine.flush_copy().await.expect("flushed");
+    // Both revisions' data with the second's revision, and both changes in the journal.
+    let disk = bed.on_disk();
+    assert!(has_a(&disk, "a.example.com.") && has_a(&disk, "b.example.com."));
+    assert_eq!(store.fleet_revision().expect("meta"), Some(11));
+    let diffs = store
+        .changes(&n(APEX), serial, serial.wrapping_add(2))
+        .expect("journaled");
+    assert_eq!(diffs.len(), 2);
+}
+
+#[tokio::test]
+async fn a_fleet_revision_is_in_the_maps_when_apply_remote_returns_and_on_disk_after_the_flush() {
+    let bed = Bed::new().await;
+    let published = bed.engine.subscribe();
+    for (i, rev) in (20..30u64).enumerate() {
+        let name = format!("r{i}.example.com.");
+        bed.engine
+            .apply_remote(revision(rev, &name, [192, 0, 2, i as u8]))
+            .await
+            .expect("served");
+        let key = name_key(&n(&name)).expect("key");
+        assert!(bed.maps.state().names.contains_key(&key), "{name}");
+        assert!(has_a(&bed.engine.zones(), &name));
+    }
+    bed.engine.flush_copy().await.expect("flushed");
+    let disk = bed.on_disk();
+    assert!((0..10).all(|i| has_a(&disk, &format!("r{i}.example.com."))));
+    assert_eq!(
+        bed.engine.store.inner.fleet_revision().expect("meta"),
+        Some(29)
+    );
+    // Whoever follows the serials (NOTIFY) was told, once the journal had the changes.
     assert!(published.has_changed().expect("engine alive"));
 }
 

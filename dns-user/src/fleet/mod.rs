@@ -6,7 +6,8 @@
 //! API (any edge) -> Edit -> ZoneSet::apply on this edge's version -> keys to put/delete
 //!    -> one etcd transaction, guarded by the zones' mod revisions (writer.rs)
 //! etcd watch (every edge) -> one revision's events -> Engine::apply_remote
-//!    -> store (+ revision) -> served version -> maps -> publish the applied revision (follower.rs)
+//!    -> served version -> maps -> publish the applied revision (follower.rs)
+//!    (and the store (+ revision) right after, off that path)
 //! edges' registrations under leases -> all live edges >= the write's revision -> 200 (registry.rs)
 //! ```
 //!
@@ -748,9 +749,8 @@ const FLUSH_DELAY: Duration = Duration::from_millis(200);
 /// the edge catches up from etcd when it starts.
 async fn flush_copy(fleet: Arc<Fleet>, shutdown: CancellationToken) {
     let flush = |fleet: Arc<Fleet>| async move {
-        let engine = fleet.engine.clone();
-        let result = tokio::task::spawn_blocking(move || engine.store().flush()).await;
-        if let Ok(Err(e)) = result {
+        // After the commits under way (the engine stores a revision after serving it).
+        if let Err(e) = fleet.engine.flush_copy().await {
             warn!(edge = %fleet.edge_id, "fleet: making the local copy durable: {}", crate::error_chain(&e));
         }
     };
