@@ -247,6 +247,7 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
     }
 
     /// [`Engine::full_sync`], reporting its progress to `progress`.
+    ///
     /// If it fails, the fast path is switched off (the program passes every query up), as
     /// after a failed write: the maps may hold part of the store.
     pub fn full_sync_with(&self, progress: &Reporter) -> Result<SyncReport, EngineError> {
@@ -554,7 +555,12 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
         // Only now: a secondary told of the change asks the fast path for our SOA first.
         self.published.send_modify(|n| *n += 1);
         info!(zone = %apex, serial, ?sync, "change applied");
-        reclaim(prev);
+        // Not under the writer lock: the wait for the version's last readers would hold up the
+        // answer and the next write.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || reclaim(prev))),
+            Err(_) => reclaim(prev),
+        }
         Ok(Applied { serial, sync })
     }
 }
@@ -566,7 +572,7 @@ impl<S: Persist + JournalSource, M: MapWriter> JournalSource for Engine<S, M> {
     }
 }
 
-/// Frees the version a change replaced here, on the writer's thread. Whoever drops the last
+/// Frees the version a change replaced here, on a thread of the writer's. Whoever drops the last
 /// reference to a version frees what only it held (a replaced zone can be a million records, tens
 /// of milliseconds of freeing): left to chance, that would be a reader that was answering a query
 /// when the new version was published, and its query would wait. Readers hold a version for one
