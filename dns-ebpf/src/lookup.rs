@@ -101,21 +101,96 @@ fn zone_of_key(s: &mut Scratch, apex_len: usize, gen: u64) -> Option<Zone> {
         return Some(Zone::of(unsafe { &*ZONES.get_ptr(&s.key)? }));
     }
     if cached(s, gen) {
-        let c = &s.zone;
-        return Some(Zone {
-            flags: c.flags,
-            soa_len: c.soa_len,
-            soa_sum: c.soa_sum,
-            soa: c.soa.as_ptr(),
-            soa_max: SOA_CACHE,
-        });
+        return Some(cached_zone(s));
     }
     // SAFETY: as for the name maps above.
     let z = unsafe { &*ZONES_SHORT.get_ptr(short_key(s))? };
     if z.soa_len as usize <= SOA_CACHE {
-        keep(s, z, gen);
+        keep(s, z, apex_len, gen);
     }
     Some(Zone::of(z))
+}
+
+/// This CPU's copy of a zone, as the negative answer takes it.
+#[inline(always)]
+fn cached_zone(s: &Scratch) -> Zone {
+    let c = &s.zone;
+    Zone {
+        flags: c.flags,
+        soa_len: c.soa_len,
+        soa_sum: c.soa_sum,
+        soa: c.soa.as_ptr(),
+        soa_max: SOA_CACHE,
+    }
+}
+
+/// The offset of the apex of this CPU's copy of a zone in the name, if that zone is the closest
+/// one enclosing the name: the copy is of the zones' generation `lens.gen`, the name ends with
+/// its apex at a label's start, and no zone's apex is longer than that and shorter than the
+/// name. The name's key (not zeroed yet) is in `s.key`. Then a missing name needs no walk for
+/// its candidates and no lookup: the name's last words compared with the copy's apex, and a
+/// walk over the labels only as far as the apex.
+#[inline(always)]
+fn cached_enclosing(s: &mut Scratch, name_len: usize, lens: &ZoneLens) -> Option<usize> {
+    let c = &s.zone;
+    let len = c.apex_len as usize;
+    if lens.gen == 0
+        || c.gen != lens.gen
+        || len == 0
+        || len >= name_len
+        || len > SHORT_NAME_LEN
+        || lens.any_between(len + 1, name_len)
+    {
+        return None;
+    }
+    // The key's bytes before the apex's last `len` are masked off; the copy's are zero there.
+    let m = SHORT_NAME_LEN - len;
+    let key = short_words(s);
+    let apex = c.apex.name.as_ptr() as *const u64;
+    let mut diff = 0u64;
+    for w in 0..SHORT_NAME_LEN / 8 {
+        let lo = w * 8;
+        let mask = if m >= lo + 8 {
+            0
+        } else if m <= lo {
+            u64::MAX
+        } else {
+            // Little-endian: the first bytes in memory are the low ones.
+            u64::MAX << ((m - lo) * 8)
+        };
+        // SAFETY: w < 4: inside the 32-byte keys, 8-byte aligned (see `cached`).
+        diff |= unsafe { (*key.add(w) & mask) ^ *apex.add(w) };
+    }
+    let off = name_len - len;
+    if diff != 0 || label_starts(s, off as u64).is_err() {
+        return None;
+    }
+    Some(off)
+}
+
+/// Whether a label of the name in `s.q` starts at `off` (a success), walking the labels up to
+/// there.
+#[inline(never)]
+fn label_starts(s: &mut Scratch, off: u64) -> Packed {
+    let off = off as usize;
+    let mut pos = 0usize;
+    let mut r = Packed::err(None);
+    for _ in 0..KEY_NAME_LEN / 2 {
+        if pos >= off {
+            if pos == off {
+                r = Packed::value(0);
+            }
+            break;
+        }
+        let Some(l) = s.q.get(pos).copied() else {
+            break;
+        };
+        if l == 0 {
+            break;
+        }
+        pos += l as usize + 1;
+    }
+    launder(s, r)
 }
 
 /// Whether the suffix of `apex_len` bytes whose key is in `s.key` is a zone's apex.
@@ -143,10 +218,11 @@ fn cached(s: &Scratch, gen: u64) -> bool {
     gen != 0 && diff == 0
 }
 
-/// Keeps zone `z` (found by the short key in `s.key`, as of generation `gen`) in `s.zone`; its
+/// Keeps zone `z` (found by the short key in `s.key`, `apex_len` bytes long, as of generation
+/// `gen`) in `s.zone`; its
 /// SOA is at most [`SOA_CACHE`] bytes. Word by word, not a `memcpy` call.
 #[inline(always)]
-fn keep(s: &mut Scratch, z: &ZoneValue, gen: u64) {
+fn keep(s: &mut Scratch, z: &ZoneValue, apex_len: usize, gen: u64) {
     let key = short_words(s);
     let c = &mut s.zone;
     let apex = c.apex.name.as_mut_ptr() as *mut u64;
@@ -165,6 +241,7 @@ fn keep(s: &mut Scratch, z: &ZoneValue, gen: u64) {
     c.flags = z.flags;
     c.soa_len = z.soa_len;
     c.soa_sum = z.soa_sum;
+    c.apex_len = apex_len as u32;
     c.gen = gen;
 }
 
@@ -187,6 +264,13 @@ fn short_key(s: &Scratch) -> &ShortKey {
 #[inline(always)]
 pub fn enclosing_zone(s: &mut Scratch, q: &Query) -> Result<(Zone, usize), Pass> {
     let lens = zone_lens()?;
+    if let Some(apex_off) = cached_enclosing(s, q.name_len, lens) {
+        let zone = cached_zone(s);
+        if zone.flags & ZONE_NEG_PASS != 0 {
+            return Err(Some(Stat::PassNegative));
+        }
+        return Ok((zone, apex_off));
+    }
     let (lo, hi, gen) = (lens.bits[0], lens.bits[1], lens.gen);
     let c = candidates(s, q.name_len as u64, lo, hi).get()?;
     let last = c & 0xff;

@@ -302,6 +302,25 @@ impl ZoneLens {
         len < 128 && (word >> (len & 63)) & 1 != 0
     }
 
+    /// Whether some zone's apex is at least `from` and shorter than `to` wire bytes.
+    #[inline(always)]
+    pub fn any_between(&self, from: usize, to: usize) -> bool {
+        let (from, to) = (Self::below(from), Self::below(to));
+        (self.bits[0] & to.0 & !from.0) | (self.bits[1] & to.1 & !from.1) != 0
+    }
+
+    /// The masks of `bits[0]` and `bits[1]` that select the lengths below `len`.
+    #[inline(always)]
+    fn below(len: usize) -> (u64, u64) {
+        if len >= 128 {
+            (u64::MAX, u64::MAX)
+        } else if len >= 64 {
+            (u64::MAX, (1u64 << (len & 63)) - 1)
+        } else {
+            ((1u64 << (len & 63)) - 1, 0)
+        }
+    }
+
     /// Whether some zone's apex is shorter than `len` wire bytes.
     #[inline(always)]
     pub fn any_below(&self, len: usize) -> bool {
@@ -464,6 +483,9 @@ pub struct ZoneCache {
     pub flags: u32,
     pub soa_len: u16,
     pub soa_sum: u16,
+    /// The apex's wire length.
+    pub apex_len: u32,
+    pub _pad: u32,
     pub soa: [u8; SOA_CACHE],
 }
 
@@ -476,7 +498,7 @@ const _: () = assert!(core::mem::size_of::<ZoneValue>() == 8 + SOA_BLOB);
 const _: () = assert!(core::mem::size_of::<XdpConfig>() == 52);
 const _: () = assert!(core::mem::size_of::<ServedKey>() == 20);
 const _: () = assert!(core::mem::size_of::<ZoneLens>() == 24);
-const _: () = assert!(core::mem::size_of::<ZoneCache>() == 8 + SHORT_NAME_LEN + 8 + SOA_CACHE);
+const _: () = assert!(core::mem::size_of::<ZoneCache>() == 8 + SHORT_NAME_LEN + 16 + SOA_CACHE);
 const _: () = assert!(core::mem::offset_of!(Scratch, zone).is_multiple_of(8));
 const _: () = assert!(core::mem::offset_of!(ZoneValue, soa) == 8 && SOA_CACHE.is_multiple_of(8));
 const _: () = assert!(KEY_NAME_LEN <= 255 && KEY_NAME_LEN.is_multiple_of(8));
@@ -558,6 +580,14 @@ mod tests {
             }
         }
         assert!(!ZoneLens::default().any_below(200));
+        for l in [1usize, 2, 31, 32, 33, 63, 64, 65, 95, 96] {
+            for from in 0..=130 {
+                for to in 0..=130 {
+                    let want = from <= l && l < to;
+                    assert_eq!(only(l).any_between(from, to), want, "{l} in {from}..{to}");
+                }
+            }
+        }
     }
 
     #[test]

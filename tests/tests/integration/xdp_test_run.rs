@@ -1457,6 +1457,27 @@ fn xdp_negative_answers_follow_their_zone_as_it_changes() {
     };
     let before = answers(&mut runner, &zones);
 
+    // A name that ends with the copy's apex inside a label, not at a label's start: in no zone
+    // (the one label `a\007example\003com`), whatever the copy says.
+    let mut inside = QuerySpec::new(0x3459, "x.", TYPE_A);
+    inside.qname = [&b"\x0da"[..], &wire_name(EXAMPLE)].concat();
+    assert_eq!(inside.qname.len(), 15);
+    let frame = build_frame(&spec(false, None), &inside.to_wire());
+    let run = runner.run(&frame).expect("test run");
+    assert_eq!(
+        Some(Expect::Passed(Stat::PassNoZone)),
+        (run.action == XDP_PASS)
+            .then(|| run.single().map(Expect::Passed))
+            .flatten(),
+        "a name ending with the apex inside its label: {} {:?}",
+        action_name(run.action),
+        run.counted
+    );
+    assert_eq!(
+        expect(&zones, &inside, PAYLOAD),
+        Expect::Passed(Stat::PassNoZone)
+    );
+
     let apex = fixture::n(EXAMPLE);
     let mut soa = zones.zone(&apex).expect("zone").soa().clone();
     soa.minimum += 17;
