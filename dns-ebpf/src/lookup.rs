@@ -127,15 +127,14 @@ fn cached_zone(s: &Scratch) -> Zone {
 /// The offset of the apex of this CPU's copy of a zone in the name, if that zone is the closest
 /// one enclosing the name: the copy is of the zones' generation `lens.gen`, the name ends with
 /// its apex at a label's start, and no zone's apex is longer than that and shorter than the
-/// name. The name's key (not zeroed yet) is in `s.key`. Then a missing name needs no walk for
-/// its candidates and no lookup: the name's last words compared with the copy's apex, and a
-/// walk over the labels only as far as the apex.
+/// name. Then a missing name needs no walk for its candidates and no lookup: the key of the
+/// name's suffix as long as the apex compared with the copy's, and a walk over the labels only
+/// as far as the apex. Leaves that suffix's key in `s.key` (the candidates of the lookup's way,
+/// if it comes to that, are no longer: no zone's length lies between).
 #[inline(always)]
 fn cached_enclosing(s: &mut Scratch, name_len: usize, lens: &ZoneLens) -> Option<usize> {
-    let c = &s.zone;
-    let len = c.apex_len as usize;
+    let len = s.zone.apex_len as usize;
     if lens.gen == 0
-        || c.gen != lens.gen
         || len == 0
         || len >= name_len
         || len > SHORT_NAME_LEN
@@ -143,26 +142,9 @@ fn cached_enclosing(s: &mut Scratch, name_len: usize, lens: &ZoneLens) -> Option
     {
         return None;
     }
-    // The key's bytes before the apex's last `len` are masked off; the copy's are zero there.
-    let m = SHORT_NAME_LEN - len;
-    let key = short_words(s);
-    let apex = c.apex.name.as_ptr() as *const u64;
-    let mut diff = 0u64;
-    for w in 0..SHORT_NAME_LEN / 8 {
-        let lo = w * 8;
-        let mask = if m >= lo + 8 {
-            0
-        } else if m <= lo {
-            u64::MAX
-        } else {
-            // Little-endian: the first bytes in memory are the low ones.
-            u64::MAX << ((m - lo) * 8)
-        };
-        // SAFETY: w < 4: inside the 32-byte keys, 8-byte aligned (see `cached`).
-        diff |= unsafe { (*key.add(w) & mask) ^ *apex.add(w) };
-    }
+    zero_prefix(s, (KEY_NAME_LEN - len) as u64);
     let off = name_len - len;
-    if diff != 0 || label_starts(s, off as u64).is_err() {
+    if !cached(s, lens.gen) || label_starts(s, off as u64).is_err() {
         return None;
     }
     Some(off)
