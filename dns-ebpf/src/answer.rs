@@ -1,12 +1,10 @@
 //! What to answer: the answer section's pieces (copied from a map value), the counts and the
 //! RCODE, from the lookup's [`Hit`].
 
-use dns_common::{
-    csum::fold, seg_max, wire::DNS_HEADER_LEN, NameValue, Scratch, Seg, Stat, ZoneValue, SOA_BLOB,
-};
+use dns_common::{csum::fold, seg_max, wire::DNS_HEADER_LEN, NameValue, Scratch, Seg, Stat};
 
 use crate::{
-    lookup::{self, Hit},
+    lookup::{self, Hit, Zone},
     parse::Query,
     verifier::opaque,
     Pass,
@@ -121,18 +119,18 @@ fn positive<const N: usize>(s: &mut Scratch, q: &Query, v: &NameValue<N>) -> Res
 /// NXDOMAIN or NODATA: the zone's SOA in the authority section, its owner a pointer to the apex
 /// at `apex_off` in the question name.
 #[inline(always)]
-fn negative(zone: &ZoneValue, apex_off: usize, nxdomain: bool) -> Result<Answer, Pass> {
+fn negative(zone: Zone, apex_off: usize, nxdomain: bool) -> Result<Answer, Pass> {
     let len = zone.soa_len as usize;
-    if !(2..=SOA_BLOB).contains(&len) {
+    if !(2..=zone.soa_max).contains(&len) {
         return Err(Some(Stat::PassNoZone));
     }
     let ptr = 0xc000 | (DNS_HEADER_LEN + apex_off) as u16;
     Ok(Answer {
         pieces: [
             Piece {
-                ptr: zone.soa.as_ptr(),
+                ptr: zone.soa,
                 len,
-                max: SOA_BLOB,
+                max: zone.soa_max,
             },
             NO_PIECE,
         ],

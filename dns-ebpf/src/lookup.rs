@@ -3,7 +3,7 @@
 
 use dns_common::{
     LargeValue, Scratch, ShortKey, SmallValue, Stat, ZoneLens, ZoneValue, IN_LARGE, KEY_NAME_LEN,
-    SHORT_NAME_LEN, ZONE_NEG_PASS,
+    SHORT_NAME_LEN, SOA_BLOB, SOA_CACHE, ZONE_NEG_PASS,
 };
 
 use crate::{
@@ -52,25 +52,185 @@ pub fn name<'a>(s: &Scratch, q: &Query) -> Result<Hit<'a>, Pass> {
     }
 }
 
+/// What a negative answer takes from its zone: the flags and the SOA record, in the zone's map
+/// value or in this CPU's copy of it (`Scratch::zone`).
+pub struct Zone {
+    pub flags: u32,
+    pub soa_len: u16,
+    pub soa_sum: u16,
+    pub soa: *const u8,
+    /// A power of two no smaller than `soa_len`, such that `soa + soa_max` stays inside the value.
+    pub soa_max: usize,
+}
+
+impl Zone {
+    #[inline(always)]
+    fn of(z: &ZoneValue) -> Zone {
+        Zone {
+            flags: z.flags,
+            soa_len: z.soa_len,
+            soa_sum: z.soa_sum,
+            soa: z.soa.as_ptr(),
+            soa_max: SOA_BLOB,
+        }
+    }
+}
+
+/// The zone generation (`ZoneLens::gen`) and apex lengths.
+#[inline(always)]
+fn zone_lens() -> Result<&'static ZoneLens, Pass> {
+    ZONE_LENS.get(0).ok_or(Some(Stat::PassNoZone))
+}
+
 /// The zone whose apex is the last `apex_len` bytes of the name (a NODATA answer's zone). Leaves
 /// the apex's key in `s.key`.
 #[inline(always)]
-pub fn zone_at<'a>(s: &mut Scratch, apex_len: usize) -> Result<&'a ZoneValue, Pass> {
+pub fn zone_at(s: &mut Scratch, apex_len: usize) -> Result<Zone, Pass> {
+    let gen = zone_lens()?.gen;
     zero_prefix(s, KEY_NAME_LEN.wrapping_sub(apex_len) as u64);
-    zone_of_key(s, apex_len).ok_or(Some(Stat::PassNoZone))
+    zone_of_key(s, apex_len, gen).ok_or(Some(Stat::PassNoZone))
 }
 
 /// The zone whose apex, `apex_len` bytes long, has its key in `s.key`: in the short zone map if
-/// it is short, else in the full one.
+/// it is short (or in this CPU's copy of the last zone found there, if it is that one and the
+/// zones haven't changed since: generation `gen`), else in the full one.
 #[inline(always)]
-fn zone_of_key<'a>(s: &Scratch, apex_len: usize) -> Option<&'a ZoneValue> {
-    let zone = if apex_len <= SHORT_NAME_LEN {
-        ZONES_SHORT.get_ptr(short_key(s))?
-    } else {
-        ZONES.get_ptr(&s.key)?
-    };
+fn zone_of_key(s: &mut Scratch, apex_len: usize, gen: u64) -> Option<Zone> {
+    if apex_len > SHORT_NAME_LEN {
+        // SAFETY: as for the name maps above.
+        return Some(Zone::of(unsafe { &*ZONES.get_ptr(&s.key)? }));
+    }
+    if cached(s, gen) {
+        return Some(cached_zone(s));
+    }
     // SAFETY: as for the name maps above.
-    Some(unsafe { &*zone })
+    let z = unsafe { &*ZONES_SHORT.get_ptr(short_key(s))? };
+    if z.soa_len as usize <= SOA_CACHE {
+        keep(s, z, apex_len, gen);
+    }
+    Some(Zone::of(z))
+}
+
+/// This CPU's copy of a zone, as the negative answer takes it.
+#[inline(always)]
+fn cached_zone(s: &Scratch) -> Zone {
+    let c = &s.zone;
+    Zone {
+        flags: c.flags,
+        soa_len: c.soa_len,
+        soa_sum: c.soa_sum,
+        soa: c.soa.as_ptr(),
+        soa_max: SOA_CACHE,
+    }
+}
+
+/// The offset of the apex of this CPU's copy of a zone in the name, if that zone is the closest
+/// one enclosing the name: the copy is of the zones' generation `lens.gen`, the name ends with
+/// its apex at a label's start, and no zone's apex is longer than that and shorter than the
+/// name. Then a missing name needs no walk for its candidates and no lookup: the key of the
+/// name's suffix as long as the apex compared with the copy's, and a walk over the labels only
+/// as far as the apex. Leaves that suffix's key in `s.key` (the candidates of the lookup's way,
+/// if it comes to that, are no longer: no zone's length lies between).
+#[inline(always)]
+fn cached_enclosing(s: &mut Scratch, name_len: usize, lens: &ZoneLens) -> Option<usize> {
+    let len = s.zone.apex_len as usize;
+    if lens.gen == 0
+        || len == 0
+        || len >= name_len
+        || len > SHORT_NAME_LEN
+        || lens.any_between(len + 1, name_len)
+    {
+        return None;
+    }
+    zero_prefix(s, (KEY_NAME_LEN - len) as u64);
+    let off = name_len - len;
+    if !cached(s, lens.gen) || label_starts(s, off as u64).is_err() {
+        return None;
+    }
+    Some(off)
+}
+
+/// Whether a label of the name in `s.q` starts at `off` (a success), walking the labels up to
+/// there.
+#[inline(never)]
+fn label_starts(s: &mut Scratch, off: u64) -> Packed {
+    let off = off as usize;
+    let mut pos = 0usize;
+    let mut r = Packed::err(None);
+    for _ in 0..KEY_NAME_LEN / 2 {
+        if pos >= off {
+            if pos == off {
+                r = Packed::value(0);
+            }
+            break;
+        }
+        let Some(l) = s.q.get(pos).copied() else {
+            break;
+        };
+        if l == 0 {
+            break;
+        }
+        pos += l as usize + 1;
+    }
+    launder(s, r)
+}
+
+/// Whether the suffix of `apex_len` bytes whose key is in `s.key` is a zone's apex.
+#[inline(always)]
+fn is_zone(s: &Scratch, apex_len: usize) -> bool {
+    if apex_len <= SHORT_NAME_LEN {
+        ZONES_SHORT.get_ptr(short_key(s)).is_some()
+    } else {
+        ZONES.get_ptr(&s.key).is_some()
+    }
+}
+
+/// Whether this CPU's copy of a zone (`s.zone`) is the zone whose short key is in `s.key`, as of
+/// generation `gen`: four words compared, where a lookup would hash them.
+#[inline(always)]
+fn cached(s: &Scratch, gen: u64) -> bool {
+    let key = short_words(s);
+    let apex = s.zone.apex.name.as_ptr() as *const u64;
+    let mut diff = s.zone.gen ^ gen;
+    for w in 0..SHORT_NAME_LEN / 8 {
+        // SAFETY: w < 4: inside the 32-byte keys; `ZoneCache::apex` is 8-byte aligned (it
+        // follows a u64 in a struct at an 8-byte offset, checked in dns-common).
+        diff |= unsafe { *key.add(w) ^ *apex.add(w) };
+    }
+    gen != 0 && diff == 0
+}
+
+/// Keeps zone `z` (found by the short key in `s.key`, `apex_len` bytes long, as of generation
+/// `gen`) in `s.zone`; its
+/// SOA is at most [`SOA_CACHE`] bytes. Word by word, not a `memcpy` call.
+#[inline(always)]
+fn keep(s: &mut Scratch, z: &ZoneValue, apex_len: usize, gen: u64) {
+    let key = short_words(s);
+    let c = &mut s.zone;
+    let apex = c.apex.name.as_mut_ptr() as *mut u64;
+    let soa = c.soa.as_mut_ptr() as *mut u64;
+    let from = z.soa.as_ptr() as *const u64;
+    // SAFETY: inside the 32-byte keys and the 128-byte copy (which `z.soa`, 1024 bytes, holds);
+    // all 8-byte aligned (`ZoneValue::soa` is at offset 8 of a map value, checked in dns-common).
+    unsafe {
+        for w in 0..SHORT_NAME_LEN / 8 {
+            core::ptr::write_volatile(apex.add(w), *key.add(w));
+        }
+        for w in 0..SOA_CACHE / 8 {
+            core::ptr::write_volatile(soa.add(w), *from.add(w));
+        }
+    }
+    c.flags = z.flags;
+    c.soa_len = z.soa_len;
+    c.soa_sum = z.soa_sum;
+    c.apex_len = apex_len as u32;
+    c.gen = gen;
+}
+
+/// The short key in `s.key` as four words.
+#[inline(always)]
+fn short_words(s: &Scratch) -> *const u64 {
+    short_key(s).name.as_ptr() as *const u64
 }
 
 /// The last [`SHORT_NAME_LEN`] bytes of the key in `s.key`: the short key of a name that short.
@@ -84,9 +244,16 @@ fn short_key(s: &Scratch) -> &ShortKey {
 /// The closest zone that encloses the name, and the offset of its apex in the name (a NXDOMAIN
 /// answer's zone).
 #[inline(always)]
-pub fn enclosing_zone<'a>(s: &mut Scratch, q: &Query) -> Result<(&'a ZoneValue, usize), Pass> {
-    let lens = ZONE_LENS.get(0).ok_or(Some(Stat::PassNoZone))?;
-    let (lo, hi) = (lens.bits[0], lens.bits[1]);
+pub fn enclosing_zone(s: &mut Scratch, q: &Query) -> Result<(Zone, usize), Pass> {
+    let lens = zone_lens()?;
+    if let Some(apex_off) = cached_enclosing(s, q.name_len, lens) {
+        let zone = cached_zone(s);
+        if zone.flags & ZONE_NEG_PASS != 0 {
+            return Err(Some(Stat::PassNegative));
+        }
+        return Ok((zone, apex_off));
+    }
+    let (lo, hi, gen) = (lens.bits[0], lens.bits[1], lens.gen);
     let c = candidates(s, q.name_len as u64, lo, hi).get()?;
     let last = c & 0xff;
     let apex_off = if c & MORE_CANDIDATES != 0 {
@@ -101,7 +268,7 @@ pub fn enclosing_zone<'a>(s: &mut Scratch, q: &Query) -> Result<(&'a ZoneValue, 
         return Err(Some(Stat::PassMalformed));
     }
     // The apex's key is in `s.key` (left by `find_zone` or `zero_prefix`).
-    let zone = zone_of_key(s, q.name_len - apex_off).ok_or(Some(Stat::PassNoZone))?;
+    let zone = zone_of_key(s, q.name_len - apex_off, gen).ok_or(Some(Stat::PassNoZone))?;
     if zone.flags & ZONE_NEG_PASS != 0 {
         return Err(Some(Stat::PassNegative));
     }
@@ -117,7 +284,10 @@ const MORE_CANDIDATES: u64 = 1 << 8;
 /// longest first and returns the shortest without looking it up.
 #[inline(never)]
 fn candidates(s: &mut Scratch, name_len: u64, lo: u64, hi: u64) -> Packed {
-    let lens = ZoneLens { bits: [lo, hi] };
+    let lens = ZoneLens {
+        bits: [lo, hi],
+        gen: 0,
+    };
     let name_len = name_len as usize;
     let mut pos = 0usize;
     // Kept in the scratch slot, not a register: the verifier then has one state per step of the
@@ -153,7 +323,10 @@ fn candidates(s: &mut Scratch, name_len: u64, lo: u64, hi: u64) -> Packed {
 /// same length as a longer suffix): the longer ones get looked up here.
 #[inline(never)]
 fn find_zone(s: &mut Scratch, name_len: u64, lo: u64, hi: u64, last: u64) -> Packed {
-    let lens = ZoneLens { bits: [lo, hi] };
+    let lens = ZoneLens {
+        bits: [lo, hi],
+        gen: 0,
+    };
     let name_len = name_len as usize;
     let mut pos = 0usize;
     let mut r = Packed::err(Some(Stat::PassNoZone));
@@ -173,7 +346,7 @@ fn find_zone(s: &mut Scratch, name_len: u64, lo: u64, hi: u64, last: u64) -> Pac
             continue;
         }
         zero_prefix(s, KEY_NAME_LEN.wrapping_sub(len) as u64);
-        if len as u64 == last || zone_of_key(s, len).is_some() {
+        if len as u64 == last || is_zone(s, len) {
             r = Packed::value(pos as u64);
             break;
         }

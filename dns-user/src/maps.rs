@@ -92,6 +92,9 @@ pub struct FastPath {
     shadow: Shadow,
     /// How many zones have an apex of each wire length: what ZONE_LENS is made from.
     apex_lens: [u32; KEY_NAME_LEN + 1],
+    /// The zone maps' generation, written with ZONE_LENS (`ZoneLens::gen`): moved on after each
+    /// zone write, so that the copies of zones the program keeps per CPU are dropped.
+    zone_gen: u64,
     /// Rate limiting and cookie settings, and the prefixes exempt from rate limiting.
     limits: Option<LimitMaps>,
     /// Whether the kernel took `BPF_MAP_UPDATE_BATCH`; once refused, names go one by one.
@@ -220,6 +223,13 @@ impl FastPath {
         for k in &unreachable {
             removed(large.remove(k)).map_err(werr(NAMES_LARGE.name))?;
         }
+        // Past any generation pinned maps were left at, so that no copy a program still holds
+        // from them is taken as current; never 0 (an empty copy's).
+        let zone_gen = zone_lens
+            .get(&0, 0)
+            .map_or(0, |l| l.gen)
+            .wrapping_add(1)
+            .max(1);
         let mut fast = Self {
             config,
             stats,
@@ -231,6 +241,7 @@ impl FastPath {
             zone_lens,
             shadow,
             apex_lens: [0; KEY_NAME_LEN + 1],
+            zone_gen,
             limits: None,
             batch_ok: true,
         };
@@ -243,8 +254,16 @@ impl FastPath {
     }
 
     fn write_zone_lens(&mut self) -> Result<(), MapWriteError> {
-        let lens = ZoneLens::of((0..=KEY_NAME_LEN).filter(|l| self.apex_lens[*l] > 0));
+        let mut lens = ZoneLens::of((0..=KEY_NAME_LEN).filter(|l| self.apex_lens[*l] > 0));
+        lens.gen = self.zone_gen;
         self.zone_lens.set(0, lens, 0).map_err(werr(ZONE_LENS.name))
+    }
+
+    /// Moves the zone generation on after a write to a zone map (the program then looks zones
+    /// up again instead of using its copies), and writes it with the apex lengths.
+    fn next_zone_gen(&mut self) -> Result<(), MapWriteError> {
+        self.zone_gen = self.zone_gen.wrapping_add(1).max(1);
+        self.write_zone_lens()
     }
 
     /// Adds the rate limiter's maps: settings and exempt prefixes.
@@ -433,7 +452,8 @@ impl FastPath {
 
     /// Writes a zone. A new apex length goes into ZONE_LENS before the zone is written: the
     /// program may then look a suffix of that length up and miss it (and go on to the shorter
-    /// ones, as if the zone were not there yet), but never skips a zone that is there.
+    /// ones, as if the zone were not there yet), but never skips a zone that is there. The zone
+    /// generation moves on after it, so that no CPU answers from its copy of the old value.
     pub fn set_zone(&mut self, key: &NameKey, v: &ZoneValue) -> Result<(), MapWriteError> {
         let len = key_len(key);
         let new = !self.zone_keys_contain(key)?;
@@ -457,7 +477,8 @@ impl FastPath {
             // The length stays in ZONE_LENS (a lookup that misses); only the count is undone.
             self.apex_lens[len] -= 1;
         }
-        r
+        r?;
+        self.next_zone_gen()
     }
 
     fn zone_keys_contain(&self, key: &NameKey) -> Result<bool, MapWriteError> {
@@ -480,11 +501,10 @@ impl FastPath {
             None => removed(self.zones.remove(key)).map_err(werr(ZONES.name)),
         };
         if r? {
+            // Its length leaves ZONE_LENS with the new generation, when no other zone has it.
             let len = key_len(key);
             self.apex_lens[len] = self.apex_lens[len].saturating_sub(1);
-            if self.apex_lens[len] == 0 {
-                self.write_zone_lens()?;
-            }
+            self.next_zone_gen()?;
         }
         Ok(())
     }

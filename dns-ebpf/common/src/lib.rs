@@ -57,7 +57,7 @@ pub const DEFAULT_UDP_PAYLOAD: u16 = 1232;
 
 /// Version of the map layout. Pinned maps live in a directory named after it, so a daemon whose
 /// layout differs never takes over maps it can't read. Bump it with any change to the types here.
-pub const LAYOUT_VERSION: u32 = 9;
+pub const LAYOUT_VERSION: u32 = 10;
 
 /// Query types, as the index into [`NameValue::segs`]: 0 is the CNAME prefix copied before every
 /// answer at a name that holds a CNAME.
@@ -274,12 +274,17 @@ impl ZoneValue {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ZoneLens {
     pub bits: [u64; 2],
+    /// The zone maps' generation: the daemon adds one after each write to [`map::ZONES_SHORT`]
+    /// or [`map::ZONES`], and it is never 0 once the daemon has started. A zone the program
+    /// keeps in [`Scratch::zone`] is good while this is the generation it was read in.
+    pub gen: u64,
 }
 
 impl ZoneLens {
     /// The set of the given apex lengths (wire bytes; those over [`KEY_NAME_LEN`] are left out:
     /// the program never looks such a suffix up).
     pub fn of(lens: impl IntoIterator<Item = usize>) -> Self {
+        // Generation 0: the daemon sets it when it writes the value.
         let mut z = Self::default();
         for len in lens {
             if len <= KEY_NAME_LEN {
@@ -295,6 +300,25 @@ impl ZoneLens {
     pub fn has(&self, len: usize) -> bool {
         let word = if len < 64 { self.bits[0] } else { self.bits[1] };
         len < 128 && (word >> (len & 63)) & 1 != 0
+    }
+
+    /// Whether some zone's apex is at least `from` and shorter than `to` wire bytes.
+    #[inline(always)]
+    pub fn any_between(&self, from: usize, to: usize) -> bool {
+        let (from, to) = (Self::below(from), Self::below(to));
+        (self.bits[0] & to.0 & !from.0) | (self.bits[1] & to.1 & !from.1) != 0
+    }
+
+    /// The masks of `bits[0]` and `bits[1]` that select the lengths below `len`.
+    #[inline(always)]
+    fn below(len: usize) -> (u64, u64) {
+        if len >= 128 {
+            (u64::MAX, u64::MAX)
+        } else if len >= 64 {
+            (u64::MAX, (1u64 << (len & 63)) - 1)
+        } else {
+            ((1u64 << (len & 63)) - 1, 0)
+        }
     }
 
     /// Whether some zone's apex is shorter than `len` wire bytes.
@@ -438,6 +462,31 @@ pub struct Scratch {
     /// A value passed through map memory, which the verifier treats as unknown: joins the states
     /// of a loop's many exits into one (see `launder` in dns-ebpf).
     pub tmp: u64,
+    /// The last zone this CPU found for a negative answer, kept to answer the next ones without
+    /// hashing its apex again.
+    pub zone: ZoneCache,
+}
+
+/// Longest SOA record (owner pointer included) a [`ZoneCache`] holds; a zone with a longer one
+/// is looked up in its map every time.
+pub const SOA_CACHE: usize = 128;
+
+/// A copy of one [`ZoneValue`] of [`map::ZONES_SHORT`] with its apex, in the per-CPU
+/// [`Scratch`]: a missing name's zone found in the copy costs a comparison of four words instead
+/// of a hash lookup. It is good while [`ZoneLens::gen`] is `gen` (the daemon moves that on after
+/// each zone write); all zero (generation 0) is empty.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ZoneCache {
+    pub gen: u64,
+    pub apex: ShortKey,
+    pub flags: u32,
+    pub soa_len: u16,
+    pub soa_sum: u16,
+    /// The apex's wire length.
+    pub apex_len: u32,
+    pub _pad: u32,
+    pub soa: [u8; SOA_CACHE],
 }
 
 const _: () = assert!(core::mem::size_of::<NameKey>() == KEY_NAME_LEN);
@@ -448,7 +497,10 @@ const _: () = assert!(core::mem::size_of::<LargeValue>() == 4 + 32 + BLOB_LARGE)
 const _: () = assert!(core::mem::size_of::<ZoneValue>() == 8 + SOA_BLOB);
 const _: () = assert!(core::mem::size_of::<XdpConfig>() == 52);
 const _: () = assert!(core::mem::size_of::<ServedKey>() == 20);
-const _: () = assert!(core::mem::size_of::<ZoneLens>() == 16);
+const _: () = assert!(core::mem::size_of::<ZoneLens>() == 24);
+const _: () = assert!(core::mem::size_of::<ZoneCache>() == 8 + SHORT_NAME_LEN + 16 + SOA_CACHE);
+const _: () = assert!(core::mem::offset_of!(Scratch, zone).is_multiple_of(8));
+const _: () = assert!(core::mem::offset_of!(ZoneValue, soa) == 8 && SOA_CACHE.is_multiple_of(8));
 const _: () = assert!(KEY_NAME_LEN <= 255 && KEY_NAME_LEN.is_multiple_of(8));
 
 #[cfg(feature = "user")]
@@ -528,6 +580,14 @@ mod tests {
             }
         }
         assert!(!ZoneLens::default().any_below(200));
+        for l in [1usize, 2, 31, 32, 33, 63, 64, 65, 95, 96] {
+            for from in 0..=130 {
+                for to in 0..=130 {
+                    let want = from <= l && l < to;
+                    assert_eq!(only(l).any_between(from, to), want, "{l} in {from}..{to}");
+                }
+            }
+        }
     }
 
     #[test]

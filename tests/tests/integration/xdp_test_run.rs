@@ -1426,6 +1426,92 @@ fn xdp_passes_misses_up_while_stale() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Each CPU keeps the zone of its last negative answer (`Scratch::zone`), to answer the next
+/// ones without looking the zone up again: after a change to the zone's SOA the answers carry
+/// the new SOA, and once the zone is gone its missing names are no longer answered from it.
+#[test]
+fn xdp_negative_answers_follow_their_zone_as_it_changes() {
+    let (mut runner, mut zones) = setup();
+    let queries = [
+        (
+            QuerySpec::new(0x3457, "no-such-name.example.com.", TYPE_A),
+            Stat::AnsweredNxdomain,
+        ),
+        (
+            QuerySpec::new(0x3458, "a1.example.com.", TYPE_AAAA),
+            Stat::AnsweredNodata,
+        ),
+    ];
+    // Each query twice in a row: the second is answered from the first's copy of the zone.
+    let answers = |runner: &mut XdpRunner, zones: &ZoneSet| -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for (q, stat) in &queries {
+            let frame = build_frame(&spec(false, None), &q.to_wire());
+            for _ in 0..2 {
+                run_expecting(runner, zones, &frame, (XDP_TX, *stat))
+                    .unwrap_or_else(|e| panic!("{}: {e}", name_text(&q.qname)));
+                out.push(runner.run(&frame).expect("test run").out);
+            }
+        }
+        out
+    };
+    let before = answers(&mut runner, &zones);
+
+    // A name that ends with the copy's apex inside a label, not at a label's start: in no zone
+    // (the one label `a\007example\003com`), whatever the copy says.
+    let mut inside = QuerySpec::new(0x3459, "x.", TYPE_A);
+    inside.qname = [&b"\x0da"[..], &wire_name(EXAMPLE)].concat();
+    assert_eq!(inside.qname.len(), 15);
+    let frame = build_frame(&spec(false, None), &inside.to_wire());
+    let run = runner.run(&frame).expect("test run");
+    assert_eq!(
+        Some(Expect::Passed(Stat::PassNoZone)),
+        (run.action == XDP_PASS)
+            .then(|| run.single().map(Expect::Passed))
+            .flatten(),
+        "a name ending with the apex inside its label: {} {:?}",
+        action_name(run.action),
+        run.counted
+    );
+    assert_eq!(
+        expect(&zones, &inside, PAYLOAD),
+        Expect::Passed(Stat::PassNoZone)
+    );
+
+    let apex = fixture::n(EXAMPLE);
+    let mut soa = zones.zone(&apex).expect("zone").soa().clone();
+    soa.minimum += 17;
+    zones.set_soa(&apex, soa).expect("set soa");
+    runner.sync(&zones);
+    let after = answers(&mut runner, &zones);
+    for (b, a) in before.iter().zip(&after) {
+        assert_ne!(b, a, "the negative answer kept the old SOA");
+    }
+
+    zones.delete_zone(&apex).expect("delete zone");
+    runner.sync(&zones);
+    for (q, _) in &queries {
+        let frame = build_frame(&spec(false, None), &q.to_wire());
+        let run = runner.run(&frame).expect("test run");
+        let got = match (run.action, run.single()) {
+            (XDP_TX, Some(s)) => Expect::Answered(s),
+            (XDP_PASS, Some(s)) => Expect::Passed(s),
+            (a, _) => panic!(
+                "{}: {} {:?}",
+                name_text(&q.qname),
+                action_name(a),
+                run.counted
+            ),
+        };
+        assert_eq!(
+            got,
+            expect(&zones, q, PAYLOAD),
+            "{} after its zone went",
+            name_text(&q.qname)
+        );
+    }
+}
+
 /// A large value at a name longer than a short key lives in NAMES_LARGE behind a marker in
 /// NAMES_SMALL, so that a long name missing from NAMES_SMALL is known absent: the name is
 /// answered (and NODATA for a type it lacks) as its value moves from small to large and back,
