@@ -811,7 +811,7 @@ fn write(
             let apex_k = key(apex);
             delete_zone_rrsets(&mut rrsets_t, &apex_k)?;
             for (owner, rtype, ttl, records) in zone.records() {
-                let v = encode_rrset(ttl, records)
+                let v = encode_rrset(ttl, &records)
                     .map_err(|reason| encode_error(&owner, rtype, reason))?;
                 rrsets_t.insert(
                     (apex_k.as_slice(), key(&owner).as_slice(), u16::from(rtype)),

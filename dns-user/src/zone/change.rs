@@ -7,13 +7,13 @@
 //! changes a copy of the served zones and publishes it only once it is stored, so the version
 //! readers had is the undo.
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::collections::BTreeSet;
 
 use hickory_proto::rr::{Name, RData, RecordType};
 use imbl::OrdMap;
 
 use super::{
-    model::Node,
+    model::{Node, SetRef, WireSet},
     name::{has_star_label, is_wildcard, normalize, CanonName},
     validate::{check_set_at, check_ttl},
     RrSet, SoaParams, TtlField, Zone, ZoneError, ZoneSet, ZoneSpec,
@@ -384,7 +384,11 @@ impl ZoneSet {
                 ttl: spec.ns_ttl,
                 records: ns,
             };
-            zone.put(&apex, RecordType::NS, Some(set));
+            zone.put(
+                &apex,
+                RecordType::NS,
+                Some(WireSet::encode(RecordType::NS, &set)?),
+            );
         }
         Ok(zone)
     }
@@ -536,7 +540,11 @@ impl Zone {
             } => {
                 let name = self.owner(name)?;
                 self.check_set(&name, rtype, ttl, &records)?;
-                (name, rtype, Some(RrSet { ttl, records }))
+                (
+                    name,
+                    rtype,
+                    Some(WireSet::encode(rtype, &RrSet { ttl, records })?),
+                )
             }
             Change::Delete { name, rtype } => {
                 let name = self.owner(name)?;
@@ -617,14 +625,7 @@ impl Zone {
         ttl: u32,
         records: &[RData],
     ) -> Result<(), ZoneError> {
-        check_set_at(
-            &self.apex,
-            name,
-            self.nodes.get(name).map(|n| &**n),
-            rtype,
-            ttl,
-            records,
-        )
+        check_set_at(&self.apex, name, self.nodes.get(name), rtype, ttl, records)
     }
 
     /// Validates and adds the RRsets of [`ZoneSet::load_zone`], as many `check_set` and `put`
@@ -657,20 +658,17 @@ impl Zone {
         sets.sort_by(|a, b| a.0.cmp(&b.0));
 
         let mut before = std::mem::take(&mut self.nodes);
-        let mut nodes: Vec<(CanonName, Arc<Node>)> = Vec::with_capacity(sets.len() + before.len());
+        let mut nodes: Vec<(CanonName, Node)> = Vec::with_capacity(sets.len() + before.len());
         let mut sets = sets.into_iter().peekable();
         while let Some((name, index, rtype, set)) = sets.next() {
-            let mut node = before
-                .remove(&name)
-                .map(Arc::unwrap_or_clone)
-                .unwrap_or_default();
+            let mut node = before.remove(&name).unwrap_or_default();
             let mut group = Some((index, rtype, set));
             while let Some((index, rtype, set)) = group.take() {
                 let at = (!node.is_empty()).then_some(&node);
-                match check_set_at(&self.apex, &name, at, rtype, set.ttl, &set.records) {
-                    Ok(()) => {
-                        node.insert(rtype, set);
-                    }
+                match check_set_at(&self.apex, &name, at, rtype, set.ttl, &set.records)
+                    .and_then(|()| WireSet::encode(rtype, &set))
+                {
+                    Ok(wire) => node = node.with(rtype, Some(&wire)),
                     // This owner's later RRsets come later in `rrsets` too: their own errors,
                     // if any, don't matter.
                     Err(e) => fail(index, e),
@@ -680,7 +678,7 @@ impl Zone {
                     .map(|(_, index, rtype, set)| (index, rtype, set));
             }
             if !node.is_empty() {
-                nodes.push((name, Arc::new(node)));
+                nodes.push((name, node));
             }
         }
         if let Some((index, e)) = first_error {
@@ -730,21 +728,19 @@ impl Zone {
         &mut self,
         name: &CanonName,
         rtype: RecordType,
-        new: Option<RrSet>,
+        new: Option<WireSet>,
     ) -> Option<RrSet> {
-        let previous = match new {
-            Some(set) => {
-                Arc::make_mut(self.nodes.entry(name.clone()).or_default()).insert(rtype, set)
-            }
-            None => {
-                let node = Arc::make_mut(self.nodes.get_mut(name)?);
-                let previous = node.remove(rtype);
-                if node.is_empty() {
-                    self.nodes.remove(name);
-                }
-                previous
-            }
-        };
+        let node = self.nodes.get(name);
+        if new.is_none() && node.is_none() {
+            return None;
+        }
+        let previous = node.and_then(|n| n.get(rtype)).map(SetRef::to_rrset);
+        let next = node.cloned().unwrap_or_default().with(rtype, new.as_ref());
+        if next.is_empty() {
+            self.nodes.remove(name);
+        } else {
+            self.nodes.insert(name.clone(), next);
+        }
         self.reindex(name, rtype, previous.as_ref());
         previous
     }
@@ -753,7 +749,10 @@ impl Zone {
     /// of `rtype` at `name` from `previous`.
     fn reindex(&mut self, name: &CanonName, rtype: RecordType, previous: Option<&RrSet>) {
         if rtype == RecordType::CNAME {
-            if let Some(target) = previous.and_then(cname_target) {
+            if let Some(target) = previous
+                .and_then(|p| p.records.first())
+                .and_then(cname_target)
+            {
                 if let Some(owners) = self.cname_owners.get_mut(&target) {
                     owners.remove(name);
                     if owners.is_empty() {
@@ -761,7 +760,8 @@ impl Zone {
                     }
                 }
             }
-            if let Some(target) = self.rrset_lower(name, rtype).and_then(cname_target) {
+            let now = self.rrset_lower(name, rtype).and_then(|s| s.first());
+            if let Some(target) = now.as_ref().and_then(cname_target) {
                 self.cname_owners
                     .entry(target)
                     .or_default()
@@ -785,10 +785,10 @@ impl Zone {
     }
 }
 
-/// The target of a CNAME RRset, in key form.
-pub(super) fn cname_target(set: &RrSet) -> Option<CanonName> {
-    match set.records.first() {
-        Some(RData::CNAME(c)) => Some(CanonName::new(&c.0)),
+/// The target of a CNAME record, in key form.
+pub(super) fn cname_target(rd: &RData) -> Option<CanonName> {
+    match rd {
+        RData::CNAME(c) => Some(CanonName::new(&c.0)),
         _ => None,
     }
 }

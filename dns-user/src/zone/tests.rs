@@ -1365,30 +1365,46 @@ fn canon_name_parts() {
 
 #[test]
 fn node_keeps_one_set_per_type_in_type_order() {
-    let set = |ttl| RrSet {
+    let a = |ttl, last| RrSet {
         ttl,
-        records: vec![],
+        records: vec![
+            RData::A(A::new(192, 0, 2, last)),
+            RData::A(A::new(192, 0, 2, 7)),
+        ],
     };
+    let txt = RrSet {
+        ttl: 1,
+        records: vec![RData::TXT(TXT::new(vec!["one".into(), String::new()]))],
+    };
+    let mx = RrSet {
+        ttl: 3,
+        records: vec![RData::MX(MX::new(10, n("mail.example.com.")))],
+    };
+    let wire = |t, s: &RrSet| model::WireSet::encode(t, s).expect("encodes");
     let mut node = Node::default();
     assert!(node.is_empty());
-    assert_eq!(node.insert(RecordType::TXT, set(1)), None);
-    assert_eq!(node.insert(RecordType::A, set(2)), None);
-    assert_eq!(node.insert(RecordType::MX, set(3)), None);
-    assert_eq!(node.0.capacity(), 3);
-    assert_eq!(node.insert(RecordType::A, set(4)), Some(set(2)));
+    node = node.with(RecordType::TXT, Some(&wire(RecordType::TXT, &txt)));
+    node = node.with(RecordType::A, Some(&wire(RecordType::A, &a(2, 1))));
+    node = node.with(RecordType::MX, Some(&wire(RecordType::MX, &mx)));
+    node = node.with(RecordType::A, Some(&wire(RecordType::A, &a(4, 9))));
     assert_eq!(
         node.types().collect::<Vec<_>>(),
         vec![RecordType::A, RecordType::MX, RecordType::TXT]
     );
-    assert_eq!(node.get(RecordType::A), Some(&set(4)));
+    assert_eq!(node.get(RecordType::A).map(|s| s.to_rrset()), Some(a(4, 9)));
+    assert_eq!(node.get(RecordType::A).map(|s| s.len()), Some(2));
+    assert_eq!(node.get(RecordType::MX).map(|s| s.to_rrset()), Some(mx));
+    assert_eq!(node.get(RecordType::TXT).map(|s| s.to_rrset()), Some(txt));
     assert!(node.contains(RecordType::MX) && !node.contains(RecordType::AAAA));
-    assert_eq!(node.remove(RecordType::MX), Some(set(3)));
-    assert_eq!(node.remove(RecordType::MX), None);
+    node = node.with(RecordType::MX, None);
+    assert_eq!(node, node.with(RecordType::MX, None));
     assert_eq!(node.len(), 2);
     assert_eq!(
-        node.iter().map(|(t, s)| (t, s.ttl)).collect::<Vec<_>>(),
+        node.iter().map(|s| (s.rtype, s.ttl)).collect::<Vec<_>>(),
         vec![(RecordType::A, 4), (RecordType::TXT, 1)]
     );
+    node = node.with(RecordType::A, None).with(RecordType::TXT, None);
+    assert!(node.is_empty());
 }
 
 #[test]
