@@ -77,6 +77,55 @@ impl WireSet {
     }
 }
 
+impl WireSet {
+    /// An RRset as the store keeps it: `records` is `length (u16) | RDATA` for each record. Gives
+    /// the records too, read, for the checks a change passes.
+    pub(super) fn from_stored(
+        rtype: RecordType,
+        set: &StoredSet,
+    ) -> Result<(Self, RrSet), ZoneError> {
+        let body = u16::try_from(set.records.len()).map_err(|_| ZoneError::RrsetTooLarge {
+            size: set.records.len(),
+        })?;
+        let mut out = Vec::with_capacity(SET_HEADER + set.records.len());
+        out.extend_from_slice(&u16::from(rtype).to_be_bytes());
+        out.extend_from_slice(&set.ttl.to_be_bytes());
+        out.extend_from_slice(&body.to_be_bytes());
+        out.extend_from_slice(&set.records);
+        let b = &set.records;
+        let mut records = Vec::with_capacity(1);
+        let mut at = 0;
+        while at < b.len() {
+            let index = records.len();
+            let unreadable = |reason: String| ZoneError::Unreadable { index, reason };
+            let len = b
+                .get(at..at + 2)
+                .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
+                .ok_or_else(|| unreadable("cut short".into()))?;
+            let rd = b
+                .get(at + 2..at + 2 + len)
+                .ok_or_else(|| unreadable("cut short".into()))?;
+            records.push(read_rdata(rtype, rd).map_err(unreadable)?);
+            at += 2 + len;
+        }
+        Ok((
+            Self(out),
+            RrSet {
+                ttl: set.ttl,
+                records,
+            },
+        ))
+    }
+}
+
+/// An RRset as the store keeps it, for [`ZoneSet::add_loaded_zone`]: the TTL, and the records
+/// as `length (u16) | RDATA` each, RDATA in wire form. The zone keeps these bytes as they are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredSet {
+    pub ttl: u32,
+    pub records: Vec<u8>,
+}
+
 /// One RDATA in wire form, all of it: the reader the store uses too.
 pub(crate) fn read_rdata(rtype: RecordType, rd: &[u8]) -> Result<RData, String> {
     let len = u16::try_from(rd.len()).map_err(|_| format!("{} bytes of RDATA", rd.len()))?;
@@ -103,7 +152,10 @@ impl<'a> SetRef<'a> {
         let mut rest = self.body;
         std::iter::from_fn(move || {
             let (len, after) = rest.split_first_chunk::<2>()?;
-            let (rd, after) = after.split_at(usize::from(u16::from_be_bytes(*len)));
+            // `encode` and `from_stored` checked every length: the cut never shortens a record,
+            // it only keeps a bad length from panicking.
+            let len = usize::from(u16::from_be_bytes(*len)).min(after.len());
+            let (rd, after) = after.split_at(len);
             rest = after;
             Some(rd)
         })

@@ -1817,3 +1817,72 @@ fn fill_sorted_keeps_every_entry_in_order() {
         assert_eq!(map.into_iter().collect::<Vec<_>>(), entries, "{n} entries");
     }
 }
+
+#[test]
+fn a_loaded_zone_keeps_the_stored_bytes_and_finds_the_first_bad_rrset() {
+    // As the store writes them: `len (u16) | RDATA` for each record.
+    let stored = |ttl, rdatas: &[&[u8]]| StoredSet {
+        ttl,
+        records: rdatas
+            .iter()
+            .flat_map(|rd| {
+                let len = u16::try_from(rd.len()).expect("short");
+                len.to_be_bytes().into_iter().chain(rd.iter().copied())
+            })
+            .collect(),
+    };
+    // More RRsets than one thread checks alone, so that the load is split between threads
+    // where there are several; the errors still name the first bad one in the given order.
+    let count = 10_000u32;
+    let good = |i: u32| {
+        let name = n(&format!("h{i}.example.com."));
+        (name, RecordType::A, stored(60, &[&i.to_be_bytes()]))
+    };
+    let rrsets: Vec<_> = (0..count).map(good).collect();
+    let mut zs = ZoneSet::new();
+    zs.add_loaded_zone(spec("example.com."), rrsets.clone())
+        .expect("load");
+    let z = zs.zone(&apex()).expect("zone");
+    assert_eq!(z.name_count(), count as usize + 1);
+    for i in [0, 4_999, 9_999] {
+        let set = z.rrset(&n(&format!("H{i}.example.com.")), RecordType::A);
+        let want = RData::A(A::from(std::net::Ipv4Addr::from(i)));
+        assert_eq!(
+            set,
+            Some(RrSet {
+                ttl: 60,
+                records: vec![want]
+            }),
+            "h{i}"
+        );
+    }
+
+    for (bad_at, bad, want) in [
+        // Three bytes of an A record: hickory can't read it.
+        (7_500, stored(60, &[&[192, 0, 2]]), "record 0:"),
+        // The second record's length runs past the end.
+        (
+            9_000,
+            StoredSet {
+                ttl: 60,
+                records: vec![0, 4, 192, 0, 2, 1, 0, 9, 1],
+            },
+            "record 1: cut short",
+        ),
+    ] {
+        let mut rrsets = rrsets.clone();
+        rrsets[bad_at].2 = bad;
+        // A later bad RRset doesn't hide the first.
+        rrsets[9_999].2 = stored(60, &[]);
+        let e = ZoneSet::new()
+            .add_loaded_zone(spec("example.com."), rrsets)
+            .expect_err("bad rrset");
+        match e {
+            ZoneError::Batch { index, source } => {
+                assert_eq!(index, bad_at);
+                assert!(source.to_string().starts_with(want), "{source}");
+            }
+            e => panic!("{e}"),
+        }
+    }
+}
