@@ -5,7 +5,7 @@
 //! counts, and changing the clone copies only the paths it touches. That is what lets a writer
 //! build the next version of the zones while readers keep answering from the current one.
 
-use std::{ops::Bound, sync::Arc};
+use std::ops::Bound;
 
 use hickory_proto::{
     rr::{rdata::SOA, Name, RData, Record, RecordType},
@@ -189,21 +189,19 @@ impl<'a> SetRef<'a> {
 }
 
 /// The RRsets at one name, ordered by type, each type at most once, as [`WireSet`]s one after
-/// the other in one shared allocation.
+/// the other in one allocation.
 ///
 /// One allocation a name, in wire form: hickory's `RData` is about 190 bytes whatever the record
 /// (the size of its largest variant), and a `Vec` of them in a `Vec` of RRsets behind an `Arc`
 /// was three allocations and some 300 bytes for one A record, most of the daemon's memory. A
-/// node is never changed in place: a change builds the next one (names have an RRset or two), and
-/// versions of the zone share the nodes they have in common.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Node(Arc<[u8]>);
-
-impl Default for Node {
-    fn default() -> Self {
-        Self(Arc::from(&[][..]))
-    }
-}
+/// node is never changed in place: a change builds the next one (names have an RRset or two).
+///
+/// Not behind an `Arc`: a name with one A record is 14 bytes here, and an `Arc`'s two counts
+/// would put it in the allocator's next size class (48 bytes instead of 32). The cost is on
+/// writes: the copy of a map leaf a change makes copies its nodes' bytes, a few dozen bytes
+/// each, where it would copy pointers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Node(Box<[u8]>);
 
 impl Node {
     pub(super) fn iter(&self) -> impl Iterator<Item = SetRef<'_>> {
@@ -256,7 +254,7 @@ impl Node {
         if let (false, Some(set)) = (placed, set) {
             bytes.extend_from_slice(&set.0);
         }
-        Self(Arc::from(bytes))
+        Self(bytes.into_boxed_slice())
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -354,8 +352,8 @@ pub struct Zone {
     pub(super) soa: SoaParams,
     pub(super) serial: u32,
     /// Owner to its RRsets; the apex NS set lives here too. Never holds an empty node.
-    /// Nodes are shared between versions of the zone (each is one `Arc`): copying a path of the
-    /// map on a change copies pointers, not records.
+    /// Leaves are shared between versions of the zone: a change copies the path of the map it
+    /// touches (and the nodes of the leaf at its end), not the rest.
     pub(super) nodes: OrdMap<CanonName, Node>,
     /// CNAME target to the owners whose CNAME points at it: when the target's answer changes, so
     /// do theirs.
