@@ -302,7 +302,8 @@ impl ZoneSet {
             .into_iter()
             .map(|(n, t, s)| (n, t, Loading::Records(s)))
             .collect();
-        let zone = self.build_zone(spec, rrsets)?;
+        // One thread: a zone-file import runs while the fallback answers, on the same CPUs.
+        let zone = self.build_zone(spec, rrsets, 1)?;
         Ok(self.insert_new(zone))
     }
 
@@ -319,7 +320,9 @@ impl ZoneSet {
             .into_iter()
             .map(|(n, t, s)| (n, t, Loading::Stored(s)))
             .collect();
-        let zone = self.build_zone(spec, rrsets)?;
+        // Every CPU: nothing is served yet.
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let zone = self.build_zone(spec, rrsets, threads)?;
         self.zones.insert(zone.apex.clone(), zone);
         Ok(())
     }
@@ -329,9 +332,10 @@ impl ZoneSet {
         &self,
         spec: ZoneSpec,
         rrsets: Vec<(Name, RecordType, Loading)>,
+        threads: usize,
     ) -> Result<Zone, ZoneError> {
         let mut zone = self.new_zone(&spec)?;
-        zone.load_rrsets(rrsets)?;
+        zone.load_rrsets(rrsets, threads)?;
         if zone.ns().is_none() {
             return Err(ZoneError::NoNameServers);
         }
@@ -643,7 +647,7 @@ impl Zone {
     ///
     /// Inserting them one by one was most of the store's load (a lookup for the check, another
     /// for the insert, each a descent of a large tree); instead each RRset is checked alone and
-    /// put in wire form (on every CPU: at a million records this is most of the load), then the
+    /// put in wire form (on `threads` threads: the store's load takes every CPU), then the
     /// RRsets are sorted by owner (stable, so those of one owner keep their order), each owner's
     /// are checked against the ones before them, and the map is built at once from the sorted
     /// nodes. An RRset's checks only depend on the RRsets of its own owner before it, so the
@@ -651,6 +655,7 @@ impl Zone {
     pub(super) fn load_rrsets(
         &mut self,
         rrsets: Vec<(Name, RecordType, Loading)>,
+        threads: usize,
     ) -> Result<(), ZoneError> {
         let mut first_error: Option<(usize, ZoneError)> = None;
         let mut fail = |index: usize, e: ZoneError| {
@@ -658,7 +663,7 @@ impl Zone {
                 first_error = Some((index, e));
             }
         };
-        let alone = par_map(rrsets, |index, (name, rtype, set)| {
+        let alone = par_map(rrsets, threads, |index, (name, rtype, set)| {
             self.load_one(name, rtype, set)
                 .map(|(name, wire)| (name, index, rtype, wire))
                 .map_err(|e| (index, e))
@@ -835,12 +840,15 @@ pub(super) enum Loading {
     Stored(StoredSet),
 }
 
-/// `f(index, item)` for each of `items`, in order, on as many threads as the process may run on
-/// (one for a short list: a thread costs more than a few thousand small items).
-fn par_map<T: Send, U: Send>(items: Vec<T>, f: impl Fn(usize, T) -> U + Sync) -> Vec<U> {
+/// `f(index, item)` for each of `items`, in order, on up to `threads` threads (one for a short
+/// list: a thread costs more than a few thousand small items).
+fn par_map<T: Send, U: Send>(
+    items: Vec<T>,
+    threads: usize,
+    f: impl Fn(usize, T) -> U + Sync,
+) -> Vec<U> {
     const ALONE: usize = 4096;
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    if threads == 1 || items.len() < ALONE {
+    if threads <= 1 || items.len() < ALONE {
         return items
             .into_iter()
             .enumerate()
