@@ -103,13 +103,12 @@ fn op_apex(op: &JournalOp) -> &Name {
 /// Old records minus new ones are deleted, new minus old added. A TTL change changes every
 /// record of the set (RFC 1995 compares whole RRs, and RFC 2181 §5.2 keeps one TTL per set).
 fn rrset_diff(old: &Zone, new: &Zone, owner: &Name, rtype: RecordType, d: &mut Diff) {
-    let empty = Vec::new();
     let (old_ttl, old_rd) = old
         .rrset(owner, rtype)
-        .map_or((0, &empty), |s| (s.ttl, &s.records));
+        .map_or((0, Vec::new()), |s| (s.ttl, s.records));
     let (new_ttl, new_rd) = new
         .rrset(owner, rtype)
-        .map_or((0, &empty), |s| (s.ttl, &s.records));
+        .map_or((0, Vec::new()), |s| (s.ttl, s.records));
     let same_ttl = old_ttl == new_ttl;
     let record = |ttl, rd: &RData| Record::from_rdata(owner.clone(), ttl, rd.clone());
     d.deleted.extend(

@@ -51,7 +51,7 @@ use crate::{
     error_chain,
     journal::{self, Diff, JournalLimits, JournalOp, JournalSource},
     progress::{Progress, Reporter},
-    zone::{ChangeSet, RrSet, SoaParams, Zone, ZoneError, ZoneSet, ZoneSpec},
+    zone::{ChangeSet, RrSet, SoaParams, StoredSet, Zone, ZoneError, ZoneSet, ZoneSpec},
     zonefile::presentation::format_name,
 };
 
@@ -603,8 +603,16 @@ fn load_zone(
                 continue;
             }
             let rtype = RecordType::from(t);
-            match decode_name(owner).and_then(|o| Ok((o, decode_rrset(rtype, v.value())?))) {
-                Ok((owner_name, rrset)) => rrsets.push((owner_name, rtype, rrset)),
+            // The records are read (on every CPU) and kept in this form by the zone.
+            match decode_name(owner).and_then(|o| Ok((o, split_rrset(v.value())?))) {
+                Ok((owner_name, (ttl, records))) => rrsets.push((
+                    owner_name,
+                    rtype,
+                    StoredSet {
+                        ttl,
+                        records: records.to_vec(),
+                    },
+                )),
                 Err(reason) => {
                     bad.push(Bad::rrset(full_key((owner.to_vec(), t)), v.value(), reason));
                     skip.insert((owner.to_vec(), t));
@@ -811,7 +819,7 @@ fn write(
             let apex_k = key(apex);
             delete_zone_rrsets(&mut rrsets_t, &apex_k)?;
             for (owner, rtype, ttl, records) in zone.records() {
-                let v = encode_rrset(ttl, records)
+                let v = encode_rrset(ttl, &records)
                     .map_err(|reason| encode_error(&owner, rtype, reason))?;
                 rrsets_t.insert(
                     (apex_k.as_slice(), key(&owner).as_slice(), u16::from(rtype)),
@@ -1090,6 +1098,29 @@ pub fn encode_rrset(ttl: u32, records: &[RData]) -> Result<Vec<u8>, String> {
         out.extend_from_slice(&bytes);
     }
     Ok(out)
+}
+
+/// The TTL and the records of what [`encode_rrset`] wrote, each record still `len (u16) |
+/// rdata`, with the lengths checked against the count and the value's end but the RDATA not
+/// read: [`decode_rrset`] without the decoding.
+pub fn split_rrset(bytes: &[u8]) -> Result<(u32, &[u8]), String> {
+    let take = |at: usize, n: usize| -> Result<&[u8], String> {
+        bytes
+            .get(at..at + n)
+            .ok_or_else(|| format!("truncated at byte {at}"))
+    };
+    let ttl = u32::from_be_bytes(take(0, 4)?.try_into().expect("4 bytes"));
+    let count = u16::from_be_bytes(take(4, 2)?.try_into().expect("2 bytes"));
+    let mut at = 6;
+    for _ in 0..count {
+        let len = u16::from_be_bytes(take(at, 2)?.try_into().expect("2 bytes"));
+        take(at + 2, usize::from(len))?;
+        at += 2 + usize::from(len);
+    }
+    if at != bytes.len() {
+        return Err(format!("{} trailing bytes", bytes.len() - at));
+    }
+    Ok((ttl, &bytes[6..]))
 }
 
 /// The RRset [`encode_rrset`] wrote.

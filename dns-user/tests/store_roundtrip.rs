@@ -217,7 +217,7 @@ proptest! {
         prop_assert_eq!(got.serial(), want.serial());
         let all = |z: &dns_user::zone::Zone| -> Vec<_> {
             z.records()
-                .map(|(owner, t, ttl, records)| (labels(&owner), t, ttl, wire(records)))
+                .map(|(owner, t, ttl, records)| (labels(&owner), t, ttl, wire(&records)))
                 .collect()
         };
         prop_assert_eq!(all(got), all(want));

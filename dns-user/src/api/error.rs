@@ -123,7 +123,9 @@ pub(crate) fn zone_error_field(e: &ZoneError) -> String {
             format!("records[{index}]")
         }
         ZoneError::EmptyRecords | ZoneError::RrsetTooLarge { .. } => "records".into(),
-        ZoneError::Unencodable { index, .. } => format!("records[{index}]"),
+        ZoneError::Unencodable { index, .. } | ZoneError::Unreadable { index, .. } => {
+            format!("records[{index}]")
+        }
         ZoneError::MultipleCnames => "records[1]".into(),
         ZoneError::NoNameServers => "ns".into(),
         ZoneError::DuplicateNameServer { index } => format!("ns[{index}]"),

@@ -337,7 +337,7 @@ async fn show_zone(
                 break;
             }
             if wanted(&name, rtype) {
-                rrsets.push(rrset_json(&name, rtype, ttl, records));
+                rrsets.push(rrset_json(&name, rtype, ttl, &records));
             }
         }
         doc.insert("rrsets".into(), Value::Array(rrsets));

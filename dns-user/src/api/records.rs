@@ -137,7 +137,7 @@ pub(super) async fn list(
             let owner = owner.clone();
             let mut at_name = Vec::new();
             while let Some((name, rtype, ttl, records)) = rrsets.next_if(|(n, ..)| *n == owner) {
-                at_name.push(rrset_json(&name, rtype, ttl, records));
+                at_name.push(rrset_json(&name, rtype, ttl, &records));
             }
             if !page.is_empty() && page.len() + at_name.len() > limit {
                 next_cursor = Some(format_name(&owner));

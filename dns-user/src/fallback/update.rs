@@ -398,7 +398,7 @@ fn current(zone: &Zone, name: &Name, rtype: RecordType) -> Option<RrSet> {
             }
         });
     }
-    zone.rrset(name, rtype).cloned()
+    zone.rrset(name, rtype)
 }
 
 /// The types with data at `name` (not the SOA).

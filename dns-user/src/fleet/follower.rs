@@ -264,7 +264,7 @@ fn sets_that_differ<'a>(
     sets: impl IntoIterator<Item = (Name, RecordType, RrSet)> + 'a,
 ) -> impl Iterator<Item = Change> + 'a {
     sets.into_iter()
-        .filter(move |(name, rtype, set)| zone.rrset(name, *rtype) != Some(set))
+        .filter(move |(name, rtype, set)| zone.rrset(name, *rtype).as_ref() != Some(set))
         .map(|(name, rtype, set)| Change::Set {
             name,
             rtype,

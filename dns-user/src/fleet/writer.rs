@@ -214,7 +214,7 @@ fn plan(
             continue;
         };
         match zone.rrset(owner, *rtype) {
-            Some(set) => encode_set(keys, &mut plan, apex, owner, *rtype, set)?,
+            Some(set) => encode_set(keys, &mut plan, apex, owner, *rtype, &set)?,
             None => {
                 plan.deletes.insert(keys.rrset(apex, owner, *rtype));
             }

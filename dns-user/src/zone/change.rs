@@ -7,15 +7,15 @@
 //! changes a copy of the served zones and publishes it only once it is stored, so the version
 //! readers had is the undo.
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::collections::BTreeSet;
 
 use hickory_proto::rr::{Name, RData, RecordType};
 use imbl::OrdMap;
 
 use super::{
-    model::Node,
+    model::{Node, SetRef, StoredSet, WireSet},
     name::{has_star_label, is_wildcard, normalize, CanonName},
-    validate::{check_set_at, check_ttl},
+    validate::{check_set_alone, check_set_at, check_set_beside, check_ttl},
     RrSet, SoaParams, TtlField, Zone, ZoneError, ZoneSet, ZoneSpec,
 };
 
@@ -298,19 +298,31 @@ impl ZoneSet {
         spec: ZoneSpec,
         rrsets: Vec<(Name, RecordType, RrSet)>,
     ) -> Result<ChangeSet, ZoneError> {
-        let zone = self.build_zone(spec, rrsets)?;
+        let rrsets = rrsets
+            .into_iter()
+            .map(|(n, t, s)| (n, t, Loading::Records(s)))
+            .collect();
+        // One thread: a zone-file import runs while the fallback answers, on the same CPUs.
+        let zone = self.build_zone(spec, rrsets, 1)?;
         Ok(self.insert_new(zone))
     }
 
-    /// [`ZoneSet::load_zone`] without the [`ChangeSet`]: for the store's load, after which every
-    /// zone is compiled whole anyway. Listing every name of a large zone only to drop the list
-    /// was a tenth of the load.
+    /// [`ZoneSet::load_zone`] without the [`ChangeSet`], of RRsets as the store keeps them: for
+    /// the store's load, after which every zone is compiled whole anyway. Listing every name of
+    /// a large zone only to drop the list was a tenth of the load; the records are kept in the
+    /// wire form they come in, read only to be checked.
     pub fn add_loaded_zone(
         &mut self,
         spec: ZoneSpec,
-        rrsets: Vec<(Name, RecordType, RrSet)>,
+        rrsets: Vec<(Name, RecordType, StoredSet)>,
     ) -> Result<(), ZoneError> {
-        let zone = self.build_zone(spec, rrsets)?;
+        let rrsets = rrsets
+            .into_iter()
+            .map(|(n, t, s)| (n, t, Loading::Stored(s)))
+            .collect();
+        // Every CPU: nothing is served yet.
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let zone = self.build_zone(spec, rrsets, threads)?;
         self.zones.insert(zone.apex.clone(), zone);
         Ok(())
     }
@@ -319,10 +331,11 @@ impl ZoneSet {
     fn build_zone(
         &self,
         spec: ZoneSpec,
-        rrsets: Vec<(Name, RecordType, RrSet)>,
+        rrsets: Vec<(Name, RecordType, Loading)>,
+        threads: usize,
     ) -> Result<Zone, ZoneError> {
         let mut zone = self.new_zone(&spec)?;
-        zone.load_rrsets(rrsets)?;
+        zone.load_rrsets(rrsets, threads)?;
         if zone.ns().is_none() {
             return Err(ZoneError::NoNameServers);
         }
@@ -384,7 +397,11 @@ impl ZoneSet {
                 ttl: spec.ns_ttl,
                 records: ns,
             };
-            zone.put(&apex, RecordType::NS, Some(set));
+            zone.put(
+                &apex,
+                RecordType::NS,
+                Some(WireSet::encode(RecordType::NS, &set)?),
+            );
         }
         Ok(zone)
     }
@@ -536,7 +553,11 @@ impl Zone {
             } => {
                 let name = self.owner(name)?;
                 self.check_set(&name, rtype, ttl, &records)?;
-                (name, rtype, Some(RrSet { ttl, records }))
+                (
+                    name,
+                    rtype,
+                    Some(WireSet::encode(rtype, &RrSet { ttl, records })?),
+                )
             }
             Change::Delete { name, rtype } => {
                 let name = self.owner(name)?;
@@ -617,14 +638,7 @@ impl Zone {
         ttl: u32,
         records: &[RData],
     ) -> Result<(), ZoneError> {
-        check_set_at(
-            &self.apex,
-            name,
-            self.nodes.get(name).map(|n| &**n),
-            rtype,
-            ttl,
-            records,
-        )
+        check_set_at(&self.apex, name, self.nodes.get(name), rtype, ttl, records)
     }
 
     /// Validates and adds the RRsets of [`ZoneSet::load_zone`], as many `check_set` and `put`
@@ -632,14 +646,16 @@ impl Zone {
     /// that fails. On error the zone is left without its nodes: the caller drops it.
     ///
     /// Inserting them one by one was most of the store's load (a lookup for the check, another
-    /// for the insert, each a descent of a large tree); instead the RRsets are sorted by owner
-    /// (stable, so those of one owner keep their order), each owner's are checked against the
-    /// ones before them, and the map is built at once from the sorted nodes. An RRset's checks
-    /// only depend on the RRsets of its own owner before it, so the first failure found this way
-    /// is the one the sequential order meets first.
+    /// for the insert, each a descent of a large tree); instead each RRset is checked alone and
+    /// put in wire form (on `threads` threads: the store's load takes every CPU), then the
+    /// RRsets are sorted by owner (stable, so those of one owner keep their order), each owner's
+    /// are checked against the ones before them, and the map is built at once from the sorted
+    /// nodes. An RRset's checks only depend on the RRsets of its own owner before it, so the
+    /// first failure found this way is the one the sequential order meets first.
     pub(super) fn load_rrsets(
         &mut self,
-        rrsets: Vec<(Name, RecordType, RrSet)>,
+        rrsets: Vec<(Name, RecordType, Loading)>,
+        threads: usize,
     ) -> Result<(), ZoneError> {
         let mut first_error: Option<(usize, ZoneError)> = None;
         let mut fail = |index: usize, e: ZoneError| {
@@ -647,40 +663,40 @@ impl Zone {
                 first_error = Some((index, e));
             }
         };
-        let mut sets = Vec::with_capacity(rrsets.len());
-        for (index, (name, rtype, set)) in rrsets.into_iter().enumerate() {
-            match self.owner(name) {
-                Ok(name) => sets.push((name, index, rtype, set)),
-                Err(e) => fail(index, e),
+        let alone = par_map(rrsets, threads, |index, (name, rtype, set)| {
+            self.load_one(name, rtype, set)
+                .map(|(name, wire)| (name, index, rtype, wire))
+                .map_err(|e| (index, e))
+        });
+        let mut sets = Vec::with_capacity(alone.len());
+        for r in alone {
+            match r {
+                Ok(set) => sets.push(set),
+                Err((index, e)) => fail(index, e),
             }
         }
         sets.sort_by(|a, b| a.0.cmp(&b.0));
 
         let mut before = std::mem::take(&mut self.nodes);
-        let mut nodes: Vec<(CanonName, Arc<Node>)> = Vec::with_capacity(sets.len() + before.len());
+        let mut nodes: Vec<(CanonName, Node)> = Vec::with_capacity(sets.len() + before.len());
         let mut sets = sets.into_iter().peekable();
-        while let Some((name, index, rtype, set)) = sets.next() {
-            let mut node = before
-                .remove(&name)
-                .map(Arc::unwrap_or_clone)
-                .unwrap_or_default();
-            let mut group = Some((index, rtype, set));
-            while let Some((index, rtype, set)) = group.take() {
+        while let Some((name, index, rtype, wire)) = sets.next() {
+            let mut node = before.remove(&name).unwrap_or_default();
+            let mut group = Some((index, rtype, wire));
+            while let Some((index, rtype, wire)) = group.take() {
                 let at = (!node.is_empty()).then_some(&node);
-                match check_set_at(&self.apex, &name, at, rtype, set.ttl, &set.records) {
-                    Ok(()) => {
-                        node.insert(rtype, set);
-                    }
+                match check_set_beside(&name, at, rtype) {
+                    Ok(()) => node = node.with(rtype, Some(&wire)),
                     // This owner's later RRsets come later in `rrsets` too: their own errors,
                     // if any, don't matter.
                     Err(e) => fail(index, e),
                 }
                 group = sets
                     .next_if(|next| next.0 == name)
-                    .map(|(_, index, rtype, set)| (index, rtype, set));
+                    .map(|(_, index, rtype, wire)| (index, rtype, wire));
             }
             if !node.is_empty() {
-                nodes.push((name, Arc::new(node)));
+                nodes.push((name, node));
             }
         }
         if let Some((index, e)) = first_error {
@@ -708,6 +724,29 @@ impl Zone {
         Ok(())
     }
 
+    /// One RRset of [`Zone::load_rrsets`]: its owner in key form and the RRset in wire form,
+    /// once it passed the checks that need no other RRset.
+    fn load_one(
+        &self,
+        name: Name,
+        rtype: RecordType,
+        set: Loading,
+    ) -> Result<(CanonName, WireSet), ZoneError> {
+        let name = self.owner(name)?;
+        let wire = match set {
+            Loading::Records(set) => {
+                check_set_alone(&self.apex, &name, rtype, set.ttl, &set.records)?;
+                WireSet::encode(rtype, &set)?
+            }
+            Loading::Stored(stored) => {
+                let (wire, set) = WireSet::from_stored(rtype, &stored)?;
+                check_set_alone(&self.apex, &name, rtype, set.ttl, &set.records)?;
+                wire
+            }
+        };
+        Ok((name, wire))
+    }
+
     fn check_delete(&self, name: &CanonName, rtype: RecordType) -> Result<(), ZoneError> {
         if rtype == RecordType::SOA {
             return Err(ZoneError::SoaRecord);
@@ -730,21 +769,19 @@ impl Zone {
         &mut self,
         name: &CanonName,
         rtype: RecordType,
-        new: Option<RrSet>,
+        new: Option<WireSet>,
     ) -> Option<RrSet> {
-        let previous = match new {
-            Some(set) => {
-                Arc::make_mut(self.nodes.entry(name.clone()).or_default()).insert(rtype, set)
-            }
-            None => {
-                let node = Arc::make_mut(self.nodes.get_mut(name)?);
-                let previous = node.remove(rtype);
-                if node.is_empty() {
-                    self.nodes.remove(name);
-                }
-                previous
-            }
-        };
+        let node = self.nodes.get(name);
+        if new.is_none() && node.is_none() {
+            return None;
+        }
+        let previous = node.and_then(|n| n.get(rtype)).map(SetRef::to_rrset);
+        let next = node.cloned().unwrap_or_default().with(rtype, new.as_ref());
+        if next.is_empty() {
+            self.nodes.remove(name);
+        } else {
+            self.nodes.insert(name.clone(), next);
+        }
         self.reindex(name, rtype, previous.as_ref());
         previous
     }
@@ -753,7 +790,10 @@ impl Zone {
     /// of `rtype` at `name` from `previous`.
     fn reindex(&mut self, name: &CanonName, rtype: RecordType, previous: Option<&RrSet>) {
         if rtype == RecordType::CNAME {
-            if let Some(target) = previous.and_then(cname_target) {
+            if let Some(target) = previous
+                .and_then(|p| p.records.first())
+                .and_then(cname_target)
+            {
                 if let Some(owners) = self.cname_owners.get_mut(&target) {
                     owners.remove(name);
                     if owners.is_empty() {
@@ -761,7 +801,8 @@ impl Zone {
                     }
                 }
             }
-            if let Some(target) = self.rrset_lower(name, rtype).and_then(cname_target) {
+            let now = self.rrset_lower(name, rtype).and_then(|s| s.first());
+            if let Some(target) = now.as_ref().and_then(cname_target) {
                 self.cname_owners
                     .entry(target)
                     .or_default()
@@ -785,12 +826,62 @@ impl Zone {
     }
 }
 
-/// The target of a CNAME RRset, in key form.
-pub(super) fn cname_target(set: &RrSet) -> Option<CanonName> {
-    match set.records.first() {
-        Some(RData::CNAME(c)) => Some(CanonName::new(&c.0)),
+/// The target of a CNAME record, in key form.
+pub(super) fn cname_target(rd: &RData) -> Option<CanonName> {
+    match rd {
+        RData::CNAME(c) => Some(CanonName::new(&c.0)),
         _ => None,
     }
+}
+
+/// An RRset of a zone loaded whole: as a change gives it, or as the store keeps it.
+pub(super) enum Loading {
+    Records(RrSet),
+    Stored(StoredSet),
+}
+
+/// `f(index, item)` for each of `items`, in order, on up to `threads` threads (one for a short
+/// list: a thread costs more than a few thousand small items).
+fn par_map<T: Send, U: Send>(
+    items: Vec<T>,
+    threads: usize,
+    f: impl Fn(usize, T) -> U + Sync,
+) -> Vec<U> {
+    const ALONE: usize = 4096;
+    if threads <= 1 || items.len() < ALONE {
+        return items
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| f(i, t))
+            .collect();
+    }
+    let per = items.len().div_ceil(threads);
+    let mut chunks = Vec::with_capacity(threads);
+    let mut rest = items;
+    while !rest.is_empty() {
+        let tail = rest.split_off(per.min(rest.len()));
+        chunks.push(std::mem::replace(&mut rest, tail));
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .enumerate()
+            .map(|(c, chunk)| {
+                scope.spawn(move || {
+                    chunk
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, t)| f(c * per + i, t))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 /// A map of `entries`, mostly in ascending order, with its leaves nearly full.

@@ -67,6 +67,9 @@ pub enum ZoneError {
     RrsetTooLarge { size: usize },
     #[error("record {index} can't be written in wire form: {reason}")]
     Unencodable { index: usize, reason: String },
+    /// A stored record whose wire form doesn't read (the store's load).
+    #[error("record {index}: {reason}")]
+    Unreadable { index: usize, reason: String },
     #[error("change {index} is invalid")]
     Batch {
         index: usize,

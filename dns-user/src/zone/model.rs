@@ -5,10 +5,14 @@
 //! counts, and changing the clone copies only the paths it touches. That is what lets a writer
 //! build the next version of the zones while readers keep answering from the current one.
 
-use std::{ops::Bound, sync::Arc};
+use std::ops::Bound;
 
-use hickory_proto::rr::{rdata::SOA, Name, RData, Record, RecordType};
+use hickory_proto::{
+    rr::{rdata::SOA, Name, RData, Record, RecordType},
+    serialize::binary::{BinDecoder, BinEncodable, BinEncoder, Restrict},
+};
 use imbl::{OrdMap, OrdSet};
+use tracing::error;
 
 use super::{
     name::{normalize, CanonName},
@@ -18,51 +22,239 @@ use super::{
 
 /// One RRset: the records of one type at one name, in insertion order, with one TTL (RFC 2181 §5.2:
 /// "the TTLs of all RRs in an RRSet must be the same").
+///
+/// What changes take and the accessors give; the zone itself keeps its RRsets in wire form (see
+/// [`Node`]) and decodes one when asked for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RrSet {
     pub ttl: u32,
     pub records: Vec<RData>,
 }
 
-/// The RRsets at one name, ordered by type, each type at most once.
+/// One RRset in the form a [`Node`] holds it: `type (u16) | ttl (u32) | length of the records
+/// (u16) | records`, each record `length (u16) | RDATA`, big-endian, RDATA in uncompressed wire
+/// form as the store keeps it.
 ///
-/// A sorted `Vec`, not a map: most names have one RRset or two, and a `BTreeMap`
-/// allocates a whole leaf (about 400 bytes) even for one, which was a third of the daemon's memory
-/// per record and a good part of the store's load time.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(super) struct Node(pub(super) Vec<(RecordType, RrSet)>);
+/// Built only by [`WireSet::encode`], which checks that the bytes read back as the records given,
+/// so that what the zone answers now is what it answers after a restart, and reading a node's
+/// records again can't fail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct WireSet(Vec<u8>);
 
-impl Node {
-    pub(super) fn find(&self, rtype: RecordType) -> Result<usize, usize> {
-        self.0.binary_search_by(|(t, _)| t.cmp(&rtype))
+/// Bytes before the records of an RRset in a [`Node`].
+const SET_HEADER: usize = 8;
+
+impl WireSet {
+    pub(super) fn encode(rtype: RecordType, set: &RrSet) -> Result<Self, ZoneError> {
+        let mut out = Vec::with_capacity(SET_HEADER + set.records.len() * 8);
+        out.extend_from_slice(&u16::from(rtype).to_be_bytes());
+        out.extend_from_slice(&set.ttl.to_be_bytes());
+        out.extend_from_slice(&[0, 0]);
+        // hickory's encoder writes from the start of the buffer it is given, whatever is there.
+        let mut rdata = Vec::new();
+        for (index, r) in set.records.iter().enumerate() {
+            let unencodable = |reason: String| ZoneError::Unencodable { index, reason };
+            rdata.clear();
+            r.emit(&mut BinEncoder::new(&mut rdata))
+                .map_err(|e| unencodable(e.to_string()))?;
+            let len = u16::try_from(rdata.len())
+                .map_err(|_| unencodable(format!("{} bytes of RDATA", rdata.len())))?;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&rdata);
+            // Read back alike, or as a record hickory writes as the same bytes: a name given
+            // without its final dot reads back with it, and means the same.
+            match read_rdata(rtype, &rdata) {
+                Ok(back) if back == *r || back.to_bytes().is_ok_and(|b| b == rdata) => {}
+                Ok(back) => return Err(unencodable(format!("it reads back as {back}"))),
+                Err(e) => return Err(unencodable(format!("it doesn't read back: {e}"))),
+            }
+        }
+        let body = u16::try_from(out.len() - SET_HEADER).map_err(|_| ZoneError::RrsetTooLarge {
+            size: out.len() - SET_HEADER,
+        })?;
+        out[6..8].copy_from_slice(&body.to_be_bytes());
+        Ok(Self(out))
+    }
+}
+
+impl WireSet {
+    /// An RRset as the store keeps it: `records` is `length (u16) | RDATA` for each record. Gives
+    /// the records too, read, for the checks a change passes.
+    pub(super) fn from_stored(
+        rtype: RecordType,
+        set: &StoredSet,
+    ) -> Result<(Self, RrSet), ZoneError> {
+        let body = u16::try_from(set.records.len()).map_err(|_| ZoneError::RrsetTooLarge {
+            size: set.records.len(),
+        })?;
+        let mut out = Vec::with_capacity(SET_HEADER + set.records.len());
+        out.extend_from_slice(&u16::from(rtype).to_be_bytes());
+        out.extend_from_slice(&set.ttl.to_be_bytes());
+        out.extend_from_slice(&body.to_be_bytes());
+        out.extend_from_slice(&set.records);
+        let b = &set.records;
+        let mut records = Vec::with_capacity(1);
+        let mut at = 0;
+        while at < b.len() {
+            let index = records.len();
+            let unreadable = |reason: String| ZoneError::Unreadable { index, reason };
+            let len = b
+                .get(at..at + 2)
+                .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
+                .ok_or_else(|| unreadable("cut short".into()))?;
+            let rd = b
+                .get(at + 2..at + 2 + len)
+                .ok_or_else(|| unreadable("cut short".into()))?;
+            records.push(read_rdata(rtype, rd).map_err(unreadable)?);
+            at += 2 + len;
+        }
+        Ok((
+            Self(out),
+            RrSet {
+                ttl: set.ttl,
+                records,
+            },
+        ))
+    }
+}
+
+/// An RRset as the store keeps it, for [`ZoneSet::add_loaded_zone`]: the TTL, and the records
+/// as `length (u16) | RDATA` each, RDATA in wire form. The zone keeps these bytes as they are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredSet {
+    pub ttl: u32,
+    pub records: Vec<u8>,
+}
+
+/// One RDATA in wire form, all of it: the reader the store uses too.
+pub(crate) fn read_rdata(rtype: RecordType, rd: &[u8]) -> Result<RData, String> {
+    let len = u16::try_from(rd.len()).map_err(|_| format!("{} bytes of RDATA", rd.len()))?;
+    let mut dec = BinDecoder::new(rd);
+    let r = RData::read(&mut dec, rtype, Restrict::new(len)).map_err(|e| e.to_string())?;
+    if dec.index() != rd.len() {
+        return Err(format!("{} bytes left over", rd.len() - dec.index()));
+    }
+    Ok(r)
+}
+
+/// One RRset of a [`Node`], borrowed: its records are decoded when asked for.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct SetRef<'a> {
+    pub(super) rtype: RecordType,
+    pub(super) ttl: u32,
+    /// The records, each `length (u16) | RDATA`.
+    body: &'a [u8],
+}
+
+impl<'a> SetRef<'a> {
+    /// Each record's RDATA in wire form.
+    fn wire(&self) -> impl Iterator<Item = &'a [u8]> {
+        let mut rest = self.body;
+        std::iter::from_fn(move || {
+            let (len, after) = rest.split_first_chunk::<2>()?;
+            // `encode` and `from_stored` checked every length: the cut never shortens a record,
+            // it only keeps a bad length from panicking.
+            let len = usize::from(u16::from_be_bytes(*len)).min(after.len());
+            let (rd, after) = after.split_at(len);
+            rest = after;
+            Some(rd)
+        })
     }
 
-    pub(super) fn get(&self, rtype: RecordType) -> Option<&RrSet> {
-        self.find(rtype).ok().map(|i| &self.0[i].1)
+    /// The records, decoded.
+    pub(super) fn records(&self) -> impl Iterator<Item = RData> + 'a {
+        let rtype = self.rtype;
+        self.wire().filter_map(move |rd| {
+            // `WireSet::encode` read every record back before the node took it: this can't fail.
+            read_rdata(rtype, rd)
+                .inspect_err(|e| error!(%rtype, "a record of the zone doesn't read back: {e}"))
+                .ok()
+        })
+    }
+
+    pub(super) fn first(&self) -> Option<RData> {
+        self.records().next()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.wire().count()
+    }
+
+    pub(super) fn to_rrset(self) -> RrSet {
+        RrSet {
+            ttl: self.ttl,
+            records: self.records().collect(),
+        }
+    }
+}
+
+/// The RRsets at one name, ordered by type, each type at most once, as [`WireSet`]s one after
+/// the other in one allocation.
+///
+/// One allocation a name, in wire form: hickory's `RData` is about 190 bytes whatever the record
+/// (the size of its largest variant), and a `Vec` of them in a `Vec` of RRsets behind an `Arc`
+/// was three allocations and some 300 bytes for one A record, most of the daemon's memory. A
+/// node is never changed in place: a change builds the next one (names have an RRset or two).
+///
+/// Not behind an `Arc`: a name with one A record is 14 bytes here, and an `Arc`'s two counts
+/// would put it in the allocator's next size class (48 bytes instead of 32). The cost is on
+/// writes: the copy of a map leaf a change makes copies its nodes' bytes, a few dozen bytes
+/// each, where it would copy pointers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Node(Box<[u8]>);
+
+impl Node {
+    pub(super) fn iter(&self) -> impl Iterator<Item = SetRef<'_>> {
+        let mut rest = &self.0[..];
+        std::iter::from_fn(move || {
+            let (head, after) = rest.split_first_chunk::<SET_HEADER>()?;
+            let len = usize::from(u16::from_be_bytes([head[6], head[7]]));
+            let (body, after) = after.split_at(len);
+            rest = after;
+            Some(SetRef {
+                rtype: RecordType::from(u16::from_be_bytes([head[0], head[1]])),
+                ttl: u32::from_be_bytes([head[2], head[3], head[4], head[5]]),
+                body,
+            })
+        })
+    }
+
+    /// Each RRset's bytes as a [`WireSet`] has them.
+    fn wire_sets(&self) -> impl Iterator<Item = (RecordType, &[u8])> {
+        let mut rest = &self.0[..];
+        std::iter::from_fn(move || {
+            let len = SET_HEADER + usize::from(u16::from_be_bytes([*rest.get(6)?, rest[7]]));
+            let (set, after) = rest.split_at(len);
+            rest = after;
+            Some((RecordType::from(u16::from_be_bytes([set[0], set[1]])), set))
+        })
+    }
+
+    pub(super) fn get(&self, rtype: RecordType) -> Option<SetRef<'_>> {
+        self.iter().find(|s| s.rtype == rtype)
     }
 
     pub(super) fn contains(&self, rtype: RecordType) -> bool {
-        self.find(rtype).is_ok()
+        self.types().any(|t| t == rtype)
     }
 
-    /// Sets the RRset of `rtype`; returns the one it replaces.
-    pub(super) fn insert(&mut self, rtype: RecordType, set: RrSet) -> Option<RrSet> {
-        match self.find(rtype) {
-            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, set)),
-            Err(i) => {
-                // Grow by one: the `Vec` default would reserve room for four.
-                self.0.reserve_exact(1);
-                self.0.insert(i, (rtype, set));
-                None
+    /// This node with the RRset of `rtype` set to `set`, or removed (`None`).
+    pub(super) fn with(&self, rtype: RecordType, set: Option<&WireSet>) -> Self {
+        let mut bytes = Vec::with_capacity(self.0.len() + set.map_or(0, |s| s.0.len()));
+        let mut placed = set.is_none();
+        for (t, wire) in self.wire_sets() {
+            if !placed && t >= rtype {
+                bytes.extend_from_slice(&set.expect("placed when none").0);
+                placed = true;
+            }
+            if t != rtype {
+                bytes.extend_from_slice(wire);
             }
         }
-    }
-
-    pub(super) fn remove(&mut self, rtype: RecordType) -> Option<RrSet> {
-        let i = self.find(rtype).ok()?;
-        let (_, set) = self.0.remove(i);
-        self.0.shrink_to_fit();
-        Some(set)
+        if let (false, Some(set)) = (placed, set) {
+            bytes.extend_from_slice(&set.0);
+        }
+        Self(bytes.into_boxed_slice())
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -70,19 +262,11 @@ impl Node {
     }
 
     pub(super) fn len(&self) -> usize {
-        self.0.len()
+        self.iter().count()
     }
 
     pub(super) fn types(&self) -> impl Iterator<Item = RecordType> + '_ {
-        self.0.iter().map(|(t, _)| *t)
-    }
-
-    pub(super) fn sets(&self) -> impl Iterator<Item = &RrSet> {
-        self.0.iter().map(|(_, s)| s)
-    }
-
-    pub(super) fn iter(&self) -> impl Iterator<Item = (RecordType, &RrSet)> {
-        self.0.iter().map(|(t, s)| (*t, s))
+        self.iter().map(|s| s.rtype)
     }
 }
 
@@ -168,9 +352,9 @@ pub struct Zone {
     pub(super) soa: SoaParams,
     pub(super) serial: u32,
     /// Owner to its RRsets; the apex NS set lives here too. Never holds an empty node.
-    /// Nodes are shared between versions of the zone (`Arc`): copying a path of the map on a
-    /// change copies pointers, not records.
-    pub(super) nodes: OrdMap<CanonName, Arc<Node>>,
+    /// Leaves are shared between versions of the zone: a change copies the path of the map it
+    /// touches (and the nodes of the leaf at its end), not the rest.
+    pub(super) nodes: OrdMap<CanonName, Node>,
     /// CNAME target to the owners whose CNAME points at it: when the target's answer changes, so
     /// do theirs.
     pub(super) cname_owners: OrdMap<CanonName, OrdSet<CanonName>>,
@@ -230,14 +414,21 @@ impl Zone {
     }
 
     /// The apex NS set.
-    pub fn ns(&self) -> Option<&RrSet> {
+    pub fn ns(&self) -> Option<RrSet> {
         self.rrset_lower(&self.apex, RecordType::NS)
+            .map(SetRef::to_rrset)
     }
 
     /// The RRset of `rtype` at `name` (any case). SOA is not stored as an RRset: see
     /// [`Zone::soa_record`].
-    pub fn rrset(&self, name: &Name, rtype: RecordType) -> Option<&RrSet> {
+    pub fn rrset(&self, name: &Name, rtype: RecordType) -> Option<RrSet> {
         self.rrset_lower(&CanonName::new(name), rtype)
+            .map(SetRef::to_rrset)
+    }
+
+    /// Whether `name` (any case) has an RRset of `rtype`: [`Zone::rrset`] without decoding it.
+    pub fn has_rrset(&self, name: &Name, rtype: RecordType) -> bool {
+        self.rrset_lower(&CanonName::new(name), rtype).is_some()
     }
 
     /// Whether the zone has wildcards or delegations, which the fast path doesn't model: their
@@ -309,14 +500,14 @@ impl Zone {
     pub fn record_count(&self) -> usize {
         self.nodes
             .values()
-            .flat_map(|n| n.sets())
-            .map(|s| s.records.len())
+            .flat_map(|n| n.iter())
+            .map(|s| s.len())
             .sum()
     }
 
     /// Every RRset (apex NS included, SOA not: see [`Zone::soa_record`]) as
     /// `(owner, type, ttl, records)`, by owner in canonical order, then by type.
-    pub fn records(&self) -> impl Iterator<Item = (Name, RecordType, u32, &[RData])> {
+    pub fn records(&self) -> impl Iterator<Item = (Name, RecordType, u32, Vec<RData>)> + '_ {
         self.records_from(&Name::root())
     }
 
@@ -325,12 +516,12 @@ impl Zone {
     pub fn records_from(
         &self,
         from: &Name,
-    ) -> impl Iterator<Item = (Name, RecordType, u32, &[RData])> {
+    ) -> impl Iterator<Item = (Name, RecordType, u32, Vec<RData>)> + '_ {
         self.nodes
             .range(CanonName::new(from)..)
             .flat_map(|(name, node)| {
                 node.iter()
-                    .map(move |(t, s)| (name.name().clone(), t, s.ttl, s.records.as_slice()))
+                    .map(move |s| (name.name().clone(), s.rtype, s.ttl, s.records().collect()))
             })
     }
 
@@ -385,7 +576,7 @@ impl Zone {
     }
 
     /// [`Zone::rrset`] for a name in key form.
-    pub(super) fn rrset_lower(&self, name: &CanonName, rtype: RecordType) -> Option<&RrSet> {
+    pub(super) fn rrset_lower(&self, name: &CanonName, rtype: RecordType) -> Option<SetRef<'_>> {
         self.nodes.get(name)?.get(rtype)
     }
 }

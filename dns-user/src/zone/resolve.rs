@@ -7,7 +7,10 @@ use hickory_proto::{
 };
 
 use super::{
-    change::cname_target, model::Node, name::CanonName, RrSet, Zone, ZoneSet, MAX_CNAME_CHAIN,
+    change::cname_target,
+    model::{Node, SetRef},
+    name::CanonName,
+    Zone, ZoneSet, MAX_CNAME_CHAIN,
 };
 
 /// What kind of answer a [`Resolution`] is; the compiler keys its "can the fast path say this"
@@ -144,7 +147,7 @@ impl Zone {
                 if at_apex {
                     res.answers.push(self.soa_owned_by(&owner));
                 }
-                for set in node.sets() {
+                for set in node.iter() {
                     push_set(&mut res.answers, &owner, set);
                 }
                 return res;
@@ -165,7 +168,7 @@ impl Zone {
             // QNAME to the canonical name in the CNAME RR, and go back to step 1."
             push_set(&mut res.answers, &owner, cname);
             followed.push(name);
-            let Some(target) = cname_target(cname) else {
+            let Some(target) = cname.first().as_ref().and_then(cname_target) else {
                 return res;
             };
             // Out of this zone: the client follows it. Loops and long chains stop here with
@@ -213,7 +216,7 @@ impl Zone {
             return;
         };
         push_set(&mut res.authority, cut.name(), ns);
-        for rd in &ns.records {
+        for rd in ns.records() {
             let RData::NS(target) = rd else { continue };
             let target = CanonName::new(&target.0);
             if !target.is_at_or_below(&self.apex) {
@@ -249,10 +252,9 @@ impl Zone {
     }
 }
 
-fn push_set(out: &mut Vec<Record>, owner: &Name, set: &RrSet) {
+fn push_set(out: &mut Vec<Record>, owner: &Name, set: SetRef<'_>) {
     out.extend(
-        set.records
-            .iter()
-            .map(|rd| Record::from_rdata(owner.clone(), set.ttl, rd.clone())),
+        set.records()
+            .map(|rd| Record::from_rdata(owner.clone(), set.ttl, rd)),
     );
 }

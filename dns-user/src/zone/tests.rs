@@ -1365,30 +1365,46 @@ fn canon_name_parts() {
 
 #[test]
 fn node_keeps_one_set_per_type_in_type_order() {
-    let set = |ttl| RrSet {
+    let a = |ttl, last| RrSet {
         ttl,
-        records: vec![],
+        records: vec![
+            RData::A(A::new(192, 0, 2, last)),
+            RData::A(A::new(192, 0, 2, 7)),
+        ],
     };
+    let txt = RrSet {
+        ttl: 1,
+        records: vec![RData::TXT(TXT::new(vec!["one".into(), String::new()]))],
+    };
+    let mx = RrSet {
+        ttl: 3,
+        records: vec![RData::MX(MX::new(10, n("mail.example.com.")))],
+    };
+    let wire = |t, s: &RrSet| model::WireSet::encode(t, s).expect("encodes");
     let mut node = Node::default();
     assert!(node.is_empty());
-    assert_eq!(node.insert(RecordType::TXT, set(1)), None);
-    assert_eq!(node.insert(RecordType::A, set(2)), None);
-    assert_eq!(node.insert(RecordType::MX, set(3)), None);
-    assert_eq!(node.0.capacity(), 3);
-    assert_eq!(node.insert(RecordType::A, set(4)), Some(set(2)));
+    node = node.with(RecordType::TXT, Some(&wire(RecordType::TXT, &txt)));
+    node = node.with(RecordType::A, Some(&wire(RecordType::A, &a(2, 1))));
+    node = node.with(RecordType::MX, Some(&wire(RecordType::MX, &mx)));
+    node = node.with(RecordType::A, Some(&wire(RecordType::A, &a(4, 9))));
     assert_eq!(
         node.types().collect::<Vec<_>>(),
         vec![RecordType::A, RecordType::MX, RecordType::TXT]
     );
-    assert_eq!(node.get(RecordType::A), Some(&set(4)));
+    assert_eq!(node.get(RecordType::A).map(|s| s.to_rrset()), Some(a(4, 9)));
+    assert_eq!(node.get(RecordType::A).map(|s| s.len()), Some(2));
+    assert_eq!(node.get(RecordType::MX).map(|s| s.to_rrset()), Some(mx));
+    assert_eq!(node.get(RecordType::TXT).map(|s| s.to_rrset()), Some(txt));
     assert!(node.contains(RecordType::MX) && !node.contains(RecordType::AAAA));
-    assert_eq!(node.remove(RecordType::MX), Some(set(3)));
-    assert_eq!(node.remove(RecordType::MX), None);
+    node = node.with(RecordType::MX, None);
+    assert_eq!(node, node.with(RecordType::MX, None));
     assert_eq!(node.len(), 2);
     assert_eq!(
-        node.iter().map(|(t, s)| (t, s.ttl)).collect::<Vec<_>>(),
+        node.iter().map(|s| (s.rtype, s.ttl)).collect::<Vec<_>>(),
         vec![(RecordType::A, 4), (RecordType::TXT, 1)]
     );
+    node = node.with(RecordType::A, None).with(RecordType::TXT, None);
+    assert!(node.is_empty());
 }
 
 #[test]
@@ -1799,5 +1815,74 @@ fn fill_sorted_keeps_every_entry_in_order() {
         let map = super::change::fill_sorted(entries.clone());
         assert_eq!(map.len(), n);
         assert_eq!(map.into_iter().collect::<Vec<_>>(), entries, "{n} entries");
+    }
+}
+
+#[test]
+fn a_loaded_zone_keeps_the_stored_bytes_and_finds_the_first_bad_rrset() {
+    // As the store writes them: `len (u16) | RDATA` for each record.
+    let stored = |ttl, rdatas: &[&[u8]]| StoredSet {
+        ttl,
+        records: rdatas
+            .iter()
+            .flat_map(|rd| {
+                let len = u16::try_from(rd.len()).expect("short");
+                len.to_be_bytes().into_iter().chain(rd.iter().copied())
+            })
+            .collect(),
+    };
+    // More RRsets than one thread checks alone, so that the load is split between threads
+    // where there are several; the errors still name the first bad one in the given order.
+    let count = 10_000u32;
+    let good = |i: u32| {
+        let name = n(&format!("h{i}.example.com."));
+        (name, RecordType::A, stored(60, &[&i.to_be_bytes()]))
+    };
+    let rrsets: Vec<_> = (0..count).map(good).collect();
+    let mut zs = ZoneSet::new();
+    zs.add_loaded_zone(spec("example.com."), rrsets.clone())
+        .expect("load");
+    let z = zs.zone(&apex()).expect("zone");
+    assert_eq!(z.name_count(), count as usize + 1);
+    for i in [0, 4_999, 9_999] {
+        let set = z.rrset(&n(&format!("H{i}.example.com.")), RecordType::A);
+        let want = RData::A(A::from(std::net::Ipv4Addr::from(i)));
+        assert_eq!(
+            set,
+            Some(RrSet {
+                ttl: 60,
+                records: vec![want]
+            }),
+            "h{i}"
+        );
+    }
+
+    for (bad_at, bad, want) in [
+        // Three bytes of an A record: hickory can't read it.
+        (7_500, stored(60, &[&[192, 0, 2]]), "record 0:"),
+        // The second record's length runs past the end.
+        (
+            9_000,
+            StoredSet {
+                ttl: 60,
+                records: vec![0, 4, 192, 0, 2, 1, 0, 9, 1],
+            },
+            "record 1: cut short",
+        ),
+    ] {
+        let mut rrsets = rrsets.clone();
+        rrsets[bad_at].2 = bad;
+        // A later bad RRset doesn't hide the first.
+        rrsets[9_999].2 = stored(60, &[]);
+        let e = ZoneSet::new()
+            .add_loaded_zone(spec("example.com."), rrsets)
+            .expect_err("bad rrset");
+        match e {
+            ZoneError::Batch { index, source } => {
+                assert_eq!(index, bad_at);
+                assert!(source.to_string().starts_with(want), "{source}");
+            }
+            e => panic!("{e}"),
+        }
     }
 }

@@ -50,6 +50,19 @@ pub(super) fn check_set_at(
     ttl: u32,
     records: &[RData],
 ) -> Result<(), ZoneError> {
+    check_set_alone(apex, name, rtype, ttl, records)?;
+    check_set_beside(name, node, rtype)
+}
+
+/// The checks of [`check_set_at`] that need no other RRset of the name: the store's load runs
+/// them on many RRsets at once, before the nodes are built.
+pub(super) fn check_set_alone(
+    apex: &CanonName,
+    name: &CanonName,
+    rtype: RecordType,
+    ttl: u32,
+    records: &[RData],
+) -> Result<(), ZoneError> {
     if rtype == RecordType::SOA {
         return Err(ZoneError::SoaRecord);
     }
@@ -84,6 +97,17 @@ pub(super) fn check_set_at(
         if records.len() > 1 {
             return Err(ZoneError::MultipleCnames);
         }
+    }
+    Ok(())
+}
+
+/// The rest of [`check_set_at`], given the node at `name` as it is (`None`: no data there).
+pub(super) fn check_set_beside(
+    name: &CanonName,
+    node: Option<&Node>,
+    rtype: RecordType,
+) -> Result<(), ZoneError> {
+    if rtype == RecordType::CNAME {
         if let Some(existing) = node.and_then(|n| n.types().find(|t| *t != RecordType::CNAME)) {
             return Err(ZoneError::CnameBesideData {
                 name: name.to_string(),

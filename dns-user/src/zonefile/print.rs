@@ -27,7 +27,7 @@ pub fn export(zone: &Zone) -> String {
     for (owner, rtype, ttl, records) in zone.records() {
         let owner = format_name(&owner);
         for r in records {
-            out.push_str(&format!("{owner} {ttl} IN {rtype} {}\n", format_rdata(r)));
+            out.push_str(&format!("{owner} {ttl} IN {rtype} {}\n", format_rdata(&r)));
         }
     }
     out
