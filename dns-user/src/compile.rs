@@ -161,12 +161,13 @@ fn draft(zones: &ZoneSet, zone: &Zone, name: &Name, wire_len: usize) -> Draft {
     let mut d = Draft::default();
     let answer_off = QNAME_OFFSET + wire_len + 4;
     let mut prefix: Option<Vec<u8>> = None;
-    for (seg, qtype) in [
-        (SEG_A, RecordType::A),
-        (SEG_AAAA, RecordType::AAAA),
-        (SEG_CNAME, RecordType::CNAME),
-    ] {
-        let res = zones.resolve(name, qtype);
+    let types = [RecordType::A, RecordType::AAAA, RecordType::CNAME];
+    let resolved = zones.resolve_types(name, types);
+    for ((seg, qtype), res) in [SEG_A, SEG_AAAA, SEG_CNAME]
+        .into_iter()
+        .zip(types)
+        .zip(resolved)
+    {
         let Some(sh) = shape(zone, name, qtype, &res) else {
             d.pass_mask |= pass_bit(seg);
             continue;

@@ -1886,3 +1886,64 @@ fn a_loaded_zone_keeps_the_stored_bytes_and_finds_the_first_bad_rrset() {
         }
     }
 }
+
+/// One name asked for several types at once gives what asking for each type alone gives: the
+/// compiler relies on it, with the zone and node looked up once.
+#[test]
+fn resolving_several_types_at_once_answers_as_one_at_a_time() {
+    let mut zs = zones();
+    set(
+        &mut zs,
+        "*.wild.example.com.",
+        RecordType::A,
+        vec![a("192.0.2.9")],
+    );
+    set(
+        &mut zs,
+        "loop.example.com.",
+        RecordType::CNAME,
+        vec![cname("loop.example.com.")],
+    );
+    set(
+        &mut zs,
+        "out.example.com.",
+        RecordType::CNAME,
+        vec![cname("elsewhere.example.net.")],
+    );
+    set(
+        &mut zs,
+        "sub.example.com.",
+        RecordType::NS,
+        vec![ns("ns.sub.example.com.")],
+    );
+    let types = [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::CNAME,
+        RecordType::TXT,
+        RecordType::SOA,
+        RecordType::NS,
+        RecordType::ANY,
+        RecordType::DS,
+    ];
+    for q in [
+        "example.com.",
+        "sub.example.com.",
+        "host.sub.example.com.",
+        "WWW.example.com.",
+        "alias.example.com.",
+        "b.c.example.com.",
+        "a.b.c.example.com.",
+        "missing.example.com.",
+        "x.wild.example.com.",
+        "loop.example.com.",
+        "out.example.com.",
+        "www.example.org.",
+    ] {
+        let q = n(q);
+        let together = zs.resolve_types(&q, types);
+        for (t, res) in types.iter().zip(together) {
+            assert_eq!(res, zs.resolve(&q, *t), "{q} {t}");
+        }
+    }
+}
