@@ -684,7 +684,19 @@ async fn a_cut_off_edge_holds_writes_until_its_lease_expires_then_resyncs() {
     let (_, ready) = b.ok_get("/readyz").await;
     assert_eq!(ready["fleet"], "connected", "{ready}");
     assert_eq!(ready["fleet_stale"], false, "{ready}");
-    // And it is live again: a write waits for it and gets its 200.
+    // And it is live again once it has registered anew (its lease ran out while cut off; a
+    // write never waits for an edge that isn't live): then a write waits for it.
+    eventually(
+        Duration::from_secs(10),
+        "b live again in a's view",
+        || async {
+            let (_, edges) = a.ok_get("/v1/edges").await;
+            edges["edges"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|e| e["id"] == "edge-b" && e["live"] == true))
+        },
+    )
+    .await;
     let (status, _, body) = a.put_a("last", "192.0.2.4").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(answer(&b, "last").await, Ok(vec!["192.0.2.4".into()]));
