@@ -41,7 +41,7 @@ use std::{
 
 use hickory_proto::{
     rr::{Name, RData, RecordType},
-    serialize::binary::{BinDecoder, BinEncodable, Restrict},
+    serialize::binary::BinEncodable,
 };
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
@@ -1139,16 +1139,7 @@ pub fn decode_rrset(rtype: RecordType, bytes: &[u8]) -> Result<RrSet, String> {
         at += 2;
         let rd = take(at, usize::from(len))?;
         at += usize::from(len);
-        let mut dec = BinDecoder::new(rd);
-        let r = RData::read(&mut dec, rtype, Restrict::new(len))
-            .map_err(|e| format!("record {i}: {e}"))?;
-        if dec.index() != rd.len() {
-            return Err(format!(
-                "record {i}: {} bytes left over",
-                rd.len() - dec.index()
-            ));
-        }
-        records.push(r);
+        records.push(crate::zone::read_rdata(rtype, rd).map_err(|e| format!("record {i}: {e}"))?);
     }
     if at != bytes.len() {
         return Err(format!("{} trailing bytes", bytes.len() - at));
