@@ -255,6 +255,29 @@ fn cpu_run(bed: &Bed, setup: &Setup, p: &FallbackParams, pid: u32, port: u16) ->
     }))
 }
 
+/// `p.runs` fixed-rate runs against edgedns (`edge`, on port 53) and NSD (`nsd`: pid, port) in
+/// turn: each server's runs.
+fn turns(
+    bed: &Bed,
+    setup: &Setup,
+    p: &FallbackParams,
+    edge: u32,
+    nsd: (u32, u16),
+    what: &str,
+) -> Result<(Vec<Value>, Vec<Value>)> {
+    let (mut e_runs, mut n_runs) = (Vec::new(), Vec::new());
+    for i in 0..p.runs {
+        eprintln!(
+            "bench: fallback: CPU per answer at {} q/s, {what}, run {}",
+            p.rate,
+            i + 1
+        );
+        e_runs.push(cpu_run(bed, setup, p, edge, 53)?);
+        n_runs.push(cpu_run(bed, setup, p, nsd.0, nsd.1)?);
+    }
+    Ok((e_runs, n_runs))
+}
+
 fn median_by(runs: &[Value], key: &str) -> Value {
     let mut v: Vec<&Value> = runs.iter().collect();
     v.sort_by(|a, b| {
@@ -296,16 +319,14 @@ pub fn run(bed: &Bed, setup: &Setup, p: &FallbackParams, baseline: Option<&Path>
                 &format!("cpu-{n}"),
                 &["--udp-workers", &n_s],
             )?;
-            let (mut e_runs, mut n_runs) = (Vec::new(), Vec::new());
-            for i in 0..p.runs {
-                eprintln!(
-                    "bench: fallback: CPU per answer at {} q/s, {n} socket(s) each, run {}",
-                    p.rate,
-                    i + 1
-                );
-                e_runs.push(cpu_run(bed, setup, p, edge.pid(), 53)?);
-                n_runs.push(cpu_run(bed, setup, p, nsd_pid, nsd_port)?);
-            }
+            let (e_runs, n_runs) = turns(
+                bed,
+                setup,
+                p,
+                edge.pid(),
+                (nsd_pid, nsd_port),
+                &format!("{n} socket(s) each"),
+            )?;
             edge.check_running()?;
             drop(edge);
             // The same with the packet cache off, against NSD again: the query file goes round
@@ -318,16 +339,14 @@ pub fn run(bed: &Bed, setup: &Setup, p: &FallbackParams, baseline: Option<&Path>
                 &format!("cpu-{n}-nocache"),
                 &["--udp-workers", &n_s, "--packet-cache-bytes", "0"],
             )?;
-            let (mut b_runs, mut nb_runs) = (Vec::new(), Vec::new());
-            for i in 0..p.runs {
-                eprintln!(
-                    "bench: fallback: CPU per answer at {} q/s, {n} socket(s) each, packet cache off, run {}",
-                    p.rate,
-                    i + 1
-                );
-                b_runs.push(cpu_run(bed, setup, p, bare.pid(), 53)?);
-                nb_runs.push(cpu_run(bed, setup, p, nsd_pid, nsd_port)?);
-            }
+            let (b_runs, nb_runs) = turns(
+                bed,
+                setup,
+                p,
+                bare.pid(),
+                (nsd_pid, nsd_port),
+                &format!("{n} socket(s) each, packet cache off"),
+            )?;
             bare.check_running()?;
             drop(bare);
             if let Some(o) = other.as_mut() {
