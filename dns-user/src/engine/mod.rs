@@ -241,6 +241,16 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
             .map(|m| f(&mut m.lock().unwrap_or_else(|p| p.into_inner())))
     }
 
+    /// Makes the program pass every query up (the fallback answers from the zones), after a
+    /// map write failed and the maps may hold part of a change.
+    fn switch_fast_path_off(&self) {
+        self.with_fast(|fast| {
+            if let Err(e) = fast.disable() {
+                error!("switching the fast path off failed too: {e:#}");
+            }
+        });
+    }
+
     /// Makes the maps hold exactly what the zones compile to (start-up, over pinned maps).
     pub fn full_sync(&self) -> Result<SyncReport, EngineError> {
         self.full_sync_with(&Reporter::silent())
@@ -256,11 +266,7 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
             .with_fast(|fast| compile::full_sync_with(fast, &zones, progress))
             .unwrap_or(Ok(SyncReport::default()));
         if r.is_err() {
-            self.with_fast(|fast| {
-                if let Err(e) = fast.disable() {
-                    error!("switching the fast path off failed too: {e:#}");
-                }
-            });
+            self.switch_fast_path_off();
         }
         r.map_err(EngineError::FastPath)
     }
@@ -478,11 +484,7 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
         let synced = self.with_fast(|fast| compile::sync(fast, &staged.next, &staged.changes));
         if let Some(Err(e)) = synced {
             error!("fast-path map write failed; switching the fast path off: {e:#}");
-            self.with_fast(|fast| {
-                if let Err(e) = fast.disable() {
-                    error!("switching the fast path off failed too: {e:#}");
-                }
-            });
+            self.switch_fast_path_off();
             return Err(EngineError::FastPath(e));
         }
         // Per revision: debug, not info (a busy fleet would log every write on every edge).
@@ -543,11 +545,7 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
             Some(Ok(r)) => r,
             Some(Err(e)) => {
                 error!("fast-path map write failed; switching the fast path off: {e:#}");
-                self.with_fast(|fast| {
-                    if let Err(e) = fast.disable() {
-                        error!("switching the fast path off failed too: {e:#}");
-                    }
-                });
+                self.switch_fast_path_off();
                 self.published.send_modify(|n| *n += 1);
                 return Err(EngineError::FastPath(e));
             }
