@@ -38,19 +38,26 @@ pub enum Task {
 }
 
 impl Task {
-    /// The programs the task runs, each with the Debian package that has it.
+    /// The programs the task runs (or, given as an absolute path, files it needs), each with
+    /// the Debian package that has it.
     fn programs(self) -> &'static [(&'static str, &'static str)] {
         const DIG: (&str, &str) = ("dig", "bind9-dnsutils");
         const CURL: (&str, &str) = ("curl", "curl");
         const IP: (&str, &str) = ("ip", "iproute2");
-        // etcd-client compiles etcd's protobuf definitions at build time.
+        // etcd-client compiles etcd's protobuf definitions at build time; they import
+        // protobuf's own well-known types, which protoc's package only recommends.
         const PROTOC: (&str, &str) = ("protoc", "protobuf-compiler");
+        const PROTO_TYPES: (&str, &str) = (
+            "/usr/include/google/protobuf/descriptor.proto",
+            "libprotobuf-dev",
+        );
         match self {
-            Task::Build => &[PROTOC],
+            Task::Build => &[PROTOC, PROTO_TYPES],
             // The try-it lines `cargo xtask run` prints use dig and curl.
-            Task::Run => &[PROTOC, DIG, CURL, IP],
+            Task::Run => &[PROTOC, PROTO_TYPES, DIG, CURL, IP],
             Task::Test => &[
                 PROTOC,
+                PROTO_TYPES,
                 IP,
                 DIG,
                 ("kdig", "knot-dnsutils"),
@@ -209,6 +216,15 @@ fn ensure_bpf_linker() -> Result<PathBuf> {
 /// Installs the Debian packages of the programs that are not on PATH. With `no_services`, the
 /// packages' daemons are kept from starting on install (a temporary policy-rc.d that says no,
 /// unless the machine has one): the benchmark starts Knot and NSD itself, in a namespace.
+/// A program on PATH, or a file given by its absolute path.
+fn present(program: &str) -> bool {
+    if program.starts_with('/') {
+        Path::new(program).exists()
+    } else {
+        which(program).is_some()
+    }
+}
+
 pub(crate) fn ensure_programs(
     programs: &[(&str, &str)],
     root: bool,
@@ -216,7 +232,7 @@ pub(crate) fn ensure_programs(
 ) -> Result<()> {
     let mut missing: Vec<&str> = programs
         .iter()
-        .filter(|(program, _)| which(program).is_none())
+        .filter(|(program, _)| !present(program))
         .map(|&(_, package)| package)
         .collect();
     missing.sort_unstable();
@@ -257,7 +273,7 @@ pub(crate) fn ensure_programs(
     }
     r.with_context(|| format!("could not install Debian packages {list}: install them by hand"))?;
     for (program, package) in programs {
-        if which(program).is_none() {
+        if !present(program) {
             bail!("`{program}` is still missing after installing {package}");
         }
     }
