@@ -640,8 +640,13 @@ async fn a_cut_off_edge_holds_writes_until_its_lease_expires_then_resyncs() {
     })
     .await;
     assert_eq!(answer(&b, "before").await, Ok(vec!["192.0.2.1".into()]));
+    // Stale comes a little before etcd has been silent for a whole lease (the lease may run
+    // out in etcd a little before it does by b's clock).
+    eventually(Duration::from_secs(5), "b disconnected", || async {
+        b.ok_get("/readyz").await.1["fleet"] == "disconnected"
+    })
+    .await;
     let (_, ready) = b.ok_get("/readyz").await;
-    assert_eq!(ready["fleet"], "disconnected", "{ready}");
     assert_eq!(ready["fleet_stale"], true, "{ready}");
     assert!(b
         .metrics()
@@ -704,6 +709,91 @@ async fn a_cut_off_edge_holds_writes_until_its_lease_expires_then_resyncs() {
     b.stop().await;
 }
 
+/// A write returns 200 once the edges registered when it committed have it: an edge that was
+/// not registered was not waited for. So an edge that finds etcd again after its lease ran out
+/// answers misses SERVFAIL until it is registered again, even though it has caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reconnected_edge_answers_misses_normally_only_once_registered_again() {
+    let etcd = Etcd::start().await;
+    let (_tmp, data) = dirs(2);
+    let mut relay = Relay::start(&etcd.url).await;
+    let a = start_edge(&data[0], &etcd.url, "edge-a", &[]).await;
+    let b = start_edge(&data[1], &relay.url(), "edge-b", &[]).await;
+    assert_eq!(
+        answer(&b, "nothing-here").await,
+        Err(ResponseCode::NXDomain)
+    );
+
+    relay.cut();
+    eventually(Duration::from_secs(10), "b stale", || async {
+        answer(&b, "nothing-here").await == Err(ResponseCode::ServFail)
+    })
+    .await;
+    // Its lease gone, b's id is taken meanwhile by a registration that isn't b's (another
+    // token), which a's writes count as in sync: b can't register again while it is there.
+    let mut client = etcd.client().await;
+    let edges_key = "/edgedns/v1/edges/edge-b";
+    eventually(Duration::from_secs(10), "b's lease runs out", || {
+        let mut client = client.clone();
+        async move {
+            client
+                .get(edges_key, None)
+                .await
+                .expect("get")
+                .kvs()
+                .is_empty()
+        }
+    })
+    .await;
+    let lease = client.lease_grant(60, None).await.expect("lease").id();
+    let squatter = json!({
+        "id": "edge-b", "address": "192.0.2.99", "region": "", "version": "test",
+        "applied_revision": i64::MAX / 2, "updated": 0.0, "instance": "not-edge-b",
+    });
+    client
+        .put(
+            edges_key,
+            squatter.to_string(),
+            Some(etcd_client::PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .expect("put the squatter");
+
+    relay.restore().await;
+    let (status, _, body) = a.put_a("during", "192.0.2.2").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    eventually(Duration::from_secs(15), "b caught up", || async {
+        answer(&b, "during").await == Ok(vec!["192.0.2.2".to_string()])
+    })
+    .await;
+    // Caught up but not registered: a write now would not wait for b, so b's misses stay
+    // SERVFAIL (for longer than a register attempt's backoff).
+    for _ in 0..10 {
+        assert_eq!(
+            answer(&b, "nothing-here").await,
+            Err(ResponseCode::ServFail),
+            "b answers a miss from its data while unregistered"
+        );
+        let (_, ready) = b.ok_get("/readyz").await;
+        assert_eq!(ready["fleet_stale"], true, "{ready}");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+
+    // The squatter goes; b registers and answers misses normally again, and writes wait for it.
+    client.lease_revoke(lease).await.expect("revoke");
+    eventually(Duration::from_secs(15), "b not stale", || async {
+        answer(&b, "nothing-here").await == Err(ResponseCode::NXDomain)
+    })
+    .await;
+    let (_, ready) = b.ok_get("/readyz").await;
+    assert_eq!(ready["fleet_stale"], false, "{ready}");
+    let (status, _, body) = a.put_a("last", "192.0.2.4").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(answer(&b, "last").await, Ok(vec!["192.0.2.4".into()]));
+    a.stop().await;
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_edge_reconciles_adds_replaces_and_removes() {
     let mut etcd = Etcd::start().await;
@@ -756,6 +846,9 @@ async fn a_restarted_edge_reconciles_adds_replaces_and_removes() {
     assert_eq!(answer(&b, "replace").await, Ok(vec!["192.0.2.5".into()]));
     let (_, ready) = b.ok_get("/readyz").await;
     assert_eq!(ready["fleet"], "disconnected", "{ready}");
+    // Writes made while it was away did not wait for it: its misses may be wrong.
+    assert_eq!(answer(&b, "nothing").await, Err(ResponseCode::ServFail));
+    assert_eq!(ready["fleet_stale"], true, "{ready}");
     b.stop().await;
 }
 

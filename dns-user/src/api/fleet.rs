@@ -173,7 +173,7 @@ pub(super) fn metrics(out: &mut String, fleet: &Fleet) {
         (
             "edgedns_fleet_stale",
             "gauge",
-            "1 while misses in our zones are answered SERVFAIL (cut off from etcd).",
+            "1 while misses in our zones are answered SERVFAIL (writes may not have waited for this edge: cut off from etcd, or not registered).",
             u8::from(status.stale).to_string(),
         ),
     ];

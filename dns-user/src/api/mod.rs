@@ -207,7 +207,8 @@ async fn readyz(State(st): State<ApiState>) -> Response {
     });
     if let Some(f) = fleet {
         // `connected`, `disconnected` (serving the local copy) or `syncing`; `fleet_stale`:
-        // misses in our zones are answered SERVFAIL (cut off longer than the lease).
+        // misses in our zones are answered SERVFAIL (cut off longer than the lease, or not
+        // registered: writes may have gone by without this edge).
         body["fleet"] = Value::String(f.state.to_string());
         body["fleet_stale"] = Value::Bool(f.stale);
         body["fleet_revision"] = json!(f.applied_revision);

@@ -74,9 +74,9 @@ pub(super) async fn run(
         reconciled_before = true;
         fleet.connected.store(true, Ordering::Relaxed);
         fleet.synced.store(true, Ordering::Relaxed);
-        if fleet.stale.is_set() {
-            info!(edge = %fleet.edge_id, revision, "fleet: reconciled after reconnecting; misses answered normally again");
-            fleet.set_stale(false);
+        if fleet.cut_off.swap(false, Ordering::Relaxed) {
+            info!(edge = %fleet.edge_id, revision, "fleet: reconciled after reconnecting");
+            fleet.misses_changed.notify_one();
         }
         if let Some(f) = first.take() {
             let _ = f.send(());
@@ -274,8 +274,8 @@ fn sets_that_differ<'a>(
 }
 
 /// Why a watch is given up once the edge has been marked cut off. A watch can outlive a short
-/// cut (its TCP connection resumes and delivers what it missed), but the edge leaves its
-/// stale-misses state only through a full reconcile, so the watch must end for that to run.
+/// cut (its TCP connection resumes and delivers what it missed), but after a cut longer than
+/// the lease the edge reconciles afresh rather than trust that it did.
 const CUT_OFF: &str = "cut off from etcd longer than the lease";
 
 /// Watches from `from` and applies each revision; returns when the watch ends.
@@ -301,7 +301,7 @@ async fn follow(fleet: &Fleet, from: i64) -> End {
                 if heard.elapsed() > lease {
                     return End::Lost(format!("nothing heard for {lease:?}"));
                 }
-                if fleet.stale.is_set() {
+                if fleet.cut_off.load(Ordering::Relaxed) {
                     return End::Lost(CUT_OFF.into());
                 }
                 if let Err(e) = sender.request_progress().await {
@@ -340,7 +340,7 @@ async fn follow(fleet: &Fleet, from: i64) -> End {
                     }
                     at = end;
                 }
-                if fleet.stale.is_set() {
+                if fleet.cut_off.load(Ordering::Relaxed) {
                     return End::Lost(CUT_OFF.into());
                 }
             }

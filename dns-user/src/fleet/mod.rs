@@ -100,7 +100,8 @@ pub struct FleetArgs {
     #[arg(long, value_name = "ADDR")]
     pub edge_address: Option<String>,
     /// Seconds of the edge's lease: an edge not heard from for this long drops out of the live
-    /// edges, and an edge that can't reach etcd for this long answers misses as --stale-misses.
+    /// edges (writes stop waiting for it), and an edge that can't reach etcd for this long
+    /// answers misses as --stale-misses until it has registered again and caught up.
     #[arg(long, default_value_t = 5, value_name = "SECONDS",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub lease_ttl: u32,
@@ -108,8 +109,8 @@ pub struct FleetArgs {
     /// change id (`GET /v1/changes/{id}`).
     #[arg(long, default_value_t = 2000, value_name = "MS")]
     pub confirm_wait_ms: u64,
-    /// How an edge cut off from etcd for longer than its lease answers names it has no data
-    /// for in its zones.
+    /// How an edge answers names it has no data for in its zones while writes don't wait for
+    /// it: cut off from etcd for longer than its lease, or not (yet) registered, as at start.
     #[arg(long, value_enum, default_value = "servfail")]
     pub stale_misses: MissPolicy,
 }
@@ -478,7 +479,15 @@ pub struct Fleet {
     /// copy is what is served).
     synced: AtomicBool,
     connected: AtomicBool,
-    /// Misses in our zones are answered SERVFAIL (cut off longer than the lease).
+    /// etcd has not answered for longer than the lease: the follower gives up its watch and
+    /// reconciles afresh once etcd answers again (which clears this).
+    cut_off: AtomicBool,
+    /// The applied revision from which this edge's misses can be trusted (`i64::MAX`: never,
+    /// while it is not registered). See [`guard_misses`].
+    misses_from: AtomicI64,
+    /// Wakes [`guard_misses`] when `cut_off` or `misses_from` changes.
+    misses_changed: tokio::sync::Notify,
+    /// Misses in our zones are answered SERVFAIL (see [`guard_misses`]).
     stale: StaleMisses,
     /// This edge's current lease (0: none).
     lease: AtomicI64,
@@ -550,6 +559,9 @@ impl Fleet {
             last_contact: Mutex::new(Some(Instant::now())),
             synced: AtomicBool::new(false),
             connected: AtomicBool::new(false),
+            cut_off: AtomicBool::new(false),
+            misses_from: AtomicI64::new(NOT_REGISTERED),
+            misses_changed: tokio::sync::Notify::new(),
             stale,
             lease: AtomicI64::new(0),
             lease_expiry: Mutex::new(Default::default()),
@@ -576,7 +588,11 @@ impl Fleet {
         if fleet.args.etcd.etcd.len() > 1 {
             tasks.spawn(prune_endpoints(fleet.clone(), shutdown.clone()));
         }
+        // Before the first registration misses are SERVFAIL already: a restarted edge's copy
+        // lacks what was written while it was away, and those writes did not wait for it.
+        fleet.update_stale();
         tasks.spawn(watch_partition(fleet.clone(), shutdown.clone()));
+        tasks.spawn(guard_misses(fleet.clone(), shutdown.clone()));
         tasks.spawn(flush_copy(fleet.clone(), shutdown));
         // etcd within reach: serve only once this edge has what the fleet has, and is
         // registered (writes from then on wait for it).
@@ -591,7 +607,14 @@ impl Fleet {
         match tokio::time::timeout(wait, both).await {
             Ok(Err(e)) => return Err(e),
             Ok(Ok(true)) => {
-                info!(edge = %fleet.edge_id, revision = fleet.applied_revision(), "fleet: in step with etcd")
+                info!(edge = %fleet.edge_id, revision = fleet.applied_revision(), "fleet: in step with etcd");
+                // Misses answered normally from the start, unless writes may have
+                // gone by without this edge (see `guard_misses`).
+                let from = fleet.misses_from.load(Ordering::Relaxed);
+                if from != NOT_REGISTERED && fleet.applied_revision() < from {
+                    fleet.settle_registration(from).await;
+                }
+                fleet.update_stale();
             }
             _ => {
                 warn!(edge = %fleet.edge_id, revision = start_revision, "fleet: etcd not reachable; serving the local copy until it is");
@@ -717,6 +740,80 @@ impl Fleet {
         });
     }
 
+    /// Sets the stale-misses state from what [`guard_misses`] describes; logs a change.
+    fn update_stale(&self) {
+        // etcd counts the lease from when it got the last renewal, this edge from when the
+        // answer came back: let it go a little early rather than late.
+        let margin = Duration::from_millis(u64::from(self.args.lease_ttl) * 250);
+        let lease_holds = self
+            .lease_expires(self.lease.load(Ordering::Relaxed))
+            .is_some_and(|until| until > Instant::now() + margin);
+        let stale = self.args.stale_misses == MissPolicy::Servfail
+            && (self.cut_off.load(Ordering::Relaxed)
+                || !lease_holds
+                || self.applied_revision() < self.misses_from.load(Ordering::Relaxed));
+        if stale == self.stale.is_set() {
+            return;
+        }
+        if stale {
+            warn!(edge = %self.edge_id, "fleet: not registered or not caught up with etcd; misses in our zones are answered SERVFAIL");
+        } else {
+            info!(edge = %self.edge_id, revision = self.applied_revision(), "fleet: registered and caught up; misses answered normally");
+        }
+        self.set_stale(stale);
+    }
+
+    /// This edge registered at `revision`.
+    fn registered(&self, revision: i64) {
+        self.misses_from.store(revision, Ordering::Relaxed);
+        self.misses_changed.notify_one();
+    }
+
+    /// This edge's registration is gone (its lease was lost or revoked).
+    fn unregistered(&self) {
+        self.misses_from.store(NOT_REGISTERED, Ordering::Relaxed);
+        self.misses_changed.notify_one();
+    }
+
+    /// Lowers the bar set by a registration at `revision` to the newest data key's revision
+    /// if that is older: data revisions come only with writes, so without one after the
+    /// registration this edge's applied revision would not reach it. Every key that exists has
+    /// its newest write at or before that revision, so having applied it means having every
+    /// name any 200 so far promised. Returns the bar now set (None: etcd did not answer).
+    async fn settle_registration(&self, revision: i64) -> Option<i64> {
+        let prefix = self.keys.data();
+        let applied = self.applied_revision();
+        let options = etcd_client::GetOptions::new()
+            .with_prefix()
+            .with_keys_only()
+            .with_min_mod_revision(applied + 1)
+            .with_sort(
+                etcd_client::SortTarget::Mod,
+                etcd_client::SortOrder::Descend,
+            )
+            .with_limit(1);
+        let mut kv = self.client.kv_client();
+        let resp = match request(kv.get(prefix, Some(options))).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(edge = %self.edge_id, "fleet: reading the newest data revision: {}", crate::error_chain(&e));
+                return None;
+            }
+        };
+        self.contact();
+        // No key newer than what is applied: what is applied already covers every name.
+        let newest = resp.kvs().first().map_or(applied, |kv| kv.mod_revision());
+        let bar = revision.min(newest);
+        // Only lower the bar of this same registration (a new one may have come meanwhile).
+        match self
+            .misses_from
+            .compare_exchange(revision, bar, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => Some(bar),
+            Err(_) => Some(revision),
+        }
+    }
+
     /// The live edges that have not applied `revision` yet.
     pub fn behind(&self, revision: i64) -> Vec<String> {
         registry::behind(
@@ -770,8 +867,8 @@ async fn flush_copy(fleet: Arc<Fleet>, shutdown: CancellationToken) {
     flush(fleet).await;
 }
 
-/// Marks the edge stale once etcd has not answered for longer than the lease, and not stale
-/// once the follower has reconciled after reconnecting (the follower clears it).
+/// Marks the edge cut off once etcd has not answered for longer than the lease (the follower
+/// clears it when it has reconciled again).
 async fn watch_partition(fleet: Arc<Fleet>, shutdown: CancellationToken) {
     let lease = Duration::from_secs(u64::from(fleet.args.lease_ttl));
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -783,11 +880,46 @@ async fn watch_partition(fleet: Arc<Fleet>, shutdown: CancellationToken) {
         let cut_off = fleet.since_contact().is_none_or(|d| d > lease);
         if cut_off {
             fleet.connected.store(false, Ordering::Relaxed);
+            if !fleet.cut_off.swap(true, Ordering::Relaxed) {
+                warn!(edge = %fleet.edge_id, "fleet: cut off from etcd longer than the lease");
+                fleet.misses_changed.notify_one();
+            }
         }
-        if cut_off && fleet.args.stale_misses == MissPolicy::Servfail && !fleet.stale.is_set() {
-            warn!(edge = %fleet.edge_id, "fleet: cut off from etcd longer than the lease; misses in our zones are answered SERVFAIL");
-            fleet.set_stale(true);
+    }
+}
+
+/// `misses_from` while this edge holds no registration.
+const NOT_REGISTERED: i64 = i64::MAX;
+
+/// Keeps the stale-misses state (with `--stale-misses servfail`) true to what writes wait for.
+///
+/// A write returns 200 once every edge registered when it committed has applied it: an edge
+/// that was not registered (stopped, cut off past its lease, or not yet registered again) was
+/// not waited for, and its "no such name" may be wrong. So misses are answered from this
+/// edge's data only while it holds a registration made at revision R and has applied every
+/// data revision up to R; every write after R waits for it. When the follower's read came
+/// before R, applied may not reach R for a long time (it moves with data revisions only), so
+/// [`Fleet::settle_registration`] lowers the bar to the newest data revision at or before R.
+async fn guard_misses(fleet: Arc<Fleet>, shutdown: CancellationToken) {
+    let mut applied = fleet.applied_tx.subscribe();
+    let mut settled_for = NOT_REGISTERED;
+    // Also notices a lease running out by the clock.
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = fleet.misses_changed.notified() => {}
+            changed = applied.changed() => if changed.is_err() { return },
+            _ = tick.tick() => {}
         }
+        let from = fleet.misses_from.load(Ordering::Relaxed);
+        if from != NOT_REGISTERED && from != settled_for && fleet.applied_revision() < from {
+            // Once per registration, retried at the next tick if etcd did not answer.
+            if let Some(bar) = fleet.settle_registration(from).await {
+                settled_for = bar;
+            }
+        }
+        fleet.update_stale();
     }
 }
 

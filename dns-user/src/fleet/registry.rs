@@ -280,6 +280,7 @@ pub(super) async fn presence(
         }
         let started = std::time::Instant::now();
         let result = hold_lease(&fleet, &key, ttl, &mut registered, &shutdown).await;
+        fleet.unregistered();
         backoff = super::next_backoff(backoff, started.elapsed());
         match result {
             Ok(()) => {
@@ -349,8 +350,8 @@ impl From<&str> for Lost {
 /// Creates this edge's registration under `lease`, only if no live edge holds the id: two
 /// daemons with one id would confirm writes for each other. A registration left by this
 /// edge's own data directory (a crash, its lease not yet run out) is this edge's: its lease is
-/// revoked and the registration made again.
-async fn register(fleet: &Fleet, key: &str, lease: i64) -> Result<(), Lost> {
+/// revoked and the registration made again. Returns the revision of the registration.
+async fn register(fleet: &Fleet, key: &str, lease: i64) -> Result<i64, Lost> {
     let mut kv = fleet.client.kv_client();
     for _ in 0..3 {
         let txn = Txn::new()
@@ -366,7 +367,7 @@ async fn register(fleet: &Fleet, key: &str, lease: i64) -> Result<(), Lost> {
             .map_err(|e| crate::error_chain(&e))?;
         fleet.contact();
         if resp.succeeded() {
-            return Ok(());
+            return Ok(resp.header().map_or(0, |h| h.revision()));
         }
         let held = resp.op_responses().into_iter().find_map(|op| match op {
             TxnOpResponse::Get(g) => g.kvs().first().cloned(),
@@ -429,15 +430,19 @@ async fn hold_lease(
     // Subscribe before the first put: a revision applied in between is published next.
     let mut applied = fleet.applied_tx.subscribe();
     applied.mark_unchanged();
-    if let Err(e) = register(fleet, key, lease).await {
-        // Not ours to hold: the lease goes (the next one is granted when registering again).
-        if matches!(e, Lost::Taken(_)) {
-            fleet.lease.store(0, Ordering::Relaxed);
-            let _ = request(leases.revoke(lease)).await;
+    let revision = match register(fleet, key, lease).await {
+        Ok(r) => r,
+        Err(e) => {
+            // Not ours to hold: the lease goes (the next one is granted when registering again).
+            if matches!(e, Lost::Taken(_)) {
+                fleet.lease.store(0, Ordering::Relaxed);
+                let _ = request(leases.revoke(lease)).await;
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
-    info!(edge = %fleet.edge_id, lease, "fleet: edge registered");
+    };
+    info!(edge = %fleet.edge_id, lease, revision, "fleet: edge registered");
+    fleet.registered(revision);
     if let Some(r) = registered.take() {
         let _ = r.send(Ok(()));
     }
