@@ -106,6 +106,7 @@ pub(super) async fn change(
         id.parse().ok().filter(|r| *r > 0).ok_or_else(|| {
             ApiError::bad("id", "a change id is the revision a write answered with")
         })?;
+    fleet.refresh_edges().await;
     let behind = fleet.behind(revision);
     Ok(Json(json!({
         "id": revision.to_string(),

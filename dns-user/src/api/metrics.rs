@@ -350,6 +350,7 @@ pub(super) async fn render(State(st): State<ApiState>) -> Response {
     }
 
     if let Some(fleet) = &st.fleet {
+        fleet.refresh_edges().await;
         super::fleet::metrics(&mut out, fleet);
     }
 

@@ -471,8 +471,15 @@ pub struct Fleet {
     write_turn: tokio::sync::Mutex<()>,
     /// The revision this edge has applied (and its maps answer), for the publisher and waiters.
     applied_tx: watch::Sender<i64>,
-    /// The live edges, as their registrations in etcd say.
+    /// The live edges, as their registrations in etcd say (see `registry::watch_edges`).
     edges_tx: watch::Sender<registry::Edges>,
+    /// When a write last waited for the registrations (None: never): the registry watch runs
+    /// until a while after.
+    edges_wanted_at: Mutex<Option<Instant>>,
+    /// Wakes the registry watch when a write wants it.
+    edges_wanted: tokio::sync::Notify,
+    /// The registry watch is running: `edges_tx` follows etcd as it changes.
+    edges_watching: AtomicBool,
     /// When etcd last answered this edge.
     last_contact: Mutex<Option<Instant>>,
     /// The first reconcile with etcd finished (or, with etcd unreachable at start, the local
@@ -554,6 +561,9 @@ impl Fleet {
             write_turn: tokio::sync::Mutex::new(()),
             applied_tx: watch::Sender::new(start_revision),
             edges_tx: watch::Sender::new(Default::default()),
+            edges_wanted_at: Mutex::new(None),
+            edges_wanted: tokio::sync::Notify::new(),
+            edges_watching: AtomicBool::new(false),
             // Cut off "for longer than the lease" counts from the start: the local copy is
             // as old as it is, but this edge only knows etcd is out of reach from now.
             last_contact: Mutex::new(Some(Instant::now())),
@@ -812,6 +822,31 @@ impl Fleet {
             Ok(_) => Some(bar),
             Err(_) => Some(revision),
         }
+    }
+
+    /// A write waits for the registrations: keeps the registry watch running (starting it).
+    fn want_edges(&self) {
+        *self
+            .edges_wanted_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        if !self.edges_watching.load(Ordering::Relaxed) {
+            self.edges_wanted.notify_one();
+        }
+    }
+
+    /// No write has wanted the registrations for a while.
+    fn edges_idle(&self) -> bool {
+        self.edges_wanted_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none_or(|at| at.elapsed() >= registry::WATCH_IDLE)
+    }
+
+    /// Brings [`Fleet::behind`] and [`Fleet::edges`] up to date with etcd (one read when the
+    /// registry watch isn't running).
+    pub async fn refresh_edges(&self) {
+        registry::fresh(self).await;
     }
 
     /// The live edges that have not applied `revision` yet.

@@ -1,6 +1,7 @@
 //! The edges of the fleet: each registers under a lease (its key goes when it stops renewing
-//! it) and publishes the last revision it has applied, which its maps answer. Every edge watches
-//! the registrations; a write is confirmed once each live edge has published its revision.
+//! it) and publishes the last revision it has applied, which its maps answer. A write is
+//! confirmed once each live edge has published its revision; the edge that wrote it watches the
+//! registrations meanwhile.
 
 use std::{
     collections::BTreeMap,
@@ -130,6 +131,7 @@ pub(super) fn view(fleet: &Fleet) -> EdgeView {
 /// of its TTL, so the time left tells when it last did (to a second, etcd's resolution),
 /// whether or not its registration changed since.
 pub(super) async fn view_with_contact(fleet: &Fleet) -> EdgeView {
+    fresh(fleet).await;
     let mut view = view(fleet);
     let leases: BTreeMap<String, i64> = fleet
         .edges_tx
@@ -154,25 +156,67 @@ pub(super) async fn view_with_contact(fleet: &Fleet) -> EdgeView {
     view
 }
 
-/// Keeps [`Fleet::edges_tx`] in step with the registrations in etcd: read them, then watch; set
-/// up again whenever the watch ends.
+/// How long the registry watch goes on after the last write that needed it.
+pub(super) const WATCH_IDLE: Duration = Duration::from_secs(30);
+
+/// Keeps [`Fleet::edges_tx`] in step with the registrations in etcd while this edge's writes
+/// wait for confirmations: read them, then watch; set up again whenever the watch ends.
+///
+/// Every edge publishes its registration after each revision it applies, so a watch on them
+/// all gets one event per edge per write: with 8 edges, 64 events per write across the fleet,
+/// a large share of the fleet's CPU on a small box. Only an edge whose writes are waiting
+/// needs them as they come; so the watch runs from the first such write until none came for
+/// [`WATCH_IDLE`], and a reader of the view at other times ([`fresh`]) reads the registrations
+/// once instead.
 pub(super) async fn watch_edges(fleet: Arc<Fleet>, shutdown: CancellationToken) {
     let prefix = fleet.keys.edges();
     let mut backoff = super::BACKOFF_MIN;
     loop {
+        if fleet.edges_idle() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = fleet.edges_wanted.notified() => {}
+            }
+            continue;
+        }
         let started = std::time::Instant::now();
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = follow_edges(&fleet, &prefix) => r,
+            () = until_idle(&fleet) => Ok(()),
         };
+        fleet.edges_watching.store(false, Ordering::Relaxed);
+        let Err(why) = result else { continue };
         backoff = super::next_backoff(backoff, started.elapsed());
-        if let Err(why) = result {
-            warn!(edge = %fleet.edge_id, "fleet: edge registry watch lost ({why}); reading again in {backoff:?}");
-        }
+        warn!(edge = %fleet.edge_id, "fleet: edge registry watch lost ({why}); reading again in {backoff:?}");
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
         }
+    }
+}
+
+/// Returns once no write has wanted the registrations for [`WATCH_IDLE`].
+async fn until_idle(fleet: &Fleet) {
+    loop {
+        let wanted = *fleet
+            .edges_wanted_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(at) = wanted else { return };
+        let until = at + WATCH_IDLE;
+        if until <= std::time::Instant::now() {
+            return;
+        }
+        tokio::time::sleep_until(until.into()).await;
+    }
+}
+
+/// Brings the view of the registrations up to date for a reader: nothing to do while the watch
+/// runs, else one read (if etcd doesn't answer, the view stays as it was).
+pub(super) async fn fresh(fleet: &Fleet) {
+    if !fleet.edges_watching.load(Ordering::Relaxed) {
+        let _ = refresh(fleet).await;
     }
 }
 
@@ -224,6 +268,7 @@ async fn follow_edges(fleet: &Fleet, prefix: &str) -> Result<(), String> {
     let mut stream = request(watch.watch(prefix, Some(options)))
         .await
         .map_err(|e| crate::error_chain(&e))?;
+    fleet.edges_watching.store(true, Ordering::Relaxed);
     loop {
         let resp = match stream.message().await {
             Ok(Some(r)) => r,

@@ -574,6 +574,9 @@ async fn committed(
     apex: &Name,
     started: Instant,
 ) -> Result<Option<Applied>, EngineError> {
+    // Before the registrations as of the write go in: the watch, if it starts now, reads
+    // them no earlier than that.
+    fleet.want_edges();
     match &registrations {
         Some(g) => super::registry::take(fleet, g.kvs(), revision),
         // The registrations as of the write at least: an edge that registered just before it
