@@ -139,6 +139,17 @@ impl RemoteChange {
     }
 }
 
+/// Served fleet revisions whose changes the local copy doesn't have yet, merged.
+#[derive(Default)]
+struct Unstored {
+    changes: ChangeSet,
+    journal: Vec<JournalOp>,
+    /// The newest of them (None: nothing waits).
+    revision: Option<u64>,
+    /// The versions they replaced, freed once they are stored.
+    replaced: Vec<Arc<ZoneSet>>,
+}
+
 /// A fleet revision applied to a copy of the served version, not yet served or stored.
 struct StagedRemote {
     /// The version it replaces.
@@ -186,8 +197,9 @@ pub struct Engine<S = Store, M = FastPath> {
     store: S,
     /// One writer at a time: a change goes through memory, disk and maps before the next starts.
     writer: Arc<tokio::sync::Mutex<()>>,
-    /// A fleet revision's changes whose store commit failed (see [`Engine::store_copy`]).
-    unstored: Mutex<Option<(ChangeSet, Vec<JournalOp>)>>,
+    /// Fleet revisions served but not in the local copy yet: small ones wait for the next
+    /// flush, and a failed commit waits for the next one (see [`Engine::apply_remote`]).
+    unstored: Mutex<Unstored>,
     /// Counts published versions (ticked once the maps have them too), for whoever follows the
     /// serials (NOTIFY): a watch never blocks the writer, and a slow reader just sees the latest
     /// count.
@@ -204,7 +216,7 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
             fast: fast.map(Mutex::new),
             store,
             writer: Arc::new(tokio::sync::Mutex::new(())),
-            unstored: Mutex::new(None),
+            unstored: Mutex::new(Unstored::default()),
             published: watch::Sender::new(0),
             remote: std::sync::OnceLock::new(),
         })
@@ -372,13 +384,15 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
     /// transaction). An edit the zone model refuses (data the source of truth should never
     /// hold) is logged and left out; the rest goes in.
     ///
-    /// Returns once the maps answer the revision: the store commit follows on a blocking
-    /// thread, holding the writer lock, so the next revision waits for it and commits land in
-    /// order. The store is this edge's copy of etcd's data: what it serves when it starts (until
-    /// it has caught up with etcd, or for as long as etcd is out of reach), and the journal
-    /// IXFR reads (whose watchers are told only once the commit is in). Its commits are not
-    /// durable before [`Engine::flush_copy`] anyway, so serving first gives up nothing a crash
-    /// would not. A revision is published as applied a commit sooner, and a small one is
+    /// Returns once the maps answer the revision. The store commit comes after: a large
+    /// revision's at once, on a blocking thread holding the writer lock (so the next revision
+    /// waits for it and commits land in order), a small one's with the next
+    /// [`Engine::flush_copy`], merged with the others that came meanwhile. The store is this
+    /// edge's copy of etcd's data: what it serves when it starts (until it has caught up with
+    /// etcd, or for as long as etcd is out of reach), and the journal IXFR reads (whose
+    /// watchers are told only once the commit is in). Its commits are not durable before
+    /// [`Engine::flush_copy`] anyway, so serving first and storing later give up nothing a
+    /// crash would not. A revision is published as applied a commit sooner, and a small one is
     /// applied right on the calling task rather than handed to a blocking thread and back:
     /// with many edges on few CPUs each such hop is a wait for a thread to be scheduled.
     pub async fn apply_remote(self: &Arc<Self>, change: RemoteChange) -> Result<(), EngineError> {
@@ -403,26 +417,35 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
         };
+        let quick = staged.compiles_quickly();
+        let StagedRemote {
+            prev,
+            next,
+            changes,
+            journal,
+            revision,
+        } = staged;
+        {
+            let mut unstored = self.unstored.lock().unwrap_or_else(|p| p.into_inner());
+            unstored.changes.merge(changes);
+            unstored.journal.extend(journal);
+            unstored.revision = Some(revision);
+            unstored.replaced.push(prev);
+        }
+        // A small revision waits for the next flush (at most `fleet::FLUSH_DELAY` away) and
+        // goes into the copy with the others that came meanwhile: a commit of its own, on a
+        // thread of its own, for every revision on every edge was a large share of an edge's
+        // CPU per write. A large one is stored now, with whatever waits, so that the version
+        // it replaced is freed now.
+        if quick {
+            drop(writer);
+            return served;
+        }
         let this = Arc::clone(self);
         let commit = move || {
-            let StagedRemote {
-                prev,
-                next,
-                changes,
-                journal,
-                revision,
-            } = staged;
-            let changed = !changes.is_empty();
-            this.store_copy(&next, changes, journal, revision);
+            let replaced = this.store_unstored(&next);
             drop(writer);
-            if changed {
-                // Only now: a secondary told of the change asks for it by IXFR, from the
-                // journal this commit wrote.
-                this.published.send_modify(|n| *n += 1);
-                // Freeing the replaced version waits for its last readers: not in the
-                // writer's turn.
-                reclaim(prev);
-            }
+            replaced.into_iter().for_each(reclaim);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => drop(rt.spawn_blocking(commit)),
@@ -431,13 +454,17 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
         served
     }
 
-    /// Waits for the fleet revisions' store commits under way, then makes them durable.
+    /// Stores the served revisions that wait, then makes them durable.
     pub async fn flush_copy(self: &Arc<Self>) -> Result<(), StoreError> {
         let writer = Arc::clone(&self.writer).lock_owned().await;
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
-            let _writer = writer;
-            this.store.flush()
+            // Under the writer lock the served version is the newest revision's.
+            let replaced = this.store_unstored(&this.zones());
+            let flushed = this.store.flush();
+            drop(writer);
+            replaced.into_iter().for_each(reclaim);
+            flushed
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
@@ -496,33 +523,42 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
         Ok(())
     }
 
-    /// Commits a served revision to the store. A commit that fails (a full disk) leaves the
-    /// store as it was, at the revision before, and its changes go in with the next revision's:
-    /// the store never holds a revision without the data of every revision before it. The
-    /// edge meanwhile answers from etcd's data as every other edge does.
-    fn store_copy(
-        &self,
-        zones: &ZoneSet,
-        changes: ChangeSet,
-        journal: Vec<JournalOp>,
-        revision: u64,
-    ) {
+    /// Commits the served revisions that wait to the local copy, as `zones` (the served
+    /// version, with all of them) has them, at the newest one's revision; then tells the
+    /// journal's readers. A commit that fails (a full disk) leaves them waiting for the next:
+    /// the copy never holds a revision without the data of every one before it. Called under
+    /// the writer lock; returns the versions they replaced, for the caller to free once it has
+    /// let the lock go (freeing waits for a version's last readers).
+    #[must_use]
+    fn store_unstored(&self, zones: &ZoneSet) -> Vec<Arc<ZoneSet>> {
         let mut unstored = self.unstored.lock().unwrap_or_else(|p| p.into_inner());
-        let (changes, journal) = match unstored.take() {
-            Some((mut before, mut before_journal)) => {
-                before.merge(changes);
-                before_journal.extend(journal);
-                (before, before_journal)
-            }
-            None => (changes, journal),
+        let Some(revision) = unstored.revision else {
+            return Vec::new();
         };
-        if let Err(e) = self.store.persist_at(zones, &changes, &journal, revision) {
-            error!(
-                revision,
-                "commit of a fleet revision to the local copy failed; it goes in with the next one: {e:#}"
-            );
-            *unstored = Some((changes, journal));
+        let replaced = std::mem::take(&mut unstored.replaced);
+        let changed = !unstored.changes.is_empty();
+        match self
+            .store
+            .persist_at(zones, &unstored.changes, &unstored.journal, revision)
+        {
+            Ok(()) => {
+                *unstored = Unstored::default();
+                drop(unstored);
+                if changed {
+                    // Only now: a secondary told of the change asks for it by IXFR, from the
+                    // journal this commit wrote.
+                    self.published.send_modify(|n| *n += 1);
+                }
+            }
+            Err(e) => {
+                drop(unstored);
+                error!(
+                    revision,
+                    "commit of fleet revisions to the local copy failed; they go in with the next one: {e:#}"
+                );
+            }
         }
+        replaced
     }
 
     /// [`Engine::apply`] under the writer lock.
