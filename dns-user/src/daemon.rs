@@ -295,6 +295,11 @@ pub async fn run_with(
     result
 }
 
+/// An edge answering misses SERVFAIL while writes may not wait for it starts that way.
+fn stale_from_start(config: &Config) -> bool {
+    config.fleet.enabled() && config.fleet.stale_misses == crate::fleet::MissPolicy::Servfail
+}
+
 /// Loads and attaches the XDP program to every `--iface`, answering the addresses of
 /// `dns_addrs`, unless `--xdp-mode off`.
 fn attach(
@@ -306,6 +311,12 @@ fn attach(
         return Ok((None, None));
     }
     let mut cfg = loader::xdp_config(config.udp_payload, true);
+    // An edge's misses are stale until it has registered with the fleet and caught up (see
+    // `fleet::guard_misses`): from the first frame the program answers, not just from when
+    // the fleet starts.
+    if stale_from_start(config) {
+        cfg.options |= dns_common::OPT_STALE_MISSES;
+    }
     if config.nsid.is_some() {
         cfg.options |= dns_common::OPT_PASS_NSID;
     }
@@ -401,6 +412,7 @@ async fn serve(
 
     let mut tasks = JoinSet::new();
     let stale = StaleMisses::default();
+    stale.set(stale_from_start(config));
     let fleet = if config.fleet.enabled() {
         notify.status("joining the fleet");
         let fleet = Fleet::start(

@@ -93,6 +93,18 @@ impl Keys {
         format!("{}/edges/", self.prefix)
     }
 
+    /// Where each edge's registration transaction also puts a key (under the same lease), just
+    /// before [`Keys::data`] in key order, so that the followers' watch (which covers both)
+    /// brings it in revision order with the data: an edge that has seen its own registration's
+    /// revision there has seen every data revision before it.
+    pub fn sync(&self) -> String {
+        format!("{}/data-sync/", self.prefix)
+    }
+
+    pub fn edge_sync(&self, id: &str) -> String {
+        format!("{}{id}", self.sync())
+    }
+
     pub fn edge(&self, id: &str) -> String {
         format!("{}{id}", self.edges())
     }

@@ -281,11 +281,13 @@ const CUT_OFF: &str = "cut off from etcd longer than the lease";
 /// Watches from `from` and applies each revision; returns when the watch ends.
 async fn follow(fleet: &Fleet, from: i64) -> End {
     let mut client = fleet.client.watch_client();
+    // The data and, just before it, the edges' sync keys (see `Keys::sync`): one watch, so
+    // its events come in revision order across both.
     let options = WatchOptions::new()
-        .with_prefix()
+        .with_range(prefix_end(fleet.keys.data().as_bytes()))
         .with_start_revision(from)
         .with_progress_notify();
-    let stream = match request(client.watch(fleet.keys.data(), Some(options))).await {
+    let stream = match request(client.watch(fleet.keys.sync(), Some(options))).await {
         Ok(s) => s,
         Err(e) => return End::Lost(crate::error_chain(&e)),
     };
@@ -367,6 +369,10 @@ async fn apply_revision(
     let mut zones: BTreeMap<Name, ZoneEvents> = BTreeMap::new();
     for ev in events {
         let Some(kv) = ev.kv() else { continue };
+        // An edge registering: nothing to apply, but the revision counts as applied.
+        if kv.key().starts_with(fleet.keys.sync().as_bytes()) {
+            continue;
+        }
         let key = match fleet.keys.parse(kv.key()) {
             Ok(k) => k,
             Err(e) => {
@@ -475,4 +481,29 @@ async fn apply_revision(
     drop(applied);
     fleet.applied_tx.send_replace(revision);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The follower's one watch covers the edges' sync keys and the data, and nothing else the
+    /// fleet writes (registrations and write markers would be an event per edge per write).
+    #[test]
+    fn the_followed_range_holds_the_sync_keys_and_the_data_only() {
+        let keys = crate::fleet::Keys::new("/edgedns/v1");
+        let (start, end) = (keys.sync().into_bytes(), prefix_end(keys.data().as_bytes()));
+        let inside = |k: &str| start.as_slice() <= k.as_bytes() && k.as_bytes() < end.as_slice();
+        let apex = Name::from_ascii("example.com.").expect("name");
+        let owner = Name::from_ascii("www.example.com.").expect("name");
+        assert!(inside(&keys.edge_sync("edge-1")));
+        assert!(inside(&keys.edge_sync("\u{7f}")));
+        assert!(inside(&keys.zone(&apex)));
+        assert!(inside(&keys.rrset(&apex, &owner, RecordType::A)));
+        assert!(!inside(&keys.edge("edge-1")));
+        assert!(!inside(&keys.edge("")));
+        assert!(!inside(&keys.write_marker("edge-1:1:0")));
+        assert!(!inside("/edgedns/v1/"));
+        assert!(!inside("/edgedns/v10/data/z/00"));
+    }
 }

@@ -480,6 +480,8 @@ pub struct Fleet {
     edges_wanted: tokio::sync::Notify,
     /// The registry watch is running: `edges_tx` follows etcd as it changes.
     edges_watching: AtomicBool,
+    /// Writes waiting on the registrations now (the watch doesn't stop under them).
+    edges_waiters: std::sync::atomic::AtomicUsize,
     /// When etcd last answered this edge.
     last_contact: Mutex<Option<Instant>>,
     /// The first reconcile with etcd finished (or, with etcd unreachable at start, the local
@@ -496,6 +498,14 @@ pub struct Fleet {
     misses_changed: tokio::sync::Notify,
     /// Misses in our zones are answered SERVFAIL (see [`guard_misses`]).
     stale: StaleMisses,
+    /// The state last written to both the fallback's switch and the XDP option (None: not
+    /// yet, or the option's write failed).
+    stale_written: Mutex<Option<bool>>,
+    /// The current lease and the earliest it can run out (see [`Fleet::lease_surely_holds`]).
+    lease_surely_until: Mutex<Option<(i64, Instant)>>,
+    /// A registration whose lease a write tried to revoke without knowing whether it did:
+    /// its revision and when (see [`Fleet::registration_in_doubt`]).
+    doubt: Mutex<Option<(i64, Instant)>>,
     /// This edge's current lease (0: none).
     lease: AtomicI64,
     /// The latest each recent lease of this edge can run out at, by this edge's clock (the
@@ -564,6 +574,7 @@ impl Fleet {
             edges_wanted_at: Mutex::new(None),
             edges_wanted: tokio::sync::Notify::new(),
             edges_watching: AtomicBool::new(false),
+            edges_waiters: std::sync::atomic::AtomicUsize::new(0),
             // Cut off "for longer than the lease" counts from the start: the local copy is
             // as old as it is, but this edge only knows etcd is out of reach from now.
             last_contact: Mutex::new(Some(Instant::now())),
@@ -573,6 +584,9 @@ impl Fleet {
             misses_from: AtomicI64::new(NOT_REGISTERED),
             misses_changed: tokio::sync::Notify::new(),
             stale,
+            stale_written: Mutex::new(None),
+            lease_surely_until: Mutex::new(None),
+            doubt: Mutex::new(None),
             lease: AtomicI64::new(0),
             lease_expiry: Mutex::new(Default::default()),
             write_ids: (
@@ -618,11 +632,13 @@ impl Fleet {
             Ok(Err(e)) => return Err(e),
             Ok(Ok(true)) => {
                 info!(edge = %fleet.edge_id, revision = fleet.applied_revision(), "fleet: in step with etcd");
-                // Misses answered normally from the start, unless writes may have
-                // gone by without this edge (see `guard_misses`).
+                // Misses answered normally from the start: if the follower's read came
+                // before the registration, its watch brings the registration's revision in
+                // a moment (see `guard_misses`).
                 let from = fleet.misses_from.load(Ordering::Relaxed);
-                if from != NOT_REGISTERED && fleet.applied_revision() < from {
-                    fleet.settle_registration(from).await;
+                if from != NOT_REGISTERED {
+                    let mut applied = fleet.applied_tx.subscribe();
+                    let _ = tokio::time::timeout(wait, applied.wait_for(|a| *a >= from)).await;
                 }
                 fleet.update_stale();
             }
@@ -733,94 +749,116 @@ impl Fleet {
 
     /// Turns the SERVFAIL answers to misses on or off, on both paths: the fallback's switch and
     /// the XDP program's option (which passes negative answers up to the fallback).
-    fn set_stale(&self, on: bool) {
+    fn set_stale(&self, on: bool) -> bool {
         self.stale.set(on);
-        self.engine.with_fast(|fast| {
-            let result = fast.config().and_then(|mut cfg| {
-                if on {
-                    cfg.options |= dns_common::OPT_STALE_MISSES;
-                } else {
-                    cfg.options &= !dns_common::OPT_STALE_MISSES;
+        self.engine
+            .with_fast(|fast| {
+                let result = fast.config().and_then(|mut cfg| {
+                    if on {
+                        cfg.options |= dns_common::OPT_STALE_MISSES;
+                    } else {
+                        cfg.options &= !dns_common::OPT_STALE_MISSES;
+                    }
+                    fast.set_config(cfg)
+                });
+                match result {
+                    Ok(()) => true,
+                    Err(e) => {
+                        warn!("fleet: setting the fast path's stale-misses option: {e}");
+                        false
+                    }
                 }
-                fast.set_config(cfg)
-            });
-            if let Err(e) = result {
-                warn!("fleet: setting the fast path's stale-misses option: {e}");
-            }
-        });
+            })
+            .unwrap_or(true)
     }
 
-    /// Sets the stale-misses state from what [`guard_misses`] describes; logs a change.
+    /// Sets the stale-misses state from what [`guard_misses`] describes; logs a change. One
+    /// caller at a time, so the fallback's switch and the XDP option always end up alike; an
+    /// option that could not be written is written again at the next call.
     fn update_stale(&self) {
-        // etcd counts the lease from when it got the last renewal, this edge from when the
-        // answer came back: let it go a little early rather than late.
-        let margin = Duration::from_millis(u64::from(self.args.lease_ttl) * 250);
+        let mut written = self.stale_written.lock().unwrap_or_else(|p| p.into_inner());
+        // Two guard ticks early: the guard must see the lease's end coming.
         let lease_holds = self
-            .lease_expires(self.lease.load(Ordering::Relaxed))
-            .is_some_and(|until| until > Instant::now() + margin);
+            .lease_surely_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|(lease, until)| {
+                lease == self.lease.load(Ordering::Relaxed)
+                    && until > Instant::now() + 2 * GUARD_TICK
+            });
         let stale = self.args.stale_misses == MissPolicy::Servfail
             && (self.cut_off.load(Ordering::Relaxed)
                 || !lease_holds
                 || self.applied_revision() < self.misses_from.load(Ordering::Relaxed));
-        if stale == self.stale.is_set() {
+        if *written == Some(stale) {
             return;
         }
-        if stale {
-            warn!(edge = %self.edge_id, "fleet: not registered or not caught up with etcd; misses in our zones are answered SERVFAIL");
-        } else {
-            info!(edge = %self.edge_id, revision = self.applied_revision(), "fleet: registered and caught up; misses answered normally");
+        if stale != self.stale.is_set() {
+            if stale {
+                warn!(edge = %self.edge_id, "fleet: not registered or not caught up with etcd; misses in our zones are answered SERVFAIL");
+            } else {
+                info!(edge = %self.edge_id, revision = self.applied_revision(), "fleet: registered and caught up; misses answered normally");
+            }
         }
-        self.set_stale(stale);
+        *written = self.set_stale(stale).then_some(stale);
+    }
+
+    /// The earliest the current lease `lease` can run out, by etcd's count: `ttl` seconds from
+    /// when the renewal (or grant) etcd answered was sent. [`Fleet::lease_renewed`] keeps the
+    /// latest instead.
+    fn lease_surely_holds(&self, lease: i64, ttl: i64, sent: Instant) {
+        let until = sent + Duration::from_secs(u64::try_from(ttl).unwrap_or(0));
+        let mut held = self
+            .lease_surely_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match &mut *held {
+            Some((l, t)) if *l == lease => *t = (*t).max(until),
+            other => *other = Some((lease, until)),
+        }
     }
 
     /// This edge registered at `revision`.
     fn registered(&self, revision: i64) {
+        *self.doubt.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.misses_from.store(revision, Ordering::Relaxed);
         self.misses_changed.notify_one();
     }
 
-    /// This edge's registration is gone (its lease was lost or revoked).
-    fn unregistered(&self) {
-        self.misses_from.store(NOT_REGISTERED, Ordering::Relaxed);
+    /// This edge's registration is gone (its lease was lost or revoked). Returns the revision
+    /// it was made at (`NOT_REGISTERED` if none).
+    fn unregistered(&self) -> i64 {
+        let was = self.misses_from.swap(NOT_REGISTERED, Ordering::Relaxed);
+        // At once rather than at the guard's next turn: a revoke may follow.
+        self.update_stale();
         self.misses_changed.notify_one();
+        was
     }
 
-    /// Lowers the bar set by a registration at `revision` to the newest data key's revision
-    /// if that is older: data revisions come only with writes, so without one after the
-    /// registration this edge's applied revision would not reach it. Every key that exists has
-    /// its newest write at or before that revision, so having applied it means having every
-    /// name any 200 so far promised. Returns the bar now set (None: etcd did not answer).
-    async fn settle_registration(&self, revision: i64) -> Option<i64> {
-        let prefix = self.keys.data();
-        let applied = self.applied_revision();
-        let options = etcd_client::GetOptions::new()
-            .with_prefix()
-            .with_keys_only()
-            .with_min_mod_revision(applied + 1)
-            .with_sort(
-                etcd_client::SortTarget::Mod,
-                etcd_client::SortOrder::Descend,
-            )
-            .with_limit(1);
-        let mut kv = self.client.kv_client();
-        let resp = match request(kv.get(prefix, Some(options))).await {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(edge = %self.edge_id, "fleet: reading the newest data revision: {}", crate::error_chain(&e));
-                return None;
+    /// A revoke of the registration's lease (see [`Fleet::unregistered`]) may not have
+    /// happened: the registration made at `revision` stands again once etcd renews the lease
+    /// after this ([`Fleet::lease_confirmed`]), and is gone for good if it doesn't.
+    fn registration_in_doubt(&self, revision: i64) {
+        if revision != NOT_REGISTERED {
+            *self.doubt.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((revision, Instant::now()));
+        }
+    }
+
+    /// etcd renewed the current lease for a renewal sent at `sent`.
+    fn lease_confirmed(&self, sent: Instant) {
+        let mut doubt = self.doubt.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((revision, since)) = *doubt {
+            if sent > since {
+                *doubt = None;
+                let _ = self.misses_from.compare_exchange(
+                    NOT_REGISTERED,
+                    revision,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+                self.misses_changed.notify_one();
             }
-        };
-        self.contact();
-        // No key newer than what is applied: what is applied already covers every name.
-        let newest = resp.kvs().first().map_or(applied, |kv| kv.mod_revision());
-        let bar = revision.min(newest);
-        // Only lower the bar of this same registration (a new one may have come meanwhile).
-        match self
-            .misses_from
-            .compare_exchange(revision, bar, Ordering::Relaxed, Ordering::Relaxed)
-        {
-            Ok(_) => Some(bar),
-            Err(_) => Some(revision),
         }
     }
 
@@ -931,15 +969,16 @@ const NOT_REGISTERED: i64 = i64::MAX;
 /// A write returns 200 once every edge registered when it committed has applied it: an edge
 /// that was not registered (stopped, cut off past its lease, or not yet registered again) was
 /// not waited for, and its "no such name" may be wrong. So misses are answered from this
-/// edge's data only while it holds a registration made at revision R and has applied every
-/// data revision up to R; every write after R waits for it. When the follower's read came
-/// before R, applied may not reach R for a long time (it moves with data revisions only), so
-/// [`Fleet::settle_registration`] lowers the bar to the newest data revision at or before R.
+/// edge's data only while it holds a registration made at revision R, its lease surely still
+/// holds, and it has applied every revision up to R: the registration's transaction also puts
+/// a key the follower's watch sees in order with the data (`Keys::sync`), so the applied
+/// revision reaches R as soon as every data revision before it is in. Every write after R
+/// waits for this edge.
 async fn guard_misses(fleet: Arc<Fleet>, shutdown: CancellationToken) {
     let mut applied = fleet.applied_tx.subscribe();
-    let mut settled_for = NOT_REGISTERED;
     // Also notices a lease running out by the clock.
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut tick = tokio::time::interval(GUARD_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -947,16 +986,12 @@ async fn guard_misses(fleet: Arc<Fleet>, shutdown: CancellationToken) {
             changed = applied.changed() => if changed.is_err() { return },
             _ = tick.tick() => {}
         }
-        let from = fleet.misses_from.load(Ordering::Relaxed);
-        if from != NOT_REGISTERED && from != settled_for && fleet.applied_revision() < from {
-            // Once per registration, retried at the next tick if etcd did not answer.
-            if let Some(bar) = fleet.settle_registration(from).await {
-                settled_for = bar;
-            }
-        }
         fleet.update_stale();
     }
 }
+
+/// How often [`guard_misses`] looks at the lease's time.
+const GUARD_TICK: Duration = Duration::from_millis(250);
 
 /// The file in the data directory holding its token.
 const INSTANCE_FILE: &str = "fleet-edge-token";

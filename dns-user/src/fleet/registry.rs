@@ -196,9 +196,14 @@ pub(super) async fn watch_edges(fleet: Arc<Fleet>, shutdown: CancellationToken) 
     }
 }
 
-/// Returns once no write has wanted the registrations for [`WATCH_IDLE`].
+/// Returns once no write has wanted the registrations for [`WATCH_IDLE`] and none waits on
+/// them.
 async fn until_idle(fleet: &Fleet) {
     loop {
+        if fleet.edges_waiters.load(Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
         let wanted = *fleet
             .edges_wanted_at
             .lock()
@@ -215,10 +220,14 @@ async fn until_idle(fleet: &Fleet) {
 /// Brings the view of the registrations up to date for a reader: nothing to do while the watch
 /// runs, else one read (if etcd doesn't answer, the view stays as it was).
 pub(super) async fn fresh(fleet: &Fleet) {
-    if !fleet.edges_watching.load(Ordering::Relaxed) {
-        let _ = refresh(fleet).await;
+    // A scrape or a status call must not hang on an etcd out of reach.
+    if !fleet.edges_watching.load(Ordering::Relaxed) && !fleet.cut_off.load(Ordering::Relaxed) {
+        let _ = tokio::time::timeout(FRESH_WITHIN, refresh(fleet)).await;
     }
 }
+
+/// How long [`fresh`] waits for etcd.
+const FRESH_WITHIN: Duration = Duration::from_millis(500);
 
 fn record(kv: &etcd_client::KeyValue) -> Option<EdgeRecord> {
     let info: EdgeInfo = serde_json::from_slice(kv.value()).ok()?;
@@ -325,6 +334,7 @@ pub(super) async fn presence(
         }
         let started = std::time::Instant::now();
         let result = hold_lease(&fleet, &key, ttl, &mut registered, &shutdown).await;
+        // Stale misses before a revoke tells the others to stop waiting for this edge.
         fleet.unregistered();
         backoff = super::next_backoff(backoff, started.elapsed());
         match result {
@@ -401,11 +411,18 @@ async fn register(fleet: &Fleet, key: &str, lease: i64) -> Result<i64, Lost> {
     for _ in 0..3 {
         let txn = Txn::new()
             .when([Compare::version(key, CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key,
-                registration(fleet)?,
-                Some(PutOptions::new().with_lease(lease)),
-            )])
+            .and_then([
+                TxnOp::put(
+                    key,
+                    registration(fleet)?,
+                    Some(PutOptions::new().with_lease(lease)),
+                ),
+                TxnOp::put(
+                    fleet.keys.edge_sync(&fleet.edge_id),
+                    fleet.instance.clone(),
+                    Some(PutOptions::new().with_lease(lease)),
+                ),
+            ])
             .or_else([TxnOp::get(key, None)]);
         let resp = request(kv.txn(txn))
             .await
@@ -465,11 +482,14 @@ async fn hold_lease(
     shutdown: &CancellationToken,
 ) -> Result<(), Lost> {
     let mut leases = fleet.client.lease_client();
+    let asked = std::time::Instant::now();
     let grant = request(leases.grant(ttl, None))
         .await
         .map_err(|e| crate::error_chain(&e))?;
     let lease = grant.id();
-    fleet.lease_renewed(lease, grant.ttl());
+    let granted = grant.ttl();
+    fleet.lease_renewed(lease, granted);
+    fleet.lease_surely_holds(lease, granted, asked);
     fleet.lease.store(lease, Ordering::Relaxed);
     fleet.contact();
     // Subscribe before the first put: a revision applied in between is published next.
@@ -504,9 +524,14 @@ async fn hold_lease(
         Duration::from_millis((u64::try_from(ttl).unwrap_or(1) * 1000 / 4).clamp(250, 1000));
     let mut unpublished = false;
     loop {
+        let opening = std::time::Instant::now();
         let opened = tokio::time::timeout(quick, request(leases.keep_alive(lease))).await;
         let (mut keeper, mut stream) = match opened {
-            Ok(Ok(s)) => s,
+            // Opening it renewed the lease (the client checks the first answer).
+            Ok(Ok(s)) => {
+                fleet.lease_surely_holds(lease, granted, opening);
+                s
+            }
             Ok(Err(e)) => {
                 still_held(fleet, lease, crate::error_chain(&e))?;
                 pause(shutdown).await;
@@ -526,6 +551,8 @@ async fn hold_lease(
         }
         // A member that stops answering without closing the stream is noticed too.
         let mut answered = std::time::Instant::now();
+        // When each renewal not yet answered was sent: etcd counts the lease from its receipt.
+        let mut sent = std::collections::VecDeque::new();
         let broke = loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -533,9 +560,11 @@ async fn hold_lease(
                     if answered.elapsed() > 2 * period {
                         break format!("no keep-alive answer for {:?}", answered.elapsed());
                     }
+                    let sending = std::time::Instant::now();
                     if let Err(e) = keeper.keep_alive().await {
                         break e.to_string();
                     }
+                    sent.push_back(sending);
                     if unpublished {
                         unpublished = !publish(fleet, key, lease, quick).await?;
                     }
@@ -544,6 +573,10 @@ async fn hold_lease(
                     Ok(Some(r)) if r.ttl() > 0 => {
                         answered = std::time::Instant::now();
                         fleet.lease_renewed(lease, r.ttl());
+                        if let Some(at) = sent.pop_front() {
+                            fleet.lease_surely_holds(lease, r.ttl(), at);
+                            fleet.lease_confirmed(at);
+                        }
                         fleet.contact();
                     }
                     Ok(Some(_)) => return Err("the lease expired".into()),

@@ -25,6 +25,7 @@ use crate::{
     store::Store,
     zone::{normalize, ChangeSet, RrSet, ZoneSet},
 };
+use std::sync::atomic::Ordering;
 
 /// etcd's default `--max-txn-ops`: operations in one transaction.
 pub const MAX_OPS: usize = 128;
@@ -503,12 +504,23 @@ async fn read_marker(fleet: &Fleet, marker: &str, write_id: &str) -> Result<Opti
 /// Revokes the leases the write's lost transactions were put under: one still on its way is
 /// then refused when it arrives. The edge registers again under a new lease.
 async fn fence(fleet: &Fleet, leases: &[i64]) -> bool {
+    // Revoking the registration's lease ends the registration: writes stop waiting for this
+    // edge at once, so its misses are stale from before the revoke is sent.
+    let registration = if leases.contains(&fleet.lease.load(Ordering::Relaxed)) {
+        fleet.unregistered()
+    } else {
+        super::NOT_REGISTERED
+    };
     let mut client = fleet.client.lease_client();
     for lease in leases {
         match tokio::time::timeout(MARKER_READ_TIMEOUT, client.revoke(*lease)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) if super::lease_gone(&e) => {}
-            _ => return false,
+            _ => {
+                // Not revoked, as far as this edge can tell: the registration may stand.
+                fleet.registration_in_doubt(registration);
+                return false;
+            }
         }
     }
     true
@@ -574,8 +586,8 @@ async fn committed(
     apex: &Name,
     started: Instant,
 ) -> Result<Option<Applied>, EngineError> {
-    // Before the registrations as of the write go in: the watch, if it starts now, reads
-    // them no earlier than that.
+    // Starts the watch (if it isn't running) while this edge applies the write: its first
+    // read comes after the write's commit, so no registration put after it is missed.
     fleet.want_edges();
     match &registrations {
         Some(g) => super::registry::take(fleet, g.kvs(), revision),
@@ -630,6 +642,16 @@ async fn wait_applied(
 /// Waits (up to `--confirm-wait-ms`) until every live edge has applied `revision`; returns the
 /// ones that hadn't by then. The registrations as of the write are in the map already.
 pub(super) async fn confirm(fleet: &Fleet, revision: i64) -> Vec<String> {
+    /// Counts a waiting write for as long as it waits.
+    struct Waiting<'a>(&'a Fleet);
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            self.0.edges_waiters.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    fleet.edges_waiters.fetch_add(1, Ordering::Relaxed);
+    let _waiting = Waiting(fleet);
+    fleet.want_edges();
     let mut rx = fleet.edges_tx.subscribe();
     let deadline = tokio::time::Instant::now() + fleet.confirm_wait();
     loop {
