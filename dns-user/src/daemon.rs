@@ -22,7 +22,7 @@ use crate::{
     engine::{Engine, EngineError, ImportError},
     fallback::{self, Fallback, FallbackConfig, FallbackStats, KeySlot, StaleMisses},
     fleet::{Fleet, FleetArgs, FleetError},
-    loader::{self, AttachMode, LoadError, Loaded},
+    loader::{self, AttachMode, LoadError, Loaded, Verified},
     maps::FastPath,
     progress::Reporter,
     sd_notify::{self, Notifier},
@@ -248,23 +248,44 @@ pub async fn run_with(
     }
     let api_addr = local("API", listeners.api.local_addr())?;
 
+    let limits = Arc::new(crate::limit::Limits::from_args(&config.limits)?);
+
+    // The verifier's work needs nothing from the store: it runs on a thread of its own while
+    // this one reads the store, and the program is attached once the store is read (as before:
+    // a start that can't read its store attaches nothing, and a program an earlier start left
+    // attached keeps answering).
+    let verifying = verify(&config)?;
     notify.status("loading the store");
-    let store = Store::open(&config.data_dir)
+    let loaded_store = Store::open(&config.data_dir)
         .map_err(|source| DaemonError::OpenStore {
             dir: config.data_dir.clone(),
             source,
-        })?
-        .with_journal_limits(config.secondaries.journal_limits());
-    // Quarantined entries are logged by `load` and reported by /readyz and /metrics.
-    let zones = store
-        .load_with(&progress)
-        .map_err(DaemonError::LoadStore)?
-        .zones;
+        })
+        .and_then(|store| {
+            let store = store.with_journal_limits(config.secondaries.journal_limits());
+            // Quarantined entries are logged by `load` and reported by /readyz and /metrics.
+            let zones = store
+                .load_with(&progress)
+                .map_err(DaemonError::LoadStore)?
+                .zones;
+            Ok((store, zones))
+        });
+    // Waited for even when the store failed, so that an unattached program's pins are removed
+    // before the start reports the failure.
+    let verified = match verifying {
+        // The thread can't be cancelled (the runtime outlives this function): only a panic
+        // ends it early, and it goes on here.
+        Some(v) => Some(
+            v.await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
+        ),
+        None => None,
+    };
+    let (store, zones) = loaded_store?;
     info!(path = %store.path().display(), zones = zones.len(), "store loaded");
 
-    let limits = Arc::new(crate::limit::Limits::from_args(&config.limits)?);
     notify.status("attaching the XDP program");
-    let (loaded, fast) = attach(&config, &dns_addrs, &limits)?;
+    let (loaded, fast) = attach(&config, verified.transpose()?, &dns_addrs, &limits)?;
     let ready = Ready {
         dns: dns_addrs,
         api: api_addr,
@@ -300,16 +321,44 @@ fn stale_from_start(config: &Config) -> bool {
     config.fleet.enabled() && config.fleet.stale_misses == crate::fleet::MissPolicy::Servfail
 }
 
-/// Loads and attaches the XDP program to every `--iface`, answering the addresses of
-/// `dns_addrs`, unless `--xdp-mode off`.
+/// Loads and verifies the XDP program for the `--iface`s on a blocking thread, unless
+/// `--xdp-mode off`: the first step of [`attach`].
+fn verify(
+    config: &Config,
+) -> Result<Option<tokio::task::JoinHandle<Result<Verified, DaemonError>>>, DaemonError> {
+    if config.xdp_mode == AttachMode::Off {
+        return Ok(None);
+    }
+    let pin_dir = if config.no_pin {
+        None
+    } else {
+        loader::ensure_bpffs(&config.bpffs).map_err(|e| DaemonError::Bpffs(Box::new(e)))?;
+        Some(loader::pin_dir(
+            &config.bpffs,
+            &config.data_dir,
+            &config.iface,
+        ))
+    };
+    let ifaces = config.iface.clone();
+    Ok(Some(tokio::task::spawn_blocking(move || {
+        loader::load_verified(&ifaces, pin_dir.as_deref()).map_err(|source| DaemonError::Xdp {
+            iface: ifaces.join(","),
+            source: Box::new(source),
+        })
+    })))
+}
+
+/// Attaches the program [`verify`] loaded to every `--iface`, answering the addresses of
+/// `dns_addrs`; nothing with `--xdp-mode off` (no `verified`).
 fn attach(
     config: &Config,
+    verified: Option<Verified>,
     dns_addrs: &[SocketAddr],
     limits: &crate::limit::Limits,
 ) -> Result<(Option<Loaded>, Option<FastPath>), DaemonError> {
-    if config.xdp_mode == AttachMode::Off {
+    let Some(verified) = verified else {
         return Ok((None, None));
-    }
+    };
     let mut cfg = loader::xdp_config(config.udp_payload, true);
     // An edge's misses are stale until it has registered with the fleet and caught up (see
     // `fleet::guard_misses`): from the first frame the program answers, not just from when
@@ -325,27 +374,12 @@ fn attach(
         cfg.options |= dns_common::OPT_LOOPBACK;
     }
     let served = loader::served_keys(dns_addrs);
-    let pin_dir = if config.no_pin {
-        None
-    } else {
-        loader::ensure_bpffs(&config.bpffs).map_err(|e| DaemonError::Bpffs(Box::new(e)))?;
-        Some(loader::pin_dir(
-            &config.bpffs,
-            &config.data_dir,
-            &config.iface,
-        ))
-    };
-    let (loaded, fast) = loader::load_and_attach(
-        &config.iface,
-        config.xdp_mode,
-        cfg,
-        &served,
-        pin_dir.as_deref(),
-    )
-    .map_err(|source| DaemonError::Xdp {
-        iface: config.iface.join(","),
-        source: Box::new(source),
-    })?;
+    let (loaded, fast) = verified
+        .attach(&config.iface, config.xdp_mode, cfg, &served)
+        .map_err(|source| DaemonError::Xdp {
+            iface: config.iface.join(","),
+            source: Box::new(source),
+        })?;
     let mut fast = fast;
     fast.set_limits(limits.map_config())
         .map_err(DaemonError::LimitMaps)?;

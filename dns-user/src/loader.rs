@@ -284,21 +284,29 @@ pub fn is_loopback(iface: &str) -> bool {
     unsafe { libc::if_nametoindex(name.as_ptr()) == 1 }
 }
 
-/// Loads the object, verifies the program and attaches it to every interface of `ifaces`;
-/// returns the program and a [`FastPath`] that owns its maps. The program answers the
-/// (address, port) pairs of `served` (see [`served_keys`]). With `pin_dir`, maps and links
-/// found there are taken over (the maps keep their contents for the caller to reconcile) and new
-/// ones are pinned there. If an interface refuses the program, what this start attached and
-/// pinned on the others is undone too.
-pub fn load_and_attach(
-    ifaces: &[String],
-    mode: AttachMode,
-    config: XdpConfig,
-    served: &BTreeSet<ServedKey>,
-    pin_dir: Option<&Path>,
-) -> Result<(Loaded, FastPath), LoadError> {
+/// The program loaded into the kernel and verified, with its maps, not yet configured nor
+/// attached: the start takes two steps ([`load_verified`], then [`Verified::attach`]), so that
+/// the verifier's work (a few tenths of a second) runs beside the store's read. Dropping it
+/// instead of attaching it removes the pins its load made, as a failed attach does.
+pub struct Verified {
+    ebpf: Ebpf,
+    /// SERVED's handle: the program refers to the map by this fd until it is attached.
+    served_map: HashMap<MapData, ServedKey, u32>,
+    fast: FastPath,
+    verified_insns: Option<u32>,
+    pin_dir: Option<PathBuf>,
+    pins: Option<NewPins>,
+}
+
+/// Loads the object and verifies the program, to be attached to every interface of `ifaces`
+/// by [`Verified::attach`]. With `pin_dir`, maps and links found there are taken over (the maps
+/// keep their contents for the caller to reconcile) and new ones are pinned there. The config
+/// and SERVED are only written by `attach`, so a program an earlier start left attached
+/// (`--keep-xdp`) answers as before until then.
+pub fn load_verified(ifaces: &[String], pin_dir: Option<&Path>) -> Result<Verified, LoadError> {
     let mut loader = EbpfLoader::new();
-    // Dropped on every error return below: removes what this start pinned.
+    // Dropped on every error return, here or in `attach`, and with an unattached `Verified`:
+    // removes what this start pinned.
     let pins = pin_dir.map(|d| NewPins::make(d, ifaces)).transpose()?;
     if let Some(dir) = pin_dir {
         for name in map::PINNED {
@@ -310,34 +318,74 @@ pub fn load_and_attach(
         Ok(logger) => spawn_logger(logger),
         Err(e) => warn!("eBPF logger not started: {e}"),
     }
-    // Fill the config before attaching so the first packet sees it. The SERVED map's handle
-    // stays open until the program is loaded: the program refers to the map by this fd.
-    let mut served_map = take_hash(&mut ebpf, map::SERVED)?;
-    set_served(&mut served_map, served)?;
-    let mut fast = take_maps(&mut ebpf)?;
-    fast.set_config(with_served(config, served))?;
+    let served_map = take_hash(&mut ebpf, map::SERVED)?;
+    let fast = take_maps(&mut ebpf)?;
     let prog = load_program(&mut ebpf, PROGRAM_NAME)?;
     let verified_insns = prog
         .info()
         .ok()
         .and_then(|i| i.verified_instruction_count());
-    let mut modes = Vec::with_capacity(ifaces.len());
-    for iface in ifaces {
-        let link_pin = pin_dir.map(|d| d.join(link_pin(iface)));
-        let m = attach_one(prog, iface, mode, link_pin.as_deref())?;
-        info!(iface, mode = ?m, verified_insns, "XDP program attached");
-        modes.push(m);
-    }
-    pins.into_iter().for_each(NewPins::keep);
-    Ok((
-        Loaded {
-            ebpf,
-            modes,
-            verified_insns,
-            pin_dir: pin_dir.map(Path::to_owned),
-        },
+    Ok(Verified {
+        ebpf,
+        served_map,
         fast,
-    ))
+        verified_insns,
+        pin_dir: pin_dir.map(Path::to_owned),
+        pins,
+    })
+}
+
+impl Verified {
+    /// Fills the config, then attaches the program to every interface of `ifaces` (those given
+    /// to [`load_verified`]), answering the (address, port) pairs of `served` (see
+    /// [`served_keys`]). Returns the program and a [`FastPath`] that owns its maps. If an
+    /// interface refuses the program, what this start attached and pinned on the others is
+    /// undone too.
+    pub fn attach(
+        self,
+        ifaces: &[String],
+        mode: AttachMode,
+        config: XdpConfig,
+        served: &BTreeSet<ServedKey>,
+    ) -> Result<(Loaded, FastPath), LoadError> {
+        let Self {
+            mut ebpf,
+            mut served_map,
+            mut fast,
+            verified_insns,
+            pin_dir,
+            pins,
+        } = self;
+        // Fill the config before attaching so the first packet sees it.
+        set_served(&mut served_map, served)?;
+        fast.set_config(with_served(config, served))?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(LoadError::NoProgram(PROGRAM_NAME))?
+            .try_into()
+            .map_err(|source| LoadError::Verify {
+                name: PROGRAM_NAME,
+                source,
+            })?;
+        let mut modes = Vec::with_capacity(ifaces.len());
+        for iface in ifaces {
+            let link_pin = pin_dir.as_deref().map(|d| d.join(link_pin(iface)));
+            let m = attach_one(prog, iface, mode, link_pin.as_deref())?;
+            info!(iface, mode = ?m, verified_insns, "XDP program attached");
+            modes.push(m);
+        }
+        pins.into_iter().for_each(NewPins::keep);
+        drop(served_map);
+        Ok((
+            Loaded {
+                ebpf,
+                modes,
+                verified_insns,
+                pin_dir,
+            },
+            fast,
+        ))
+    }
 }
 
 /// Attaches the loaded `prog` to `iface`: into the link pinned at `link_pin` if there is one (the

@@ -113,3 +113,31 @@ fn a_start_failing_after_the_attach_detaches_and_removes_its_pins() {
         "the failed start left its program attached:\n{link}"
     );
 }
+
+#[test]
+fn a_start_that_cannot_read_its_store_attaches_nothing_and_leaves_no_pins() {
+    let bed = TestBed::network();
+    let pins = TempDir::new();
+    let bpffs = Bpffs::mount(&pins.path().join("bpffs"));
+    let before = files(bpffs.path());
+    let data = bed.tmp.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    // Not a redb file: the store can't be opened. The program is loaded and verified while the
+    // store is read, and must be dropped, not attached, when the read fails.
+    std::fs::write(data.join("edgedns.redb"), vec![0x5a; 8192]).expect("store file");
+    let text = failed_serve(&bed, bpffs.path(), &data, &["--xdp-mode", "driver"]);
+    assert!(
+        text.contains("store") && !text.contains("XDP program attached"),
+        "failed for another reason, or after the attach:\n{text}"
+    );
+    assert_eq!(
+        files(bpffs.path()),
+        before,
+        "pins left behind; serve's output:\n{text}"
+    );
+    let link = bed.server.ip(&["link", "show", "dev", &bed.veth.server_if]);
+    assert!(
+        !link.contains("xdp"),
+        "the failed start left a program attached:\n{link}"
+    );
+}
