@@ -914,9 +914,9 @@ const FLUSH_DELAY: Duration = Duration::from_millis(200);
 /// Makes the local copy durable: the follower's revisions don't wait for the disk (the copy is
 /// etcd's, and a commit per revision with fsync on every edge is the slowest step between etcd
 /// and the maps), so this stores the small ones that wait and flushes them all [`FLUSH_DELAY`]
-/// after a revision is applied, and once more when the edge stops. A crash loses at most that much of the copy, never its
-/// consistency: the store holds the data and its revision together, as of the last flush, and
-/// the edge catches up from etcd when it starts.
+/// after a revision is applied, and once more when the edge stops. A crash loses at most that
+/// much of the copy, never its consistency: the store holds the data and its revision
+/// together, as of the last flush, and the edge catches up from etcd when it starts.
 async fn flush_copy(fleet: Arc<Fleet>, shutdown: CancellationToken) {
     let flush = |fleet: Arc<Fleet>| async move {
         // After the commits under way (the engine stores a revision after serving it).
