@@ -447,7 +447,7 @@ async fn apply_changes(
             let exists = *batch.exists.entry(key.clone()).or_insert_with(|| {
                 zones
                     .zone(&p.apex)
-                    .is_some_and(|z| z.rrset(&p.name, p.rtype).is_some())
+                    .is_some_and(|z| z.has_rrset(&p.name, p.rtype))
             });
             let change = if set {
                 Change::Set {

@@ -486,7 +486,7 @@ async fn patch_zone(
         let key = (name.clone(), rtype);
         let exists = *exists_now
             .entry(key.clone())
-            .or_insert_with(|| zone.rrset(&name, rtype).is_some());
+            .or_insert_with(|| zone.has_rrset(&name, rtype));
         let changetype = r.changetype.to_ascii_uppercase();
         let replace = match changetype.as_str() {
             "REPLACE" => true,

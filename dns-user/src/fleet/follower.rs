@@ -436,7 +436,7 @@ async fn apply_revision(
                 let mut changes: Vec<Change> = z
                     .removed
                     .into_iter()
-                    .filter(|(name, rtype)| zone.rrset(name, *rtype).is_some())
+                    .filter(|(name, rtype)| zone.has_rrset(name, *rtype))
                     .map(|(name, rtype)| Change::Delete { name, rtype })
                     .collect();
                 changes.extend(sets_that_differ(zone, z.sets));
