@@ -47,6 +47,21 @@ fn failed_serve(bed: &TestBed, bpffs: &Path, data: &Path, args: &[&str]) -> Stri
     text
 }
 
+/// The failed start left no pins beside `before` in `bpffs` and no program on the server's
+/// interface.
+fn assert_nothing_left(bed: &TestBed, bpffs: &Path, before: &[String], text: &str) {
+    assert_eq!(
+        files(bpffs),
+        before,
+        "pins left behind; serve's output:\n{text}"
+    );
+    let link = bed.server.ip(&["link", "show", "dev", &bed.veth.server_if]);
+    assert!(
+        !link.contains("xdp"),
+        "the failed start left a program attached:\n{link}"
+    );
+}
+
 #[test]
 fn a_start_refused_on_a_busy_interface_leaves_no_pins() {
     let bin = edgedns_bin();
@@ -102,16 +117,7 @@ fn a_start_failing_after_the_attach_detaches_and_removes_its_pins() {
         text.contains("XDP program attached") && text.contains("bad --zone"),
         "failed for another reason, or before the attach:\n{text}"
     );
-    assert_eq!(
-        files(bpffs.path()),
-        before,
-        "pins left behind; serve's output:\n{text}"
-    );
-    let link = bed.server.ip(&["link", "show", "dev", &bed.veth.server_if]);
-    assert!(
-        !link.contains("xdp"),
-        "the failed start left its program attached:\n{link}"
-    );
+    assert_nothing_left(&bed, bpffs.path(), &before, &text);
 }
 
 #[test]
@@ -130,14 +136,5 @@ fn a_start_that_cannot_read_its_store_attaches_nothing_and_leaves_no_pins() {
         text.contains("store") && !text.contains("XDP program attached"),
         "failed for another reason, or after the attach:\n{text}"
     );
-    assert_eq!(
-        files(bpffs.path()),
-        before,
-        "pins left behind; serve's output:\n{text}"
-    );
-    let link = bed.server.ip(&["link", "show", "dev", &bed.veth.server_if]);
-    assert!(
-        !link.contains("xdp"),
-        "the failed start left a program attached:\n{link}"
-    );
+    assert_nothing_left(&bed, bpffs.path(), &before, &text);
 }
