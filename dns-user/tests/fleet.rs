@@ -335,6 +335,12 @@ impl Edge {
         .expect("PUT")
     }
 
+    /// [`Edge::put_a`], which must answer 200.
+    async fn put_a_ok(&self, name: &str, addr: &str) {
+        let (status, _, body) = self.put_a(name, addr).await;
+        assert_eq!(status, StatusCode::OK, "PUT {name}: {body}");
+    }
+
     /// Cancels the token; the daemon must return `Ok` in time.
     async fn stop(self) {
         self.shutdown.cancel();
@@ -606,8 +612,7 @@ async fn a_cut_off_edge_holds_writes_until_its_lease_expires_then_resyncs() {
     let mut relay = Relay::start(&etcd.url).await;
     let a = start_edge(&data[0], &etcd.url, "edge-a", &["--confirm-wait-ms", "300"]).await;
     let b = start_edge(&data[1], &relay.url(), "edge-b", &[]).await;
-    let (status, _, body) = a.put_a("before", "192.0.2.1").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    a.put_a_ok("before", "192.0.2.1").await;
     assert_eq!(answer(&b, "before").await, Ok(vec!["192.0.2.1".into()]));
 
     // Edge b loses etcd. A write through a is committed, but b can't apply it: 202 with the
@@ -631,8 +636,7 @@ async fn a_cut_off_edge_holds_writes_until_its_lease_expires_then_resyncs() {
     )
     .await;
     // Dead edges are not waited for.
-    let (status, _, body) = a.put_a("after", "192.0.2.3").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    a.put_a_ok("after", "192.0.2.3").await;
 
     // Cut off longer than its lease, b answers what it has, and misses SERVFAIL.
     eventually(Duration::from_secs(10), "b stale", || async {
@@ -702,8 +706,7 @@ async fn a_cut_off_edge_holds_writes_until_its_lease_expires_then_resyncs() {
         },
     )
     .await;
-    let (status, _, body) = a.put_a("last", "192.0.2.4").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    a.put_a_ok("last", "192.0.2.4").await;
     assert_eq!(answer(&b, "last").await, Ok(vec!["192.0.2.4".into()]));
     a.stop().await;
     b.stop().await;
@@ -760,8 +763,7 @@ async fn a_reconnected_edge_answers_misses_normally_only_once_registered_again()
         .expect("put the squatter");
 
     relay.restore().await;
-    let (status, _, body) = a.put_a("during", "192.0.2.2").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    a.put_a_ok("during", "192.0.2.2").await;
     eventually(Duration::from_secs(15), "b caught up", || async {
         answer(&b, "during").await == Ok(vec!["192.0.2.2".to_string()])
     })
@@ -787,8 +789,7 @@ async fn a_reconnected_edge_answers_misses_normally_only_once_registered_again()
     .await;
     let (_, ready) = b.ok_get("/readyz").await;
     assert_eq!(ready["fleet_stale"], false, "{ready}");
-    let (status, _, body) = a.put_a("last", "192.0.2.4").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    a.put_a_ok("last", "192.0.2.4").await;
     assert_eq!(answer(&b, "last").await, Ok(vec!["192.0.2.4".into()]));
     a.stop().await;
     b.stop().await;
@@ -805,17 +806,14 @@ async fn a_restarted_edge_reconciles_adds_replaces_and_removes() {
         ("replace", "192.0.2.2"),
         ("remove", "192.0.2.3"),
     ] {
-        let (status, _, body) = a.put_a(name, addr).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        a.put_a_ok(name, addr).await;
     }
     assert_eq!(answer(&b, "remove").await, Ok(vec!["192.0.2.3".into()]));
     b.stop().await;
 
     // While b is down: one add, one replace, one remove, and a new zone.
-    let (status, _, body) = a.put_a("add", "192.0.2.4").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, _, body) = a.put_a("replace", "192.0.2.5").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    a.put_a_ok("add", "192.0.2.4").await;
+    a.put_a_ok("replace", "192.0.2.5").await;
     a.ok(
         Method::DELETE,
         &format!("/v1/zones/{ZONE}/records/remove/A"),
@@ -1099,8 +1097,7 @@ async fn a_second_edge_with_a_live_edges_id_stops_start_up() {
         assert!(Instant::now() < deadline, "not both edges in 10 s: {edges}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (status, _, body) = b.put_a("still", "192.0.2.8").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    b.put_a_ok("still", "192.0.2.8").await;
     assert_eq!(answer(&a, "still").await, Ok(vec!["192.0.2.8".into()]));
 
     // edge-a crashes: its registration stays until its lease runs out (made here as the crash
@@ -1121,8 +1118,7 @@ async fn a_second_edge_with_a_live_edges_id_stops_start_up() {
         .await
         .expect("put");
     let a = start_edge(&data[0], &etcd.url, "edge-a", &[]).await;
-    let (status, _, body) = b.put_a("back", "192.0.2.9").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    b.put_a_ok("back", "192.0.2.9").await;
     assert_eq!(answer(&a, "back").await, Ok(vec!["192.0.2.9".into()]));
     a.stop().await;
     b.stop().await;
