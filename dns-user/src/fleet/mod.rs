@@ -612,10 +612,6 @@ impl Fleet {
         if fleet.args.etcd.etcd.len() > 1 {
             tasks.spawn(prune_endpoints(fleet.clone(), shutdown.clone()));
         }
-        // Before the first registration misses are SERVFAIL already: a restarted edge's copy
-        // lacks what was written while it was away, and those writes did not wait for it.
-        fleet.update_stale();
-        tasks.spawn(watch_partition(fleet.clone(), shutdown.clone()));
         tasks.spawn(guard_misses(fleet.clone(), shutdown.clone()));
         tasks.spawn(flush_copy(fleet.clone(), shutdown));
         // etcd within reach: serve only once this edge has what the fleet has, and is
@@ -770,6 +766,18 @@ impl Fleet {
                 }
             })
             .unwrap_or(true)
+    }
+
+    /// Marks the edge cut off once etcd has not answered for longer than the lease (the
+    /// follower clears it when it has reconciled again).
+    fn note_cut_off(&self) {
+        let lease = Duration::from_secs(u64::from(self.args.lease_ttl));
+        if self.since_contact().is_none_or(|d| d > lease) {
+            self.connected.store(false, Ordering::Relaxed);
+            if !self.cut_off.swap(true, Ordering::Relaxed) {
+                warn!(edge = %self.edge_id, "fleet: cut off from etcd longer than the lease");
+            }
+        }
     }
 
     /// Sets the stale-misses state from what [`guard_misses`] describes; logs a change. One
@@ -940,27 +948,6 @@ async fn flush_copy(fleet: Arc<Fleet>, shutdown: CancellationToken) {
     flush(fleet).await;
 }
 
-/// Marks the edge cut off once etcd has not answered for longer than the lease (the follower
-/// clears it when it has reconciled again).
-async fn watch_partition(fleet: Arc<Fleet>, shutdown: CancellationToken) {
-    let lease = Duration::from_secs(u64::from(fleet.args.lease_ttl));
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let cut_off = fleet.since_contact().is_none_or(|d| d > lease);
-        if cut_off {
-            fleet.connected.store(false, Ordering::Relaxed);
-            if !fleet.cut_off.swap(true, Ordering::Relaxed) {
-                warn!(edge = %fleet.edge_id, "fleet: cut off from etcd longer than the lease");
-                fleet.misses_changed.notify_one();
-            }
-        }
-    }
-}
-
 /// `misses_from` while this edge holds no registration.
 const NOT_REGISTERED: i64 = i64::MAX;
 
@@ -976,7 +963,7 @@ const NOT_REGISTERED: i64 = i64::MAX;
 /// waits for this edge.
 async fn guard_misses(fleet: Arc<Fleet>, shutdown: CancellationToken) {
     let mut applied = fleet.applied_tx.subscribe();
-    // Also notices a lease running out by the clock.
+    // Also notices a lease running out, or etcd's silence, by the clock.
     let mut tick = tokio::time::interval(GUARD_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -986,6 +973,7 @@ async fn guard_misses(fleet: Arc<Fleet>, shutdown: CancellationToken) {
             changed = applied.changed() => if changed.is_err() { return },
             _ = tick.tick() => {}
         }
+        fleet.note_cut_off();
         fleet.update_stale();
     }
 }
