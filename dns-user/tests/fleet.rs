@@ -198,6 +198,10 @@ async fn start_edge(data: &Path, etcd: &str, id: &str, extra: &[&str]) -> Edge {
         "--lease-ttl",
         "2",
     ];
+    // Several edges share this process's loopback.
+    if !extra.contains(&"--ack-listen") {
+        args.extend(["--ack-listen", "127.0.0.1:0"]);
+    }
     // The test's zone unless the test names one.
     if !extra.contains(&"--zone") {
         args.extend(["--zone", ZONE]);
@@ -468,8 +472,16 @@ async fn a_write_through_one_edge_is_answered_by_every_edge() {
         assert_eq!(answer(e, "x").await, Ok(vec!["192.0.2.20".to_string()]));
         assert_eq!(answer(e, "w0").await, Err(ResponseCode::NXDomain));
     }
-    let (_, change) = c.ok_get(&format!("/v1/changes/{rev}")).await;
+    // The writer knows at once (the others acked to it); an edge that didn't write sees the
+    // registrations, which show a revision confirmed by acks within a second.
+    let (_, change) = b.ok_get(&format!("/v1/changes/{rev}")).await;
     assert_eq!(change["status"], "INSYNC", "{change}");
+    eventually(
+        Duration::from_secs(3),
+        "edge-c sees the change in sync",
+        || async { c.ok_get(&format!("/v1/changes/{rev}")).await.1["status"] == "INSYNC" },
+    )
+    .await;
     let (_, view) = c.ok_get("/v1/edges").await;
     let rows = view["edges"].as_array().expect("edges");
     assert_eq!(rows.len(), 3, "{view}");
@@ -602,6 +614,118 @@ impl Edge {
         let (status, rev, json) = self.call(Method::GET, path, None, &[]).await.expect("GET");
         assert_eq!(status, StatusCode::OK, "GET {path}: {json}");
         (rev, json)
+    }
+}
+
+/// A counter's value in a `/metrics` text.
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in\n{metrics}"))
+}
+
+/// The other edges confirm a write to the edge that wrote it directly: their registrations in
+/// etcd are not written for each write (a Raft round per edge per write), only now and then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_are_confirmed_by_acks_between_edges_not_by_registration_writes() {
+    let etcd = Etcd::start().await;
+    let (_tmp, data) = dirs(3);
+    let a = start_edge(&data[0], &etcd.url, "edge-a", &[]).await;
+    let b = start_edge(&data[1], &etcd.url, "edge-b", &[]).await;
+    let c = start_edge(&data[2], &etcd.url, "edge-c", &[]).await;
+    // The first write may come before the edges have read the ack key.
+    a.put_a_ok("warm", "192.0.2.1").await;
+    let before = [b.metrics().await, c.metrics().await];
+    let received = counter(&a.metrics().await, "edgedns_fleet_acks_received_total");
+    let started = Instant::now();
+    const WRITES: u64 = 20;
+    for i in 0..WRITES {
+        let addr = format!("192.0.2.{}", 10 + i);
+        a.put_a_ok(&format!("n{i}"), &addr).await;
+        for e in [&b, &c] {
+            assert_eq!(answer(e, &format!("n{i}")).await, Ok(vec![addr.clone()]));
+        }
+    }
+    let elapsed = started.elapsed();
+    let got = counter(&a.metrics().await, "edgedns_fleet_acks_received_total") - received;
+    assert!(
+        got >= 2 * WRITES,
+        "{got} acks for {WRITES} writes from 2 edges"
+    );
+    for (e, before) in [&b, &c].into_iter().zip(&before) {
+        let after = e.metrics().await;
+        let name = "edgedns_fleet_registration_writes_total";
+        let writes = counter(&after, name) - counter(before, name);
+        // At most one lazy update a second (and one more for the window's edges).
+        assert!(
+            writes <= 2 + elapsed.as_secs(),
+            "{writes} registration writes in {elapsed:?} for {WRITES} writes"
+        );
+        assert!(counter(&after, "edgedns_fleet_acks_sent_total") >= WRITES);
+    }
+    for e in [a, b, c] {
+        e.stop().await;
+    }
+}
+
+/// Acks that can't reach the writer (its ack address leads nowhere) cost a moment, not a
+/// confirmation: the others publish in their registrations instead. Datagrams without the
+/// fleet's key are counted and ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_are_confirmed_through_etcd_when_acks_cannot_reach_the_writer() {
+    let etcd = Etcd::start().await;
+    let (_tmp, data) = dirs(3);
+    // Nothing listens on the port a's writes name.
+    let nowhere = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let nowhere_addr = nowhere.local_addr().expect("addr").to_string();
+    drop(nowhere);
+    let ack_port = free_port();
+    let listen = format!("127.0.0.1:{ack_port}");
+    let a = start_edge(
+        &data[0],
+        &etcd.url,
+        "edge-a",
+        &["--ack-listen", &listen, "--ack-address", &nowhere_addr],
+    )
+    .await;
+    let b = start_edge(&data[1], &etcd.url, "edge-b", &[]).await;
+    let c = start_edge(&data[2], &etcd.url, "edge-c", &["--ack-listen", "off"]).await;
+    for i in 0..5 {
+        let addr = format!("192.0.2.{}", 10 + i);
+        let started = Instant::now();
+        a.put_a_ok(&format!("n{i}"), &addr).await;
+        // Well inside the 2 s wait: the registrations were written at once, not lazily.
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            started.elapsed()
+        );
+        for e in [&b, &c] {
+            assert_eq!(answer(e, &format!("n{i}")).await, Ok(vec![addr.clone()]));
+        }
+    }
+    let metrics = a.metrics().await;
+    assert_eq!(counter(&metrics, "edgedns_fleet_acks_received_total"), 0);
+
+    // A forged ack to a's socket: right shape, no key.
+    let forger = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let mut forged = b"EDA1\x01".to_vec();
+    forged.extend_from_slice(&1i64.to_be_bytes());
+    forged.extend_from_slice(&i64::MAX.to_be_bytes());
+    forged.extend_from_slice(b"\x06edge-b\x06edge-a");
+    forged.extend_from_slice(&[0; 16]);
+    forger.send_to(&forged, &listen).await.expect("send");
+    eventually(Duration::from_secs(3), "the forged ack counted", || async {
+        counter(&a.metrics().await, "edgedns_fleet_acks_rejected_total") >= 1
+    })
+    .await;
+    assert_eq!(
+        counter(&a.metrics().await, "edgedns_fleet_acks_received_total"),
+        0
+    );
+    for e in [a, b, c] {
+        e.stop().await;
     }
 }
 

@@ -6,7 +6,10 @@
 //!            etcd ns  edns-etcd-<pid>-<n>: 10.99.0.1/32 on lo, the cluster's members on its ports
 //!   upNe ... 10.98.0.1/24    10.98.1.1/24    ...    (one veth per edge, etcd side)
 //!              |                |
-//!   upNn ... 10.98.0.2/24    10.98.1.2/24           (edge side; route to 10.99.0.1 via .1)
+//!   upNn ... 10.98.0.2/24    10.98.1.2/24           (edge side; routes to 10.99.0.1 and to
+//!                                                     the other edges, 10.98.0.0/16, via .1:
+//!                                                     the etcd namespace forwards between
+//!                                                     edges, for their acks to each other)
 //!  edge ns edns-e-..-0     edns-e-..-1      ...     edgedns serve (XDP on the client veth)
 //!   ve..s  10.211.0.1/24   10.211.0.1/24            (every edge and client pair has the same
 //!   ve..c  10.211.0.2/24   10.211.0.2/24             addresses: each pair is its own world)
@@ -34,6 +37,9 @@ use crate::{
 pub const ETCD_V4: &str = "10.99.0.1";
 /// The API's JSON answers wait at most this long in [`Edge::http`].
 const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Every edge's uplink is in this network.
+const EDGES_NET: &str = "10.98.0.0/16";
 
 /// The etcd side of edge `i`'s uplink.
 pub fn uplink_etcd_v4(i: usize) -> String {
@@ -235,13 +241,15 @@ impl Edge {
         }
         // The route is kept while the carrier is down, but put it back should the kernel have
         // dropped it.
-        self.ns.ip(&[
-            "route",
-            "replace",
-            &format!("{ETCD_V4}/32"),
-            "via",
-            &uplink_etcd_v4(self.index),
-        ]);
+        for dest in [format!("{ETCD_V4}/32"), EDGES_NET.to_string()] {
+            self.ns.ip(&[
+                "route",
+                "replace",
+                &dest,
+                "via",
+                &uplink_etcd_v4(self.index),
+            ]);
+        }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -276,6 +284,12 @@ impl FleetNet {
         let tmp = TempDir::new();
         let etcd_ns = NetNs::new("etcd");
         etcd_ns.ip(&["addr", "add", &format!("{ETCD_V4}/32"), "dev", "lo"]);
+        // Edges reach each other through it (acks go straight to the writing edge).
+        crate::run_ok(
+            etcd_ns
+                .command("sh")
+                .args(["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]),
+        );
         let mut net = Self {
             edges: Vec::new(),
             bin: bin.to_owned(),
@@ -318,13 +332,9 @@ impl FleetNet {
             n.ip(&["addr", "add", &format!("{addr}/24"), "dev", ifname]);
             n.ip(&["link", "set", ifname, "up"]);
         }
-        ns.ip(&[
-            "route",
-            "add",
-            &format!("{ETCD_V4}/32"),
-            "via",
-            &uplink_etcd_v4(i),
-        ]);
+        for dest in [format!("{ETCD_V4}/32"), EDGES_NET.to_string()] {
+            ns.ip(&["route", "add", &dest, "via", &uplink_etcd_v4(i)]);
+        }
         let dir = self.tmp.path().join(format!("edge-{i}"));
         fs::create_dir_all(&dir).expect("edge directory");
         let pass = PassGuard::start(&self.bin, &client, &veth.client_if, &dir);

@@ -128,7 +128,8 @@ pub(super) fn metrics(out: &mut String, fleet: &Fleet) {
         .map_or(0.0, |e| e.lag_seconds);
     let stats = &fleet.stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-    let rows: [(&str, &str, &str, String); 8] = [
+    let acks = fleet.ack_stats();
+    let rows: [(&str, &str, &str, String); 12] = [
         (
             "edgedns_fleet_applied_revision",
             "gauge",
@@ -176,6 +177,30 @@ pub(super) fn metrics(out: &mut String, fleet: &Fleet) {
             "gauge",
             "1 while misses in our zones are answered SERVFAIL (writes may not have waited for this edge: cut off from etcd, or not registered).",
             u8::from(status.stale).to_string(),
+        ),
+        (
+            "edgedns_fleet_acks_sent_total",
+            "counter",
+            "Acks this edge sent to the edges that wrote what it applied.",
+            load(&acks.sent).to_string(),
+        ),
+        (
+            "edgedns_fleet_acks_received_total",
+            "counter",
+            "Acks of this edge's writes from other edges.",
+            load(&acks.received).to_string(),
+        ),
+        (
+            "edgedns_fleet_acks_rejected_total",
+            "counter",
+            "Datagrams on the ack socket that were no ack or receipt for this edge under the fleet's key.",
+            load(&acks.rejected).to_string(),
+        ),
+        (
+            "edgedns_fleet_registration_writes_total",
+            "counter",
+            "Times this edge wrote its registration in etcd (to register or to publish what it applied).",
+            load(&acks.published).to_string(),
         ),
     ];
     for (name, kind, help, value) in rows {

@@ -6,12 +6,17 @@
 //! {prefix}/data/z/{apex}                  zone settings: SOA fields and serial
 //! {prefix}/data/r/{apex}/{owner}/{type}   one RRset
 //! {prefix}/edges/{id}                     an edge's registration (JSON, under its lease)
+//! {prefix}/data-sync/{id}                 put with each registration (under its lease)
+//! {prefix}/data-write/{id}                put with each of an edge's writes: where it takes acks
+//! {prefix}/writes/{id}                    an edge's last write's id (under its lease)
+//! {prefix}/ack-key                        the key acks between edges are signed with
 //! ```
 //!
 //! Names in keys are their wire form (lower-cased, as the zone model keys them) in hex: a label
 //! may hold any byte, `/` included, and hex keeps each key one exact, unambiguous path whose
-//! zone part is a prefix (a zone's RRsets are one range). Edges watch `{prefix}/data/` only, so
-//! an edge's registration never wakes the others' followers.
+//! zone part is a prefix (a zone's RRsets are one range). Edges watch from `{prefix}/data-sync/`
+//! to the end of `{prefix}/data/` (`data-write/` sorts in between), so updates of an edge's
+//! registration and write marker never wake the others' followers.
 //!
 //! Values start with a format byte ([`FORMAT`]) and a kind byte, then the names in wire form
 //! and the store's own encodings of zone settings and RRsets ([`crate::store`]): compact, exact
@@ -103,6 +108,22 @@ impl Keys {
 
     pub fn edge_sync(&self, id: &str) -> String {
         format!("{}{id}", self.sync())
+    }
+
+    /// Where each of an edge's write transactions says where it takes acks (see the fleet's
+    /// `acks`): in the followers' watch range, like [`Keys::sync`], so it comes with the
+    /// revision it tells of.
+    pub fn write_acks(&self) -> String {
+        format!("{}/data-write/", self.prefix)
+    }
+
+    pub fn write_ack(&self, id: &str) -> String {
+        format!("{}{id}", self.write_acks())
+    }
+
+    /// The key the edges sign acks with.
+    pub fn ack_key(&self) -> String {
+        format!("{}/ack-key", self.prefix)
     }
 
     pub fn edge(&self, id: &str) -> String {

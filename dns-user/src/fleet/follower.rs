@@ -232,6 +232,8 @@ async fn reconcile(fleet: &Fleet) -> Result<i64, FleetError> {
     applied.zone_mods = mods;
     applied.revision = revision;
     drop(applied);
+    // Whoever wrote what this read brought in hears of it from the registration.
+    fleet.acks.applied(fleet, revision, &[]);
     fleet.saw(revision);
     fleet.applied_tx.send_replace(revision);
     info!(edge = %fleet.edge_id, revision, zone_changes = edits, "fleet: reconciled with etcd");
@@ -367,12 +369,27 @@ async fn apply_revision(
     events: &[etcd_client::Event],
 ) -> Result<(), FleetError> {
     let mut zones: BTreeMap<Name, ZoneEvents> = BTreeMap::new();
+    // Who wrote this revision and where it takes acks.
+    let mut writers = Vec::new();
+    let write_acks = fleet.keys.write_acks();
+    let mut data = false;
     for ev in events {
         let Some(kv) = ev.kv() else { continue };
         // An edge registering: nothing to apply, but the revision counts as applied.
         if kv.key().starts_with(fleet.keys.sync().as_bytes()) {
             continue;
         }
+        if let Some(writer) = kv.key().strip_prefix(write_acks.as_bytes()) {
+            if ev.event_type() == EventType::Put {
+                if let (Ok(id), Ok(address)) =
+                    (std::str::from_utf8(writer), std::str::from_utf8(kv.value()))
+                {
+                    writers.push((id.to_owned(), address.to_owned()));
+                }
+            }
+            continue;
+        }
+        data = true;
         let key = match fleet.keys.parse(kv.key()) {
             Ok(k) => k,
             Err(e) => {
@@ -479,6 +496,11 @@ async fn apply_revision(
     }
     applied.revision = revision;
     drop(applied);
+    // A registration's revision has nobody waiting for it; data without a writer's key (a
+    // seed, an edge of an older version) is published at once.
+    if !writers.is_empty() || data {
+        fleet.acks.applied(fleet, revision, &writers);
+    }
     fleet.applied_tx.send_replace(revision);
     Ok(())
 }
@@ -487,10 +509,11 @@ async fn apply_revision(
 mod tests {
     use super::*;
 
-    /// The follower's one watch covers the edges' sync keys and the data, and nothing else the
-    /// fleet writes (registrations and write markers would be an event per edge per write).
+    /// The follower's one watch covers the edges' sync keys, the writers' ack addresses and the
+    /// data, and nothing else the fleet writes (registrations and write markers would be an
+    /// event per edge per write).
     #[test]
-    fn the_followed_range_holds_the_sync_keys_and_the_data_only() {
+    fn the_followed_range_holds_the_sync_and_ack_address_keys_and_the_data_only() {
         let keys = crate::fleet::Keys::new("/edgedns/v1");
         let (start, end) = (keys.sync().into_bytes(), prefix_end(keys.data().as_bytes()));
         let inside = |k: &str| start.as_slice() <= k.as_bytes() && k.as_bytes() < end.as_slice();
@@ -500,6 +523,9 @@ mod tests {
         assert!(inside(&keys.edge_sync("\u{7f}")));
         assert!(inside(&keys.zone(&apex)));
         assert!(inside(&keys.rrset(&apex, &owner, RecordType::A)));
+        assert!(inside(&keys.write_ack("edge-1")));
+        assert!(inside(&keys.write_ack("\u{7f}")));
+        assert!(!inside(&keys.ack_key()));
         assert!(!inside(&keys.edge("edge-1")));
         assert!(!inside(&keys.edge("")));
         assert!(!inside(&keys.write_marker("edge-1:1:0")));

@@ -14,6 +14,7 @@
 //! The engine stays the one local writer: the follower turns each etcd revision into one engine
 //! change. Without `--etcd` none of this runs and the daemon is the single host it always was.
 
+mod acks;
 mod codec;
 mod follower;
 mod registry;
@@ -36,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use self::{
+    acks::{AckListen, AckStats},
     codec::{DataKey, Keys, Value},
     registry::{EdgeInfo, EdgeView},
     writer::{seed, Outcome, SeedError, Seeded, WriteContext, MAX_BYTES, MAX_OPS, WRITE},
@@ -113,6 +115,14 @@ pub struct FleetArgs {
     /// it: cut off from etcd for longer than its lease, or not (yet) registered, as at start.
     #[arg(long, value_enum, default_value = "servfail")]
     pub stale_misses: MissPolicy,
+    /// UDP address where this edge takes the other edges' acks of its writes (`off`: none; they
+    /// then come through etcd, a little later and at more cost to etcd).
+    #[arg(long, default_value = "0.0.0.0:8054", value_name = "ADDR|off")]
+    pub ack_listen: AckListen,
+    /// The address the other edges send acks to (default: the address this edge reaches etcd
+    /// from, with --ack-listen's port).
+    #[arg(long, value_name = "ADDR")]
+    pub ack_address: Option<String>,
 }
 
 impl FleetArgs {
@@ -171,6 +181,12 @@ pub enum FleetError {
     #[error("reading or writing the edge's token {}", path.display())]
     Instance {
         path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("binding the ack socket (--ack-listen {addr})")]
+    AckListen {
+        addr: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
     },
@@ -515,6 +531,8 @@ pub struct Fleet {
     /// Makes each write's id unique: this process's start time and a counter.
     write_ids: (u128, AtomicU64),
     pub stats: FleetStats,
+    /// Acks between edges (see [`acks`]).
+    acks: acks::Acks,
     /// When each recent revision was first seen here, for the lag in seconds.
     seen: Mutex<std::collections::VecDeque<(i64, SystemTime)>>,
 }
@@ -550,6 +568,8 @@ impl Fleet {
         let edge_id = args.edge_id.clone().unwrap_or_else(host_name);
         let edge_address = args.edge_address.clone().unwrap_or(default_address);
         let instance = instance_token(engine.store().dir())?;
+        let acks =
+            acks::Acks::bind(args.ack_listen, args.ack_address.clone(), &args.etcd.etcd).await?;
         let start_revision = engine
             .store()
             .fleet_revision()
@@ -596,6 +616,7 @@ impl Fleet {
                 AtomicU64::new(0),
             ),
             stats: FleetStats::default(),
+            acks,
             seen: Mutex::new(Default::default()),
             args,
         });
@@ -613,6 +634,7 @@ impl Fleet {
             tasks.spawn(prune_endpoints(fleet.clone(), shutdown.clone()));
         }
         tasks.spawn(guard_misses(fleet.clone(), shutdown.clone()));
+        tasks.spawn(acks::run(fleet.clone(), shutdown.clone()));
         tasks.spawn(flush_copy(fleet.clone(), shutdown));
         // etcd within reach: serve only once this edge has what the fleet has, and is
         // registered (writes from then on wait for it).
@@ -897,11 +919,11 @@ impl Fleet {
 
     /// The live edges that have not applied `revision` yet.
     pub fn behind(&self, revision: i64) -> Vec<String> {
-        registry::behind(
-            &self.edges_tx.borrow(),
-            revision,
-            (&self.edge_id, self.applied_revision()),
-        )
+        registry::behind(self, &self.edges_tx.borrow(), revision)
+    }
+
+    pub fn ack_stats(&self) -> &AckStats {
+        &self.acks.stats
     }
 
     /// The edges as the registry sees them, with lags against the newest applied revision.

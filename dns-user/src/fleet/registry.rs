@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{request, unix_now, Fleet, FleetError};
+use super::{
+    acks::{Publish, LAZY_PUBLISH, RECEIPT_WAIT},
+    request, unix_now, Fleet, FleetError,
+};
 
 /// An edge's registration, as stored (JSON) under `{prefix}/edges/{id}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -50,23 +53,28 @@ pub struct Edges {
     pub revision: i64,
 }
 
-/// The live edges whose applied revision is older than `revision`. This edge (`here`, with
-/// what it has applied itself) counts by its own revision, which its registration only
-/// publishes a round trip through etcd later: its maps answer what it has applied.
-pub fn behind(edges: &Edges, revision: i64, here: (&str, i64)) -> Vec<String> {
+/// The live edges whose applied revision is older than `revision`.
+pub fn behind(fleet: &Fleet, edges: &Edges, revision: i64) -> Vec<String> {
     edges
         .map
         .values()
-        .filter(|e| {
-            let applied = if e.info.id == here.0 {
-                e.info.applied_revision.max(here.1)
-            } else {
-                e.info.applied_revision
-            };
-            applied < revision
-        })
+        .filter(|e| applied(fleet, e) < revision)
         .map(|e| e.info.id.clone())
         .collect()
+}
+
+/// What `edge` has applied, as this edge knows best: its registration says what it published,
+/// its acks to this edge (under the registration's lease) may tell of newer. This edge counts
+/// by what it has applied itself, which its registration publishes only later.
+fn applied(fleet: &Fleet, edge: &EdgeRecord) -> i64 {
+    let mut applied = edge.info.applied_revision;
+    if edge.info.id == fleet.edge_id {
+        applied = applied.max(fleet.applied_revision());
+    }
+    if let Some(acked) = fleet.acks.acked(&edge.info.id, edge.lease) {
+        applied = applied.max(acked);
+    }
+    applied
 }
 
 /// One row of `GET /v1/edges`.
@@ -94,25 +102,30 @@ pub struct EdgeView {
 
 pub(super) fn view(fleet: &Fleet) -> EdgeView {
     let edges = fleet.edges_tx.borrow().map.clone();
-    let newest = edges
+    let applied: BTreeMap<&str, i64> = edges
         .values()
-        .map(|e| e.info.applied_revision)
+        .map(|e| (e.info.id.as_str(), self::applied(fleet, e)))
+        .collect();
+    let newest = applied
+        .values()
+        .copied()
         .chain([fleet.applied_revision()])
         .max()
         .unwrap_or(0);
     let rows = edges
         .values()
         .map(|e| {
-            let lag = (newest - e.info.applied_revision).max(0);
+            let applied = applied[e.info.id.as_str()];
+            let lag = (newest - applied).max(0);
             EdgeRow {
                 id: e.info.id.clone(),
                 address: e.info.address.clone(),
                 region: e.info.region.clone(),
                 version: e.info.version.clone(),
-                applied_revision: e.info.applied_revision,
+                applied_revision: applied,
                 lag_revisions: lag,
                 lag_seconds: if lag > 0 {
-                    fleet.lag_seconds(e.info.applied_revision)
+                    fleet.lag_seconds(applied)
                 } else {
                     0.0
                 },
@@ -370,7 +383,8 @@ pub(super) async fn presence(
     }
 }
 
-fn registration(fleet: &Fleet) -> Result<Vec<u8>, String> {
+/// This edge's registration as it is now, and the applied revision it holds.
+fn registration(fleet: &Fleet) -> Result<(Vec<u8>, i64), String> {
     let info = EdgeInfo {
         id: fleet.edge_id.clone(),
         address: fleet.edge_address.clone(),
@@ -380,7 +394,11 @@ fn registration(fleet: &Fleet) -> Result<Vec<u8>, String> {
         updated: unix_now(),
         instance: fleet.instance.clone(),
     };
-    serde_json::to_vec(&info).map_err(|e| e.to_string())
+    let revision = info.applied_revision;
+    Ok((
+        serde_json::to_vec(&info).map_err(|e| e.to_string())?,
+        revision,
+    ))
 }
 
 /// Why a lease was given up.
@@ -409,14 +427,11 @@ impl From<&str> for Lost {
 async fn register(fleet: &Fleet, key: &str, lease: i64) -> Result<i64, Lost> {
     let mut kv = fleet.client.kv_client();
     for _ in 0..3 {
+        let (value, applied) = registration(fleet)?;
         let txn = Txn::new()
             .when([Compare::version(key, CompareOp::Equal, 0)])
             .and_then([
-                TxnOp::put(
-                    key,
-                    registration(fleet)?,
-                    Some(PutOptions::new().with_lease(lease)),
-                ),
+                TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease))),
                 TxnOp::put(
                     fleet.keys.edge_sync(&fleet.edge_id),
                     fleet.instance.clone(),
@@ -429,6 +444,7 @@ async fn register(fleet: &Fleet, key: &str, lease: i64) -> Result<i64, Lost> {
             .map_err(|e| crate::error_chain(&e))?;
         fleet.contact();
         if resp.succeeded() {
+            fleet.acks.published(applied);
             return Ok(resp.header().map_or(0, |h| h.revision()));
         }
         let held = resp.op_responses().into_iter().find_map(|op| match op {
@@ -462,7 +478,7 @@ async fn put_registration(
     lease: i64,
     within: Duration,
 ) -> Result<(), String> {
-    let value = registration(fleet)?;
+    let (value, applied) = registration(fleet)?;
     let mut kv = fleet.client.kv_client();
     let put = request(kv.put(key, value, Some(PutOptions::new().with_lease(lease))));
     tokio::time::timeout(within, put)
@@ -470,6 +486,7 @@ async fn put_registration(
         .map_err(|_| format!("etcd did not answer within {within:?}"))?
         .map_err(|e| crate::error_chain(&e))?;
     fleet.contact();
+    fleet.acks.published(applied);
     Ok(())
 }
 
@@ -523,6 +540,10 @@ async fn hold_lease(
     let quick =
         Duration::from_millis((u64::try_from(ttl).unwrap_or(1) * 1000 / 4).clamp(250, 1000));
     let mut unpublished = false;
+    // An applied revision whose ack awaits its receipt, and when to stop waiting for it.
+    let mut receipt: Option<(i64, tokio::time::Instant)> = None;
+    // When to publish revisions that were confirmed without the registration.
+    let mut lazy: Option<tokio::time::Instant> = None;
     loop {
         let opening = std::time::Instant::now();
         let opened = tokio::time::timeout(quick, request(leases.keep_alive(lease))).await;
@@ -587,15 +608,64 @@ async fn hold_lease(
                     if changed.is_err() {
                         return Ok(());
                     }
-                    // Not published now (a member just died): again at each tick, since
-                    // writes wait for it.
-                    unpublished = !publish(fleet, key, lease, quick).await?;
+                    applied.mark_unchanged();
+                    unpublished = settle(fleet, key, lease, quick, &mut receipt, &mut lazy).await?
+                        || unpublished;
+                }
+                () = sleep_until(receipt.map(|r| r.1)) => {
+                    let (waited, _) = receipt.take().expect("armed");
+                    fleet.acks.receipt_due(waited);
+                    unpublished = settle(fleet, key, lease, quick, &mut receipt, &mut lazy).await?
+                        || unpublished;
+                }
+                () = sleep_until(lazy) => {
+                    lazy = None;
+                    if fleet.acks.unpublished(fleet.applied_revision()) {
+                        unpublished = !publish(fleet, key, lease, quick).await?;
+                    }
                 }
             }
         };
         still_held(fleet, lease, broke.clone())?;
         warn!(edge = %fleet.edge_id, lease, "fleet: the lease's keep-alive stream broke ({broke}); opening it again");
         pause(shutdown).await;
+    }
+}
+
+/// Publishes what this edge has applied now, or arms the wait for an ack's receipt or the
+/// lazy update, as the acks say ([`super::acks::Acks::publish_when`]). `Ok(true)`: a publish
+/// failed, to be tried again at the next tick.
+async fn settle(
+    fleet: &Fleet,
+    key: &str,
+    lease: i64,
+    quick: Duration,
+    receipt: &mut Option<(i64, tokio::time::Instant)>,
+    lazy: &mut Option<tokio::time::Instant>,
+) -> Result<bool, Lost> {
+    let now = tokio::time::Instant::now();
+    match fleet.acks.publish_when() {
+        Publish::Now => {
+            (*receipt, *lazy) = (None, None);
+            Ok(!publish(fleet, key, lease, quick).await?)
+        }
+        Publish::AfterReceipt(revision) => {
+            // An earlier wait still running is checked first; this one is armed after it.
+            receipt.get_or_insert((revision, now + RECEIPT_WAIT));
+            Ok(false)
+        }
+        Publish::Later => {
+            lazy.get_or_insert(now + LAZY_PUBLISH);
+            Ok(false)
+        }
+    }
+}
+
+/// Sleeps until `at`; never returns for None.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

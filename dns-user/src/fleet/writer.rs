@@ -332,6 +332,17 @@ async fn write(fleet: &Arc<Fleet>, mut build: RemoteBuild) -> Result<Option<Appl
             write_id.as_bytes().to_vec(),
             Some(PutOptions::new().with_lease(lease)),
         ));
+        // Where the other edges ack the write (see `acks`): left out at the operation limit,
+        // and then they publish it in their registrations.
+        if let Some(address) = fleet.acks.address() {
+            if ops.len() < MAX_OPS {
+                ops.push(TxnOp::put(
+                    fleet.keys.write_ack(&fleet.edge_id),
+                    address,
+                    Some(PutOptions::new().with_lease(lease)),
+                ));
+            }
+        }
         // The edges' registrations as of the write, read by the transaction itself: the
         // confirmation waits for every edge registered by then without reading them again
         // (a round trip to etcd's leader on every write). Left out of a batch at the
@@ -653,18 +664,22 @@ pub(super) async fn confirm(fleet: &Fleet, revision: i64) -> Vec<String> {
     let _waiting = Waiting(fleet);
     fleet.want_edges();
     let mut rx = fleet.edges_tx.subscribe();
+    let mut acks = fleet.acks.subscribe();
     let deadline = tokio::time::Instant::now() + fleet.confirm_wait();
     loop {
-        let behind = super::registry::behind(
-            &rx.borrow_and_update(),
-            revision,
-            (&fleet.edge_id, fleet.applied_revision()),
-        );
+        acks.mark_unchanged();
+        let behind = super::registry::behind(fleet, &rx.borrow_and_update(), revision);
         if behind.is_empty() {
             return behind;
         }
-        match tokio::time::timeout_at(deadline, rx.changed()).await {
-            Ok(Ok(())) => {}
+        let changed = async {
+            tokio::select! {
+                r = rx.changed() => r.is_ok(),
+                r = acks.changed() => r.is_ok(),
+            }
+        };
+        match tokio::time::timeout_at(deadline, changed).await {
+            Ok(true) => {}
             _ => return fleet.behind(revision),
         }
     }
