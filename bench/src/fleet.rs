@@ -43,10 +43,14 @@ const SEEN_TIMEOUT: Duration = Duration::from_secs(10);
 const KNOT_PORT: u16 = 53;
 /// Relay ports: in the etcd namespace, NOTIFY towards edge i goes to `NOTIFY_RELAY + i`; in an
 /// edge namespace, the secondary's primary is `127.0.0.1:PRIMARY_RELAY` and etcd member m is
-/// `127.0.0.1:ETCD_RELAY + m`.
+/// `127.0.0.1:ETCD_RELAY + m`; edge 0 (the writer) takes acks from edge i through
+/// `127.0.0.1:ACK_RELAY` in edge i's namespace, so that they travel as far as etcd's traffic.
 const NOTIFY_RELAY: u16 = 6000;
 const PRIMARY_RELAY: u16 = 7053;
 const ETCD_RELAY: u16 = 23790;
+const ACK_RELAY: u16 = 8154;
+/// Where edgedns takes acks (`--ack-listen`'s default port).
+const ACK_PORT: u16 = 8054;
 
 pub struct FleetParams {
     pub edges: Vec<usize>,
@@ -708,7 +712,7 @@ fn edgedns_scenario(
     let r = (|| -> Result<Value> {
         for i in 0..edges {
             let urls = if relayed {
-                let list: Vec<delay::Relay> = ports
+                let mut list: Vec<delay::Relay> = ports
                     .iter()
                     .enumerate()
                     .map(|(m, p)| delay::Relay {
@@ -720,6 +724,17 @@ fn edgedns_scenario(
                         target: SocketAddr::from_str(&format!("{ETCD_V4}:{p}")).expect("address"),
                     })
                     .collect();
+                if i > 0 {
+                    list.push(delay::Relay {
+                        listen: SocketAddr::from_str(&format!("127.0.0.1:{ACK_RELAY}"))
+                            .expect("address"),
+                        target: SocketAddr::from_str(&format!(
+                            "{}:{ACK_PORT}",
+                            uplink_edge_v4(0)
+                        ))
+                        .expect("address"),
+                    });
+                }
                 relays.push(delay::Relays::start(net.edges[i].ns.name(), &list, delay)?);
                 (0..ports.len())
                     .map(|m| format!("http://127.0.0.1:{}", ETCD_RELAY + m as u16))
@@ -728,7 +743,13 @@ fn edgedns_scenario(
             } else {
                 direct.clone()
             };
-            net.edges[i].start(&["--etcd", &urls, "--region", &region, "--no-pin"]);
+            let ack_address = format!("127.0.0.1:{ACK_RELAY}");
+            let mut args = vec!["--etcd", &urls, "--region", &region, "--no-pin"];
+            // Behind relays, the writer's acks come through each edge's own relay.
+            if relayed && i == 0 {
+                args.extend(["--ack-address", &ack_address]);
+            }
+            net.edges[i].start(&args);
         }
         for e in &mut net.edges[..edges] {
             e.wait_ready(Duration::from_secs(60));
