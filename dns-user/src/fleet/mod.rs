@@ -848,6 +848,15 @@ impl Fleet {
         }
     }
 
+    /// etcd renewed `lease` for `ttl` seconds in answer to a renewal sent at `sent` (a
+    /// keep-alive, or the opening of a keep-alive stream): both bounds of when it can run out
+    /// move, and a registration in doubt stands again.
+    fn lease_answered(&self, lease: i64, ttl: i64, sent: Instant) {
+        self.lease_renewed(lease, ttl);
+        self.lease_surely_holds(lease, ttl, sent);
+        self.lease_confirmed(sent);
+    }
+
     /// This edge registered at `revision`.
     fn registered(&self, revision: i64) {
         *self.doubt.lock().unwrap_or_else(|p| p.into_inner()) = None;

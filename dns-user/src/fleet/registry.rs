@@ -548,9 +548,10 @@ async fn hold_lease(
         let opening = std::time::Instant::now();
         let opened = tokio::time::timeout(quick, request(leases.keep_alive(lease))).await;
         let (mut keeper, mut stream) = match opened {
-            // Opening it renewed the lease (the client checks the first answer).
+            // Opening it renewed the lease (the client checks the first answer, whose TTL is
+            // the one granted).
             Ok(Ok(s)) => {
-                fleet.lease_surely_holds(lease, granted, opening);
+                fleet.lease_answered(lease, granted, opening);
                 s
             }
             Ok(Err(e)) => {
@@ -593,10 +594,9 @@ async fn hold_lease(
                 msg = stream.message() => match msg {
                     Ok(Some(r)) if r.ttl() > 0 => {
                         answered = std::time::Instant::now();
-                        fleet.lease_renewed(lease, r.ttl());
-                        if let Some(at) = sent.pop_front() {
-                            fleet.lease_surely_holds(lease, r.ttl(), at);
-                            fleet.lease_confirmed(at);
+                        match sent.pop_front() {
+                            Some(at) => fleet.lease_answered(lease, r.ttl(), at),
+                            None => fleet.lease_renewed(lease, r.ttl()),
                         }
                         fleet.contact();
                     }
