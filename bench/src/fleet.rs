@@ -74,8 +74,7 @@ impl FleetParams {
     /// takes longer (8 edges share 2 CPUs; at 50 ms a name costs several round trips).
     pub fn names(&self, edges: usize, delay_ms: u64) -> u32 {
         let n = match (edges, delay_ms) {
-            (e, 0) if e <= 3 => 1000,
-            (_, 0) => 400,
+            (_, 0) => 1000,
             (_, 10) => 200,
             _ => 100,
         };
