@@ -657,9 +657,10 @@ async fn writes_are_confirmed_by_acks_between_edges_not_by_registration_writes()
         let after = e.metrics().await;
         let name = "edgedns_fleet_registration_writes_total";
         let writes = counter(&after, name) - counter(before, name);
-        // At most one lazy update a second (and one more for the window's edges).
+        // One lazy update a second, and on a loaded box a few receipts later than the 50 ms
+        // a follower waits for them; one per write without acks.
         assert!(
-            writes <= 2 + elapsed.as_secs(),
+            writes < WRITES / 2,
             "{writes} registration writes in {elapsed:?} for {WRITES} writes"
         );
         assert!(counter(&after, "edgedns_fleet_acks_sent_total") >= WRITES);
