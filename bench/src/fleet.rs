@@ -727,11 +727,8 @@ fn edgedns_scenario(
                     list.push(delay::Relay {
                         listen: SocketAddr::from_str(&format!("127.0.0.1:{ACK_RELAY}"))
                             .expect("address"),
-                        target: SocketAddr::from_str(&format!(
-                            "{}:{ACK_PORT}",
-                            uplink_edge_v4(0)
-                        ))
-                        .expect("address"),
+                        target: SocketAddr::from_str(&format!("{}:{ACK_PORT}", uplink_edge_v4(0)))
+                            .expect("address"),
                     });
                 }
                 relays.push(delay::Relays::start(net.edges[i].ns.name(), &list, delay)?);

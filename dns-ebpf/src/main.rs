@@ -26,13 +26,15 @@ mod rrl;
 mod verifier;
 
 use aya_ebpf::{
-    bindings::xdp_action, helpers::generated::bpf_get_smp_processor_id, macros::xdp,
+    bindings::xdp_action,
+    helpers::generated::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    macros::xdp,
     programs::XdpContext,
 };
 use aya_log_ebpf::warn;
 use dns_common::{
     limit::{COOKIE_OPTION_LEN, LIMIT_COOKIES},
-    Stat, OPT_STALE_MISSES,
+    Stat, OPT_MISSES_UNTIL, OPT_STALE_MISSES,
 };
 
 /// Why a packet goes up: `None` for traffic that isn't ours (not counted).
@@ -91,7 +93,14 @@ fn try_edgedns(ctx: &XdpContext) -> Result<u32, Pass> {
     let mut a = answer::answer(s, &q, hit)?;
     // A fleet edge cut off from its source of truth can't tell a miss from a name created since
     // it lost touch: negative answers go up (counted as `disabled`), the fallback says SERVFAIL.
-    if a.soa_ptr.is_some() && cfg.options & OPT_STALE_MISSES != 0 {
+    // Past the time its daemon last vouched for them (a daemon that died leaves the program
+    // answering with `--keep-xdp`), they go up too.
+    if a.soa_ptr.is_some()
+        && (cfg.options & OPT_STALE_MISSES != 0
+            || (cfg.options & OPT_MISSES_UNTIL != 0
+                // SAFETY: a helper without arguments, callable from any XDP program.
+                && unsafe { bpf_ktime_get_ns() } > cfg.misses_until_ns))
+    {
         return Err(Some(Stat::PassDisabled));
     }
     let x = rrl::limit(s, lim, &udp, &a, c)?;

@@ -364,7 +364,7 @@ fn attach(
     // `fleet::guard_misses`): from the first frame the program answers, not just from when
     // the fleet starts.
     if stale_from_start(config) {
-        cfg.options |= dns_common::OPT_STALE_MISSES;
+        cfg.options |= dns_common::OPT_STALE_MISSES | dns_common::OPT_MISSES_UNTIL;
     }
     if config.nsid.is_some() {
         cfg.options |= dns_common::OPT_PASS_NSID;

@@ -188,6 +188,8 @@ pub fn xdp_config(udp_payload: u16, enabled: bool) -> XdpConfig {
         options: 0,
         served_v4: ServedKey::zeroed(),
         served_v6: ServedKey::zeroed(),
+        _pad2: 0,
+        misses_until_ns: 0,
     }
 }
 

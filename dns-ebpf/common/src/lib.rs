@@ -57,7 +57,7 @@ pub const DEFAULT_UDP_PAYLOAD: u16 = 1232;
 
 /// Version of the map layout. Pinned maps live in a directory named after it, so a daemon whose
 /// layout differs never takes over maps it can't read. Bump it with any change to the types here.
-pub const LAYOUT_VERSION: u32 = 10;
+pub const LAYOUT_VERSION: u32 = 11;
 
 /// Query types, as the index into [`NameValue::segs`]: 0 is the CNAME prefix copied before every
 /// answer at a name that holds a CNAME.
@@ -351,7 +351,7 @@ pub struct XdpConfig {
     /// 1: answer from the maps; 0: pass everything up (the fallback answers alone).
     pub enabled: u32,
     /// Behaviour switches: [`OPT_PASS_NSID`], [`OPT_LOOPBACK`], [`OPT_STALE_MISSES`],
-    /// [`OPT_WILDCARD_V4`], [`OPT_WILDCARD_V6`].
+    /// [`OPT_MISSES_UNTIL`], [`OPT_WILDCARD_V4`], [`OPT_WILDCARD_V6`].
     pub options: u32,
     /// One of the IPv4 entries of [`map::SERVED`] (`family` 0: none), which the program checks
     /// before any lookup in the map: the family's wildcard if it has one, else its first
@@ -360,6 +360,10 @@ pub struct XdpConfig {
     pub served_v4: ServedKey,
     /// The same for IPv6.
     pub served_v6: ServedKey,
+    pub _pad2: u32,
+    /// With [`OPT_MISSES_UNTIL`]: the CLOCK_MONOTONIC time (ns, as `bpf_ktime_get_ns` counts)
+    /// after which negative answers are passed up as with [`OPT_STALE_MISSES`].
+    pub misses_until_ns: u64,
 }
 
 /// Key of [`map::SERVED`]: one (family, address, port) the daemon listens on. The program
@@ -434,6 +438,12 @@ pub const OPT_WILDCARD_V6: u32 = 16;
 /// [`XdpConfig::options`]: pass up negative answers (NXDOMAIN, NODATA): a fleet edge cut off
 /// from etcd answers them SERVFAIL from the fallback.
 pub const OPT_STALE_MISSES: u32 = 4;
+/// [`XdpConfig::options`]: negative answers are trusted only until
+/// [`XdpConfig::misses_until_ns`]. A fleet edge's daemon moves that time forward as its lease
+/// is renewed; a daemon that died with its program left answering (`--keep-xdp`) stops
+/// moving it, and from the time its lease can run out (writes stop waiting for the edge) the
+/// program passes misses up to no one rather than deny names created since.
+pub const OPT_MISSES_UNTIL: u32 = 32;
 
 /// [`ServedKey::family`].
 pub const FAMILY_V4: u16 = 1;
@@ -495,7 +505,7 @@ const _: () = assert!(core::mem::size_of::<Seg>() == 8);
 const _: () = assert!(core::mem::size_of::<SmallValue>() == 4 + 32 + BLOB_SMALL);
 const _: () = assert!(core::mem::size_of::<LargeValue>() == 4 + 32 + BLOB_LARGE);
 const _: () = assert!(core::mem::size_of::<ZoneValue>() == 8 + SOA_BLOB);
-const _: () = assert!(core::mem::size_of::<XdpConfig>() == 52);
+const _: () = assert!(core::mem::size_of::<XdpConfig>() == 64);
 const _: () = assert!(core::mem::size_of::<ServedKey>() == 20);
 const _: () = assert!(core::mem::size_of::<ZoneLens>() == 24);
 const _: () = assert!(core::mem::size_of::<ZoneCache>() == 8 + SHORT_NAME_LEN + 16 + SOA_CACHE);

@@ -516,7 +516,7 @@ pub struct Fleet {
     stale: StaleMisses,
     /// The state last written to both the fallback's switch and the XDP option (None: not
     /// yet, or the option's write failed).
-    stale_written: Mutex<Option<bool>>,
+    stale_written: Mutex<Option<(bool, Option<Instant>)>>,
     /// The current lease and the earliest it can run out (see [`Fleet::lease_surely_holds`]).
     lease_surely_until: Mutex<Option<(i64, Instant)>>,
     /// A registration whose lease a write tried to revoke without knowing whether it did:
@@ -766,9 +766,11 @@ impl Fleet {
     }
 
     /// Turns the SERVFAIL answers to misses on or off, on both paths: the fallback's switch and
-    /// the XDP program's option (which passes negative answers up to the fallback).
-    fn set_stale(&self, on: bool) -> bool {
+    /// the XDP program's option (which passes negative answers up to the fallback). Off, the
+    /// program trusts misses until `until` at the latest (with `--stale-misses servfail`).
+    fn set_stale(&self, on: bool, until: Option<Instant>) -> bool {
         self.stale.set(on);
+        let servfail = self.args.stale_misses == MissPolicy::Servfail;
         self.engine
             .with_fast(|fast| {
                 let result = fast.config().and_then(|mut cfg| {
@@ -776,6 +778,12 @@ impl Fleet {
                         cfg.options |= dns_common::OPT_STALE_MISSES;
                     } else {
                         cfg.options &= !dns_common::OPT_STALE_MISSES;
+                    }
+                    if servfail {
+                        cfg.options |= dns_common::OPT_MISSES_UNTIL;
+                        if let Some(until) = until {
+                            cfg.misses_until_ns = monotonic_ns(until);
+                        }
                     }
                     fast.set_config(cfg)
                 });
@@ -808,21 +816,24 @@ impl Fleet {
     fn update_stale(&self) {
         let mut written = self.stale_written.lock().unwrap_or_else(|p| p.into_inner());
         // Two guard ticks early: the guard must see the lease's end coming.
-        let lease_holds = self
+        let trusted_until = self
             .lease_surely_until
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|(lease, until)| {
-                lease == self.lease.load(Ordering::Relaxed)
-                    && until > Instant::now() + 2 * GUARD_TICK
-            });
+            .filter(|(lease, _)| *lease == self.lease.load(Ordering::Relaxed))
+            .map(|(_, until)| until - 2 * GUARD_TICK);
+        let lease_holds = trusted_until.is_some_and(|t| t > Instant::now());
         let stale = self.args.stale_misses == MissPolicy::Servfail
             && (self.cut_off.load(Ordering::Relaxed)
                 || !lease_holds
                 || self.applied_revision() < self.misses_from.load(Ordering::Relaxed));
+        // The XDP program stops trusting misses at that time by itself, should this daemon
+        // die with the program left answering (`--keep-xdp`): written as the lease moves.
+        let stale = (stale, if stale { None } else { trusted_until });
         if *written == Some(stale) {
             return;
         }
+        let (stale, trusted_until) = stale;
         if stale != self.stale.is_set() {
             if stale {
                 warn!(edge = %self.edge_id, "fleet: not registered or not caught up with etcd; misses in our zones are answered SERVFAIL");
@@ -830,7 +841,9 @@ impl Fleet {
                 info!(edge = %self.edge_id, revision = self.applied_revision(), "fleet: registered and caught up; misses answered normally");
             }
         }
-        *written = self.set_stale(stale).then_some(stale);
+        *written = self
+            .set_stale(stale, trusted_until)
+            .then_some((stale, trusted_until));
     }
 
     /// The earliest the current lease `lease` can run out, by etcd's count: `ttl` seconds from
@@ -1048,6 +1061,26 @@ fn host_name() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "edge".into())
+}
+
+/// `at` on the kernel's CLOCK_MONOTONIC in nanoseconds, as the XDP program's
+/// `bpf_ktime_get_ns` counts (`Instant` is that clock too, but doesn't say its value).
+fn monotonic_ns(at: Instant) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let now = Instant::now();
+    let now_ns = u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000
+        + u64::try_from(ts.tv_nsec).unwrap_or(0);
+    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    if at >= now {
+        now_ns.saturating_add(nanos(at - now))
+    } else {
+        now_ns.saturating_sub(nanos(now - at))
+    }
 }
 
 fn unix_now() -> f64 {

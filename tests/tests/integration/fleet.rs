@@ -17,7 +17,7 @@ use tests::{
     etcd::{self, EtcdCluster, Tls},
     fleet::{Edge, FleetNet, HttpReply, ETCD_V4},
     http_client::Http,
-    require_root, run_ok, NetNs, Stats, TempDir, API_ADDR, DNS_PORT, SERVER_V4,
+    require_root, run_ok, Bpffs, NetNs, Stats, TempDir, API_ADDR, DNS_PORT, SERVER_V4,
 };
 
 /// The harness itself: a 3-member cluster survives one member's crash, takes it back, compacts;
@@ -387,6 +387,62 @@ fn fleet_etcd_member_crash_keeps_writes_going() {
         }
         net.etcd_mut().restart_member(member);
     }
+}
+
+/// An edge whose daemon dies with its XDP program left answering (`--keep-xdp`) goes on
+/// answering the names it has, but denies none once its lease can have run out: the fleet's
+/// writes stop waiting for it then, and a name created since must not get NXDOMAIN there.
+#[test]
+fn fleet_crashed_keep_xdp_edge_denies_no_name_once_its_lease_can_have_run_out() {
+    require_root();
+    // Declared before the fleet, so the pins (and the program they hold) go after it.
+    let tmp = TempDir::new();
+    let pins = Bpffs::mount(&tmp.path().join("bpffs"));
+    let mut net = FleetNet::new(2);
+    net.start_etcd(3, None);
+    let urls = net.etcd().endpoints_arg();
+    let lease = LEASE.as_secs().to_string();
+    let bpffs = pins.path().display().to_string();
+    let args = ["--etcd", &urls, "--lease-ttl", &lease];
+    net.edges[0].start(&[&args[..], &["--no-pin"]].concat());
+    net.edges[1].start(&[&args[..], &["--bpffs", &bpffs, "--keep-xdp"]].concat());
+    for e in &mut net.edges {
+        e.wait_ready(CATCH_UP);
+    }
+    create_fzone(&net.edges[0]);
+    put_ok(&net.edges[0], "kept", "192.0.2.7");
+    let mut dns = clients(&net);
+    let kept = Reply::Answer {
+        rcode: "NoError".into(),
+        addrs: vec!["192.0.2.7".into()],
+    };
+    let nxdomain = Reply::Answer {
+        rcode: "NXDomain".into(),
+        addrs: vec![],
+    };
+    let ask = |dns: &mut Vec<DnsClient>, name: &str| {
+        dns[1].query(&format!("{name}.{FZONE}"), RecordType::A)
+    };
+    assert_eq!(ask(&mut dns, "kept"), kept);
+    assert_eq!(ask(&mut dns, "missing"), nxdomain);
+
+    net.edges[1].kill();
+    wait_until(LEASE * 5, "edge-1 drops out of GET /v1/edges", || {
+        let live = live_edges(&net.edges[0]);
+        (!live.contains(&"edge-1".to_owned()), live)
+    });
+    // Writes no longer wait for edge-1.
+    put_ok(&net.edges[0], "created", "192.0.2.8");
+    for name in ["created", "missing"] {
+        let got = ask(&mut dns, name);
+        assert_eq!(
+            got,
+            Reply::Timeout,
+            "{name}: a dead edge's program denied it"
+        );
+    }
+    // What it has, it still answers from its maps.
+    assert_eq!(ask(&mut dns, "kept"), kept);
 }
 
 /// An edge's crash drops it from the live edges after its lease and writes go on confirmed by

@@ -15,7 +15,7 @@ use std::{
     time::Instant,
 };
 
-use dns_common::{Stat, OPT_LOOPBACK, OPT_PASS_NSID, OPT_STALE_MISSES};
+use dns_common::{Stat, OPT_LOOPBACK, OPT_MISSES_UNTIL, OPT_PASS_NSID, OPT_STALE_MISSES};
 use dns_user::zone::ZoneSet;
 use rand::{Rng, SeedableRng};
 use tests::{
@@ -1423,6 +1423,58 @@ fn xdp_passes_misses_up_while_stale() {
         (XDP_TX, Stat::AnsweredNxdomain),
     );
     check(&mut runner, "answer", &hit, answer);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A fleet edge's daemon vouches for the program's negative answers up to a time
+/// (`OPT_MISSES_UNTIL`, `misses_until_ns` on the kernel's monotonic clock), which it moves
+/// forward as its lease is renewed. Past that time, as after the daemon died leaving the
+/// program answering, NXDOMAIN and NODATA go up; names with data are still answered.
+#[test]
+fn xdp_passes_misses_up_past_the_daemons_deadline() {
+    let (mut runner, zones) = setup();
+    let query = |name: &str, qtype: u16| {
+        build_frame(
+            &spec(false, None),
+            &QuerySpec::new(0x3457, name, qtype).to_wire(),
+        )
+    };
+    let nxdomain = query("no-such-name.example.com.", TYPE_A);
+    let nodata = query("a1.example.com.", TYPE_AAAA);
+    let hit = query("a1.example.com.", TYPE_A);
+    let mut failures = Vec::new();
+    let mut check = |runner: &mut XdpRunner, what: &str, frame: &[u8], want: (u32, Stat)| {
+        if let Err(e) = run_expecting(runner, &zones, frame, want) {
+            failures.push(format!("{what}: {e}"));
+        }
+    };
+    let until = |runner: &mut XdpRunner, ns: u64| {
+        let mut cfg = runner.fast.config().expect("config");
+        cfg.options |= OPT_MISSES_UNTIL;
+        cfg.misses_until_ns = ns;
+        runner.fast.set_config(cfg).expect("set config");
+    };
+    let answer = (XDP_TX, Stat::AnsweredAnswer);
+    // Far ahead: misses answered at XDP.
+    until(&mut runner, u64::MAX);
+    check(
+        &mut runner,
+        "NXDOMAIN",
+        &nxdomain,
+        (XDP_TX, Stat::AnsweredNxdomain),
+    );
+    check(
+        &mut runner,
+        "NODATA",
+        &nodata,
+        (XDP_TX, Stat::AnsweredNodata),
+    );
+    // Long past (the machine has been up for more than a nanosecond).
+    until(&mut runner, 1);
+    let passed = (XDP_PASS, Stat::PassDisabled);
+    check(&mut runner, "NXDOMAIN past it", &nxdomain, passed);
+    check(&mut runner, "NODATA past it", &nodata, passed);
+    check(&mut runner, "answer past it", &hit, answer);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
