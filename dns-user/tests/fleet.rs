@@ -671,12 +671,13 @@ async fn writes_are_confirmed_by_acks_between_edges_not_by_registration_writes()
 }
 
 /// Acks that can't reach the writer (its ack address leads nowhere) cost a moment, not a
-/// confirmation: the others publish in their registrations instead. Datagrams without the
-/// fleet's key are counted and ignored.
+/// confirmation: the others publish in their registrations instead, also while their acks to
+/// another writer get their receipts. Datagrams without the fleet's key are counted and
+/// ignored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_are_confirmed_through_etcd_when_acks_cannot_reach_the_writer() {
     let etcd = Etcd::start().await;
-    let (_tmp, data) = dirs(3);
+    let (_tmp, data) = dirs(4);
     // Nothing listens on the port a's writes name.
     let nowhere = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let nowhere_addr = nowhere.local_addr().expect("addr").to_string();
@@ -692,20 +693,28 @@ async fn writes_are_confirmed_through_etcd_when_acks_cannot_reach_the_writer() {
     .await;
     let b = start_edge(&data[1], &etcd.url, "edge-b", &[]).await;
     let c = start_edge(&data[2], &etcd.url, "edge-c", &["--ack-listen", "off"]).await;
-    for i in 0..5 {
-        let addr = format!("192.0.2.{}", 10 + i);
-        let started = Instant::now();
-        a.put_a_ok(&format!("n{i}"), &addr).await;
-        // Well inside the 2 s wait: the registrations were written at once, not lazily.
-        assert!(
-            started.elapsed() < Duration::from_millis(900),
-            "{:?}",
-            started.elapsed()
-        );
-        for e in [&b, &c] {
-            assert_eq!(answer(e, &format!("n{i}")).await, Ok(vec![addr.clone()]));
+    let d = start_edge(&data[3], &etcd.url, "edge-d", &[]).await;
+    // Writes through a and d at once: b's acks to d get their receipts, its acks to a never
+    // do, and the one must not stand for the other.
+    for round in 0..6 {
+        let writes = [&a, &d].into_iter().enumerate().map(|(w, writer)| {
+            let name = format!("n{round}-{w}");
+            let addr = format!("192.0.2.{}", 10 + 2 * round + w);
+            async move {
+                let started = Instant::now();
+                writer.put_a_ok(&name, &addr).await;
+                (name, addr, started.elapsed())
+            }
+        });
+        for (name, addr, took) in futures_join(writes).await {
+            // Well inside the 2 s wait: the registrations were written at once, not lazily.
+            assert!(took < Duration::from_millis(900), "{name}: {took:?}");
+            for e in [&a, &b, &c, &d] {
+                assert_eq!(answer(e, &name).await, Ok(vec![addr.clone()]));
+            }
         }
     }
+    assert!(counter(&d.metrics().await, "edgedns_fleet_acks_received_total") >= 4);
     let metrics = a.metrics().await;
     assert_eq!(counter(&metrics, "edgedns_fleet_acks_received_total"), 0);
 
@@ -725,7 +734,7 @@ async fn writes_are_confirmed_through_etcd_when_acks_cannot_reach_the_writer() {
         counter(&a.metrics().await, "edgedns_fleet_acks_received_total"),
         0
     );
-    for e in [a, b, c] {
+    for e in [a, b, c, d] {
         e.stop().await;
     }
 }

@@ -27,10 +27,10 @@ use std::{
     net::SocketAddr,
     str::FromStr,
     sync::{
-        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
         Arc, Mutex, OnceLock,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
@@ -61,12 +61,6 @@ const MAX_DATAGRAM: usize = 4 + 1 + 8 + 8 + 2 * 256 + MAC_LEN;
 /// `--ack-listen`: an address, or `off`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AckListen(pub Option<SocketAddr>);
-
-impl Default for AckListen {
-    fn default() -> Self {
-        Self(Some(SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))))
-    }
-}
 
 /// The port acks go to by default.
 pub const DEFAULT_PORT: u16 = 8054;
@@ -163,87 +157,125 @@ pub struct AckStats {
     pub published: AtomicU64,
 }
 
+/// What this edge has sent one writer and heard back.
+#[derive(Debug)]
+struct Writer {
+    /// The newest revision acked to it.
+    sent: i64,
+    /// The newest revision it sent a receipt for.
+    receipted: i64,
+    /// Since when an ack to it has waited for its receipt (the first ack not yet receipted).
+    waiting_since: Instant,
+    /// Its receipts came back the last time one was waited for: wait for them (not etcd).
+    path_ok: bool,
+}
+
+/// How many leases of one edge the acks taken from it are kept for: its registration's, and
+/// a few before (acks under them only ever count for their own lease).
+const LEASES_KEPT: usize = 4;
+
 /// This edge's side of the acks: its socket, what it has been told, what it has sent.
 pub(super) struct Acks {
     socket: Option<Arc<UdpSocket>>,
     /// Where other edges send acks for this edge's writes (None: acks are off).
-    address: Option<String>,
+    address: Option<SocketAddr>,
     key: OnceLock<Vec<u8>>,
-    /// Per edge: the lease its latest ack named and the newest revision acked under it.
-    got: Mutex<HashMap<String, (i64, i64)>>,
+    /// Per edge, per lease (newest last): the newest revision it acked under that lease.
+    got: Mutex<HashMap<String, Vec<(i64, i64)>>>,
     /// Ticks with each ack taken, for writes waiting on them.
     got_tx: watch::Sender<u64>,
-    /// The newest revision this edge sent an ack for.
-    sent: AtomicI64,
-    /// The newest revision a writer sent a receipt for.
-    receipted: AtomicI64,
+    /// The writers this edge has acked to, by id.
+    writers: Mutex<HashMap<String, Writer>>,
     /// The newest applied revision that some writer may wait for and no ack told of: it goes
     /// into the registration at once.
     uncovered: AtomicI64,
     /// The newest applied revision this edge's registration holds.
     published: AtomicI64,
-    /// Receipts came back the last time one was waited for: wait for them (not etcd).
-    path_ok: AtomicBool,
     pub stats: AckStats,
 }
 
 impl Acks {
-    /// Binds the socket (`listen`), and finds the address others reach it at: `advertise`,
-    /// or the address this host reaches etcd from (its first endpoint) with the bound port.
+    /// Binds the socket, and finds the address others reach it at: `advertise`, or the
+    /// address this host reaches etcd from (its first endpoint) with the bound port. `listen`
+    /// None is the default, `[::]:8054` (or `0.0.0.0:8054` on a host without IPv6): if that
+    /// can't be bound, acks are off and writes are confirmed through etcd, as are they when
+    /// the address others would use can only be guessed as a loopback one.
     pub(super) async fn bind(
-        listen: AckListen,
-        advertise: Option<String>,
+        listen: Option<AckListen>,
+        advertise: Option<SocketAddr>,
         etcd: &[String],
     ) -> Result<Self, FleetError> {
-        let (socket, address) = match listen.0 {
-            None => (None, None),
-            Some(addr) => {
-                let socket = UdpSocket::bind(addr)
+        let socket = match listen {
+            Some(AckListen(None)) => None,
+            Some(AckListen(Some(addr))) => Some(
+                UdpSocket::bind(addr)
                     .await
-                    .map_err(|source| FleetError::AckListen { addr, source })?;
-                let bound = socket
-                    .local_addr()
-                    .map_err(|source| FleetError::AckListen { addr, source })?;
-                let address = match advertise {
-                    Some(a) => a,
-                    None if bound.ip().is_unspecified() => match towards(etcd).await {
-                        Some(ip) => SocketAddr::new(ip, bound.port()).to_string(),
-                        None => {
-                            warn!("fleet: no address towards etcd found for acks; other edges will try {bound}");
-                            bound.to_string()
+                    .map_err(|source| FleetError::AckListen { addr, source })?,
+            ),
+            None => {
+                let v6 = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, DEFAULT_PORT));
+                let v4 = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT));
+                match UdpSocket::bind(v6).await {
+                    Ok(s) => Some(s),
+                    Err(_) => match UdpSocket::bind(v4).await {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            warn!("fleet: binding the ack socket on port {DEFAULT_PORT}: {e}; other edges confirm this edge's writes through etcd (--ack-listen to choose another address)");
+                            None
                         }
                     },
-                    None => bound.to_string(),
-                };
-                (Some(Arc::new(socket)), Some(address))
+                }
+            }
+        };
+        let address = match &socket {
+            None => None,
+            Some(socket) => {
+                let bound = socket
+                    .local_addr()
+                    .map_err(|source| FleetError::AckListen {
+                        addr: listen.and_then(|l| l.0).unwrap_or(([0, 0, 0, 0], 0).into()),
+                        source,
+                    })?;
+                match advertise {
+                    Some(a) => Some(a),
+                    None if !bound.ip().is_unspecified() => Some(bound),
+                    None => match towards(etcd).await {
+                        Some(ip) if !ip.is_loopback() => Some(SocketAddr::new(ip, bound.port())),
+                        found => {
+                            warn!(?found, "fleet: no address towards etcd that other edges could reach; other edges confirm this edge's writes through etcd (--ack-address to name one)");
+                            None
+                        }
+                    },
+                }
             }
         };
         Ok(Self {
-            socket,
+            socket: socket.map(Arc::new),
             address,
             key: OnceLock::new(),
             got: Mutex::new(HashMap::new()),
             got_tx: watch::Sender::new(0),
-            sent: AtomicI64::new(0),
-            receipted: AtomicI64::new(0),
+            writers: Mutex::new(HashMap::new()),
             uncovered: AtomicI64::new(0),
             published: AtomicI64::new(0),
-            path_ok: AtomicBool::new(true),
             stats: AckStats::default(),
         })
     }
 
     /// What this edge's write transactions put in its `data-write` key: where to ack, once
     /// acks can be checked (the key is read), else None.
-    pub(super) fn address(&self) -> Option<&str> {
+    pub(super) fn address(&self) -> Option<String> {
         self.key.get()?;
-        self.address.as_deref()
+        self.address.map(|a| a.to_string())
     }
 
     /// The newest revision `id` has acked under `lease`.
     pub(super) fn acked(&self, id: &str, lease: i64) -> Option<i64> {
         let got = self.got.lock().unwrap_or_else(|p| p.into_inner());
-        got.get(id).filter(|(l, _)| *l == lease).map(|(_, r)| *r)
+        got.get(id)?
+            .iter()
+            .find(|(l, _)| *l == lease)
+            .map(|(_, r)| *r)
     }
 
     pub(super) fn subscribe(&self) -> watch::Receiver<u64> {
@@ -264,8 +296,19 @@ impl Acks {
                 continue;
             }
             if self.send_ack(fleet, revision, writer, address) {
-                self.sent.fetch_max(revision, Ordering::Relaxed);
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
+                let w = writers.entry(writer.clone()).or_insert(Writer {
+                    sent: 0,
+                    receipted: 0,
+                    waiting_since: now,
+                    path_ok: true,
+                });
+                if w.sent <= w.receipted {
+                    w.waiting_since = now;
+                }
+                w.sent = w.sent.max(revision);
             } else {
                 self.uncovered.fetch_max(revision, Ordering::Relaxed);
             }
@@ -290,32 +333,35 @@ impl Acks {
             to: writer.to_owned(),
         };
         lease != 0
-            && encode(key, &message).is_some_and(|bytes| socket.try_send_to(&bytes, to).is_ok())
+            && encode(key, &message)
+                .is_some_and(|bytes| socket.try_send_to(&bytes, for_socket(socket, to)).is_ok())
     }
 
     /// What the registration's publisher should do about the revisions applied since it last
-    /// published.
+    /// published. A writer whose receipt is late is marked so, and isn't waited for again
+    /// until one of its receipts comes.
     pub(super) fn publish_when(&self) -> Publish {
         let published = self.published.load(Ordering::Relaxed);
         if self.uncovered.load(Ordering::Relaxed) > published {
             return Publish::Now;
         }
-        let sent = self.sent.load(Ordering::Relaxed);
-        if sent > published && sent > self.receipted.load(Ordering::Relaxed) {
-            return if self.path_ok.load(Ordering::Relaxed) {
-                Publish::AfterReceipt(sent)
-            } else {
-                Publish::Now
-            };
+        let now = Instant::now();
+        let mut due = None;
+        let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+        for w in writers.values_mut() {
+            if w.sent <= published || w.sent <= w.receipted {
+                continue;
+            }
+            let at = w.waiting_since + RECEIPT_WAIT;
+            if !w.path_ok || at <= now {
+                w.path_ok = false;
+                return Publish::Now;
+            }
+            due = Some(due.map_or(at, |d: Instant| d.min(at)));
         }
-        Publish::Later
-    }
-
-    /// The wait for the receipt for `revision` is over: without it, receipts aren't waited for
-    /// until one comes.
-    pub(super) fn receipt_due(&self, revision: i64) {
-        if self.receipted.load(Ordering::Relaxed) < revision {
-            self.path_ok.store(false, Ordering::Relaxed);
+        match due {
+            Some(at) => Publish::AfterReceipt(at),
+            None => Publish::Later,
         }
     }
 
@@ -341,11 +387,16 @@ impl Acks {
                 self.stats.received.fetch_add(1, Ordering::Relaxed);
                 {
                     let mut got = self.got.lock().unwrap_or_else(|p| p.into_inner());
-                    let entry = got.entry(m.from.clone()).or_insert((m.lease, 0));
-                    if entry.0 != m.lease {
-                        *entry = (m.lease, 0);
+                    let leases = got.entry(m.from.clone()).or_default();
+                    match leases.iter_mut().find(|(l, _)| *l == m.lease) {
+                        Some((_, r)) => *r = (*r).max(m.revision),
+                        None => {
+                            leases.push((m.lease, m.revision));
+                            if leases.len() > LEASES_KEPT {
+                                leases.remove(0);
+                            }
+                        }
                     }
-                    entry.1 = entry.1.max(m.revision);
                 }
                 self.got_tx.send_modify(|n| *n = n.wrapping_add(1));
                 let receipt = Message {
@@ -359,9 +410,15 @@ impl Acks {
                 }
             }
             _ => {
-                if m.lease == fleet.lease.load(Ordering::Relaxed) {
-                    self.receipted.fetch_max(m.revision, Ordering::Relaxed);
-                    self.path_ok.store(true, Ordering::Relaxed);
+                if m.lease != fleet.lease.load(Ordering::Relaxed) {
+                    return;
+                }
+                let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(w) = writers.get_mut(&m.from) {
+                    w.receipted = w.receipted.max(m.revision);
+                    w.path_ok = true;
+                    // Acks sent after the one receipted wait from now on.
+                    w.waiting_since = Instant::now();
                 }
             }
         }
@@ -371,12 +428,23 @@ impl Acks {
 /// When the registration should publish what this edge has applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Publish {
-    /// A writer may be waiting for it and has no ack.
+    /// A writer may be waiting for it and has no ack, or its receipt is late.
     Now,
-    /// Once the receipt for this revision's ack is late.
-    AfterReceipt(i64),
+    /// At this time, unless the receipts awaited have come by then.
+    AfterReceipt(Instant),
     /// Writers have what they wait for: only `GET /v1/edges` shows it.
     Later,
+}
+
+/// `to` as `socket` can send to it: an IPv4 address as IPv4-mapped on an IPv6 socket (the
+/// default socket takes both families).
+fn for_socket(socket: &UdpSocket, to: SocketAddr) -> SocketAddr {
+    match (socket.local_addr(), to) {
+        (Ok(SocketAddr::V6(_)), SocketAddr::V4(v4)) => {
+            SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+        }
+        _ => to,
+    }
 }
 
 /// The local address this host reaches the first etcd endpoint from.
@@ -451,7 +519,7 @@ pub(super) async fn run(fleet: Arc<Fleet>, shutdown: CancellationToken) {
             }
         }
     };
-    info!(edge = %fleet.edge_id, address = fleet.acks.address.as_deref().unwrap_or(""), "fleet: taking acks from other edges");
+    info!(edge = %fleet.edge_id, address = ?fleet.acks.address, "fleet: taking acks from other edges");
     let mut buf = vec![0; MAX_DATAGRAM];
     loop {
         let received = tokio::select! {

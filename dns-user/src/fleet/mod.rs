@@ -116,13 +116,14 @@ pub struct FleetArgs {
     #[arg(long, value_enum, default_value = "servfail")]
     pub stale_misses: MissPolicy,
     /// UDP address where this edge takes the other edges' acks of its writes (`off`: none; they
-    /// then come through etcd, a little later and at more cost to etcd).
-    #[arg(long, default_value = "0.0.0.0:8054", value_name = "ADDR|off")]
-    pub ack_listen: AckListen,
+    /// then come through etcd, a little later and at more cost to etcd). Default [::]:8054,
+    /// and acks off with a warning if that can't be bound.
+    #[arg(long, value_name = "ADDR|off")]
+    pub ack_listen: Option<AckListen>,
     /// The address the other edges send acks to (default: the address this edge reaches etcd
-    /// from, with --ack-listen's port).
+    /// from, with --ack-listen's port; acks are off if that is a loopback address).
     #[arg(long, value_name = "ADDR")]
-    pub ack_address: Option<String>,
+    pub ack_address: Option<std::net::SocketAddr>,
 }
 
 impl FleetArgs {
@@ -568,8 +569,7 @@ impl Fleet {
         let edge_id = args.edge_id.clone().unwrap_or_else(host_name);
         let edge_address = args.edge_address.clone().unwrap_or(default_address);
         let instance = instance_token(engine.store().dir())?;
-        let acks =
-            acks::Acks::bind(args.ack_listen, args.ack_address.clone(), &args.etcd.etcd).await?;
+        let acks = acks::Acks::bind(args.ack_listen, args.ack_address, &args.etcd.etcd).await?;
         let start_revision = engine
             .store()
             .fleet_revision()

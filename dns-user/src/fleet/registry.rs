@@ -1,7 +1,8 @@
 //! The edges of the fleet: each registers under a lease (its key goes when it stops renewing
-//! it) and publishes the last revision it has applied, which its maps answer. A write is
-//! confirmed once each live edge has published its revision; the edge that wrote it watches the
-//! registrations meanwhile.
+//! it) and publishes the last revision it has applied, which its maps answer: at once when a
+//! writer may be waiting for it without an ack (see `acks`), else within a second. A write is
+//! confirmed once each live edge has acked or published its revision; the edge that wrote it
+//! watches the registrations meanwhile (for which edges are live).
 
 use std::{
     collections::BTreeMap,
@@ -17,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{
-    acks::{Publish, LAZY_PUBLISH, RECEIPT_WAIT},
+    acks::{Publish, LAZY_PUBLISH},
     request, unix_now, Fleet, FleetError,
 };
 
@@ -175,12 +176,11 @@ pub(super) const WATCH_IDLE: Duration = Duration::from_secs(30);
 /// Keeps [`Fleet::edges_tx`] in step with the registrations in etcd while this edge's writes
 /// wait for confirmations: read them, then watch; set up again whenever the watch ends.
 ///
-/// Every edge publishes its registration after each revision it applies, so a watch on them
-/// all gets one event per edge per write: with 8 edges, 64 events per write across the fleet,
-/// a large share of the fleet's CPU on a small box. Only an edge whose writes are waiting
-/// needs them as they come; so the watch runs from the first such write until none came for
-/// [`WATCH_IDLE`], and a reader of the view at other times ([`fresh`]) reads the registrations
-/// once instead.
+/// Only an edge whose writes are waiting needs the registrations as they change (which edges
+/// are live; what the ones without acks have applied), so the watch runs from the first such
+/// write until none came for [`WATCH_IDLE`], and a reader of the view at other times
+/// ([`fresh`]) reads the registrations once instead. (When every edge published each
+/// revision it applied, a watch on every edge cost one event per edge per write on each.)
 pub(super) async fn watch_edges(fleet: Arc<Fleet>, shutdown: CancellationToken) {
     let prefix = fleet.keys.edges();
     let mut backoff = super::BACKOFF_MIN;
@@ -329,7 +329,8 @@ async fn follow_edges(fleet: &Fleet, prefix: &str) -> Result<(), String> {
     }
 }
 
-/// Registers this edge under a lease, renews it, and publishes each revision it applies.
+/// Registers this edge under a lease, renews it, and publishes the revisions it applies (see
+/// [`settle`]).
 /// A lost lease is granted again; a clean stop revokes it, so the fleet stops waiting for this
 /// edge at once.
 pub(super) async fn presence(
@@ -540,8 +541,8 @@ async fn hold_lease(
     let quick =
         Duration::from_millis((u64::try_from(ttl).unwrap_or(1) * 1000 / 4).clamp(250, 1000));
     let mut unpublished = false;
-    // An applied revision whose ack awaits its receipt, and when to stop waiting for it.
-    let mut receipt: Option<(i64, tokio::time::Instant)> = None;
+    // When to stop waiting for the receipts of acks sent.
+    let mut receipt: Option<std::time::Instant> = None;
     // When to publish revisions that were confirmed without the registration.
     let mut lazy: Option<tokio::time::Instant> = None;
     loop {
@@ -612,9 +613,8 @@ async fn hold_lease(
                     unpublished = settle(fleet, key, lease, quick, &mut receipt, &mut lazy).await?
                         || unpublished;
                 }
-                () = sleep_until(receipt.map(|r| r.1)) => {
-                    let (waited, _) = receipt.take().expect("armed");
-                    fleet.acks.receipt_due(waited);
+                () = sleep_until(receipt.map(tokio::time::Instant::from_std)) => {
+                    receipt = None;
                     unpublished = settle(fleet, key, lease, quick, &mut receipt, &mut lazy).await?
                         || unpublished;
                 }
@@ -640,22 +640,20 @@ async fn settle(
     key: &str,
     lease: i64,
     quick: Duration,
-    receipt: &mut Option<(i64, tokio::time::Instant)>,
+    receipt: &mut Option<std::time::Instant>,
     lazy: &mut Option<tokio::time::Instant>,
 ) -> Result<bool, Lost> {
-    let now = tokio::time::Instant::now();
     match fleet.acks.publish_when() {
         Publish::Now => {
             (*receipt, *lazy) = (None, None);
             Ok(!publish(fleet, key, lease, quick).await?)
         }
-        Publish::AfterReceipt(revision) => {
-            // An earlier wait still running is checked first; this one is armed after it.
-            receipt.get_or_insert((revision, now + RECEIPT_WAIT));
+        Publish::AfterReceipt(at) => {
+            *receipt = Some(at);
             Ok(false)
         }
         Publish::Later => {
-            lazy.get_or_insert(now + LAZY_PUBLISH);
+            lazy.get_or_insert(tokio::time::Instant::now() + LAZY_PUBLISH);
             Ok(false)
         }
     }
