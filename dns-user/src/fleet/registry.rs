@@ -610,13 +610,15 @@ async fn hold_lease(
                         return Ok(());
                     }
                     applied.mark_unchanged();
-                    unpublished = settle(fleet, key, lease, quick, &mut receipt, &mut lazy).await?
-                        || unpublished;
+                    if let Some(failed) = settle(fleet, key, lease, quick, &mut receipt, &mut lazy).await? {
+                        unpublished = failed;
+                    }
                 }
                 () = sleep_until(receipt.map(tokio::time::Instant::from_std)) => {
                     receipt = None;
-                    unpublished = settle(fleet, key, lease, quick, &mut receipt, &mut lazy).await?
-                        || unpublished;
+                    if let Some(failed) = settle(fleet, key, lease, quick, &mut receipt, &mut lazy).await? {
+                        unpublished = failed;
+                    }
                 }
                 () = sleep_until(lazy) => {
                     lazy = None;
@@ -633,8 +635,9 @@ async fn hold_lease(
 }
 
 /// Publishes what this edge has applied now, or arms the wait for an ack's receipt or the
-/// lazy update, as the acks say ([`super::acks::Acks::publish_when`]). `Ok(true)`: a publish
-/// failed, to be tried again at the next tick.
+/// lazy update, as the acks say ([`super::acks::Acks::publish_when`]). `Some`: it published,
+/// or failed to (`Some(true)`: not published now, a member just died; tried again at each
+/// tick, since writes wait for it).
 async fn settle(
     fleet: &Fleet,
     key: &str,
@@ -642,19 +645,19 @@ async fn settle(
     quick: Duration,
     receipt: &mut Option<std::time::Instant>,
     lazy: &mut Option<tokio::time::Instant>,
-) -> Result<bool, Lost> {
+) -> Result<Option<bool>, Lost> {
     match fleet.acks.publish_when() {
         Publish::Now => {
             (*receipt, *lazy) = (None, None);
-            Ok(!publish(fleet, key, lease, quick).await?)
+            Ok(Some(!publish(fleet, key, lease, quick).await?))
         }
         Publish::AfterReceipt(at) => {
             *receipt = Some(at);
-            Ok(false)
+            Ok(None)
         }
         Publish::Later => {
             lazy.get_or_insert(tokio::time::Instant::now() + LAZY_PUBLISH);
-            Ok(false)
+            Ok(None)
         }
     }
 }
