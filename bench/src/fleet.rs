@@ -776,7 +776,20 @@ fn edgedns_scenario(
             ),
             ("etcd", net.etcd().pids()),
         ];
-        let r = measure(
+        // None from a daemon without the counter.
+        let registration_writes = |net: &FleetNet| -> Option<u64> {
+            net.edges[..edges]
+                .iter()
+                .map(|e| {
+                    metric(
+                        &e.http("GET", "/metrics", None, &[]).body,
+                        REGISTRATION_WRITES,
+                    )
+                })
+                .sum()
+        };
+        let before = registration_writes(net);
+        let mut r = measure(
             net,
             edges,
             names,
@@ -795,6 +808,11 @@ fn edgedns_scenario(
                 Ok((t0, t1, code.to_string()))
             },
         )?;
+        // What the edges wrote to etcd besides the writes: their registrations.
+        if let (Some(before), Some(after)) = (before, registration_writes(net)) {
+            r["registration_writes_per_write"] =
+                json!(after.saturating_sub(before) as f64 / f64::from(names.max(1)));
+        }
         for e in &mut net.edges[..edges] {
             if let Some(d) = e.daemon.as_mut() {
                 d.process.check_running()?;
@@ -813,6 +831,15 @@ fn edgedns_scenario(
     r
 }
 
+/// The edges' counter of registration writes in etcd.
+const REGISTRATION_WRITES: &str = "edgedns_fleet_registration_writes_total";
+
+/// A counter's value in a `/metrics` text.
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// The section's tables for BENCHMARKS.md.
 pub fn table(r: &Value) -> String {
     let f = &r["fleet"];
@@ -828,7 +855,7 @@ pub fn table(r: &Value) -> String {
             .unwrap_or_else(|| "–".into())
     };
     let mut out = String::from(
-        "| system | edges | one-way delay | names | every edge answers: p50 / p99 / max ms | each edge: p50 / p99 ms | write returned: p50 / p99 ms | NXDOMAIN before / after the write returned | names with an NXDOMAIN window | last edge after the return | other answers | not seen in 10 s | write status | CPU ms per write: edges / etcd / bench |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n",
+        "| system | edges | one-way delay | names | every edge answers: p50 / p99 / max ms | each edge: p50 / p99 ms | write returned: p50 / p99 ms | NXDOMAIN before / after the write returned | names with an NXDOMAIN window | last edge after the return | other answers | not seen in 10 s | write status | CPU ms per write: edges / etcd / bench | registration writes per write |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|\n",
     );
     for (sys, label) in [
         ("edgedns", "edgedns (etcd)"),
@@ -841,7 +868,7 @@ pub fn table(r: &Value) -> String {
             );
             if let Some(e) = row["error"].as_str() {
                 out.push_str(&format!(
-                    "{head}| failed: {} ||||||||||\n",
+                    "{head}| failed: {} |||||||||||\n",
                     e.replace('|', "/").lines().next().unwrap_or("")
                 ));
                 continue;
@@ -862,6 +889,9 @@ pub fn table(r: &Value) -> String {
             } else {
                 "–".into()
             };
+            let registrations = row["registration_writes_per_write"]
+                .as_f64()
+                .map_or_else(|| "–".into(), |x| format!("{x:.2}"));
             let status = row["write_status"]
                 .as_object()
                 .map(|m| {
@@ -872,7 +902,7 @@ pub fn table(r: &Value) -> String {
                 })
                 .unwrap_or_default();
             out.push_str(&format!(
-                "{head}| {} / {} / {} | {} / {} | {} / {} | {} / {} | {} | {} | {} | {} | {status} | {cpu} |\n",
+                "{head}| {} / {} / {} | {} / {} | {} / {} | {} / {} | {} | {} | {} | {} | {status} | {cpu} | {registrations} |\n",
                 ms(a, "p50_ms"),
                 ms(a, "p99_ms"),
                 ms(a, "max_ms"),
