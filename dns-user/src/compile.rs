@@ -21,7 +21,7 @@ use hickory_proto::{
 use crate::{
     maps::{FastPath, MapWriteError, NameBatcher, NameEntry},
     progress::Reporter,
-    zone::{ChangeSet, ResolutionKind, Zone, ZoneSet},
+    zone::{ChangeSet, ExistingName, ResolutionKind, Zone, ZoneSet},
 };
 
 /// Offset of the question name in a DNS message: compression pointers in the blobs point here.
@@ -582,12 +582,10 @@ pub fn full_sync_with(
     progress: &Reporter,
 ) -> Result<SyncReport, MapWriteError> {
     // The names of each zone, listed once for every compiling thread.
-    let lists: Vec<(&Zone, Vec<Name>)> = zones
-        .zones()
-        .map(|z| (z, z.existing_names().collect()))
-        .collect();
+    let lists: Vec<(&Zone, Vec<ExistingName>)> =
+        zones.zones().map(|z| (z, z.existing_keys())).collect();
     let total: usize = lists.iter().map(|(_, names)| names.len()).sum();
-    let jobs: Vec<(&Zone, &[Name])> = lists
+    let jobs: Vec<(&Zone, &[ExistingName])> = lists
         .iter()
         .flat_map(|(zone, names)| names.chunks(COMPILE_BATCH).map(move |c| (*zone, c)))
         .collect();
@@ -624,7 +622,7 @@ pub fn full_sync_with(
                     for (zone, names) in jobs.iter().skip(t).step_by(threads) {
                         let entries: Vec<_> = names
                             .iter()
-                            .filter_map(|name| compile_name(zones, zone, name))
+                            .filter_map(|name| compile_name(zones, zone, &name.name()))
                             .collect();
                         let written = batcher.is_some_and(|b| b.write(&entries));
                         let compiled = Compiled {

@@ -14,7 +14,7 @@ use imbl::OrdMap;
 
 use super::{
     model::{Node, SetRef, StoredSet, WireSet},
-    name::{has_star_label, is_wildcard, normalize, CanonName},
+    name::{normalize, CanonName},
     validate::{check_set_alone, check_set_at, check_set_beside, check_ttl},
     RrSet, SoaParams, TtlField, Zone, ZoneError, ZoneSet, ZoneSpec,
 };
@@ -165,12 +165,12 @@ impl Collected {
         changes.rrsets = self
             .rrsets
             .into_iter()
-            .map(|(owner, rtype)| (apex.name().clone(), owner.into_name(), rtype))
+            .map(|(owner, rtype)| (apex.name(), owner.into_name(), rtype))
             .collect();
         if self.zone_full {
-            changes.zones_full.insert(apex.name().clone());
+            changes.zones_full.insert(apex.name());
         }
-        changes.zones_soa.insert(apex.name().clone());
+        changes.zones_soa.insert(apex.name());
         changes
     }
 }
@@ -370,7 +370,7 @@ impl ZoneSet {
                 apex: apex.to_string(),
             });
         }
-        if is_wildcard(apex.name()) {
+        if apex.is_wildcard() {
             return Err(ZoneError::WildcardApex);
         }
         spec.soa.validate()?;
@@ -385,6 +385,7 @@ impl ZoneSet {
         }
         let mut zone = Zone {
             apex: apex.clone(),
+            apex_name: apex.name(),
             soa: spec.soa.normalized(),
             serial: spec.serial,
             nodes: Default::default(),
@@ -411,9 +412,9 @@ impl ZoneSet {
         let apex = zone.apex.clone();
         let mut changes = self.names_shadowed_by(&apex);
         changes.add_sorted_names(zone.existing());
-        changes.zones_soa.insert(apex.name().clone());
-        changes.zones_full.insert(apex.name().clone());
-        changes.zones_replaced.insert(apex.name().clone());
+        changes.zones_soa.insert(apex.name());
+        changes.zones_full.insert(apex.name());
+        changes.zones_replaced.insert(apex.name());
         self.zones.insert(apex, zone);
         changes
     }
@@ -428,9 +429,9 @@ impl ZoneSet {
             })?;
         let mut changes = self.names_shadowed_by(apex);
         changes.add_sorted_names(zone.existing());
-        changes.zones_soa.insert(apex.name().clone());
-        changes.zones_full.insert(apex.name().clone());
-        changes.zones_replaced.insert(apex.name().clone());
+        changes.zones_soa.insert(apex.name());
+        changes.zones_full.insert(apex.name());
+        changes.zones_replaced.insert(apex.name());
         Ok(changes)
     }
 
@@ -461,7 +462,7 @@ impl ZoneSet {
                 .next()
                 .is_some_and(|(target, _)| target.is_at_or_below(apex))
             {
-                changes.zones_full.insert(parent.apex.name().clone());
+                changes.zones_full.insert(parent.apex.name());
             }
         }
         changes
@@ -490,8 +491,8 @@ impl ZoneSet {
         zone.soa = soa.normalized();
         zone.serial = serial;
         let mut changes = ChangeSet::default();
-        changes.names.insert(apex.name().clone());
-        changes.zones_soa.insert(apex.name().clone());
+        changes.names.insert(apex.name());
+        changes.zones_soa.insert(apex.name());
         Ok(changes)
     }
 
@@ -503,8 +504,8 @@ impl ZoneSet {
         zone.soa = soa.normalized();
         zone.bump_serial();
         let mut changes = ChangeSet::default();
-        changes.names.insert(apex.name().clone());
-        changes.zones_soa.insert(apex.name().clone());
+        changes.names.insert(apex.name());
+        changes.zones_soa.insert(apex.name());
         Ok(changes)
     }
 
@@ -565,14 +566,14 @@ impl Zone {
                 (name, rtype, None)
             }
         };
-        let watch_wildcards = !self.stars.is_empty() || has_star_label(name.name());
+        let watch_wildcards = !self.stars.is_empty() || name.has_star_label();
         let before = watch_wildcards.then(|| self.closest_encloser(&name));
         let had_wildcard_or_cut = self.has_wildcard_or_cut();
         self.put(&name, rtype, new);
         out.rrsets.push((name.clone(), rtype));
 
         if (rtype == RecordType::NS && name != self.apex)
-            || has_star_label(name.name())
+            || name.has_star_label()
             || had_wildcard_or_cut != self.has_wildcard_or_cut()
         {
             out.zone_full = true;
@@ -712,7 +713,7 @@ impl Zone {
             .nodes
             .iter()
             .flat_map(|(name, node)| {
-                let star = has_star_label(name.name());
+                let star = name.has_star_label();
                 node.types()
                     .filter(move |t| star || matches!(t, RecordType::CNAME | RecordType::NS))
                     .map(move |t| (name.clone(), t))
@@ -816,7 +817,7 @@ impl Zone {
                 self.cuts.remove(name);
             }
         }
-        if has_star_label(name.name()) {
+        if name.has_star_label() {
             if self.nodes.contains_key(name) {
                 self.stars.insert(name.clone());
             } else {

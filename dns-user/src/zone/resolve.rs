@@ -217,7 +217,7 @@ impl Zone {
             {
                 return res;
             }
-            owner = target.name().clone();
+            owner = target.name();
             name = target;
         }
     }
@@ -252,7 +252,7 @@ impl Zone {
         let Some(ns) = self.rrset_lower(cut, RecordType::NS) else {
             return;
         };
-        push_set(&mut res.authority, cut.name(), ns);
+        push_set(&mut res.authority, &cut.name(), ns);
         for rd in ns.records() {
             let RData::NS(target) = rd else { continue };
             let target = CanonName::new(&target.0);
@@ -261,7 +261,7 @@ impl Zone {
             }
             for t in [RecordType::A, RecordType::AAAA] {
                 if let Some(glue) = self.rrset_lower(&target, t) {
-                    push_set(&mut res.additional, target.name(), glue);
+                    push_set(&mut res.additional, &target.name(), glue);
                 }
             }
         }
