@@ -13,7 +13,7 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use imbl::OrdMap;
 
 use super::{
-    model::{Node, SetRef, StoredSet, WireSet},
+    model::{LoadedOwner, Node, SetRef, StoredSet, WireSet},
     name::{normalize, CanonName},
     validate::{check_set_alone, check_set_at, check_set_beside, check_ttl},
     RrSet, SoaParams, TtlField, Zone, ZoneError, ZoneSet, ZoneSpec,
@@ -300,7 +300,7 @@ impl ZoneSet {
     ) -> Result<ChangeSet, ZoneError> {
         let rrsets = rrsets
             .into_iter()
-            .map(|(n, t, s)| (n, t, Loading::Records(s)))
+            .map(|(n, t, s)| (CanonName::from_name(n), t, Loading::Records(s)))
             .collect();
         // One thread: a zone-file import runs while the fallback answers, on the same CPUs.
         let zone = self.build_zone(spec, rrsets, 1)?;
@@ -314,11 +314,11 @@ impl ZoneSet {
     pub fn add_loaded_zone(
         &mut self,
         spec: ZoneSpec,
-        rrsets: Vec<(Name, RecordType, StoredSet)>,
+        rrsets: Vec<(LoadedOwner, RecordType, StoredSet)>,
     ) -> Result<(), ZoneError> {
         let rrsets = rrsets
             .into_iter()
-            .map(|(n, t, s)| (n, t, Loading::Stored(s)))
+            .map(|(n, t, s)| (n.0, t, Loading::Stored(s)))
             .collect();
         // Every CPU: nothing is served yet.
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
@@ -331,7 +331,7 @@ impl ZoneSet {
     fn build_zone(
         &self,
         spec: ZoneSpec,
-        rrsets: Vec<(Name, RecordType, Loading)>,
+        rrsets: Vec<(CanonName, RecordType, Loading)>,
         threads: usize,
     ) -> Result<Zone, ZoneError> {
         let mut zone = self.new_zone(&spec)?;
@@ -622,7 +622,11 @@ impl Zone {
 
     /// Normalises an owner name given to a mutation and checks that it is in the zone.
     pub(super) fn owner(&self, name: Name) -> Result<CanonName, ZoneError> {
-        let name = CanonName::from_name(name);
+        self.owner_key(CanonName::from_name(name))
+    }
+
+    /// [`Zone::owner`] of a name in key form.
+    fn owner_key(&self, name: CanonName) -> Result<CanonName, ZoneError> {
         if !name.is_at_or_below(&self.apex) {
             return Err(ZoneError::NotInZone {
                 name: name.to_string(),
@@ -655,7 +659,7 @@ impl Zone {
     /// first failure found this way is the one the sequential order meets first.
     pub(super) fn load_rrsets(
         &mut self,
-        rrsets: Vec<(Name, RecordType, Loading)>,
+        rrsets: Vec<(CanonName, RecordType, Loading)>,
         threads: usize,
     ) -> Result<(), ZoneError> {
         let mut first_error: Option<(usize, ZoneError)> = None;
@@ -729,11 +733,11 @@ impl Zone {
     /// once it passed the checks that need no other RRset.
     fn load_one(
         &self,
-        name: Name,
+        name: CanonName,
         rtype: RecordType,
         set: Loading,
     ) -> Result<(CanonName, WireSet), ZoneError> {
-        let name = self.owner(name)?;
+        let name = self.owner_key(name)?;
         let wire = match set {
             Loading::Records(set) => {
                 check_set_alone(&self.apex, &name, rtype, set.ttl, &set.records)?;

@@ -35,7 +35,7 @@ mod validate;
 pub use change::{import_serial, serial_newer, Change, ChangeSet, Edit, SoaChange};
 pub use error::{TtlField, ZoneError};
 pub(crate) use model::read_rdata;
-pub use model::{ExistingName, RrSet, SoaParams, StoredSet, Zone, ZoneSpec};
+pub use model::{ExistingName, LoadedOwner, RrSet, SoaParams, StoredSet, Zone, ZoneSpec};
 pub use name::normalize;
 pub use resolve::{Resolution, ResolutionKind};
 pub use validate::{MAX_TTL, SUPPORTED_TYPES};

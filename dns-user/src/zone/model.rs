@@ -345,6 +345,24 @@ impl ZoneSpec {
     }
 }
 
+/// An owner for [`super::ZoneSet::add_loaded_zone`], in the zone's key form: built from the labels the
+/// store keeps without a `Name` in between (a million of them at a start), or from a `Name`.
+pub struct LoadedOwner(pub(super) CanonName);
+
+impl LoadedOwner {
+    /// The owner whose labels, leftmost first, are `labels`: each 1 to 63 bytes, 255 bytes in
+    /// all in wire form at most (the store checks this as it reads them).
+    pub fn from_labels(labels: &[&[u8]]) -> Self {
+        Self(CanonName::from_labels(labels))
+    }
+}
+
+impl From<Name> for LoadedOwner {
+    fn from(name: Name) -> Self {
+        Self(CanonName::from_name(name))
+    }
+}
+
 /// A name of [`Zone::existing_keys`].
 pub struct ExistingName(CanonName);
 

@@ -52,9 +52,15 @@ const ESC: u8 = 1;
 impl CanonName {
     /// `name` (any case, absolute or not) in key form.
     pub(super) fn new(name: &Name) -> Self {
-        let mut out = Vec::with_capacity(name.len() + 1);
-        for label in name.iter().rev() {
-            for &b in label {
+        let labels: Vec<&[u8]> = name.iter().collect();
+        Self::from_labels(&labels)
+    }
+
+    /// The key of a valid name given as its labels, leftmost first, in any case.
+    pub(super) fn from_labels(labels: &[&[u8]]) -> Self {
+        let mut out = Vec::with_capacity(labels.iter().map(|l| l.len() + 1).sum());
+        for label in labels.iter().rev() {
+            for &b in *label {
                 match b {
                     END | ESC => out.extend_from_slice(&[ESC, b + 1]),
                     _ => out.push(b.to_ascii_lowercase()),

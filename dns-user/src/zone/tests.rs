@@ -1867,6 +1867,14 @@ fn fill_sorted_keeps_every_entry_in_order() {
     }
 }
 
+/// RRsets for [`ZoneSet::add_loaded_zone`].
+fn loaded(rrsets: Vec<(Name, RecordType, StoredSet)>) -> Vec<(LoadedOwner, RecordType, StoredSet)> {
+    rrsets
+        .into_iter()
+        .map(|(n, t, s)| (n.into(), t, s))
+        .collect()
+}
+
 #[test]
 fn a_loaded_zone_keeps_the_stored_bytes_and_finds_the_first_bad_rrset() {
     // As the store writes them: `len (u16) | RDATA` for each record.
@@ -1889,7 +1897,7 @@ fn a_loaded_zone_keeps_the_stored_bytes_and_finds_the_first_bad_rrset() {
     };
     let rrsets: Vec<_> = (0..count).map(good).collect();
     let mut zs = ZoneSet::new();
-    zs.add_loaded_zone(spec("example.com."), rrsets.clone())
+    zs.add_loaded_zone(spec("example.com."), loaded(rrsets.clone()))
         .expect("load");
     let z = zs.zone(&apex()).expect("zone");
     assert_eq!(z.name_count(), count as usize + 1);
@@ -1924,7 +1932,7 @@ fn a_loaded_zone_keeps_the_stored_bytes_and_finds_the_first_bad_rrset() {
         // A later bad RRset doesn't hide the first.
         rrsets[9_999].2 = stored(60, &[]);
         let e = ZoneSet::new()
-            .add_loaded_zone(spec("example.com."), rrsets)
+            .add_loaded_zone(spec("example.com."), loaded(rrsets))
             .expect_err("bad rrset");
         match e {
             ZoneError::Batch { index, source } => {
