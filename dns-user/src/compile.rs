@@ -19,9 +19,9 @@ use hickory_proto::{
 };
 
 use crate::{
-    maps::{FastPath, MapWriteError, NameEntry},
+    maps::{FastPath, MapWriteError, NameBatcher, NameEntry},
     progress::Reporter,
-    zone::{ChangeSet, ResolutionKind, Zone, ZoneSet},
+    zone::{ChangeSet, ExistingName, ResolutionKind, Zone, ZoneSet},
 };
 
 /// Offset of the question name in a DNS message: compression pointers in the blobs point here.
@@ -337,6 +337,15 @@ pub trait MapWriter: Send + 'static {
     }
     /// A hint that about `n` more names are coming.
     fn reserve_names(&mut self, _n: usize) {}
+    /// Writes of names that other threads may make (see [`NameBatcher`]); `None`: every name
+    /// goes through [`MapWriter::set_names`].
+    fn name_batcher(&self) -> Option<NameBatcher> {
+        None
+    }
+    /// Takes note of names a [`MapWriter::name_batcher`] wrote.
+    fn names_written(&mut self, entries: &[(NameKey, NameEntry)]) -> Result<(), MapWriteError> {
+        self.set_names(entries)
+    }
     fn remove_name(&mut self, key: &NameKey) -> Result<(), MapWriteError>;
     fn set_zone(&mut self, key: &NameKey, value: &ZoneValue) -> Result<(), MapWriteError>;
     fn remove_zone(&mut self, key: &NameKey) -> Result<(), MapWriteError>;
@@ -359,6 +368,14 @@ impl MapWriter for FastPath {
 
     fn reserve_names(&mut self, n: usize) {
         FastPath::reserve_names(self, n)
+    }
+
+    fn name_batcher(&self) -> Option<NameBatcher> {
+        FastPath::name_batcher(self)
+    }
+
+    fn names_written(&mut self, entries: &[(NameKey, NameEntry)]) -> Result<(), MapWriteError> {
+        FastPath::names_written(self, entries)
     }
 
     fn remove_name(&mut self, key: &NameKey) -> Result<(), MapWriteError> {
@@ -553,27 +570,24 @@ pub fn full_sync(fast: &mut impl MapWriter, zones: &ZoneSet) -> Result<SyncRepor
 
 /// [`full_sync`], reporting names compiled to `progress` (stage "filling the maps").
 ///
-/// Compiling a name (three `resolve`s) costs more than writing it, so the names are compiled
-/// on as many threads as there are CPUs while this one writes what they compiled, in batches
-/// (one syscall a map for each), in the order one thread would have: zone by zone, each zone's
-/// value before its names.
+/// Compiling a name (three `resolve`s) and inserting it into the kernel's hash tables each cost
+/// more than the rest, so the names are compiled on as many threads as there are CPUs, and each
+/// thread writes what it compiled (in batches, one syscall a map for each) where the writer can
+/// do that from other threads ([`MapWriter::name_batcher`]); this thread writes each zone's
+/// value before any of its names, then keeps the writer's account of the names, in the order
+/// one thread would have written them, and writes those a thread could not.
 pub fn full_sync_with(
     fast: &mut impl MapWriter,
     zones: &ZoneSet,
     progress: &Reporter,
 ) -> Result<SyncReport, MapWriteError> {
     // The names of each zone, listed once for every compiling thread.
-    let lists: Vec<(&Zone, Vec<Name>)> = zones
-        .zones()
-        .map(|z| (z, z.existing_names().collect()))
-        .collect();
+    let lists: Vec<(&Zone, Vec<ExistingName>)> =
+        zones.zones().map(|z| (z, z.existing_keys())).collect();
     let total: usize = lists.iter().map(|(_, names)| names.len()).sum();
-    let jobs: Vec<Job<'_>> = lists
+    let jobs: Vec<(&Zone, &[ExistingName])> = lists
         .iter()
-        .flat_map(|(zone, names)| {
-            std::iter::once(Job::Zone(zone))
-                .chain(names.chunks(COMPILE_BATCH).map(|c| Job::Names(zone, c)))
-        })
+        .flat_map(|(zone, names)| names.chunks(COMPILE_BATCH).map(move |c| (*zone, c)))
         .collect();
     let mut progress = progress.start("filling the maps", Some(total as u64));
     let mut report = SyncReport::default();
@@ -583,6 +597,15 @@ pub fn full_sync_with(
     let mut stale: HashSet<NameKey> = fast.name_keys().into_iter().collect();
     fast.reserve_names(total);
     let mut zone_keys = BTreeSet::new();
+    // Every zone's value before the names: the compiling threads may write any zone's names.
+    for (zone, _) in &lists {
+        if let Some((k, v)) = compile_zone(zone) {
+            fast.set_zone(&k, &v)?;
+            zone_keys.insert(k.name);
+            report.zones_written += 1;
+        }
+    }
+    let batcher = fast.name_batcher();
     let threads = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .clamp(1, MAX_COMPILERS);
@@ -594,9 +617,20 @@ pub fn full_sync_with(
             .map(|t| {
                 let (tx, rx) = std::sync::mpsc::sync_channel::<Compiled>(2);
                 let jobs = &jobs;
+                let batcher = batcher.as_ref();
                 scope.spawn(move || {
-                    for job in jobs.iter().skip(t).step_by(threads) {
-                        if tx.send(job.compile(zones)).is_err() {
+                    for (zone, names) in jobs.iter().skip(t).step_by(threads) {
+                        let entries: Vec<_> = names
+                            .iter()
+                            .filter_map(|name| compile_name(zones, zone, &name.name()))
+                            .collect();
+                        let written = batcher.is_some_and(|b| b.write(&entries));
+                        let compiled = Compiled {
+                            count: names.len(),
+                            entries,
+                            written,
+                        };
+                        if tx.send(compiled).is_err() {
                             return;
                         }
                     }
@@ -607,29 +641,26 @@ pub fn full_sync_with(
         for j in 0..jobs.len() {
             // A compiler only stops early when its receiver is gone, or by panicking (which
             // the scope passes on).
-            let Ok(compiled) = receivers[j % threads].recv() else {
+            let Ok(Compiled {
+                count,
+                entries,
+                written,
+            }) = receivers[j % threads].recv()
+            else {
                 break;
             };
-            match compiled {
-                Compiled::Zone(zone) => {
-                    let Some((k, v)) = *zone else {
-                        continue;
-                    };
-                    fast.set_zone(&k, &v)?;
-                    zone_keys.insert(k.name);
-                    report.zones_written += 1;
-                }
-                Compiled::Names { count, entries } => {
-                    fast.set_names(&entries)?;
-                    if !stale.is_empty() {
-                        for (k, _) in &entries {
-                            stale.remove(k);
-                        }
-                    }
-                    report.names_written += entries.len();
-                    progress.add(count as u64);
+            if written {
+                fast.names_written(&entries)?;
+            } else {
+                fast.set_names(&entries)?;
+            }
+            if !stale.is_empty() {
+                for (k, _) in &entries {
+                    stale.remove(k);
                 }
             }
+            report.names_written += entries.len();
+            progress.add(count as u64);
         }
         Ok::<_, MapWriteError>(())
     })?;
@@ -653,36 +684,12 @@ pub fn full_sync_with(
 /// Most threads [`full_sync_with`] compiles on.
 const MAX_COMPILERS: usize = 8;
 
-/// A piece of [`full_sync_with`]'s work: a zone's value, or a run of its names.
-enum Job<'a> {
-    Zone(&'a Zone),
-    Names(&'a Zone, &'a [Name]),
-}
-
-impl Job<'_> {
-    fn compile(&self, zones: &ZoneSet) -> Compiled {
-        match self {
-            Job::Zone(zone) => Compiled::Zone(Box::new(compile_zone(zone))),
-            Job::Names(zone, names) => Compiled::Names {
-                count: names.len(),
-                entries: names
-                    .iter()
-                    .filter_map(|name| compile_name(zones, zone, name))
-                    .collect(),
-            },
-        }
-    }
-}
-
-/// What a compiling thread of [`full_sync_with`] hands the writing one.
-enum Compiled {
-    /// Boxed: a zone's value is a kilobyte, and zones are few. `None`: nothing to write.
-    Zone(Box<Option<(NameKey, ZoneValue)>>),
-    /// The entries of `count` names (those too long for the fast path have none).
-    Names {
-        count: usize,
-        entries: Vec<(NameKey, NameEntry)>,
-    },
+/// What a compiling thread of [`full_sync_with`] hands the writing one: the entries of `count`
+/// names (those too long for the fast path have none), and whether the thread wrote them.
+struct Compiled {
+    count: usize,
+    entries: Vec<(NameKey, NameEntry)>,
+    written: bool,
 }
 
 /// Names in a job: few enough hand-overs to cost nothing, small enough to hold little (a few

@@ -7,7 +7,8 @@
 
 use std::{
     collections::HashMap as StdHashMap,
-    os::fd::{AsFd as _, AsRawFd as _},
+    os::fd::{AsFd as _, AsRawFd as _, OwnedFd, RawFd},
+    sync::atomic::{AtomicBool, Ordering},
 };
 
 use aya::{
@@ -405,9 +406,9 @@ impl FastPath {
             }
             moves.push((from, p.to));
         }
-        let written = update_batch(&self.large, &large)
-            .and_then(|()| update_batch(&self.short, &short))
-            .and_then(|()| update_batch(&self.small, &small));
+        let written = update_batch(map_fd(&self.large), &large)
+            .and_then(|()| update_batch(map_fd(&self.short), &short))
+            .and_then(|()| update_batch(map_fd(&self.small), &small));
         if let Err(e) = written {
             // The maps hold what they held, or some of the batch: the one-by-one writes below
             // start from the shadow of before, as if the batch had not been tried.
@@ -424,6 +425,39 @@ impl FastPath {
             return entries.iter().try_for_each(|(k, e)| self.set_name(k, e));
         }
         for ((key, _), (from, to)) in entries.iter().zip(moves) {
+            self.leave(key, from, to)?;
+        }
+        Ok(())
+    }
+
+    /// Writes of names for other threads: see [`NameBatcher`]. `None` once the kernel has
+    /// refused batched writes (or if the descriptors can't be duplicated): then every name
+    /// goes through [`FastPath::set_names`].
+    pub fn name_batcher(&self) -> Option<NameBatcher> {
+        if !self.batch_ok {
+            return None;
+        }
+        let dup = |fd: RawFd| {
+            // SAFETY: `fd` is one of this writer's maps, open for as long as `self` is borrowed;
+            // it is only duplicated here, and the copy owns itself.
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+                .try_clone_to_owned()
+                .ok()
+        };
+        Some(NameBatcher {
+            short: dup(map_fd(&self.short))?,
+            small: dup(map_fd(&self.small))?,
+            large: dup(map_fd(&self.large))?,
+            refused: AtomicBool::new(false),
+        })
+    }
+
+    /// Takes note of names a [`NameBatcher`] of these maps wrote: where each name is now, and
+    /// its old entries taken out of the maps it left (after the new ones, which are written).
+    pub fn names_written(&mut self, entries: &[(NameKey, NameEntry)]) -> Result<(), MapWriteError> {
+        for (key, entry) in entries {
+            let to = placement(key, entry, None).to;
+            let from = self.shadow.replace(key, to);
             self.leave(key, from, to)?;
         }
         Ok(())
@@ -690,17 +724,19 @@ struct BatchAttr {
 
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 
-/// Writes every key and value of `batch` into `map` (`BPF_ANY`), in order, in one syscall
-/// (Linux 5.6 and later; aya has no call for it).
-fn update_batch<K: Pod, V: Pod>(
-    map: &HashMap<MapData, K, V>,
-    batch: &Batch<K, V>,
-) -> std::io::Result<()> {
+/// The descriptor of a map, for the raw batch calls.
+fn map_fd<K: Pod, V: Pod>(map: &HashMap<MapData, K, V>) -> RawFd {
+    map.map().fd().as_fd().as_raw_fd()
+}
+
+/// Writes every key and value of `batch` into the hash map `fd` (`BPF_ANY`), in order, in one
+/// syscall (Linux 5.6 and later; aya has no call for it). The map's key and value must be `K`
+/// and `V`.
+fn update_batch<K: Pod, V: Pod>(fd: RawFd, batch: &Batch<K, V>) -> std::io::Result<()> {
     if batch.keys.is_empty() {
         return Ok(());
     }
     let count = u32::try_from(batch.keys.len()).map_err(std::io::Error::other)?;
-    let fd = map.map().fd().as_fd().as_raw_fd();
     let mut attr = BatchAttr {
         keys: batch.keys.as_ptr() as u64,
         values: batch.values.as_ptr() as u64,
@@ -711,8 +747,8 @@ fn update_batch<K: Pod, V: Pod>(
     // SAFETY: `attr` is the batch member of `union bpf_attr`, laid out as the kernel reads it
     // and passed with its size (the kernel checks any bytes beyond are zero); `keys` and
     // `values` point at `count` keys and values of the map's key and value sizes (aya checked
-    // the sizes of `K` and `V` against the map when it was opened), alive for the call. The
-    // kernel only reads them, and writes `attr.count`.
+    // the sizes of `K` and `V` against the map when it was opened; the callers pass each map's
+    // own types), alive for the call. The kernel only reads them, and writes `attr.count`.
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -725,6 +761,65 @@ fn update_batch<K: Pod, V: Pod>(
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The name maps' writes, without the shadow, for threads other than the one that owns the
+/// [`FastPath`]: at start-up a million names are a million inserts into the kernel's hash
+/// tables, more CPU than compiling them, and the threads that compile the names write them too
+/// (the tables lock per bucket, so they write side by side) while the owner only keeps its
+/// shadow ([`FastPath::names_written`]).
+///
+/// A batch is written as if no name were in the maps yet: each large value's marker is
+/// written even where it is there already, the same bytes again. A name's old entries in a map
+/// it leaves are taken out by the owner afterwards, so every name still gets its new entry
+/// before its old one goes, and a large value before its marker.
+pub struct NameBatcher {
+    short: OwnedFd,
+    small: OwnedFd,
+    large: OwnedFd,
+    /// Set once the kernel refused a batch: the rest go through the owner one by one.
+    refused: AtomicBool,
+}
+
+impl NameBatcher {
+    /// Writes `entries` (distinct keys), one `BPF_MAP_UPDATE_BATCH` a map. `false` if nothing or
+    /// only some of them may be written: the owner writes them again with
+    /// [`FastPath::set_names`], which is harmless for those written and gives the error.
+    pub fn write(&self, entries: &[(NameKey, NameEntry)]) -> bool {
+        if self.refused.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut short = Batch::default();
+        let mut small = Batch::default();
+        let mut large = Batch::default();
+        for (key, entry) in entries {
+            let p = placement(key, entry, None);
+            if let Some(v) = p.large {
+                large.push(*key, *v);
+            }
+            if let Some((k, v)) = p.short {
+                short.push(k, v);
+            }
+            if let Some(v) = p.small {
+                small.push(*key, v);
+            }
+        }
+        let written = update_batch::<NameKey, LargeValue>(self.large.as_raw_fd(), &large)
+            .and_then(|()| update_batch::<ShortKey, SmallValue>(self.short.as_raw_fd(), &short))
+            .and_then(|()| update_batch::<NameKey, SmallValue>(self.small.as_raw_fd(), &small));
+        match written {
+            Ok(()) => true,
+            Err(e) => {
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)
+                ) {
+                    self.refused.store(true, Ordering::Relaxed);
+                }
+                false
+            }
+        }
+    }
 }
 
 #[cfg(test)]

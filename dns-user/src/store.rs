@@ -51,7 +51,9 @@ use crate::{
     error_chain,
     journal::{self, Diff, JournalLimits, JournalOp, JournalSource},
     progress::{Progress, Reporter},
-    zone::{ChangeSet, RrSet, SoaParams, StoredSet, Zone, ZoneError, ZoneSet, ZoneSpec},
+    zone::{
+        ChangeSet, LoadedOwner, RrSet, SoaParams, StoredSet, Zone, ZoneError, ZoneSet, ZoneSpec,
+    },
     zonefile::presentation::format_name,
 };
 
@@ -604,7 +606,10 @@ fn load_zone(
             }
             let rtype = RecordType::from(t);
             // The records are read (on every CPU) and kept in this form by the zone.
-            match decode_name(owner).and_then(|o| Ok((o, split_rrset(v.value())?))) {
+            // Straight into the zone's key form: building a `Name` of each owner only for the
+            // zone to encode it again was a large part of this loop, which runs on one thread.
+            let owner_key = wire_labels(owner).map(|l| LoadedOwner::from_labels(&l));
+            match owner_key.and_then(|o| Ok((o, split_rrset(v.value())?))) {
                 Ok((owner_name, (ttl, records))) => rrsets.push((
                     owner_name,
                     rtype,
@@ -1008,6 +1013,12 @@ pub fn encode_name(name: &Name) -> Vec<u8> {
 
 /// The name [`encode_name`] wrote (absolute).
 pub fn decode_name(wire: &[u8]) -> Result<Name, String> {
+    Name::from_labels(wire_labels(wire)?).map_err(|e| e.to_string())
+}
+
+/// The labels of a name [`encode_name`] wrote, leftmost first: what [`decode_name`] checks, and
+/// what the store's load puts into the zone's key form without building a `Name`.
+fn wire_labels(wire: &[u8]) -> Result<Vec<&[u8]>, String> {
     let mut labels: Vec<&[u8]> = Vec::new();
     let mut at = 0;
     loop {
@@ -1033,7 +1044,7 @@ pub fn decode_name(wire: &[u8]) -> Result<Name, String> {
     if at > 255 {
         return Err(format!("name of {at} bytes"));
     }
-    Name::from_labels(labels).map_err(|e| e.to_string())
+    Ok(labels)
 }
 
 /// Zone settings as stored: `serial | soa_ttl | refresh | retry | expire | minimum` (u32,

@@ -13,8 +13,8 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use imbl::OrdMap;
 
 use super::{
-    model::{Node, SetRef, StoredSet, WireSet},
-    name::{has_star_label, is_wildcard, normalize, CanonName},
+    model::{LoadedOwner, Node, SetRef, StoredSet, WireSet},
+    name::{normalize, CanonName},
     validate::{check_set_alone, check_set_at, check_set_beside, check_ttl},
     RrSet, SoaParams, TtlField, Zone, ZoneError, ZoneSet, ZoneSpec,
 };
@@ -165,12 +165,12 @@ impl Collected {
         changes.rrsets = self
             .rrsets
             .into_iter()
-            .map(|(owner, rtype)| (apex.name().clone(), owner.into_name(), rtype))
+            .map(|(owner, rtype)| (apex.name(), owner.into_name(), rtype))
             .collect();
         if self.zone_full {
-            changes.zones_full.insert(apex.name().clone());
+            changes.zones_full.insert(apex.name());
         }
-        changes.zones_soa.insert(apex.name().clone());
+        changes.zones_soa.insert(apex.name());
         changes
     }
 }
@@ -300,7 +300,7 @@ impl ZoneSet {
     ) -> Result<ChangeSet, ZoneError> {
         let rrsets = rrsets
             .into_iter()
-            .map(|(n, t, s)| (n, t, Loading::Records(s)))
+            .map(|(n, t, s)| (CanonName::from_name(n), t, Loading::Records(s)))
             .collect();
         // One thread: a zone-file import runs while the fallback answers, on the same CPUs.
         let zone = self.build_zone(spec, rrsets, 1)?;
@@ -314,11 +314,11 @@ impl ZoneSet {
     pub fn add_loaded_zone(
         &mut self,
         spec: ZoneSpec,
-        rrsets: Vec<(Name, RecordType, StoredSet)>,
+        rrsets: Vec<(LoadedOwner, RecordType, StoredSet)>,
     ) -> Result<(), ZoneError> {
         let rrsets = rrsets
             .into_iter()
-            .map(|(n, t, s)| (n, t, Loading::Stored(s)))
+            .map(|(n, t, s)| (n.0, t, Loading::Stored(s)))
             .collect();
         // Every CPU: nothing is served yet.
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
@@ -331,7 +331,7 @@ impl ZoneSet {
     fn build_zone(
         &self,
         spec: ZoneSpec,
-        rrsets: Vec<(Name, RecordType, Loading)>,
+        rrsets: Vec<(CanonName, RecordType, Loading)>,
         threads: usize,
     ) -> Result<Zone, ZoneError> {
         let mut zone = self.new_zone(&spec)?;
@@ -370,7 +370,7 @@ impl ZoneSet {
                 apex: apex.to_string(),
             });
         }
-        if is_wildcard(apex.name()) {
+        if apex.is_wildcard() {
             return Err(ZoneError::WildcardApex);
         }
         spec.soa.validate()?;
@@ -385,6 +385,7 @@ impl ZoneSet {
         }
         let mut zone = Zone {
             apex: apex.clone(),
+            apex_name: apex.name(),
             soa: spec.soa.normalized(),
             serial: spec.serial,
             nodes: Default::default(),
@@ -411,9 +412,9 @@ impl ZoneSet {
         let apex = zone.apex.clone();
         let mut changes = self.names_shadowed_by(&apex);
         changes.add_sorted_names(zone.existing());
-        changes.zones_soa.insert(apex.name().clone());
-        changes.zones_full.insert(apex.name().clone());
-        changes.zones_replaced.insert(apex.name().clone());
+        changes.zones_soa.insert(apex.name());
+        changes.zones_full.insert(apex.name());
+        changes.zones_replaced.insert(apex.name());
         self.zones.insert(apex, zone);
         changes
     }
@@ -428,9 +429,9 @@ impl ZoneSet {
             })?;
         let mut changes = self.names_shadowed_by(apex);
         changes.add_sorted_names(zone.existing());
-        changes.zones_soa.insert(apex.name().clone());
-        changes.zones_full.insert(apex.name().clone());
-        changes.zones_replaced.insert(apex.name().clone());
+        changes.zones_soa.insert(apex.name());
+        changes.zones_full.insert(apex.name());
+        changes.zones_replaced.insert(apex.name());
         Ok(changes)
     }
 
@@ -461,7 +462,7 @@ impl ZoneSet {
                 .next()
                 .is_some_and(|(target, _)| target.is_at_or_below(apex))
             {
-                changes.zones_full.insert(parent.apex.name().clone());
+                changes.zones_full.insert(parent.apex.name());
             }
         }
         changes
@@ -490,8 +491,8 @@ impl ZoneSet {
         zone.soa = soa.normalized();
         zone.serial = serial;
         let mut changes = ChangeSet::default();
-        changes.names.insert(apex.name().clone());
-        changes.zones_soa.insert(apex.name().clone());
+        changes.names.insert(apex.name());
+        changes.zones_soa.insert(apex.name());
         Ok(changes)
     }
 
@@ -503,8 +504,8 @@ impl ZoneSet {
         zone.soa = soa.normalized();
         zone.bump_serial();
         let mut changes = ChangeSet::default();
-        changes.names.insert(apex.name().clone());
-        changes.zones_soa.insert(apex.name().clone());
+        changes.names.insert(apex.name());
+        changes.zones_soa.insert(apex.name());
         Ok(changes)
     }
 
@@ -565,14 +566,14 @@ impl Zone {
                 (name, rtype, None)
             }
         };
-        let watch_wildcards = !self.stars.is_empty() || has_star_label(name.name());
+        let watch_wildcards = !self.stars.is_empty() || name.has_star_label();
         let before = watch_wildcards.then(|| self.closest_encloser(&name));
         let had_wildcard_or_cut = self.has_wildcard_or_cut();
         self.put(&name, rtype, new);
         out.rrsets.push((name.clone(), rtype));
 
         if (rtype == RecordType::NS && name != self.apex)
-            || has_star_label(name.name())
+            || name.has_star_label()
             || had_wildcard_or_cut != self.has_wildcard_or_cut()
         {
             out.zone_full = true;
@@ -621,7 +622,11 @@ impl Zone {
 
     /// Normalises an owner name given to a mutation and checks that it is in the zone.
     pub(super) fn owner(&self, name: Name) -> Result<CanonName, ZoneError> {
-        let name = CanonName::from_name(name);
+        self.owner_key(CanonName::from_name(name))
+    }
+
+    /// [`Zone::owner`] of a name in key form.
+    fn owner_key(&self, name: CanonName) -> Result<CanonName, ZoneError> {
         if !name.is_at_or_below(&self.apex) {
             return Err(ZoneError::NotInZone {
                 name: name.to_string(),
@@ -654,7 +659,7 @@ impl Zone {
     /// first failure found this way is the one the sequential order meets first.
     pub(super) fn load_rrsets(
         &mut self,
-        rrsets: Vec<(Name, RecordType, Loading)>,
+        rrsets: Vec<(CanonName, RecordType, Loading)>,
         threads: usize,
     ) -> Result<(), ZoneError> {
         let mut first_error: Option<(usize, ZoneError)> = None;
@@ -712,7 +717,7 @@ impl Zone {
             .nodes
             .iter()
             .flat_map(|(name, node)| {
-                let star = has_star_label(name.name());
+                let star = name.has_star_label();
                 node.types()
                     .filter(move |t| star || matches!(t, RecordType::CNAME | RecordType::NS))
                     .map(move |t| (name.clone(), t))
@@ -728,11 +733,11 @@ impl Zone {
     /// once it passed the checks that need no other RRset.
     fn load_one(
         &self,
-        name: Name,
+        name: CanonName,
         rtype: RecordType,
         set: Loading,
     ) -> Result<(CanonName, WireSet), ZoneError> {
-        let name = self.owner(name)?;
+        let name = self.owner_key(name)?;
         let wire = match set {
             Loading::Records(set) => {
                 check_set_alone(&self.apex, &name, rtype, set.ttl, &set.records)?;
@@ -816,7 +821,7 @@ impl Zone {
                 self.cuts.remove(name);
             }
         }
-        if has_star_label(name.name()) {
+        if name.has_star_label() {
             if self.nodes.contains_key(name) {
                 self.stars.insert(name.clone());
             } else {

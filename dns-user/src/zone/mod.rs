@@ -4,8 +4,8 @@
 //! a question is, so the two can only disagree through a serialisation bug. Everything else here
 //! keeps the data in a shape that makes `resolve` simple and the compiler's job incremental:
 //!
-//! - Names are stored lowercased and fully qualified, in `BTreeMap`s keyed by [`CanonName`], which
-//!   orders them in the canonical name order (RFC 4034 §6.1). In that order a name's descendants
+//! - Names are stored lowercased and fully qualified, in ordered maps keyed by [`CanonName`]:
+//!   bytes whose order is the canonical name order (RFC 4034 §6.1). In that order a name's descendants
 //!   directly follow it, so "does this name have descendants" (is it an empty non-terminal?) is one
 //!   range lookup, and so is "which key is the closest ancestor of this name".
 //! - Every change goes through [`ZoneSet::apply`], validates and changes nothing on error, bumps
@@ -35,7 +35,7 @@ mod validate;
 pub use change::{import_serial, serial_newer, Change, ChangeSet, Edit, SoaChange};
 pub use error::{TtlField, ZoneError};
 pub(crate) use model::read_rdata;
-pub use model::{RrSet, SoaParams, StoredSet, Zone, ZoneSpec};
+pub use model::{ExistingName, LoadedOwner, RrSet, SoaParams, StoredSet, Zone, ZoneSpec};
 pub use name::normalize;
 pub use resolve::{Resolution, ResolutionKind};
 pub use validate::{MAX_TTL, SUPPORTED_TYPES};

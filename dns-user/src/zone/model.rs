@@ -345,10 +345,39 @@ impl ZoneSpec {
     }
 }
 
+/// An owner for [`super::ZoneSet::add_loaded_zone`], in the zone's key form: built from the labels the
+/// store keeps without a `Name` in between (a million of them at a start), or from a `Name`.
+pub struct LoadedOwner(pub(super) CanonName);
+
+impl LoadedOwner {
+    /// The owner whose labels, leftmost first, are `labels`: each 1 to 63 bytes, 255 bytes in
+    /// all in wire form at most (the store checks this as it reads them).
+    pub fn from_labels(labels: &[&[u8]]) -> Self {
+        Self(CanonName::from_labels(labels))
+    }
+}
+
+impl From<Name> for LoadedOwner {
+    fn from(name: Name) -> Self {
+        Self(CanonName::from_name(name))
+    }
+}
+
+/// A name of [`Zone::existing_keys`].
+pub struct ExistingName(CanonName);
+
+impl ExistingName {
+    pub fn name(&self) -> Name {
+        self.0.name()
+    }
+}
+
 /// One zone: SOA, apex NS set and the other RRsets by owner name.
 #[derive(Clone, Debug)]
 pub struct Zone {
     pub(super) apex: CanonName,
+    /// The apex as a `Name`, for [`Zone::apex`] and the records the zone gives.
+    pub(super) apex_name: Name,
     pub(super) soa: SoaParams,
     pub(super) serial: u32,
     /// Owner to its RRsets; the apex NS set lives here too. Never holds an empty node.
@@ -360,13 +389,13 @@ pub struct Zone {
     pub(super) cname_owners: OrdMap<CanonName, OrdSet<CanonName>>,
     /// Names below the apex that own NS: the zone cuts (delegations).
     pub(super) cuts: OrdSet<CanonName>,
-    /// Owners with a `*` label (see [`has_star_label`]).
+    /// Owners with a `*` label (see [`CanonName::has_star_label`]).
     pub(super) stars: OrdSet<CanonName>,
 }
 
 impl Zone {
     pub fn apex(&self) -> &Name {
-        self.apex.name()
+        &self.apex_name
     }
 
     pub fn soa(&self) -> &SoaParams {
@@ -393,7 +422,7 @@ impl Zone {
 
     /// The SOA record as answered to an SOA query: TTL is the SOA TTL.
     pub fn soa_record(&self) -> Record {
-        Record::from_rdata(self.apex.name().clone(), self.soa.ttl, self.soa_rdata())
+        Record::from_rdata(self.apex_name.clone(), self.soa.ttl, self.soa_rdata())
     }
 
     /// TTL of the SOA record in negative answers.
@@ -407,7 +436,7 @@ impl Zone {
     /// The SOA record for the authority section of NXDOMAIN and NODATA answers.
     pub fn negative_soa(&self) -> Record {
         Record::from_rdata(
-            self.apex.name().clone(),
+            self.apex_name.clone(),
             self.negative_ttl(),
             self.soa_rdata(),
         )
@@ -438,7 +467,7 @@ impl Zone {
     }
 
     /// The delegation points (names below the apex that own NS).
-    pub fn cuts(&self) -> impl Iterator<Item = &Name> {
+    pub fn cuts(&self) -> impl Iterator<Item = Name> + '_ {
         self.cuts.iter().map(CanonName::name)
     }
 
@@ -447,6 +476,12 @@ impl Zone {
     /// glue lives there). Canonical order.
     pub fn existing_names(&self) -> impl Iterator<Item = Name> {
         self.existing().into_iter().map(CanonName::into_name)
+    }
+
+    /// [`Zone::existing_names`], each as the zone keeps it: the `Name` is built when asked for,
+    /// so that the compiler's threads build them, not the one that lists them.
+    pub fn existing_keys(&self) -> Vec<ExistingName> {
+        self.existing().into_iter().map(ExistingName).collect()
     }
 
     /// [`Zone::existing_names`] in key form.
@@ -482,7 +517,7 @@ impl Zone {
     }
 
     /// Owner names with data (no empty non-terminals), canonical order.
-    pub fn owners(&self) -> impl Iterator<Item = &Name> {
+    pub fn owners(&self) -> impl Iterator<Item = Name> + '_ {
         self.nodes.keys().map(CanonName::name)
     }
 
@@ -521,7 +556,7 @@ impl Zone {
             .range(CanonName::new(from)..)
             .flat_map(|(name, node)| {
                 node.iter()
-                    .map(move |s| (name.name().clone(), s.rtype, s.ttl, s.records().collect()))
+                    .map(move |s| (name.name(), s.rtype, s.ttl, s.records().collect()))
             })
     }
 

@@ -1,6 +1,8 @@
 //! [`ZoneSet::resolve`]: RFC 1034 §4.3.2 for an authoritative-only server, with RFC 2308 negative
 //! answers and RFC 4592 wildcards.
 
+use std::borrow::Cow;
+
 use hickory_proto::{
     op::ResponseCode,
     rr::{Name, RData, Record, RecordType},
@@ -113,7 +115,7 @@ impl ZoneSet {
         };
         let node = zone.nodes.get(&name);
         qtypes.map(|qtype| {
-            zone.resolve_from(qname, name.clone(), qtype, Some(node), |target| {
+            zone.resolve_from(qname, Cow::Borrowed(&name), qtype, Some(node), |target| {
                 self.find_zone_of(target)
                     .is_some_and(|z| z.apex == zone.apex)
             })
@@ -134,7 +136,7 @@ impl Zone {
         qtype: RecordType,
         authoritative: impl Fn(&CanonName) -> bool,
     ) -> Resolution {
-        self.resolve_from(qname, name, qtype, None, authoritative)
+        self.resolve_from(qname, Cow::Owned(name), qtype, None, authoritative)
     }
 
     /// [`Zone::resolve`] of `qname` (`name` in key form), following a CNAME only to targets
@@ -143,7 +145,7 @@ impl Zone {
     fn resolve_from(
         &self,
         qname: &Name,
-        mut name: CanonName,
+        mut name: Cow<'_, CanonName>,
         qtype: RecordType,
         mut first: Option<Option<&Node>>,
         authoritative: impl Fn(&CanonName) -> bool,
@@ -160,14 +162,14 @@ impl Zone {
             if let Some(cut) = self.cut_above(&name) {
                 // RFC 4035 §3.1.4.1 (and RFC 1034's parent-side rule): DS lives in the parent, so
                 // a DS question at the cut itself is answered here, not referred.
-                if !(*cut == name && qtype == RecordType::DS) {
+                if !(*cut == *name && qtype == RecordType::DS) {
                     self.referral(cut, &mut res);
                     return res;
                 }
             }
             let looked_up = match first.take() {
                 Some(node) => node,
-                None => self.nodes.get(&name),
+                None => self.nodes.get(&*name),
             };
             let found = match looked_up {
                 Some(node) => Found::Node(node),
@@ -179,7 +181,7 @@ impl Zone {
                 Found::Empty => return self.negative(res, ResolutionKind::Nodata),
                 Found::Missing => return self.negative(res, ResolutionKind::Nxdomain),
             };
-            let at_apex = name == self.apex;
+            let at_apex = *name == self.apex;
             if qtype == RecordType::ANY {
                 if at_apex {
                     res.answers.push(self.soa_owned_by(&owner));
@@ -204,7 +206,7 @@ impl Zone {
             // match CNAME, copy the CNAME RR into the answer section of the response, change
             // QNAME to the canonical name in the CNAME RR, and go back to step 1."
             push_set(&mut res.answers, &owner, cname);
-            followed.push(name);
+            followed.push(name.into_owned());
             let Some(target) = cname.first().as_ref().and_then(cname_target) else {
                 return res;
             };
@@ -217,8 +219,8 @@ impl Zone {
             {
                 return res;
             }
-            owner = target.name().clone();
-            name = target;
+            owner = target.name();
+            name = Cow::Owned(target);
         }
     }
 
@@ -252,7 +254,7 @@ impl Zone {
         let Some(ns) = self.rrset_lower(cut, RecordType::NS) else {
             return;
         };
-        push_set(&mut res.authority, cut.name(), ns);
+        push_set(&mut res.authority, &cut.name(), ns);
         for rd in ns.records() {
             let RData::NS(target) = rd else { continue };
             let target = CanonName::new(&target.0);
@@ -261,7 +263,7 @@ impl Zone {
             }
             for t in [RecordType::A, RecordType::AAAA] {
                 if let Some(glue) = self.rrset_lower(&target, t) {
-                    push_set(&mut res.additional, target.name(), glue);
+                    push_set(&mut res.additional, &target.name(), glue);
                 }
             }
         }

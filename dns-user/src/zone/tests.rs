@@ -623,13 +623,13 @@ fn existing_names_match_their_definition() {
         set(&mut zs, name, t, rd);
     }
     let z = zs.zone(&apex()).expect("zone");
-    let cuts: Vec<Name> = z.cuts().cloned().collect();
+    let cuts: Vec<Name> = z.cuts().collect();
     let mut want = BTreeSet::new();
     for owner in z.owners() {
-        if cuts.iter().any(|c| c != owner && c.zone_of_case(owner)) {
+        if cuts.iter().any(|c| *c != owner && c.zone_of_case(&owner)) {
             continue;
         }
-        let mut n = owner.clone();
+        let mut n = owner;
         while want.insert(n.clone()) && n != apex() {
             n = n.base_name();
         }
@@ -1309,7 +1309,7 @@ fn canon_name_order_is_hickorys_canonical_order() {
     let names = tricky_names();
     for x in &names {
         let cx = CanonName::new(x);
-        assert_eq!(cx.name(), &normalize(x));
+        assert_eq!(cx.name(), normalize(x));
         assert!(cx.name().is_fqdn());
         for y in &names {
             let cy = CanonName::new(y);
@@ -1361,6 +1361,55 @@ fn canon_name_parts() {
     assert!(name.is_at_or_below(&c(".")));
     assert!(!c("example.com.").is_at_or_below(&name));
     assert!(!c("b.example.com.").is_at_or_below(&c("ab.example.com.")));
+}
+
+#[test]
+fn canon_name_parts_agree_with_the_names_labels() {
+    // The key's own reading of its labels (escaped bytes and all) against hickory's labels.
+    let mut names = tricky_names();
+    names.push(Name::from_labels([b"*".as_slice(), b"\x00", b"\x01*"]).expect("raw labels"));
+    names.push(Name::from_labels([b"\x01".as_slice(), b"*", b"\x00\x01"]).expect("raw labels"));
+    for x in &names {
+        let cx = CanonName::new(x);
+        let nx = normalize(x);
+        let labels: Vec<&[u8]> = nx.iter().collect();
+        assert_eq!(cx.label_count(), labels.len(), "{x}");
+        assert_eq!(
+            cx.wire_len(),
+            labels.iter().map(|l| l.len() + 1).sum::<usize>() + 1,
+            "{x}"
+        );
+        assert_eq!(
+            cx.is_wildcard(),
+            labels.first() == Some(&b"*".as_slice()),
+            "{x}"
+        );
+        assert_eq!(
+            cx.has_star_label(),
+            labels.contains(&b"*".as_slice()),
+            "{x}"
+        );
+        for k in 0..=labels.len() + 1 {
+            let want = Name::from_labels(labels[labels.len().saturating_sub(k)..].to_vec())
+                .expect("a suffix of a valid name");
+            assert!(cx.trim_to(k).name().eq_case(&want), "{x} trimmed to {k}");
+        }
+        for y in &names {
+            let cy = CanonName::new(y);
+            let ny = normalize(y);
+            let common = nx
+                .iter()
+                .rev()
+                .zip(ny.iter().rev())
+                .take_while(|(a, b)| a == b);
+            assert_eq!(cx.common_labels(&cy), common.count(), "{x} and {y}");
+            assert_eq!(
+                cx.is_at_or_below(&cy),
+                ny.zone_of_case(&nx),
+                "{x} under {y}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -1489,7 +1538,7 @@ fn nested_cuts_refer_at_the_topmost() {
     assert_eq!(res.kind, ResolutionKind::Answer);
     let z = zs.zone(&apex()).expect("zone");
     assert_eq!(
-        z.cuts().map(ToString::to_string).collect::<Vec<_>>(),
+        z.cuts().map(|c| c.to_string()).collect::<Vec<_>>(),
         vec!["sub.example.com.", "deep.x.sub.example.com."]
     );
     let existing: BTreeSet<Name> = z.existing_names().collect();
@@ -1818,6 +1867,14 @@ fn fill_sorted_keeps_every_entry_in_order() {
     }
 }
 
+/// RRsets for [`ZoneSet::add_loaded_zone`].
+fn loaded(rrsets: Vec<(Name, RecordType, StoredSet)>) -> Vec<(LoadedOwner, RecordType, StoredSet)> {
+    rrsets
+        .into_iter()
+        .map(|(n, t, s)| (n.into(), t, s))
+        .collect()
+}
+
 #[test]
 fn a_loaded_zone_keeps_the_stored_bytes_and_finds_the_first_bad_rrset() {
     // As the store writes them: `len (u16) | RDATA` for each record.
@@ -1840,7 +1897,7 @@ fn a_loaded_zone_keeps_the_stored_bytes_and_finds_the_first_bad_rrset() {
     };
     let rrsets: Vec<_> = (0..count).map(good).collect();
     let mut zs = ZoneSet::new();
-    zs.add_loaded_zone(spec("example.com."), rrsets.clone())
+    zs.add_loaded_zone(spec("example.com."), loaded(rrsets.clone()))
         .expect("load");
     let z = zs.zone(&apex()).expect("zone");
     assert_eq!(z.name_count(), count as usize + 1);
@@ -1875,7 +1932,7 @@ fn a_loaded_zone_keeps_the_stored_bytes_and_finds_the_first_bad_rrset() {
         // A later bad RRset doesn't hide the first.
         rrsets[9_999].2 = stored(60, &[]);
         let e = ZoneSet::new()
-            .add_loaded_zone(spec("example.com."), rrsets)
+            .add_loaded_zone(spec("example.com."), loaded(rrsets))
             .expect_err("bad rrset");
         match e {
             ZoneError::Batch { index, source } => {

@@ -6,11 +6,7 @@ use hickory_proto::{
     serialize::binary::BinEncodable as _,
 };
 
-use super::{
-    model::Node,
-    name::{is_wildcard, CanonName},
-    TtlField, ZoneError,
-};
+use super::{model::Node, name::CanonName, TtlField, ZoneError};
 
 /// RFC 2181 §8: "The definition of values appropriate to the TTL field in STD 13 is not as clear
 /// as it could be [...] it is hereby specified that a TTL value is an unsigned number, with a
@@ -120,7 +116,7 @@ pub(super) fn check_set_beside(
         });
     }
     // RFC 4592 §4.2: NS at a wildcard "has unclear semantics"; refuse it.
-    if rtype == RecordType::NS && is_wildcard(name.name()) {
+    if rtype == RecordType::NS && name.is_wildcard() {
         return Err(ZoneError::WildcardNs);
     }
     Ok(())
@@ -130,7 +126,7 @@ pub(super) fn check_set_beside(
 /// counted). Checked before the per-record checks, which take time quadratic in the count;
 /// counting stops at the limit, so a huge set is refused without encoding all of it.
 fn check_message_size(name: &CanonName, records: &[RData]) -> Result<(), ZoneError> {
-    let owner: usize = name.name().iter().map(|l| l.len() + 1).sum::<usize>() + 1;
+    let owner = name.wire_len();
     let mut size = 12 + owner + 4;
     for (index, r) in records.iter().enumerate() {
         let rdata = match r {
