@@ -18,9 +18,10 @@
 //!   fact.
 //! - The writer answers each ack with a receipt. A follower whose ack got its receipt leaves
 //!   the applied revision to its registration's next lazy update ([`LAZY_PUBLISH`], for
-//!   `GET /v1/edges`); without a receipt within [`RECEIPT_WAIT`] it publishes at once, as
-//!   without acks. A lost datagram, or edges that can't reach each other, costs that wait, never
-//!   a confirmation.
+//!   `GET /v1/edges`); without a receipt in time (three of that writer's usual round trips,
+//!   within [`RECEIPT_WAIT`] and [`RECEIPT_WAIT_MAX`]) it publishes at once, as without acks.
+//!   A lost datagram, or edges that can't reach each other, costs that wait, never a
+//!   confirmation.
 
 use std::{
     collections::HashMap,
@@ -42,9 +43,11 @@ use tracing::{info, warn};
 
 use super::{request, Fleet, FleetError};
 
-/// How long a follower waits for the writer's receipt before it publishes the revision in its
-/// registration after all.
+/// The least a follower waits for the writer's receipt before it publishes the revision in its
+/// registration after all; it waits three of the receipts' round trips from that writer (a
+/// writer in another region is farther), up to [`RECEIPT_WAIT_MAX`].
 pub(super) const RECEIPT_WAIT: Duration = Duration::from_millis(50);
+const RECEIPT_WAIT_MAX: Duration = Duration::from_secs(1);
 /// How soon a registration shows a revision that was confirmed directly.
 pub(super) const LAZY_PUBLISH: Duration = Duration::from_secs(1);
 
@@ -168,6 +171,17 @@ struct Writer {
     waiting_since: Instant,
     /// Its receipts came back the last time one was waited for: wait for them (not etcd).
     path_ok: bool,
+    /// The receipts' round trip, smoothed (None until one came).
+    round_trip: Option<Duration>,
+}
+
+impl Writer {
+    /// How long an ack to this writer waits for its receipt.
+    fn receipt_wait(&self) -> Duration {
+        self.round_trip.map_or(RECEIPT_WAIT, |rtt| {
+            (3 * rtt).clamp(RECEIPT_WAIT, RECEIPT_WAIT_MAX)
+        })
+    }
 }
 
 /// How many leases of one edge the acks taken from it are kept for: its registration's, and
@@ -304,6 +318,7 @@ impl Acks {
                     receipted: 0,
                     waiting_since: now,
                     path_ok: true,
+                    round_trip: None,
                 });
                 if w.sent <= w.receipted {
                     w.waiting_since = now;
@@ -352,7 +367,7 @@ impl Acks {
             if w.sent <= published || w.sent <= w.receipted {
                 continue;
             }
-            let at = w.waiting_since + RECEIPT_WAIT;
+            let at = w.waiting_since + w.receipt_wait();
             if !w.path_ok || at <= now {
                 w.path_ok = false;
                 return Publish::Now;
@@ -415,10 +430,17 @@ impl Acks {
                 }
                 let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(w) = writers.get_mut(&m.from) {
+                    let now = Instant::now();
+                    // The oldest ack waiting was sent at `waiting_since`: at least one round
+                    // trip ago, if this receipt is for it.
+                    if m.revision >= w.sent && w.sent > w.receipted {
+                        let sample = now - w.waiting_since;
+                        w.round_trip = Some(w.round_trip.map_or(sample, |r| (7 * r + sample) / 8));
+                    }
                     w.receipted = w.receipted.max(m.revision);
                     w.path_ok = true;
                     // Acks sent after the one receipted wait from now on.
-                    w.waiting_since = Instant::now();
+                    w.waiting_since = now;
                 }
             }
         }
@@ -593,6 +615,22 @@ mod tests {
         let bytes = encode(&[7u8; KEY_LEN], &m).expect("encodes");
         assert!(bytes.len() <= MAX_DATAGRAM);
         assert_eq!(decode(&[7u8; KEY_LEN], &bytes), Some(m));
+    }
+
+    #[test]
+    fn a_receipt_is_awaited_three_round_trips_within_bounds() {
+        let writer = |round_trip| Writer {
+            sent: 0,
+            receipted: 0,
+            waiting_since: Instant::now(),
+            path_ok: true,
+            round_trip,
+        };
+        let ms = Duration::from_millis;
+        assert_eq!(writer(None).receipt_wait(), RECEIPT_WAIT);
+        assert_eq!(writer(Some(ms(2))).receipt_wait(), RECEIPT_WAIT);
+        assert_eq!(writer(Some(ms(100))).receipt_wait(), ms(300));
+        assert_eq!(writer(Some(ms(900))).receipt_wait(), RECEIPT_WAIT_MAX);
     }
 
     #[test]
