@@ -461,8 +461,11 @@ impl<S: Persist, M: MapWriter> Engine<S, M> {
         tokio::task::spawn_blocking(move || {
             // Under the writer lock the served version is the newest revision's.
             let replaced = this.store_unstored(&this.zones());
-            let flushed = this.store.flush();
+            // Not the fsync: a disk busy with something else would hold up the next revisions'
+            // way to the maps. Meanwhile small ones only go into `Unstored`, and the commit of
+            // a large one waits for the store's own lock, so commits still land in order.
             drop(writer);
+            let flushed = this.store.flush();
             replaced.into_iter().for_each(reclaim);
             flushed
         })
