@@ -121,7 +121,7 @@ pub struct FleetArgs {
     #[arg(long, value_name = "ADDR|off")]
     pub ack_listen: Option<AckListen>,
     /// The address the other edges send acks to (default: the address this edge reaches etcd
-    /// from, with --ack-listen's port; acks are off if that is a loopback address).
+    /// from, with the port of --ack-listen; acks are off if that is a loopback address).
     #[arg(long, value_name = "ADDR")]
     pub ack_address: Option<std::net::SocketAddr>,
 }
