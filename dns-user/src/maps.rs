@@ -382,9 +382,7 @@ impl FastPath {
         if !self.batch_ok || entries.len() < 2 {
             return entries.iter().try_for_each(|(k, e)| self.set_name(k, e));
         }
-        let mut short = Batch::default();
-        let mut small = Batch::default();
-        let mut large = Batch::default();
+        let mut batches = NameBatches::default();
         let mut moves = Vec::with_capacity(entries.len());
         for (key, entry) in entries {
             // Where the name goes doesn't depend on where it was (only whether it needs a new
@@ -395,30 +393,21 @@ impl FastPath {
             let from = self.shadow.replace(key, to);
             let p = placement(key, entry, from);
             debug_assert_eq!(p.to, to);
-            if let Some(v) = p.large {
-                large.push(*key, *v);
-            }
-            if let Some((k, v)) = p.short {
-                short.push(k, v);
-            }
-            if let Some(v) = p.small {
-                small.push(*key, v);
-            }
+            batches.push(key, &p);
             moves.push((from, p.to));
         }
-        let written = update_batch(map_fd(&self.large), &large)
-            .and_then(|()| update_batch(map_fd(&self.short), &short))
-            .and_then(|()| update_batch(map_fd(&self.small), &small));
+        let written = batches.write(
+            map_fd(&self.large),
+            map_fd(&self.short),
+            map_fd(&self.small),
+        );
         if let Err(e) = written {
             // The maps hold what they held, or some of the batch: the one-by-one writes below
             // start from the shadow of before, as if the batch had not been tried.
             for ((key, _), (from, _)) in entries.iter().zip(&moves).rev() {
                 self.shadow.restore(key, *from);
             }
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)
-            ) {
+            if batch_refused(&e) {
                 tracing::debug!("batched map updates refused ({e}): writing names one by one");
                 self.batch_ok = false;
             }
@@ -708,6 +697,45 @@ impl<K, V> Batch<K, V> {
     }
 }
 
+/// One batch for each name map: what a run of names puts where ([`placement`]).
+#[derive(Default)]
+struct NameBatches {
+    large: Batch<NameKey, LargeValue>,
+    short: Batch<ShortKey, SmallValue>,
+    small: Batch<NameKey, SmallValue>,
+}
+
+impl NameBatches {
+    fn push(&mut self, key: &NameKey, p: &Placement<'_>) {
+        if let Some(v) = p.large {
+            self.large.push(*key, *v);
+        }
+        if let Some((k, v)) = p.short {
+            self.short.push(k, v);
+        }
+        if let Some(v) = p.small {
+            self.small.push(*key, v);
+        }
+    }
+
+    /// Writes the batches into the maps NAMES_LARGE, NAMES_SHORT and NAMES_SMALL (`large`,
+    /// `short`, `small`), the large values first: every marker then points at its value.
+    fn write(&self, large: RawFd, short: RawFd, small: RawFd) -> std::io::Result<()> {
+        update_batch(large, &self.large)
+            .and_then(|()| update_batch(short, &self.short))
+            .and_then(|()| update_batch(small, &self.small))
+    }
+}
+
+/// Whether a failed batch means the kernel takes no batched updates for these maps (rather
+/// than that one of them failed).
+fn batch_refused(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)
+    )
+}
+
 /// `union bpf_attr` as the `BPF_MAP_*_BATCH` commands read it (linux/bpf.h).
 #[repr(C)]
 #[derive(Default)]
@@ -789,31 +817,19 @@ impl NameBatcher {
         if self.refused.load(Ordering::Relaxed) {
             return false;
         }
-        let mut short = Batch::default();
-        let mut small = Batch::default();
-        let mut large = Batch::default();
+        let mut batches = NameBatches::default();
         for (key, entry) in entries {
-            let p = placement(key, entry, None);
-            if let Some(v) = p.large {
-                large.push(*key, *v);
-            }
-            if let Some((k, v)) = p.short {
-                short.push(k, v);
-            }
-            if let Some(v) = p.small {
-                small.push(*key, v);
-            }
+            batches.push(key, &placement(key, entry, None));
         }
-        let written = update_batch::<NameKey, LargeValue>(self.large.as_raw_fd(), &large)
-            .and_then(|()| update_batch::<ShortKey, SmallValue>(self.short.as_raw_fd(), &short))
-            .and_then(|()| update_batch::<NameKey, SmallValue>(self.small.as_raw_fd(), &small));
+        let written = batches.write(
+            self.large.as_raw_fd(),
+            self.short.as_raw_fd(),
+            self.small.as_raw_fd(),
+        );
         match written {
             Ok(()) => true,
             Err(e) => {
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)
-                ) {
+                if batch_refused(&e) {
                     self.refused.store(true, Ordering::Relaxed);
                 }
                 false
