@@ -1367,11 +1367,10 @@ fn xdp_negative_answers_come_from_the_closest_zone() {
     );
 }
 
-/// A fleet edge cut off from etcd sets `OPT_STALE_MISSES`: NXDOMAIN and NODATA go up (counted as
-/// `disabled`) for the fallback's SERVFAIL, while names with data are still answered at XDP;
-/// cleared, negative answers are given at XDP again.
-#[test]
-fn xdp_passes_misses_up_while_stale() {
+/// The program's misses as a fleet edge's daemon switches them: with `stale(false)` NXDOMAIN
+/// and NODATA are answered at XDP; with `stale(true)` they go up (counted as `disabled`) for
+/// the fallback, while names with data are still answered; switched back, answered again.
+fn check_misses_follow(stale: impl Fn(&mut XdpRunner, bool)) {
     let (mut runner, zones) = setup();
     let query = |name: &str, qtype: u16| {
         build_frame(
@@ -1389,7 +1388,32 @@ fn xdp_passes_misses_up_while_stale() {
         }
     };
     let answer = (XDP_TX, Stat::AnsweredAnswer);
-    let set = |runner: &mut XdpRunner, on: bool| {
+    let answered_nxdomain = (XDP_TX, Stat::AnsweredNxdomain);
+    stale(&mut runner, false);
+    check(&mut runner, "NXDOMAIN", &nxdomain, answered_nxdomain);
+    check(
+        &mut runner,
+        "NODATA",
+        &nodata,
+        (XDP_TX, Stat::AnsweredNodata),
+    );
+    stale(&mut runner, true);
+    let passed = (XDP_PASS, Stat::PassDisabled);
+    check(&mut runner, "stale NXDOMAIN", &nxdomain, passed);
+    check(&mut runner, "stale NODATA", &nodata, passed);
+    check(&mut runner, "stale answer", &hit, answer);
+    stale(&mut runner, false);
+    check(&mut runner, "NXDOMAIN again", &nxdomain, answered_nxdomain);
+    check(&mut runner, "answer", &hit, answer);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A fleet edge cut off from etcd sets `OPT_STALE_MISSES`: NXDOMAIN and NODATA go up for the
+/// fallback's SERVFAIL, while names with data are still answered at XDP; cleared, negative
+/// answers are given at XDP again.
+#[test]
+fn xdp_passes_misses_up_while_stale() {
+    check_misses_follow(|runner, on| {
         let mut cfg = runner.fast.config().expect("config");
         if on {
             cfg.options |= OPT_STALE_MISSES;
@@ -1397,33 +1421,7 @@ fn xdp_passes_misses_up_while_stale() {
             cfg.options &= !OPT_STALE_MISSES;
         }
         runner.fast.set_config(cfg).expect("set config");
-    };
-    check(
-        &mut runner,
-        "NXDOMAIN",
-        &nxdomain,
-        (XDP_TX, Stat::AnsweredNxdomain),
-    );
-    check(
-        &mut runner,
-        "NODATA",
-        &nodata,
-        (XDP_TX, Stat::AnsweredNodata),
-    );
-    set(&mut runner, true);
-    let passed = (XDP_PASS, Stat::PassDisabled);
-    check(&mut runner, "stale NXDOMAIN", &nxdomain, passed);
-    check(&mut runner, "stale NODATA", &nodata, passed);
-    check(&mut runner, "stale answer", &hit, answer);
-    set(&mut runner, false);
-    check(
-        &mut runner,
-        "NXDOMAIN again",
-        &nxdomain,
-        (XDP_TX, Stat::AnsweredNxdomain),
-    );
-    check(&mut runner, "answer", &hit, answer);
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    });
 }
 
 /// A fleet edge's daemon vouches for the program's negative answers up to a time
@@ -1432,50 +1430,13 @@ fn xdp_passes_misses_up_while_stale() {
 /// program answering, NXDOMAIN and NODATA go up; names with data are still answered.
 #[test]
 fn xdp_passes_misses_up_past_the_daemons_deadline() {
-    let (mut runner, zones) = setup();
-    let query = |name: &str, qtype: u16| {
-        build_frame(
-            &spec(false, None),
-            &QuerySpec::new(0x3457, name, qtype).to_wire(),
-        )
-    };
-    let nxdomain = query("no-such-name.example.com.", TYPE_A);
-    let nodata = query("a1.example.com.", TYPE_AAAA);
-    let hit = query("a1.example.com.", TYPE_A);
-    let mut failures = Vec::new();
-    let mut check = |runner: &mut XdpRunner, what: &str, frame: &[u8], want: (u32, Stat)| {
-        if let Err(e) = run_expecting(runner, &zones, frame, want) {
-            failures.push(format!("{what}: {e}"));
-        }
-    };
-    let until = |runner: &mut XdpRunner, ns: u64| {
+    check_misses_follow(|runner, past| {
         let mut cfg = runner.fast.config().expect("config");
         cfg.options |= OPT_MISSES_UNTIL;
-        cfg.misses_until_ns = ns;
+        // Far ahead, or long past (the machine has been up for more than a nanosecond).
+        cfg.misses_until_ns = if past { 1 } else { u64::MAX };
         runner.fast.set_config(cfg).expect("set config");
-    };
-    let answer = (XDP_TX, Stat::AnsweredAnswer);
-    // Far ahead: misses answered at XDP.
-    until(&mut runner, u64::MAX);
-    check(
-        &mut runner,
-        "NXDOMAIN",
-        &nxdomain,
-        (XDP_TX, Stat::AnsweredNxdomain),
-    );
-    check(
-        &mut runner,
-        "NODATA",
-        &nodata,
-        (XDP_TX, Stat::AnsweredNodata),
-    );
-    // Long past (the machine has been up for more than a nanosecond).
-    until(&mut runner, 1);
-    let passed = (XDP_PASS, Stat::PassDisabled);
-    check(&mut runner, "NXDOMAIN past it", &nxdomain, passed);
-    check(&mut runner, "NODATA past it", &nodata, passed);
-    check(&mut runner, "answer past it", &hit, answer);
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    });
 }
 
 /// Each CPU keeps the zone of its last negative answer (`Scratch::zone`), to answer the next
