@@ -316,16 +316,9 @@ fn fleet_put_is_answered_at_xdp_on_every_edge_right_after_200() {
     // The other two edges told edge-0 straight (their acks forwarded by the etcd namespace),
     // not through etcd.
     let metrics = net.edges[0].http("GET", "/metrics", None, &[]).body;
-    let acks = metrics
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("edgedns_fleet_acks_received_total ")?
-                .parse::<u64>()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no ack counter in\n{metrics}"));
+    let acks = crate::metrics::metric(&metrics, "edgedns_fleet_acks_received_total");
     assert!(
-        acks >= 2 * u64::from(rounds),
+        acks >= f64::from(2 * rounds),
         "{acks} acks for {rounds} writes"
     );
     // Every one of those first queries was answered by the XDP program: its answer counter grew

@@ -11,7 +11,7 @@ use dns_common::{map, XdpConfig};
 use tests::{dig, edgedns_bin, Bpffs, Daemon, NetNs, TempDir, DEMO_NAME, DNS_PORT};
 
 /// `/metrics`' value of `series` (name and labels as printed).
-fn metric(text: &str, series: &str) -> f64 {
+pub(crate) fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {series} in\n{text}"))
