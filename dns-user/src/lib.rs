@@ -39,6 +39,18 @@ pub mod webhook;
 pub mod zone;
 pub mod zonefile;
 
+/// `clock`'s time now in nanoseconds. CLOCK_MONOTONIC is the clock the XDP program reads
+/// (`bpf_ktime_get_ns`), and the one `Instant` runs on.
+pub fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clocks asked for are always supported.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
 /// `e` and its causes, `: `-separated, for a reason shown to an operator (a log line, a 500's
 /// body), who has no other place to see the causes.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -271,16 +271,7 @@ fn src_bytes(ip: IpAddr) -> [u8; 16] {
 
 /// Unix time minus the monotonic clock the program reads (`bpf_ktime_get_ns`), in ns.
 pub fn wall_offset_ns() -> u64 {
-    let read = |clock| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid timespec to write.
-        unsafe { libc::clock_gettime(clock, &mut ts) };
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-    };
-    read(libc::CLOCK_REALTIME).saturating_sub(read(libc::CLOCK_MONOTONIC))
+    crate::clock_ns(libc::CLOCK_REALTIME).saturating_sub(crate::clock_ns(libc::CLOCK_MONOTONIC))
 }
 
 /// Unix time in seconds, as cookies carry it.

@@ -88,14 +88,7 @@ pub fn watchdog_interval() -> Option<Duration> {
 
 /// `MONOTONIC_USEC=` for a `RELOADING=1` message: CLOCK_MONOTONIC now, in microseconds.
 pub fn monotonic_usec() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC is always supported.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000
-        + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1000
+    crate::clock_ns(libc::CLOCK_MONOTONIC) / 1000
 }
 
 #[cfg(test)]
