@@ -515,8 +515,8 @@ pub struct Fleet {
     misses_changed: tokio::sync::Notify,
     /// Misses in our zones are answered SERVFAIL (see [`guard_misses`]).
     stale: StaleMisses,
-    /// The state last written to both the fallback's switch and the XDP option (None: not
-    /// yet, or the option's write failed).
+    /// The state last written to both the fallback's switch and the XDP option, with the time
+    /// the program trusts misses until (None: not yet, or the option's write failed).
     stale_written: Mutex<Option<(bool, Option<Instant>)>>,
     /// The current lease and the earliest it can run out (see [`Fleet::lease_surely_holds`]).
     lease_surely_until: Mutex<Option<(i64, Instant)>>,
@@ -829,11 +829,10 @@ impl Fleet {
                 || self.applied_revision() < self.misses_from.load(Ordering::Relaxed));
         // The XDP program stops trusting misses at that time by itself, should this daemon
         // die with the program left answering (`--keep-xdp`): written as the lease moves.
-        let stale = (stale, if stale { None } else { trusted_until });
-        if *written == Some(stale) {
+        let trusted_until = if stale { None } else { trusted_until };
+        if *written == Some((stale, trusted_until)) {
             return;
         }
-        let (stale, trusted_until) = stale;
         if stale != self.stale.is_set() {
             if stale {
                 warn!(edge = %self.edge_id, "fleet: not registered or not caught up with etcd; misses in our zones are answered SERVFAIL");
@@ -1066,15 +1065,8 @@ fn host_name() -> String {
 /// `at` on the kernel's CLOCK_MONOTONIC in nanoseconds, as the XDP program's
 /// `bpf_ktime_get_ns` counts (`Instant` is that clock too, but doesn't say its value).
 fn monotonic_ns(at: Instant) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write to.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let now_ns = crate::clock_ns(libc::CLOCK_MONOTONIC);
     let now = Instant::now();
-    let now_ns = u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000
-        + u64::try_from(ts.tv_nsec).unwrap_or(0);
     let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     if at >= now {
         now_ns.saturating_add(nanos(at - now))
