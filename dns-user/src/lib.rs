@@ -51,6 +51,16 @@ pub fn clock_ns(clock: libc::clockid_t) -> u64 {
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
+/// Fills `buf` from the kernel's random source (getrandom(2), as /dev/urandom).
+pub fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
+    // SAFETY: writes at most `buf.len()` bytes into `buf`.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if usize::try_from(n).ok() != Some(buf.len()) {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `e` and its causes, `: `-separated, for a reason shown to an operator (a log line, a 500's
 /// body), who has no other place to see the causes.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -89,11 +89,7 @@ pub fn read_secret(path: &Path) -> Result<[u8; 16], LimitError> {
 
 fn random_secret() -> Result<[u8; 16], LimitError> {
     let mut out = [0u8; 16];
-    // SAFETY: writes at most `out.len()` bytes into `out`.
-    let n = unsafe { libc::getrandom(out.as_mut_ptr().cast(), out.len(), 0) };
-    if n != out.len() as isize {
-        return Err(LimitError::Random(std::io::Error::last_os_error()));
-    }
+    crate::random_bytes(&mut out).map_err(LimitError::Random)?;
     Ok(out)
 }
 

@@ -489,7 +489,7 @@ async fn towards(etcd: &[String]) -> Option<std::net::IpAddr> {
 /// the others read its key).
 async fn load_key(fleet: &Fleet) -> Result<Vec<u8>, String> {
     let mut fresh = vec![0; KEY_LEN];
-    getrandom(&mut fresh).map_err(|e| format!("reading /dev/urandom: {e}"))?;
+    crate::random_bytes(&mut fresh).map_err(|e| format!("drawing a random key: {e}"))?;
     let key = fleet.keys.ack_key();
     let txn = Txn::new()
         .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
@@ -511,11 +511,6 @@ async fn load_key(fleet: &Fleet) -> Result<Vec<u8>, String> {
         Some(k) => Err(format!("{key} holds {} bytes, not {KEY_LEN}", k.len())),
         None => Err(format!("{key} was deleted while it was read")),
     }
-}
-
-fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
-    use std::io::Read as _;
-    std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }
 
 /// Reads the key, then takes acks and receipts until `shutdown`.

@@ -1042,9 +1042,7 @@ fn instance_token(dir: &std::path::Path) -> Result<String, FleetError> {
         Err(e) => return Err(error(e)),
     }
     let mut random = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random))
-        .map_err(error)?;
+    crate::random_bytes(&mut random).map_err(error)?;
     let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
     // Written whole or not at all: a torn token would not match the registration it made.
     let tmp = dir.join(format!("{INSTANCE_FILE}.tmp"));
